@@ -1,0 +1,227 @@
+"""What one node knows about one namespace: the latest manifest it has seen and the WAL after it.
+
+Reads go through ``snapshot(strong)``. Strong reads check the bucket for newer WAL entries (and,
+when the node's manifest knowledge is older than ``manifest.poll_interval_ms``, for a newer
+manifest, in parallel), so every write acknowledged before the read started is visible. Eventual
+reads reuse what the node has if it was refreshed within the poll interval.
+
+Why probing ``wal/{head+1}`` is enough: WAL seqs are dense (an entry is only created at head+1 of
+an existing head), and a folded entry is only deleted by GC a grace period after the manifest
+that folded it was committed. A node whose manifest view is younger than that grace period
+therefore cannot miss an entry because it was deleted: it either sees it or sees the manifest
+that folded it. ``indexer.gc_grace_secs`` must exceed the poll interval by a wide margin.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from lagoon.config import Settings
+from lagoon.engine.components import Components
+from lagoon.engine.tail import Snapshot, Tail
+from lagoon.errors import DataCorruption, Unavailable
+from lagoon.format.keys import NamespaceKeys, parse_wal_seq
+from lagoon.format.manifest import Manifest, decode_manifest
+from lagoon.format.wal import WalEntry, decode_entry
+from lagoon.schema import Schema
+from lagoon.storage.base import ObjectNotFound, ObjectStore, StorageError
+
+_FETCH_PARALLELISM = 16
+
+
+class NamespaceState:
+    def __init__(
+        self, keys: NamespaceKeys, store: ObjectStore, settings: Settings, components: Components
+    ) -> None:
+        self.keys = keys
+        self.store = store
+        self.settings = settings
+        self.components = components
+        self.manifest: Manifest | None = None
+        self.tail = Tail()
+        self.entries: list[tuple[WalEntry, int]] = []  # unindexed entries with their encoded size
+        self._loaded = False
+        self._last_refresh_started = -1.0
+        self._last_manifest_check = -1.0
+        self._refresh_lock = asyncio.Lock()
+        self._snapshot: Snapshot | None = None
+
+    # -- reading -------------------------------------------------------------------------------
+
+    @property
+    def head(self) -> int:
+        return self.tail.head
+
+    @property
+    def indexed_through(self) -> int:
+        return self.manifest.indexed_through if self.manifest else 0
+
+    def current(self) -> Snapshot:
+        if self._snapshot is None or self._snapshot.head != self.tail.head:
+            self._snapshot = self.tail.snapshot(
+                manifest_version=self.manifest.version if self.manifest else 0,
+                indexed_through=self.indexed_through,
+            )
+        return self._snapshot
+
+    async def snapshot(self, *, strong: bool = True) -> Snapshot:
+        clock = self.components.clock
+        started = clock.monotonic()
+        if not strong and self._loaded:
+            poll = self.settings.manifest.poll_interval_ms / 1000
+            if started - self._last_refresh_started < poll:
+                return self.current()
+        await self.refresh(started)
+        return self.current()
+
+    async def refresh(self, not_before: float | None = None) -> None:
+        """Bring the state up to date with the bucket, by a probe that started at or after
+        ``not_before`` (monotonic); concurrent callers share one probe."""
+        clock = self.components.clock
+        if not_before is None:
+            not_before = clock.monotonic()
+        async with self._refresh_lock:
+            if self._last_refresh_started >= not_before:
+                return
+            started = clock.monotonic()
+            try:
+                await self._probe(started)
+            except StorageError as e:
+                raise Unavailable(f"object store unavailable while reading {self.keys.root}: {e}") from e
+            self._last_refresh_started = started
+
+    async def _probe(self, started: float) -> None:
+        poll = self.settings.manifest.poll_interval_ms / 1000
+        if not self._loaded:
+            await self._load_manifest_from_hint()
+            self._last_manifest_check = started
+            if self.manifest is not None:
+                self._rebuild_tail()
+            await self._fetch_tail_by_listing()
+            self._loaded = True
+            return
+        if started - self._last_manifest_check >= poll:
+            manifest_task = asyncio.ensure_future(self._probe_manifest())
+            wal_task = asyncio.ensure_future(self._fetch_one(self.head + 1))
+            advanced, first = await asyncio.gather(manifest_task, wal_task)
+            self._last_manifest_check = started
+            if advanced:
+                self._rebuild_tail()
+                first = None if first is None or first[0].seq <= self.indexed_through else first
+                if first is None:
+                    first = await self._fetch_one(self.head + 1)
+        else:
+            first = await self._fetch_one(self.head + 1)
+        if first is None:
+            return
+        self._append(*first)
+        await self._fetch_tail_by_listing()
+
+    async def _load_manifest_from_hint(self) -> None:
+        version = 0
+        try:
+            raw = await self.store.get(self.keys.current)
+            version = int(raw.decode().strip() or 0)
+        except ObjectNotFound:
+            version = 0
+        except (ValueError, UnicodeDecodeError):
+            version = 0  # a garbled hint only costs probing from the start
+        if version > 0:
+            try:
+                self.manifest = await self._read_manifest(version)
+            except ObjectNotFound:
+                self.manifest = None  # hint points past GC'd versions: probe from the start
+        await self._probe_manifest()
+
+    async def _probe_manifest(self) -> bool:
+        """Follow manifest versions after the known one until a 404. True if it advanced."""
+        advanced = False
+        version = self.manifest.version if self.manifest else 0
+        while True:
+            try:
+                m = await self._read_manifest(version + 1)
+            except ObjectNotFound:
+                return advanced
+            self.manifest, version, advanced = m, m.version, True
+
+    async def _read_manifest(self, version: int) -> Manifest:
+        key = self.keys.manifest(version)
+        m = decode_manifest(await self.store.get(key), what=key)
+        if m.version != version:
+            raise DataCorruption(f"{key}: holds version {m.version}")
+        return m
+
+    async def _fetch_one(self, seq: int) -> tuple[WalEntry, int] | None:
+        key = self.keys.wal(seq)
+        try:
+            data = await self.store.get(key)
+        except ObjectNotFound:
+            return None
+        entry = decode_entry(data, what=key)
+        if entry.seq != seq:
+            raise DataCorruption(f"{key}: holds seq {entry.seq}")
+        return entry, len(data)
+
+    async def _fetch_tail_by_listing(self) -> None:
+        """Fetch every WAL entry after the head (one LIST, then parallel GETs)."""
+        start = max(self.head, self.indexed_through)
+        seqs = []
+        async for meta in self.store.list(self.keys.wal_prefix, start_after=self.keys.wal(start)):
+            seq = parse_wal_seq(meta.key)
+            if seq is not None and seq > start:
+                seqs.append(seq)
+        if not seqs:
+            return
+        sem = asyncio.Semaphore(_FETCH_PARALLELISM)
+
+        async def get(seq: int) -> tuple[WalEntry, int] | None:
+            async with sem:
+                return await self._fetch_one(seq)
+
+        fetched = await asyncio.gather(*(get(s) for s in seqs))
+        for item in fetched:
+            if item is None or item[0].seq != self.head + 1:
+                break  # a gap: entries must be applied densely; the next probe continues
+            self._append(*item)
+
+    def _append(self, entry: WalEntry, size: int) -> None:
+        if entry.seq != self.head + 1:
+            return
+        self.entries.append((entry, size))
+        self.tail.apply(entry, size)
+
+    def _rebuild_tail(self) -> None:
+        """The manifest advanced: keep only the entries after its indexed_through."""
+        m = self.manifest
+        assert m is not None
+        self.entries = [(e, s) for e, s in self.entries if e.seq > m.indexed_through]
+        tail = Tail(Schema.from_storage(m.schema) if m.schema else Schema(), m.settings)
+        tail.head = m.indexed_through
+        tail.created_at_ms = m.created_at_namespace_ms
+        for e, s in self.entries:
+            if e.seq == tail.head + 1:
+                tail.apply(e, s)
+        self.tail = tail
+        self._snapshot = None
+
+    # -- writing -------------------------------------------------------------------------------
+
+    def committed(self, entry: WalEntry, size: int) -> None:
+        """A WAL entry this node just created at head+1."""
+        self._append(entry, size)
+
+    async def ensure_loaded(self) -> None:
+        if not self._loaded:
+            await self.refresh()
+
+    def manifest_age(self) -> float:
+        return self.components.clock.monotonic() - self._last_manifest_check
+
+    def metadata(self) -> dict[str, Any]:
+        snap = self.current()
+        return {
+            "head": snap.head,
+            "indexed_through": snap.indexed_through,
+            "manifest_version": snap.manifest_version,
+        }

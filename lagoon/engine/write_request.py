@@ -1,0 +1,318 @@
+"""Parse and validate a write request body completely, before anything is written.
+
+``parse_write(body, schema)`` checks every field against the namespace schema (inferring the
+types of new attributes from all values in the request), converts values to canonical form and
+returns a ``WriteRequest``, or raises InvalidRequest naming the offending field. Pure: no I/O.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from lagoon.errors import InvalidRequest
+from lagoon.query.filters import Filter, parse_filter
+from lagoon.schema import (
+    DISTANCE_METRICS,
+    AttributeSchema,
+    AttrType,
+    Schema,
+    apply_schema_update,
+    check_attr_name,
+    infer_type,
+)
+from lagoon.values import Id, coerce_id, coerce_value
+
+Doc = dict[str, Any]
+
+WRITE_KEYS = {
+    "upsert_rows",
+    "upsert_columns",
+    "patch_rows",
+    "patch_columns",
+    "deletes",
+    "delete_by_filter",
+    "delete_by_filter_allow_partial",
+    "patch_by_filter",
+    "patch_by_filter_allow_partial",
+    "upsert_condition",
+    "patch_condition",
+    "delete_condition",
+    "return_affected_ids",
+    "distance_metric",
+    "schema",
+    "create_namespace",
+    "copy_from_namespace",
+    "branch_from_namespace",
+    "encryption",
+    "disable_backpressure",
+}
+MAX_DELETE_BY_FILTER_ROWS = 5_000_000
+MAX_PATCH_BY_FILTER_ROWS = 50_000
+
+
+@dataclass(frozen=True)
+class WriteRequest:
+    """A validated write. Documents are canonical (see lagoon.values); ids are canonical ids."""
+
+    schema: Schema  # the schema after this request's schema changes and inferred types
+    schema_changed: bool
+    upserts: list[tuple[Id, Doc]] = field(default_factory=list)
+    patches: list[tuple[Id, Doc]] = field(default_factory=list)
+    deletes: list[Id] = field(default_factory=list)
+    delete_by_filter: Filter | None = None
+    delete_by_filter_allow_partial: bool = False
+    patch_by_filter: tuple[Filter, Doc] | None = None
+    patch_by_filter_allow_partial: bool = False
+    upsert_condition: Filter | None = None
+    patch_condition: Filter | None = None
+    delete_condition: Filter | None = None
+    return_affected_ids: bool = False
+    create_namespace: bool | None = None
+    logical_bytes: int = 0
+
+    @property
+    def writes_documents(self) -> bool:
+        return bool(
+            self.upserts or self.patches or self.deletes or self.delete_by_filter or self.patch_by_filter
+        )
+
+
+def _rows_from_columns(cols: Any, where: str) -> list[Any]:
+    if not isinstance(cols, dict):
+        raise InvalidRequest(f"{where}: expected an object of equal-length columns")
+    if "id" not in cols:
+        raise InvalidRequest(f"{where}: the 'id' column is required")
+    lengths = {k: len(v) for k, v in cols.items() if isinstance(v, list)}
+    bad = [k for k, v in cols.items() if not isinstance(v, list)]
+    if bad:
+        raise InvalidRequest(f"{where}.{bad[0]}: expected an array")
+    n = lengths["id"]
+    for k, ln in lengths.items():
+        if ln != n:
+            raise InvalidRequest(f"{where}.{k}: has {ln} values, 'id' has {n}; columns must be equally long")
+    names = list(cols)
+    return [{k: cols[k][i] for k in names} for i in range(n)]
+
+
+def _rows(body: dict[str, Any], rows_key: str, cols_key: str) -> list[tuple[str, Any]]:
+    out: list[tuple[str, Any]] = []
+    if rows_key in body and body[rows_key] is not None:
+        rows = body[rows_key]
+        if not isinstance(rows, list):
+            raise InvalidRequest(f"{rows_key}: expected an array of documents")
+        out += [(f"{rows_key}[{i}]", r) for i, r in enumerate(rows)]
+    if cols_key in body and body[cols_key] is not None:
+        out += [(f"{cols_key}[{i}]", r) for i, r in enumerate(_rows_from_columns(body[cols_key], cols_key))]
+    for where, r in out:
+        if not isinstance(r, dict):
+            raise InvalidRequest(f"{where}: expected a document object")
+        if "id" not in r:
+            raise InvalidRequest(f"{where}: 'id' is required")
+    return out
+
+
+def _bool(body: dict[str, Any], key: str, default: bool = False) -> bool:
+    v = body.get(key, default)
+    if v is None:
+        return default
+    if not isinstance(v, bool):
+        raise InvalidRequest(f"{key}: expected true or false")
+    return v
+
+
+def _infer_new_attributes(schema: Schema, docs: list[tuple[str, Any]], is_patch: list[bool]) -> Schema:
+    """Add types for attributes the schema lacks, inferred from every value in the request."""
+    seen: dict[str, AttrType] = {}
+    for (where, doc), _ in zip(docs, is_patch, strict=True):
+        for name, value in doc.items():
+            if name == "id" or name in schema.attributes:
+                continue
+            check_attr_name(name)
+            t = infer_type(name, value)
+            if t is None:
+                continue
+            prev = seen.get(name)
+            if prev is None or prev == t:
+                seen[name] = t
+            elif {prev.kind, t.kind} == {"int", "float"} and prev.array == t.array:
+                seen[name] = AttrType("float", array=t.array)
+            else:
+                raise InvalidRequest(
+                    f"{where}.{name}: value of type {t} conflicts with type {prev} inferred from an "
+                    "earlier document in this request; declare the type in schema"
+                )
+    if not seen:
+        return schema
+    attrs = dict(schema.attributes)
+    for name, t in seen.items():
+        attrs[name] = AttributeSchema(type=t, filterable=not t.is_vector, ann={} if t.is_vector else None)
+    return replace(schema, attributes=attrs)
+
+
+def _coerce_doc(doc: dict[str, Any], schema: Schema, where: str, *, patch: bool) -> tuple[Id, Doc]:
+    ident, _ = coerce_id(doc["id"], schema.id_type, where=f"{where}.id")
+    out: Doc = {}
+    for name, value in doc.items():
+        if name == "id":
+            continue
+        attr = schema.attributes.get(name)
+        if attr is None:
+            if value is None:
+                continue  # a null for an attribute nobody has typed yet carries no information
+            raise InvalidRequest(f"{where}.{name}: unknown attribute")
+        if patch and attr.type.is_vector:
+            raise InvalidRequest(f"{where}.{name}: vector attributes cannot be patched; upsert the document")
+        out[name] = coerce_value(value, attr.type, where=f"{where}.{name}")
+    return ident, out
+
+
+def _doc_bytes(doc: Doc) -> int:
+    n = 8
+    for k, v in doc.items():
+        n += len(k)
+        if isinstance(v, str):
+            n += len(v.encode())
+        elif hasattr(v, "nbytes"):
+            n += int(v.nbytes)
+        elif isinstance(v, list):
+            n += 8 * len(v)
+        else:
+            n += 8
+    return n
+
+
+def parse_write(body: Any, schema: Schema) -> WriteRequest:
+    """Validate a write body against ``schema``; InvalidRequest names the first problem found."""
+    if not isinstance(body, dict):
+        raise InvalidRequest("write body must be a JSON object")
+    unknown = set(body) - WRITE_KEYS
+    if unknown:
+        raise InvalidRequest(f"unknown write field(s): {', '.join(sorted(unknown))}")
+    if body.get("encryption") not in (None, {"mode": "default"}):
+        raise InvalidRequest(
+            "encryption: only {'mode': 'default'} is supported; Lagoon uses the object store's "
+            "server-side encryption (storage.sse)"
+        )
+    new_schema = schema
+    if body.get("schema") is not None:
+        new_schema = apply_schema_update(new_schema, body["schema"])
+
+    metric = body.get("distance_metric")
+    if metric is not None:
+        if metric not in DISTANCE_METRICS:
+            raise InvalidRequest(
+                f"distance_metric: expected one of {', '.join(DISTANCE_METRICS)}, got {metric!r}"
+            )
+        if schema.distance_metric is not None and schema.distance_metric != metric:
+            raise InvalidRequest(
+                f"distance_metric: the namespace uses {schema.distance_metric}, got {metric}"
+            )
+        new_schema = replace(new_schema, distance_metric=metric)
+
+    upsert_docs = _rows(body, "upsert_rows", "upsert_columns")
+    patch_docs = _rows(body, "patch_rows", "patch_columns")
+    all_docs = upsert_docs + patch_docs
+
+    id_type = new_schema.id_type
+    for where, doc in all_docs:
+        _, t = coerce_id(doc["id"], id_type, where=f"{where}.id")
+        id_type = id_type or t
+    deletes_raw = body.get("deletes")
+    if deletes_raw is not None and not isinstance(deletes_raw, list):
+        raise InvalidRequest("deletes: expected an array of ids")
+    for i, d in enumerate(deletes_raw or []):
+        _, t = coerce_id(d, id_type, where=f"deletes[{i}]")
+        id_type = id_type or t
+    if id_type != new_schema.id_type:
+        new_schema = replace(new_schema, id_type=id_type)
+
+    new_schema = _infer_new_attributes(new_schema, upsert_docs, [False] * len(upsert_docs))
+    new_schema = _infer_new_attributes(new_schema, patch_docs, [True] * len(patch_docs))
+
+    upserts = [_coerce_doc(d, new_schema, w, patch=False) for w, d in upsert_docs]
+    patches = [_coerce_doc(d, new_schema, w, patch=True) for w, d in patch_docs]
+    deletes = [
+        coerce_id(d, new_schema.id_type, where=f"deletes[{i}]")[0] for i, d in enumerate(deletes_raw or [])
+    ]
+    for label, ids in (
+        ("upsert", [i for i, _ in upserts]),
+        ("patch", [i for i, _ in patches]),
+        ("deletes", deletes),
+    ):
+        if len(set(ids)) != len(ids):
+            seen: set[Id] = set()
+            dup = next(i for i in ids if i in seen or seen.add(i))  # type: ignore[func-returns-value]
+            raise InvalidRequest(f"{label}: id {dup!r} appears more than once in this request")
+
+    writes_vectors = any(
+        new_schema.attributes[k].type.is_vector and v is not None for _, d in upserts for k, v in d.items()
+    )
+    if writes_vectors and new_schema.distance_metric is None:
+        raise InvalidRequest(
+            "distance_metric is required when writing vectors (cosine_distance or euclidean_squared)"
+        )
+
+    dbf = None
+    if body.get("delete_by_filter") is not None:
+        dbf = parse_filter(body["delete_by_filter"], new_schema, where="delete_by_filter")
+    pbf = None
+    if body.get("patch_by_filter") is not None:
+        spec = body["patch_by_filter"]
+        if not isinstance(spec, dict) or set(spec) - {"filters", "patch"} or "filters" not in spec:
+            raise InvalidRequest("patch_by_filter: expected {'filters': <filter>, 'patch': {attr: value}}")
+        patch = spec.get("patch") or {}
+        if not isinstance(patch, dict) or "id" in patch:
+            raise InvalidRequest("patch_by_filter.patch: expected an object of attributes (without id)")
+        new_schema = _infer_new_attributes(new_schema, [("patch_by_filter.patch", patch)], [True])
+        pdoc = _coerce_patch(patch, new_schema)
+        pbf = (parse_filter(spec["filters"], new_schema, where="patch_by_filter.filters"), pdoc)
+
+    conds: dict[str, Filter | None] = {}
+    for key in ("upsert_condition", "patch_condition", "delete_condition"):
+        conds[key] = (
+            parse_filter(body[key], new_schema, where=key, allow_ref_new=True)
+            if body.get(key) is not None
+            else None
+        )
+
+    create = body.get("create_namespace")
+    if create is not None and not isinstance(create, bool):
+        raise InvalidRequest("create_namespace: expected true or false")
+    if create is True and new_schema.id_type is None:
+        new_schema = replace(new_schema, id_type="uint")
+
+    logical = (
+        sum(_doc_bytes(d) for _, d in upserts) + sum(_doc_bytes(d) for _, d in patches) + 8 * len(deletes)
+    )
+    return WriteRequest(
+        schema=new_schema,
+        schema_changed=new_schema != schema,
+        upserts=upserts,
+        patches=patches,
+        deletes=deletes,
+        delete_by_filter=dbf,
+        delete_by_filter_allow_partial=_bool(body, "delete_by_filter_allow_partial"),
+        patch_by_filter=pbf,
+        patch_by_filter_allow_partial=_bool(body, "patch_by_filter_allow_partial"),
+        upsert_condition=conds["upsert_condition"],
+        patch_condition=conds["patch_condition"],
+        delete_condition=conds["delete_condition"],
+        return_affected_ids=_bool(body, "return_affected_ids"),
+        create_namespace=create,
+        logical_bytes=logical,
+    )
+
+
+def _coerce_patch(patch: dict[str, Any], schema: Schema) -> Doc:
+    out: Doc = {}
+    for name, value in patch.items():
+        attr = schema.attributes.get(name)
+        if attr is None:
+            if value is None:
+                continue
+            raise InvalidRequest(f"patch_by_filter.patch.{name}: unknown attribute")
+        if attr.type.is_vector:
+            raise InvalidRequest(f"patch_by_filter.patch.{name}: vector attributes cannot be patched")
+        out[name] = coerce_value(value, attr.type, where=f"patch_by_filter.patch.{name}")
+    return out

@@ -1,0 +1,447 @@
+"""The write path: group commit of requests into one WAL entry, acknowledged only once durable.
+
+Protocol (DESIGN §3), and why each step is safe:
+1. Requests for a namespace queue on this node. One commit runs at a time; everything that queued
+   meanwhile forms the next group, so an idle namespace adds no latency and a busy one batches.
+2. The group is resolved against the node's snapshot at ``head``: conditions, patches and
+   by-filter operations become concrete upserts and deletes (the entry holds their net effect).
+3. The entry is created at ``wal/{head+1}`` with create-if-absent. Success is the commit point; only
+   then are the requests acknowledged. Because the slot was free, nothing was committed between the
+   snapshot and the entry, so the resolution in step 2 is exactly what the state at commit implies.
+4. ``AlreadyExists`` means another node committed first: learn the new entries and go back to 2.
+5. An ambiguous failure (the store may or may not have applied the PUT) is settled by reading the
+   slot back: our nonce means committed; another entry means we lost; absent means we must make
+   sure our PUT can never land later, so we fill the slot ourselves with an empty fence entry.
+   If the fence wins, our entry is definitely not committed and we retry at the next slot.
+Nothing else is on the write path; the manifest is advanced later by the indexer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from lagoon.engine.components import Components
+from lagoon.engine.state import NamespaceState
+from lagoon.engine.tail import Snapshot
+from lagoon.engine.write_request import (
+    MAX_DELETE_BY_FILTER_ROWS,
+    MAX_PATCH_BY_FILTER_ROWS,
+    Doc,
+    WriteRequest,
+    parse_write,
+)
+from lagoon.errors import Conflict, Forbidden, InvalidRequest, LagoonError, NotFound, Unavailable
+from lagoon.format.wal import OP_COLUMN, OP_DELETE, OP_UPSERT, WalEntry, encode_entry
+from lagoon.query.filters import Filter
+from lagoon.schema import Schema
+from lagoon.storage.base import AlreadyExists, ObjectNotFound, PutMode, StorageError
+from lagoon.values import Id, column_to_arrow, id_to_json, ids_to_arrow
+
+MAX_GROUP_REQUESTS = 256
+MAX_COMMIT_ATTEMPTS = 50
+TokenMatcherFactory = Callable[[pa.Table, Schema], Any]
+
+
+@dataclass
+class Op:
+    """One queued write: a parsed request, or a namespace-level operation."""
+
+    kind: str  # "write" | "truncate" | "settings"
+    body: Any = None
+    request: WriteRequest | None = None
+    parsed_against: Schema | None = None
+    settings: dict[str, Any] | None = None
+    future: asyncio.Future[dict[str, Any]] = field(
+        default_factory=lambda: asyncio.get_running_loop().create_future()
+    )
+
+
+@dataclass
+class _Outcome:
+    upserted: list[Id] = field(default_factory=list)
+    patched: list[Id] = field(default_factory=list)
+    deleted: list[Id] = field(default_factory=list)
+    rows_remaining: bool = False
+
+
+class _Resolver:
+    """Applies a group's requests, in order, to an overlay over one snapshot."""
+
+    def __init__(self, snap: Snapshot, token_matcher_factory: TokenMatcherFactory | None) -> None:
+        self.snap = snap
+        self.schema = snap.schema
+        self.settings = dict(snap.settings)
+        self.overlay: dict[Id, Doc | None] = {}
+        self.truncate = False
+        self.token_matcher_factory = token_matcher_factory
+
+    def current(self, ids: list[Id]) -> dict[Id, Doc]:
+        out: dict[Id, Doc] = {}
+        missing = []
+        for i in ids:
+            if i in self.overlay:
+                d = self.overlay[i]
+                if d is not None:
+                    out[i] = d
+            else:
+                missing.append(i)
+        if missing and not self.truncate:
+            out.update(self.snap.lookup(missing))
+        return out
+
+    def exists(self) -> bool:
+        return self.schema.id_type is not None
+
+    # -- evaluation helpers ----------------------------------------------------------------------
+
+    def _table(self, docs: list[tuple[Id, Doc]], extra: dict[str, list[Any]] | None = None) -> pa.Table:
+        schema = self.schema
+        cols: dict[str, pa.Array] = {"id": ids_to_arrow([i for i, _ in docs], schema.id_type or "uint")}
+        for name, attr in schema.attributes.items():
+            cols[name] = column_to_arrow([d.get(name) for _, d in docs], attr.type)
+        for name, values in (extra or {}).items():
+            attr_name = name.removeprefix("$ref_new.")
+            attr = schema.attributes.get(attr_name)
+            if attr is not None:
+                cols[name] = column_to_arrow(values, attr.type)
+        return pa.table(cols)
+
+    def _eval(self, flt: Filter, table: pa.Table) -> np.ndarray:
+        matcher = self.token_matcher_factory(table, self.schema) if self.token_matcher_factory else None
+        return np.asarray(flt.evaluate(table, token_matcher=matcher), dtype=bool)
+
+    def matching_ids(self, flt: Filter) -> list[Id]:
+        """Ids of the current documents (snapshot + overlay) that match ``flt``."""
+        out: list[Id] = []
+        if not self.truncate:
+            base = self.snap.live_table()
+            if base.num_rows:
+                mask = self._eval(flt, base)
+                ids = base.column("id").to_pylist()
+                out += [i for i, m in zip(ids, mask, strict=True) if m and i not in self.overlay]
+        live_overlay = [(i, d) for i, d in self.overlay.items() if d is not None]
+        if live_overlay:
+            mask = self._eval(flt, self._table(live_overlay))
+            out += [i for (i, _), m in zip(live_overlay, mask, strict=True) if m]
+        return out
+
+    def condition_holds(self, cond: Filter, targets: list[tuple[Id, Doc, Doc | None]]) -> np.ndarray:
+        """Evaluate a condition per target (id, existing doc, new doc or None for deletes)."""
+        refs = cond.ref_new_attributes()
+        extra = {f"$ref_new.{a}": [(new or {}).get(a) for _, _, new in targets] for a in refs}
+        table = self._table([(i, old) for i, old, _ in targets], extra)
+        return self._eval(cond, table)
+
+    # -- applying requests ------------------------------------------------------------------------
+
+    def apply(self, op: Op) -> _Outcome:
+        if op.kind == "truncate":
+            self.overlay.clear()
+            self.truncate = True
+            self.schema = Schema()
+            self.settings = {}
+            return _Outcome()
+        if op.kind == "settings":
+            if not self.exists():
+                raise NotFound("namespace not found")
+            self.settings.update(op.settings or {})
+            return _Outcome()
+        if self.settings.get("read_only"):
+            raise Forbidden("namespace is read-only; PATCH its metadata with read_only: false to write")
+        req = op.request
+        if req is None or op.parsed_against != self.schema:
+            req = parse_write(op.body, self.schema)
+        if req.create_namespace is False and not self.exists():
+            raise NotFound("namespace not found and create_namespace is false")
+        saved_overlay, saved_schema = dict(self.overlay), self.schema
+        try:
+            return self._apply_write(req)
+        except LagoonError:
+            self.overlay, self.schema = saved_overlay, saved_schema
+            raise
+
+    def _apply_write(self, req: WriteRequest) -> _Outcome:
+        out = _Outcome()
+        self.schema = req.schema
+        if req.delete_by_filter is not None:
+            ids = self.matching_ids(req.delete_by_filter)
+            if len(ids) > MAX_DELETE_BY_FILTER_ROWS:
+                if not req.delete_by_filter_allow_partial:
+                    raise InvalidRequest(
+                        f"delete_by_filter matches {len(ids)} rows, more than {MAX_DELETE_BY_FILTER_ROWS}; "
+                        "set delete_by_filter_allow_partial to delete in batches"
+                    )
+                ids, out.rows_remaining = ids[:MAX_DELETE_BY_FILTER_ROWS], True
+            for i in ids:
+                self.overlay[i] = None
+            out.deleted += ids
+        if req.patch_by_filter is not None:
+            flt, patch = req.patch_by_filter
+            ids = self.matching_ids(flt)
+            if len(ids) > MAX_PATCH_BY_FILTER_ROWS:
+                if not req.patch_by_filter_allow_partial:
+                    raise InvalidRequest(
+                        f"patch_by_filter matches {len(ids)} rows, more than {MAX_PATCH_BY_FILTER_ROWS}; "
+                        "set patch_by_filter_allow_partial to patch in batches"
+                    )
+                ids, out.rows_remaining = ids[:MAX_PATCH_BY_FILTER_ROWS], True
+            current = self.current(ids)
+            for i in ids:
+                self.overlay[i] = {**current[i], **patch}
+            out.patched += ids
+        if req.upserts:
+            apply_to = req.upserts
+            if req.upsert_condition is not None:
+                existing = self.current([i for i, _ in req.upserts])
+                targets = [(i, existing[i], d) for i, d in req.upserts if i in existing]
+                ok = self.condition_holds(req.upsert_condition, targets) if targets else np.zeros(0, bool)
+                skip = {t[0] for t, good in zip(targets, ok, strict=True) if not good}
+                apply_to = [(i, d) for i, d in req.upserts if i not in skip]
+            for i, d in apply_to:
+                self.overlay[i] = {k: v for k, v in d.items() if v is not None}
+            out.upserted += [i for i, _ in apply_to]
+        if req.patches:
+            existing = self.current([i for i, _ in req.patches])
+            targets = [(i, existing[i], d) for i, d in req.patches if i in existing]
+            if req.patch_condition is not None and targets:
+                ok = self.condition_holds(req.patch_condition, targets)
+                targets = [t for t, good in zip(targets, ok, strict=True) if good]
+            for i, old, d in targets:
+                merged = {**old, **d}
+                self.overlay[i] = {k: v for k, v in merged.items() if v is not None}
+            out.patched += [t[0] for t in targets]
+        if req.deletes:
+            existing = self.current(req.deletes)
+            targets_d = [(i, existing[i], None) for i in req.deletes if i in existing]
+            if req.delete_condition is not None and targets_d:
+                ok = self.condition_holds(req.delete_condition, targets_d)
+                targets_d = [t for t, good in zip(targets_d, ok, strict=True) if good]
+            for i, _, _ in targets_d:
+                self.overlay[i] = None
+            out.deleted += [t[0] for t in targets_d]
+        return out
+
+    # -- the entry ---------------------------------------------------------------------------------
+
+    def docs_table(self) -> pa.Table | None:
+        if not self.overlay:
+            return None
+        schema = self.schema
+        items = list(self.overlay.items())
+        ids = [i for i, _ in items]
+        ops = [OP_DELETE if d is None else OP_UPSERT for _, d in items]
+        present: set[str] = set()
+        for _, d in items:
+            if d is not None:
+                present.update(d)
+        cols: dict[str, pa.Array] = {
+            "id": ids_to_arrow(ids, schema.id_type or "uint"),
+            OP_COLUMN: pa.array(ops, type=pa.uint8()),
+        }
+        for name in sorted(present):
+            attr = schema.attributes.get(name)
+            if attr is None:
+                continue  # the attribute was dropped later in the group
+            cols[name] = column_to_arrow([None if d is None else d.get(name) for _, d in items], attr.type)
+        return pa.table(cols)
+
+
+class Committer:
+    """Group-commits one namespace's writes on this node (one instance per namespace)."""
+
+    def __init__(
+        self,
+        state: NamespaceState,
+        components: Components,
+        *,
+        commit_window_ms: float = 0.0,
+        token_matcher_factory: TokenMatcherFactory | None = None,
+        on_commit: Callable[[WalEntry, int], None] | None = None,
+    ) -> None:
+        self.state = state
+        self.components = components
+        self.commit_window = commit_window_ms / 1000
+        self.token_matcher_factory = token_matcher_factory
+        self.on_commit = on_commit
+        self._queue: list[Op] = []
+        self._task: asyncio.Task[None] | None = None
+        self.commits = 0
+        self.attempts = 0
+
+    async def submit(self, op: Op) -> dict[str, Any]:
+        self._queue.append(op)
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self._run())
+        # The commit continues even if the caller goes away: shield the shared work.
+        return await asyncio.shield(op.future)
+
+    async def drain(self) -> None:
+        if self._task is not None:
+            await asyncio.gather(self._task, return_exceptions=True)
+
+    async def _run(self) -> None:
+        while self._queue:
+            if self.commit_window:
+                await asyncio.sleep(self.commit_window)
+            group, self._queue = self._queue[:MAX_GROUP_REQUESTS], self._queue[MAX_GROUP_REQUESTS:]
+            try:
+                await self._commit(group)
+            except BaseException as e:  # the node "crashed" (failpoint) or a bug: fail the group
+                err = e if isinstance(e, LagoonError) else Unavailable(f"commit failed: {e!r}")
+                for op in group:
+                    if not op.future.done():
+                        op.future.set_exception(err)
+                if not isinstance(e, Exception):
+                    raise
+
+    async def _commit(self, group: list[Op]) -> None:
+        state = self.state
+        await state.ensure_loaded()
+        fp = self.components.failpoints
+        for _attempt in range(MAX_COMMIT_ATTEMPTS):
+            self.attempts += 1
+            if state.manifest_age() * 1000 >= state.settings.manifest.poll_interval_ms:
+                await state.refresh()
+            snap = state.current()
+            resolver = _Resolver(snap, self.token_matcher_factory)
+            live: list[tuple[Op, _Outcome]] = []
+            for n, op in enumerate(group):
+                if op.future.done():
+                    continue
+                if n == len(group) // 2 and n:
+                    fp.hit("wal.mid_group")
+                try:
+                    live.append((op, resolver.apply(op)))
+                except LagoonError as e:
+                    op.future.set_exception(e)
+            if not live:
+                return
+            docs = resolver.docs_table()
+            schema_changed = resolver.schema != snap.schema or resolver.truncate
+            settings_changed = resolver.settings != snap.settings
+            if docs is None and not schema_changed and not settings_changed and not resolver.truncate:
+                # Nothing to write. The decision was made on our snapshot; confirm it is current.
+                before = snap.head
+                await state.refresh()
+                if state.head == before:
+                    for op, outcome in live:
+                        op.future.set_result(self._response(op, outcome))
+                    return
+                continue
+            seq = snap.head + 1
+            entry = WalEntry(
+                seq=seq,
+                nonce=self.components.nonce(),
+                created_at_ms=self.components.clock.now_ms(),
+                writer=self.components.node_id,
+                requests=len(live),
+                truncate=resolver.truncate,
+                schema=resolver.schema.to_storage() if schema_changed else None,
+                settings=dict(resolver.settings) if settings_changed else None,
+                docs=docs,
+            )
+            data = encode_entry(entry)
+            fp.hit("wal.before_put")
+            outcome_kind = await self._put(seq, data)
+            if outcome_kind == "lost":
+                await state.refresh()
+                continue
+            fp.hit("wal.after_put")
+            state.committed(entry, len(data))
+            self.commits += 1
+            if self.on_commit is not None:
+                self.on_commit(entry, len(data))
+            for op, outcome in live:
+                op.future.set_result(self._response(op, outcome))
+            return
+        err = Conflict(f"could not commit to {state.keys.root} after {MAX_COMMIT_ATTEMPTS} attempts")
+        for op in group:
+            if not op.future.done():
+                op.future.set_exception(err)
+
+    async def _put(self, seq: int, data: bytes) -> str:
+        """Create the slot. Returns "committed" or "lost" (someone else holds the slot)."""
+        store, key = self.state.store, self.state.keys.wal(seq)
+        try:
+            await store.put(key, data, PutMode.CREATE)
+            return "committed"
+        except AlreadyExists:
+            return "committed" if await self._holds(key, data) else "lost"
+        except StorageError as e:
+            if not e.transient:
+                raise Unavailable(f"object store error writing {key}: {e}") from e
+        # Ambiguous: settle what the slot holds.
+        try:
+            if await self._holds(key, data):
+                return "committed"
+            return "lost"
+        except ObjectNotFound:
+            pass
+        except StorageError as e:
+            raise Unavailable(f"object store unavailable writing {key}: {e}") from e
+        fence = encode_entry(
+            WalEntry(
+                seq=seq,
+                nonce=self.components.nonce(),
+                created_at_ms=self.components.clock.now_ms(),
+                writer=self.components.node_id,
+                requests=0,
+            )
+        )
+        try:
+            await store.put(key, fence, PutMode.CREATE)
+            fenced = True
+        except AlreadyExists:
+            fenced = False
+        except StorageError as e:
+            raise Unavailable(f"object store unavailable writing {key}: {e}") from e
+        if not fenced and await self._holds(key, data):
+            return "committed"
+        return "lost"  # the slot holds the fence or another writer's entry: retry after refresh
+
+    async def _holds(self, key: str, data: bytes) -> bool:
+        try:
+            return await self.state.store.get(key) == data
+        except ObjectNotFound:
+            raise
+
+    @staticmethod
+    def _response(op: Op, outcome: _Outcome) -> dict[str, Any]:
+        req = op.request
+        affected = len(outcome.upserted) + len(outcome.patched) + len(outcome.deleted)
+        body: dict[str, Any] = {
+            "status": "OK",
+            "message": "committed" if op.kind == "write" else "OK",
+            "rows_affected": affected,
+            "billing": {"billable_logical_bytes_written": req.logical_bytes if req else 0},
+        }
+        if op.kind != "write" or req is None:
+            return body
+        if req.upserts:
+            body["rows_upserted"] = len(outcome.upserted)
+        if req.patches or req.patch_by_filter is not None:
+            body["rows_patched"] = len(outcome.patched)
+        if req.deletes or req.delete_by_filter is not None:
+            body["rows_deleted"] = len(outcome.deleted)
+        if outcome.rows_remaining:
+            body["rows_remaining"] = True
+        if req.return_affected_ids:
+            body["upserted_ids"] = [id_to_json(i) for i in outcome.upserted]
+            body["patched_ids"] = [id_to_json(i) for i in outcome.patched]
+            body["deleted_ids"] = [id_to_json(i) for i in outcome.deleted]
+        return body
+
+
+def make_write_op(body: Any, schema: Schema) -> Op:
+    """Validate now (against the schema the node knows) so bad input fails before queueing."""
+    req = parse_write(body, schema)
+    return Op(kind="write", body=body, request=req, parsed_against=schema)
+
+
+__all__ = ["Committer", "Op", "make_write_op"]

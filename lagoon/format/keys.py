@@ -1,0 +1,106 @@
+"""Object keys: the one module that builds and parses every key Lagoon stores.
+
+Layout under the store's prefix (the storage backend applies ``storage.prefix``):
+
+    {org}/{ns}/wal/{seq:020d}.wal          immutable WAL entries; seq is dense 1, 2, 3, ...
+    {org}/{ns}/manifest/{ver:020d}.json    immutable manifest versions; ver is dense 1, 2, 3, ...
+    {org}/{ns}/manifest/CURRENT            hint: latest known manifest version (plain PUT, may lag)
+    {org}/{ns}/seg/{segment_id}/{file}     immutable segment files (ids never reused)
+    _lagoon/...                            cluster-wide objects
+
+Org names match ``[a-z0-9][a-z0-9-]{0,62}`` so they never collide with ``_lagoon/``; namespace
+names match ``[A-Za-z0-9-_.]{1,128}`` and are not ``.`` or ``..``. Nothing else concatenates keys.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from lagoon.errors import InvalidRequest
+
+ORG_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
+NAMESPACE_RE = re.compile(r"^[A-Za-z0-9\-_.]{1,128}$")
+DEFAULT_ORG = "default"
+CLUSTER_PREFIX = "_lagoon/"
+_WAL_RE = re.compile(r"/wal/(\d{20})\.wal$")
+_MANIFEST_RE = re.compile(r"/manifest/(\d{20})\.json$")
+
+
+def check_namespace(name: str) -> str:
+    if not isinstance(name, str) or not NAMESPACE_RE.match(name) or name in (".", ".."):
+        raise InvalidRequest(
+            f"invalid namespace name {name!r:.140}: use 1-128 characters from A-Z a-z 0-9 - _ . "
+            "(not '.' or '..')"
+        )
+    return name
+
+
+def check_org(org: str) -> str:
+    if not ORG_RE.match(org):
+        raise InvalidRequest(f"invalid org name {org!r}: use [a-z0-9][a-z0-9-]{{0,62}}")
+    return org
+
+
+@dataclass(frozen=True, slots=True)
+class NamespaceKeys:
+    """Keys of one namespace; construct with validated org and namespace names."""
+
+    org: str
+    namespace: str
+
+    @staticmethod
+    def of(org: str, namespace: str) -> NamespaceKeys:
+        return NamespaceKeys(check_org(org), check_namespace(namespace))
+
+    @property
+    def root(self) -> str:
+        return f"{self.org}/{self.namespace}/"
+
+    @property
+    def wal_prefix(self) -> str:
+        return f"{self.root}wal/"
+
+    def wal(self, seq: int) -> str:
+        return f"{self.root}wal/{seq:020d}.wal"
+
+    @property
+    def manifest_prefix(self) -> str:
+        return f"{self.root}manifest/"
+
+    def manifest(self, version: int) -> str:
+        return f"{self.root}manifest/{version:020d}.json"
+
+    @property
+    def current(self) -> str:
+        return f"{self.root}manifest/CURRENT"
+
+    @property
+    def segment_prefix(self) -> str:
+        return f"{self.root}seg/"
+
+    def segment_file(self, segment_id: str, name: str) -> str:
+        return f"{self.root}seg/{segment_id}/{name}"
+
+
+def org_prefix(org: str) -> str:
+    return f"{check_org(org)}/"
+
+
+def parse_wal_seq(key: str) -> int | None:
+    m = _WAL_RE.search(key)
+    return int(m.group(1)) if m else None
+
+
+def parse_manifest_version(key: str) -> int | None:
+    m = _MANIFEST_RE.search(key)
+    return int(m.group(1)) if m else None
+
+
+def namespace_from_prefix(prefix: str) -> str:
+    """'default/docs/' -> 'docs'."""
+    return prefix.rstrip("/").rsplit("/", 1)[-1]
+
+
+def queue_key() -> str:
+    return f"{CLUSTER_PREFIX}queue/indexing.json"

@@ -1,0 +1,158 @@
+"""Manifest format, version 1 (normative spec: docs/formats/manifest.md).
+
+A manifest version describes a namespace's indexed state completely: schema, settings, the
+segment list and ``indexed_through`` (the highest WAL seq folded into segments). Versions are
+created once at ``manifest/{ver}`` with create-if-absent by the indexer, compactor or GC, and
+never changed. The object is one JSON document:
+
+    {"magic": "lagoon-manifest", "format_version": 1, "min_reader_version": 1,
+     "min_writer_version": 1, "crc32c": <u32>, "manifest": {...}}
+
+where ``crc32c`` is computed over the canonical encoding of the ``manifest`` value (UTF-8 JSON,
+keys sorted, no whitespace), so the file stays readable with any JSON tool yet any changed byte
+is detected.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from lagoon.errors import DataCorruption, IncompatibleFormat
+from lagoon.format.framing import crc32c
+
+MAGIC = "lagoon-manifest"
+FORMAT_VERSION = 1
+MIN_READER_VERSION = 1
+MIN_WRITER_VERSION = 1
+READER_VERSION = 1
+
+
+@dataclass(frozen=True, slots=True)
+class SegmentRef:
+    """A segment as the manifest lists it. ``files`` maps file name -> {"size", "crc32c"}."""
+
+    id: str
+    level: int
+    seq_from: int
+    seq_to: int
+    rows: int
+    bytes: int
+    files: dict[str, dict[str, int]] = field(default_factory=dict)
+    info: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "level": self.level,
+            "seq_from": self.seq_from,
+            "seq_to": self.seq_to,
+            "rows": self.rows,
+            "bytes": self.bytes,
+            "files": self.files,
+            "info": self.info,
+        }
+
+    @staticmethod
+    def from_json(d: dict[str, Any]) -> SegmentRef:
+        return SegmentRef(
+            id=str(d["id"]),
+            level=int(d["level"]),
+            seq_from=int(d["seq_from"]),
+            seq_to=int(d["seq_to"]),
+            rows=int(d["rows"]),
+            bytes=int(d["bytes"]),
+            files={str(k): {str(a): int(b) for a, b in v.items()} for k, v in d.get("files", {}).items()},
+            info=dict(d.get("info", {})),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Manifest:
+    version: int
+    nonce: str
+    created_at_ms: int
+    writer: str
+    indexed_through: int = 0
+    schema: dict[str, Any] | None = None
+    settings: dict[str, Any] = field(default_factory=dict)
+    segments: tuple[SegmentRef, ...] = ()
+    # Objects removed from the live set, deleted by GC once the grace period has passed:
+    # [{"key" | "prefix": str, "removed_at_version": int, "removed_at": store time ms}]
+    pending_delete: tuple[dict[str, Any], ...] = ()
+    created_at_namespace_ms: int | None = None
+    stats: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "version": self.version,
+            "nonce": self.nonce,
+            "created_at_ms": self.created_at_ms,
+            "writer": self.writer,
+            "indexed_through": self.indexed_through,
+            "schema": self.schema,
+            "settings": self.settings,
+            "segments": [s.to_json() for s in self.segments],
+            "pending_delete": list(self.pending_delete),
+            "created_at_namespace_ms": self.created_at_namespace_ms,
+            "stats": self.stats,
+        }
+
+    @staticmethod
+    def from_json(d: dict[str, Any]) -> Manifest:
+        return Manifest(
+            version=int(d["version"]),
+            nonce=str(d["nonce"]),
+            created_at_ms=int(d["created_at_ms"]),
+            writer=str(d["writer"]),
+            indexed_through=int(d["indexed_through"]),
+            schema=d.get("schema"),
+            settings=dict(d.get("settings") or {}),
+            segments=tuple(SegmentRef.from_json(s) for s in d.get("segments", [])),
+            pending_delete=tuple(dict(p) for p in d.get("pending_delete", [])),
+            created_at_namespace_ms=d.get("created_at_namespace_ms"),
+            stats=dict(d.get("stats") or {}),
+        )
+
+
+def _canonical(value: Any) -> bytes:
+    return orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
+
+
+def encode_manifest(m: Manifest) -> bytes:
+    body = m.to_json()
+    doc = {
+        "magic": MAGIC,
+        "format_version": FORMAT_VERSION,
+        "min_reader_version": MIN_READER_VERSION,
+        "min_writer_version": MIN_WRITER_VERSION,
+        "crc32c": crc32c(_canonical(body)),
+        "manifest": body,
+    }
+    return orjson.dumps(doc, option=orjson.OPT_INDENT_2)
+
+
+def decode_manifest(data: bytes, *, what: str = "manifest") -> Manifest:
+    try:
+        doc = orjson.loads(data)
+    except orjson.JSONDecodeError as e:
+        raise DataCorruption(f"{what}: not valid JSON ({e})") from None
+    if not isinstance(doc, dict) or doc.get("magic") != MAGIC:
+        raise DataCorruption(f"{what}: not a Lagoon manifest (bad magic)")
+    min_reader = doc.get("min_reader_version")
+    if not isinstance(min_reader, int) or not isinstance(doc.get("format_version"), int):
+        raise DataCorruption(f"{what}: missing format version")
+    body = doc.get("manifest")
+    if not isinstance(body, dict) or crc32c(_canonical(body)) != doc.get("crc32c"):
+        raise DataCorruption(f"{what}: checksum mismatch")
+    if min_reader > READER_VERSION:
+        raise IncompatibleFormat(
+            f"{what}: written in format version {doc['format_version']}, which needs a reader of "
+            f"version {min_reader} or newer; this Lagoon reads version {READER_VERSION}. Upgrade Lagoon."
+        )
+    try:
+        return Manifest.from_json(body)
+    except (KeyError, TypeError, ValueError, AttributeError) as e:
+        raise DataCorruption(f"{what}: malformed manifest body ({e!r})") from None

@@ -1,0 +1,258 @@
+"""Values: JSON wire values <-> canonical Python values <-> Arrow columns, checked against a type.
+
+Canonical values: string -> str, int -> int (i64), uint -> int (u64), float -> float, bool -> bool,
+datetime -> int milliseconds since the Unix epoch (UTC), uuid -> 16 bytes, arrays -> lists,
+vectors -> numpy float32 arrays. Ids: int (u64), str (<= 64 bytes) or 16 bytes (uuid).
+Pure: no I/O. Errors are InvalidRequest naming the attribute.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import datetime as dt
+import math
+import uuid as uuidlib
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from lagoon.errors import InvalidRequest
+from lagoon.schema import AttrType, id_arrow_type
+
+U64_MAX = 2**64 - 1
+I64_MIN, I64_MAX = -(2**63), 2**63 - 1
+MAX_STRING_ID_BYTES = 64
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+
+Id = int | str | bytes
+
+
+def decode_base64_vector(text: str, *, where: str) -> np.ndarray:
+    try:
+        raw = base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        raise InvalidRequest(f"{where}: not a valid base64 vector") from None
+    if len(raw) % 4:
+        raise InvalidRequest(f"{where}: base64 vector length {len(raw)} is not a multiple of 4 bytes (f32)")
+    return np.frombuffer(raw, dtype="<f4").astype(np.float32)
+
+
+def coerce_vector(value: Any, atype: AttrType, *, where: str) -> np.ndarray:
+    if isinstance(value, str):
+        arr = decode_base64_vector(value, where=where)
+    elif isinstance(value, list | tuple):
+        if not all(isinstance(x, int | float) and not isinstance(x, bool) for x in value):
+            raise InvalidRequest(f"{where}: vector elements must be numbers")
+        arr = np.asarray(value, dtype=np.float32)
+    elif isinstance(value, np.ndarray):
+        arr = value.astype(np.float32, copy=False).reshape(-1)
+    else:
+        raise InvalidRequest(f"{where}: expected a vector (number array or base64 string), got {value!r:.60}")
+    if arr.shape[0] != atype.dims:
+        raise InvalidRequest(f"{where}: vector has {arr.shape[0]} dimensions, the attribute has {atype.dims}")
+    if not np.all(np.isfinite(arr)):
+        raise InvalidRequest(f"{where}: vector contains NaN or infinity")
+    return arr
+
+
+def parse_datetime(value: Any, *, where: str) -> int:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if not isinstance(value, str):
+        raise InvalidRequest(f"{where}: expected an ISO 8601 datetime string, got {value!r:.60}")
+    text = value.strip()
+    try:
+        d = dt.datetime.fromisoformat(text)
+    except ValueError:
+        raise InvalidRequest(f"{where}: {value!r:.60} is not an ISO 8601 datetime") from None
+    if d.tzinfo is None:
+        d = d.replace(tzinfo=dt.UTC)
+    delta = d - _EPOCH
+    return delta.days * 86_400_000 + delta.seconds * 1000 + delta.microseconds // 1000
+
+
+def format_datetime(ms: int) -> str:
+    d = _EPOCH + dt.timedelta(milliseconds=ms)
+    if ms % 1000:
+        return d.strftime("%Y-%m-%dT%H:%M:%S.") + f"{ms % 1000:03d}Z"
+    return d.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def parse_uuid(value: Any, *, where: str) -> bytes:
+    if isinstance(value, bytes) and len(value) == 16:
+        return value
+    if not isinstance(value, str):
+        raise InvalidRequest(f"{where}: expected a UUID string, got {value!r:.60}")
+    try:
+        return uuidlib.UUID(value).bytes
+    except ValueError:
+        raise InvalidRequest(f"{where}: {value!r:.60} is not a UUID") from None
+
+
+def coerce_scalar(value: Any, kind: str, *, where: str) -> Any:
+    """Check one non-null scalar against ``kind`` and return its canonical form."""
+    if kind == "string":
+        if isinstance(value, str):
+            return value
+    elif kind == "int":
+        if isinstance(value, int) and not isinstance(value, bool):
+            if I64_MIN <= value <= I64_MAX:
+                return value
+            raise InvalidRequest(f"{where}: {value} is out of range for int (64-bit signed)")
+    elif kind == "uint":
+        if isinstance(value, int) and not isinstance(value, bool):
+            if 0 <= value <= U64_MAX:
+                return value
+            raise InvalidRequest(f"{where}: {value} is out of range for uint (64-bit unsigned)")
+    elif kind == "float":
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            f = float(value)
+            if math.isfinite(f):
+                return f
+            raise InvalidRequest(f"{where}: NaN and infinity are not allowed")
+    elif kind == "bool":
+        if isinstance(value, bool):
+            return value
+    elif kind == "datetime":
+        return parse_datetime(value, where=where)
+    elif kind == "uuid":
+        return parse_uuid(value, where=where)
+    raise InvalidRequest(f"{where}: expected {kind}, got {_json_kind(value)} {value!r:.60}")
+
+
+def coerce_value(value: Any, atype: AttrType, *, where: str) -> Any:
+    """Canonical form of a JSON value for an attribute of type ``atype`` (None stays None)."""
+    if value is None:
+        return None
+    if atype.is_vector:
+        return coerce_vector(value, atype, where=where)
+    if atype.array:
+        if not isinstance(value, list):
+            raise InvalidRequest(f"{where}: expected an array of {atype.kind}, got {value!r:.60}")
+        return [coerce_scalar(v, atype.kind, where=f"{where}[{i}]") for i, v in enumerate(value)]
+    return coerce_scalar(value, atype.kind, where=where)
+
+
+def coerce_id(value: Any, id_type: str | None, *, where: str = "id") -> tuple[Id, str]:
+    """Canonical id and the id type it implies (``id_type`` None = not fixed yet)."""
+    if isinstance(value, bool) or value is None:
+        raise InvalidRequest(f"{where}: ids must be unsigned integers, UUIDs or strings, got {value!r}")
+    if id_type == "uuid":
+        return parse_uuid(value, where=where), "uuid"
+    if isinstance(value, int):
+        if not 0 <= value <= U64_MAX:
+            raise InvalidRequest(f"{where}: integer ids must be in 0..2^64-1, got {value}")
+        if id_type not in (None, "uint"):
+            raise InvalidRequest(f"{where}: this namespace has {id_type} ids, got the integer {value}")
+        return value, "uint"
+    if isinstance(value, str):
+        if not value:
+            raise InvalidRequest(f"{where}: string ids may not be empty")
+        if len(value.encode()) > MAX_STRING_ID_BYTES:
+            raise InvalidRequest(f"{where}: string ids are limited to {MAX_STRING_ID_BYTES} bytes")
+        if id_type not in (None, "string"):
+            raise InvalidRequest(f"{where}: this namespace has {id_type} ids, got the string {value!r}")
+        return value, "string"
+    raise InvalidRequest(f"{where}: ids must be unsigned integers, UUIDs or strings, got {value!r:.60}")
+
+
+def id_to_json(value: Id) -> Any:
+    if isinstance(value, bytes):
+        return str(uuidlib.UUID(bytes=value))
+    return value
+
+
+def ids_to_arrow(ids: Sequence[Id], id_type: str) -> pa.Array:
+    return pa.array(list(ids), type=id_arrow_type(id_type))
+
+
+def column_to_arrow(values: Sequence[Any], atype: AttrType) -> pa.Array:
+    """Canonical values (None = null) -> an Arrow array of the attribute's type."""
+    if atype.is_vector:
+        n = len(values)
+        flat = np.zeros((n, atype.dims), dtype=np.float32)
+        valid = np.ones(n, dtype=bool)
+        for i, v in enumerate(values):
+            if v is None:
+                valid[i] = False
+            else:
+                flat[i] = v
+        dtype = np.float32 if atype.dtype == "f32" else np.float16
+        child = pa.array(flat.astype(dtype, copy=False).reshape(-1))
+        mask = None if valid.all() else pa.array(~valid)
+        return pa.FixedSizeListArray.from_arrays(child, atype.dims, mask=mask)
+    return pa.array(list(values), type=atype.arrow_type())
+
+
+def arrow_value_to_json(value: Any, atype: AttrType, vector_encoding: str = "float") -> Any:
+    """A Python value taken from an Arrow column (``.as_py()``) -> its JSON wire form."""
+    if value is None:
+        return None
+    if atype.is_vector:
+        arr = np.asarray(value, dtype=np.float32)
+        if vector_encoding == "base64":
+            return base64.b64encode(arr.astype("<f4").tobytes()).decode()
+        return arr.tolist()
+    if atype.kind == "datetime":
+        conv = _datetime_py_to_json
+    elif atype.kind == "uuid":
+        conv = _uuid_py_to_json
+    else:
+        return value
+    if atype.array:
+        return [conv(v) for v in value]
+    return conv(value)
+
+
+def _datetime_py_to_json(v: Any) -> Any:
+    if v is None:
+        return None
+    if isinstance(v, dt.datetime):
+        delta = v - _EPOCH
+        return format_datetime(delta.days * 86_400_000 + delta.seconds * 1000 + delta.microseconds // 1000)
+    return format_datetime(int(v))
+
+
+def _uuid_py_to_json(v: Any) -> Any:
+    return None if v is None else str(uuidlib.UUID(bytes=bytes(v)))
+
+
+def _json_kind(value: Any) -> str:
+    if isinstance(value, bool):
+        return "bool"
+    if isinstance(value, int):
+        return "int"
+    if isinstance(value, float):
+        return "float"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, list):
+        return "array"
+    if isinstance(value, dict):
+        return "object"
+    return type(value).__name__
+
+
+def canonical_from_arrow(value: Any, atype: AttrType) -> Any:
+    """A Python value taken from an Arrow column (``.as_py()``) -> the canonical form."""
+    if value is None:
+        return None
+    if atype.is_vector:
+        return np.asarray(value, dtype=np.float32)
+    if atype.kind == "datetime":
+        if atype.array:
+            return [None if v is None else _datetime_to_ms(v) for v in value]
+        return _datetime_to_ms(value)
+    return value
+
+
+def _datetime_to_ms(v: Any) -> int:
+    if isinstance(v, dt.datetime):
+        if v.tzinfo is None:
+            v = v.replace(tzinfo=dt.UTC)
+        delta = v - _EPOCH
+        return delta.days * 86_400_000 + delta.seconds * 1000 + delta.microseconds // 1000
+    return int(v)

@@ -1,0 +1,86 @@
+"""The content of the committed v1 golden files (tests/format/golden/v1/). Run this module to
+regenerate them ONLY when adding a new format version's directory; v1 files are never rewritten."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+
+from lagoon.format.manifest import Manifest, SegmentRef, encode_manifest
+from lagoon.format.wal import OP_COLUMN, WalEntry, encode_entry
+from lagoon.schema import AttrType
+from lagoon.values import column_to_arrow
+
+SCHEMA = {
+    "id_type": "uint",
+    "distance_metric": "cosine_distance",
+    "attributes": {
+        "title": {"type": "string", "filterable": False, "full_text_search": {"language": "english"}},
+        "year": {"type": "int", "filterable": True},
+        "tags": {"type": "[]string", "filterable": True},
+        "vector": {"type": "[3]f32", "ann": {}},
+    },
+}
+
+
+def wal_entry() -> WalEntry:
+    docs = pa.table(
+        {
+            "id": pa.array([1, 2, 3], pa.uint64()),
+            OP_COLUMN: pa.array([0, 0, 1], pa.uint8()),
+            "title": pa.array(["hello world", "lagoon", None]),
+            "year": pa.array([2020, None, None], pa.int64()),
+            "tags": pa.array([["a", "b"], [], None], pa.list_(pa.string())),
+            "vector": column_to_arrow(
+                [np.array([0.1, 0.2, 0.3], np.float32), np.array([1, 0, 0], np.float32), None],
+                AttrType("vector", dims=3, dtype="f32"),
+            ),
+        }
+    )
+    return WalEntry(
+        seq=7,
+        nonce=bytes(range(16)),
+        created_at_ms=1_764_000_000_000,
+        writer="node-golden",
+        requests=2,
+        schema=SCHEMA,
+        settings={"read_only": False},
+        docs=docs,
+    )
+
+
+def manifest() -> Manifest:
+    return Manifest(
+        version=3,
+        nonce="00112233445566778899aabbccddeeff",
+        created_at_ms=1_764_000_000_000,
+        writer="node-golden",
+        indexed_through=7,
+        schema=SCHEMA,
+        settings={"pinning": {"replicas": 1}},
+        segments=(
+            SegmentRef(
+                id="seg-0001",
+                level=0,
+                seq_from=1,
+                seq_to=7,
+                rows=2,
+                bytes=1234,
+                files={"docs.arrow": {"size": 1000, "crc32c": 42}, "vector.ivf": {"size": 234, "crc32c": 7}},
+            ),
+        ),
+        pending_delete=(
+            {"key": "default/ns/wal/00000000000000000001.wal", "removed_at_version": 3, "removed_at": 5},
+        ),
+        created_at_namespace_ms=1_763_000_000_000,
+        stats={"rows": 2},
+    )
+
+
+if __name__ == "__main__":
+    out = Path(sys.argv[1])
+    (out / "wal.bin").write_bytes(encode_entry(wal_entry()))
+    (out / "manifest.json").write_bytes(encode_manifest(manifest()))
