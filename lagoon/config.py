@@ -420,7 +420,7 @@ def load_settings(
     path = config_file if config_file is not None else (env.get(CONFIG_ENV_VAR) or None)
     toml = _read_toml(Path(path)) if path is not None else None
     problems = _unknown_env_vars(env)
-    problems += _unknown_keys(toml or {}, f"in {path}") if toml is not None else []
+    problems += _unknown_keys(toml or {}, f"in {path}")
     problems += _unknown_keys(overrides or {}, "on the command line")
     if problems:
         raise InvalidRequest("invalid configuration: " + "; ".join(problems))
@@ -518,7 +518,7 @@ def _describe(
         msg = err["msg"].removeprefix("Value error, ")
         if len(loc) == 1 and err["type"] == "value_error":  # a section-level check names its keys
             parts.append(msg)
-        elif len(loc) >= 2 and _is_secret_field(loc[1]):
+        elif len(loc) >= 2 and is_secret_name(loc[1]):
             parts.append(f"setting '{key}'{where}: {msg}")
         else:
             parts.append(f"setting '{key}'{where}: {msg} (got {err.get('input')!r})")
@@ -527,42 +527,50 @@ def _describe(
 
 # --- printing --------------------------------------------------------------------------------
 
-_SECRET_NAME = re.compile(r"secret|passw(or)?d|token|credential|private_key|access_key|api_key", re.I)
+_SECRET_NAME = re.compile(
+    r"secret|passw(or)?d|token|credential|private_key|access_key|api_key|authorization|^key$", re.I
+)
 _API_KEY_IN_TEXT = re.compile(r"\b(lgn_[A-Za-z0-9]+_)[A-Za-z0-9_-]+")
 
 
-def redact_text(text: str) -> str:
-    """``text`` with the secret part of anything shaped like an API key (``lgn_<id>_<secret>``)
-    and any password inside a URL masked. The key id stays visible: it is not a secret."""
-    return _redact_url_password(_API_KEY_IN_TEXT.sub(lambda m: m.group(1) + REDACTED, text))
-
-
-def _is_secret_field(name: str) -> bool:
+def is_secret_name(name: str) -> bool:
+    """True for names that usually hold a secret (``token``, ``password``, ``authorization``, ...)."""
     return bool(_SECRET_NAME.search(name))
+
+
+def redact_text(text: str) -> str:
+    """``text`` with secrets masked: the secret part of anything shaped like an API key
+    (``lgn_<id>_<secret>``; the id stays, it is not secret), and in URLs the password and the
+    values of secret-looking query parameters."""
+    text = _API_KEY_IN_TEXT.sub(lambda m: m.group(1) + REDACTED, text)
+    return _redact_url(text) if "://" in text else text
 
 
 def _redact_value(name: str, value: Any) -> Any:
     if isinstance(value, SecretStr | SecretBytes):
         return REDACTED if value.get_secret_value() else ""
-    if _is_secret_field(name) and value not in (None, ""):
+    if is_secret_name(name) and value not in (None, ""):
         return REDACTED
     if isinstance(value, str):
         return redact_text(value)
     return value
 
 
-def _redact_url_password(value: str) -> str:
-    if "@" not in value or "://" not in value:
-        return value
+def _redact_url(value: str) -> str:
     try:
         parts = urllib.parse.urlsplit(value)
+        password = parts.password
     except ValueError:
         return value
-    if parts.password is None:
-        return value
-    userinfo = f"{parts.username or ''}:{REDACTED}"
-    host = parts.netloc.rpartition("@")[2]
-    return urllib.parse.urlunsplit(parts._replace(netloc=f"{userinfo}@{host}"))
+    if password is not None:
+        host = parts.netloc.rpartition("@")[2]
+        parts = parts._replace(netloc=f"{parts.username or ''}:{REDACTED}@{host}")
+    if parts.query:
+        query = urllib.parse.parse_qsl(parts.query, keep_blank_values=True)
+        if any(is_secret_name(k) for k, _ in query):
+            masked = [(k, REDACTED if is_secret_name(k) else v) for k, v in query]
+            parts = parts._replace(query=urllib.parse.urlencode(masked, safe="*"))
+    return urllib.parse.urlunsplit(parts)
 
 
 def redacted_dict(settings: BaseModel) -> dict[str, dict[str, Any]]:
@@ -710,6 +718,7 @@ def settings_table_markdown() -> str:
 __all__ = [
     "CONFIG_ENV_VAR",
     "ENV_PREFIX",
+    "REDACTED",
     "AuthSettings",
     "CacheSettings",
     "IndexerSettings",
@@ -722,6 +731,7 @@ __all__ = [
     "dumps_toml",
     "env_var_name",
     "field_cost",
+    "is_secret_name",
     "load_settings",
     "redact_text",
     "redacted_dict",

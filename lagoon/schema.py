@@ -194,7 +194,8 @@ def _attr_from_json(name: str, spec: Any, existing: AttributeSchema | None) -> A
         else:
             if atype.kind != "string" or atype.is_vector:
                 raise InvalidRequest(f"{where}.full_text_search: only string and []string attributes")
-            fts = FtsConfig.from_json(v, where=f"{where}.full_text_search").to_json()
+            cfg = FtsConfig.from_json(v, attribute=name)
+            fts = cfg.to_json() if cfg is not None else None
     filterable_default = fts is None and not spec.get("regex", False)
     filterable = spec.get("filterable", base.filterable if existing else filterable_default)
     if not isinstance(filterable, bool):

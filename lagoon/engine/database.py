@@ -19,8 +19,9 @@ from lagoon.engine.tail import Snapshot
 from lagoon.engine.writer import Committer, Op, make_write_op
 from lagoon.errors import InvalidRequest, NotFound, Unavailable
 from lagoon.format.keys import DEFAULT_ORG, NamespaceKeys, check_namespace, namespace_from_prefix, org_prefix
-from lagoon.query.execute import execute_query, explain_query, token_matcher_factory
-from lagoon.query.request import parse_query_body
+from lagoon.query.execute import execute_query
+from lagoon.query.explain import explain_query
+from lagoon.query.request import parse_request
 from lagoon.storage.base import ObjectStore, StorageError
 
 _LIST_PARALLELISM = 16
@@ -54,7 +55,6 @@ class Database:
                 state,
                 self.components,
                 commit_window_ms=self.settings.server.commit_window_ms,
-                token_matcher_factory=token_matcher_factory,
             )
             h = self._handles[key] = NamespaceHandle(state, committer)
         return h
@@ -182,7 +182,7 @@ class Database:
         consistency = body.get("consistency") if isinstance(body, dict) else None
         strong = not (isinstance(consistency, dict) and consistency.get("level") == "eventual")
         snap = await self.snapshot(org, namespace, strong=strong)
-        req = parse_query_body(body, snap.schema)
+        req = parse_request(body, snap.schema)
         live = snap.live_docs()
         result = await asyncio.to_thread(execute_query, req, live)
         perf = result.setdefault("performance", {})
@@ -198,7 +198,7 @@ class Database:
         consistency = body.get("consistency") if isinstance(body, dict) else None
         strong = not (isinstance(consistency, dict) and consistency.get("level") == "eventual")
         snap = await self.snapshot(org, namespace, strong=strong)
-        req = parse_query_body(body, snap.schema)
+        req = parse_request(body, snap.schema)
         text = explain_query(req, snap.live_docs())
         header = (
             f"snapshot: manifest v{snap.manifest_version}, WAL through seq {snap.head} "

@@ -39,6 +39,7 @@ from lagoon.engine.write_request import (
 from lagoon.errors import Conflict, Forbidden, InvalidRequest, LagoonError, NotFound, Unavailable
 from lagoon.format.wal import OP_COLUMN, OP_DELETE, OP_UPSERT, WalEntry, encode_entry
 from lagoon.query.filters import Filter
+from lagoon.query.live import LiveDocs
 from lagoon.schema import Schema
 from lagoon.storage.base import AlreadyExists, ObjectNotFound, PutMode, StorageError
 from lagoon.values import Id, column_to_arrow, id_to_json, ids_to_arrow
@@ -46,6 +47,12 @@ from lagoon.values import Id, column_to_arrow, id_to_json, ids_to_arrow
 MAX_GROUP_REQUESTS = 256
 MAX_COMMIT_ATTEMPTS = 50
 TokenMatcherFactory = Callable[[pa.Table, Schema], Any]
+
+
+def _token_matcher(table: pa.Table, schema: Schema) -> Any:
+    """Token filters (ContainsAllTokens, ...) need text analysis: borrow the query engine's."""
+    plain = table.select([c for c in table.column_names if not c.startswith("$ref_new.")])
+    return LiveDocs(schema, plain)._match_tokens
 
 
 @dataclass
@@ -73,7 +80,7 @@ class _Outcome:
 class _Resolver:
     """Applies a group's requests, in order, to an overlay over one snapshot."""
 
-    def __init__(self, snap: Snapshot, token_matcher_factory: TokenMatcherFactory | None) -> None:
+    def __init__(self, snap: Snapshot, token_matcher_factory: TokenMatcherFactory = _token_matcher) -> None:
         self.snap = snap
         self.schema = snap.schema
         self.settings = dict(snap.settings)
@@ -113,17 +120,16 @@ class _Resolver:
         return pa.table(cols)
 
     def _eval(self, flt: Filter, table: pa.Table) -> np.ndarray:
-        matcher = self.token_matcher_factory(table, self.schema) if self.token_matcher_factory else None
-        return np.asarray(flt.evaluate(table, token_matcher=matcher), dtype=bool)
+        return np.asarray(flt.evaluate(table, token_matcher=self.token_matcher_factory(table, self.schema)), dtype=bool)
 
     def matching_ids(self, flt: Filter) -> list[Id]:
         """Ids of the current documents (snapshot + overlay) that match ``flt``."""
         out: list[Id] = []
         if not self.truncate:
-            base = self.snap.live_table()
-            if base.num_rows:
-                mask = self._eval(flt, base)
-                ids = base.column("id").to_pylist()
+            live = self.snap.live_docs()
+            if live.num_docs:
+                mask = live.filter_mask(flt)
+                ids = live.table.column("id").to_pylist()
                 out += [i for i, m in zip(ids, mask, strict=True) if m and i not in self.overlay]
         live_overlay = [(i, d) for i, d in self.overlay.items() if d is not None]
         if live_overlay:
@@ -157,8 +163,9 @@ class _Resolver:
         req = op.request
         if req is None or op.parsed_against != self.schema:
             req = parse_write(op.body, self.schema)
-        if req.create_namespace is False and not self.exists():
-            raise NotFound("namespace not found and create_namespace is false")
+        if not self.exists() and (req.create_namespace is False or not (req.upserts or req.create_namespace)):
+            # Only a write that carries documents (or create_namespace: true) creates a namespace.
+            raise NotFound("namespace not found")
         saved_overlay, saved_schema = dict(self.overlay), self.schema
         try:
             return self._apply_write(req)
@@ -261,7 +268,7 @@ class Committer:
         components: Components,
         *,
         commit_window_ms: float = 0.0,
-        token_matcher_factory: TokenMatcherFactory | None = None,
+        token_matcher_factory: TokenMatcherFactory = _token_matcher,
         on_commit: Callable[[WalEntry, int], None] | None = None,
     ) -> None:
         self.state = state

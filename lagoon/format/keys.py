@@ -28,7 +28,7 @@ _MANIFEST_RE = re.compile(r"/manifest/(\d{20})\.json$")
 
 
 def check_namespace(name: str) -> str:
-    if not isinstance(name, str) or not NAMESPACE_RE.match(name) or name in (".", ".."):
+    if not isinstance(name, str) or not NAMESPACE_RE.fullmatch(name) or name in (".", ".."):
         raise InvalidRequest(
             f"invalid namespace name {name!r:.140}: use 1-128 characters from A-Z a-z 0-9 - _ . "
             "(not '.' or '..')"
@@ -37,7 +37,7 @@ def check_namespace(name: str) -> str:
 
 
 def check_org(org: str) -> str:
-    if not ORG_RE.match(org):
+    if not ORG_RE.fullmatch(org):
         raise InvalidRequest(f"invalid org name {org!r}: use [a-z0-9][a-z0-9-]{{0,62}}")
     return org
 

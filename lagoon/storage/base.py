@@ -11,6 +11,8 @@ Semantics every backend must honour (the conformance suite in tests/storage chec
 - an object is never visible torn: a reader sees all of a put or none of it.
 - ``get`` of a missing key raises ``ObjectNotFound``; ``list`` is consistent with completed puts.
 - ``now()`` is the store's clock (used for garbage-collection grace periods), not the local clock.
+- keys follow ``validate_key`` on every backend (``InvalidKey`` otherwise); byte ranges read like
+  Python slices, clamped at the object's end (``check_range``).
 """
 
 from __future__ import annotations

@@ -1,0 +1,77 @@
+"""``lagoon-server``: resolve the configuration and run the HTTP API (``lagoon.server.run``).
+
+Flags are overrides above the config file and the environment; ``--print-config`` prints the
+resolved configuration and exits without importing the server. Auth warnings, binding and
+shutdown are the server module's job, not this shell's.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import click
+
+from lagoon.cli.common import (
+    CONTEXT_SETTINGS,
+    build_overrides,
+    config_option,
+    logging_options,
+    print_config_option,
+    resolve_settings,
+    run_component,
+    set_option,
+    storage_options,
+)
+from lagoon.cli.common import print_config as emit_config
+
+PROGRAM = "lagoon-server"
+
+
+@click.command(name=PROGRAM, context_settings=CONTEXT_SETTINGS)
+@config_option
+@click.option("--listen", metavar="HOST:PORT", default=None, help="server.listen (default 127.0.0.1:8080).")
+@click.option(
+    "--embedded-indexer/--no-embedded-indexer",
+    default=None,
+    help="server.embedded_indexer: also run the indexer, compactor and GC in this process.",
+)
+@storage_options
+@click.option("--keys-file", metavar="PATH", default=None, help="auth.keys_file (empty: auth off).")
+@logging_options
+@set_option
+@print_config_option
+def command(
+    config_file: str | None,
+    listen: str | None,
+    embedded_indexer: bool | None,
+    storage_backend: str | None,
+    storage_root: str | None,
+    keys_file: str | None,
+    log_level: str | None,
+    log_format: str | None,
+    assignments: tuple[str, ...],
+    print_config: bool,
+) -> None:
+    """Serve the Lagoon HTTP API (turbopuffer v2 compatible)."""
+    overrides = build_overrides(
+        assignments,
+        {
+            ("server", "listen"): listen,
+            ("server", "embedded_indexer"): embedded_indexer,
+            ("storage", "backend"): storage_backend,
+            ("storage", "root"): storage_root,
+            ("auth", "keys_file"): keys_file,
+            ("observability", "log_level"): log_level,
+            ("observability", "log_format"): log_format,
+        },
+    )
+    settings = resolve_settings(config_file, overrides)
+    if print_config:
+        emit_config(settings, PROGRAM)
+        return
+    raise SystemExit(run_component("lagoon.server", settings, PROGRAM))
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Console-script entry point (``lagoon-server``)."""
+    command.main(args=list(argv) if argv is not None else None, prog_name=PROGRAM)

@@ -1,0 +1,312 @@
+"""Exact query execution over a snapshot: filters, ranking, paging, rows, multi-query fusion.
+
+``execute_query(req, live)`` returns the wire response body of ``POST /v2/namespaces/{ns}/query``
+minus the fields the caller owns (``performance.cache_hit_ratio``, ``cache_temperature``,
+``server_total_ms``). It reads the snapshot only through the ``DocSource`` protocol, so the same
+executor can run over an index-backed source.
+
+Semantics (docs/query.md has the user-facing version):
+- filters are applied first; every ranking only sees matching documents;
+- vector rank: exact nearest neighbours for both ANN and kNN; ``$dist`` is cosine distance
+  (1 − cos) or squared euclidean; documents without a vector are excluded;
+- score rank (BM25, Sum, Max, Product, filters-as-scores): highest first, ``$dist`` = score,
+  documents scoring 0 are excluded; BM25 statistics cover all live documents, not just the filtered;
+- order by attributes: nulls first ascending and last descending, no ``$dist``;
+- every tie is broken by ascending id, so results are deterministic; offset applies after ranking.
+Nothing here loops over documents in Python: per-row Python work happens only while building the
+returned rows (at most offset + limit of them).
+"""
+
+from __future__ import annotations
+
+import base64
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from lagoon.errors import InternalError
+from lagoon.query.aggregate import group_codes, run_aggregation
+from lagoon.query.fusion import rrf_fuse
+from lagoon.query.live import DocSource, topk_smallest
+from lagoon.query.request import (
+    BM25Clause,
+    FilterClause,
+    MaxClause,
+    MultiQueryRequest,
+    OrderBy,
+    PerLimit,
+    ProductClause,
+    QueryRequest,
+    ScoreClause,
+    ScoreRank,
+    SumClause,
+    VectorRank,
+)
+from lagoon.schema import AttrType
+from lagoon.values import arrow_value_to_json, id_to_json
+
+_DIST_BYTES = 8
+
+
+@dataclass(frozen=True, slots=True)
+class Ranked:
+    """A ranked result before rows are built: positions in rank order, ``$dist`` or None."""
+
+    positions: np.ndarray  # int64
+    dists: np.ndarray | None  # float64, aligned with positions; None for order-by
+
+
+@dataclass(slots=True)
+class _Stats:
+    bytes_queried: int = 0
+    bytes_returned: int = 0
+    exhaustive: int = 0
+
+
+def execute_query(req: QueryRequest | MultiQueryRequest, live: DocSource) -> dict[str, Any]:
+    """Run a query or multi-query against one snapshot; returns the response body."""
+    start = time.perf_counter()
+    stats = _Stats()
+    body: dict[str, Any]
+    if isinstance(req, MultiQueryRequest):
+        body = _execute_multi(req, live, stats)
+    else:
+        body = _execute_one(req, live, stats)
+    elapsed_ms = (time.perf_counter() - start) * 1000.0
+    body["billing"] = {
+        "billable_logical_bytes_queried": stats.bytes_queried,
+        "billable_logical_bytes_returned": stats.bytes_returned,
+    }
+    body["performance"] = {
+        "approx_namespace_size": live.num_docs,
+        "exhaustive_search_count": stats.exhaustive,
+        "query_execution_ms": round(elapsed_ms),
+    }
+    return body
+
+
+# --------------------------------------------------------------------------------------------- single
+
+
+def _execute_one(req: QueryRequest, src: DocSource, stats: _Stats) -> dict[str, Any]:
+    _account_scan(req, src, stats)
+    if req.is_aggregation:
+        mask = src.filter_mask(req.filters)
+        out = run_aggregation(req, src, mask)
+        stats.bytes_returned += (
+            _DIST_BYTES * len(req.aggregations) * max(1, len(out.get("aggregation_groups", [])))
+        )
+        return out
+    ranked = rank(req, src)
+    rows = build_rows(src, ranked, req.include, req.vector_encoding, stats)
+    return {"rows": rows}
+
+
+def _account_scan(req: QueryRequest, src: DocSource, stats: _Stats) -> None:
+    attrs = set(req.filters.attributes()) if req.filters is not None else set()
+    attrs |= ranking_attributes(req)
+    attrs |= {a.attr for a in req.aggregations if a.attr is not None}
+    attrs |= set(req.group_by)
+    stats.bytes_queried += src.logical_bytes(sorted(attrs))
+    stats.exhaustive += src.num_docs
+
+
+def ranking_attributes(req: QueryRequest) -> set[str]:
+    r = req.rank_by
+    if isinstance(r, VectorRank):
+        return {r.attr}
+    if isinstance(r, OrderBy):
+        return {k.attr for k in r.keys} | (set(req.per.attributes) if req.per else set())
+    if isinstance(r, ScoreRank):
+        return _clause_attributes(r.clause)
+    return set()
+
+
+def _clause_attributes(c: ScoreClause) -> set[str]:
+    if isinstance(c, BM25Clause):
+        return {c.attr}
+    if isinstance(c, FilterClause):
+        return set(c.filter.attributes())
+    if isinstance(c, ProductClause):
+        return _clause_attributes(c.clause)
+    out: set[str] = set()
+    for sub in c.clauses:
+        out |= _clause_attributes(sub)
+    return out
+
+
+def rank(req: QueryRequest, src: DocSource) -> Ranked:
+    """Filter, rank and page one (non-aggregation) query: rank positions offset..offset+limit."""
+    r = req.rank_by
+    want = req.offset + req.limit
+    if isinstance(r, VectorRank):
+        mask = src.filter_mask(req.filters) if req.filters is not None else None
+        pos, dist = src.vector_topk(r.attr, r.vector, r.metric, want, mask)
+        return Ranked(pos[req.offset :], dist[req.offset :])
+    mask = src.filter_mask(req.filters)
+    if isinstance(r, ScoreRank):
+        scores = score_clause(r.clause, src)
+        scores[~mask] = 0.0
+        cand = np.flatnonzero(scores > 0)
+        top = topk_smallest(-scores[cand], src.id_rank()[cand], want)
+        pos = cand[top]
+        return Ranked(pos[req.offset :], scores[pos][req.offset :])
+    if isinstance(r, OrderBy):
+        pos = order_positions(src, r, np.flatnonzero(mask), want, req.per)
+        return Ranked(pos[req.offset :], None)
+    raise InternalError(f"rank: unsupported ranking {type(r).__name__}")
+
+
+def score_clause(c: ScoreClause, src: DocSource) -> np.ndarray:
+    """float64[num_docs]: the clause's score for every document (a fresh, writable array)."""
+    if isinstance(c, BM25Clause):
+        return np.array(src.bm25_scores(c.attr, c.query, c.last_as_prefix), dtype=np.float64)
+    if isinstance(c, FilterClause):
+        return src.filter_mask(c.filter).astype(np.float64)
+    if isinstance(c, ProductClause):
+        out = score_clause(c.clause, src)
+        out *= c.weight
+        return out
+    if isinstance(c, SumClause):
+        out = score_clause(c.clauses[0], src)
+        for sub in c.clauses[1:]:
+            out += score_clause(sub, src)
+        return out
+    if isinstance(c, MaxClause):
+        out = score_clause(c.clauses[0], src)
+        for sub in c.clauses[1:]:
+            np.maximum(out, score_clause(sub, src), out=out)
+        return out
+    raise InternalError(f"score_clause: unsupported clause {type(c).__name__}")
+
+
+def order_positions(
+    src: DocSource, order: OrderBy, cand: np.ndarray, want: int, per: PerLimit | None
+) -> np.ndarray:
+    """The first ``want`` of ``cand`` ordered by ``order`` (nulls lowest, ties by id), diversified
+    by ``per`` when given."""
+    if cand.size == 0:
+        return cand.astype(np.int64)
+    id_rank = src.id_rank()[cand]
+    keys = [_directed_rank(src, k.attr, k.descending)[cand] for k in order.keys]
+    if per is None and len(keys) == 1:
+        n = src.num_docs + 1
+        composite = keys[0] * n + id_rank  # ranks and id ranks are < n: unique, fits int64
+        top = topk_smallest(composite, id_rank, want)
+        return np.asarray(cand[top], dtype=np.int64)
+    full = np.lexsort((id_rank, *reversed(keys)))
+    ordered = cand[full]
+    if per is not None:
+        ordered = ordered[_within_group_rank(src, per.attributes, ordered) < per.limit]
+    return ordered[:want]
+
+
+def _directed_rank(src: DocSource, attr: str, descending: bool) -> np.ndarray:
+    """Ascending sort key: the value rank (nulls lowest) or its mirror for descending (nulls highest)."""
+    r = src.sort_rank(attr)
+    if not descending:
+        return r
+    return int(r.max(initial=0)) - r
+
+
+def _within_group_rank(src: DocSource, attrs: Sequence[str], ordered: np.ndarray) -> np.ndarray:
+    """For positions in final order, each one's 0-based index among earlier rows with the same key."""
+    codes = group_codes(src, attrs, ordered)
+    by_code = np.argsort(codes, kind="stable")
+    sc = codes[by_code]
+    starts = np.flatnonzero(np.r_[True, sc[1:] != sc[:-1]])
+    lengths = np.diff(np.r_[starts, sc.size])
+    within_sorted = np.arange(sc.size) - np.repeat(starts, lengths)
+    within = np.empty_like(within_sorted)
+    within[by_code] = within_sorted
+    return within
+
+
+# --------------------------------------------------------------------------------------------- rows
+
+
+def build_rows(
+    src: DocSource, ranked: Ranked, include: Sequence[str], vector_encoding: str, stats: _Stats | None = None
+) -> list[dict[str, Any]]:
+    """The response rows: ``id``, ``$dist`` (ranked queries) and the included attributes."""
+    pos = ranked.positions
+    if pos.size == 0:
+        return []
+    table = src.fetch_rows(pos, include)
+    if stats is not None:
+        stats.bytes_returned += int(table.nbytes) + (
+            _DIST_BYTES * pos.size if ranked.dists is not None else 0
+        )
+    ids = [id_to_json(v) for v in table.column("id").to_pylist()]
+    columns: list[tuple[str, list[Any]]] = []
+    for name in include:
+        a = src.schema.get(name)
+        if a is None:
+            continue
+        columns.append((name, column_json(table.column(name), a.type, vector_encoding)))
+    rows: list[dict[str, Any]] = []
+    dists = ranked.dists.tolist() if ranked.dists is not None else None
+    for i, doc_id in enumerate(ids):
+        row: dict[str, Any] = {"id": doc_id}
+        if dists is not None:
+            row["$dist"] = dists[i]
+        for name, values in columns:
+            row[name] = values[i]
+        rows.append(row)
+    return rows
+
+
+def column_json(col: pa.ChunkedArray, atype: AttrType, vector_encoding: str) -> list[Any]:
+    """A column's values in JSON wire form (null -> None)."""
+    if atype.is_vector:
+        return _vectors_json(col, atype.dims, vector_encoding)
+    if atype.kind in ("string", "int", "uint", "float", "bool"):
+        return list(col.to_pylist())
+    return [arrow_value_to_json(v, atype, vector_encoding) for v in col.to_pylist()]
+
+
+def _vectors_json(col: pa.ChunkedArray, dims: int, vector_encoding: str) -> list[Any]:
+    """Vectors as float lists or base64 little-endian f32 strings, converted as one matrix."""
+    arr = col.combine_chunks() if col.num_chunks != 1 else col.chunk(0)
+    n = len(arr)
+    if n == 0 or pa.types.is_null(arr.type):
+        return [None] * n
+    flat = arr.values.slice(arr.offset * dims, n * dims).to_numpy(zero_copy_only=False)
+    matrix = np.asarray(flat, dtype="<f4").reshape(n, dims)
+    valid = np.asarray(arr.is_valid().to_numpy(zero_copy_only=False), dtype=bool)
+    if vector_encoding == "base64":
+        out: list[Any] = [base64.b64encode(row.tobytes()).decode() for row in matrix]
+    else:
+        out = matrix.tolist()
+    if not valid.all():
+        for i in np.flatnonzero(~valid).tolist():
+            out[i] = None
+    return out
+
+
+# --------------------------------------------------------------------------------------------- multi
+
+
+def _execute_multi(req: MultiQueryRequest, src: DocSource, stats: _Stats) -> dict[str, Any]:
+    if req.rerank is None:
+        return {"results": [_execute_one(q, src, stats) for q in req.queries]}
+    rankings: list[Ranked] = []
+    include: list[str] = []
+    for q in req.queries:
+        _account_scan(q, src, stats)
+        rankings.append(rank(q, src))
+        include.extend(a for a in q.include if a not in include)
+    positions, scores = rrf_fuse(
+        [r.positions for r in rankings],
+        src.id_rank(),
+        rank_constant=req.rerank.rank_constant,
+        weights=req.rerank.weights,
+    )
+    lo, hi = req.offset, req.offset + req.fused_limit
+    page = Ranked(positions[lo:hi], scores[lo:hi])
+    rows = build_rows(src, page, include, req.vector_encoding, stats)
+    return {"results": [{"rows": rows}]}

@@ -1,0 +1,367 @@
+"""LiveDocs: a snapshot's live documents as one Arrow table, plus cached derived data.
+
+The engine builds a ``LiveDocs`` from the WAL (and later from segments) and hands it to the query
+executor. It is immutable: the table never changes after construction, so every derived structure
+(float32 vector matrices, text postings, sort ranks, id order) is computed at most once, lazily, and
+shared by all the queries that use the snapshot (thread-safe: one lock per cache entry).
+
+Row positions (0..num_docs-1) are the handles the executor passes around. The executor talks to a
+snapshot only through the ``DocSource`` protocol below (filter_mask, vector_topk, bm25_scores,
+order ranks, column, fetch_rows): an index-backed implementation can provide the same operations.
+
+Invariants: ``table`` has an ``id`` column (uint64, string or binary(16); unique) and one column per
+schema attribute typed ``AttrType.arrow_type()`` (columns absent from the input are added as nulls).
+Hot paths are vectorised: one matmul + argpartition per vector query, postings per BM25 query.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from functools import partial
+from typing import Any, Protocol, TypeVar
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from lagoon.errors import InternalError
+from lagoon.query.filters import Filter
+from lagoon.query.textindex import TextIndex, build_text_index
+from lagoon.schema import Schema, id_arrow_type
+
+T = TypeVar("T")
+
+_GATHER_FRACTION = 0.3  # below this share of candidates, gather their rows instead of scanning all
+
+
+class DocSource(Protocol):
+    """What the executor needs from a snapshot. Positions index the snapshot's documents."""
+
+    @property
+    def schema(self) -> Schema: ...
+
+    @property
+    def num_docs(self) -> int: ...
+
+    def filter_mask(self, flt: Filter | None) -> np.ndarray:
+        """bool[num_docs]: documents matching ``flt`` (all True for None)."""
+        ...
+
+    def vector_topk(
+        self, attr: str, query: np.ndarray, metric: str, k: int, mask: np.ndarray | None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The ``k`` nearest documents with a vector among ``mask``: (positions, float64 distances),
+        ascending distance, ties by id."""
+        ...
+
+    def bm25_scores(self, attr: str, query: str | Sequence[str], last_as_prefix: bool) -> np.ndarray:
+        """float64[num_docs]: BM25 score of every document (0 where nothing matches)."""
+        ...
+
+    def id_rank(self) -> np.ndarray:
+        """int64[num_docs]: each document's rank in ascending id order (unique)."""
+        ...
+
+    def sort_rank(self, attr: str) -> np.ndarray:
+        """int64[num_docs]: dense ascending rank of the attribute's value; null ranks lowest (0)."""
+        ...
+
+    def column(self, attr: str) -> pa.ChunkedArray: ...
+
+    def fetch_rows(self, positions: np.ndarray, attributes: Sequence[str]) -> pa.Table:
+        """The ``id`` column and ``attributes`` of the documents at ``positions``, in that order."""
+        ...
+
+    def logical_bytes(self, attributes: Sequence[str]) -> int:
+        """Logical size of the named columns (and ids) over all documents, for billing."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class VectorMatrix:
+    """A vector column as float32 rows. Rows without a vector are zeros with ``valid`` False."""
+
+    matrix: np.ndarray  # float32 (n, dims), C-contiguous
+    valid: np.ndarray  # bool (n,)
+    all_valid: bool
+
+
+class LiveDocs:
+    """The live documents of one snapshot (newest version of each id, deletes applied)."""
+
+    def __init__(self, schema: Schema, table: pa.Table) -> None:
+        if "id" not in table.column_names:
+            raise InternalError("LiveDocs: the table has no 'id' column")
+        self._schema = schema
+        self._table = _conform(schema, table)
+        self._n = int(self._table.num_rows)
+        self._lock = threading.Lock()
+        self._key_locks: dict[tuple[str, str], threading.Lock] = {}
+        self._cache: dict[tuple[str, str], Any] = {}
+
+    # ----------------------------------------------------------------------------------- basics
+
+    @property
+    def schema(self) -> Schema:
+        return self._schema
+
+    @property
+    def table(self) -> pa.Table:
+        return self._table
+
+    @property
+    def num_docs(self) -> int:
+        return self._n
+
+    def column(self, attr: str) -> pa.ChunkedArray:
+        return self._table.column(attr)
+
+    def _cached(self, kind: str, name: str, build: Callable[[], T]) -> T:
+        key = (kind, name)
+        try:
+            return self._cache[key]  # type: ignore[no-any-return]
+        except KeyError:
+            pass
+        with self._lock:
+            lock = self._key_locks.setdefault(key, threading.Lock())
+        with lock:
+            if key not in self._cache:
+                self._cache[key] = build()
+            return self._cache[key]  # type: ignore[no-any-return]
+
+    # ----------------------------------------------------------------------------------- ids, order
+
+    def id_order(self) -> np.ndarray:
+        """int64 positions in ascending id order (uuid ids order by their 16 bytes)."""
+        return self._cached("id_order", "", lambda: _sort_positions(self._table.column("id")))
+
+    def id_rank(self) -> np.ndarray:
+        def build() -> np.ndarray:
+            order = self.id_order()
+            rank = np.empty(self._n, dtype=np.int64)
+            rank[order] = np.arange(self._n, dtype=np.int64)
+            rank.setflags(write=False)
+            return rank
+
+        return self._cached("id_rank", "", build)
+
+    def sort_rank(self, attr: str) -> np.ndarray:
+        if attr == "id":
+            return self.id_rank()
+        return self._cached("sort_rank", attr, lambda: _dense_rank(self._table.column(attr)))
+
+    # ----------------------------------------------------------------------------------- filters
+
+    def filter_mask(self, flt: Filter | None) -> np.ndarray:
+        if flt is None:
+            return np.ones(self._n, dtype=bool)
+        mask = np.asarray(flt.evaluate(self._table, token_matcher=self._match_tokens), dtype=bool)
+        if mask.shape != (self._n,):
+            raise InternalError(f"filter returned a mask of shape {mask.shape} for {self._n} documents")
+        return mask
+
+    def _match_tokens(self, attr: str, op: str, tokens: Any, params: Any, table: pa.Table) -> np.ndarray:
+        if table.num_rows != self._n:  # evaluated on a different table: no cached index applies
+            index = build_text_index(self._schema, attr, table.column(attr))
+        else:
+            index = self.text_index(attr)
+        return index.match(op, tokens, dict(params or {}))
+
+    # ----------------------------------------------------------------------------------- vectors
+
+    def vectors(self, attr: str) -> VectorMatrix:
+        return self._cached("vectors", attr, lambda: _vector_matrix(self._table.column(attr)))
+
+    def _unit_vectors(self, attr: str) -> np.ndarray:
+        def build() -> np.ndarray:
+            m = self.vectors(attr).matrix
+            norms: np.ndarray = np.sqrt(np.einsum("ij,ij->i", m, m, dtype=np.float32))
+            norms[norms == 0] = 1.0
+            unit = np.empty_like(m)
+            np.divide(m, norms[:, None], out=unit)
+            unit.setflags(write=False)
+            return unit
+
+        return self._cached("unit", attr, build)
+
+    def _sq_norms(self, attr: str) -> np.ndarray:
+        def build() -> np.ndarray:
+            m = self.vectors(attr).matrix
+            sq: np.ndarray = np.einsum("ij,ij->i", m, m, dtype=np.float32)
+            sq.setflags(write=False)
+            return sq
+
+        return self._cached("sqnorm", attr, build)
+
+    def vector_topk(
+        self, attr: str, query: np.ndarray, metric: str, k: int, mask: np.ndarray | None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        vm = self.vectors(attr)
+        q = np.ascontiguousarray(query, dtype=np.float32).reshape(-1)
+        if mask is None:
+            cand = None if vm.all_valid else vm.valid
+        else:
+            cand = mask if vm.all_valid else (mask & vm.valid)
+        n_cand = self._n if cand is None else int(np.count_nonzero(cand))
+        if n_cand == 0 or k <= 0:
+            return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.float64)
+        if cand is not None and n_cand < _GATHER_FRACTION * self._n:
+            pos = np.flatnonzero(cand)
+            dist = self._approx_dist(attr, q, metric, cand)
+        else:
+            pos = None
+            dist = self._approx_dist(attr, q, metric, None)
+            if cand is not None:
+                dist[~cand] = np.inf
+        top = topk_smallest(dist, self._tiebreak(pos), min(k, n_cand))
+        sel = top if pos is None else pos[top]
+        if cand is not None:
+            sel = sel[cand[sel]]
+        # Exact float64 distances for the few returned rows, then a final deterministic order.
+        exact = _exact_dist(vm.matrix[sel], q, metric)
+        order = np.lexsort((self.id_rank()[sel], exact))
+        return sel[order], exact[order]
+
+    def _tiebreak(self, pos: np.ndarray | None) -> np.ndarray:
+        r = self.id_rank()
+        return r if pos is None else r[pos]
+
+    def _approx_dist(self, attr: str, q: np.ndarray, metric: str, rows: np.ndarray | None) -> np.ndarray:
+        """float32 distances by one matmul over all rows (``rows`` None) or the rows where the bool
+        mask ``rows`` is set, in position order."""
+        if metric == "cosine_distance":
+            unit = self._unit_vectors(attr)
+            qn = float(np.linalg.norm(q))
+            qu = q / qn if qn > 0 else q
+            m = unit if rows is None else np.compress(rows, unit, axis=0)
+            return np.float32(1.0) - m @ qu  # type: ignore[no-any-return]
+        if metric == "euclidean_squared":
+            m = self.vectors(attr).matrix
+            sq = self._sq_norms(attr)
+            if rows is not None:
+                m, sq = np.compress(rows, m, axis=0), sq[rows]
+            d = sq - np.float32(2.0) * (m @ q) + np.float32(np.dot(q, q))
+            np.maximum(d, 0, out=d)
+            return d  # type: ignore[no-any-return]
+        raise InternalError(f"unknown distance metric {metric!r}")
+
+    # ----------------------------------------------------------------------------------- text
+
+    def text_index(self, attr: str) -> TextIndex:
+        return self._cached(
+            "text", attr, lambda: build_text_index(self._schema, attr, self._table.column(attr))
+        )
+
+    def bm25_scores(self, attr: str, query: str | Sequence[str], last_as_prefix: bool) -> np.ndarray:
+        return self.text_index(attr).bm25(query, last_as_prefix=last_as_prefix)
+
+    # ----------------------------------------------------------------------------------- rows
+
+    def fetch_rows(self, positions: np.ndarray, attributes: Sequence[str]) -> pa.Table:
+        cols = ["id", *[a for a in attributes if a != "id"]]
+        return self._table.select(cols).take(pa.array(np.asarray(positions, dtype=np.int64)))
+
+    def logical_bytes(self, attributes: Sequence[str]) -> int:
+        names = {"id", *attributes} & set(self._table.column_names)
+        return sum(self._cached("nbytes", name, partial(_nbytes, self._table, name)) for name in names)
+
+
+# --------------------------------------------------------------------------------------------- helpers
+
+
+def _nbytes(table: pa.Table, name: str) -> int:
+    return int(table.column(name).nbytes)
+
+
+def topk_smallest(values: np.ndarray, tiebreak: np.ndarray, k: int) -> np.ndarray:
+    """Indices of the ``k`` smallest ``values``, ascending, ties by ascending ``tiebreak``.
+
+    One argpartition (O(n)), then every value tied with the k-th is kept as a candidate so the
+    choice among equal values is by ``tiebreak`` and never arbitrary; only the candidates are sorted.
+    """
+    n = values.shape[0]
+    if k <= 0 or n == 0:
+        return np.empty(0, dtype=np.int64)
+    if k < n:
+        part = np.argpartition(values, k - 1)[:k]
+        threshold = values[part].max()
+        cand = np.flatnonzero(values <= threshold)
+    else:
+        cand = np.arange(n, dtype=np.int64)
+    order = np.lexsort((tiebreak[cand], values[cand]))
+    return cand[order[:k]].astype(np.int64, copy=False)
+
+
+def _exact_dist(m: np.ndarray, q: np.ndarray, metric: str) -> np.ndarray:
+    m64 = m.astype(np.float64)
+    q64 = q.astype(np.float64)
+    if metric == "euclidean_squared":
+        diff = m64 - q64
+        return np.einsum("ij,ij->i", diff, diff)  # type: ignore[no-any-return]
+    norms = np.linalg.norm(m64, axis=1) * np.linalg.norm(q64)
+    dots = m64 @ q64
+    cos = np.divide(dots, norms, out=np.zeros_like(dots), where=norms > 0)
+    return 1.0 - np.clip(cos, -1.0, 1.0)  # type: ignore[no-any-return]
+
+
+def _conform(schema: Schema, table: pa.Table) -> pa.Table:
+    """Add schema attributes missing from ``table`` as all-null columns; normalise the id column."""
+    n = table.num_rows
+    out = table
+    if schema.id_type is not None and out.column("id").type != id_arrow_type(schema.id_type):
+        out = out.set_column(
+            out.column_names.index("id"), "id", out.column("id").cast(id_arrow_type(schema.id_type))
+        )
+    for name, a in schema.attributes.items():
+        if name not in out.column_names:
+            out = out.append_column(name, pa.nulls(n, a.type.arrow_type()))
+    return out
+
+
+def _sort_positions(col: pa.ChunkedArray) -> np.ndarray:
+    arr = col.combine_chunks() if col.num_chunks != 1 else col.chunk(0)
+    if pa.types.is_fixed_size_binary(arr.type):
+        arr = arr.cast(pa.binary())
+    idx = pc.sort_indices(arr)
+    return np.asarray(idx.to_numpy(zero_copy_only=False), dtype=np.int64)
+
+
+def _dense_rank(col: pa.ChunkedArray) -> np.ndarray:
+    """Dense ascending ranks with nulls lowest: null -> 0, smallest value -> 1 (when nulls exist)."""
+    if len(col) == 0:
+        return np.empty(0, dtype=np.int64)
+    arr = col.combine_chunks() if col.num_chunks != 1 else col.chunk(0)
+    if pa.types.is_fixed_size_binary(arr.type):
+        arr = arr.cast(pa.binary())
+    if pa.types.is_null(arr.type):
+        return np.zeros(len(arr), dtype=np.int64)
+    ranks = pc.rank(arr, sort_keys=[("v", "ascending", "at_start")], tiebreaker="dense")
+    out = np.asarray(ranks.to_numpy(zero_copy_only=False), dtype=np.int64)
+    if arr.null_count:
+        out -= 1  # nulls share rank 1 and come first; shift so null == 0
+    out.setflags(write=False)
+    return out
+
+
+def _vector_matrix(col: pa.ChunkedArray) -> VectorMatrix:
+    arr = col.combine_chunks() if col.num_chunks != 1 else col.chunk(0)
+    n = len(arr)
+    if pa.types.is_null(arr.type):
+        return VectorMatrix(np.zeros((n, 0), dtype=np.float32), np.zeros(n, dtype=bool), False)
+    if not pa.types.is_fixed_size_list(arr.type):
+        raise InternalError(f"vector column has type {arr.type}, expected a fixed-size list")
+    dims = arr.type.list_size
+    child = arr.values.slice(arr.offset * dims, n * dims)
+    flat = child.to_numpy(zero_copy_only=False)
+    matrix = np.ascontiguousarray(flat.reshape(n, dims), dtype=np.float32)
+    if arr.null_count:
+        valid = np.asarray(arr.is_valid().to_numpy(zero_copy_only=False), dtype=bool)
+        matrix = np.array(matrix, dtype=np.float32, copy=True)
+        matrix[~valid] = 0.0
+    else:
+        valid = np.ones(n, dtype=bool)
+    matrix.setflags(write=False)
+    valid.setflags(write=False)
+    return VectorMatrix(matrix, valid, bool(valid.all()))

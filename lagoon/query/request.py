@@ -1,0 +1,797 @@
+"""Query bodies: parse and validate a JSON query (or multi-query) into a typed request.
+
+Everything that can be checked without data is checked here, before execution: shapes, attribute
+names and types against the namespace schema, vector dimensions, limits (top_k ≤ 10,000, ≤ 16
+sub-queries, BM25 text ≤ 8,192 characters), and combinations the executor does not support. Errors
+are ``InvalidRequest`` (HTTP 400) whose message names the offending field, e.g. ``rank_by[2]: …``.
+
+Accepted grammar (turbopuffer v2, see docs/query.md):
+- ``rank_by``: ``[attr, "ANN"|"kNN", vector]``; ``[attr, "BM25", text, {"last_as_prefix": b}?]``;
+  ``["Sum", [clauses]]``, ``["Max", [clauses]]``, ``["Product", w, clause]`` / ``["Product", clause, w]``
+  where a clause is BM25, a combinator or a filter (a filter scores 1 or 0); ``[attr, "asc"|"desc"]``
+  and ``[[attr, dir], …]`` order by attributes.
+- ``top_k`` or ``limit`` (int or ``{"total", "per": {"attributes", "limit"}}``), ``offset``, ``filters``,
+  ``include_attributes``, ``exclude_attributes``, ``aggregate_by`` + ``group_by``, ``consistency``,
+  ``vector_encoding``, ``distance_metric``, ``disable_cache``.
+- multi-query: ``{"queries": […], "rerank_by": ["RRF", {…}]?, "limit"?, "offset"?, "consistency"?,
+  "vector_encoding"?}``.
+
+This module is pure: it never looks at documents.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from lagoon.errors import InvalidRequest
+from lagoon.query.filters import Filter, parse_filter
+from lagoon.schema import DISTANCE_METRICS, AttributeSchema, Schema
+from lagoon.values import coerce_vector
+
+MAX_TOP_K = 10_000
+MAX_QUERIES = 16
+MAX_BM25_QUERY_CHARS = 8_192
+MAX_RANK_DEPTH = 32
+MAX_AGGREGATIONS = 64
+DEFAULT_LIMIT = 10
+DEFAULT_RRF_RANK_CONSTANT = 60.0
+
+VECTOR_ENCODINGS = ("float", "base64")
+CONSISTENCY_LEVELS = ("strong", "eventual")
+_COMBINATORS = ("Sum", "Max", "Product")
+_UNSUPPORTED_RANKERS = ("Attribute", "Saturate", "Decay", "Dist")
+
+_QUERY_FIELDS = (
+    "rank_by",
+    "top_k",
+    "limit",
+    "offset",
+    "filters",
+    "include_attributes",
+    "exclude_attributes",
+    "aggregate_by",
+    "group_by",
+    "consistency",
+    "vector_encoding",
+    "distance_metric",
+    "disable_cache",
+)
+_UNSUPPORTED_FIELDS = {
+    "compute_attributes": "compute_attributes is not supported by Lagoon",
+    "rerank_by": "rerank_by is only supported at the top level of a multi-query (body with 'queries')",
+}
+_MULTI_FIELDS = ("queries", "rerank_by", "limit", "offset", "consistency", "vector_encoding")
+_ROOT_ONLY = ("consistency", "vector_encoding")
+
+
+# --------------------------------------------------------------------------------------------- types
+
+
+@dataclass(frozen=True, slots=True)
+class Consistency:
+    level: str = "strong"
+    max_staleness_seconds: int | None = None
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class VectorRank:
+    """Nearest neighbours of ``vector`` (float32, dims checked) in vector attribute ``attr``."""
+
+    attr: str
+    mode: str  # "ANN" or "kNN"; both are exact in the exhaustive executor
+    vector: np.ndarray
+    metric: str  # "cosine_distance" | "euclidean_squared"
+
+
+@dataclass(frozen=True, slots=True)
+class BM25Clause:
+    """BM25 score of ``query`` (text, or tokens for a pre-tokenized attribute) against ``attr``."""
+
+    attr: str
+    query: str | tuple[str, ...]
+    last_as_prefix: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class SumClause:
+    clauses: tuple[ScoreClause, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class MaxClause:
+    clauses: tuple[ScoreClause, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ProductClause:
+    weight: float
+    clause: ScoreClause
+
+
+@dataclass(frozen=True, slots=True)
+class FilterClause:
+    """A filter used as a score: 1 where it matches, 0 elsewhere."""
+
+    filter: Filter
+
+
+ScoreClause = BM25Clause | SumClause | MaxClause | ProductClause | FilterClause
+
+
+@dataclass(frozen=True, slots=True)
+class ScoreRank:
+    """Rank by a score expression, highest first; documents scoring 0 are excluded."""
+
+    clause: ScoreClause
+
+
+@dataclass(frozen=True, slots=True)
+class OrderKey:
+    attr: str  # an attribute name or "id"
+    descending: bool
+
+
+@dataclass(frozen=True, slots=True)
+class OrderBy:
+    """Order by attribute values; nulls sort first ascending and last descending; ties by id."""
+
+    keys: tuple[OrderKey, ...]
+
+
+Ranking = VectorRank | ScoreRank | OrderBy
+
+
+@dataclass(frozen=True, slots=True)
+class PerLimit:
+    """Diversification: at most ``limit`` rows per distinct value of ``attributes``."""
+
+    attributes: tuple[str, ...]
+    limit: int
+
+
+@dataclass(frozen=True, slots=True)
+class Aggregation:
+    label: str
+    func: str  # "Count" | "Sum"
+    attr: str | None  # Sum: the summed attribute; Count: None, or the attribute counted when non-null
+
+
+@dataclass(frozen=True, slots=True)
+class QueryRequest:
+    rank_by: Ranking | None
+    filters: Filter | None
+    limit: int
+    offset: int = 0
+    per: PerLimit | None = None
+    include: tuple[str, ...] = ()  # attributes returned besides id (and $dist)
+    aggregations: tuple[Aggregation, ...] = ()
+    group_by: tuple[str, ...] = ()
+    consistency: Consistency = Consistency()
+    vector_encoding: str = "float"
+    distance_metric: str | None = None  # the request's override, as given
+    disable_cache: bool = False
+
+    @property
+    def is_aggregation(self) -> bool:
+        return bool(self.aggregations)
+
+
+@dataclass(frozen=True, slots=True)
+class RrfRerank:
+    """Reciprocal rank fusion: score(d) = Σ_i w_i / (rank_constant + rank_i(d)), ranks from 1."""
+
+    rank_constant: float
+    weights: tuple[float, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class MultiQueryRequest:
+    queries: tuple[QueryRequest, ...]
+    rerank: RrfRerank | None = None
+    limit: int | None = None  # fused result size (only with rerank)
+    offset: int = 0
+    consistency: Consistency = Consistency()
+    vector_encoding: str = "float"
+
+    @property
+    def fused_limit(self) -> int:
+        """The fused list's length: ``limit``, else the largest sub-query limit."""
+        if self.limit is not None:
+            return self.limit
+        return max(q.limit for q in self.queries)
+
+
+# --------------------------------------------------------------------------------------------- entry
+
+
+def parse_request(body: Any, schema: Schema) -> QueryRequest | MultiQueryRequest:
+    """A query body (decoded JSON) -> a validated request; multi-query when it has ``queries``."""
+    if not isinstance(body, dict):
+        raise InvalidRequest(f"query: expected a JSON object, got {_kind(body)}")
+    if "queries" in body:
+        return parse_multi_query(body, schema)
+    return parse_query(body, schema)
+
+
+def parse_query(
+    body: Any,
+    schema: Schema,
+    *,
+    where: str = "query",
+    vector_encoding: str | None = None,
+    consistency: Consistency | None = None,
+) -> QueryRequest:
+    """Parse one query. ``vector_encoding``/``consistency`` given = a sub-query of a multi-query,
+    which inherits them from the root and may not set them itself."""
+    if not isinstance(body, dict):
+        raise InvalidRequest(f"{where}: expected a JSON object, got {_kind(body)}")
+    sub = vector_encoding is not None
+    p = "" if where == "query" else f"{where}."
+    for key in body:
+        if key in _UNSUPPORTED_FIELDS:
+            raise InvalidRequest(f"{p}{key}: {_UNSUPPORTED_FIELDS[key]}")
+        if sub and key in _ROOT_ONLY:
+            raise InvalidRequest(f"{p}{key}: set it at the top level of the multi-query, not per sub-query")
+    unknown = [k for k in body if k not in _QUERY_FIELDS]
+    if unknown:
+        raise InvalidRequest(
+            f"{where}: unknown field(s) {', '.join(repr(k) for k in unknown)}; "
+            f"expected some of {', '.join(_QUERY_FIELDS)}"
+        )
+
+    metric = body.get("distance_metric")
+    if metric is not None and metric not in DISTANCE_METRICS:
+        raise InvalidRequest(
+            f"{p}distance_metric: expected one of {', '.join(DISTANCE_METRICS)}, got {metric!r}"
+        )
+
+    rank_by: Ranking | None = None
+    if body.get("rank_by") is not None:
+        rank_by = _parse_rank_by(body["rank_by"], schema, metric, where=f"{p}rank_by")
+
+    filters = None
+    if body.get("filters") is not None:
+        filters = parse_filter(body["filters"], schema, where=f"{p}filters")
+
+    aggregations: tuple[Aggregation, ...] = ()
+    if body.get("aggregate_by") is not None:
+        aggregations = _parse_aggregate_by(body["aggregate_by"], schema, where=f"{p}aggregate_by")
+    group_by: tuple[str, ...] = ()
+    if body.get("group_by") is not None:
+        if not aggregations:
+            raise InvalidRequest(f"{p}group_by: requires aggregate_by")
+        group_by = _parse_group_by(body["group_by"], schema, where=f"{p}group_by")
+        clash = sorted({a.label for a in aggregations} & set(group_by))
+        if clash:
+            raise InvalidRequest(
+                f"{p}aggregate_by: label(s) {', '.join(map(repr, clash))} clash with group_by attributes"
+            )
+
+    if aggregations:
+        if rank_by is not None:
+            raise InvalidRequest(f"{p}aggregate_by: cannot be combined with rank_by")
+        for key in ("include_attributes", "exclude_attributes"):
+            if body.get(key) not in (None, False):
+                raise InvalidRequest(f"{p}{key}: cannot be combined with aggregate_by")
+    elif rank_by is None:
+        raise InvalidRequest(
+            f"{p}rank_by: required unless aggregate_by is given "
+            '(e.g. ["vector", "ANN", [...]], ["text", "BM25", "query"] or ["id", "asc"])'
+        )
+
+    limit, per = _parse_limits(body, schema, p)
+    if per is not None and not isinstance(rank_by, OrderBy):
+        raise InvalidRequest(
+            f"{p}limit.per: diversification is only supported when ranking by attributes "
+            '(rank_by [attr, "asc"|"desc"]), not for vector, BM25 or aggregation queries'
+        )
+    offset = _parse_offset(body.get("offset"), where=f"{p}offset")
+    if offset and aggregations:
+        raise InvalidRequest(f"{p}offset: requires rank_by; it cannot be used with aggregate_by")
+
+    include = _parse_include(body, schema, p)
+
+    enc = vector_encoding or _parse_vector_encoding(body.get("vector_encoding"), where=f"{p}vector_encoding")
+    cons = consistency or _parse_consistency(body.get("consistency"), where=f"{p}consistency")
+    disable_cache = body.get("disable_cache", False)
+    if not isinstance(disable_cache, bool):
+        raise InvalidRequest(f"{p}disable_cache: expected true or false")
+
+    return QueryRequest(
+        rank_by=rank_by,
+        filters=filters,
+        limit=limit,
+        offset=offset,
+        per=per,
+        include=include,
+        aggregations=aggregations,
+        group_by=group_by,
+        consistency=cons,
+        vector_encoding=enc,
+        distance_metric=metric,
+        disable_cache=disable_cache,
+    )
+
+
+def parse_multi_query(body: dict[str, Any], schema: Schema) -> MultiQueryRequest:
+    unknown = [k for k in body if k not in _MULTI_FIELDS]
+    if unknown:
+        raise InvalidRequest(
+            f"multi-query: unknown field(s) {', '.join(repr(k) for k in unknown)}; "
+            f"expected some of {', '.join(_MULTI_FIELDS)}"
+        )
+    queries = body["queries"]
+    if not isinstance(queries, list) or not queries:
+        raise InvalidRequest("queries: expected a non-empty array of query objects")
+    if len(queries) > MAX_QUERIES:
+        raise InvalidRequest(f"queries: at most {MAX_QUERIES} queries per multi-query, got {len(queries)}")
+    enc = _parse_vector_encoding(body.get("vector_encoding"), where="vector_encoding")
+    cons = _parse_consistency(body.get("consistency"), where="consistency")
+    parsed = tuple(
+        parse_query(q, schema, where=f"queries[{i}]", vector_encoding=enc, consistency=cons)
+        for i, q in enumerate(queries)
+    )
+
+    rerank = None
+    if body.get("rerank_by") is not None:
+        rerank = _parse_rerank(body["rerank_by"], len(parsed))
+        for i, q in enumerate(parsed):
+            if q.is_aggregation:
+                raise InvalidRequest(
+                    f"queries[{i}]: rerank_by fuses ranked rows; aggregation sub-queries cannot be fused"
+                )
+    limit = None
+    if body.get("limit") is not None:
+        if rerank is None:
+            raise InvalidRequest("limit: a top-level limit requires rerank_by (it limits the fused rows)")
+        raw = body["limit"]
+        if isinstance(raw, dict):
+            extra = sorted(set(raw) - {"total"})
+            if extra:
+                raise InvalidRequest(
+                    f"limit: unknown field(s) {', '.join(map(repr, extra))}; expected 'total'"
+                )
+            if "total" not in raw:
+                raise InvalidRequest("limit: 'total' is required")
+            raw = raw["total"]
+            limit = _parse_count(raw, where="limit.total")
+        else:
+            limit = _parse_count(raw, where="limit")
+    offset = _parse_offset(body.get("offset"), where="offset")
+    if offset and (rerank is None or limit is None):
+        raise InvalidRequest("offset: at the top level of a multi-query it requires rerank_by and limit")
+    return MultiQueryRequest(parsed, rerank, limit, offset, cons, enc)
+
+
+# --------------------------------------------------------------------------------------------- rank_by
+
+
+def _parse_rank_by(v: Any, schema: Schema, metric: str | None, *, where: str) -> Ranking:
+    if not isinstance(v, list) or not v:
+        raise InvalidRequest(
+            f'{where}: expected a non-empty array such as ["vector", "ANN", [...]], '
+            f'["text", "BM25", "query"] or ["timestamp", "desc"], got {_short(v)}'
+        )
+    if isinstance(v[0], list):
+        keys = tuple(_parse_order_key(k, schema, where=f"{where}[{i}]") for i, k in enumerate(v))
+        attrs = [k.attr for k in keys]
+        if len(set(attrs)) != len(attrs):
+            raise InvalidRequest(f"{where}: an attribute appears more than once")
+        return OrderBy(keys)
+    if len(v) == 2 and isinstance(v[1], str) and v[1] in ("asc", "desc"):
+        return OrderBy((_parse_order_key(v, schema, where=where),))
+    if len(v) >= 2 and isinstance(v[1], str) and v[1] in ("ANN", "kNN"):
+        return _parse_vector_rank(v, schema, metric, where=where)
+    if len(v) >= 2 and v[1] == "SparseKNN":
+        raise InvalidRequest(f"{where}: SparseKNN (sparse vectors) is not supported by Lagoon")
+    return ScoreRank(_parse_clause(v, schema, where=where, depth=0))
+
+
+def _parse_order_key(v: Any, schema: Schema, *, where: str) -> OrderKey:
+    if not isinstance(v, list) or len(v) != 2 or not isinstance(v[0], str):
+        raise InvalidRequest(f'{where}: expected [attribute, "asc"|"desc"], got {_short(v)}')
+    attr, direction = v
+    if direction not in ("asc", "desc"):
+        raise InvalidRequest(f"{where}: order must be 'asc' or 'desc', got {_short(direction)}")
+    if attr != "id":
+        a = _attribute(schema, attr, where=where)
+        if a.type.is_vector or a.type.array:
+            raise InvalidRequest(
+                f"{where}: cannot order by {attr!r} of type {a.type}; only scalar attributes can be ordered"
+            )
+    return OrderKey(attr, direction == "desc")
+
+
+def _parse_vector_rank(v: list[Any], schema: Schema, metric: str | None, *, where: str) -> VectorRank:
+    if len(v) != 3:
+        raise InvalidRequest(f'{where}: expected [attribute, "{v[1]}", vector] (3 elements), got {len(v)}')
+    attr, mode, value = v
+    if not isinstance(attr, str):
+        raise InvalidRequest(f"{where}[0]: expected a vector attribute name, got {_short(attr)}")
+    a = schema.get(attr)
+    if a is None:
+        have = schema.vector_columns()
+        hint = f"vector attributes: {', '.join(have)}" if have else "the namespace has no vector attribute"
+        raise InvalidRequest(f"{where}[0]: unknown vector attribute {attr!r} ({hint})")
+    if not a.type.is_vector:
+        raise InvalidRequest(f"{where}[0]: attribute {attr!r} has type {a.type}, not a vector type")
+    if isinstance(value, list) and value and isinstance(value[0], list):
+        raise InvalidRequest(f"{where}[2]: multi-vector queries are not supported; send one vector")
+    if isinstance(value, list) and value and isinstance(value[0], str):
+        raise InvalidRequest(f"{where}[2]: query expressions (e.g. Embed) are not supported; send a vector")
+    vec = coerce_vector(value, a.type, where=f"{where}[2]")
+    if metric is None:
+        ann_metric = (a.ann or {}).get("distance_metric")
+        metric = ann_metric or schema.distance_metric or "cosine_distance"
+    return VectorRank(attr, mode, vec, metric)
+
+
+def _parse_clause(v: Any, schema: Schema, *, where: str, depth: int) -> ScoreClause:
+    if depth > MAX_RANK_DEPTH:
+        raise InvalidRequest(f"{where}: rank_by is nested more than {MAX_RANK_DEPTH} levels deep")
+    if not isinstance(v, list) or not v:
+        raise InvalidRequest(
+            f"{where}: expected a rank clause (BM25, Sum, Max, Product or a filter), got {_short(v)}"
+        )
+    head = v[0]
+    n = len(v)
+    if head in ("Sum", "Max") and n == 2 and isinstance(v[1], list):
+        if not v[1]:
+            raise InvalidRequest(f"{where}: {head} needs at least one clause")
+        subs = tuple(
+            _parse_clause(c, schema, where=f"{where}[1][{i}]", depth=depth + 1) for i, c in enumerate(v[1])
+        )
+        return SumClause(subs) if head == "Sum" else MaxClause(subs)
+    if head == "Product":
+        if n == 3 and _is_number(v[1]) and isinstance(v[2], list):
+            return _product(v[1], v[2], schema, where=where, wi=1, ci=2, depth=depth)
+        if n == 3 and _is_number(v[2]) and isinstance(v[1], list):
+            return _product(v[2], v[1], schema, where=where, wi=2, ci=1, depth=depth)
+        if n == 2 and isinstance(v[1], list) and len(v[1]) == 2 and _is_number(v[1][0]):  # pre-2025 form
+            return _product(v[1][0], v[1][1], schema, where=f"{where}[1]", wi=0, ci=1, depth=depth)
+    if head in _COMBINATORS and schema.get(head) is None:
+        shapes = {
+            "Sum": '["Sum", [clause, ...]]',
+            "Max": '["Max", [clause, ...]]',
+            "Product": '["Product", weight, clause] or ["Product", clause, weight]',
+        }
+        raise InvalidRequest(f"{where}: malformed {head}; expected {shapes[head]}, got {_short(v)}")
+    if n >= 2 and v[1] == "BM25":
+        return _parse_bm25(v, schema, where=where)
+    if n >= 2 and v[1] in ("ANN", "kNN"):
+        raise InvalidRequest(
+            f"{where}: vector search cannot be combined inside Sum/Max/Product; for hybrid search send a "
+            'multi-query with rerank_by ["RRF"]'
+        )
+    if n == 2 and v[1] in ("asc", "desc") and depth > 0:
+        raise InvalidRequest(f"{where}: ordering by an attribute cannot be combined inside Sum/Max/Product")
+    if n == 2 and isinstance(head, str) and isinstance(v[1], str):
+        raise InvalidRequest(f"{where}: order must be 'asc' or 'desc', got {_short(v[1])}")
+    if isinstance(head, str) and head in _UNSUPPORTED_RANKERS and schema.get(head) is None:
+        raise InvalidRequest(f"{where}: the {head} rank expression is not supported by Lagoon")
+    return FilterClause(parse_filter(v, schema, where=where))
+
+
+def _product(
+    w: Any, clause: Any, schema: Schema, *, where: str, wi: int, ci: int, depth: int
+) -> ProductClause:
+    weight = float(w)
+    if not math.isfinite(weight) or weight < 0:
+        raise InvalidRequest(f"{where}[{wi}]: Product weight must be a finite number >= 0, got {w!r}")
+    return ProductClause(weight, _parse_clause(clause, schema, where=f"{where}[{ci}]", depth=depth + 1))
+
+
+def _parse_bm25(v: list[Any], schema: Schema, *, where: str) -> BM25Clause:
+    if len(v) not in (3, 4):
+        raise InvalidRequest(
+            f'{where}: expected [attribute, "BM25", query] or [attribute, "BM25", query, params]'
+        )
+    attr = v[0]
+    if not isinstance(attr, str):
+        raise InvalidRequest(f"{where}[0]: expected an attribute name, got {_short(attr)}")
+    a = _attribute(schema, attr, where=f"{where}[0]")
+    if a.full_text_search is None:
+        raise InvalidRequest(
+            f"{where}[0]: attribute {attr!r} is not full-text indexed; enable full_text_search in its schema"
+        )
+    pre_tokenized = a.full_text_search.get("tokenizer") == "pre_tokenized_array"
+    q = v[2]
+    query: str | tuple[str, ...]
+    if isinstance(q, str):
+        if pre_tokenized:
+            raise InvalidRequest(
+                f"{where}[2]: {attr!r} uses the pre_tokenized_array tokenizer; send a token array"
+            )
+        if len(q) > MAX_BM25_QUERY_CHARS:
+            raise InvalidRequest(
+                f"{where}[2]: query text is {len(q)} characters; the limit is {MAX_BM25_QUERY_CHARS}"
+            )
+        query = q
+    elif isinstance(q, list) and all(isinstance(t, str) for t in q):
+        if not pre_tokenized:
+            raise InvalidRequest(
+                f"{where}[2]: token arrays are only accepted for the pre_tokenized_array tokenizer; send a string"
+            )
+        if sum(len(t) for t in q) > MAX_BM25_QUERY_CHARS:
+            raise InvalidRequest(f"{where}[2]: query tokens exceed {MAX_BM25_QUERY_CHARS} characters")
+        query = tuple(q)
+    else:
+        raise InvalidRequest(f"{where}[2]: expected the query text as a string, got {_short(q)}")
+    last_as_prefix = False
+    if len(v) == 4:
+        params = v[3]
+        if not isinstance(params, dict):
+            raise InvalidRequest(f'{where}[3]: expected an object such as {{"last_as_prefix": true}}')
+        extra = sorted(set(params) - {"last_as_prefix"})
+        if extra:
+            raise InvalidRequest(f"{where}[3]: unknown BM25 parameter(s) {', '.join(map(repr, extra))}")
+        lap = params.get("last_as_prefix", False)
+        if not isinstance(lap, bool):
+            raise InvalidRequest(f"{where}[3].last_as_prefix: expected true or false")
+        last_as_prefix = lap
+    return BM25Clause(attr, query, last_as_prefix)
+
+
+# --------------------------------------------------------------------------------------------- limits
+
+
+def _parse_limits(body: dict[str, Any], schema: Schema, p: str) -> tuple[int, PerLimit | None]:
+    top_k, raw = body.get("top_k"), body.get("limit")
+    if top_k is not None and raw is not None:
+        raise InvalidRequest(f"{p}top_k: top_k and limit are aliases; give only one")
+    if top_k is not None:
+        return _parse_count(top_k, where=f"{p}top_k"), None
+    if raw is None:
+        return DEFAULT_LIMIT, None
+    if not isinstance(raw, dict):
+        return _parse_count(raw, where=f"{p}limit"), None
+    extra = sorted(set(raw) - {"total", "per"})
+    if extra:
+        raise InvalidRequest(
+            f"{p}limit: unknown field(s) {', '.join(map(repr, extra))}; expected 'total', 'per'"
+        )
+    if "total" not in raw:
+        raise InvalidRequest(f"{p}limit: 'total' is required")
+    total = _parse_count(raw["total"], where=f"{p}limit.total")
+    per_raw = raw.get("per")
+    if per_raw is None:
+        return total, None
+    w = f"{p}limit.per"
+    if not isinstance(per_raw, dict):
+        raise InvalidRequest(f'{w}: expected {{"attributes": [...], "limit": N}}')
+    extra = sorted(set(per_raw) - {"attributes", "limit"})
+    if extra:
+        raise InvalidRequest(f"{w}: unknown field(s) {', '.join(map(repr, extra))}")
+    attrs = per_raw.get("attributes")
+    if not isinstance(attrs, list) or not attrs or not all(isinstance(x, str) for x in attrs):
+        raise InvalidRequest(f"{w}.attributes: expected a non-empty array of attribute names")
+    if len(set(attrs)) != len(attrs):
+        raise InvalidRequest(f"{w}.attributes: an attribute appears more than once")
+    for name in attrs:
+        if name == "id":
+            continue
+        a = _attribute(schema, name, where=f"{w}.attributes")
+        if a.type.is_vector or a.type.array:
+            raise InvalidRequest(
+                f"{w}.attributes: {name!r} has type {a.type}; only scalar attributes can be used"
+            )
+    if "limit" not in per_raw:
+        raise InvalidRequest(f"{w}.limit: required")
+    return total, PerLimit(tuple(attrs), _parse_count(per_raw["limit"], where=f"{w}.limit"))
+
+
+def _parse_count(v: Any, *, where: str) -> int:
+    if not _is_int(v):
+        raise InvalidRequest(f"{where}: expected an integer, got {_short(v)}")
+    if not 1 <= v <= MAX_TOP_K:
+        raise InvalidRequest(f"{where}: must be between 1 and {MAX_TOP_K}, got {v}")
+    return int(v)
+
+
+def _parse_offset(v: Any, *, where: str) -> int:
+    if v is None:
+        return 0
+    if not _is_int(v) or v < 0:
+        raise InvalidRequest(f"{where}: expected a non-negative integer, got {_short(v)}")
+    return int(v)
+
+
+# --------------------------------------------------------------------------------------------- attributes
+
+
+def _parse_include(body: dict[str, Any], schema: Schema, p: str) -> tuple[str, ...]:
+    inc, exc = body.get("include_attributes"), body.get("exclude_attributes")
+    if inc is not None and exc is not None:
+        raise InvalidRequest(f"{p}include_attributes: cannot be combined with exclude_attributes")
+    if exc is not None:
+        if not isinstance(exc, list) or not all(isinstance(x, str) for x in exc):
+            raise InvalidRequest(f"{p}exclude_attributes: expected an array of attribute names")
+        drop = set(exc)
+        return tuple(n for n in schema.attributes if n not in drop)
+    if inc is None or inc is False:
+        return ()
+    if inc is True:
+        return tuple(schema.attributes)
+    if not isinstance(inc, list) or not all(isinstance(x, str) for x in inc):
+        raise InvalidRequest(f"{p}include_attributes: expected true, false or an array of attribute names")
+    unknown = [n for n in inc if n != "id" and schema.get(n) is None]
+    if unknown:
+        raise InvalidRequest(
+            f"{p}include_attributes: unknown attribute(s) {', '.join(map(repr, unknown))}"
+            + _known_hint(schema)
+        )
+    out: list[str] = []
+    for n in inc:
+        if n != "id" and n not in out:
+            out.append(n)
+    return tuple(out)
+
+
+def _parse_aggregate_by(v: Any, schema: Schema, *, where: str) -> tuple[Aggregation, ...]:
+    if not isinstance(v, dict) or not v:
+        raise InvalidRequest(
+            f'{where}: expected an object mapping labels to aggregates, e.g. {{"n": ["Count"]}}'
+        )
+    if len(v) > MAX_AGGREGATIONS:
+        raise InvalidRequest(f"{where}: at most {MAX_AGGREGATIONS} aggregations per query")
+    out = []
+    for label, spec in v.items():
+        w = f"{where}.{label}"
+        if not label or label.startswith("$"):
+            raise InvalidRequest(
+                f"{where}: labels must be non-empty and may not start with '$', got {label!r}"
+            )
+        if not isinstance(spec, list) or not spec or spec[0] not in ("Count", "Sum"):
+            raise InvalidRequest(f'{w}: expected ["Count"] or ["Sum", attribute], got {_short(spec)}')
+        func = spec[0]
+        if func == "Count" and len(spec) == 1:
+            out.append(Aggregation(label, "Count", None))
+            continue
+        if len(spec) != 2 or not isinstance(spec[1], str):
+            shape = '["Sum", attribute]' if func == "Sum" else '["Count"]'
+            raise InvalidRequest(f"{w}: expected {shape}, got {_short(spec)}")
+        attr = spec[1]
+        if attr == "id" and func == "Count":
+            out.append(Aggregation(label, "Count", None))
+            continue
+        a = _attribute(schema, attr, where=f"{w}[1]")
+        if func == "Sum" and (
+            a.type.kind not in ("int", "uint", "float") or a.type.array or a.type.is_vector
+        ):
+            raise InvalidRequest(
+                f"{w}[1]: Sum needs a numeric attribute (int, uint, float); {attr!r} is {a.type}"
+            )
+        out.append(Aggregation(label, func, attr))
+    return tuple(out)
+
+
+def _parse_group_by(v: Any, schema: Schema, *, where: str) -> tuple[str, ...]:
+    if not isinstance(v, list) or not v:
+        raise InvalidRequest(f"{where}: expected a non-empty array of attribute names")
+    out: list[str] = []
+    for i, name in enumerate(v):
+        if isinstance(name, dict):
+            raise InvalidRequest(
+                f"{where}[{i}]: ForEachUnique grouping is not supported; group by scalar attributes"
+            )
+        if not isinstance(name, str):
+            raise InvalidRequest(f"{where}[{i}]: expected an attribute name, got {_short(name)}")
+        if name in out:
+            raise InvalidRequest(f"{where}: {name!r} appears more than once")
+        if name != "id":
+            a = _attribute(schema, name, where=f"{where}[{i}]")
+            if a.type.is_vector or a.type.array:
+                raise InvalidRequest(f"{where}[{i}]: cannot group by {name!r} of type {a.type}")
+        out.append(name)
+    return tuple(out)
+
+
+# --------------------------------------------------------------------------------------------- misc
+
+
+def _parse_vector_encoding(v: Any, *, where: str) -> str:
+    if v is None:
+        return "float"
+    if v not in VECTOR_ENCODINGS:
+        raise InvalidRequest(f"{where}: expected 'float' or 'base64', got {_short(v)}")
+    return str(v)
+
+
+def _parse_consistency(v: Any, *, where: str) -> Consistency:
+    if v is None:
+        return Consistency()
+    if not isinstance(v, dict):
+        raise InvalidRequest(f'{where}: expected {{"level": "strong"}} or {{"level": "eventual"}}')
+    extra = sorted(set(v) - {"level", "max_staleness_seconds"})
+    if extra:
+        raise InvalidRequest(f"{where}: unknown field(s) {', '.join(map(repr, extra))}")
+    level = v.get("level", "strong")
+    if level not in CONSISTENCY_LEVELS:
+        raise InvalidRequest(f"{where}.level: expected 'strong' or 'eventual', got {_short(level)}")
+    stale = v.get("max_staleness_seconds")
+    if stale is not None:
+        if level != "eventual":
+            raise InvalidRequest(f"{where}.max_staleness_seconds: only valid with level 'eventual'")
+        if not _is_int(stale) or stale < 0:
+            raise InvalidRequest(f"{where}.max_staleness_seconds: expected a non-negative integer")
+    return Consistency(str(level), stale)
+
+
+def _parse_rerank(v: Any, n_queries: int) -> RrfRerank:
+    if isinstance(v, dict):
+        raise InvalidRequest('rerank_by: model reranking is not supported by Lagoon; use ["RRF"]')
+    if not isinstance(v, list) or not v or v[0] != "RRF" or len(v) > 2:
+        raise InvalidRequest(
+            f'rerank_by: expected ["RRF"] or ["RRF", {{"rank_constant": k, "weights": [...]}}], got {_short(v)}'
+        )
+    params = v[1] if len(v) == 2 else {}
+    if not isinstance(params, dict):
+        raise InvalidRequest("rerank_by[1]: expected an object with rank_constant and/or weights")
+    extra = sorted(set(params) - {"rank_constant", "weights"})
+    if extra:
+        raise InvalidRequest(f"rerank_by[1]: unknown field(s) {', '.join(map(repr, extra))}")
+    k = params.get("rank_constant", DEFAULT_RRF_RANK_CONSTANT)
+    if not _is_number(k) or not math.isfinite(k) or k <= 0:
+        raise InvalidRequest(f"rerank_by[1].rank_constant: expected a number > 0, got {_short(k)}")
+    weights = params.get("weights")
+    if weights is None:
+        ws = (1.0,) * n_queries
+    else:
+        if not isinstance(weights, list) or not all(_is_number(x) for x in weights):
+            raise InvalidRequest("rerank_by[1].weights: expected an array of numbers")
+        if len(weights) != n_queries:
+            raise InvalidRequest(
+                f"rerank_by[1].weights: {len(weights)} weights for {n_queries} queries; give one per query"
+            )
+        if not all(math.isfinite(x) and x >= 0 for x in weights):
+            raise InvalidRequest("rerank_by[1].weights: weights must be finite numbers >= 0")
+        ws = tuple(float(x) for x in weights)
+    return RrfRerank(float(k), ws)
+
+
+def _attribute(schema: Schema, name: Any, *, where: str) -> AttributeSchema:
+    if not isinstance(name, str):
+        raise InvalidRequest(f"{where}: expected an attribute name, got {_short(name)}")
+    a = schema.get(name)
+    if a is None:
+        raise InvalidRequest(f"{where}: unknown attribute {name!r}" + _known_hint(schema))
+    return a
+
+
+def _known_hint(schema: Schema) -> str:
+    names = list(schema.attributes)
+    if not names:
+        return " (the namespace has no attributes yet)"
+    shown = ", ".join(names[:20]) + (", ..." if len(names) > 20 else "")
+    return f" (known: id, {shown})"
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool)
+
+
+def _kind(v: Any) -> str:
+    if v is None:
+        return "null"
+    if isinstance(v, bool):
+        return "a boolean"
+    if isinstance(v, int | float):
+        return "a number"
+    if isinstance(v, str):
+        return "a string"
+    if isinstance(v, list):
+        return "an array"
+    return type(v).__name__
+
+
+def _short(v: Any) -> str:
+    text = repr(v)
+    return text if len(text) <= 80 else text[:77] + "..."

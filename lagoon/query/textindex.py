@@ -1,0 +1,88 @@
+"""The full-text index of one attribute over a snapshot's documents: BM25 scores and token filters.
+
+Built once per (snapshot, attribute) from the attribute's ``full_text_search`` options with
+``lagoon.index.text`` (``Analyzer`` + ``build_postings`` with positions) and then shared by every
+query: a BM25 query or token filter only touches the postings of its own terms, never the text.
+Corpus statistics (N, average length, df) are taken over all documents of the index, so filters
+never change scores. Pure: values in, arrays out.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from lagoon.errors import InternalError
+from lagoon.index.text.analyze import Analyzer, FtsConfig
+from lagoon.index.text.bm25 import (
+    Postings,
+    build_postings,
+    contains_all_tokens,
+    contains_any_token,
+    contains_token_sequence,
+    local_stats,
+    score_query,
+)
+from lagoon.schema import Schema
+
+
+class TextIndex:
+    """Analyzer + postings of one attribute; document ordinal i is snapshot position i."""
+
+    def __init__(self, attr: str, config: FtsConfig, postings: Postings) -> None:
+        self.attr = attr
+        self.config = config
+        self.analyzer = Analyzer(config)
+        self.postings = postings
+
+    @property
+    def num_docs(self) -> int:
+        return self.postings.n_docs
+
+    def bm25(self, query: str | Sequence[str], *, last_as_prefix: bool = False) -> np.ndarray:
+        """float64[num_docs]: the BM25 score of every document (0 where no term matches)."""
+        out = np.zeros(self.num_docs, dtype=np.float64)
+        q = self.analyzer.query(query, last_as_prefix=last_as_prefix)
+        if q.is_empty:
+            return out
+        stats = local_stats(self.postings, q.terms)
+        docs, scores = score_query(
+            self.postings,
+            q.terms,
+            None,
+            stats,
+            prefixes=q.prefixes,
+            k1=self.config.k1,
+            b=self.config.b,
+            k3=self.config.k3,
+        )
+        out[docs] = scores
+        return out
+
+    def match(self, op: str, query: str | Sequence[str], params: dict[str, Any]) -> np.ndarray:
+        """bool[num_docs] for ContainsAllTokens / ContainsAnyToken / ContainsTokenSequence."""
+        q = self.analyzer.query(query, last_as_prefix=bool(params.get("last_as_prefix", False)))
+        if op == "ContainsAllTokens":
+            return contains_all_tokens(self.postings, q.terms, prefixes=q.prefixes)
+        if op == "ContainsAnyToken":
+            return contains_any_token(self.postings, q.terms, prefixes=q.prefixes)
+        if op == "ContainsTokenSequence":
+            return contains_token_sequence(self.postings, q.terms)
+        raise InternalError(f"token matcher: unknown operator {op!r}")
+
+
+def build_text_index(schema: Schema, attr: str, column: pa.ChunkedArray | pa.Array) -> TextIndex:
+    """Tokenize every value of ``column`` with ``attr``'s options and build its postings."""
+    a = schema.get(attr)
+    if a is None or a.full_text_search is None:
+        raise InternalError(f"attribute {attr!r} has no full-text index")
+    config = FtsConfig.from_json(a.full_text_search, attribute=attr)
+    if config is None:
+        raise InternalError(f"attribute {attr!r} has full_text_search disabled")
+    analyzer = Analyzer(config)
+    values = column.to_pylist()
+    postings = build_postings(analyzer.tokenize_many(values), with_positions=True)
+    return TextIndex(attr, config, postings)
