@@ -15,19 +15,31 @@ that folded it. ``indexer.gc_grace_secs`` must exceed the poll interval by a wid
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from lagoon.config import Settings
 from lagoon.engine.components import Components
-from lagoon.engine.tail import Snapshot, Tail
+from lagoon.engine.tail import SegmentLike, Snapshot, Tail
 from lagoon.errors import DataCorruption, Unavailable
 from lagoon.format.keys import NamespaceKeys, parse_wal_seq
-from lagoon.format.manifest import Manifest, decode_manifest
+from lagoon.format.manifest import Manifest, SegmentRef, decode_manifest
 from lagoon.format.wal import WalEntry, decode_entry
 from lagoon.schema import Schema
 from lagoon.storage.base import ObjectNotFound, ObjectStore, StorageError
 
 _FETCH_PARALLELISM = 16
+SegmentLoader = Callable[["NamespaceState", SegmentRef, Schema], Awaitable[SegmentLike]]
+
+
+async def _load_segment(state: NamespaceState, ref: SegmentRef, schema: Schema) -> SegmentLike:
+    """Fetch a segment's files in parallel and open it (checksums are verified on open)."""
+    from lagoon.segment.read import SegmentReader
+
+    names = sorted(ref.files)
+    blobs = await asyncio.gather(*(state.store.get(state.keys.segment_file(ref.id, n)) for n in names))
+    files = dict(zip(names, blobs, strict=True))
+    return await asyncio.to_thread(SegmentReader.from_files, ref, files, schema)
 
 
 class NamespaceState:
@@ -46,6 +58,9 @@ class NamespaceState:
         self._last_manifest_check = -1.0
         self._refresh_lock = asyncio.Lock()
         self._snapshot: Snapshot | None = None
+        # Open segments of the current manifest, by segment id, with the schema they were opened for.
+        self._segments: dict[str, tuple[Schema, SegmentLike]] = {}
+        self.segment_loader: SegmentLoader = _load_segment
 
     # -- reading -------------------------------------------------------------------------------
 
@@ -58,12 +73,48 @@ class NamespaceState:
         return self.manifest.indexed_through if self.manifest else 0
 
     def current(self) -> Snapshot:
-        if self._snapshot is None or self._snapshot.head != self.tail.head:
+        version = self.manifest.version if self.manifest else 0
+        snap = self._snapshot
+        if snap is None or snap.head != self.tail.head or snap.manifest_version != version or (
+            snap.schema is not self.tail.schema
+        ):
+            segments = tuple(
+                self._segments[ref.id][1]
+                for ref in (self.manifest.segments if self.manifest else ())
+                if ref.id in self._segments
+            )
             self._snapshot = self.tail.snapshot(
-                manifest_version=self.manifest.version if self.manifest else 0,
-                indexed_through=self.indexed_through,
+                manifest_version=version, indexed_through=self.indexed_through, segments=segments
             )
         return self._snapshot
+
+    async def _open_segments(self) -> None:
+        """Open every segment of the current manifest (for the current schema) before any
+        snapshot can reference it. A segment that vanished (GC after a long pause) makes us
+        re-resolve the latest manifest once (DESIGN F8)."""
+        for attempt in range(2):
+            m = self.manifest
+            if m is None:
+                self._segments = {}
+                return
+            schema = self.tail.schema
+            wanted = {ref.id: ref for ref in m.segments}
+            missing = [
+                ref for ref in m.segments if ref.id not in self._segments or self._segments[ref.id][0] is not schema
+            ]
+            try:
+                opened = await asyncio.gather(*(self.segment_loader(self, ref, schema) for ref in missing))
+            except ObjectNotFound:
+                if attempt == 0 and await self._probe_manifest():
+                    self._rebuild_tail()
+                    continue
+                raise DataCorruption(f"{self.keys.root}: a segment of manifest v{m.version} is missing") from None
+            kept = {k: v for k, v in self._segments.items() if k in wanted}
+            for ref, reader in zip(missing, opened, strict=True):
+                kept[ref.id] = (schema, reader)
+            self._segments = kept
+            self._snapshot = None
+            return
 
     async def snapshot(self, *, strong: bool = True) -> Snapshot:
         clock = self.components.clock
@@ -99,6 +150,7 @@ class NamespaceState:
             if self.manifest is not None:
                 self._rebuild_tail()
             await self._fetch_tail_by_listing()
+            await self._open_segments()
             self._loaded = True
             return
         if started - self._last_manifest_check >= poll:
@@ -108,15 +160,17 @@ class NamespaceState:
             self._last_manifest_check = started
             if advanced:
                 self._rebuild_tail()
+                await self._open_segments()
                 first = None if first is None or first[0].seq <= self.indexed_through else first
                 if first is None:
                     first = await self._fetch_one(self.head + 1)
         else:
             first = await self._fetch_one(self.head + 1)
-        if first is None:
-            return
-        self._append(*first)
-        await self._fetch_tail_by_listing()
+        if first is not None:
+            self._append(*first)
+            await self._fetch_tail_by_listing()
+        if any(schema is not self.tail.schema for schema, _ in self._segments.values()):
+            await self._open_segments()
 
     async def _load_manifest_from_hint(self) -> None:
         version = 0

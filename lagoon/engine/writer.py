@@ -115,7 +115,9 @@ class _Resolver:
         for name, values in (extra or {}).items():
             attr_name = name.removeprefix("$ref_new.")
             attr = schema.attributes.get(attr_name)
-            if attr is not None:
+            if attr_name == "id":
+                cols[name] = ids_to_arrow(values, schema.id_type or "uint")
+            elif attr is not None:
                 cols[name] = column_to_arrow(values, attr.type)
         return pa.table(cols)
 
@@ -126,10 +128,10 @@ class _Resolver:
         """Ids of the current documents (snapshot + overlay) that match ``flt``."""
         out: list[Id] = []
         if not self.truncate:
-            live = self.snap.live_docs()
-            if live.num_docs:
-                mask = live.filter_mask(flt)
-                ids = live.table.column("id").to_pylist()
+            src = self.snap.source()
+            if src.num_docs:
+                mask = src.filter_mask(flt)
+                ids = src.column("id").to_pylist()
                 out += [i for i, m in zip(ids, mask, strict=True) if m and i not in self.overlay]
         live_overlay = [(i, d) for i, d in self.overlay.items() if d is not None]
         if live_overlay:
@@ -140,7 +142,10 @@ class _Resolver:
     def condition_holds(self, cond: Filter, targets: list[tuple[Id, Doc, Doc | None]]) -> np.ndarray:
         """Evaluate a condition per target (id, existing doc, new doc or None for deletes)."""
         refs = cond.ref_new_attributes()
-        extra = {f"$ref_new.{a}": [(new or {}).get(a) for _, _, new in targets] for a in refs}
+        extra = {
+            f"$ref_new.{a}": [(i if new is not None else None) if a == "id" else (new or {}).get(a) for i, _, new in targets]
+            for a in refs
+        }
         table = self._table([(i, old) for i, old, _ in targets], extra)
         return self._eval(cond, table)
 

@@ -145,7 +145,7 @@ def rank(req: QueryRequest, src: DocSource) -> Ranked:
     want = req.offset + req.limit
     if isinstance(r, VectorRank):
         mask = src.filter_mask(req.filters) if req.filters is not None else None
-        pos, dist = src.vector_topk(r.attr, r.vector, r.metric, want, mask)
+        pos, dist = src.vector_topk(r.attr, r.vector, r.metric, want, mask, approximate=r.mode == "ANN")
         return Ranked(pos[req.offset :], dist[req.offset :])
     mask = src.filter_mask(req.filters)
     if isinstance(r, ScoreRank):

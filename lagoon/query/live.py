@@ -28,6 +28,7 @@ import pyarrow.compute as pc
 
 from lagoon.errors import InternalError
 from lagoon.query.filters import Filter
+from lagoon.index.text.bm25 import TermStats
 from lagoon.query.textindex import TextIndex, build_text_index
 from lagoon.schema import Schema, id_arrow_type
 
@@ -50,7 +51,14 @@ class DocSource(Protocol):
         ...
 
     def vector_topk(
-        self, attr: str, query: np.ndarray, metric: str, k: int, mask: np.ndarray | None
+        self,
+        attr: str,
+        query: np.ndarray,
+        metric: str,
+        k: int,
+        mask: np.ndarray | None,
+        *,
+        approximate: bool = False,
     ) -> tuple[np.ndarray, np.ndarray]:
         """The ``k`` nearest documents with a vector among ``mask``: (positions, float64 distances),
         ascending distance, ties by id."""
@@ -196,7 +204,14 @@ class LiveDocs:
         return self._cached("sqnorm", attr, build)
 
     def vector_topk(
-        self, attr: str, query: np.ndarray, metric: str, k: int, mask: np.ndarray | None
+        self,
+        attr: str,
+        query: np.ndarray,
+        metric: str,
+        k: int,
+        mask: np.ndarray | None,
+        *,
+        approximate: bool = False,
     ) -> tuple[np.ndarray, np.ndarray]:
         vm = self.vectors(attr)
         q = np.ascontiguousarray(query, dtype=np.float32).reshape(-1)
@@ -256,6 +271,26 @@ class LiveDocs:
 
     def bm25_scores(self, attr: str, query: str | Sequence[str], last_as_prefix: bool) -> np.ndarray:
         return self.text_index(attr).bm25(query, last_as_prefix=last_as_prefix)
+
+    def bm25_local_stats(
+        self, attr: str, query: str | Sequence[str], last_as_prefix: bool, live: np.ndarray | None = None
+    ) -> TermStats:
+        """This source's share of the BM25 statistics (over ``live`` rows; None = all)."""
+        return self.text_index(attr).stats(query, last_as_prefix=last_as_prefix, live=live)
+
+    def bm25_scores_with(
+        self,
+        attr: str,
+        query: str | Sequence[str],
+        last_as_prefix: bool,
+        stats: TermStats,
+        live: np.ndarray | None = None,
+    ) -> np.ndarray:
+        """BM25 scores computed with the given (global) statistics; 0 outside ``live``."""
+        return self.text_index(attr).bm25(query, last_as_prefix=last_as_prefix, stats=stats, live=live)
+
+    def token_match(self, attr: str, op: str, query: Any, params: Any) -> np.ndarray:
+        return self.text_index(attr).match(op, query, dict(params or {}))
 
     # ----------------------------------------------------------------------------------- rows
 

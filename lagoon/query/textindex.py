@@ -19,6 +19,7 @@ from lagoon.errors import InternalError
 from lagoon.index.text.analyze import Analyzer, FtsConfig
 from lagoon.index.text.bm25 import (
     Postings,
+    TermStats,
     build_postings,
     contains_all_tokens,
     contains_any_token,
@@ -42,17 +43,34 @@ class TextIndex:
     def num_docs(self) -> int:
         return self.postings.n_docs
 
-    def bm25(self, query: str | Sequence[str], *, last_as_prefix: bool = False) -> np.ndarray:
-        """float64[num_docs]: the BM25 score of every document (0 where no term matches)."""
+    def stats(
+        self, query: str | Sequence[str], *, last_as_prefix: bool = False, live: np.ndarray | None = None
+    ) -> TermStats:
+        """This index's share (over ``live`` documents) of the corpus statistics of ``query``."""
+        q = self.analyzer.query(query, last_as_prefix=last_as_prefix)
+        return local_stats(self.postings, q.terms, live)
+
+    def bm25(
+        self,
+        query: str | Sequence[str],
+        *,
+        last_as_prefix: bool = False,
+        stats: TermStats | None = None,
+        live: np.ndarray | None = None,
+    ) -> np.ndarray:
+        """float64[num_docs]: the BM25 score of every document (0 where no term matches or the
+        document is not ``live``). ``stats`` are global statistics (summed over every source of a
+        snapshot); None = this index's own, over ``live``."""
         out = np.zeros(self.num_docs, dtype=np.float64)
         q = self.analyzer.query(query, last_as_prefix=last_as_prefix)
         if q.is_empty:
             return out
-        stats = local_stats(self.postings, q.terms)
+        if stats is None:
+            stats = local_stats(self.postings, q.terms, live)
         docs, scores = score_query(
             self.postings,
             q.terms,
-            None,
+            live,
             stats,
             prefixes=q.prefixes,
             k1=self.config.k1,

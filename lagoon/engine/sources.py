@@ -1,0 +1,283 @@
+"""Composite document sources: one snapshot's live documents spread over several parts.
+
+A snapshot's documents live in index segments (oldest first) and in runs of unindexed WAL entries
+(newest last). Each part holds at most one row per id; a row is *live* when it is not a tombstone
+and no newer part has a row for its id. ``CompositeSource`` presents the live rows of all parts as
+one ``DocSource`` (lagoon/query/live.py) to the query executor:
+
+- positions are the concatenation of each part's live positions, in part order;
+- filters, vector search and text search run per part (each with its own indexes) and merge;
+- BM25 statistics (N, average length, document frequencies) are summed over the parts' live rows
+  first, so every part scores with the statistics of the whole snapshot: the result equals a
+  single-index BM25 over the live documents;
+- ties and orderings use global ranks computed over the concatenated columns.
+
+``MaskedSource`` restricts a source built over all rows of a part (cached once per part) to the
+rows live in one snapshot, without rebuilding its derived data. Pure: no I/O.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol, TypeVar
+
+import numpy as np
+import pyarrow as pa
+
+from lagoon.index.text.bm25 import TermStats
+from lagoon.query.filters import Filter
+from lagoon.query.live import LiveDocs, _dense_rank, _sort_positions, topk_smallest
+from lagoon.schema import Schema
+
+T = TypeVar("T")
+
+
+class PartSource(Protocol):
+    """A DocSource plus what a composite needs to merge parts exactly."""
+
+    @property
+    def schema(self) -> Schema: ...
+
+    @property
+    def num_docs(self) -> int: ...
+
+    def filter_mask(self, flt: Filter | None) -> np.ndarray: ...
+
+    def vector_topk(
+        self,
+        attr: str,
+        query: np.ndarray,
+        metric: str,
+        k: int,
+        mask: np.ndarray | None,
+        *,
+        approximate: bool = False,
+    ) -> tuple[np.ndarray, np.ndarray]: ...
+
+    def bm25_local_stats(self, attr: str, query: str | Sequence[str], last_as_prefix: bool) -> TermStats: ...
+
+    def bm25_scores_with(
+        self, attr: str, query: str | Sequence[str], last_as_prefix: bool, stats: TermStats
+    ) -> np.ndarray: ...
+
+    def column(self, attr: str) -> pa.ChunkedArray: ...
+
+    def fetch_rows(self, positions: np.ndarray, attributes: Sequence[str]) -> pa.Table: ...
+
+    def logical_bytes(self, attributes: Sequence[str]) -> int: ...
+
+
+class _Cache:
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._key_locks: dict[tuple[str, str], threading.Lock] = {}
+        self._values: dict[tuple[str, str], Any] = {}
+
+    def get(self, kind: str, name: str, build: Callable[[], T]) -> T:
+        key = (kind, name)
+        if key in self._values:
+            return self._values[key]  # type: ignore[no-any-return]
+        with self._lock:
+            lock = self._key_locks.setdefault(key, threading.Lock())
+        with lock:
+            if key not in self._values:
+                self._values[key] = build()
+            return self._values[key]  # type: ignore[no-any-return]
+
+
+class MaskedSource:
+    """The rows of ``base`` where ``live`` is set; position p is base row ``rows[p]``."""
+
+    def __init__(self, base: LiveDocs, live: np.ndarray) -> None:
+        self.base = base
+        self.live = np.asarray(live, dtype=bool)
+        self.all_live = bool(self.live.all())
+        self.rows = np.flatnonzero(self.live).astype(np.int64)
+        self._cache = _Cache()
+
+    @property
+    def schema(self) -> Schema:
+        return self.base.schema
+
+    @property
+    def num_docs(self) -> int:
+        return int(self.rows.shape[0])
+
+    def _restrict(self, full: np.ndarray) -> np.ndarray:
+        return full if self.all_live else full[self.rows]
+
+    def _local(self, base_rows: np.ndarray) -> np.ndarray:
+        if self.all_live:
+            return base_rows
+        return np.searchsorted(self.rows, base_rows).astype(np.int64)
+
+    def filter_mask(self, flt: Filter | None) -> np.ndarray:
+        if flt is None:
+            return np.ones(self.num_docs, dtype=bool)
+        return self._restrict(self.base.filter_mask(flt))
+
+    def vector_topk(
+        self,
+        attr: str,
+        query: np.ndarray,
+        metric: str,
+        k: int,
+        mask: np.ndarray | None,
+        *,
+        approximate: bool = False,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        if self.all_live:
+            return self.base.vector_topk(attr, query, metric, k, mask, approximate=approximate)
+        full = np.zeros(self.base.num_docs, dtype=bool)
+        full[self.rows if mask is None else self.rows[mask]] = True
+        pos, dist = self.base.vector_topk(attr, query, metric, k, full, approximate=approximate)
+        return self._local(pos), dist
+
+    def bm25_local_stats(self, attr: str, query: str | Sequence[str], last_as_prefix: bool) -> TermStats:
+        return self.base.bm25_local_stats(attr, query, last_as_prefix, None if self.all_live else self.live)
+
+    def bm25_scores_with(
+        self, attr: str, query: str | Sequence[str], last_as_prefix: bool, stats: TermStats
+    ) -> np.ndarray:
+        live = None if self.all_live else self.live
+        return self._restrict(self.base.bm25_scores_with(attr, query, last_as_prefix, stats, live))
+
+    def token_match(self, attr: str, op: str, query: Any, params: Any) -> np.ndarray:
+        return self._restrict(self.base.token_match(attr, op, query, params))
+
+    def column(self, attr: str) -> pa.ChunkedArray:
+        if self.all_live:
+            return self.base.column(attr)
+        return self._cache.get("column", attr, lambda: self.base.column(attr).take(pa.array(self.rows)))
+
+    def fetch_rows(self, positions: np.ndarray, attributes: Sequence[str]) -> pa.Table:
+        rows = positions if self.all_live else self.rows[np.asarray(positions, dtype=np.int64)]
+        return self.base.fetch_rows(rows, attributes)
+
+    def logical_bytes(self, attributes: Sequence[str]) -> int:
+        total = self.base.logical_bytes(attributes)
+        n = self.base.num_docs
+        return total if self.all_live or n == 0 else int(total * self.num_docs / n)
+
+
+class CompositeSource:
+    """Several parts (oldest first, already restricted to live rows) as one DocSource."""
+
+    def __init__(self, schema: Schema, parts: Sequence[PartSource]) -> None:
+        self._schema = schema
+        self.parts = [p for p in parts if p.num_docs > 0]
+        sizes = [p.num_docs for p in self.parts]
+        self.offsets = np.concatenate([[0], np.cumsum(sizes, dtype=np.int64)]).astype(np.int64)
+        self._n = int(self.offsets[-1])
+        self._cache = _Cache()
+
+    @property
+    def schema(self) -> Schema:
+        return self._schema
+
+    @property
+    def num_docs(self) -> int:
+        return self._n
+
+    def _concat(self, arrays: list[np.ndarray], dtype: Any) -> np.ndarray:
+        if not arrays:
+            return np.zeros(0, dtype=dtype)
+        return np.concatenate(arrays).astype(dtype, copy=False)
+
+    def _slices(self, mask: np.ndarray | None) -> list[np.ndarray | None]:
+        if mask is None:
+            return [None] * len(self.parts)
+        return [mask[self.offsets[i] : self.offsets[i + 1]] for i in range(len(self.parts))]
+
+    def filter_mask(self, flt: Filter | None) -> np.ndarray:
+        if flt is None:
+            return np.ones(self._n, dtype=bool)
+        return self._concat([p.filter_mask(flt) for p in self.parts], bool)
+
+    def vector_topk(
+        self,
+        attr: str,
+        query: np.ndarray,
+        metric: str,
+        k: int,
+        mask: np.ndarray | None,
+        *,
+        approximate: bool = False,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        positions, dists = [], []
+        for i, (p, m) in enumerate(zip(self.parts, self._slices(mask), strict=True)):
+            if m is not None and not m.any():
+                continue
+            pos, dist = p.vector_topk(attr, query, metric, k, m, approximate=approximate)
+            positions.append(np.asarray(pos, dtype=np.int64) + self.offsets[i])
+            dists.append(np.asarray(dist, dtype=np.float64))
+        if not positions:
+            return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.float64)
+        pos_all, dist_all = np.concatenate(positions), np.concatenate(dists)
+        top = topk_smallest(dist_all, self.id_rank()[pos_all], k)
+        return pos_all[top], dist_all[top]
+
+    def bm25_scores(self, attr: str, query: str | Sequence[str], last_as_prefix: bool) -> np.ndarray:
+        if not self.parts:
+            return np.zeros(0, dtype=np.float64)
+        stats = TermStats.total([p.bm25_local_stats(attr, query, last_as_prefix) for p in self.parts])
+        return self._concat(
+            [p.bm25_scores_with(attr, query, last_as_prefix, stats) for p in self.parts], np.float64
+        )
+
+    def id_rank(self) -> np.ndarray:
+        def build() -> np.ndarray:
+            order = _sort_positions(self.column("id"))
+            rank = np.empty(self._n, dtype=np.int64)
+            rank[order] = np.arange(self._n, dtype=np.int64)
+            rank.setflags(write=False)
+            return rank
+
+        return self._cache.get("id_rank", "", build)
+
+    def sort_rank(self, attr: str) -> np.ndarray:
+        if attr == "id":
+            return self.id_rank()
+        return self._cache.get("sort_rank", attr, lambda: _dense_rank(self.column(attr)))
+
+    def column(self, attr: str) -> pa.ChunkedArray:
+        def build() -> pa.ChunkedArray:
+            chunks: list[pa.Array] = []
+            for p in self.parts:
+                chunks.extend(p.column(attr).chunks)
+            if chunks:
+                return pa.chunked_array(chunks)
+            from lagoon.schema import id_arrow_type
+
+            if attr == "id":
+                return pa.chunked_array([], type=id_arrow_type(self._schema.id_type or "uint"))
+            a = self._schema.attributes[attr]
+            return pa.chunked_array([], type=a.type.arrow_type())
+
+        return self._cache.get("column", attr, build)
+
+    def fetch_rows(self, positions: np.ndarray, attributes: Sequence[str]) -> pa.Table:
+        positions = np.asarray(positions, dtype=np.int64)
+        part_of = np.searchsorted(self.offsets, positions, side="right") - 1
+        pieces: list[pa.Table] = []
+        order_parts: list[np.ndarray] = []
+        for i in np.unique(part_of):
+            sel = np.flatnonzero(part_of == i)
+            pieces.append(self.parts[i].fetch_rows(positions[sel] - self.offsets[i], attributes))
+            order_parts.append(sel)
+        cols = ["id", *[a for a in attributes if a != "id"]]
+        if not pieces:
+            return self.parts[0].fetch_rows(positions, attributes) if self.parts else pa.table(
+                {c: pa.array([]) for c in cols}
+            )
+        table = pa.concat_tables([t.select(cols) for t in pieces], promote_options="permissive")
+        if len(pieces) == 1:
+            return table
+        where = np.concatenate(order_parts)
+        inverse = np.empty_like(where)
+        inverse[where] = np.arange(where.shape[0])
+        return table.take(pa.array(inverse))
+
+    def logical_bytes(self, attributes: Sequence[str]) -> int:
+        return sum(p.logical_bytes(attributes) for p in self.parts)
