@@ -25,9 +25,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from lagoon.config import Settings  # noqa: E402
-from lagoon.engine.database import Database  # noqa: E402
-from lagoon.storage.instrumented import InstrumentedStore  # noqa: E402
+from lagoon.config import Settings
+from lagoon.engine.database import Database
+from lagoon.storage.instrumented import InstrumentedStore
 
 
 def make_docs(n: int, start: int, rng: np.random.Generator) -> list[dict[str, Any]]:
@@ -112,7 +112,8 @@ def moto_store() -> tuple[Any, Any]:
     from lagoon.storage.factory import open_store
 
     store = open_store(
-        StorageSettings(backend="s3", bucket="lagoon-bench", endpoint=endpoint, region="us-east-1"), retry=False
+        StorageSettings(backend="s3", bucket="lagoon-bench", endpoint=endpoint, region="us-east-1"),
+        retry=False,
     )
     return store, server
 

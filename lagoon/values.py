@@ -254,5 +254,5 @@ def _datetime_to_ms(v: Any) -> int:
         if v.tzinfo is None:
             v = v.replace(tzinfo=dt.UTC)
         delta = v - _EPOCH
-        return delta.days * 86_400_000 + delta.seconds * 1000 + delta.microseconds // 1000
+        return int(delta.days * 86_400_000 + delta.seconds * 1000 + delta.microseconds // 1000)
     return int(v)

@@ -14,10 +14,11 @@ from typing import Any
 
 from lagoon.config import Settings
 from lagoon.engine.components import Components
+from lagoon.engine.queue import Enqueuer, IndexingQueue
 from lagoon.engine.state import NamespaceState
 from lagoon.engine.tail import Snapshot
 from lagoon.engine.writer import Committer, Op, make_write_op
-from lagoon.errors import InvalidRequest, NotFound, Unavailable
+from lagoon.errors import InvalidRequest, NotFound, TooManyRequests, Unavailable
 from lagoon.format.keys import DEFAULT_ORG, NamespaceKeys, check_namespace, namespace_from_prefix, org_prefix
 from lagoon.query.execute import execute_query
 from lagoon.query.explain import explain_query
@@ -42,6 +43,8 @@ class Database:
         self.components = components or Components()
         self._handles: dict[tuple[str, str], NamespaceHandle] = {}
         self._closed = False
+        # Commits enqueue their namespace for the indexer (engine/queue.py), batched per node.
+        self.enqueuer = Enqueuer(IndexingQueue(store, self.components), settings.indexer.poll_interval_secs)
 
     # -- plumbing --------------------------------------------------------------------------------
 
@@ -55,6 +58,7 @@ class Database:
                 state,
                 self.components,
                 commit_window_ms=self.settings.server.commit_window_ms,
+                on_commit=lambda _entry, _size: self.enqueuer.notify(keys),
             )
             h = self._handles[key] = NamespaceHandle(state, committer)
         return h
@@ -68,6 +72,7 @@ class Database:
     async def close(self) -> None:
         self._closed = True
         await asyncio.gather(*(h.committer.drain() for h in self._handles.values()))
+        await self.enqueuer.close()
         await self.store.close()
 
     # -- writes ------------------------------------------------------------------------------------
@@ -78,12 +83,27 @@ class Database:
         await h.state.ensure_loaded()
         if isinstance(body, dict) and (body.get("copy_from_namespace") or body.get("branch_from_namespace")):
             return await self._copy_from(org, namespace, body, started)
+        await self._check_backpressure(h)
         op = make_write_op(body, h.state.current().schema)
         result = await h.committer.submit(op)
         result.setdefault("performance", {})["server_total_ms"] = round(
-            (time.perf_counter() - started) * 1000, 3
+            (time.perf_counter() - started) * 1000
         )
         return result
+
+    async def _check_backpressure(self, h: NamespaceHandle) -> None:
+        """429 while the namespace's unindexed WAL tail exceeds ``indexer.max_unindexed_bytes``
+        (after one refresh: the indexer may have advanced the manifest since this node looked)."""
+        limit = self.settings.indexer.max_unindexed_bytes
+        if h.state.tail.unindexed_bytes <= limit:
+            return
+        await h.state.refresh()
+        if h.state.tail.unindexed_bytes > limit:
+            raise TooManyRequests(
+                f"namespace is {h.state.tail.unindexed_bytes} bytes behind indexing (limit {limit}); "
+                "retry after the indexer catches up",
+                retry_after=max(1.0, self.settings.indexer.poll_interval_secs),
+            )
 
     async def _copy_from(
         self, org: str, namespace: str, body: dict[str, Any], started: float
@@ -127,7 +147,7 @@ class Database:
         result = await self.write(namespace, wbody, org=org)
         result["message"] = f"copied {len(upserts)} documents from '{spec}'"
         result.setdefault("performance", {})["server_total_ms"] = round(
-            (time.perf_counter() - started) * 1000, 3
+            (time.perf_counter() - started) * 1000
         )
         return result
 
@@ -189,7 +209,7 @@ class Database:
         perf["exhaustive_search_count"] = snap.unindexed_rows
         perf["cache_hit_ratio"] = 1.0
         perf["cache_temperature"] = "hot"
-        perf["server_total_ms"] = round((time.perf_counter() - started) * 1000, 3)
+        perf["server_total_ms"] = round((time.perf_counter() - started) * 1000)
         perf.setdefault("query_execution_ms", perf["server_total_ms"])
         return result
 

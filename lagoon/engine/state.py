@@ -75,8 +75,11 @@ class NamespaceState:
     def current(self) -> Snapshot:
         version = self.manifest.version if self.manifest else 0
         snap = self._snapshot
-        if snap is None or snap.head != self.tail.head or snap.manifest_version != version or (
-            snap.schema is not self.tail.schema
+        if (
+            snap is None
+            or snap.head != self.tail.head
+            or snap.manifest_version != version
+            or (snap.schema is not self.tail.schema)
         ):
             segments = tuple(
                 self._segments[ref.id][1]
@@ -86,7 +89,8 @@ class NamespaceState:
             self._snapshot = self.tail.snapshot(
                 manifest_version=version, indexed_through=self.indexed_through, segments=segments
             )
-        return self._snapshot
+            return self._snapshot
+        return snap
 
     async def _open_segments(self) -> None:
         """Open every segment of the current manifest (for the current schema) before any
@@ -100,7 +104,9 @@ class NamespaceState:
             schema = self.tail.schema
             wanted = {ref.id: ref for ref in m.segments}
             missing = [
-                ref for ref in m.segments if ref.id not in self._segments or self._segments[ref.id][0] is not schema
+                ref
+                for ref in m.segments
+                if ref.id not in self._segments or self._segments[ref.id][0] is not schema
             ]
             try:
                 opened = await asyncio.gather(*(self.segment_loader(self, ref, schema) for ref in missing))
@@ -108,7 +114,9 @@ class NamespaceState:
                 if attempt == 0 and await self._probe_manifest():
                     self._rebuild_tail()
                     continue
-                raise DataCorruption(f"{self.keys.root}: a segment of manifest v{m.version} is missing") from None
+                raise DataCorruption(
+                    f"{self.keys.root}: a segment of manifest v{m.version} is missing"
+                ) from None
             kept = {k: v for k, v in self._segments.items() if k in wanted}
             for ref, reader in zip(missing, opened, strict=True):
                 kept[ref.id] = (schema, reader)
@@ -154,6 +162,9 @@ class NamespaceState:
             self._loaded = True
             return
         if started - self._last_manifest_check >= poll:
+            grace = self.settings.indexer.gc_grace_secs
+            if 0 < grace / 2 <= started - self._last_manifest_check and await self._jump_to_hint():
+                await self._open_segments()  # a view this old may lie behind versions GC deleted
             manifest_task = asyncio.ensure_future(self._probe_manifest())
             wal_task = asyncio.ensure_future(self._fetch_one(self.head + 1))
             advanced, first = await asyncio.gather(manifest_task, wal_task)
@@ -187,6 +198,19 @@ class NamespaceState:
             except ObjectNotFound:
                 self.manifest = None  # hint points past GC'd versions: probe from the start
         await self._probe_manifest()
+
+    async def _jump_to_hint(self) -> bool:
+        """Move to the version CURRENT names if it is newer than ours (True if it was). Probing
+        from our version could stop at a version GC deleted; CURRENT never names one."""
+        try:
+            hint = int((await self.store.get(self.keys.current)).decode().strip() or 0)
+            if hint <= (self.manifest.version if self.manifest else 0):
+                return False
+            self.manifest = await self._read_manifest(hint)
+        except (ObjectNotFound, ValueError, UnicodeDecodeError):
+            return False
+        self._rebuild_tail()
+        return True
 
     async def _probe_manifest(self) -> bool:
         """Follow manifest versions after the known one until a 404. True if it advanced."""

@@ -19,7 +19,7 @@ Nothing else is on the write path; the manifest is advanced later by the indexer
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -114,15 +114,17 @@ class _Resolver:
             cols[name] = column_to_arrow([d.get(name) for _, d in docs], attr.type)
         for name, values in (extra or {}).items():
             attr_name = name.removeprefix("$ref_new.")
-            attr = schema.attributes.get(attr_name)
+            ref_attr = schema.attributes.get(attr_name)
             if attr_name == "id":
                 cols[name] = ids_to_arrow(values, schema.id_type or "uint")
-            elif attr is not None:
-                cols[name] = column_to_arrow(values, attr.type)
+            elif ref_attr is not None:
+                cols[name] = column_to_arrow(values, ref_attr.type)
         return pa.table(cols)
 
     def _eval(self, flt: Filter, table: pa.Table) -> np.ndarray:
-        return np.asarray(flt.evaluate(table, token_matcher=self.token_matcher_factory(table, self.schema)), dtype=bool)
+        return np.asarray(
+            flt.evaluate(table, token_matcher=self.token_matcher_factory(table, self.schema)), dtype=bool
+        )
 
     def matching_ids(self, flt: Filter) -> list[Id]:
         """Ids of the current documents (snapshot + overlay) that match ``flt``."""
@@ -139,11 +141,13 @@ class _Resolver:
             out += [i for (i, _), m in zip(live_overlay, mask, strict=True) if m]
         return out
 
-    def condition_holds(self, cond: Filter, targets: list[tuple[Id, Doc, Doc | None]]) -> np.ndarray:
+    def condition_holds(self, cond: Filter, targets: Sequence[tuple[Id, Doc, Doc | None]]) -> np.ndarray:
         """Evaluate a condition per target (id, existing doc, new doc or None for deletes)."""
         refs = cond.ref_new_attributes()
         extra = {
-            f"$ref_new.{a}": [(i if new is not None else None) if a == "id" else (new or {}).get(a) for i, _, new in targets]
+            f"$ref_new.{a}": [
+                (i if new is not None else None) if a == "id" else (new or {}).get(a) for i, _, new in targets
+            ]
             for a in refs
         }
         table = self._table([(i, old) for i, old, _ in targets], extra)
@@ -290,8 +294,15 @@ class Committer:
         self._queue.append(op)
         if self._task is None or self._task.done():
             self._task = asyncio.create_task(self._run())
-        # The commit continues even if the caller goes away: shield the shared work.
-        return await asyncio.shield(op.future)
+        # The commit continues even if the caller goes away: shield the shared work. A caller that
+        # is cancelled before its request joined a group withdraws it: it can then never commit.
+        try:
+            return await asyncio.shield(op.future)
+        except asyncio.CancelledError:
+            if op in self._queue:
+                self._queue.remove(op)
+                op.future.cancel()
+            raise
 
     async def drain(self) -> None:
         if self._task is not None:

@@ -27,8 +27,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from lagoon.errors import InternalError
-from lagoon.query.filters import Filter
 from lagoon.index.text.bm25 import TermStats
+from lagoon.query.filters import Filter
 from lagoon.query.textindex import TextIndex, build_text_index
 from lagoon.schema import Schema, id_arrow_type
 

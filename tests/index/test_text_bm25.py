@@ -409,14 +409,18 @@ def test_token_batch_with_unused_vocabulary_entries() -> None:
 
 
 def test_sparse_accumulation_path() -> None:
-    # 400 documents, a query touching few of them: scores are summed without a dense accumulator
+    # 2,000 documents, queries touching a handful: summed without a dense accumulator
     rng = np.random.default_rng(0)
-    docs = [["filler"] * int(rng.integers(1, 5)) for _ in range(400)]
-    for i in (3, 50, 51, 399):
+    docs = [["filler"] * int(rng.integers(1, 5)) for _ in range(2000)]
+    for i in (3, 50, 51, 1999):
         docs[i] = [*docs[i], "rare", "odd"]
     docs[51].append("rare")
     docs[200] = ["odd", "oddity"]
-    live = [i != 50 for i in range(400)]
-    for query, prefixes in [(["rare", "odd"], ()), (["odd"], ("oddi",)), (["rare", "rare", "nothing"], ("od",))]:
+    live = [i != 50 for i in range(2000)]
+    for query, prefixes in [
+        (["rare", "odd"], ()),
+        (["odd"], ("oddi",)),
+        (["rare", "rare", "nothing"], ("od",)),
+    ]:
         got = as_dict(score_query(build_postings(docs), query, np.array(live), prefixes=prefixes))
         assert_scores_equal(got, naive_bm25(docs, query, live, prefixes))

@@ -13,6 +13,7 @@ from lagoon.index.text.analyze import (
     AnalyzedQuery,
     Analyzer,
     FtsConfig,
+    TokenBatch,
 )
 from lagoon.index.text.bm25 import (
     PREFIX_SCORE,
@@ -43,6 +44,7 @@ __all__ = [
     "FtsConfig",
     "Postings",
     "TermStats",
+    "TokenBatch",
     "build_postings",
     "contains_all_tokens",
     "contains_any_token",

@@ -44,7 +44,7 @@ import pyarrow.compute as pc
 import Stemmer
 import stopwordsiso
 
-from lagoon.errors import InvalidRequest
+from lagoon.errors import InternalError, InvalidRequest
 
 WORD_TOKENIZERS: Final = ("word_v0", "word_v1", "word_v2", "word_v3", "word_v4")
 PRE_TOKENIZED: Final = "pre_tokenized_array"
@@ -402,14 +402,12 @@ class Analyzer:
         out: set[str] = set()
         for word in _raw_stopwords(iso):
             out.add(word)
-            normalised = self._normalise_token(word)
-            if normalised is not None:
-                out.add(normalised)
+            out.add(self._normalise_token(word))
         return frozenset(out)
 
     # --- the per-token steps, shared by both implementations ---------------------------------
 
-    def _normalise_token(self, token: str) -> str | None:
+    def _normalise_token(self, token: str) -> str:
         """Normalisation of a pre-tokenized token (word tokens are normalised before splitting)."""
         if not token.isascii():
             token = unicodedata.normalize("NFC", token)
@@ -437,10 +435,8 @@ class Analyzer:
         the final term of each, or None if it is dropped."""
         out: list[str | None] = []
         for token in raw:
-            t: str | None = self._normalise_token(token) if self._pre_tokenized else token
-            if t is not None and (not self._keep_length(t) or self._is_stopword(t)):
-                t = None
-            out.append(t)
+            t = self._normalise_token(token) if self._pre_tokenized else token
+            out.append(None if not self._keep_length(t) or self._is_stopword(t) else t)
         if self._stem_algorithm is not None:
             where = [i for i, t in enumerate(out) if t is not None]
             stems = self._stem_all([t for t in out if t is not None])
@@ -544,11 +540,11 @@ class Analyzer:
                 else self._prepare_text(v if isinstance(v, str) else " ".join(self._check_token_array(v)))
                 for v in values
             ]
-            lists = pc.utf8_split_whitespace(pa.array(texts, type=pa.large_string()))
+            lists = pc.ascii_split_whitespace(pa.array(texts, type=pa.large_string()))
         lengths = np.asarray(lists.value_lengths().fill_null(0).to_numpy(), dtype=np.int64)
         encoded = lists.flatten().dictionary_encode()
         if lengths.shape[0] != n:  # pragma: no cover - defensive
-            raise InvalidRequest("internal: token batch length mismatch")
+            raise InternalError("token batch length mismatch")
         return encoded.dictionary.to_pylist(), _indices(encoded), lengths
 
     # --- queries ---------------------------------------------------------------------------
@@ -565,8 +561,7 @@ class Analyzer:
             raise InvalidRequest("a query on a pre_tokenized_array attribute takes an array of strings")
         raw = self._raw_tokens(value)
         if self._pre_tokenized:
-            normalised = [self._normalise_token(t) for t in raw]
-            raw = [t for t in normalised if t is not None]
+            raw = [self._normalise_token(t) for t in raw]
         raw = [t for t in raw if self._keep_length(t)]
         prefixes: tuple[str, ...] = ()
         if last_as_prefix and raw:

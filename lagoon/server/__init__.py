@@ -1,0 +1,100 @@
+"""The HTTP API server: turbopuffer v2 wire protocol over ``lagoon.engine.database.Database``.
+
+``run(settings)`` serves until SIGTERM/SIGINT (blocking); ``create_app`` builds the ASGI app for
+tests and embedding. Shutdown is graceful: on the stop signal the listening socket closes, new
+mutations get 503 (``Retry-After``) and ``/readyz`` turns 503, in-flight requests get
+``server.shutdown_grace_secs`` to finish; a request still running after that is cancelled without
+a response (a write whose commit did not finish is never acknowledged), then queued commits drain
+and the store closes.
+"""
+
+from __future__ import annotations
+
+import logging
+from types import FrameType
+from typing import Any
+
+import uvicorn
+
+from lagoon.config import Settings
+from lagoon.logs import log_event
+from lagoon.server.app import create_app
+from lagoon.server.audit import AuditLog
+from lagoon.server.state import ServerState
+
+log = logging.getLogger("lagoon.server")
+
+_LOOPBACK = ("127.", "localhost", "::1", "[::1]")
+
+
+def split_listen(listen: str) -> tuple[str, int]:
+    """``"host:port"`` -> ``(host, port)``; IPv6 hosts may be bracketed (``[::1]:8080``)."""
+    host, _, port = listen.rpartition(":")
+    return host.strip("[]"), int(port)
+
+
+def _warn_about_auth(settings: Settings, host: str) -> None:
+    if settings.auth.keys_file:
+        return
+    exposed = not host.startswith(_LOOPBACK)
+    log_event(
+        log,
+        "AUTHENTICATION IS OFF: no auth.keys_file is configured, so every request acts as admin of org "
+        "'default'. Create keys with `lagoon keys create` and set auth.keys_file."
+        + (
+            " THE SERVER LISTENS ON A NON-LOOPBACK ADDRESS: anyone who can reach it has full access."
+            if exposed
+            else ""
+        ),
+        level=logging.ERROR if exposed else logging.WARNING,
+        listen=settings.server.listen,
+    )
+
+
+def run(settings: Settings) -> int:
+    """Serve the HTTP API on ``server.listen`` until stopped; returns the exit status (0)."""
+    host, port = split_listen(settings.server.listen)
+    _warn_about_auth(settings, host)
+    if settings.server.embedded_indexer:
+        log_event(
+            log,
+            "server.embedded_indexer is set but this build has no indexer to embed; the WAL stays unindexed "
+            "(queries scan it exhaustively)",
+            level=logging.WARNING,
+        )
+    probe = AuditLog(settings.observability.audit_log)
+    probe.open()  # fail now, with one clear line, rather than in the lifespan with a traceback
+    probe.close()
+    app = create_app(settings)
+    grace: Any = settings.server.shutdown_grace_secs  # uvicorn annotates int; a float works
+    config = uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        lifespan="on",
+        log_config=None,
+        access_log=False,
+        server_header=False,
+        timeout_graceful_shutdown=grace,
+    )
+    server = DrainingServer(config, app.state.server)
+    server.run()
+    if not server.started:  # bind or lifespan startup failed; uvicorn logged why
+        return 3
+    log_event(log, "server stopped")
+    return 0
+
+
+class DrainingServer(uvicorn.Server):
+    """uvicorn's server, marking the app as draining the moment a stop signal arrives."""
+
+    def __init__(self, config: uvicorn.Config, state: ServerState) -> None:
+        super().__init__(config)
+        self.lagoon_state = state
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        self.lagoon_state.draining = True
+        super().handle_exit(sig, frame)
+
+
+__all__ = ["DrainingServer", "create_app", "run", "split_listen"]

@@ -1,0 +1,115 @@
+"""``create_app``: the Starlette application of the HTTP API.
+
+The app is cheap to build and touches no storage: the lifespan opens the object store (unless one
+is injected) and the ``Database`` when the server starts, in the serving process — obstore clients
+must not cross a fork — and closes them at shutdown after in-flight commits drained. Everything
+the routes share lives in one ``ServerState`` (``app.state.server``).
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+from prometheus_client import CollectorRegistry
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import Response
+
+from lagoon.auth import KeyStore
+from lagoon.config import Settings
+from lagoon.engine.components import Components
+from lagoon.server.audit import AuditLog
+from lagoon.server.errors import classify, error_response
+from lagoon.server.metrics import ServerMetrics
+from lagoon.server.middleware import LagoonMiddleware, QueryLimiter, RateLimiter, context
+from lagoon.server.routes import ROUTES
+from lagoon.server.state import Engine, ServerState
+from lagoon.storage.base import ObjectStore
+
+log = logging.getLogger("lagoon.server")
+
+EngineFactory = Callable[[ObjectStore, Settings, Components | None], Engine]
+
+
+def _default_engine(store: ObjectStore, settings: Settings, components: Components | None) -> Engine:
+    from lagoon.engine.database import Database
+
+    return Database(store, settings, components)
+
+
+def _open_store(settings: Settings, registry: CollectorRegistry) -> ObjectStore:
+    from lagoon.storage import factory
+
+    open_store: Any = factory.open_store
+    if "metrics_registry" in inspect.signature(open_store).parameters:
+        store: ObjectStore = open_store(settings.storage, metrics_registry=registry)
+    else:  # pragma: no cover - a factory without instrumentation
+        store = open_store(settings.storage)
+    return store
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    """Starlette's own HTTP errors (no route: 404, wrong method: 405) in the turbopuffer shape."""
+    status, message, headers, _ = classify(exc, context(request).request_id)
+    return error_response(status, message, headers)
+
+
+def create_app(
+    settings: Settings,
+    *,
+    store: ObjectStore | None = None,
+    components: Components | None = None,
+    engine_factory: EngineFactory | None = None,
+    query_queue_wait_secs: float = 0.8,
+) -> Starlette:
+    """The HTTP API app. ``store`` replaces the configured object store (tests); ``engine_factory``
+    replaces ``Database`` (tests that need a fake engine). Raises ``KeysFileError`` at once for a
+    bad ``auth.keys_file``: a server must not start with keys it cannot check."""
+    registry = CollectorRegistry(auto_describe=True)
+    state = ServerState(
+        settings=settings,
+        metrics=ServerMetrics(registry),
+        keys=KeyStore.from_settings(settings.auth),
+        queries=QueryLimiter(settings.server.max_concurrent_queries, query_queue_wait_secs),
+        rates=RateLimiter(settings.limits),
+        audit=AuditLog(settings.observability.audit_log),
+    )
+    make_engine = engine_factory or _default_engine
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        state.audit.open()
+        opened = store if store is not None else _open_store(settings, registry)
+        state.store = opened
+        state.db = make_engine(opened, settings, components)
+        state.draining = False
+        try:
+            yield
+        finally:
+            state.draining = True
+            db, state.db = state.db, None
+            try:
+                if db is not None:
+                    await db.close()  # drains queued commits, then closes the store
+            finally:
+                state.store = None
+                state.audit.close()
+
+    app = Starlette(
+        routes=ROUTES,
+        middleware=[Middleware(LagoonMiddleware, state=state)],
+        exception_handlers={HTTPException: _http_error},
+        lifespan=lifespan,
+    )
+    app.router.redirect_slashes = False
+    app.state.server = state
+    return app
+
+
+__all__ = ["EngineFactory", "create_app"]

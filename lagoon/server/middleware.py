@@ -1,0 +1,388 @@
+"""Per-request plumbing: request id, access log, metrics, body cap, deadline, concurrency and rates.
+
+``LagoonMiddleware`` is a pure ASGI middleware (no ``BaseHTTPMiddleware``: it would buffer and cost
+a task per request). For every HTTP request it:
+- assigns a request id (the client's ``x-request-id`` if it is short and plain, else a new one),
+  echoes it in the response, and keeps a ``RequestContext`` in the scope for the route handlers;
+- refuses a body larger than ``server.max_body_bytes`` with 413 *before buffering it*: at once when
+  ``Content-Length`` says so, else as soon as the streamed body crosses the cap;
+- turns any exception into the JSON error body (``lagoon.server.errors``) and logs bugs with their
+  traceback; the body of a 5xx carries the request id and nothing else of the failure;
+- counts the request in ``lagoon_http_*`` and writes one JSON access-log line with request id, key
+  id (never the key), org, namespace, route, status and latency.
+
+Deadlines (``server.request_timeout_secs``) are enforced by ``run_with_deadline`` around engine
+calls and by ``read_body``: a read-only call is cancelled and answered 503; a mutation is answered
+with its real result whenever it finished before the response is sent, so a committed write is
+never answered with a retryable status. ``QueryLimiter`` bounds concurrent queries per namespace
+(429 + Retry-After after a short wait), ``RateLimiter`` applies the per-key token buckets of
+``[limits]``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import secrets
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from starlette.datastructures import Headers
+from starlette.requests import Request
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from lagoon.config import LimitsSettings
+from lagoon.errors import LagoonError, TooManyRequests, Unavailable
+from lagoon.logs import log_event
+from lagoon.server.body import decode_content, too_large
+from lagoon.server.errors import classify, error_response
+
+if TYPE_CHECKING:
+    from lagoon.server.state import ServerState
+
+T = TypeVar("T")
+
+CTX_KEY = "lagoon.ctx"
+QUIET_ROUTES = frozenset({"healthz", "readyz", "metrics"})
+"""Probes and scrapes: logged at debug level so they do not drown the access log."""
+
+_REQUEST_ID_RE = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+access_log = logging.getLogger("lagoon.server.access")
+error_log = logging.getLogger("lagoon.server")
+
+
+class RequestTimeout(LagoonError):
+    """The client did not send its request body before the deadline (408; the SDK retries it)."""
+
+    status = 408
+    retryable = True
+
+
+@dataclass
+class RequestContext:
+    """What one request has learnt about itself; routes fill in route, namespace, key id and org."""
+
+    request_id: str
+    method: str
+    started: float
+    """``time.perf_counter()`` at arrival."""
+    deadline: float
+    """Event-loop time (``loop.time()``) after which the request is answered 503."""
+    timeout: float
+    arrived_draining: bool = False
+    """The stop signal had arrived before this request did (new mutations are refused)."""
+    namespace: str | None = None
+    key_id: str = ""
+    org: str | None = None
+    status: int = 0
+    bytes_in: int = 0
+    bytes_out: int = 0
+    fields: dict[str, Any] = field(default_factory=dict)
+    """Extra access-log fields (query kind, rows affected, ...)."""
+
+    def remaining(self) -> float:
+        return self.deadline - asyncio.get_running_loop().time()
+
+
+def context(request: Request) -> RequestContext:
+    """The ``RequestContext`` the middleware put in the request's scope."""
+    ctx = request.scope.get(CTX_KEY)
+    if not isinstance(ctx, RequestContext):  # pragma: no cover - the app always installs the middleware
+        raise RuntimeError("LagoonMiddleware is not installed")
+    return ctx
+
+
+def new_request_id(given: str | None) -> str:
+    if given and _REQUEST_ID_RE.fullmatch(given):
+        return given
+    return secrets.token_hex(8)
+
+
+class LagoonMiddleware:
+    """See the module docstring."""
+
+    def __init__(self, app: ASGIApp, *, state: ServerState) -> None:
+        self.app = app
+        self.state = state
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        state = self.state
+        headers = Headers(scope=scope)
+        timeout = state.settings.server.request_timeout_secs
+        ctx = RequestContext(
+            request_id=new_request_id(headers.get("x-request-id")),
+            method=scope["method"],
+            started=time.perf_counter(),
+            deadline=asyncio.get_running_loop().time() + timeout,
+            timeout=timeout,
+            arrived_draining=state.draining,
+        )
+        scope[CTX_KEY] = ctx
+        limit = state.settings.server.max_body_bytes
+        rid_header = (b"x-request-id", ctx.request_id.encode())
+        started_response = False
+
+        async def send_wrapper(message: Message) -> None:
+            nonlocal started_response
+            if message["type"] == "http.response.start":
+                started_response = True
+                ctx.status = message["status"]
+                message["headers"] = [*message.get("headers", ()), rid_header]
+            elif message["type"] == "http.response.body":
+                ctx.bytes_out += len(message.get("body", b""))
+            await send(message)
+
+        async def receive_wrapper() -> Message:
+            message = await receive()
+            if message["type"] == "http.request":
+                ctx.bytes_in += len(message.get("body", b""))
+                if ctx.bytes_in > limit:
+                    raise too_large(limit)
+            return message
+
+        state.metrics.in_flight.inc()
+        bug: BaseException | None = None
+        try:
+            declared = headers.get("content-length")
+            if declared is not None and declared.isdigit() and int(declared) > limit:
+                raise too_large(limit)
+            await self.app(scope, receive_wrapper, send_wrapper)
+        except Exception as exc:
+            status, message, extra, is_bug = classify(exc, ctx.request_id)
+            if is_bug:
+                bug = exc
+            if status == 413:
+                extra["connection"] = "close"  # the rest of the body is never read
+            if not started_response:
+                await error_response(status, message, extra)(scope, receive, send_wrapper)
+            else:  # the response had begun: too late to change it; the client sees a cut response
+                ctx.status = ctx.status or 500
+        finally:
+            state.metrics.in_flight.dec()
+            self._finish(scope, ctx, bug)
+
+    def _finish(self, scope: Scope, ctx: RequestContext, bug: BaseException | None) -> None:
+        elapsed = time.perf_counter() - ctx.started
+        route_obj = scope.get("route")
+        route = getattr(route_obj, "name", None) or "unmatched"
+        status = ctx.status or 499  # 0: cancelled (shutdown) or the client went away first
+        metrics = self.state.metrics
+        metrics.requests.labels(route=route, method=ctx.method, status=str(status)).inc()
+        metrics.request_duration.labels(route=route).observe(elapsed)
+        if bug is not None:
+            error_log.error(
+                "unhandled error",
+                exc_info=(type(bug), bug, bug.__traceback__),
+                extra={"request_id": ctx.request_id, "route": route, "namespace": ctx.namespace},
+            )
+        level = logging.DEBUG if route in QUIET_ROUTES else logging.ERROR if status >= 500 else logging.INFO
+        log_event(
+            access_log,
+            "request",
+            level=level,
+            request_id=ctx.request_id,
+            method=ctx.method,
+            route=route,
+            path=scope.get("path"),
+            status=status,
+            latency_ms=round(elapsed * 1000, 3),
+            namespace=ctx.namespace,
+            key_id=ctx.key_id or None,
+            org=ctx.org,
+            bytes_in=ctx.bytes_in,
+            bytes_out=ctx.bytes_out,
+            **ctx.fields,
+        )
+
+
+# --- bodies and deadlines --------------------------------------------------------------------
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The request body, decoded per ``Content-Encoding``, within the request's deadline.
+
+    The middleware caps the wire bytes; ``decode_content`` caps the decoded bytes at ``limit``.
+    """
+    ctx = context(request)
+    try:
+        async with asyncio.timeout(max(ctx.remaining(), 0.0)):
+            raw = await request.body()
+    except TimeoutError:
+        raise RequestTimeout("the request body did not arrive before the request deadline") from None
+    return decode_content(raw, request.headers.get("content-encoding", ""), limit)
+
+
+async def run_with_deadline(ctx: RequestContext, call: Awaitable[T], *, mutation: bool = False) -> T:
+    """Await ``call`` until the request's deadline; past it, 503 (see the module docstring).
+
+    A read is cancelled at the deadline. A mutation is cancelled too (which keeps a write that has
+    not reached the committer from committing later), but if it completed anyway — its commit
+    landed before the cancellation took effect — its result is returned: a committed write is
+    never answered with a retryable status. A mutation answered 503 was not acknowledged; it may
+    still have been applied if its commit was already in flight (retrying it is safe: upserts,
+    patches and deletes are idempotent and conditions are evaluated again).
+    """
+    task: asyncio.Future[T] = asyncio.ensure_future(call)
+    try:
+        done, _ = await asyncio.wait({task}, timeout=max(ctx.remaining(), 0.0))
+    except asyncio.CancelledError:  # the server gave up on this request (shutdown grace exceeded)
+        task.cancel()
+        raise
+    if not done:
+        task.cancel()
+        await asyncio.wait({task})
+    if not task.cancelled():
+        return task.result()  # finished in time, or finished before the cancellation landed
+    what = "the write was not acknowledged" if mutation else "the request was cancelled"
+    raise Unavailable(
+        f"request deadline of {ctx.timeout:g}s (server.request_timeout_secs) exceeded; {what}",
+        retry_after=1.0,
+    )
+
+
+# --- concurrency and rate limits -------------------------------------------------------------
+
+
+class QueryLimiter:
+    """At most ``limit`` concurrent query slots per namespace on this node.
+
+    A query that finds no free slot waits up to ``wait_secs`` (turbopuffer waits 800 ms) for one,
+    then gets 429 with ``Retry-After``. A multi-query takes one slot per sub-query (capped at
+    ``limit``, so it can always run alone). Waiters are woken in arrival order.
+    """
+
+    def __init__(self, limit: int, wait_secs: float = 0.8) -> None:
+        self.limit = limit
+        self.wait_secs = wait_secs
+        self._active: dict[tuple[str, str], int] = {}
+        self._waiters: dict[tuple[str, str], list[asyncio.Future[None]]] = {}
+
+    def active(self, key: tuple[str, str]) -> int:
+        return self._active.get(key, 0)
+
+    @asynccontextmanager
+    async def slot(
+        self, key: tuple[str, str], slots: int = 1, *, deadline: float | None = None
+    ) -> AsyncIterator[None]:
+        n = max(1, min(slots, self.limit))
+        loop = asyncio.get_running_loop()
+        give_up = loop.time() + self.wait_secs
+        if deadline is not None:
+            give_up = min(give_up, deadline)
+        while self._active.get(key, 0) + n > self.limit:
+            remaining = give_up - loop.time()
+            if remaining <= 0:
+                raise TooManyRequests(
+                    f"too many concurrent queries on namespace '{key[1]}' "
+                    f"(limit {self.limit} per node, server.max_concurrent_queries); retry shortly",
+                    retry_after=1.0,
+                )
+            fut: asyncio.Future[None] = loop.create_future()
+            waiters = self._waiters.setdefault(key, [])
+            waiters.append(fut)
+            try:
+                await asyncio.wait({fut}, timeout=remaining)
+            finally:
+                if fut in waiters:
+                    waiters.remove(fut)
+                if not waiters:
+                    self._waiters.pop(key, None)
+        self._active[key] = self._active.get(key, 0) + n
+        try:
+            yield
+        finally:
+            left = self._active[key] - n
+            if left:
+                self._active[key] = left
+            else:
+                del self._active[key]
+            for fut in self._waiters.get(key, ()):
+                if not fut.done():
+                    fut.set_result(None)
+
+
+@dataclass
+class _Bucket:
+    rate: float
+    capacity: float
+    tokens: float
+    updated: float
+
+    def refill(self, now: float) -> None:
+        self.tokens = min(self.capacity, self.tokens + (now - self.updated) * self.rate)
+        self.updated = now
+
+
+class RateLimiter:
+    """Per-key token buckets of ``[limits]`` (absent = unlimited).
+
+    - ``requests_per_second`` R: a bucket of 2·R tokens (at least 1) refilled at R/s; one per request.
+    - ``write_bytes_per_minute`` W: a bucket of W bytes refilled at W/60 per second; a write is
+      admitted while the bucket is positive and then debited its body size (it may go negative, so
+      one request larger than W still gets through once the bucket has refilled).
+    Refusals are 429 with ``Retry-After`` = the time until the bucket admits again.
+    """
+
+    def __init__(self, limits: LimitsSettings, clock: Callable[[], float] = time.monotonic) -> None:
+        self.rps = limits.requests_per_second
+        self.write_bpm = limits.write_bytes_per_minute
+        self.clock = clock
+        self._requests: dict[str, _Bucket] = {}
+        self._bytes: dict[str, _Bucket] = {}
+
+    def check_request(self, key: str) -> None:
+        if self.rps is None:
+            return
+        now = self.clock()
+        b = self._requests.get(key)
+        if b is None:
+            cap = max(1.0, 2.0 * self.rps)
+            b = self._requests[key] = _Bucket(self.rps, cap, cap, now)
+        b.refill(now)
+        if b.tokens < 1.0:
+            wait = (1.0 - b.tokens) / b.rate
+            raise TooManyRequests(
+                f"request rate limit of {self.rps:g}/s for this API key exceeded (limits.requests_per_second)",
+                retry_after=wait,
+            )
+        b.tokens -= 1.0
+
+    def check_write_bytes(self, key: str, nbytes: int) -> None:
+        if self.write_bpm is None:
+            return
+        now = self.clock()
+        b = self._bytes.get(key)
+        if b is None:
+            b = self._bytes[key] = _Bucket(
+                self.write_bpm / 60.0, float(self.write_bpm), float(self.write_bpm), now
+            )
+        b.refill(now)
+        if b.tokens <= 0:
+            wait = (-b.tokens + 1.0) / b.rate
+            raise TooManyRequests(
+                f"write volume limit of {self.write_bpm} bytes/minute for this API key exceeded "
+                "(limits.write_bytes_per_minute)",
+                retry_after=wait,
+            )
+        b.tokens -= nbytes
+
+
+__all__ = [
+    "CTX_KEY",
+    "LagoonMiddleware",
+    "QueryLimiter",
+    "RateLimiter",
+    "RequestContext",
+    "RequestTimeout",
+    "context",
+    "new_request_id",
+    "read_body",
+    "run_with_deadline",
+]
