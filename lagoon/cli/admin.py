@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 import click
 
 from lagoon import auth
+from lagoon.cli import doctor, export, imports, namespaces, repair
 from lagoon.cli.common import (
     CONTEXT_SETTINGS,
     ConfigError,
@@ -206,6 +207,13 @@ def config_print(fmt: str, assignments: tuple[str, ...]) -> None:
 def version_command() -> None:
     """Print Lagoon's version."""
     click.echo(f"{PROGRAM} {version()}")
+
+
+cli.add_command(export.command)
+cli.add_command(imports.command)
+cli.add_command(namespaces.command)
+cli.add_command(doctor.command)
+cli.add_command(repair.command)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -1,0 +1,398 @@
+"""``lagoon export`` / ``lagoon import``: one namespace as a JSON-lines file, and back.
+
+File format (version 1), one JSON object per line, UTF-8:
+
+    {"lagoon_export": 1, "namespace": "docs", "org": "default", "schema": {...},
+     "distance_metric": "cosine_distance" | null, "exported_at": "...Z", "lagoon_version": "..."}
+    {"id": 1, "title": "hello", "vector": [0.1, 0.2], ...}        one line per live document
+    ...
+    {"lagoon_export_end": 1, "documents": 2}                       end marker
+
+The header's ``schema`` is the namespace schema exactly as ``GET .../schema`` returns it (id type,
+every attribute with its full-text and ANN options); documents are in the write API's row form
+(``upsert_rows``): attributes that are null are left out, vectors are float lists, datetimes ISO
+8601 strings, uuids canonical strings. Any JSON-lines tool can read or produce the file; the end
+marker lets ``import`` tell a complete file from a truncated one (a file without it still imports,
+with a warning).
+
+Export pages through the namespace in id order (``rank_by: ["id", "asc"]``, ``top_k`` up to
+10,000, ``filters: ["id", "Gt", last id]``) through ``Database.query``, so memory stays bounded by
+one page whatever the namespace size. Each page is a strongly consistent read, but the export as
+a whole is not a point-in-time snapshot: a document written during the export may or may not be
+in it. For an exact copy, stop writers first (e.g. ``PATCH .../metadata {"read_only": true}``).
+
+Import creates the namespace with the header's schema and distance metric (one write with
+``create_namespace: true``, so an empty export restores an empty namespace), then upserts the
+documents in batches (default 1,000 rows per write, each batch atomic). Retryable errors (429,
+503, 409) are retried with backoff; upserts are idempotent, so re-running a failed import with
+``allow_existing`` completes it. Importing into an existing namespace is refused unless
+``allow_existing`` is set.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import os
+import re
+import sys
+from collections.abc import Awaitable, Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import IO, Any
+
+import orjson
+
+from lagoon.admin import defaults
+from lagoon.engine.database import Database
+from lagoon.errors import InvalidRequest, LagoonError, NotFound
+from lagoon.format.keys import DEFAULT_ORG, check_namespace
+from lagoon.query.request import MAX_TOP_K
+
+EXPORT_FORMAT = 1
+HEADER_KEY = "lagoon_export"
+END_KEY = "lagoon_export_end"
+DEFAULT_PAGE_SIZE = defaults.EXPORT_PAGE_SIZE
+DEFAULT_BATCH_ROWS = defaults.IMPORT_BATCH_ROWS
+MAX_BATCH_ROWS = defaults.IMPORT_MAX_BATCH_ROWS
+DEFAULT_WRITE_ATTEMPTS = 8
+STDIO = "-"
+
+_ROW_INDEX = re.compile(r"^upsert_rows\[(\d+)\]")
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("lagoon")
+    except PackageNotFoundError:  # pragma: no cover - running from a bare checkout
+        return "unknown"
+
+
+def _dumps(value: Any) -> bytes:
+    return orjson.dumps(value) + b"\n"
+
+
+# --- export ----------------------------------------------------------------------------------
+
+
+@dataclass
+class ExportStats:
+    namespace: str
+    documents: int = 0
+    pages: int = 0
+    bytes: int = 0
+
+
+def _export_row(row: dict[str, Any]) -> dict[str, Any]:
+    """A query row as an ``upsert_rows`` row: no nulls, no ``$``-fields (``$dist``)."""
+    return {k: v for k, v in row.items() if v is not None and not k.startswith("$")}
+
+
+async def export_namespace(
+    db: Database,
+    namespace: str,
+    out: IO[bytes],
+    *,
+    org: str = DEFAULT_ORG,
+    page_size: int = DEFAULT_PAGE_SIZE,
+) -> ExportStats:
+    """Write the header, every live document and the end marker of ``namespace`` to ``out``.
+
+    Raises NotFound if the namespace does not exist.
+    """
+    if not 1 <= page_size <= MAX_TOP_K:
+        raise InvalidRequest(f"page size: expected 1..{MAX_TOP_K}, got {page_size}")
+    check_namespace(namespace)
+    snap = await db.snapshot(org, namespace, strong=True)
+    schema = await db.get_schema(namespace, org=org)
+    header = {
+        HEADER_KEY: EXPORT_FORMAT,
+        "namespace": namespace,
+        "org": org,
+        "schema": schema,
+        "distance_metric": snap.schema.distance_metric,
+        "exported_at": dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+        "lagoon_version": _version(),
+    }
+    stats = ExportStats(namespace)
+
+    def emit(value: Any) -> None:
+        data = _dumps(value)
+        out.write(data)
+        stats.bytes += len(data)
+
+    emit(header)
+    last: Any = None
+    while True:
+        body: dict[str, Any] = {"rank_by": ["id", "asc"], "top_k": page_size, "include_attributes": True}
+        if last is not None:
+            body["filters"] = ["id", "Gt", last]
+        rows = (await db.query(namespace, body, org=org))["rows"]
+        stats.pages += 1
+        for row in rows:
+            emit(_export_row(row))
+        stats.documents += len(rows)
+        if len(rows) < page_size:
+            break
+        last = rows[-1]["id"]
+    emit({END_KEY: EXPORT_FORMAT, "documents": stats.documents})
+    return stats
+
+
+async def export_to_path(
+    db: Database,
+    namespace: str,
+    path: str,
+    *,
+    org: str = DEFAULT_ORG,
+    page_size: int = DEFAULT_PAGE_SIZE,
+) -> ExportStats:
+    """``export_namespace`` into ``path`` (``-`` = stdout). A file is written as ``<path>.partial``
+    and renamed at the end, so an interrupted export never leaves a file that looks complete."""
+    if path == STDIO:
+        stats = await export_namespace(db, namespace, sys.stdout.buffer, org=org, page_size=page_size)
+        sys.stdout.buffer.flush()
+        return stats
+    partial = path + ".partial"
+    try:
+        with open(partial, "wb") as f:
+            stats = await export_namespace(db, namespace, f, org=org, page_size=page_size)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(partial, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(partial)
+        raise
+    return stats
+
+
+# --- import ----------------------------------------------------------------------------------
+
+
+class ImportFileError(InvalidRequest):
+    """The import file is not a Lagoon export (or a line of it is malformed)."""
+
+
+@dataclass
+class ImportStats:
+    namespace: str
+    documents: int = 0
+    batches: int = 0
+    retries: int = 0
+    created: bool = False
+    complete: bool = False
+    """The file ended with an end marker whose count matched."""
+    source_namespace: str = ""
+    warnings: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class ExportHeader:
+    namespace: str
+    schema: dict[str, Any]
+    distance_metric: str | None
+
+
+def _parse_line(text: str | bytes, where: str) -> Any:
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError as e:
+        raise ImportFileError(f"{where}: not valid JSON ({e})") from None
+
+
+def parse_header(value: Any, where: str) -> ExportHeader:
+    if not isinstance(value, dict) or HEADER_KEY not in value:
+        raise ImportFileError(
+            f'{where}: not a Lagoon export (the first line must be the {{"{HEADER_KEY}": ...}} header)'
+        )
+    fmt = value[HEADER_KEY]
+    if not isinstance(fmt, int) or isinstance(fmt, bool) or fmt < 1:
+        raise ImportFileError(f"{where}: bad {HEADER_KEY} format version {fmt!r}")
+    if fmt > EXPORT_FORMAT:
+        raise ImportFileError(
+            f"{where}: written in export format {fmt}; this Lagoon reads format {EXPORT_FORMAT}. Upgrade Lagoon."
+        )
+    schema = value.get("schema")
+    if not isinstance(schema, dict):
+        raise ImportFileError(f"{where}: header has no schema object")
+    metric = value.get("distance_metric")
+    if metric is not None and not isinstance(metric, str):
+        raise ImportFileError(f"{where}: header distance_metric must be a string or null")
+    return ExportHeader(str(value.get("namespace") or ""), schema, metric)
+
+
+def _numbered(lines: Iterable[str | bytes]) -> Iterator[tuple[int, str | bytes]]:
+    for number, line in enumerate(lines, start=1):
+        if line.strip():
+            yield number, line
+
+
+async def _write_with_retry(
+    write: Callable[[], Awaitable[dict[str, Any]]],
+    stats: ImportStats,
+    *,
+    attempts: int,
+    sleep: Callable[[float], Awaitable[None]],
+) -> None:
+    for attempt in range(1, attempts + 1):
+        try:
+            await write()
+            return
+        except LagoonError as e:
+            if not e.retryable or attempt == attempts:
+                raise
+            stats.retries += 1
+            await sleep(e.retry_after if e.retry_after is not None else min(10.0, 0.25 * 2**attempt))
+
+
+async def import_namespace(
+    db: Database,
+    namespace: str,
+    lines: Iterable[str | bytes],
+    *,
+    org: str = DEFAULT_ORG,
+    batch_rows: int = DEFAULT_BATCH_ROWS,
+    allow_existing: bool = False,
+    source: str = "input",
+    attempts: int = DEFAULT_WRITE_ATTEMPTS,
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+) -> ImportStats:
+    """Recreate ``namespace`` from the lines of an export (see the module docstring).
+
+    Errors name ``source`` and the line number. Raises InvalidRequest when the namespace exists
+    and ``allow_existing`` is false, or for a malformed file; engine errors of a batch are
+    re-labelled with the line of the offending row.
+    """
+    if not 1 <= batch_rows <= MAX_BATCH_ROWS:
+        raise InvalidRequest(f"batch size: expected 1..{MAX_BATCH_ROWS}, got {batch_rows}")
+    check_namespace(namespace)
+    numbered = _numbered(lines)
+    first = next(numbered, None)
+    if first is None:
+        raise ImportFileError(f"{source}: empty file (expected a Lagoon export)")
+    header = parse_header(_parse_line(first[1], f"{source} line {first[0]}"), f"{source} line {first[0]}")
+    stats = ImportStats(namespace, source_namespace=header.namespace)
+
+    try:
+        await db.get_schema(namespace, org=org)
+        exists = True
+    except NotFound:
+        exists = False
+    if exists and not allow_existing:
+        raise InvalidRequest(
+            f"namespace '{namespace}' already exists; import into a new namespace, or allow upserting "
+            "into the existing one (--allow-existing)"
+        )
+
+    create: dict[str, Any] = {"schema": header.schema, "create_namespace": True}
+    if header.distance_metric:
+        create["distance_metric"] = header.distance_metric
+    await _write_with_retry(
+        lambda: db.write(namespace, create, org=org), stats, attempts=attempts, sleep=sleep
+    )
+    stats.created = not exists
+
+    batch: list[dict[str, Any]] = []
+    batch_lines: list[int] = []
+
+    async def flush() -> None:
+        if not batch:
+            return
+        body = {"upsert_rows": list(batch)}
+        try:
+            await _write_with_retry(
+                lambda: db.write(namespace, body, org=org), stats, attempts=attempts, sleep=sleep
+            )
+        except InvalidRequest as e:
+            raise type(e)(_locate(str(e), batch_lines, source)) from None
+        stats.documents += len(batch)
+        stats.batches += 1
+        batch.clear()
+        batch_lines.clear()
+
+    end: dict[str, Any] | None = None
+    for number, line in numbered:
+        where = f"{source} line {number}"
+        if end is not None:
+            raise ImportFileError(f"{where}: data after the end marker")
+        value = _parse_line(line, where)
+        if isinstance(value, dict) and END_KEY in value:
+            end = value
+            continue
+        if isinstance(value, dict) and HEADER_KEY in value:
+            raise ImportFileError(f"{where}: a second export header (concatenated files?)")
+        if not isinstance(value, dict) or "id" not in value:
+            raise ImportFileError(f'{where}: expected a document object with an "id"')
+        batch.append(value)
+        batch_lines.append(number)
+        if len(batch) >= batch_rows:
+            await flush()
+    await flush()
+
+    if end is None:
+        stats.warnings.append(
+            f"{source} has no end marker: it may be truncated (or was not written by lagoon export)"
+        )
+    elif end.get("documents") != stats.documents:
+        raise ImportFileError(
+            f"{source}: the end marker counts {end.get('documents')!r} documents but the file holds "
+            f"{stats.documents}; the file is damaged (the documents read so far were imported)"
+        )
+    else:
+        stats.complete = True
+    return stats
+
+
+def _locate(message: str, lines: list[int], source: str) -> str:
+    """``upsert_rows[3].x: bad`` -> ``<source> line 17: upsert_rows[3].x: bad``."""
+    m = _ROW_INDEX.match(message)
+    if m and int(m.group(1)) < len(lines):
+        return f"{source} line {lines[int(m.group(1))]}: {message}"
+    return f"{source} lines {lines[0]}-{lines[-1]}: {message}" if lines else message
+
+
+async def import_from_path(
+    db: Database,
+    namespace: str,
+    path: str,
+    *,
+    org: str = DEFAULT_ORG,
+    batch_rows: int = DEFAULT_BATCH_ROWS,
+    allow_existing: bool = False,
+) -> ImportStats:
+    """``import_namespace`` reading ``path`` (``-`` = stdin) line by line."""
+    if path == STDIO:
+        return await import_namespace(
+            db,
+            namespace,
+            sys.stdin.buffer,
+            org=org,
+            batch_rows=batch_rows,
+            allow_existing=allow_existing,
+            source="stdin",
+        )
+    with open(path, "rb") as f:
+        return await import_namespace(
+            db, namespace, f, org=org, batch_rows=batch_rows, allow_existing=allow_existing, source=path
+        )
+
+
+__all__ = [
+    "DEFAULT_BATCH_ROWS",
+    "DEFAULT_PAGE_SIZE",
+    "END_KEY",
+    "EXPORT_FORMAT",
+    "HEADER_KEY",
+    "ExportHeader",
+    "ExportStats",
+    "ImportFileError",
+    "ImportStats",
+    "export_namespace",
+    "export_to_path",
+    "import_from_path",
+    "import_namespace",
+    "parse_header",
+]

@@ -1,0 +1,52 @@
+"""``lagoon export``: write one namespace to a JSON-lines file (``lagoon.admin.transfer``).
+
+The engine is imported when the command runs, so ``lagoon --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import click
+
+from lagoon.admin import defaults
+from lagoon.admin.cli_support import command_settings, namespace_option, org_option, run_errors
+from lagoon.cli.common import config_option, set_option
+
+if TYPE_CHECKING:
+    from lagoon.admin.transfer import ExportStats
+    from lagoon.engine.database import Database
+
+
+@click.command("export")
+@namespace_option(required=True, help="Namespace to export.")
+@click.option("--out", "out", required=True, metavar="FILE", help="Output file (.jsonl); '-' = stdout.")
+@org_option
+@click.option(
+    "--page-size",
+    type=click.IntRange(1, defaults.EXPORT_PAGE_SIZE),
+    default=defaults.EXPORT_PAGE_SIZE,
+    show_default=True,
+    help="Documents fetched per query page (bounds memory).",
+)
+@config_option
+@set_option
+def command(
+    namespace: str, out: str, org: str, page_size: int, config_file: str | None, assignments: tuple[str, ...]
+) -> None:
+    """Export a namespace's schema and live documents as JSON lines (a backup `lagoon import` reads)."""
+    from lagoon.admin.runtime import run_with_database
+    from lagoon.admin.transfer import export_to_path
+
+    settings = command_settings(config_file, assignments)
+
+    async def run(db: Database) -> ExportStats:
+        return await export_to_path(db, namespace, out, org=org, page_size=page_size)
+
+    with run_errors("export"):
+        stats = run_with_database(settings, run)
+    where = "stdout" if out == "-" else out
+    click.echo(
+        f"Exported {stats.documents} documents of {org}/{namespace} to {where} ({stats.bytes} bytes).",
+        err=True,
+    )

@@ -1,0 +1,68 @@
+"""``lagoon import``: recreate a namespace from a ``lagoon export`` file (``lagoon.admin.transfer``).
+
+The engine is imported when the command runs, so ``lagoon --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import click
+
+from lagoon.admin import defaults
+from lagoon.admin.cli_support import command_settings, namespace_option, org_option, run_errors
+from lagoon.cli.common import config_option, set_option
+
+if TYPE_CHECKING:
+    from lagoon.admin.transfer import ImportStats
+    from lagoon.engine.database import Database
+
+
+@click.command("import")
+@namespace_option(required=True, help="Namespace to create (need not be the exported one).")
+@click.option("--in", "source", required=True, metavar="FILE", help="Export file (.jsonl); '-' = stdin.")
+@org_option
+@click.option(
+    "--batch-size",
+    type=click.IntRange(1, defaults.IMPORT_MAX_BATCH_ROWS),
+    default=defaults.IMPORT_BATCH_ROWS,
+    show_default=True,
+    help="Documents per write (each write is atomic).",
+)
+@click.option(
+    "--allow-existing",
+    is_flag=True,
+    help="Upsert into the namespace even if it already exists (also resumes a failed import).",
+)
+@config_option
+@set_option
+def command(
+    namespace: str,
+    source: str,
+    org: str,
+    batch_size: int,
+    allow_existing: bool,
+    config_file: str | None,
+    assignments: tuple[str, ...],
+) -> None:
+    """Create a namespace with an export's schema and upsert its documents in batches."""
+    from lagoon.admin.runtime import run_with_database
+    from lagoon.admin.transfer import import_from_path
+
+    settings = command_settings(config_file, assignments)
+
+    async def run(db: Database) -> ImportStats:
+        return await import_from_path(
+            db, namespace, source, org=org, batch_rows=batch_size, allow_existing=allow_existing
+        )
+
+    with run_errors("import"):
+        stats = run_with_database(settings, run)
+    for warning in stats.warnings:
+        click.echo(f"Warning: {warning}", err=True)
+    verb = "Created" if stats.created else "Updated"
+    origin = f" (exported from '{stats.source_namespace}')" if stats.source_namespace else ""
+    click.echo(
+        f"{verb} {org}/{namespace}: imported {stats.documents} documents in {stats.batches} writes{origin}.",
+        err=True,
+    )

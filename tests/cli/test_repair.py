@@ -1,0 +1,315 @@
+"""``lagoon repair``: deliberately damaged namespaces are diagnosed; only CURRENT is ever changed.
+
+Namespaces are built the way the engine builds them: WAL entries by ``Database.write``, manifest
+versions by ``manifest_store.commit`` (segment files are stand-in bytes: repair only HEADs them).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+
+import pytest
+
+from lagoon.admin.repair import NamespaceReport, check_namespace, repair
+from lagoon.config import Settings
+from lagoon.engine.components import Components
+from lagoon.engine.database import Database
+from lagoon.engine.manifest_store import PARENT_NONCE, ManifestConflict, commit, next_version, read_version
+from lagoon.format.framing import crc32c
+from lagoon.format.keys import NamespaceKeys
+from lagoon.format.manifest import Manifest, SegmentRef, encode_manifest
+from lagoon.storage import FsStore, MemoryStore, ObjectMeta, ObjectStore
+from lagoon.storage.base import PutMode
+from tests.cli.conftest import run_lagoon
+from tests.cli.test_doctor import Wrapper
+
+pytestmark = pytest.mark.anyio
+COMPONENTS = Components()
+
+
+async def build(
+    store: ObjectStore, name: str = "docs", *, org: str = "default", versions: int = 3
+) -> NamespaceKeys:
+    """WAL entries 1..versions+2; manifest v1..v{versions}, v{k} folding WAL 1..k into segment k."""
+    db = Database(store, Settings())
+    for batch in range(versions + 2):
+        await db.write(
+            name, {"upsert_rows": [{"id": batch * 10 + i, "v": [1.0, float(i)]} for i in range(3)]}, org=org
+        )
+    keys = NamespaceKeys.of(org, name)
+    m: Manifest | None = None
+    for k in range(1, versions + 1):
+        sid = f"s{k:04d}"
+        files = {"docs.bin": b"d" * (100 + k), "meta.bin": b"m" * 7}
+        for fname, data in files.items():
+            await store.put(keys.segment_file(sid, fname), data, PutMode.CREATE)
+        ref = SegmentRef(
+            id=sid,
+            level=0,
+            seq_from=k,
+            seq_to=k,
+            rows=3,
+            bytes=sum(map(len, files.values())),
+            files={f: {"size": len(d), "crc32c": crc32c(d)} for f, d in files.items()},
+        )
+        segments = (*(m.segments if m else ()), ref)
+        m = next_version(m, COMPONENTS, indexed_through=k, segments=segments)
+        await commit(store, keys, m)
+    return keys
+
+
+async def objects(store: ObjectStore) -> dict[str, bytes]:
+    return {meta.key: await store.get(meta.key) async for meta in store.list("")}
+
+
+def findings(report: NamespaceReport, severity: str | None = None) -> list[str]:
+    return [f"{f.check}: {f.message}" for f in report.findings if severity is None or f.severity == severity]
+
+
+@pytest.fixture
+async def store() -> AsyncIterator[MemoryStore]:
+    yield MemoryStore()
+
+
+async def test_healthy_namespace_is_ok(store: MemoryStore) -> None:
+    await build(store)
+    report = await check_namespace(store, "default", "docs")
+    assert report.ok and findings(report, "error") == [] and findings(report, "warning") == []
+    assert (report.latest_version, report.indexed_through, report.wal_head, report.segments) == (3, 3, 5, 3)
+    assert findings(report, "info") == ["wal: 3 WAL entries at or below indexed_through 3 awaiting GC"]
+
+
+async def test_current_ahead_blocks_committers_until_repaired(store: MemoryStore) -> None:
+    keys = await build(store)
+    await store.put(keys.current, b"9")
+    latest = await read_version(store, keys, 3)
+    with pytest.raises(ManifestConflict):  # what the indexer sees while CURRENT is ahead
+        await commit(store, keys, next_version(latest, COMPONENTS))
+    await store.delete(keys.manifest(4))  # undo the fork the failed commit left
+    report = await check_namespace(store, "default", "docs", dry_run=True)
+    assert not report.ok and "CURRENT names v9 but the latest manifest is v3" in findings(report, "error")[0]
+    assert await store.get(keys.current) == b"9"  # dry run: unchanged
+    report = await check_namespace(store, "default", "docs", dry_run=False)
+    assert report.ok and report.findings[0].fixed and report.findings[0].fix == "CURRENT now names v3"
+    assert await store.get(keys.current) == b"3"
+    await commit(store, keys, next_version(latest, COMPONENTS))  # indexing works again
+    assert (await check_namespace(store, "default", "docs")).ok
+
+
+@pytest.mark.parametrize(
+    ("damage", "severity", "message"),
+    [
+        ("garbled", "error", "CURRENT is garbled"),
+        ("missing", "warning", "CURRENT is missing (latest manifest v3)"),
+        ("below-oldest", "error", "CURRENT names v1, below the oldest surviving version v2"),
+        ("lagging", "info", "CURRENT lags (v2, latest v3)"),
+        ("no-manifest", "error", "CURRENT names v5 but there is no manifest"),
+    ],
+)
+async def test_bad_current_hints_are_rewritten(
+    store: MemoryStore, damage: str, severity: str, message: str
+) -> None:
+    keys = await build(store, versions=0 if damage == "no-manifest" else 3)
+    if damage == "garbled":
+        await store.put(keys.current, b"v3\x00")
+    elif damage == "missing":
+        await store.delete(keys.current)
+    elif damage == "below-oldest":
+        await store.delete(keys.manifest(1))
+        await store.put(keys.current, b"1")
+    elif damage == "lagging":
+        await store.put(keys.current, b"2")
+    else:
+        await store.put(keys.current, b"5")
+    report = await check_namespace(store, "default", "docs")
+    hint = [f for f in report.findings if f.check == "current"]
+    assert len(hint) == 1 and hint[0].severity == severity and message in hint[0].message, findings(report)
+    assert report.ok == (severity != "error")
+    fixed = await check_namespace(store, "default", "docs", dry_run=False)
+    assert fixed.ok and [f.fixed for f in fixed.findings if f.check == "current"] == [True]
+    expected = b"0" if damage == "no-manifest" else b"3"
+    assert await store.get(keys.current) == expected
+    again = await check_namespace(store, "default", "docs")
+    assert [f for f in again.findings if f.check == "current"] == []
+
+
+Damage = Callable[[MemoryStore, NamespaceKeys], Awaitable[None]]
+
+
+async def corrupt_manifest(version: int, store: MemoryStore, keys: NamespaceKeys) -> None:
+    data = await store.get(keys.manifest(version))
+    field = b'"indexed_through": %d' % version
+    assert field in data
+    await store.put(
+        keys.manifest(version), data.replace(field, b'"indexed_through": 9')
+    )  # valid JSON, bad CRC
+
+
+async def fork(store: MemoryStore, keys: NamespaceKeys) -> None:
+    m = await read_version(store, keys, 3)
+    await store.delete(keys.manifest(3))
+    forged = dataclasses.replace(m, stats={**m.stats, PARENT_NONCE: "f" * 32})
+    await store.put(keys.manifest(3), encode_manifest(forged))
+
+
+async def orphan_and_pending(store: MemoryStore, keys: NamespaceKeys) -> None:
+    m = await read_version(store, keys, 3)
+    pending = ({"prefix": "seg/s0001/", "removed_at_version": 4, "removed_at": 0},)
+    await commit(store, keys, next_version(m, COMPONENTS, segments=m.segments[1:], pending_delete=pending))
+    await store.put(keys.segment_file("zz-upload", "docs.bin"), b"x" * 2048)
+
+
+CASES: list[tuple[str, Damage, str, str]] = [
+    (
+        "corrupt old manifest",
+        lambda s, k: corrupt_manifest(1, s, k),
+        "error",
+        "manifests: manifest v1 is unreadable: default/docs/manifest/00000000000000000001.json: checksum mismatch",
+    ),
+    (
+        "corrupt latest manifest",
+        lambda s, k: corrupt_manifest(3, s, k),
+        "error",
+        "the namespace cannot be read",
+    ),
+    (
+        "manifest hole",
+        lambda s, k: s.delete(k.manifest(2)),
+        "error",
+        "manifest versions 2 are missing between v1 and v3",
+    ),
+    ("fork", fork, "error", "manifest v3 names parent nonce ffffffffffffffff, not v2's"),
+    (
+        "dangling segment",
+        lambda s, k: s.delete(k.segment_file("s0002", "meta.bin")),
+        "error",
+        "1 file referenced by manifest v3 missing (dangling): s0002/meta.bin",
+    ),
+    (
+        "wrong size",
+        lambda s, k: s.put(k.segment_file("s0003", "docs.bin"), b"short"),
+        "error",
+        "s0003/docs.bin (5 bytes, manifest says 103)",
+    ),
+    (
+        "WAL gap",
+        lambda s, k: s.delete(k.wal(4)),
+        "error",
+        "WAL entries 4 are missing between indexed_through 3 and head 5: readers stop at seq 3",
+    ),
+    (
+        "corrupt WAL",
+        lambda s, k: s.put(k.wal(5), b"LGWL" + b"\0" * 40),
+        "error",
+        "1 unindexed WAL entry unreadable",
+    ),
+    (
+        "orphans",
+        orphan_and_pending,
+        "warning",
+        "2 objects in 1 segment folder (2.0 KiB) referenced neither by manifest v4 nor by its pending deletions: zz-upload",
+    ),
+]
+
+
+@pytest.mark.parametrize(("name", "damage", "severity", "message"), CASES, ids=[c[0] for c in CASES])
+async def test_damage_is_reported_and_never_touched(
+    store: MemoryStore, name: str, damage: Damage, severity: str, message: str
+) -> None:
+    keys = await build(store)
+    if name == "orphans":
+        await store.put(keys.segment_file("zz-upload", "meta.bin"), b"")
+    await damage(store, keys)
+    before = await objects(store)
+    report = await check_namespace(store, "default", "docs", dry_run=False)
+    assert any(message in f for f in findings(report, severity)), findings(report)
+    assert report.ok == (severity != "error")
+    assert await objects(store) == before  # nothing but CURRENT may change, and CURRENT was fine
+    assert not any(f.fixed for f in report.findings)
+
+
+async def test_pending_deletions_are_not_orphans(store: MemoryStore) -> None:
+    keys = await build(store)
+    await orphan_and_pending(store, keys)
+    report = await check_namespace(store, "default", "docs")
+    assert "orphans: 2 objects under seg/ pending deletion (GC after the grace period)" in findings(
+        report, "info"
+    )
+    assert "younger than indexer.gc_grace_secs" in findings(report, "warning")[0]
+
+
+class CompactsDuringCheck(Wrapper):
+    """A compactor commits v4 (dropping the damaged segment) while repair's first pass runs."""
+
+    def __init__(self, inner: ObjectStore, keys: NamespaceKeys) -> None:
+        super().__init__(inner)
+        self.keys = keys
+        self.done = False
+
+    async def _compact(self) -> None:
+        self.done = True
+        m = await read_version(self.inner, self.keys, 3)
+        await commit(self.inner, self.keys, next_version(m, COMPONENTS, segments=m.segments[:1]))
+
+    async def list(self, prefix: str, start_after: str | None = None) -> AsyncIterator[ObjectMeta]:
+        if prefix == self.keys.wal_prefix and not self.done:
+            await self._compact()
+        async for meta in self.inner.list(prefix, start_after):
+            yield meta
+
+
+async def test_a_concurrent_commit_is_rechecked_not_reported(store: MemoryStore) -> None:
+    keys = await build(store)
+    await store.delete(keys.segment_file("s0003", "docs.bin"))  # GC'd after a compaction dropped s0003
+    wrapped = CompactsDuringCheck(store, keys)
+    report = await check_namespace(wrapped, "default", "docs")  # type: ignore[arg-type]
+    assert report.ok and report.passes == 2 and report.latest_version == 4, findings(report)
+
+
+async def test_repair_walks_every_namespace_and_org(store: MemoryStore) -> None:
+    await build(store, "a")
+    keys_b = await build(store, "b")
+    await build(store, "c", org="acme")
+    await store.put(keys_b.current, b"77")
+    report = await repair(store, orgs=None, dry_run=True)
+    assert [(n.org, n.namespace, n.ok) for n in report.namespaces] == [
+        ("acme", "c", True),
+        ("default", "a", True),
+        ("default", "b", False),
+    ]
+    assert report.fixes_possible == 1 and "would fix: rewrite CURRENT to 3" in report.render()
+    fixed = await repair(store, orgs=["default"], dry_run=False)
+    assert fixed.ok and fixed.fixes_applied == 1 and "FIXED" in fixed.render()
+    missing = await repair(store, orgs=["default"], namespace="nope")
+    assert not missing.ok and "no objects under this namespace" in missing.render()
+
+
+def test_cli_repair(tmp_path: Path) -> None:
+    root = tmp_path / "data"
+
+    async def setup() -> None:
+        fs = FsStore(root)
+        await build(fs, "good")
+        keys = await build(fs, "bad")
+        await fs.put(keys.current, b"garbage")
+        await build(fs, "other", org="acme")
+        await fs.close()
+
+    asyncio.run(setup())
+    dry = run_lagoon(["repair", "--dry-run"], root=root)
+    assert dry.exit_code == 1, dry.output
+    assert "default/bad: 1 error " in dry.stdout and "default/good: OK" in dry.stdout
+    assert "acme/other" not in dry.stdout and "errors remain in default/bad" in dry.stderr
+    one = run_lagoon(["repair", "--dry-run", "--namespace", "good", "--json"], root=root)
+    assert one.exit_code == 0 and [n["namespace"] for n in json.loads(one.stdout)["namespaces"]] == ["good"]
+    fixed = run_lagoon(["repair"], root=root)
+    assert fixed.exit_code == 0 and "1 fix applied" in fixed.stdout
+    assert (root / "default" / "bad" / "manifest" / "CURRENT").read_bytes() == b"3"
+    everything = run_lagoon(["repair", "--dry-run", "--all-orgs"], root=root)
+    assert everything.exit_code == 0 and "acme/other: OK" in everything.stdout
+    usage = run_lagoon(["repair", "--all-orgs", "--org", "acme"], root=root)
+    assert usage.exit_code == 2
