@@ -23,10 +23,10 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import lagoon  # noqa: E402
-from bench.benchdata import queries as bench_queries  # noqa: E402
-from bench.benchdata import vectors as bench_vectors  # noqa: E402
-from lagoon.index.text.corpus import corpus, sample_queries  # noqa: E402
+import lagoon
+from bench.benchdata import queries as bench_queries
+from bench.benchdata import vectors as bench_vectors
+from lagoon.index.text.corpus import corpus, sample_queries
 
 
 def pct(samples: list[float], p: float) -> float:

@@ -100,7 +100,10 @@ def moto_store() -> tuple[Any, Any]:
     import boto3
     from moto.server import ThreadedMotoServer
 
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0)
+    import logging
+
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # moto's access log
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
     host, port = server.get_host_and_port()
     endpoint = f"http://{host}:{port}"

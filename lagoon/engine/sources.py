@@ -268,8 +268,10 @@ class CompositeSource:
             order_parts.append(sel)
         cols = ["id", *[a for a in attributes if a != "id"]]
         if not pieces:
-            return self.parts[0].fetch_rows(positions, attributes) if self.parts else pa.table(
-                {c: pa.array([]) for c in cols}
+            return (
+                self.parts[0].fetch_rows(positions, attributes)
+                if self.parts
+                else pa.table({c: pa.array([]) for c in cols})
             )
         table = pa.concat_tables([t.select(cols) for t in pieces], promote_options="permissive")
         if len(pieces) == 1:
