@@ -66,11 +66,13 @@ def _settings_for(target: str | os.PathLike[str] | Settings | None) -> Settings:
 class Database:
     """A Lagoon database opened in-process. Thread-safe: calls are serialised onto one loop."""
 
-    def __init__(self, settings: Settings, *, org: str = DEFAULT_ORG) -> None:
+    def __init__(self, settings: Settings, *, org: str = DEFAULT_ORG, indexer: bool = True) -> None:
         from lagoon.storage.factory import open_store
 
         self.settings = settings
         self.org = org
+        self._indexer: Any = None
+        self._with_indexer = indexer
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="lagoon-embedded", daemon=True)
         self._thread.start()
@@ -78,7 +80,17 @@ class Database:
 
     async def _open(self, open_store: Any) -> _AsyncDatabase:
         store = open_store(self.settings.storage)
+        if self._with_indexer:
+            from lagoon.worker import IndexerLoop
+
+            self._indexer = IndexerLoop(store, self.settings)
+            self._indexer.start()
         return _AsyncDatabase(store, self.settings)
+
+    async def _close(self) -> None:
+        if self._indexer is not None:
+            await self._indexer.stop()
+        await self._db.close()
 
     def _run(self, coro: Coroutine[Any, Any, T]) -> T:
         if self._loop.is_closed():
@@ -105,7 +117,7 @@ class Database:
     def close(self) -> None:
         if self._loop.is_closed():
             return
-        self._run(self._db.close())
+        self._run(self._close())
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join()
         self._loop.close()

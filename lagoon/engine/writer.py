@@ -375,6 +375,14 @@ class Committer:
             if outcome_kind == "lost":
                 await state.refresh()
                 continue
+            grace = state.settings.indexer.gc_grace_secs
+            if grace > 0 and state.manifest_age() >= grace / 2:
+                # We may have been paused long enough for the indexer to fold this slot and GC to
+                # delete it, in which case our create re-used a dead slot that no reader will look
+                # at. The latest manifest tells: a slot at or below indexed_through is lost.
+                await state.refresh()
+                if state.indexed_through >= seq:
+                    continue
             fp.hit("wal.after_put")
             state.committed(entry, len(data))
             self.commits += 1

@@ -55,13 +55,6 @@ def run(settings: Settings) -> int:
     """Serve the HTTP API on ``server.listen`` until stopped; returns the exit status (0)."""
     host, port = split_listen(settings.server.listen)
     _warn_about_auth(settings, host)
-    if settings.server.embedded_indexer:
-        log_event(
-            log,
-            "server.embedded_indexer is set but this build has no indexer to embed; the WAL stays unindexed "
-            "(queries scan it exhaustively)",
-            level=logging.WARNING,
-        )
     probe = AuditLog(settings.observability.audit_log)
     probe.open()  # fail now, with one clear line, rather than in the lifespan with a traceback
     probe.close()

@@ -89,12 +89,20 @@ def create_app(
         state.store = opened
         state.db = make_engine(opened, settings, components)
         state.draining = False
+        indexer = None
+        if settings.server.embedded_indexer:
+            from lagoon.worker import IndexerLoop
+
+            indexer = IndexerLoop(opened, settings)
+            indexer.start()
         try:
             yield
         finally:
             state.draining = True
             db, state.db = state.db, None
             try:
+                if indexer is not None:
+                    await indexer.stop()
                 if db is not None:
                     await db.close()  # drains queued commits, then closes the store
             finally:

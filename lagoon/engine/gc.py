@@ -1,0 +1,327 @@
+"""The garbage collector: deletes what no manifest within retention needs, a grace period late.
+
+What it deletes (one namespace per call, ``collect_garbage``):
+
+- **Pending objects** — segments and WAL entries the latest manifest lists in ``pending_delete``
+  (moved there by the indexer, the compactor, truncation), once ``gc_grace_secs`` have passed
+  since their *logical removal*: the later of the record's ``removed_at`` and the store timestamp
+  of the manifest version that removed them. A segment still listed by a retained manifest
+  version is kept. Afterwards a manifest version without those records is committed.
+- **Orphan segments** — files under ``seg/`` of a segment id that no retained manifest version
+  lists (live or pending), whose newest file is older than the grace period (store clock). They
+  come from crashed workers and from workers that lost the manifest race.
+- **Old manifest versions** — all but the newest ``retain_versions``, once superseded for longer
+  than the grace period (the latest is never deleted), oldest first.
+- **WAL entries** up to the highest ``wal_through`` of the eligible WAL records (all at or below
+  the latest ``indexed_through``).
+
+Why this never deletes anything live, even when run by a zombie (a GC paused for any time at any
+point, then resumed with stale decisions):
+
+1. All ages are measured on the store's clock (``store.now()``, object timestamps), never the
+   local one, and the clock is read *before* the listings and manifest reads they are compared to.
+2. Before every delete batch the latest manifest is read again (from ``max(known, CURRENT)``), and
+   only candidates that are still not live are deleted: pending ones must still be pending,
+   orphans must be neither live nor pending. A pending object can never become live again (ids are
+   never reused; no commit adds a segment it did not upload itself), so a pause between this check
+   and the delete changes nothing.
+3. Orphans are the only candidates that could still *become* live: a worker that uploaded a segment
+   and has not committed yet. Committers refuse to commit (or re-home the segment) unless the
+   commit returned within ``grace/2`` of the upload's start (engine/indexer.py). An orphan is
+   deleted only if its files are older than ``grace`` at clock reading ``T``; such a commit must
+   then have landed before ``T - grace/2``, so the manifest re-read after ``T`` shows it.
+4. Pending objects stay for the grace period after the version that removed them became visible,
+   so a node whose view is younger than the grace period can still read everything its view names
+   (engine/state.py reloads views older than half the grace period from scratch).
+5. Manifest versions: before deleting any, CURRENT is advanced to the latest version read; only
+   versions below it are deleted, oldest first. So CURRENT never names a deleted version and the
+   versions from CURRENT up are contiguous (engine/manifest_store.py relies on both).
+
+``indexer.gc_grace_secs`` must exceed the longest query, upload and pause a node may survive, plus
+clock skew; production deployments use an hour, tests a second or two.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from lagoon import metrics
+from lagoon.config import Settings
+from lagoon.engine import manifest_store
+from lagoon.engine.components import Components
+from lagoon.engine.indexer import store_time_ms
+from lagoon.engine.manifest_store import ManifestConflict
+from lagoon.format.keys import NamespaceKeys, parse_manifest_version, parse_wal_seq
+from lagoon.format.manifest import Manifest
+from lagoon.logs import log_event
+from lagoon.storage.base import ObjectNotFound, ObjectStore
+
+log = logging.getLogger("lagoon.gc")
+
+DEFAULT_RETAIN_VERSIONS = 10
+DELETE_BATCH = 256
+DELETE_PARALLELISM = 16
+COMMIT_ATTEMPTS = 8
+
+
+@dataclass
+class GcOutcome:
+    deleted: int = 0  # objects deleted
+    version: int | None = None  # manifest version committed (records dropped), if any
+    more_later: bool = False  # something will become deletable later: run again after a while
+    pending: int = 0  # pending_delete records left in the latest manifest
+
+
+def _ms(meta_time: Any) -> int:
+    return int(meta_time.timestamp() * 1000)
+
+
+def _record_segment(r: dict[str, Any]) -> str | None:
+    seg = r.get("segment")
+    if isinstance(seg, str):
+        return seg
+    prefix = r.get("prefix")
+    if isinstance(prefix, str) and prefix.startswith("seg/"):
+        return prefix[4:].strip("/") or None
+    return None
+
+
+def _record_wal(r: dict[str, Any]) -> int | None:
+    w = r.get("wal_through")
+    return w if isinstance(w, int) and not isinstance(w, bool) else None
+
+
+class ManifestCache:
+    """Decoded manifest versions by (namespace root, version): they are immutable."""
+
+    def __init__(self, max_entries: int = 4096) -> None:
+        self._items: dict[tuple[str, int], Manifest] = {}
+        self.max_entries = max_entries
+
+    async def get(self, store: ObjectStore, keys: NamespaceKeys, version: int) -> Manifest | None:
+        hit = self._items.get((keys.root, version))
+        if hit is not None:
+            return hit
+        try:
+            m = await manifest_store.read_version(store, keys, version)
+        except ObjectNotFound:
+            return None
+        if len(self._items) >= self.max_entries:
+            self._items.clear()
+        self._items[(keys.root, version)] = m
+        return m
+
+    def forget_below(self, keys: NamespaceKeys, version: int) -> None:
+        for k in [k for k in self._items if k[0] == keys.root and k[1] < version]:
+            del self._items[k]
+
+
+async def _delete_all(store: ObjectStore, keys_to_delete: Iterable[str]) -> int:
+    sem = asyncio.Semaphore(DELETE_PARALLELISM)
+    todo = list(keys_to_delete)
+
+    async def one(key: str) -> None:
+        async with sem:
+            await store.delete(key)
+
+    await asyncio.gather(*(one(k) for k in todo))
+    metrics.GC_DELETED_OBJECTS.inc(len(todo))
+    return len(todo)
+
+
+def _batches(items: list[str], size: int = DELETE_BATCH) -> Iterable[list[str]]:
+    for i in range(0, len(items), size):
+        yield items[i : i + size]
+
+
+async def collect_garbage(
+    store: ObjectStore,
+    keys: NamespaceKeys,
+    settings: Settings,
+    components: Components,
+    *,
+    retain_versions: int = DEFAULT_RETAIN_VERSIONS,
+    cache: ManifestCache | None = None,
+) -> GcOutcome:
+    """One GC pass over ``keys`` (see the module docstring)."""
+    if retain_versions < 1:
+        raise ValueError("retain_versions must be >= 1")
+    cache = cache or ManifestCache()
+    fp = components.failpoints
+    grace_ms = int(settings.indexer.gc_grace_secs * 1000)
+    out = GcOutcome()
+
+    # 1. The store's clock first: every age below is compared with this earlier reading.
+    now = await store_time_ms(store)
+    latest = await manifest_store.read_latest(store, keys)
+    if latest is None:
+        return out
+
+    # 2. Manifest versions: which are retained, and the segments they reference.
+    version_time: dict[int, int] = {}
+    async for meta in store.list(keys.manifest_prefix):
+        v = parse_manifest_version(meta.key)
+        if v is not None:
+            version_time[v] = _ms(meta.last_modified)
+    newest_kept = latest.version - retain_versions + 1
+    retained: set[int] = set()
+    old_versions: list[int] = []
+    for v, created in version_time.items():
+        if v >= newest_kept:
+            retained.add(v)
+            continue
+        superseded = version_time.get(v + 1, created)  # no successor: a leftover, age by itself
+        if superseded + grace_ms >= now:
+            retained.add(v)
+            out.more_later = True
+        else:
+            old_versions.append(v)
+    referenced: set[str] = {s.id for s in latest.segments}
+    for v in sorted(retained):
+        m = latest if v == latest.version else await cache.get(store, keys, v)
+        if m is not None:
+            referenced.update(s.id for s in m.segments)
+    cache.forget_below(keys, min(retained, default=latest.version))
+
+    # 3. Pending records past grace (from logical removal, on the store's clock).
+    def removal_ms(r: dict[str, Any]) -> int:
+        t = int(r.get("removed_at", 0) or 0)
+        v = r.get("removed_at_version")
+        if isinstance(v, int) and v in version_time:
+            t = max(t, version_time[v])
+        return t
+
+    pending_ids = {sid for r in latest.pending_delete if (sid := _record_segment(r)) is not None}
+    eligible = [r for r in latest.pending_delete if removal_ms(r) + grace_ms < now]
+    if len(eligible) < len(latest.pending_delete):
+        out.more_later = True
+    seg_records = [r for r in eligible if _record_segment(r) is not None]
+    wal_records = [r for r in eligible if _record_wal(r) is not None]
+    pending_doomed = {sid for r in seg_records if (sid := _record_segment(r)) not in referenced and sid}
+    if any(_record_segment(r) in referenced for r in seg_records):
+        out.more_later = True  # a retained version still lists it: later
+
+    # 4. Segment files: pending ones past grace, and orphans past grace.
+    files: dict[str, list[str]] = {}
+    newest_file: dict[str, int] = {}
+    async for meta in store.list(keys.segment_prefix):
+        seg_id = meta.key[len(keys.segment_prefix) :].split("/", 1)[0]
+        files.setdefault(seg_id, []).append(meta.key)
+        newest_file[seg_id] = max(newest_file.get(seg_id, 0), _ms(meta.last_modified))
+    orphans: set[str] = set()
+    for seg_id, newest in newest_file.items():
+        if seg_id in referenced or seg_id in pending_ids:
+            continue
+        if newest + grace_ms < now:
+            orphans.add(seg_id)
+        else:
+            out.more_later = True
+
+    # 5. Delete, re-validating against the latest manifest before every batch.
+    view: Manifest = latest
+
+    async def revalidate() -> Manifest:
+        # Ages were judged on the clock reading of step 1, taken before this read: that is the
+        # order point 3 of the module docstring needs; a later reading could only add candidates.
+        nonlocal view
+        fresh = await manifest_store.read_latest(store, keys, view)
+        view = fresh or view  # the newest versions are never deleted: fresh is never None
+        return view
+
+    done_records: list[dict[str, Any]] = []
+    seg_ids = sorted(pending_doomed | orphans)
+    for batch_ids in [seg_ids[i : i + 64] for i in range(0, len(seg_ids), 64)]:
+        m = await revalidate()
+        live = {s.id for s in m.segments}
+        still_pending = {sid: r for r in m.pending_delete if (sid := _record_segment(r)) is not None}
+        allowed = [
+            sid
+            for sid in batch_ids
+            if sid not in live
+            and (
+                (sid in pending_doomed and sid in still_pending)
+                or (sid in orphans and sid not in still_pending)
+            )
+        ]
+        fp.hit("gc.before_delete")
+        for chunk in _batches([k for sid in allowed for k in files.get(sid, [])]):
+            out.deleted += await _delete_all(store, chunk)
+        done_records += [r for r in seg_records if _record_segment(r) in allowed]
+    # Records of pending segments whose files are all gone already (deleted by an earlier pass).
+    done_records += [
+        r for r in seg_records if _record_segment(r) in pending_doomed and _record_segment(r) not in files
+    ]
+
+    if wal_records:
+        through = max(w for r in wal_records if (w := _record_wal(r)) is not None)
+        m = await revalidate()
+        through = min(through, m.indexed_through)
+        doomed_wal = []
+        async for meta in store.list(keys.wal_prefix):
+            seq = parse_wal_seq(meta.key)
+            if seq is None:
+                continue
+            if seq > through:
+                break
+            doomed_wal.append(meta.key)
+        fp.hit("gc.before_delete")
+        for chunk in _batches(doomed_wal):
+            out.deleted += await _delete_all(store, chunk)
+        done_records += [r for r in wal_records if (_record_wal(r) or 0) <= through]
+
+    if old_versions:
+        m = await revalidate()
+        hint = await manifest_store.advance_hint(store, keys, m.version)
+        doomed_versions = sorted(v for v in old_versions if v < min(hint, m.version - retain_versions + 1))
+        fp.hit("gc.before_delete")
+        for v in doomed_versions:  # oldest first, one at a time: the surviving versions stay contiguous
+            await store.delete(keys.manifest(v))
+            metrics.GC_DELETED_OBJECTS.inc()
+            out.deleted += 1
+
+    # 6. Drop the records of what was deleted (a new version; rebasing is fine: it only removes
+    #    records of objects that are gone).
+    if done_records:
+        out.version = await _drop_records(store, keys, components, view, done_records)
+    out.pending = len(view.pending_delete) - (len(done_records) if out.version else 0)
+    if out.deleted:
+        log_event(
+            log,
+            "garbage collected",
+            namespace=keys.root,
+            deleted=out.deleted,
+            version=out.version,
+            orphans=len(orphans),
+        )
+    return out
+
+
+async def _drop_records(
+    store: ObjectStore,
+    keys: NamespaceKeys,
+    components: Components,
+    known: Manifest,
+    records: list[dict[str, Any]],
+) -> int | None:
+    base: Manifest | None = known
+    for _ in range(COMMIT_ATTEMPTS):
+        base = await manifest_store.read_latest(store, keys, base)
+        if base is None:
+            return None
+        kept = tuple(r for r in base.pending_delete if r not in records)
+        if len(kept) == len(base.pending_delete):
+            return None
+        new = manifest_store.next_version(base, components, pending_delete=kept)
+        try:
+            await manifest_store.commit(store, keys, new)
+        except ManifestConflict:
+            continue
+        return new.version
+    return None
+
+
+__all__ = ["DEFAULT_RETAIN_VERSIONS", "GcOutcome", "ManifestCache", "collect_garbage"]

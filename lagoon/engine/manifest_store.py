@@ -1,0 +1,199 @@
+"""Committing and finding manifest versions: the indexer's, compactor's and GC's only CAS.
+
+Commit protocol (``commit``):
+
+1. ``manifest/{base+1}`` is created with create-if-absent. Success is the commit; ``AlreadyExists``
+   means another committer won the version (``ManifestConflict``): the caller reloads and decides
+   again — a compaction aborts, an index build is simply redone later. Ambiguous outcomes are
+   settled by the retrying store reading the key back (every version holds a fresh nonce).
+2. ``manifest/CURRENT`` (a hint) is advanced *monotonically*: HEAD + GET it, and replace it with
+   ``IfMatch(etag)`` only if it holds a lower version. A plain PUT would let a committer that paused
+   between steps 1 and 2 move the hint backwards, possibly below versions GC has deleted since —
+   readers would then start from a missing version.
+3. Lineage check. Old versions are deleted by GC, so create-if-absent alone cannot stop a zombie
+   whose base is ancient from *re*-creating a deleted version number (a fork nobody else reads).
+   After step 1: if the hint is at most our version, nothing above us existed, so no version we
+   could collide with was ever deleted (GC advances the hint past everything it deletes, below).
+   If the hint is higher, the next version must name our nonce as its parent
+   (``stats.parent_nonce``); otherwise our version is a fork, and ``commit`` reports a conflict.
+
+Finding the latest version (``read_latest``): start at ``max(known, CURRENT)`` and probe
+``ver+1, ver+2, ...`` until a 404. GC keeps this sound: before deleting any manifest version it
+advances CURRENT to the latest version it read, and it deletes only versions below that, oldest
+first. So CURRENT never points below the lowest surviving version, and the versions from CURRENT up
+to the latest are all present: the probe cannot stop early at a hole.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from typing import Any
+
+from lagoon.engine.components import Components
+from lagoon.errors import DataCorruption
+from lagoon.format.keys import NamespaceKeys, parse_manifest_version
+from lagoon.format.manifest import Manifest, decode_manifest, encode_manifest
+from lagoon.logs import log_event
+from lagoon.storage.base import (
+    AlreadyExists,
+    IfMatch,
+    ObjectNotFound,
+    ObjectStore,
+    PreconditionFailed,
+    PutMode,
+    StorageError,
+)
+
+log = logging.getLogger("lagoon.manifest")
+
+PARENT_NONCE = "parent_nonce"
+_HINT_ATTEMPTS = 16
+
+
+class ManifestConflict(Exception):
+    """The version was taken by another committer (or our version is an unreachable fork)."""
+
+
+async def read_version(store: ObjectStore, keys: NamespaceKeys, version: int) -> Manifest:
+    """One manifest version, verified. Raises ObjectNotFound."""
+    key = keys.manifest(version)
+    m = decode_manifest(await store.get(key), what=key)
+    if m.version != version:
+        raise DataCorruption(f"{key}: holds version {m.version}")
+    return m
+
+
+async def read_hint(store: ObjectStore, keys: NamespaceKeys) -> int:
+    """The version CURRENT names, 0 if it is missing or unreadable (it is only a hint)."""
+    try:
+        raw = await store.get(keys.current)
+    except ObjectNotFound:
+        return 0
+    return _parse_hint(raw)
+
+
+def _parse_hint(raw: bytes) -> int:
+    try:
+        return max(0, int(raw.decode().strip() or 0))
+    except (ValueError, UnicodeDecodeError):
+        return 0
+
+
+async def list_versions(store: ObjectStore, keys: NamespaceKeys) -> list[int]:
+    """Every manifest version present, ascending (one LIST)."""
+    out = []
+    async for meta in store.list(keys.manifest_prefix):
+        v = parse_manifest_version(meta.key)
+        if v is not None:
+            out.append(v)
+    return sorted(out)
+
+
+async def read_latest(
+    store: ObjectStore, keys: NamespaceKeys, known: Manifest | None = None
+) -> Manifest | None:
+    """The latest manifest version (None if the namespace has none), from ``max(known, CURRENT)``."""
+    m = known
+    hint = await read_hint(store, keys)
+    if hint > (m.version if m else 0):
+        try:
+            m = await read_version(store, keys, hint)
+        except ObjectNotFound:
+            # Cannot happen while CURRENT only moves forward and GC deletes below it; recover anyway.
+            versions = await list_versions(store, keys)
+            if versions and versions[-1] > (m.version if m else 0):
+                m = await read_version(store, keys, versions[-1])
+    version = m.version if m else 0
+    while True:
+        try:
+            nxt = await read_version(store, keys, version + 1)
+        except ObjectNotFound:
+            return m
+        m, version = nxt, nxt.version
+
+
+def next_version(base: Manifest | None, components: Components, **changes: Any) -> Manifest:
+    """A new manifest on top of ``base``: version+1, fresh nonce, parent link, ``changes`` applied."""
+    stats = dict(changes.pop("stats", None) or (base.stats if base else {}))
+    stats[PARENT_NONCE] = base.nonce if base else ""
+    fields: dict[str, Any] = {
+        "version": (base.version if base else 0) + 1,
+        "nonce": components.nonce().hex(),
+        "created_at_ms": components.clock.now_ms(),
+        "writer": components.node_id,
+        "stats": stats,
+    }
+    if base is None:
+        return Manifest(**fields, **changes)
+    return dataclasses.replace(base, **fields, **changes)
+
+
+async def advance_hint(store: ObjectStore, keys: NamespaceKeys, version: int) -> int:
+    """Make CURRENT name at least ``version``; returns the version it names afterwards."""
+    data = str(version).encode()
+    for _ in range(_HINT_ATTEMPTS):
+        try:
+            meta = await store.head(keys.current)
+        except ObjectNotFound:
+            try:
+                await store.put(keys.current, data, PutMode.CREATE)
+                return version
+            except AlreadyExists:
+                continue
+        try:
+            current = _parse_hint(await store.get(keys.current))
+        except ObjectNotFound:
+            continue
+        if current >= version:
+            return current
+        if meta.etag is None:  # a store without etags: best effort
+            await store.put(keys.current, data)
+            return version
+        try:
+            await store.put(keys.current, data, IfMatch(meta.etag))
+            return version
+        except PreconditionFailed:
+            continue
+    return await read_hint(store, keys)
+
+
+async def commit(store: ObjectStore, keys: NamespaceKeys, manifest: Manifest) -> None:
+    """Create ``manifest`` at its version (see the module docstring). Raises ManifestConflict."""
+    try:
+        await store.put(keys.manifest(manifest.version), encode_manifest(manifest), PutMode.CREATE)
+    except AlreadyExists:
+        raise ManifestConflict(f"{keys.manifest(manifest.version)} already exists") from None
+    try:
+        hint = await advance_hint(store, keys, manifest.version)
+    except StorageError as e:
+        # The version is committed; only the hint lags (readers probe past it). The lineage check
+        # needs the hint, so it is skipped: it matters only after a pause longer than the grace.
+        log_event(log, "could not advance CURRENT", level=logging.WARNING, key=keys.current, error=str(e))
+        return
+    if hint > manifest.version and not await _successor_names(store, keys, manifest):
+        raise ManifestConflict(
+            f"{keys.manifest(manifest.version)} was re-created after GC deleted it (CURRENT is {hint}): "
+            "the commit is an unreachable fork"
+        )
+
+
+async def _successor_names(store: ObjectStore, keys: NamespaceKeys, manifest: Manifest) -> bool:
+    try:
+        successor = await read_version(store, keys, manifest.version + 1)
+    except ObjectNotFound:
+        return False
+    return bool(successor.stats.get(PARENT_NONCE) == manifest.nonce)
+
+
+__all__ = [
+    "PARENT_NONCE",
+    "ManifestConflict",
+    "advance_hint",
+    "commit",
+    "list_versions",
+    "next_version",
+    "read_hint",
+    "read_latest",
+    "read_version",
+]

@@ -1,0 +1,10 @@
+"""Fixtures of the lifecycle tests (indexer, compactor, GC, queue, worker)."""
+
+from __future__ import annotations
+
+import pytest
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
