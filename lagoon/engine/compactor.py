@@ -131,16 +131,25 @@ async def compact_namespace(
     *,
     segment_io: SegmentIO | None = None,
     base: Manifest | None = None,
+    full: bool = False,
 ) -> CompactionOutcome:
-    """Run at most one compaction on ``keys`` (see the module docstring)."""
+    """Run at most one compaction on ``keys`` (see the module docstring). ``full`` merges every
+    segment into one (a major compaction) regardless of levels."""
     seg_io = segment_io or SegmentIO(store, settings.cache)
     base = base or await manifest_store.read_latest(store, keys)
     if base is None:
         return CompactionOutcome("idle", 0)
-    inputs = pick_inputs(base.segments, settings.indexer.compaction_fanin)
+    if full:
+        inputs = (
+            sorted(base.segments, key=lambda s: (s.seq_from, s.seq_to, s.id))
+            if len(base.segments) > 1
+            else []
+        )
+    else:
+        inputs = pick_inputs(base.segments, settings.indexer.compaction_fanin)
     if not inputs:
         return CompactionOutcome("idle", base.version)
-    level = inputs[0].level
+    level = max(s.level for s in inputs) if full else inputs[0].level
     input_ids = tuple(s.id for s in inputs)
     metrics.COMPACTION_RUNNING.inc()
     try:
