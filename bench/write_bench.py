@@ -97,10 +97,10 @@ async def run_case(store: Any, label: str, size: int, writers: int, seconds: flo
 
 
 def moto_store() -> tuple[Any, Any]:
+    import logging
+
     import boto3
     from moto.server import ThreadedMotoServer
-
-    import logging
 
     logging.getLogger("werkzeug").setLevel(logging.ERROR)  # moto's access log
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)

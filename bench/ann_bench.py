@@ -1,0 +1,429 @@
+"""ANN benchmark: a Lagoon segment's IVF against faiss IndexIVFFlat and LanceDB (embedded), same data,
+same run.
+
+Data: N × 128 calibrated clustered vectors (tests/segment/data.py: 1,000 latent clusters, unit
+norm, cosine) and held-out queries from the same distribution; ground truth = exact top-k.
+
+Phases: (1) build each index (Lagoon: ``build_segment`` + ``SegmentReader.from_files``; faiss:
+train + add; LanceDB: create table + IVF_FLAT index), (2) tune each system to the smallest probe
+count whose recall@k is >= 0.95 on the queries (binary search over a sweep), (3) time warm single
+queries, one at a time, 1 thread (numpy's OpenBLAS, faiss's OpenMP and Lance's CPU pool all limited
+to one thread), **interleaved**: query i runs on every system before query i+1, so the noise of a
+shared CPU hits every system alike. Lagoon is also timed at its default, self-calibrated adaptive
+nprobe (what a query gets without tuning), unfiltered and with random filter masks (``--filters``;
+recall against the exact filtered top-k; the mask is given, its evaluation is not timed).
+
+Every IVF uses nlist = round(4·√N) and trains on the same budget (<= 100k points, 12 k-means
+iterations); Lagoon and faiss even get the same sample and seed, hence the same clustering, so
+their rows compare search paths only. LanceDB runs in subprocesses (started first) because its thread pool is fixed
+at start: one builds with default threads, one serves queries with LANCE_CPU_THREADS=1 (latency is
+measured inside it, without the pipe).
+
+    .venv/bin/python bench/ann_bench.py [--n 1000000] [--nq 500] [--systems lagoon,faiss,lancedb]
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import glob
+import json
+import os
+import random
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from tests.segment.data import exact_topk, queries, vectors  # noqa: E402
+
+DIM = 128
+TARGET = 0.95
+SWEEP = [4, 8, 12, 16, 24, 32, 48, 64, 96, 128, 160, 192, 224, 256, 320, 384, 512, 768, 1024]
+WARMUP = 50
+
+Search = Callable[[int], tuple[np.ndarray, float]]  # query index -> (ids, latency ms)
+
+
+# --------------------------------------------------------------------------------------------- threads
+
+
+def _openblas() -> Any:
+    import numpy
+
+    for lib in glob.glob(str(Path(numpy.__file__).parent.parent / "numpy.libs" / "libscipy_openblas*.so")):
+        handle = ctypes.CDLL(lib)
+        for name in ("scipy_openblas_set_num_threads64_", "openblas_set_num_threads"):
+            if hasattr(handle, name):
+                return getattr(handle, name)
+    print("warning: cannot limit numpy's BLAS threads", file=sys.stderr)
+    return None
+
+
+_SET_BLAS = _openblas()
+
+
+def threads(n: int) -> None:
+    """Limit numpy's BLAS and faiss's OpenMP (this thread) to ``n`` threads."""
+    import faiss
+
+    if _SET_BLAS is not None:
+        _SET_BLAS(ctypes.c_int(n))
+    faiss.omp_set_num_threads(n)
+
+
+# --------------------------------------------------------------------------------------------- helpers
+
+
+def recall(found: list[np.ndarray], truth: np.ndarray) -> float:
+    k = truth.shape[1]
+    hits = sum(len(np.intersect1d(np.asarray(f)[:k], t)) for f, t in zip(found, truth, strict=True))
+    return hits / truth.size
+
+
+def tune(make: Callable[[int], Search], nq: int, truth: np.ndarray, limit: int, log: list[str]) -> int:
+    """Smallest sweep value whose recall is >= TARGET (binary search over the sweep)."""
+    values = [v for v in SWEEP if v < limit] + [limit]
+    lo, hi, best = 0, len(values) - 1, values[-1]
+    while lo <= hi:
+        mid = (lo + hi) // 2
+        search = make(values[mid])
+        r = recall([search(i)[0] for i in range(nq)], truth)
+        log.append(f"    nprobe {values[mid]:5d}: recall {r:.4f}")
+        if r >= TARGET:
+            best, hi = values[mid], mid - 1
+        else:
+            lo = mid + 1
+    return best
+
+
+def timed(searches: dict[str, Search], nq: int) -> dict[str, tuple[list[np.ndarray], np.ndarray]]:
+    """Warm up, then run query i on every system before query i + 1."""
+    for i in range(min(WARMUP, nq)):
+        for s in searches.values():
+            s(i)
+    found: dict[str, list[np.ndarray]] = {name: [] for name in searches}
+    lat: dict[str, list[float]] = {name: [] for name in searches}
+    for i in range(nq):
+        for name, s in searches.items():
+            ids, ms = s(i)
+            found[name].append(ids)
+            lat[name].append(ms)
+    return {name: (found[name], np.array(lat[name])) for name in searches}
+
+
+def clock(fn: Callable[[], np.ndarray]) -> tuple[np.ndarray, float]:
+    t0 = time.perf_counter()
+    ids = fn()
+    return ids, (time.perf_counter() - t0) * 1000.0
+
+
+# --------------------------------------------------------------------------------------------- systems
+
+
+class System:
+    name = ""
+    build_s = 0.0
+    index_bytes = 0
+    nlist = 0
+
+    def search(self, nprobe: int | None) -> Search:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        pass
+
+
+class Lagoon(System):
+    name = "lagoon"
+
+    def __init__(self, base: np.ndarray, qs: np.ndarray, k: int) -> None:
+        import pyarrow as pa
+
+        from lagoon.format.wal import OP_COLUMN
+        from lagoon.schema import Schema, apply_schema_update
+        from lagoon.segment import SEQ_COLUMN, SegmentReader, build_segment, new_segment_id
+
+        n = base.shape[0]
+        schema = apply_schema_update(
+            Schema(distance_metric="cosine_distance"), {"id": "uint", "v": f"[{DIM}]f32"}
+        )
+        table = pa.table(
+            {
+                "id": pa.array(np.arange(n, dtype=np.uint64)),
+                SEQ_COLUMN: pa.array(np.ones(n, np.uint64)),
+                OP_COLUMN: pa.array(np.zeros(n, np.uint8)),
+                "v": pa.FixedSizeListArray.from_arrays(pa.array(base.reshape(-1)), DIM),
+            }
+        )
+        threads(2)
+        t0 = time.perf_counter()
+        built = build_segment(
+            table, schema, segment_id=new_segment_id(0, random.Random(0)), level=0, seq_from=1, seq_to=1
+        )
+        self.build_s = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        reader = SegmentReader.from_files(built.ref, built.files, schema)
+        load_s = time.perf_counter() - t0
+        self.index_bytes = built.ref.files["vec.v"]["size"]
+        self.info = built.ref.info["files"]["vec.v"]
+        self.nlist = self.info["clusters"]
+        print(f"  lagoon: build {self.build_s:.1f} s, open {load_s:.2f} s, {self.info}", flush=True)
+        self.src = reader.source(np.ones(n, bool))
+        self.qs, self.k = qs, k
+
+    def search(self, nprobe: int | None, mask: np.ndarray | None = None) -> Search:
+        def run(i: int) -> tuple[np.ndarray, float]:
+            q = self.qs[i]
+            return clock(
+                lambda: self.src.vector_topk(
+                    "v", q, "cosine_distance", self.k, mask, approximate=True, nprobe=nprobe
+                )[0]
+            )
+
+        return run
+
+
+class Faiss(System):
+    name = "faiss IndexIVFFlat"
+
+    def __init__(self, base: np.ndarray, qs: np.ndarray, k: int) -> None:
+        import faiss
+
+        n = base.shape[0]
+        self.nlist = round(4 * np.sqrt(n))
+        threads(2)
+        t0 = time.perf_counter()
+        index = faiss.IndexIVFFlat(faiss.IndexFlatIP(DIM), DIM, self.nlist, faiss.METRIC_INNER_PRODUCT)
+        index.cp.niter = 12
+        index.cp.seed = 1234
+        index.cp.min_points_per_centroid = 1
+        index.cp.max_points_per_centroid = 1 << 30
+        rng = np.random.default_rng(1234)  # the sample Lagoon's builder draws
+        sample = base[np.sort(rng.choice(n, min(n, 64 * self.nlist, 100_000), replace=False))]
+        index.train(sample)
+        index.add(base)
+        self.build_s = time.perf_counter() - t0
+        self.index_bytes = int(faiss.serialize_index(index).nbytes)
+        print(f"  faiss: build {self.build_s:.1f} s, nlist {self.nlist}", flush=True)
+        self.index, self.qs, self.k = index, qs, k
+
+    def search(self, nprobe: int | None) -> Search:
+        import faiss
+
+        params = faiss.SearchParametersIVF(nprobe=nprobe or 1)
+
+        def run(i: int) -> tuple[np.ndarray, float]:
+            q = self.qs[i : i + 1]
+            return clock(lambda: self.index.search(q, self.k, params=params)[1][0])
+
+        return run
+
+
+class Lance(System):
+    """LanceDB in two subprocesses: a builder (default threads) and a query server (1 thread)."""
+
+    name = "lancedb IVF_FLAT"
+
+    def __init__(self, workdir: Path, base: np.ndarray, qs: np.ndarray, k: int) -> None:
+        np.save(workdir / "base.npy", base)
+        np.save(workdir / "queries.npy", qs)
+        self.nlist = round(4 * np.sqrt(base.shape[0]))
+        cmd = [sys.executable, __file__, "--lance-worker", str(workdir), "--k", str(k)]
+        out = subprocess.run([*cmd, "build"], check=True, capture_output=True, text=True)
+        meta = json.loads(out.stdout.strip().splitlines()[-1])
+        self.build_s, self.index_bytes = meta["build_s"], meta["index_bytes"]
+        print(f"  lancedb: build {self.build_s:.1f} s", flush=True)
+        env = {**os.environ, "LANCE_CPU_THREADS": "1"}
+        self.proc = subprocess.Popen(
+            [*cmd, "serve"],
+            env=env,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+        )
+
+    def search(self, nprobe: int | None) -> Search:
+        def run(i: int) -> tuple[np.ndarray, float]:
+            assert self.proc.stdin is not None and self.proc.stdout is not None
+            self.proc.stdin.write(json.dumps({"i": i, "nprobe": nprobe}) + "\n")
+            self.proc.stdin.flush()
+            reply = json.loads(self.proc.stdout.readline())
+            return np.array(reply["ids"], np.int64), float(reply["ms"])
+
+        return run
+
+    def close(self) -> None:
+        if self.proc.stdin is not None:
+            self.proc.stdin.close()
+        self.proc.wait(timeout=60)
+
+
+def lance_worker(workdir: Path, mode: str, k: int) -> None:
+    import lancedb
+    import pyarrow as pa
+    from lancedb.index import IvfFlat
+
+    db = lancedb.connect(str(workdir / "lance"))
+    if mode == "build":
+        base = np.load(workdir / "base.npy")
+        n = base.shape[0]
+        nlist = round(4 * np.sqrt(n))
+        table = pa.table(
+            {
+                "id": pa.array(np.arange(n, dtype=np.int64)),
+                "vector": pa.FixedSizeListArray.from_arrays(pa.array(base.reshape(-1)), DIM),
+            }
+        )
+        t0 = time.perf_counter()
+        tbl = db.create_table("bench", table, mode="overwrite")
+        tbl.create_index(
+            "vector",
+            config=IvfFlat(
+                distance_type="cosine",
+                num_partitions=nlist,
+                max_iterations=12,
+                sample_rate=max(1, min(n, 100_000) // nlist),
+            ),
+        )
+        build_s = time.perf_counter() - t0
+        index_bytes = sum(
+            p.stat().st_size for p in (workdir / "lance").rglob("*") if p.is_file() and "_indices" in p.parts
+        )
+        print(json.dumps({"build_s": build_s, "index_bytes": index_bytes}))
+        return
+    tbl = db.open_table("bench")
+    qs = np.load(workdir / "queries.npy")
+    for line in sys.stdin:
+        req = json.loads(line)
+        q = qs[req["i"]]
+        t0 = time.perf_counter()
+        res = (
+            tbl.search(q, vector_column_name="vector")
+            .distance_type("cosine")
+            .nprobes(req["nprobe"])
+            .limit(k)
+            .select(["id", "_distance"])
+            .to_arrow()
+        )
+        ms = (time.perf_counter() - t0) * 1000.0
+        print(json.dumps({"ids": res.column("id").to_pylist(), "ms": ms}), flush=True)
+
+
+# --------------------------------------------------------------------------------------------- main
+
+
+def report(rows: list[dict[str, Any]], n: int, nq: int, k: int) -> str:
+    rows = sorted(
+        rows, key=lambda r: (not r["system"].startswith("lagoon"), "filter" in r["system"], r["system"])
+    )
+    ref = next((r for r in rows if r["system"] == "lagoon (tuned)"), rows[0])
+    lines = [
+        f"ANN, {n:,} x {DIM} calibrated clustered vectors, cosine, {nq} held-out queries, recall@{k}, "
+        "warm single queries, 1 thread, interleaved",
+        "",
+        "| system | build s | index MB | nprobe | recall@10 | p50 ms | p99 ms | QPS | p50 / Lagoon tuned |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['system']} | {r['build_s']:.1f} | {r['index_bytes'] / 1e6:.1f} | {r['nprobe']} "
+            f"| {r['recall']:.4f} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} | {r['qps']:.0f} "
+            f"| {r['p50_ms'] / ref['p50_ms']:.2f}x |"
+        )
+    return "\n".join(lines)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--n", type=int, default=1_000_000)
+    ap.add_argument("--nq", type=int, default=500)
+    ap.add_argument("--k", type=int, default=10)
+    ap.add_argument("--systems", default="lancedb,lagoon,faiss")
+    ap.add_argument(
+        "--filters", default="0.5,0.1,0.01", help="also time Lagoon with random masks of these selectivities"
+    )
+    ap.add_argument("--json", type=Path, default=None, help="also write the rows here")
+    ap.add_argument("--lance-worker", type=Path, help=argparse.SUPPRESS)
+    ap.add_argument("mode", nargs="?", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.lance_worker:
+        lance_worker(args.lance_worker, args.mode, args.k)
+        return
+    t0 = time.perf_counter()
+    base = vectors(args.n, DIM)
+    qs = queries(args.nq, DIM)
+    threads(2)
+    truth = exact_topk(base, qs, args.k)
+    print(f"data + ground truth: {time.perf_counter() - t0:.1f} s", flush=True)
+    with tempfile.TemporaryDirectory(prefix="ann_bench_") as tmp:
+        systems: list[System] = []
+        for name in args.systems.split(","):
+            if name == "lagoon":
+                systems.append(Lagoon(base, qs, args.k))
+            elif name == "faiss":
+                systems.append(Faiss(base, qs, args.k))
+            elif name == "lancedb":
+                systems.append(Lance(Path(tmp), base, qs, args.k))
+            else:
+                raise SystemExit(f"unknown system {name!r}")
+        threads(1)
+        searches: dict[str, Search] = {}
+        probes: dict[str, str] = {}
+        truths: dict[str, np.ndarray] = {}
+        for s in systems:
+            log: list[str] = []
+            nprobe = tune(s.search, args.nq, truth, s.nlist, log)
+            print(f"{s.name}: tuned nprobe {nprobe}\n" + "\n".join(log), flush=True)
+            if isinstance(s, Lagoon):
+                searches["lagoon (adaptive)"] = s.search(None)
+                probes["lagoon (adaptive)"] = f"{s.info['nprobe']} (auto)"
+                searches["lagoon (tuned)"] = s.search(nprobe)
+                probes["lagoon (tuned)"] = str(nprobe)
+            else:
+                searches[s.name] = s.search(nprobe)
+                probes[s.name] = str(nprobe)
+        for frac in [float(x) for x in args.filters.split(",") if x]:
+            lagoon = next((s for s in systems if isinstance(s, Lagoon)), None)
+            if lagoon is None:
+                break
+            mask = np.random.default_rng(7).random(args.n) < frac
+            label = f"lagoon (adaptive), filter {frac:.0%}"
+            searches[label] = lagoon.search(None, mask)
+            probes[label] = "auto"
+            truths[label] = exact_topk(base, qs, args.k, mask)
+        results = timed(searches, args.nq)
+        by_name = {s.name: s for s in systems}
+        rows = []
+        for label, (found, lat) in results.items():
+            s = by_name["lagoon" if label.startswith("lagoon") else label]
+            rows.append(
+                {
+                    "system": label,
+                    "build_s": round(s.build_s, 1),
+                    "index_bytes": s.index_bytes,
+                    "nprobe": probes[label],
+                    "recall": round(recall(found, truths.get(label, truth)), 4),
+                    "p50_ms": round(float(np.percentile(lat, 50)), 3),
+                    "p99_ms": round(float(np.percentile(lat, 99)), 3),
+                    "qps": round(1000.0 / float(np.mean(lat)), 1),
+                }
+            )
+        for s in systems:
+            s.close()
+    print(report(rows, args.n, args.nq, args.k))
+    if args.json:
+        args.json.write_text(json.dumps(rows, indent=2))
+
+
+if __name__ == "__main__":
+    main()

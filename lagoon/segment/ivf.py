@@ -1,0 +1,594 @@
+"""The IVF vector index of one segment attribute: build (k-means, layout, nprobe calibration),
+the ``vec.<attr>`` file, and search (approximate with adaptive probing, or exact).
+
+Build. The vectors of the rows that have one are clustered with faiss k-means (spherical for
+cosine distance, on unit vectors) into ``k = round(4·√m)`` clusters, or one cluster (flat) below
+``FLAT_BELOW`` vectors; training uses a seeded sample of at most ``min(64·k, 100_000)`` points.
+Every vector is assigned to its nearest centroid and stored in its cluster's block (row ordinals
+ascending, then the vectors in the column's own dtype, f32 or f16), so a cold reader could fetch
+the centroids and then only the probed blocks with ranged reads (each block has its offset,
+length, count and CRC-32C in the table of contents). Then the index measures its own recall: a
+seeded sample of the segment's vectors serve as queries (leave-one-out: the query's own row is
+not a neighbour, which makes a sample point distributed like a fresh query from the same data);
+for K in (10, 100, 1000) the smallest nprobe whose recall@K reaches ``TARGET_RECALL`` is computed
+exactly from the cluster rank of every true neighbour, with no trial searches. The file stores
+the table; nprobe(K=10) is the default.
+
+Search. ``search`` probes the nearest clusters and ranks their candidates exactly (f32 distances,
+then float64 distances for the k returned rows; ties by row = by id). Unfiltered, it probes the
+calibrated nprobe(K = k). With a candidate mask (filter and/or live rows) keeping n_c of the m
+vectors, the top-k among the masked rows are about the top-(k·m/n_c) of all rows if the mask is
+uncorrelated with the vectors, so the search probes clusters in order of centroid distance until
+they hold as many masked candidates as nprobe(K = k·m/n_c) clusters hold on average (log-log
+interpolation in the table; at least 2·k candidates). Counting masked rows per cluster, not
+clusters, also serves masks correlated with the vectors: probing goes on until the masked rows are
+reached. The search widens (×2) when it still finds fewer than k, and scans the masked rows
+exactly instead when the mask keeps at most ``max(2000, 2 % of vectors)`` rows or the probe
+reaches half the clusters. ``exact`` is the brute-force scan (same arithmetic as
+``lagoon.query.live.LiveDocs.vector_topk``).
+
+Invariants: in memory the vectors are kept once, as float32 in cluster order (``cvec``), with
+``cord`` (their row ordinals) and ``row_to_c`` (row -> index in ``cvec`` or -1); arrays are
+read-only after loading, so one index serves concurrent queries. No per-row Python loops: a probe
+gathers the candidate indices of the probed clusters (vectorised), drops masked-out rows, and
+computes their inner products with the query in one faiss kernel call
+(``fvec_inner_products_by_idx``, AVX2, no copy of the rows), run with one OpenMP thread on the
+calling thread (single queries are slower with more). k-means uses faiss with 2 OpenMP threads.
+Pure: no I/O.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from lagoon.errors import DataCorruption, InternalError
+from lagoon.query.live import _exact_dist, topk_smallest
+from lagoon.segment.format import MAGIC_VEC, SectionFile, SectionWriter, align, crc32c_of, gather_runs
+
+FLAT_BELOW = 8192  # fewer vectors than this: a single cluster (exact scan)
+CLUSTERS_PER_SQRT = 4.0
+KMEANS_NITER = 12
+KMEANS_SEED = 1234
+TRAIN_POINTS_PER_CLUSTER = 64
+TRAIN_MAX_POINTS = 100_000
+BUILD_THREADS = 2
+TARGET_RECALL = 0.97
+CALIBRATION_QUERIES = 300
+CALIBRATION_KS = (10, 100, 1000)
+EXACT_BELOW_ROWS = 2000  # masks keeping fewer rows than max(this, fraction · vectors) go exact
+EXACT_BELOW_FRACTION = 0.02
+EXACT_ABOVE_PROBE_FRACTION = 0.5  # probing at least this share of clusters: scan exactly instead
+CANDIDATE_MARGIN = 2.0  # expected masked candidates in the probed clusters >= margin · k
+_GATHER_FRACTION = 0.3
+
+METRICS = ("cosine_distance", "euclidean_squared")
+_DTYPES: dict[str, np.dtype[Any]] = {"f32": np.dtype("<f4"), "f16": np.dtype("<f2")}
+
+
+# --------------------------------------------------------------------------------------------- build
+
+
+@dataclass(frozen=True)
+class BuiltVectors:
+    data: bytes  # the framed vec file
+    summary: dict[str, Any]
+
+
+def build_vec_file(
+    attr: str, matrix: np.ndarray, valid: np.ndarray, *, dtype: str, metric: str, index: bool = True
+) -> BuiltVectors:
+    """The ``vec.<attr>`` file of one vector column. ``matrix`` is (n_rows, dims) in the column's
+    dtype (rows without a vector hold anything); ``valid`` marks the rows that have one. Without
+    ``index`` (ANN disabled for the attribute) the vectors form a single cluster."""
+    if metric not in METRICS:
+        raise InternalError(f"unknown distance metric {metric!r}")
+    if dtype not in _DTYPES:
+        raise InternalError(f"unknown vector dtype {dtype!r}")
+    n_rows, dims = matrix.shape
+    rows = np.flatnonzero(valid).astype(np.int64)
+    m = int(rows.shape[0])
+    orig = np.ascontiguousarray(matrix[rows], dtype=_DTYPES[dtype])
+    x = orig.astype(np.float32, copy=False)  # the clustering space (unit vectors for cosine)
+    cosine = metric == "cosine_distance"
+    if cosine:
+        x = _normalise(x)
+    if m == 0:
+        k = 0
+    elif m < FLAT_BELOW or not index:
+        k = 1
+    else:
+        k = round(CLUSTERS_PER_SQRT * math.sqrt(m))
+    centroids, assign, train_points = _cluster(x, k, spherical=cosine)
+    order = np.lexsort((rows, assign))
+    cord = rows[order]
+    counts = np.bincount(assign, minlength=k).astype(np.int64) if k else np.zeros(0, np.int64)
+    if k > 1:
+        ks, probes, nq = _calibrate(x, assign, centroids, cosine)
+    else:
+        ks, probes, nq = [10], [k], 0
+    del x
+
+    # Cluster blocks: [u32 row ordinals][pad to 64][vectors in the column dtype], 64-aligned.
+    isz = _DTYPES[dtype].itemsize
+    vec_off = _align64(4 * counts)
+    lengths = vec_off + counts * dims * isz
+    offsets = np.zeros(k, np.int64)
+    if k:
+        np.cumsum(_align64(lengths[:-1]), out=offsets[1:])
+    total = int(offsets[-1] + align(int(lengths[-1]))) if k else 0
+    blocks = np.zeros(total, np.uint8)
+    crcs = np.zeros(k, np.uint32)
+    ptr = np.zeros(k + 1, np.int64)
+    np.cumsum(counts, out=ptr[1:])
+    sorted_orig = orig[order]
+    del orig
+    for c in range(k):
+        o, n = int(offsets[c]), int(counts[c])
+        lo, hi = int(ptr[c]), int(ptr[c + 1])
+        blocks[o : o + 4 * n].view(np.uint32)[:] = cord[lo:hi]
+        vo = o + int(vec_off[c])
+        blocks[vo : vo + n * dims * isz].view(_DTYPES[dtype]).reshape(n, dims)[:] = sorted_orig[lo:hi]
+        crcs[c] = crc32c_of(blocks[o : o + int(lengths[c])])
+
+    w = SectionWriter()
+    w.add("centroids", centroids.astype("<f4").reshape(k, dims))
+    w.add("cluster_offset", offsets.astype("<u8"))
+    w.add("cluster_length", lengths.astype("<u8"))
+    w.add("cluster_count", counts.astype("<u4"))
+    w.add("cluster_crc32c", crcs.astype("<u4"))
+    blocks_at = w.add_raw(blocks)
+    nprobe = {
+        "target_recall": TARGET_RECALL,
+        "k": ks,
+        "nprobe": probes,
+        "queries": nq,
+        "default": int(probes[0]),
+    }
+    meta = {
+        "attr": attr,
+        "dims": int(dims),
+        "dtype": dtype,
+        "metric": metric,
+        "n_rows": int(n_rows),
+        "n_vectors": m,
+        "n_clusters": k,
+        "spherical": cosine,
+        "kmeans": {"niter": KMEANS_NITER, "seed": KMEANS_SEED, "train_points": train_points},
+        "nprobe": nprobe,
+        "blocks": {"offset": blocks_at, "length": total},
+    }
+    summary = {
+        "kind": "vec",
+        "attr": attr,
+        "dims": int(dims),
+        "dtype": dtype,
+        "metric": metric,
+        "vectors": m,
+        "clusters": k,
+        "nprobe": nprobe["default"],
+    }
+    return BuiltVectors(w.finish(MAGIC_VEC, meta), summary)
+
+
+def _align64(n: np.ndarray) -> np.ndarray:
+    out: np.ndarray = (n + 63) // 64 * 64
+    return out
+
+
+def _normalise(x: np.ndarray) -> np.ndarray:
+    norms = np.sqrt(np.einsum("ij,ij->i", x, x, dtype=np.float32))
+    norms[norms == 0] = 1.0
+    out: np.ndarray = x / norms[:, None]
+    return out
+
+
+def _cluster(x: np.ndarray, k: int, *, spherical: bool) -> tuple[np.ndarray, np.ndarray, int]:
+    """(centroids f32 (k, d), assignment int64 (m,), training points)."""
+    m, d = x.shape
+    if k == 0:
+        return np.zeros((0, d), np.float32), np.zeros(0, np.int64), 0
+    if k == 1:
+        c = x.mean(axis=0, dtype=np.float64).astype(np.float32)
+        if spherical:
+            norm = float(np.linalg.norm(c))
+            c = c / norm if norm > 0 else c
+        return c.reshape(1, d), np.zeros(m, np.int64), m
+    import faiss
+
+    n_train = min(m, TRAIN_POINTS_PER_CLUSTER * k, TRAIN_MAX_POINTS)
+    rng = np.random.default_rng(KMEANS_SEED)
+    sample = x if n_train == m else x[np.sort(rng.choice(m, n_train, replace=False))]
+    previous = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(BUILD_THREADS)
+    try:
+        km = faiss.Kmeans(
+            d,
+            k,
+            niter=KMEANS_NITER,
+            seed=KMEANS_SEED,
+            spherical=spherical,
+            min_points_per_centroid=1,
+            max_points_per_centroid=1 << 30,
+            verbose=False,
+        )
+        km.train(np.ascontiguousarray(sample, dtype=np.float32))
+        _, assign = km.index.search(np.ascontiguousarray(x, dtype=np.float32), 1)
+        centroids = np.array(km.centroids, dtype=np.float32).reshape(k, d)
+    finally:
+        faiss.omp_set_num_threads(previous)
+    return centroids, assign.reshape(-1).astype(np.int64), n_train
+
+
+def _calibrate(
+    x: np.ndarray, assign: np.ndarray, centroids: np.ndarray, cosine: bool
+) -> tuple[list[int], list[int], int]:
+    """The smallest nprobe reaching TARGET_RECALL for recall@K, K in CALIBRATION_KS (see module doc).
+
+    An IVF search that scans the probed clusters exactly finds a true neighbour iff the neighbour's
+    cluster is among the nprobe nearest clusters of the query, so recall(nprobe) is the share of
+    (query, neighbour) pairs whose cluster rank is below nprobe: a quantile, computed directly.
+    """
+    m = x.shape[0]
+    ks = [kk for kk in CALIBRATION_KS if kk <= m - 1] or [max(1, m - 1)]
+    kmax = ks[-1]
+    rng = np.random.default_rng(KMEANS_SEED + 1)
+    nq = min(CALIBRATION_QUERIES, m)
+    queries = np.sort(rng.choice(m, nq, replace=False))
+    sq = None if cosine else np.einsum("ij,ij->i", x, x)
+    csq = None if cosine else np.einsum("ij,ij->i", centroids, centroids)
+    ranks: list[list[np.ndarray]] = [[] for _ in ks]
+    for lo in range(0, nq, 32):
+        qi = queries[lo : lo + 32]
+        q = x[qi]
+        b = qi.shape[0]
+        dist = q @ x.T
+        if sq is None:
+            np.negative(dist, out=dist)
+        else:
+            dist *= -2.0
+            dist += sq[None, :]
+        dist[np.arange(b), qi] = np.inf  # leave one out
+        part = np.argpartition(dist, kmax - 1, axis=1)[:, :kmax]
+        nb = np.take_along_axis(part, np.argsort(np.take_along_axis(dist, part, axis=1), axis=1), axis=1)
+        cip = q @ centroids.T
+        cdist = -cip if csq is None else csq[None, :] - 2.0 * cip
+        crank = np.empty(cdist.shape, np.int64)
+        np.put_along_axis(
+            crank, np.argsort(cdist, axis=1), np.arange(cdist.shape[1])[None, :].repeat(b, 0), axis=1
+        )
+        r = np.take_along_axis(crank, assign[nb], axis=1)
+        for i, kk in enumerate(ks):
+            ranks[i].append(r[:, :kk].ravel())
+    probes = []
+    for i in range(len(ks)):
+        rs = np.sort(np.concatenate(ranks[i]))
+        need = int(rs[max(0, math.ceil(TARGET_RECALL * rs.shape[0]) - 1)]) + 1
+        probes.append(min(need, centroids.shape[0]))
+    probes = np.maximum.accumulate(np.array(probes, np.int64)).tolist()
+    return ks, [int(p) for p in probes], nq
+
+
+# --------------------------------------------------------------------------------------------- read
+
+
+class VectorIndex:
+    """A loaded ``vec.<attr>`` file: every vector (float32, cluster order) plus the IVF."""
+
+    def __init__(self, sf: SectionFile, n_rows: int) -> None:
+        what = sf.what
+        meta = sf.meta
+        try:
+            self.attr = str(meta["attr"])
+            self.dims = int(meta["dims"])
+            self.dtype = str(meta["dtype"])
+            self.metric = str(meta["metric"])
+            self.n_vectors = int(meta["n_vectors"])
+            self.n_clusters = int(meta["n_clusters"])
+            probe = meta["nprobe"]
+            self.probe_k = np.array(probe["k"], dtype=np.float64)
+            self.probe_n = np.array(probe["nprobe"], dtype=np.float64)
+            self.default_nprobe = int(probe["default"])
+            blocks_at = int(meta["blocks"]["offset"])
+            blocks_len = int(meta["blocks"]["length"])
+            file_rows = int(meta["n_rows"])
+        except (KeyError, TypeError, ValueError) as e:
+            raise DataCorruption(f"{what}: malformed meta ({e!r})") from None
+        if self.dtype not in _DTYPES or self.metric not in METRICS or self.dims < 1:
+            raise DataCorruption(f"{what}: unknown dtype, metric or dims")
+        if file_rows != n_rows:
+            raise DataCorruption(f"{what}: written for {file_rows} rows, the segment has {n_rows}")
+        if self.probe_k.shape != self.probe_n.shape or self.probe_k.size == 0:
+            raise DataCorruption(f"{what}: malformed nprobe table")
+        k, d = self.n_clusters, self.dims
+        self.centroids = np.ascontiguousarray(sf.array("centroids", "<f4").reshape(k, d))
+        offsets = sf.array("cluster_offset", "<u8").astype(np.int64)
+        lengths = sf.array("cluster_length", "<u8").astype(np.int64)
+        counts = sf.array("cluster_count", "<u4").astype(np.int64)
+        if not (offsets.shape == lengths.shape == counts.shape == (k,)):
+            raise DataCorruption(f"{what}: table of contents does not have one entry per cluster")
+        dt = _DTYPES[self.dtype]
+        expect_len = _align64(4 * counts) + counts * d * dt.itemsize
+        if (
+            int(counts.sum()) != self.n_vectors
+            or not np.array_equal(lengths, expect_len)
+            or np.any(offsets < 0)
+            or np.any(offsets + lengths > blocks_len)
+        ):
+            raise DataCorruption(f"{what}: table of contents is inconsistent")
+        region = sf.region(blocks_at, blocks_len)
+        m = self.n_vectors
+        self.list_ptr = np.zeros(k + 1, np.int64)
+        np.cumsum(counts, out=self.list_ptr[1:])
+        self.sizes = counts
+        cord = np.empty(m, np.int64)
+        cvec = np.empty((m, d), np.float32)
+        for c in range(k):
+            o, n = int(offsets[c]), int(counts[c])
+            lo = int(self.list_ptr[c])
+            cord[lo : lo + n] = region[o : o + 4 * n].view("<u4")
+            vo = o + align(4 * n)
+            cvec[lo : lo + n] = region[vo : vo + n * d * dt.itemsize].view(dt).reshape(n, d)
+        if m and (int(cord.min()) < 0 or int(cord.max()) >= n_rows):
+            raise DataCorruption(f"{what}: row ordinal out of range")
+        row_to_c = np.full(n_rows, -1, np.int64)
+        row_to_c[cord] = np.arange(m, dtype=np.int64)
+        if m and int(np.count_nonzero(row_to_c >= 0)) != m:
+            raise DataCorruption(f"{what}: a row has two vectors")
+        self.row_cluster = np.full(n_rows, k, np.intp)  # cluster of each row; k: no vector
+        self.row_cluster[cord] = np.repeat(np.arange(k, dtype=np.intp), counts)
+        self.row_cluster.setflags(write=False)
+        self.cord = cord
+        self.cvec = cvec
+        self.row_to_c = row_to_c
+        self.valid = row_to_c >= 0
+        for a in (
+            self.cord,
+            self.cvec,
+            self.row_to_c,
+            self.valid,
+            self.list_ptr,
+            self.sizes,
+        ):
+            a.setflags(write=False)
+        if self.metric == "cosine_distance":
+            norms = np.sqrt(np.einsum("ij,ij->i", cvec, cvec, dtype=np.float32))
+            inv = np.zeros_like(norms)
+            np.divide(1.0, norms, out=inv, where=norms > 0)
+            self.aux = inv
+            self.centroid_sq = np.zeros(k, np.float32)
+        else:
+            self.aux = np.einsum("ij,ij->i", cvec, cvec, dtype=np.float32)
+            self.centroid_sq = np.einsum("ij,ij->i", self.centroids, self.centroids, dtype=np.float32)
+
+    # ------------------------------------------------------------------------------------- rows
+
+    @property
+    def nbytes(self) -> int:
+        return int(self.cvec.nbytes + self.cord.nbytes + self.row_to_c.nbytes + self.centroids.nbytes)
+
+    def rows_matrix(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(float32 (len(rows), dims) with zeros where a row has no vector, bool valid)."""
+        idx = self.row_to_c[rows]
+        valid = idx >= 0
+        out = np.zeros((rows.shape[0], self.dims), np.float32)
+        out[valid] = self.cvec[idx[valid]]
+        return out, valid
+
+    # ------------------------------------------------------------------------------------- search
+
+    def candidates(self, cand: np.ndarray) -> np.ndarray:
+        """Indices into ``cvec`` of the rows ``cand`` (bool over rows) keeps that have a vector,
+        in row order. O(rows) to scan the mask, then O(kept)."""
+        cidx = self.row_to_c[np.flatnonzero(cand)]
+        out: np.ndarray = cidx[cidx >= 0]
+        return out
+
+    def exact(
+        self,
+        query: np.ndarray,
+        metric: str,
+        k: int,
+        cand: np.ndarray | None,
+        *,
+        cidx: np.ndarray | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Exact top-``k`` rows among ``cand`` (bool over rows; None = all rows with a vector):
+        (rows int64, float64 distances), ascending, ties by row. ``cidx`` = ``candidates(cand)``
+        when the caller has it."""
+        q = np.ascontiguousarray(query, dtype=np.float32).reshape(-1)
+        m = self.n_vectors
+        if cand is not None and cidx is None:
+            cidx = self.candidates(cand)
+        n_cand = m if cidx is None else int(cidx.shape[0])
+        if n_cand == 0 or k <= 0:
+            return np.empty(0, np.int64), np.empty(0, np.float64)
+        if cidx is not None and n_cand < _GATHER_FRACTION * m:
+            idx = np.sort(cidx)  # memory order: the rows are read front to back
+            dist = self._dist(q, metric, idx)
+            top = topk_smallest(dist, self.cord[idx], min(k, n_cand))
+            return self._finish(idx[top], q, metric)
+        dist = self._dist(q, metric, None)
+        if cidx is not None:
+            keep = np.zeros(m, dtype=bool)
+            keep[cidx] = True
+            dist[~keep] = np.inf
+        top = topk_smallest(dist, self.cord, min(k, n_cand))
+        return self._finish(top, q, metric)
+
+    def cluster_counts(self, cand: np.ndarray) -> np.ndarray:
+        """int64[n_clusters]: rows of each cluster that ``cand`` (bool over rows) keeps. One
+        sequential pass over the mask and the per-row cluster ids."""
+        kept = self.row_cluster.take(np.flatnonzero(cand))  # (a boolean compress is slower)
+        counts: np.ndarray = np.bincount(kept, minlength=self.n_clusters + 1)
+        return counts[: self.n_clusters]
+
+    def search(
+        self,
+        query: np.ndarray,
+        metric: str,
+        k: int,
+        cand: np.ndarray | None,
+        *,
+        nprobe: int | None = None,
+        cand_counts: np.ndarray | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Approximate top-``k`` rows among ``cand`` (bool over rows, None = all) by probing
+        clusters (see the module docstring). ``cand_counts`` = ``cluster_counts(cand)`` when the
+        caller has it cached; ``nprobe`` forces a fixed number of probed clusters (no adaptation,
+        no exact fallback)."""
+        q = np.ascontiguousarray(query, dtype=np.float32).reshape(-1)
+        m = self.n_vectors
+        ncl = self.n_clusters
+        if k <= 0 or m == 0:
+            return np.empty(0, np.int64), np.empty(0, np.float64)
+        if metric != self.metric or ncl <= 1:
+            return self.exact(q, metric, k, cand)
+        cdist = self._centroid_dist(q, metric)
+        if nprobe is not None:
+            probe = self._nearest(cdist, max(1, min(int(nprobe), ncl)))
+            return self._finish(self._probe(q, metric, k, cand, probe), q, metric)
+        if cand is None:
+            counts, n_cand = self.sizes, m
+        else:
+            counts = self.cluster_counts(cand) if cand_counts is None else cand_counts
+            n_cand = int(counts.sum())
+            if n_cand == 0:
+                return np.empty(0, np.int64), np.empty(0, np.float64)
+            if n_cand <= max(EXACT_BELOW_ROWS, EXACT_BELOW_FRACTION * m):
+                return self.exact(q, metric, k, cand)
+        # Probe the nearest clusters until they hold the masked candidates that nprobe(k·m/n_cand)
+        # clusters hold on average (and >= margin·k): a filter uncorrelated with the vectors gets
+        # the calibrated nprobe; a correlated one keeps probing until its rows are reached.
+        calibrated = self.nprobe_for(k * m / n_cand)
+        want = min(k, n_cand)
+        if cand is None:  # unfiltered: exactly the calibrated nprobe
+            sel = self._probe(q, metric, k, None, self._nearest(cdist, calibrated))
+            if sel.shape[0] >= want or calibrated >= ncl:
+                return self._finish(sel, q, metric)
+        target = max(CANDIDATE_MARGIN * k, calibrated * n_cand / ncl)
+        order = np.argsort(cdist)
+        reach = int(np.searchsorted(np.cumsum(counts[order]), target)) + 1
+        if cand is None:
+            reach = max(reach, 2 * calibrated)
+        while True:
+            if reach >= EXACT_ABOVE_PROBE_FRACTION * ncl:
+                return self.exact(q, metric, k, cand)
+            sel = self._probe(q, metric, k, cand, order[:reach])
+            if sel.shape[0] >= want:
+                return self._finish(sel, q, metric)
+            reach *= 2
+
+    def nprobe_for(self, k_eff: float) -> int:
+        """nprobe from the build-time table for an effective recall depth ``k_eff`` (log-log)."""
+        ks, ps = self.probe_k, np.maximum(self.probe_n, 1.0)
+        if ks.size == 1 or k_eff <= ks[0]:
+            p = float(ps[0])
+        elif k_eff >= ks[-1]:  # extrapolate the last segment of the log-log curve
+            slope = math.log(ps[-1] / ps[-2]) / math.log(ks[-1] / ks[-2])
+            p = float(ps[-1]) * (k_eff / float(ks[-1])) ** slope
+        else:
+            p = math.exp(float(np.interp(math.log(k_eff), np.log(ks), np.log(ps))))
+        return max(1, min(self.n_clusters, math.ceil(p)))
+
+    def _centroid_dist(self, q: np.ndarray, metric: str) -> np.ndarray:
+        ip: np.ndarray = self.centroids @ self._query_vector(q, metric)
+        if metric == "cosine_distance":
+            return -ip
+        out: np.ndarray = self.centroid_sq - np.float32(2.0) * ip
+        return out
+
+    @staticmethod
+    def _query_vector(q: np.ndarray, metric: str) -> np.ndarray:
+        """The vector the candidates are multiplied with: the unit query for cosine."""
+        if metric == "cosine_distance":
+            qn = float(np.linalg.norm(q))
+            if qn > 0:
+                return np.ascontiguousarray(q / np.float32(qn), dtype=np.float32)
+        return q
+
+    @staticmethod
+    def _nearest(cdist: np.ndarray, nprobe: int) -> np.ndarray:
+        if nprobe >= cdist.shape[0]:
+            return np.arange(cdist.shape[0])
+        out: np.ndarray = np.argpartition(cdist, nprobe - 1)[:nprobe]
+        return out
+
+    def _probe(
+        self, q: np.ndarray, metric: str, k: int, cand: np.ndarray | None, probe: np.ndarray
+    ) -> np.ndarray:
+        """Cluster-order indices of the best ``k`` candidates (kept by ``cand``) of the clusters
+        ``probe``, best first (f32 distances, ties by row)."""
+        probe = np.sort(probe)  # ascending cluster = ascending memory: sequential reads
+        starts = self.list_ptr[probe]
+        idx = gather_runs(starts, self.list_ptr[probe + 1] - starts)
+        if cand is not None:
+            idx = idx[cand[self.cord[idx]]]
+        ip = _inner_products(self.cvec, self._query_vector(q, metric), idx)
+        if metric == "cosine_distance":
+            dist = np.float32(1.0) - ip * self.aux[idx]
+        else:
+            dist = self.aux[idx] - np.float32(2.0) * ip + np.float32(np.dot(q, q))
+        top = topk_smallest(dist, self.cord[idx], min(k, idx.shape[0]))
+        out: np.ndarray = idx[top]
+        return out
+
+    def _dist(self, q: np.ndarray, metric: str, idx: np.ndarray | None) -> np.ndarray:
+        """float32 distances to every vector (``idx`` None: one matmul) or to ``cvec[idx]`` (one
+        faiss kernel call, no gather)."""
+        if metric == self.metric:
+            aux = self.aux if idx is None else self.aux[idx]
+        else:
+            m = self.cvec if idx is None else self.cvec[idx]
+            sq = np.einsum("ij,ij->i", m, m, dtype=np.float32)
+            if metric == "cosine_distance":
+                aux = np.zeros_like(sq)
+                np.divide(1.0, np.sqrt(sq), out=aux, where=sq > 0)
+            else:
+                aux = sq
+        qv = self._query_vector(q, metric)
+        ip = self.cvec @ qv if idx is None else _inner_products(self.cvec, qv, idx)
+        if metric == "cosine_distance":
+            return np.float32(1.0) - ip * aux  # type: ignore[no-any-return]
+        if metric == "euclidean_squared":
+            d = aux - np.float32(2.0) * ip + np.float32(np.dot(q, q))
+            np.maximum(d, 0, out=d)
+            return d  # type: ignore[no-any-return]
+        raise InternalError(f"unknown distance metric {metric!r}")
+
+    def _finish(self, sel: np.ndarray, q: np.ndarray, metric: str) -> tuple[np.ndarray, np.ndarray]:
+        rows = self.cord[sel]
+        exact = _exact_dist(self.cvec[sel], q, metric)
+        order = np.lexsort((rows, exact))
+        return rows[order], exact[order]
+
+
+def _inner_products(matrix: np.ndarray, q: np.ndarray, idx: np.ndarray) -> np.ndarray:
+    """float32 ``matrix[idx] @ q`` without gathering the rows: one faiss kernel call (AVX2, on
+    the calling thread: OpenMP is set to 1 thread around it, as single queries run fastest so)."""
+    import faiss
+
+    out = np.empty(idx.shape[0], np.float32)
+    if idx.shape[0] == 0:
+        return out
+    ids = np.ascontiguousarray(idx, dtype=np.int64)
+    previous = faiss.omp_get_max_threads()
+    if previous != 1:
+        faiss.omp_set_num_threads(1)
+    try:
+        faiss.fvec_inner_products_by_idx(  # type: ignore[attr-defined]
+            faiss.swig_ptr(out),
+            faiss.swig_ptr(q),
+            faiss.swig_ptr(matrix),
+            faiss.swig_ptr(ids),
+            matrix.shape[1],
+            1,
+            ids.shape[0],
+        )
+    finally:
+        if previous != 1:
+            faiss.omp_set_num_threads(previous)
+    return out

@@ -1,0 +1,647 @@
+"""Segment reader: the verified, in-memory view of one segment, and the ``DocSource`` over its
+live rows that the query executor (through the composite source) uses.
+
+``SegmentReader.from_files`` checks every file the ``SegmentRef`` lists (size, frame, checksum
+against the manifest) before decoding anything; any mismatch is ``DataCorruption``. The reader is
+immutable and thread-safe: derived structures (postings, filter indexes, columns conformed to the
+current schema) are built at most once, lazily, under a per-key lock. Memory: the ``docs`` Arrow
+table, postings and filter indexes are zero-copy views over the file bytes; the vectors are copied
+once into float32 cluster order (``VectorIndex``), so the ``vec`` file bytes are not retained.
+
+Schema evolution: the reader is opened with the namespace's *current* schema. An attribute the
+segment lacks, or holds with another type (dropped and re-added), reads as null; a full-text
+attribute whose analysis options changed since the build is re-tokenised from the ``docs`` column
+instead of using the stale postings; a vector attribute whose dims/dtype changed reads as null.
+
+``SegmentReader.source(live)`` restricts the segment to the rows the caller computed as live (not
+tombstones, not shadowed by newer parts). Positions of that source are the live rows in row order
+(= id order), so ``id_rank`` is the identity and every per-position array is a row array indexed by
+``rows``. Creating a source is O(rows) in bools and ints: nothing is copied until a query needs it.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from lagoon.errors import DataCorruption, InternalError
+from lagoon.format.manifest import SegmentRef
+from lagoon.format.wal import OP_COLUMN, OP_DELETE
+from lagoon.index.text.analyze import Analyzer, FtsConfig
+from lagoon.index.text.bm25 import (
+    Postings,
+    TermStats,
+    build_postings,
+    contains_all_tokens,
+    contains_any_token,
+    contains_token_sequence,
+    local_stats,
+    score_query,
+)
+from lagoon.query.filters import TOKEN_OPS, And, Condition, Filter, Not, Or
+from lagoon.query.live import VectorMatrix, _dense_rank
+from lagoon.schema import Schema, id_arrow_type
+from lagoon.segment.build import SEQ_COLUMN, fts_config
+from lagoon.segment.filterindex import FilterIndex, indexable
+from lagoon.segment.format import (
+    DOCS_FILE,
+    MAGIC_DOCS,
+    MAGIC_FLT,
+    MAGIC_FTS,
+    MAGIC_VEC,
+    SectionFile,
+    flt_file,
+    fts_file,
+    open_frame,
+    open_sections,
+    vec_file,
+)
+from lagoon.segment.ivf import VectorIndex
+from lagoon.segment.postings import decode_postings
+
+T = TypeVar("T")
+
+_NEGATIVE = {"NotEq": "Eq", "NotIn": "In"}
+_INDEX_OPS = ("Eq", "In", "Lt", "Lte", "Gt", "Gte")
+
+
+class _Cache:
+    """Build-once values keyed by (kind, name); one lock per key."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._key_locks: dict[tuple[str, str], threading.Lock] = {}
+        self._values: dict[tuple[str, str], Any] = {}
+
+    def get(self, kind: str, name: str, build: Callable[[], T]) -> T:
+        key = (kind, name)
+        try:
+            return self._values[key]  # type: ignore[no-any-return]
+        except KeyError:
+            pass
+        with self._lock:
+            lock = self._key_locks.setdefault(key, threading.Lock())
+        with lock:
+            if key not in self._values:
+                self._values[key] = build()
+            return self._values[key]  # type: ignore[no-any-return]
+
+
+@dataclass(frozen=True)
+class SegmentText:
+    """One full-text attribute of a segment: postings over every row (ordinal = row)."""
+
+    attr: str
+    config: FtsConfig
+    analyzer: Analyzer
+    postings: Postings
+    persisted: bool  # False: re-tokenised because the file was missing or built differently
+
+
+def _read_only(a: np.ndarray) -> np.ndarray:
+    a.setflags(write=False)
+    return a
+
+
+class SegmentReader:
+    """An immutable, thread-safe, in-memory view of one segment (see the module docstring)."""
+
+    def __init__(
+        self,
+        ref: SegmentRef,
+        schema: Schema,
+        docs: pa.Table,
+        vectors: dict[str, VectorIndex],
+        fts: dict[str, SectionFile],
+        flt: dict[str, SectionFile],
+    ) -> None:
+        self.ref = ref
+        self.schema = schema
+        self.num_rows = int(docs.num_rows)
+        self._docs = docs
+        self._vectors = vectors
+        self._fts = fts
+        self._flt = flt
+        self._cache = _Cache()
+
+    # ----------------------------------------------------------------------------------- open
+
+    @staticmethod
+    def from_files(ref: SegmentRef, files: dict[str, bytes], schema: Schema) -> SegmentReader:
+        """Verify and open the files of ``ref`` (file name -> bytes as stored)."""
+        seg = f"segment {ref.id}"
+        if DOCS_FILE not in ref.files:
+            raise DataCorruption(f"{seg}: the manifest lists no {DOCS_FILE!r} file")
+        docs: pa.Table | None = None
+        vectors: dict[str, VectorIndex] = {}
+        fts: dict[str, SectionFile] = {}
+        flt: dict[str, SectionFile] = {}
+        sections: list[tuple[str, bytes, SectionFile]] = []
+        for name, expected in sorted(ref.files.items()):
+            what = f"{seg} file {name}"
+            data = files.get(name)
+            if data is None:
+                raise DataCorruption(f"{what}: missing")
+            size, crc = expected.get("size"), expected.get("crc32c")
+            if name == DOCS_FILE:
+                fv = open_frame(data, magic=MAGIC_DOCS, what=what, size=size, crc32c=crc)
+                docs = _read_docs(fv.body(), what, ref.rows)
+            else:
+                kind = name.split(".", 1)[0]
+                magic = {"vec": MAGIC_VEC, "fts": MAGIC_FTS, "flt": MAGIC_FLT}.get(kind)
+                if magic is None:  # a kind this version does not know: verify the frame, ignore it
+                    open_frame(data, magic=data[:4], what=what, size=size, crc32c=crc)
+                    continue
+                sections.append(
+                    (name, magic, open_sections(data, magic=magic, what=what, size=size, crc32c=crc))
+                )
+        if docs is None:  # pragma: no cover - guarded above
+            raise DataCorruption(f"{seg}: no docs file")
+        n = docs.num_rows
+        for name, magic, sf in sections:
+            attr = sf.meta.get("attr")
+            if not isinstance(attr, str):
+                raise DataCorruption(f"{sf.what}: meta names no attribute")
+            if magic == MAGIC_VEC:
+                if name != vec_file(attr):
+                    raise DataCorruption(f"{sf.what}: holds attribute {attr!r}, not the file's")
+                a = schema.attributes.get(attr)
+                if a is not None and a.type.is_vector:  # dropped attributes: verified, not loaded
+                    vectors[attr] = VectorIndex(sf, n)
+            elif magic == MAGIC_FTS:
+                if name != fts_file(attr):
+                    raise DataCorruption(f"{sf.what}: holds attribute {attr!r}, not the file's")
+                fts[attr] = sf
+            else:
+                if name != flt_file(attr):
+                    raise DataCorruption(f"{sf.what}: holds attribute {attr!r}, not the file's")
+                flt[attr] = sf
+        return SegmentReader(ref, schema, docs, vectors, fts, flt)
+
+    # ----------------------------------------------------------------------------------- rows
+
+    def ids(self) -> pa.Array:
+        """The id column in row order (ascending id)."""
+        return self._cache.get("ids", "", lambda: _single(self._docs.column("id")))
+
+    def seqs(self) -> np.ndarray:
+        """uint64 WAL seq of each row's version."""
+        return self._cache.get(
+            "seqs",
+            "",
+            lambda: _read_only(np.asarray(self._docs.column(SEQ_COLUMN).to_numpy(), dtype=np.uint64)),
+        )
+
+    def tombstones(self) -> np.ndarray:
+        """bool per row: the row is a delete ($op == 1)."""
+        return self._cache.get(
+            "tombstones",
+            "",
+            lambda: _read_only(np.asarray(self._docs.column(OP_COLUMN).to_numpy()) == OP_DELETE),
+        )
+
+    def lookup(self, ids: pa.Array | pa.ChunkedArray) -> np.ndarray:
+        """int64 row of each id, or -1 when the segment has no row for it."""
+        wanted = _single(ids) if isinstance(ids, pa.ChunkedArray) else ids
+        mine = self.ids()
+        if wanted.type != mine.type:
+            wanted = wanted.cast(mine.type)
+        if pa.types.is_uint64(mine.type):
+            keys = np.asarray(mine.to_numpy())
+            q = np.asarray(wanted.fill_null(0).to_numpy(), dtype=np.uint64)
+            pos = np.searchsorted(keys, q)
+            pos_c = np.minimum(pos, max(self.num_rows - 1, 0))
+            hit = (pos < self.num_rows) & (keys[pos_c] == q) if self.num_rows else np.zeros(len(q), bool)
+            hit &= np.asarray(wanted.is_valid().to_numpy(zero_copy_only=False), dtype=bool)
+            return np.where(hit, pos, -1).astype(np.int64)
+        idx = pc.index_in(wanted, value_set=mine)
+        return np.asarray(idx.fill_null(-1).to_numpy(zero_copy_only=False), dtype=np.int64)
+
+    def column(self, attr: str) -> pa.ChunkedArray:
+        """Column ``attr`` ("id" or a schema attribute) over every row, typed as the current schema
+        says (null where the segment has no such column); vectors are rebuilt from the vec file."""
+
+        def build() -> pa.ChunkedArray:
+            if attr == "id":
+                return pa.chunked_array([self.ids()])
+            a = self.schema.attributes.get(attr)
+            if a is None:
+                raise InternalError(f"segment column: unknown attribute {attr!r}")
+            if a.type.is_vector:
+                return pa.chunked_array([self._vector_array(attr, None)])
+            t = a.type.arrow_type()
+            if attr in self._docs.column_names and self._docs.column(attr).type == t:
+                return self._docs.column(attr)
+            return pa.chunked_array([pa.nulls(self.num_rows, t)])
+
+        return self._cache.get("column", attr, build)
+
+    def take(self, rows: np.ndarray, names: Sequence[str]) -> pa.Table:
+        """The named columns ("id" and schema attributes) at ``rows``, in that order."""
+        idx = pa.array(np.asarray(rows, dtype=np.int64))
+        cols: dict[str, pa.Array | pa.ChunkedArray] = {}
+        for name in names:
+            a = self.schema.attributes.get(name)
+            if a is not None and a.type.is_vector:
+                cols[name] = self._vector_array(name, np.asarray(rows, dtype=np.int64))
+            else:
+                cols[name] = self.column(name).take(idx)
+        return pa.table(cols)
+
+    def table(self, columns: Sequence[str] | None = None) -> pa.Table:
+        """id, $seq, $op and the attribute columns (all schema attributes when ``columns`` is
+        None), vectors included, over every row: the input of a compaction."""
+        names = list(self.schema.attributes) if columns is None else [c for c in columns if c not in _SYSTEM]
+        cols: dict[str, pa.ChunkedArray] = {
+            "id": self.column("id"),
+            SEQ_COLUMN: self._docs.column(SEQ_COLUMN),
+            OP_COLUMN: self._docs.column(OP_COLUMN),
+        }
+        for name in names:
+            cols[name] = self.column(name)
+        return pa.table(cols)
+
+    def source(self, live: np.ndarray) -> SegmentSource:
+        """A DocSource over the rows where ``live`` is True (see the module docstring)."""
+        return SegmentSource(self, live)
+
+    # ----------------------------------------------------------------------------------- indexes
+
+    def vector_index(self, attr: str) -> VectorIndex | None:
+        """The attribute's vectors, or None when the segment has none matching the schema."""
+        a = self.schema.attributes.get(attr)
+        vi = self._vectors.get(attr)
+        if a is None or vi is None or not a.type.is_vector:
+            return None
+        if vi.dims != a.type.dims or vi.dtype != a.type.dtype:
+            return None
+        return vi
+
+    def text(self, attr: str) -> SegmentText:
+        """The attribute's postings over every row (persisted, or re-tokenised; see module doc)."""
+
+        def build() -> SegmentText:
+            config = fts_config(self.schema, attr)
+            analyzer = Analyzer(config)
+            sf = self._fts.get(attr)
+            if sf is not None:
+                built_with = FtsConfig.from_json(sf.meta.get("config") or False, attribute=attr)
+                if built_with is not None and built_with.analysis_key() == config.analysis_key():
+                    _, postings = decode_postings(sf, self.num_rows)
+                    return SegmentText(attr, config, analyzer, postings, True)
+            values = self.column(attr).to_pylist()
+            postings = build_postings(analyzer.analyze_many(values), with_positions=True)
+            return SegmentText(attr, config, analyzer, postings, False)
+
+        return self._cache.get("text", attr, build)
+
+    def filter_index(self, attr: str) -> FilterIndex | None:
+        """The attribute's filter index, or None (no file, not indexable, or another type now)."""
+
+        def build() -> FilterIndex | None:
+            a = self.schema.attributes.get(attr)
+            sf = self._flt.get(attr)
+            if a is None or sf is None or not indexable(a) or sf.meta.get("type") != str(a.type):
+                return None
+            return FilterIndex(sf, self.num_rows, a.type)
+
+        return self._cache.get("flt", attr, build)
+
+    def column_nbytes(self, attr: str) -> int:
+        """Logical size of a column over every row (vectors: dims × itemsize per vector)."""
+
+        def build() -> int:
+            a = self.schema.attributes.get(attr)
+            if a is not None and a.type.is_vector:
+                vi = self.vector_index(attr)
+                itemsize = 4 if a.type.dtype == "f32" else 2
+                return 0 if vi is None else vi.n_vectors * a.type.dims * itemsize
+            return int(self.column(attr).nbytes)
+
+        return self._cache.get("nbytes", attr, build)
+
+    def _vector_array(self, attr: str, rows: np.ndarray | None) -> pa.Array:
+        a = self.schema.attributes[attr]
+        t = a.type.arrow_type()
+        n = self.num_rows if rows is None else rows.shape[0]
+        vi = self.vector_index(attr)
+        if vi is None:
+            return pa.nulls(n, t)
+        all_rows = np.arange(self.num_rows, dtype=np.int64) if rows is None else rows
+        matrix, valid = vi.rows_matrix(all_rows)
+        flat = matrix.reshape(-1) if a.type.dtype == "f32" else matrix.astype(np.float16).reshape(-1)
+        mask = None if valid.all() else pa.array(~valid)
+        return pa.FixedSizeListArray.from_arrays(pa.array(flat), type=t, mask=mask)
+
+
+_SYSTEM = ("id", SEQ_COLUMN, OP_COLUMN)
+
+
+def _single(col: pa.ChunkedArray | pa.Array) -> pa.Array:
+    if isinstance(col, pa.ChunkedArray):
+        if col.num_chunks == 1:
+            return col.chunk(0)
+        if col.num_chunks == 0:
+            return pa.array([], type=col.type)
+        return col.combine_chunks()
+    return col
+
+
+def _read_docs(body: memoryview, what: str, rows: int) -> pa.Table:
+    try:
+        with pa.ipc.open_file(pa.py_buffer(body)) as reader:
+            table = reader.read_all()
+        table.validate(full=True)
+    except (pa.ArrowException, ValueError, OSError) as e:
+        raise DataCorruption(f"{what}: unreadable Arrow IPC file ({e})") from None
+    names = table.column_names
+    if names[:3] != ["id", SEQ_COLUMN, OP_COLUMN]:
+        raise DataCorruption(f"{what}: the first columns are not id, $seq, $op")
+    if table.column(SEQ_COLUMN).type != pa.uint64() or table.column(OP_COLUMN).type != pa.uint8():
+        raise DataCorruption(f"{what}: $seq or $op has the wrong type")
+    if table.column("id").type not in (id_arrow_type("uint"), id_arrow_type("string"), id_arrow_type("uuid")):
+        raise DataCorruption(f"{what}: id column of type {table.column('id').type}")
+    if table.num_rows != rows:
+        raise DataCorruption(f"{what}: {table.num_rows} rows, the manifest says {rows}")
+    return table
+
+
+# ------------------------------------------------------------------------------------------- source
+
+
+class SegmentSource:
+    """The live rows of one segment as a DocSource (lagoon/query/live.py) plus the extras the
+    composite source needs (approximate vector search, BM25 with external statistics, token
+    matching). Position p is segment row ``rows[p]``; rows ascend, so positions are in id order."""
+
+    def __init__(self, reader: SegmentReader, live: np.ndarray) -> None:
+        live = np.asarray(live)
+        if live.dtype != np.bool_ or live.shape != (reader.num_rows,):
+            raise InternalError(
+                f"segment source: live must be bool[{reader.num_rows}], got {live.dtype}{live.shape}"
+            )
+        self.reader = reader
+        self.live = _read_only(live.copy())
+        self.rows = _read_only(np.flatnonzero(live).astype(np.int64))
+        self.all_live = self.rows.shape[0] == reader.num_rows
+        self._n = int(self.rows.shape[0])
+        self._cache = _Cache()
+
+    @property
+    def schema(self) -> Schema:
+        return self.reader.schema
+
+    @property
+    def num_docs(self) -> int:
+        return self._n
+
+    # ----------------------------------------------------------------------------------- helpers
+
+    def _rowmap(self) -> np.ndarray:
+        """int64[num_rows]: position of each row, -1 for rows that are not live."""
+
+        def build() -> np.ndarray:
+            m = np.full(self.reader.num_rows, -1, np.int64)
+            m[self.rows] = np.arange(self._n, dtype=np.int64)
+            return _read_only(m)
+
+        return self._cache.get("rowmap", "", build)
+
+    def _live_mask(self) -> np.ndarray | None:
+        return None if self.all_live else self.live
+
+    def _restrict(self, per_row: np.ndarray) -> np.ndarray:
+        return per_row if self.all_live else per_row[self.rows]
+
+    def _positions(self, rows: np.ndarray) -> np.ndarray:
+        """Positions of live ``rows`` (every row given must be live)."""
+        return rows.astype(np.int64, copy=False) if self.all_live else self._rowmap()[rows]
+
+    def _rows_mask(self, rows: np.ndarray, complement: bool) -> np.ndarray:
+        """bool[num_docs] from row ordinals (or their complement)."""
+        pos = rows if self.all_live else self._rowmap()[rows]
+        if not self.all_live:
+            pos = pos[pos >= 0]
+        if complement:
+            out = np.ones(self._n, dtype=bool)
+            out[pos] = False
+        else:
+            out = np.zeros(self._n, dtype=bool)
+            out[pos] = True
+        return out
+
+    # ----------------------------------------------------------------------------------- columns
+
+    def column(self, attr: str) -> pa.ChunkedArray:
+        if self.all_live:
+            return self.reader.column(attr)
+
+        def build() -> pa.ChunkedArray:
+            a = self.schema.attributes.get(attr)
+            if a is not None and a.type.is_vector:
+                return pa.chunked_array([self.reader._vector_array(attr, self.rows)])
+            return self.reader.column(attr).take(pa.array(self.rows))
+
+        return self._cache.get("column", attr, build)
+
+    def fetch_rows(self, positions: np.ndarray, attributes: Sequence[str]) -> pa.Table:
+        pos = np.asarray(positions, dtype=np.int64)
+        rows = pos if self.all_live else self.rows[pos]
+        names = ["id", *[a for a in attributes if a != "id" and a in self.schema.attributes]]
+        return self.reader.take(rows, names)
+
+    def logical_bytes(self, attributes: Sequence[str]) -> int:
+        names = {"id", *attributes} & {"id", *self.schema.attributes}
+        total = sum(self.reader.column_nbytes(name) for name in names)
+        n = self.reader.num_rows
+        return total if self.all_live or n == 0 else int(total * self._n / n)
+
+    def id_rank(self) -> np.ndarray:
+        return self._cache.get("id_rank", "", lambda: _read_only(np.arange(self._n, dtype=np.int64)))
+
+    def sort_rank(self, attr: str) -> np.ndarray:
+        if attr == "id":
+            return self.id_rank()
+        return self._cache.get("sort_rank", attr, lambda: _dense_rank(self.column(attr)))
+
+    # ----------------------------------------------------------------------------------- filters
+
+    def filter_mask(self, flt: Filter | None) -> np.ndarray:
+        """bool[num_docs]. Eq/In/Lt/Lte/Gt/Gte (and NotEq/NotIn) leaves on indexed attributes use
+        the filter index; token operators use the persisted postings; other leaves scan columns."""
+        if flt is None:
+            return np.ones(self._n, dtype=bool)
+        mask = np.asarray(self._eval(flt), dtype=bool)
+        if mask.shape != (self._n,):
+            raise InternalError(f"filter returned a mask of shape {mask.shape} for {self._n} documents")
+        return mask
+
+    def _eval(self, f: Filter) -> np.ndarray:
+        if isinstance(f, And):
+            out = np.ones(self._n, dtype=bool)
+            for child in f.children:
+                if not out.any():
+                    break
+                np.logical_and(out, self._eval(child), out=out)
+            return out
+        if isinstance(f, Or):
+            out = np.zeros(self._n, dtype=bool)
+            for child in f.children:
+                if self._n and out.all():
+                    break
+                np.logical_or(out, self._eval(child), out=out)
+            return out
+        if isinstance(f, Not):
+            negated: np.ndarray = np.logical_not(self._eval(f.child))
+            return negated
+        if isinstance(f, Condition):
+            indexed = self._indexed(f)
+            if indexed is not None:
+                return indexed
+        return self._scan(f)
+
+    def _indexed(self, c: Condition) -> np.ndarray | None:
+        if c.ref_new is not None or c.attr_type is None or c.attr_type.array or c.attr == "id":
+            return None
+        positive = _NEGATIVE.get(c.op)
+        op = positive or c.op
+        if op not in _INDEX_OPS:
+            return None
+        fi = self.reader.filter_index(c.attr)
+        if fi is None:
+            return None
+        found = fi.match(op, c.value)
+        if found is None:
+            return None
+        rows, complement = found
+        return self._rows_mask(rows, complement != (positive is not None))
+
+    def _scan(self, f: Filter) -> np.ndarray:
+        cols: dict[str, pa.ChunkedArray] = {}
+        token_only = isinstance(f, Condition) and f.op in TOKEN_OPS
+        if not token_only:
+            for name in sorted(f.attributes()):
+                a = self.schema.attributes.get(name)
+                if name == "id" or (a is not None and not a.type.is_vector):
+                    cols[name] = self.column(name)
+        if not cols:  # the table only carries the row count
+            cols["$rows"] = pa.chunked_array([pa.nulls(self._n)])
+        return f.evaluate(pa.table(cols), token_matcher=self._token_matcher)
+
+    def _token_matcher(self, attr: str, op: str, tokens: Any, params: Any, table: pa.Table) -> np.ndarray:
+        return self.token_match(attr, op, tokens, params)
+
+    # ----------------------------------------------------------------------------------- vectors
+
+    def vector_topk(
+        self,
+        attr: str,
+        query: np.ndarray,
+        metric: str,
+        k: int,
+        mask: np.ndarray | None,
+        *,
+        approximate: bool = False,
+        nprobe: int | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The ``k`` nearest live documents with a vector among ``mask``: (positions, float64
+        distances), ascending, ties by id. ``approximate`` probes the IVF (adaptive nprobe, or the
+        given ``nprobe``); otherwise the scan is exact."""
+        vi = self.reader.vector_index(attr)
+        if vi is None or k <= 0 or self._n == 0:
+            return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.float64)
+        counts: np.ndarray | None = None
+        if mask is None:
+            cand = self._live_mask()
+            if cand is not None and approximate:  # per-cluster live rows, once per source
+                counts = self._cache.get("live_counts", attr, lambda: vi.cluster_counts(self.live))
+        else:
+            m = np.asarray(mask, dtype=bool)
+            if m.shape != (self._n,):
+                raise InternalError(f"vector_topk: mask of shape {m.shape} for {self._n} documents")
+            if self.all_live:  # positions are rows
+                cand = m
+            else:
+                cand = np.zeros(self.reader.num_rows, dtype=bool)
+                cand[self.rows[m]] = True
+        if approximate:
+            rows, dist = vi.search(query, metric, k, cand, nprobe=nprobe, cand_counts=counts)
+        else:
+            rows, dist = vi.exact(query, metric, k, cand)
+        return self._positions(rows), dist
+
+    def vectors(self, attr: str) -> VectorMatrix:
+        """The attribute's vectors in position order (float32; zeros where a document has none)."""
+
+        def build() -> VectorMatrix:
+            vi = self.reader.vector_index(attr)
+            a = self.schema.attributes[attr]
+            if vi is None:
+                return VectorMatrix(
+                    np.zeros((self._n, a.type.dims), np.float32), np.zeros(self._n, bool), False
+                )
+            matrix, valid = vi.rows_matrix(self.rows)
+            return VectorMatrix(_read_only(matrix), _read_only(valid), bool(valid.all()))
+
+        return self._cache.get("vectors", attr, build)
+
+    # ----------------------------------------------------------------------------------- text
+
+    def bm25_local_stats(self, attr: str, query: str | Sequence[str], last_as_prefix: bool) -> TermStats:
+        """This source's share of the BM25 statistics of ``query`` (its live rows only)."""
+        t = self.reader.text(attr)
+        q = t.analyzer.query(query, last_as_prefix=last_as_prefix)
+        return local_stats(t.postings, q.terms, self._live_mask())
+
+    def bm25_scores_with(
+        self, attr: str, query: str | Sequence[str], last_as_prefix: bool, stats: TermStats
+    ) -> np.ndarray:
+        """float64[num_docs]: BM25 scores computed with the given (global) statistics."""
+        t = self.reader.text(attr)
+        out = np.zeros(self._n, dtype=np.float64)
+        q = t.analyzer.query(query, last_as_prefix=last_as_prefix)
+        if q.is_empty:
+            return out
+        c = t.config
+        docs, scores = score_query(
+            t.postings,
+            q.terms,
+            self._live_mask(),
+            stats,
+            prefixes=q.prefixes,
+            k1=c.k1,
+            b=c.b,
+            k3=c.k3,
+        )
+        out[self._positions(docs)] = scores
+        return out
+
+    def bm25_scores(self, attr: str, query: str | Sequence[str], last_as_prefix: bool) -> np.ndarray:
+        """float64[num_docs]: BM25 with this source's own statistics."""
+        return self.bm25_scores_with(
+            attr, query, last_as_prefix, self.bm25_local_stats(attr, query, last_as_prefix)
+        )
+
+    def token_match(self, attr: str, op: str, query: Any, params: Any) -> np.ndarray:
+        """bool[num_docs] for ContainsAllTokens / ContainsAnyToken / ContainsTokenSequence."""
+        t = self.reader.text(attr)
+        p = dict(params or {})
+        q = t.analyzer.query(query, last_as_prefix=bool(p.get("last_as_prefix", False)))
+        if op == "ContainsAllTokens":
+            per_row = contains_all_tokens(t.postings, q.terms, prefixes=q.prefixes)
+        elif op == "ContainsAnyToken":
+            per_row = contains_any_token(t.postings, q.terms, prefixes=q.prefixes)
+        elif op == "ContainsTokenSequence":
+            per_row = contains_token_sequence(t.postings, q.terms)
+        else:
+            raise InternalError(f"token matcher: unknown operator {op!r}")
+        return self._restrict(per_row)
+
+
+__all__ = ["SegmentReader", "SegmentSource", "SegmentText"]

@@ -1,0 +1,69 @@
+"""The content of the committed v1 segment golden files (tests/segment/golden/v1/). Run this
+module to write them ONLY when adding a new format version's directory; v1 files are never
+rewritten (every later Lagoon must still open them)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import orjson
+import pyarrow as pa
+
+from lagoon.format.wal import OP_COLUMN
+from lagoon.schema import Schema
+from lagoon.segment.build import SEQ_COLUMN, build_segment
+
+SCHEMA = Schema.from_storage(
+    {
+        "id_type": "string",
+        "distance_metric": "cosine_distance",
+        "attributes": {
+            "title": {"type": "string", "filterable": False, "full_text_search": {"stemming": True}},
+            "year": {"type": "int", "filterable": True},
+            "price": {"type": "float", "filterable": True},
+            "tags": {"type": "[]string", "filterable": True},
+            "vector": {"type": "[3]f32", "ann": {}},
+            "half": {"type": "[2]f16", "ann": {"distance_metric": "euclidean_squared"}},
+        },
+    }
+)
+SEGMENT_ID = "1764000000000-00000000000000ab"
+
+
+def table() -> pa.Table:
+    """Rows in insertion order (the segment sorts them by id); "d" is a tombstone."""
+    return pa.table(
+        {
+            "id": pa.array(["c", "a", "d", "b", "e"]),
+            SEQ_COLUMN: pa.array([5, 3, 7, 4, 6], pa.uint64()),
+            OP_COLUMN: pa.array([0, 0, 1, 0, 0], pa.uint8()),
+            "title": pa.array(["the lagoon runs deep", "a quiet river", None, "river and lagoon", ""]),
+            "year": pa.array([2021, 2019, None, 2021, None], pa.int64()),
+            "price": pa.array([9.5, -0.0, None, 3.25, 12.0], pa.float64()),
+            "tags": pa.array([["x", "y"], [], None, ["y"], None], pa.list_(pa.string())),
+            "vector": pa.FixedSizeListArray.from_arrays(
+                pa.array(np.array([1, 0, 0, 0, 1, 0, 0, 0, 0, 0.6, 0.8, 0, 0, 0, 1], np.float32)),
+                type=pa.list_(pa.float32(), 3),
+                mask=pa.array([False, False, True, False, False]),
+            ),
+            "half": pa.FixedSizeListArray.from_arrays(
+                pa.array(np.array([1, 2, 0.5, 0.25, 0, 0, -1, 4, 0, 0], np.float16)),
+                type=pa.list_(pa.float16(), 2),
+                mask=pa.array([False, False, True, False, True]),
+            ),
+        }
+    )
+
+
+def write(directory: Path) -> None:
+    built = build_segment(table(), SCHEMA, segment_id=SEGMENT_ID, level=0, seq_from=3, seq_to=7)
+    directory.mkdir(parents=True, exist_ok=False)
+    for name, data in built.files.items():
+        (directory / name).write_bytes(data)
+    (directory / "ref.json").write_bytes(orjson.dumps(built.ref.to_json(), option=orjson.OPT_INDENT_2))
+
+
+if __name__ == "__main__":
+    write(Path(sys.argv[1]))
