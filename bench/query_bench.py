@@ -140,7 +140,8 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=100_000)
     ap.add_argument("--queries", type=int, default=200)
     args = ap.parse_args()
-    with lagoon.open("memory://") as db:
+    # The exhaustive engine alone: no background indexer folding the WAL into segments mid-run.
+    with lagoon.open("memory://", indexer=False) as db:
         bench_vectors_case(db, args.n, args.queries)
         bench_text_case(db, args.n, args.queries)
 
