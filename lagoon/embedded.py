@@ -184,7 +184,13 @@ class Namespace:
         return True
 
 
-def open(target: str | os.PathLike[str] | Settings | None = None, *, org: str = DEFAULT_ORG) -> Database:
+def open(
+    target: str | os.PathLike[str] | Settings | None = None, *, org: str = DEFAULT_ORG, indexer: bool = True
+) -> Database:
     """Open a database: a folder path, ``file://``, ``s3://bucket/prefix``, ``memory://`` or a
-    ``Settings`` (None = the configuration from ``LAGOON_CONFIG`` / ``LAGOON_*`` variables)."""
-    return Database(_settings_for(target), org=org)
+    ``Settings`` (None = the configuration from ``LAGOON_CONFIG`` / ``LAGOON_*`` variables).
+
+    ``indexer`` runs the indexer, compactor and garbage collector in the background of this
+    process (as ``lagoon-server --embedded-indexer`` does); turn it off when ``lagoon-worker``
+    processes index the same store."""
+    return Database(_settings_for(target), org=org, indexer=indexer)

@@ -66,7 +66,7 @@ def test_random_leaves_match_scan() -> None:
             values = [str(uuid.UUID(bytes=v)) for v in values]
         present[a] = values
     checked = 0
-    for _ in range(int(os.environ.get("FLT_CASES", 600))):
+    for _ in range(int(os.environ.get("FLT_CASES", 600))):  # raise locally for a longer run
         a = attrs[int(rng.integers(0, len(attrs)))]
         op = OPS[int(rng.integers(0, len(OPS)))]
         if op in ("In", "NotIn"):
