@@ -46,6 +46,7 @@ sys.path.insert(0, str(ROOT))
 from tests.segment.data import exact_topk, queries, vectors  # noqa: E402
 
 DIM = 128
+DATA_LABEL = "calibrated clustered vectors"
 TARGET = 0.95
 SWEEP = [4, 8, 12, 16, 24, 32, 48, 64, 96, 128, 160, 192, 224, 256, 320, 384, 512, 768, 1024]
 WARMUP = 50
@@ -328,7 +329,7 @@ def report(rows: list[dict[str, Any]], n: int, nq: int, k: int) -> str:
     )
     ref = next((r for r in rows if r["system"] == "lagoon (tuned)"), rows[0])
     lines = [
-        f"ANN, {n:,} x {DIM} calibrated clustered vectors, cosine, {nq} held-out queries, recall@{k}, "
+        f"ANN, {n:,} x {DIM} {DATA_LABEL}, cosine, {nq} held-out queries, recall@{k}, "
         "warm single queries, 1 thread, interleaved",
         "",
         "| system | build s | index MB | nprobe | recall@10 | p50 ms | p99 ms | QPS | p50 / Lagoon tuned |",
@@ -353,6 +354,16 @@ def main() -> None:
         "--filters", default="0.5,0.1,0.01", help="also time Lagoon with random masks of these selectivities"
     )
     ap.add_argument("--json", type=Path, default=None, help="also write the rows here")
+    ap.add_argument(
+        "--data",
+        type=Path,
+        default=None,
+        help="base vectors from a .npy file (e.g. bench/data/embeddings-100000.npy from bench/embed_corpus.py) "
+        "instead of the calibrated synthetic set; --n and the dimension come from the file",
+    )
+    ap.add_argument(
+        "--queries-file", type=Path, default=None, help="held-out query vectors (.npy) for --data"
+    )
     ap.add_argument("--lance-worker", type=Path, help=argparse.SUPPRESS)
     ap.add_argument("mode", nargs="?", help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -360,8 +371,18 @@ def main() -> None:
         lance_worker(args.lance_worker, args.mode, args.k)
         return
     t0 = time.perf_counter()
-    base = vectors(args.n, DIM)
-    qs = queries(args.nq, DIM)
+    global DIM, DATA_LABEL
+    if args.data is not None:
+        if args.queries_file is None:
+            raise SystemExit("--data needs --queries-file")
+        base = np.ascontiguousarray(np.load(args.data), dtype=np.float32)
+        qs = np.ascontiguousarray(np.load(args.queries_file), dtype=np.float32)[: args.nq]
+        args.n, DIM = base.shape
+        args.nq = qs.shape[0]
+        DATA_LABEL = f"vectors from {args.data.name}"
+    else:
+        base = vectors(args.n, DIM)
+        qs = queries(args.nq, DIM)
     threads(2)
     truth = exact_topk(base, qs, args.k)
     print(f"data + ground truth: {time.perf_counter() - t0:.1f} s", flush=True)
