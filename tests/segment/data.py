@@ -1,6 +1,6 @@
 """Calibrated clustered vectors for ANN tests and ``bench/ann_bench.py``.
 
-A copy of the vector part of the project's shared benchmark generator (points in a 64-d latent
+The vector part of the project's benchmark generator, ``bench/benchdata.py`` (points in a 64-d latent
 space of 1,000 Gaussian clusters, spread 1.3, projected to ``dim`` by a fixed random map, plus
 0.25·N(0,1) isotropic noise, unit-normalised). Calibrated so that IVF needs a few percent of its
 lists probed for recall@10 ≈ 0.95: a realistic, not trivially easy, set. Deterministic: the base
@@ -11,34 +11,18 @@ from __future__ import annotations
 
 import numpy as np
 
-LATENT, CLUSTERS, SPREAD, WITHIN, ISO = 64, 1000, 1.0, 1.3, 0.25
-
-
-def _model(dim: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    g = np.random.default_rng(seed)
-    w = (g.standard_normal((LATENT, dim)) / np.sqrt(LATENT)).astype(np.float32)
-    centres = (SPREAD * g.standard_normal((CLUSTERS, LATENT))).astype(np.float32)
-    return w, centres
-
-
-def _draw(n: int, dim: int, seed: int, model_seed: int = 0) -> np.ndarray:
-    w, centres = _model(dim, model_seed)
-    r = np.random.default_rng(seed)
-    latent = centres[r.integers(0, CLUSTERS, n)] + WITHIN * r.standard_normal((n, LATENT), dtype=np.float32)
-    x = latent @ w + ISO * r.standard_normal((n, dim), dtype=np.float32)
-    x /= np.linalg.norm(x, axis=1, keepdims=True)
-    return x.astype(np.float32)
+from bench.benchdata import queries as _bench_queries
+from bench.benchdata import vectors as _bench_vectors
 
 
 def vectors(n: int, dim: int = 128, seed: int = 1000, model_seed: int = 0) -> np.ndarray:
     """``n`` base vectors (unit norm, float32), generated in chunks of 100k so prefixes are stable."""
-    chunks = [_draw(min(100_000, n - s), dim, seed + s // 100_000, model_seed) for s in range(0, n, 100_000)]
-    return np.concatenate(chunks) if chunks else np.zeros((0, dim), np.float32)
+    return _bench_vectors(n, dim, seed, model_seed)
 
 
 def queries(nq: int, dim: int = 128, seed: int = 7, model_seed: int = 0) -> np.ndarray:
     """``nq`` held-out queries from the same distribution as ``vectors``."""
-    return _draw(nq, dim, seed, model_seed)
+    return _bench_queries(nq, dim, seed, model_seed)
 
 
 def exact_topk(base: np.ndarray, qs: np.ndarray, k: int, mask: np.ndarray | None = None) -> np.ndarray:
