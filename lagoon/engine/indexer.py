@@ -289,10 +289,16 @@ async def index_namespace(
     state = state or indexing_state(keys, store, settings, components)
     seg_io = segment_io or SegmentIO(store, settings.cache)
     try:
-        return await _index(store, keys, settings, components, state, seg_io, force)
+        out = await _index(store, keys, settings, components, state, seg_io, force)
     except Exception:
         metrics.INDEX_BUILDS_TOTAL.labels(outcome="failed").inc()
         raise
+    label = f"{keys.org}/{keys.namespace}"
+    committed = out.status == "committed"
+    metrics.WAL_TAIL_BYTES.labels(namespace=label).set(0 if committed else out.tail_bytes)
+    metrics.INDEXING_LAG.labels(namespace=label).set(0.0 if committed else out.lag_seconds)
+    metrics.SEGMENT_COUNT.labels(namespace=label).set(out.segments)
+    return out
 
 
 async def _index(

@@ -277,6 +277,7 @@ class NamespaceState:
         tail = Tail(Schema.from_storage(m.schema) if m.schema else Schema(), m.settings)
         tail.head = m.indexed_through
         tail.created_at_ms = m.created_at_namespace_ms
+        tail.updated_at_ms = m.created_at_ms  # no newer write than the manifest's fold is known
         for e, s in self.entries:
             if e.seq == tail.head + 1:
                 tail.apply(e, s)
