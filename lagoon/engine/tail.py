@@ -272,9 +272,6 @@ class Snapshot:
         attrs = list(self.schema.attributes)
         return src.fetch_rows(np.arange(src.num_docs, dtype=np.int64), attrs)
 
-    def live_docs(self) -> CompositeSource:
-        return self.source()
-
     def lookup(self, ids: list[Id]) -> dict[Id, Doc]:
         """The live documents (canonical values) for the ids that exist in this snapshot."""
         if not ids or not self.exists:

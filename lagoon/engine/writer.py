@@ -437,10 +437,9 @@ class Committer:
         return "lost"  # the slot holds the fence or another writer's entry: retry after refresh
 
     async def _holds(self, key: str, data: bytes) -> bool:
-        try:
-            return await self.state.store.get(key) == data
-        except ObjectNotFound:
-            raise
+        """Whether the slot holds exactly our entry (its nonce makes the bytes unique).
+        Raises ObjectNotFound when the slot is empty."""
+        return await self.state.store.get(key) == data
 
     @staticmethod
     def _response(op: Op, outcome: _Outcome) -> dict[str, Any]:
