@@ -120,7 +120,7 @@ def coerce_scalar(value: Any, kind: str, *, where: str) -> Any:
         return parse_datetime(value, where=where)
     elif kind == "uuid":
         return parse_uuid(value, where=where)
-    raise InvalidRequest(f"{where}: expected {kind}, got {_json_kind(value)} {value!r:.60}")
+    raise InvalidRequest(f"{where}: expected {kind}, got {json_kind(value)} {value!r:.60}")
 
 
 def coerce_value(value: Any, atype: AttrType, *, where: str) -> Any:
@@ -220,7 +220,10 @@ def _uuid_py_to_json(v: Any) -> Any:
     return None if v is None else str(uuidlib.UUID(bytes=bytes(v)))
 
 
-def _json_kind(value: Any) -> str:
+def json_kind(value: Any) -> str:
+    """The JSON kind of a value for error messages: null, bool, int, float, string, array, object."""
+    if value is None:
+        return "null"
     if isinstance(value, bool):
         return "bool"
     if isinstance(value, int):
@@ -229,7 +232,7 @@ def _json_kind(value: Any) -> str:
         return "float"
     if isinstance(value, str):
         return "string"
-    if isinstance(value, list):
+    if isinstance(value, list | tuple):
         return "array"
     if isinstance(value, dict):
         return "object"

@@ -18,14 +18,14 @@ rows live in one snapshot, without rebuilding its derived data. Pure: no I/O.
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any, Protocol, TypeVar
 
 import numpy as np
 import pyarrow as pa
 
 from lagoon.index.text.bm25 import TermStats
+from lagoon.query.cache import OnceCache
 from lagoon.query.filters import Filter
 from lagoon.query.live import LiveDocs, _dense_rank, _sort_positions, topk_smallest
 from lagoon.schema import Schema
@@ -68,24 +68,6 @@ class PartSource(Protocol):
     def logical_bytes(self, attributes: Sequence[str]) -> int: ...
 
 
-class _Cache:
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._key_locks: dict[tuple[str, str], threading.Lock] = {}
-        self._values: dict[tuple[str, str], Any] = {}
-
-    def get(self, kind: str, name: str, build: Callable[[], T]) -> T:
-        key = (kind, name)
-        if key in self._values:
-            return self._values[key]  # type: ignore[no-any-return]
-        with self._lock:
-            lock = self._key_locks.setdefault(key, threading.Lock())
-        with lock:
-            if key not in self._values:
-                self._values[key] = build()
-            return self._values[key]  # type: ignore[no-any-return]
-
-
 class MaskedSource:
     """The rows of ``base`` where ``live`` is set; position p is base row ``rows[p]``."""
 
@@ -94,7 +76,7 @@ class MaskedSource:
         self.live = np.asarray(live, dtype=bool)
         self.all_live = bool(self.live.all())
         self.rows = np.flatnonzero(self.live).astype(np.int64)
-        self._cache = _Cache()
+        self._cache = OnceCache()
 
     @property
     def schema(self) -> Schema:
@@ -170,7 +152,7 @@ class CompositeSource:
         sizes = [p.num_docs for p in self.parts]
         self.offsets = np.concatenate([[0], np.cumsum(sizes, dtype=np.int64)]).astype(np.int64)
         self._n = int(self.offsets[-1])
-        self._cache = _Cache()
+        self._cache = OnceCache()
 
     @property
     def schema(self) -> Schema:

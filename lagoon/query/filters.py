@@ -57,7 +57,7 @@ import pyarrow.compute as pc
 
 from lagoon.errors import InternalError, InvalidRequest
 from lagoon.schema import AttributeSchema, AttrType, Schema, id_arrow_type
-from lagoon.values import coerce_id, coerce_scalar, format_datetime
+from lagoon.values import coerce_id, coerce_scalar, format_datetime, json_kind
 
 __all__ = [
     "ALL_OPS",
@@ -593,25 +593,7 @@ def _json(value: Any, *, limit: int = 60) -> str:
 
 def _got(value: Any) -> str:
     """``string "2020"``, ``int 5``, ``null``: a JSON value with its kind, for error messages."""
-    return "null" if value is None else f"{_json_kind(value)} {_json(value)}"
-
-
-def _json_kind(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "bool"
-    if isinstance(value, int):
-        return "int"
-    if isinstance(value, float):
-        return "float"
-    if isinstance(value, str):
-        return "string"
-    if isinstance(value, list | tuple):
-        return "array"
-    if isinstance(value, dict):
-        return "object"
-    return type(value).__name__
+    return "null" if value is None else f"{json_kind(value)} {_json(value)}"
 
 
 # --------------------------------------------------------------------------------------------

@@ -16,7 +16,6 @@ Hot paths are vectorised: one matmul + argpartition per vector query, postings p
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
@@ -28,6 +27,7 @@ import pyarrow.compute as pc
 
 from lagoon.errors import InternalError
 from lagoon.index.text.bm25 import TermStats
+from lagoon.query.cache import OnceCache
 from lagoon.query.filters import Filter
 from lagoon.query.textindex import TextIndex, build_text_index
 from lagoon.schema import Schema, id_arrow_type
@@ -105,9 +105,7 @@ class LiveDocs:
         self._schema = schema
         self._table = _conform(schema, table)
         self._n = int(self._table.num_rows)
-        self._lock = threading.Lock()
-        self._key_locks: dict[tuple[str, str], threading.Lock] = {}
-        self._cache: dict[tuple[str, str], Any] = {}
+        self._cache = OnceCache()
 
     # ----------------------------------------------------------------------------------- basics
 
@@ -127,17 +125,7 @@ class LiveDocs:
         return self._table.column(attr)
 
     def _cached(self, kind: str, name: str, build: Callable[[], T]) -> T:
-        key = (kind, name)
-        try:
-            return self._cache[key]  # type: ignore[no-any-return]
-        except KeyError:
-            pass
-        with self._lock:
-            lock = self._key_locks.setdefault(key, threading.Lock())
-        with lock:
-            if key not in self._cache:
-                self._cache[key] = build()
-            return self._cache[key]  # type: ignore[no-any-return]
+        return self._cache.get(kind, name, build)
 
     # ----------------------------------------------------------------------------------- ids, order
 

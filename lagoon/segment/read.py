@@ -21,8 +21,7 @@ tombstones, not shadowed by newer parts). Positions of that source are the live 
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -44,6 +43,7 @@ from lagoon.index.text.bm25 import (
     local_stats,
     score_query,
 )
+from lagoon.query.cache import OnceCache
 from lagoon.query.filters import TOKEN_OPS, And, Condition, Filter, Not, Or
 from lagoon.query.live import VectorMatrix, _dense_rank
 from lagoon.schema import Schema, id_arrow_type
@@ -69,28 +69,6 @@ T = TypeVar("T")
 
 _NEGATIVE = {"NotEq": "Eq", "NotIn": "In"}
 _INDEX_OPS = ("Eq", "In", "Lt", "Lte", "Gt", "Gte")
-
-
-class _Cache:
-    """Build-once values keyed by (kind, name); one lock per key."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._key_locks: dict[tuple[str, str], threading.Lock] = {}
-        self._values: dict[tuple[str, str], Any] = {}
-
-    def get(self, kind: str, name: str, build: Callable[[], T]) -> T:
-        key = (kind, name)
-        try:
-            return self._values[key]  # type: ignore[no-any-return]
-        except KeyError:
-            pass
-        with self._lock:
-            lock = self._key_locks.setdefault(key, threading.Lock())
-        with lock:
-            if key not in self._values:
-                self._values[key] = build()
-            return self._values[key]  # type: ignore[no-any-return]
 
 
 @dataclass(frozen=True)
@@ -128,7 +106,7 @@ class SegmentReader:
         self._vectors = vectors
         self._fts = fts
         self._flt = flt
-        self._cache = _Cache()
+        self._cache = OnceCache()
 
     # ----------------------------------------------------------------------------------- open
 
@@ -391,7 +369,7 @@ class SegmentSource:
         self.rows = _read_only(np.flatnonzero(live).astype(np.int64))
         self.all_live = self.rows.shape[0] == reader.num_rows
         self._n = int(self.rows.shape[0])
-        self._cache = _Cache()
+        self._cache = OnceCache()
 
     @property
     def schema(self) -> Schema:
