@@ -38,6 +38,14 @@ COMPACTION_TOTAL = Counter(
 INDEX_BUILDS_TOTAL = Counter(
     "lagoon_index_builds_total", "Index builds (WAL tail -> segment), by outcome.", ["outcome"]
 )
+CACHE_HITS = Counter(
+    "lagoon_cache_hits_total", "Segment files served from a node cache, by layer (memory|disk).", ["layer"]
+)
+CACHE_MISSES = Counter(
+    "lagoon_cache_misses_total",
+    "Segment files not found in a node cache layer, by layer (memory|disk).",
+    ["layer"],
+)
 GC_DELETED_OBJECTS = Counter("lagoon_gc_deleted_objects_total", "Objects deleted by the garbage collector.")
 
 for _outcome in OUTCOMES:  # export every outcome from the start, so dashboards see zeros

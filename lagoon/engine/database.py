@@ -15,14 +15,17 @@ from typing import Any
 from lagoon.config import Settings
 from lagoon.engine.components import Components
 from lagoon.engine.queue import Enqueuer, IndexingQueue
+from lagoon.engine.segment_io import SegmentIO
 from lagoon.engine.state import NamespaceState
-from lagoon.engine.tail import Snapshot
+from lagoon.engine.tail import SegmentLike, Snapshot
 from lagoon.engine.writer import Committer, Op, make_write_op
 from lagoon.errors import InvalidRequest, NotFound, TooManyRequests, Unavailable
 from lagoon.format.keys import DEFAULT_ORG, NamespaceKeys, check_namespace, namespace_from_prefix, org_prefix
+from lagoon.format.manifest import SegmentRef
 from lagoon.query.execute import execute_query
 from lagoon.query.explain import explain_query
 from lagoon.query.request import parse_request
+from lagoon.schema import Schema
 from lagoon.storage.base import ObjectStore, StorageError
 
 _LIST_PARALLELISM = 16
@@ -45,6 +48,8 @@ class Database:
         self._closed = False
         # Commits enqueue their namespace for the indexer (engine/queue.py), batched per node.
         self.enqueuer = Enqueuer(IndexingQueue(store, self.components), settings.indexer.poll_interval_secs)
+        # Segment files for queries go through the node's memory LRU and disk cache (cache.*).
+        self.segment_io = SegmentIO(store, settings.cache)
 
     # -- plumbing --------------------------------------------------------------------------------
 
@@ -54,6 +59,7 @@ class Database:
         if h is None:
             keys = NamespaceKeys.of(org, check_namespace(namespace))
             state = NamespaceState(keys, self.store, self.settings, self.components)
+            state.segment_loader = self._open_segment
             committer = Committer(
                 state,
                 self.components,
@@ -62,6 +68,9 @@ class Database:
             )
             h = self._handles[key] = NamespaceHandle(state, committer)
         return h
+
+    async def _open_segment(self, state: NamespaceState, ref: SegmentRef, schema: Schema) -> SegmentLike:
+        return await self.segment_io.open(state.keys, ref, schema)
 
     async def snapshot(self, org: str, namespace: str, *, strong: bool = True) -> Snapshot:
         snap = await self.handle(org, namespace).state.snapshot(strong=strong)

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
+from lagoon import metrics
 from lagoon.config import CacheSettings
 from lagoon.errors import DataCorruption
 from lagoon.format.framing import TRAILER_LEN
@@ -204,14 +205,18 @@ class SegmentIO:
         ckey = self.cache_key(keys, ref.id)
         hit = self.memory.get(ckey)
         if hit is not None:
+            metrics.CACHE_HITS.labels(layer="memory").inc()
             return hit
+        metrics.CACHE_MISSES.labels(layer="memory").inc()
         sem = asyncio.Semaphore(_PARALLELISM)
 
         async def one(name: str) -> tuple[str, bytes]:
             if self.disk is not None:
                 data = await asyncio.to_thread(self.disk.load, ckey, ref, name)
                 if data is not None:
+                    metrics.CACHE_HITS.labels(layer="disk").inc()
                     return name, data
+                metrics.CACHE_MISSES.labels(layer="disk").inc()
             key = keys.segment_file(ref.id, name)
             async with sem:
                 data = await self.store.get(key)

@@ -34,8 +34,11 @@ async def test_backlog_metrics_and_metadata_after_indexing() -> None:
     assert done.status == "committed"
     assert gauge("lagoon_wal_tail_bytes") == 0 and gauge("lagoon_indexing_lag_seconds") == 0
     assert gauge("lagoon_segment_count") == 1
+    misses_before = REGISTRY.get_sample_value("lagoon_cache_misses_total", {"layer": "memory"}) or 0.0
     fresh = Database(store, settings, components("r"))
     meta = await fresh.metadata(NS)
+    misses_after = REGISTRY.get_sample_value("lagoon_cache_misses_total", {"layer": "memory"}) or 0.0
+    assert misses_after == misses_before + 1  # the new node fetched the segment once
     assert meta["index"] == {"status": "up-to-date"} and meta["approx_row_count"] == 10
     assert not meta["updated_at"].startswith("1970") and meta["updated_at"] >= meta["created_at"][:4]
     await db.close()
