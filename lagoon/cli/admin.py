@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 import click
 
 from lagoon import auth
-from lagoon.cli import doctor, export, imports, namespaces, repair
+from lagoon.cli import bench, doctor, export, imports, namespaces, repair
 from lagoon.cli.common import (
     CONTEXT_SETTINGS,
     ConfigError,
@@ -214,6 +214,7 @@ cli.add_command(imports.command)
 cli.add_command(namespaces.command)
 cli.add_command(doctor.command)
 cli.add_command(repair.command)
+cli.add_command(bench.command)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
