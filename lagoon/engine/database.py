@@ -19,7 +19,7 @@ from lagoon.engine.segment_io import SegmentIO
 from lagoon.engine.state import NamespaceState
 from lagoon.engine.tail import SegmentLike, Snapshot
 from lagoon.engine.writer import Committer, Op, make_write_op
-from lagoon.errors import InvalidRequest, NotFound, TooManyRequests, Unavailable
+from lagoon.errors import Forbidden, InvalidRequest, NotFound, TooManyRequests, Unavailable
 from lagoon.format.keys import DEFAULT_ORG, NamespaceKeys, check_namespace, namespace_from_prefix, org_prefix
 from lagoon.format.manifest import SegmentRef
 from lagoon.query.execute import execute_query
@@ -94,11 +94,34 @@ class Database:
             return await self._copy_from(org, namespace, body, started)
         await self._check_backpressure(h)
         op = make_write_op(body, h.state.current().schema)
+        creates = op.request is not None and bool(op.request.upserts or op.request.create_namespace)
+        if creates and not h.state.current().exists:
+            await self._check_namespace_quota(org, namespace)
         result = await h.committer.submit(op)
         result.setdefault("performance", {})["server_total_ms"] = round(
             (time.perf_counter() - started) * 1000
         )
         return result
+
+    async def _check_namespace_quota(self, org: str, namespace: str) -> None:
+        """``limits.max_namespaces``: refuse to create one more namespace in a full org. Counted
+        from the listing when a write would create a namespace; concurrent creations on several
+        nodes may overshoot by a few (a soft limit)."""
+        limit = self.settings.limits.max_namespaces
+        if limit is None:
+            return
+        count, cursor = 0, None
+        while count < limit:
+            page = await self.list_namespaces(org=org, cursor=cursor, page_size=1000)
+            count += sum(1 for n in page["namespaces"] if n["id"] != namespace)
+            cursor = page.get("next_cursor")
+            if not cursor:
+                break
+        if count >= limit:
+            raise Forbidden(
+                f"org '{org}' already has {limit} namespaces (limits.max_namespaces); "
+                f"delete one or raise the limit to create '{namespace}'"
+            )
 
     async def _check_backpressure(self, h: NamespaceHandle) -> None:
         """429 while the namespace's unindexed WAL tail exceeds ``indexer.max_unindexed_bytes``

@@ -278,3 +278,18 @@ async def test_fence_blocks_a_late_put() -> None:
     wal = [m.key async for m in inner.list("default/ns/wal/")]
     assert len(wal) == 3  # seq 2 holds the fence, the write committed at seq 3
     assert set(await docs(db_on(inner, "x"))) == {1, 2}
+
+
+async def test_max_namespaces_limit() -> None:
+    settings = Settings(limits={"max_namespaces": 2})  # type: ignore[arg-type]
+    db = Database(MemoryStore(), settings, Components(node_id="n"))
+    await db.write("a", {"upsert_rows": [{"id": 1}]})
+    await db.write("b", {"upsert_rows": [{"id": 1}]})
+    await db.write("a", {"upsert_rows": [{"id": 2}]})  # existing namespaces keep working
+    with pytest.raises(Forbidden, match="max_namespaces"):
+        await db.write("c", {"upsert_rows": [{"id": 1}]})
+    with pytest.raises(Forbidden, match="max_namespaces"):
+        await db.write("c", {"create_namespace": True, "schema": {"id": "uint"}})
+    await db.delete_namespace("b")
+    await db.write("c", {"upsert_rows": [{"id": 1}]})  # room again after a delete
+    assert sorted(n["id"] for n in (await db.list_namespaces())["namespaces"]) == ["a", "c"]
