@@ -27,7 +27,7 @@ import pyarrow as pa
 from lagoon.index.text.bm25 import TermStats
 from lagoon.query.cache import OnceCache
 from lagoon.query.filters import Filter
-from lagoon.query.live import LiveDocs, _dense_rank, _sort_positions, topk_smallest
+from lagoon.query.live import LiveDocs, dense_rank, sort_positions, topk_smallest
 from lagoon.schema import Schema
 
 T = TypeVar("T")
@@ -210,7 +210,7 @@ class CompositeSource:
 
     def id_rank(self) -> np.ndarray:
         def build() -> np.ndarray:
-            order = _sort_positions(self.column("id"))
+            order = sort_positions(self.column("id"))
             rank = np.empty(self._n, dtype=np.int64)
             rank[order] = np.arange(self._n, dtype=np.int64)
             rank.setflags(write=False)
@@ -221,7 +221,7 @@ class CompositeSource:
     def sort_rank(self, attr: str) -> np.ndarray:
         if attr == "id":
             return self.id_rank()
-        return self._cache.get("sort_rank", attr, lambda: _dense_rank(self.column(attr)))
+        return self._cache.get("sort_rank", attr, lambda: dense_rank(self.column(attr)))
 
     def column(self, attr: str) -> pa.ChunkedArray:
         def build() -> pa.ChunkedArray:

@@ -131,7 +131,7 @@ class LiveDocs:
 
     def id_order(self) -> np.ndarray:
         """int64 positions in ascending id order (uuid ids order by their 16 bytes)."""
-        return self._cached("id_order", "", lambda: _sort_positions(self._table.column("id")))
+        return self._cached("id_order", "", lambda: sort_positions(self._table.column("id")))
 
     def id_rank(self) -> np.ndarray:
         def build() -> np.ndarray:
@@ -146,7 +146,7 @@ class LiveDocs:
     def sort_rank(self, attr: str) -> np.ndarray:
         if attr == "id":
             return self.id_rank()
-        return self._cached("sort_rank", attr, lambda: _dense_rank(self._table.column(attr)))
+        return self._cached("sort_rank", attr, lambda: dense_rank(self._table.column(attr)))
 
     # ----------------------------------------------------------------------------------- filters
 
@@ -223,7 +223,7 @@ class LiveDocs:
         if cand is not None:
             sel = sel[cand[sel]]
         # Exact float64 distances for the few returned rows, then a final deterministic order.
-        exact = _exact_dist(vm.matrix[sel], q, metric)
+        exact = exact_dist(vm.matrix[sel], q, metric)
         order = np.lexsort((self.id_rank()[sel], exact))
         return sel[order], exact[order]
 
@@ -317,7 +317,7 @@ def topk_smallest(values: np.ndarray, tiebreak: np.ndarray, k: int) -> np.ndarra
     return cand[order[:k]].astype(np.int64, copy=False)
 
 
-def _exact_dist(m: np.ndarray, q: np.ndarray, metric: str) -> np.ndarray:
+def exact_dist(m: np.ndarray, q: np.ndarray, metric: str) -> np.ndarray:
     m64 = m.astype(np.float64)
     q64 = q.astype(np.float64)
     if metric == "euclidean_squared":
@@ -343,7 +343,7 @@ def _conform(schema: Schema, table: pa.Table) -> pa.Table:
     return out
 
 
-def _sort_positions(col: pa.ChunkedArray) -> np.ndarray:
+def sort_positions(col: pa.ChunkedArray) -> np.ndarray:
     arr = col.combine_chunks() if col.num_chunks != 1 else col.chunk(0)
     if pa.types.is_fixed_size_binary(arr.type):
         arr = arr.cast(pa.binary())
@@ -351,7 +351,7 @@ def _sort_positions(col: pa.ChunkedArray) -> np.ndarray:
     return np.asarray(idx.to_numpy(zero_copy_only=False), dtype=np.int64)
 
 
-def _dense_rank(col: pa.ChunkedArray) -> np.ndarray:
+def dense_rank(col: pa.ChunkedArray) -> np.ndarray:
     """Dense ascending ranks with nulls lowest: null -> 0, smallest value -> 1 (when nulls exist)."""
     if len(col) == 0:
         return np.empty(0, dtype=np.int64)

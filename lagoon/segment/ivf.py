@@ -46,7 +46,7 @@ from typing import Any
 import numpy as np
 
 from lagoon.errors import DataCorruption, InternalError
-from lagoon.query.live import _exact_dist, topk_smallest
+from lagoon.query.live import exact_dist, topk_smallest
 from lagoon.segment.format import MAGIC_VEC, SectionFile, SectionWriter, align, crc32c_of, gather_runs
 
 FLAT_BELOW = 8192  # fewer vectors than this: a single cluster (exact scan)
@@ -561,7 +561,7 @@ class VectorIndex:
 
     def _finish(self, sel: np.ndarray, q: np.ndarray, metric: str) -> tuple[np.ndarray, np.ndarray]:
         rows = self.cord[sel]
-        exact = _exact_dist(self.cvec[sel], q, metric)
+        exact = exact_dist(self.cvec[sel], q, metric)
         order = np.lexsort((rows, exact))
         return rows[order], exact[order]
 

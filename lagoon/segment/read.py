@@ -45,7 +45,7 @@ from lagoon.index.text.bm25 import (
 )
 from lagoon.query.cache import OnceCache
 from lagoon.query.filters import TOKEN_OPS, And, Condition, Filter, Not, Or
-from lagoon.query.live import VectorMatrix, _dense_rank
+from lagoon.query.live import VectorMatrix, dense_rank
 from lagoon.schema import Schema, id_arrow_type
 from lagoon.segment.build import SEQ_COLUMN, fts_config
 from lagoon.segment.filterindex import FilterIndex, indexable
@@ -446,7 +446,7 @@ class SegmentSource:
     def sort_rank(self, attr: str) -> np.ndarray:
         if attr == "id":
             return self.id_rank()
-        return self._cache.get("sort_rank", attr, lambda: _dense_rank(self.column(attr)))
+        return self._cache.get("sort_rank", attr, lambda: dense_rank(self.column(attr)))
 
     # ----------------------------------------------------------------------------------- filters
 
