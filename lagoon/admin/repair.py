@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar
 
 from lagoon.engine.manifest_store import PARENT_NONCE, advance_hint, read_version
-from lagoon.errors import LagoonError
+from lagoon.errors import DataCorruption, LagoonError
 from lagoon.format.keys import (
     CLUSTER_PREFIX,
     NAMESPACE_RE,
@@ -49,7 +49,7 @@ from lagoon.format.keys import (
     parse_manifest_version,
     parse_wal_seq,
 )
-from lagoon.format.manifest import Manifest
+from lagoon.format.manifest import Manifest, decode_manifest, encode_manifest
 from lagoon.format.wal import decode_entry
 from lagoon.storage.base import (
     IfMatch,
@@ -230,11 +230,29 @@ def _size(n: int) -> str:
 
 
 def _parse_hint(raw: bytes) -> int | None:
+    """The version CURRENT names (it holds a copy of that manifest, or the older decimal form);
+    None when it is garbled."""
+    if raw.lstrip().startswith(b"{"):
+        try:
+            return decode_manifest(raw, what="CURRENT").version
+        except DataCorruption:
+            return None
     try:
         value = int(raw.decode("ascii").strip())
     except (ValueError, UnicodeDecodeError):
         return None
     return value if value >= 0 else None
+
+
+async def _copy_differs(store: ObjectStore, keys: NamespaceKeys, raw: bytes, version: int) -> bool:
+    """Does CURRENT hold a manifest copy other than the stored version (readers would use it)?"""
+    if not raw.lstrip().startswith(b"{"):
+        return False
+    try:
+        stored = await read_version(store, keys, version)
+    except (ObjectNotFound, DataCorruption):
+        return False  # reported by the manifest checks
+    return decode_manifest(raw, what="CURRENT").nonce != stored.nonce
 
 
 # --- one pass over a namespace ---------------------------------------------------------------
@@ -332,6 +350,8 @@ async def _check_hint(store: ObjectStore, keys: NamespaceKeys, p: _Pass) -> None
         except ObjectNotFound:
             pass
     hint.value = _parse_hint(hint.raw) if hint.present else None
+    if hint.value is not None and await _copy_differs(store, keys, hint.raw, hint.value):
+        hint.value = None  # treated as garbled: rewritten from the stored version
     top, oldest = p.top, p.oldest
     if not hint.present:
         if top:
@@ -580,9 +600,14 @@ async def _fix_hint(store: ObjectStore, keys: NamespaceKeys, p: _Pass) -> None:
                 finding.fix_error = f"manifest v{top + 1} appeared meanwhile; re-run repair"
                 return
             mode = IfMatch(hint.etag) if hint.etag is not None else PutMode.OVERWRITE
-            await store.put(keys.current, str(top).encode(), mode)
+            latest = p.latest if p.latest is not None and p.latest.version == top else None
+            data = encode_manifest(latest) if latest is not None else str(top).encode()
+            await store.put(keys.current, data, mode)
         else:
-            await advance_hint(store, keys, top)  # missing, lagging, below the oldest: monotonic CAS
+            # missing, lagging, below the oldest: the committers' monotonic CAS
+            await advance_hint(
+                store, keys, p.latest if p.latest is not None and p.latest.version == top else top
+            )
         after = _parse_hint(await store.get(keys.current))
     except PreconditionFailed:
         finding.fix_error = "CURRENT changed while repairing; re-run repair"

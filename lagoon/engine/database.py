@@ -70,7 +70,7 @@ class Database:
         return h
 
     async def _open_segment(self, state: NamespaceState, ref: SegmentRef, schema: Schema) -> SegmentLike:
-        return await self.segment_io.open(state.keys, ref, schema)
+        return await self.segment_io.open(state.keys, ref, schema, lazy=True)
 
     async def snapshot(self, org: str, namespace: str, *, strong: bool = True) -> Snapshot:
         snap = await self.handle(org, namespace).state.snapshot(strong=strong)
@@ -82,6 +82,7 @@ class Database:
         self._closed = True
         await asyncio.gather(*(h.committer.drain() for h in self._handles.values()))
         await self.enqueuer.close()
+        await self.segment_io.close()
         await self.store.close()
 
     # -- writes ------------------------------------------------------------------------------------

@@ -275,7 +275,7 @@ async def collect_garbage(
 
     if old_versions:
         m = await revalidate()
-        hint = await manifest_store.advance_hint(store, keys, m.version)
+        hint = await manifest_store.advance_hint(store, keys, m)
         doomed_versions = sorted(v for v in old_versions if v < min(hint, m.version - retain_versions + 1))
         fp.hit("gc.before_delete")
         for v in doomed_versions:  # oldest first, one at a time: the surviving versions stay contiguous

@@ -6,8 +6,8 @@ Commit protocol (``commit``):
    means another committer won the version (``ManifestConflict``): the caller reloads and decides
    again — a compaction aborts, an index build is simply redone later. Ambiguous outcomes are
    settled by the retrying store reading the key back (every version holds a fresh nonce).
-2. ``manifest/CURRENT`` (a hint) is advanced *monotonically*: HEAD + GET it, and replace it with
-   ``IfMatch(etag)`` only if it holds a lower version. A plain PUT would let a committer that paused
+2. ``manifest/CURRENT`` (a hint: a copy of the manifest it names) is advanced *monotonically*:
+   HEAD + GET it, and replace it with ``IfMatch(etag)`` only if it holds a lower version. A plain PUT would let a committer that paused
    between steps 1 and 2 move the hint backwards, possibly below versions GC has deleted since —
    readers would then start from a missing version.
 3. Lineage check. Old versions are deleted by GC, so create-if-absent alone cannot stop a zombie
@@ -66,18 +66,37 @@ async def read_version(store: ObjectStore, keys: NamespaceKeys, version: int) ->
 
 async def read_hint(store: ObjectStore, keys: NamespaceKeys) -> int:
     """The version CURRENT names, 0 if it is missing or unreadable (it is only a hint)."""
+    return (await read_hint_manifest(store, keys))[0]
+
+
+async def read_hint_manifest(store: ObjectStore, keys: NamespaceKeys) -> tuple[int, Manifest | None]:
+    """The version CURRENT names and, when CURRENT holds it, that manifest (see ``parse_hint``)."""
     try:
         raw = await store.get(keys.current)
     except ObjectNotFound:
-        return 0
-    return _parse_hint(raw)
+        return 0, None
+    return parse_hint(raw, what=keys.current)
+
+
+def parse_hint(raw: bytes, *, what: str = "CURRENT") -> tuple[int, Manifest | None]:
+    """CURRENT holds a copy of the manifest it names (the bytes of ``manifest/{v}.json``), so a
+    cold reader needs one GET, not two; the older form, the decimal version alone, is read too.
+    Unreadable content is version 0 (it is only a hint: readers then probe)."""
+    text = raw.lstrip()
+    if text.startswith(b"{"):
+        try:
+            m = decode_manifest(raw, what=what)
+        except DataCorruption:
+            return 0, None
+        return m.version, m
+    try:
+        return max(0, int(raw.decode().strip() or 0)), None
+    except (ValueError, UnicodeDecodeError):
+        return 0, None
 
 
 def _parse_hint(raw: bytes) -> int:
-    try:
-        return max(0, int(raw.decode().strip() or 0))
-    except (ValueError, UnicodeDecodeError):
-        return 0
+    return parse_hint(raw)[0]
 
 
 async def list_versions(store: ObjectStore, keys: NamespaceKeys) -> list[int]:
@@ -129,9 +148,14 @@ def next_version(base: Manifest | None, components: Components, **changes: Any) 
     return dataclasses.replace(base, **fields, **changes)
 
 
-async def advance_hint(store: ObjectStore, keys: NamespaceKeys, version: int) -> int:
-    """Make CURRENT name at least ``version``; returns the version it names afterwards."""
-    data = str(version).encode()
+async def advance_hint(store: ObjectStore, keys: NamespaceKeys, manifest: Manifest | int) -> int:
+    """Make CURRENT name at least ``manifest``'s version, holding a copy of it (given a bare
+    version, as ``lagoon repair`` does when that manifest is unreadable: the decimal form).
+    Returns the version CURRENT names afterwards."""
+    if isinstance(manifest, Manifest):
+        version, data = manifest.version, encode_manifest(manifest)
+    else:
+        version, data = manifest, str(manifest).encode()
     for _ in range(_HINT_ATTEMPTS):
         try:
             meta = await store.head(keys.current)
@@ -165,7 +189,7 @@ async def commit(store: ObjectStore, keys: NamespaceKeys, manifest: Manifest) ->
     except AlreadyExists:
         raise ManifestConflict(f"{keys.manifest(manifest.version)} already exists") from None
     try:
-        hint = await advance_hint(store, keys, manifest.version)
+        hint = await advance_hint(store, keys, manifest)
     except StorageError as e:
         # The version is committed; only the hint lags (readers probe past it). The lineage check
         # needs the hint, so it is skipped: it matters only after a pause longer than the grace.
@@ -193,7 +217,9 @@ __all__ = [
     "commit",
     "list_versions",
     "next_version",
+    "parse_hint",
     "read_hint",
+    "read_hint_manifest",
     "read_latest",
     "read_version",
 ]

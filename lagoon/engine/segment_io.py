@@ -17,28 +17,35 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import secrets
 import threading
 from collections import OrderedDict
+from collections.abc import Coroutine, Mapping, Sequence
 from pathlib import Path
+from typing import Any, TypeVar
 
 import numpy as np
 
 from lagoon import metrics
 from lagoon.config import CacheSettings
-from lagoon.errors import DataCorruption
+from lagoon.errors import DataCorruption, InternalError
 from lagoon.format.framing import TRAILER_LEN
 from lagoon.format.keys import NamespaceKeys
 from lagoon.format.manifest import SegmentRef
 from lagoon.schema import Schema
 from lagoon.segment.build import BuiltSegment
-from lagoon.segment.format import crc32c_of
-from lagoon.segment.read import SegmentReader
+from lagoon.segment.format import crc32c_of, head_length
+from lagoon.segment.read import LazyFile, SegmentReader
 from lagoon.storage.base import AlreadyExists, ObjectStore, PutMode
 
 _PARALLELISM = 8
 _TMP = ".tmp-"
+LAZY_MIN_BYTES = 1 << 20  # smaller vec files are fetched whole
+HEAD_GUESS_BYTES = 64 << 10  # first ranged read of a vec file whose head length is not recorded
+log = logging.getLogger("lagoon.segments")
+_T = TypeVar("_T")
 
 Files = dict[str, bytes]
 CacheKey = tuple[str, str, str]
@@ -176,6 +183,10 @@ class SegmentIO:
         self.store = store
         self.memory = _MemoryLru(cache.memory_bytes)
         self.disk = _DiskCache(cache.dir, cache.disk_bytes) if cache.dir else None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.hydrate = True  # fetch lazily opened vec files whole in the background
+        self.lazy_min_bytes = LAZY_MIN_BYTES
+        self._inflight: dict[tuple[str, str, str, str], asyncio.Future[bytes]] = {}
 
     @staticmethod
     def cache_key(keys: NamespaceKeys, segment_id: str) -> CacheKey:
@@ -208,31 +219,158 @@ class SegmentIO:
             metrics.CACHE_HITS.labels(layer="memory").inc()
             return hit
         metrics.CACHE_MISSES.labels(layer="memory").inc()
-        sem = asyncio.Semaphore(_PARALLELISM)
+        names = list(ref.files)
+        blobs = await asyncio.gather(*(self._file(keys, ref, n) for n in names))
+        files = dict(zip(names, blobs, strict=True))
+        self.memory.put(ckey, files)
+        return files
 
-        async def one(name: str) -> tuple[str, bytes]:
+    async def _file(self, keys: NamespaceKeys, ref: SegmentRef, name: str) -> bytes:
+        """One whole file: disk cache, else the store (then filled into the disk cache)."""
+        ckey = self.cache_key(keys, ref.id)
+        if self.disk is not None:
+            data = await asyncio.to_thread(self.disk.load, ckey, ref, name)
+            if data is not None:
+                metrics.CACHE_HITS.labels(layer="disk").inc()
+                return data
+            metrics.CACHE_MISSES.labels(layer="disk").inc()
+        key = keys.segment_file(ref.id, name)
+        data = await self.store.get(key)
+        if not verify_file(ref, name, data):
+            raise DataCorruption(f"{key}: size or checksum differs from the manifest")
+        if self.disk is not None:
+            await asyncio.to_thread(self.disk.store, ckey, name, data)
+        return data
+
+    async def open(
+        self, keys: NamespaceKeys, ref: SegmentRef, schema: Schema, *, lazy: bool = False
+    ) -> SegmentReader:
+        """Open a segment. With ``lazy`` (the query path), a large ``vec`` file that no cache
+        holds is opened from its head (one ranged GET, in parallel with the other files): queries
+        then fetch only the cluster blocks they probe, while the whole file is fetched in the
+        background and handed to the index (and the disk cache) once it arrives."""
+        ckey = self.cache_key(keys, ref.id)
+        if not lazy or self.memory.get(ckey) is not None:
+            files = await self.fetch(keys, ref)
+            return await asyncio.to_thread(SegmentReader.from_files, ref, files, schema)
+        metrics.CACHE_MISSES.labels(layer="memory").inc()
+        loop = asyncio.get_running_loop()
+
+        async def one(name: str) -> tuple[str, bytes | LazyFile]:
+            size = ref.files[name].get("size")
+            if not name.startswith("vec.") or not isinstance(size, int) or size < self.lazy_min_bytes:
+                return name, await self._file(keys, ref, name)
             if self.disk is not None:
                 data = await asyncio.to_thread(self.disk.load, ckey, ref, name)
                 if data is not None:
                     metrics.CACHE_HITS.labels(layer="disk").inc()
                     return name, data
                 metrics.CACHE_MISSES.labels(layer="disk").inc()
-            key = keys.segment_file(ref.id, name)
-            async with sem:
-                data = await self.store.get(key)
-            if not verify_file(ref, name, data):
-                raise DataCorruption(f"{key}: size or checksum differs from the manifest")
-            if self.disk is not None:
-                await asyncio.to_thread(self.disk.store, ckey, name, data)
-            return name, data
+            head = await self._head(keys, ref, name, size)
+            if head is None:  # written before vec files had a checksummed head
+                return name, await self._file(keys, ref, name)
+            return name, LazyFile(head, _Blocks(self, loop, keys, ref, name))
 
-        files = dict(await asyncio.gather(*(one(n) for n in ref.files)))
-        self.memory.put(ckey, files)
-        return files
+        opened: dict[str, bytes | LazyFile] = dict(await asyncio.gather(*(one(n) for n in ref.files)))
+        reader = await asyncio.to_thread(SegmentReader.from_files, ref, opened, schema)
+        pending = reader.lazy_vector_files()
+        if pending and self.hydrate:
+            task = asyncio.create_task(self._hydrate(keys, ref, reader, opened))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        elif not pending:
+            self.memory.put(ckey, {n: d for n, d in opened.items() if isinstance(d, bytes)})
+        return reader
 
-    async def open(self, keys: NamespaceKeys, ref: SegmentRef, schema: Schema) -> SegmentReader:
-        files = await self.fetch(keys, ref)
-        return await asyncio.to_thread(SegmentReader.from_files, ref, files, schema)
+    async def _head(self, keys: NamespaceKeys, ref: SegmentRef, name: str, size: int) -> bytes | None:
+        """The checksummed head of a ``vec`` file: one ranged GET when the manifest records its
+        length (``info.files[name].head_bytes``), else a 64 KiB read and, if the head is longer,
+        a second one. None when the file has no such head."""
+        key = keys.segment_file(ref.id, name)
+        hint = ((ref.info or {}).get("files") or {}).get(name, {}).get("head_bytes")
+        first = hint if isinstance(hint, int) and 0 < hint <= size else min(size, HEAD_GUESS_BYTES)
+        head = await self.store.get_range(key, 0, first)
+        n = head_length(head, what=f"{key} (head)")
+        if n is None:
+            return None
+        if n > len(head):
+            if n > size:
+                raise DataCorruption(f"{key}: head length {n} exceeds the file's {size} bytes")
+            head += await self.store.get_range(key, len(head), n)
+        return head
+
+    async def whole(self, keys: NamespaceKeys, ref: SegmentRef, name: str) -> bytes:
+        """One whole file (verified); concurrent callers share one fetch."""
+        fkey = (*self.cache_key(keys, ref.id), name)
+        fut = self._inflight.get(fkey)
+        if fut is None:
+            fut = self._inflight[fkey] = asyncio.ensure_future(self._file(keys, ref, name))
+            fut.add_done_callback(lambda _f: self._inflight.pop(fkey, None))
+        return await asyncio.shield(fut)
+
+    async def ranges(
+        self, keys: NamespaceKeys, name: str, ref: SegmentRef, ranges: list[tuple[int, int]]
+    ) -> list[bytes]:
+        key = keys.segment_file(ref.id, name)
+        return await self.store.get_ranges(key, ranges)
+
+    async def _hydrate(
+        self,
+        keys: NamespaceKeys,
+        ref: SegmentRef,
+        reader: SegmentReader,
+        files: Mapping[str, bytes | LazyFile],
+    ) -> None:
+        """Fetch the whole of every lazily opened file, hand it to its index, and cache the
+        segment like an eagerly opened one. Failures are logged; queries keep ranged reads."""
+        try:
+            complete = {n: d for n, d in files.items() if isinstance(d, bytes)}
+            for name, vi in reader.lazy_vector_files().items():
+                data = await self.whole(keys, ref, name)
+                await asyncio.to_thread(vi.hydrate, data)
+                complete[name] = data
+            self.memory.put(self.cache_key(keys, ref.id), complete)
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:  # background work: log it, never crash the node
+            log.warning("segment_hydrate_failed", extra={"segment": ref.id, "error": repr(e)})
+
+    @property
+    def pending(self) -> int:
+        """Background whole-file fetches still running."""
+        return len(self._tasks)
+
+    async def close(self) -> None:
+        """Stop background fetches."""
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+
+class _Blocks:
+    """``BlockSource`` of a lazily opened ``vec`` file: blocking calls from a query thread,
+    served by the node's event loop."""
+
+    def __init__(
+        self, io: SegmentIO, loop: asyncio.AbstractEventLoop, keys: NamespaceKeys, ref: SegmentRef, name: str
+    ) -> None:
+        self._io, self._loop, self._keys, self._ref, self._name = io, loop, keys, ref, name
+
+    def ranges(self, ranges: Sequence[tuple[int, int]]) -> list[bytes]:
+        return self._call(self._io.ranges(self._keys, self._name, self._ref, list(ranges)))
+
+    def whole(self) -> bytes:
+        return self._call(self._io.whole(self._keys, self._ref, self._name))
+
+    def _call(self, coro: Coroutine[Any, Any, _T]) -> _T:
+        try:
+            running: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is self._loop:
+            coro.close()
+            raise InternalError("segment blocks must be fetched from a query thread, not the event loop")
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
 
 
 __all__ = ["SegmentIO", "verify_file"]

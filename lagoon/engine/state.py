@@ -19,6 +19,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from lagoon.config import Settings
+from lagoon.engine import manifest_store
 from lagoon.engine.components import Components
 from lagoon.engine.tail import SegmentLike, Snapshot, Tail
 from lagoon.errors import DataCorruption, Unavailable
@@ -29,6 +30,7 @@ from lagoon.schema import Schema
 from lagoon.storage.base import ObjectNotFound, ObjectStore, StorageError
 
 _FETCH_PARALLELISM = 16
+WAL_SPECULATION = 4  # WAL entries a cold load GETs before its LIST answers
 SegmentLoader = Callable[["NamespaceState", SegmentRef, Schema], Awaitable[SegmentLike]]
 
 
@@ -106,7 +108,7 @@ class NamespaceState:
             missing = [
                 ref
                 for ref in m.segments
-                if ref.id not in self._segments or self._segments[ref.id][0] is not schema
+                if ref.id not in self._segments or self._segments[ref.id][0] != schema
             ]
             try:
                 opened = await asyncio.gather(*(self.segment_loader(self, ref, schema) for ref in missing))
@@ -153,12 +155,8 @@ class NamespaceState:
     async def _probe(self, started: float) -> None:
         poll = self.settings.manifest.poll_interval_ms / 1000
         if not self._loaded:
-            await self._load_manifest_from_hint()
+            await self._cold_load()
             self._last_manifest_check = started
-            if self.manifest is not None:
-                self._rebuild_tail()
-            await self._fetch_tail_by_listing()
-            await self._open_segments()
             self._loaded = True
             return
         if started - self._last_manifest_check >= poll:
@@ -180,35 +178,76 @@ class NamespaceState:
         if first is not None:
             self._append(*first)
             await self._fetch_tail_by_listing()
-        if any(schema is not self.tail.schema for schema, _ in self._segments.values()):
+        if any(schema != self.tail.schema for schema, _ in self._segments.values()):
             await self._open_segments()
 
-    async def _load_manifest_from_hint(self) -> None:
-        version = 0
-        try:
-            raw = await self.store.get(self.keys.current)
-            version = int(raw.decode().strip() or 0)
-        except ObjectNotFound:
-            version = 0
-        except (ValueError, UnicodeDecodeError):
-            version = 0  # a garbled hint only costs probing from the start
-        if version > 0:
+    async def _cold_load(self) -> None:
+        """First load, in two sequential rounds of requests (a cold query then needs one more,
+        for the cluster blocks it probes):
+
+        1. GET ``manifest/CURRENT``, which holds a copy of the manifest it names (an older,
+           decimal CURRENT costs one more GET of that manifest);
+        2. in parallel: probe the manifest versions after it; LIST the WAL after its
+           ``indexed_through``; GET the first ``WAL_SPECULATION`` entries after it without waiting
+           for the LIST (a short tail is then already here); open the manifest's segments.
+
+        Entries the LIST shows beyond the speculative window are fetched after it (one more round,
+        only for long tails), as are the segments of a newer manifest the probe found. The LIST
+        starts after the read did, so every write acknowledged before the read is seen.
+        """
+        version, m = await manifest_store.read_hint_manifest(self.store, self.keys)
+        if m is None and version > 0:
             try:
-                self.manifest = await self._read_manifest(version)
+                m = await self._read_manifest(version)
             except ObjectNotFound:
-                self.manifest = None  # hint points past GC'd versions: probe from the start
-        await self._probe_manifest()
+                m = None  # hint points past GC'd versions: probe from the start
+        self.manifest = m
+        if m is not None:
+            self._rebuild_tail()
+        start = self.head
+        probe_task = asyncio.ensure_future(self._probe_manifest())
+        list_task = asyncio.ensure_future(self._list_wal_after(start))
+        guess_task = asyncio.ensure_future(
+            asyncio.gather(*(self._fetch_one(start + i) for i in range(1, WAL_SPECULATION + 1)))
+        )
+        open_task = asyncio.ensure_future(self._open_segments())
+        try:
+            advanced, seqs, guessed, _ = await asyncio.gather(probe_task, list_task, guess_task, open_task)
+        except BaseException:
+            for t in (probe_task, list_task, guess_task, open_task):
+                t.cancel()
+            raise
+        if advanced:
+            self._rebuild_tail()
+        got = {e.seq: (e, size) for e, size in (g for g in guessed if g is not None)}
+        rest = [q for q in seqs if q > self.head and q not in got]
+        if rest:
+            sem = asyncio.Semaphore(_FETCH_PARALLELISM)
+
+            async def get(seq: int) -> tuple[WalEntry, int] | None:
+                async with sem:
+                    return await self._fetch_one(seq)
+
+            for item in await asyncio.gather(*(get(q) for q in rest)):
+                if item is not None:
+                    got[item[0].seq] = item
+        while self.head + 1 in got:
+            self._append(*got[self.head + 1])
+        if advanced or any(schema != self.tail.schema for schema, _ in self._segments.values()):
+            await self._open_segments()
 
     async def _jump_to_hint(self) -> bool:
         """Move to the version CURRENT names if it is newer than ours (True if it was). Probing
         from our version could stop at a version GC deleted; CURRENT never names one."""
-        try:
-            hint = int((await self.store.get(self.keys.current)).decode().strip() or 0)
-            if hint <= (self.manifest.version if self.manifest else 0):
-                return False
-            self.manifest = await self._read_manifest(hint)
-        except (ObjectNotFound, ValueError, UnicodeDecodeError):
+        hint, m = await manifest_store.read_hint_manifest(self.store, self.keys)
+        if hint <= (self.manifest.version if self.manifest else 0):
             return False
+        if m is None:
+            try:
+                m = await self._read_manifest(hint)
+            except ObjectNotFound:
+                return False
+        self.manifest = m
         self._rebuild_tail()
         return True
 
@@ -241,14 +280,19 @@ class NamespaceState:
             raise DataCorruption(f"{key}: holds seq {entry.seq}")
         return entry, len(data)
 
-    async def _fetch_tail_by_listing(self) -> None:
-        """Fetch every WAL entry after the head (one LIST, then parallel GETs)."""
-        start = max(self.head, self.indexed_through)
+    async def _list_wal_after(self, start: int) -> list[int]:
+        """The WAL seqs present after ``start``, ascending (one LIST)."""
         seqs = []
         async for meta in self.store.list(self.keys.wal_prefix, start_after=self.keys.wal(start)):
             seq = parse_wal_seq(meta.key)
             if seq is not None and seq > start:
                 seqs.append(seq)
+        return seqs
+
+    async def _fetch_tail_by_listing(self) -> None:
+        """Fetch every WAL entry after the head (one LIST, then parallel GETs)."""
+        start = max(self.head, self.indexed_through)
+        seqs = await self._list_wal_after(start)
         if not seqs:
             return
         sem = asyncio.Semaphore(_FETCH_PARALLELISM)

@@ -170,6 +170,7 @@ class SectionWriter:
         self._parts: list[tuple[str, bytes | np.ndarray, str, list[int]]] = []
         self._size = 0
         self.sections: dict[str, dict[str, Any]] = {}
+        self.data_start = 0  # set by ``finish``: the absolute file offset of the data area
 
     @property
     def size(self) -> int:
@@ -194,6 +195,16 @@ class SectionWriter:
         self._size = align(self._size + buf.nbytes)
         return off
 
+    def area_crc32c(self) -> int:
+        """CRC-32C of the data area written so far, padding included (as ``finish`` lays it out)."""
+        crc = 0
+        for _name, data, _dtype, _shape in self._parts:
+            raw = data if isinstance(data, bytes) else np.ascontiguousarray(data).view(np.uint8).reshape(-1)
+            n = len(raw) if isinstance(raw, bytes) else int(raw.nbytes)
+            crc = int(google_crc32c.extend(crc, raw))
+            crc = int(google_crc32c.extend(crc, bytes(align(n) - n)))
+        return crc
+
     def _add(self, name: str, data: bytes | np.ndarray, dtype: str, shape: list[int]) -> None:
         nbytes = len(data) if isinstance(data, bytes) else int(data.nbytes)
         self.sections[name] = {"offset": self._size, "length": nbytes, "dtype": dtype, "shape": shape}
@@ -205,6 +216,7 @@ class SectionWriter:
         meta_bytes = orjson.dumps(meta, option=orjson.OPT_SORT_KEYS)
         head = _META_PREFIX.pack(len(meta_bytes), crc32c_of(meta_bytes)) + meta_bytes
         data_start = align(HEADER_LEN + len(head))
+        self.data_start = data_start
         chunks: list[bytes | memoryview] = [head, bytes(data_start - HEADER_LEN - len(head))]
         for _name, data, _dtype, _shape in self._parts:
             raw = (
@@ -226,6 +238,11 @@ class SectionFile:
     data: bytes
     meta: dict[str, Any]
     data_start: int  # absolute file offset of the data area
+    end: int | None = None  # readable bytes end here (a head read); None: the whole frame
+
+    @property
+    def limit(self) -> int:
+        return len(self.data) - TRAILER_LEN if self.end is None else self.end
 
     def has(self, name: str) -> bool:
         return name in self.meta["sections"]
@@ -243,7 +260,7 @@ class SectionFile:
             raise DataCorruption(f"{self.what}: section {name!r} has dtype {dt}, expected {np.dtype(dtype)}")
         count = int(np.prod(shape, dtype=np.int64))
         start = self.data_start + off
-        if off < 0 or length != count * dt.itemsize or start + length > len(self.data) - TRAILER_LEN:
+        if off < 0 or length != count * dt.itemsize or start + length > self.limit:
             raise DataCorruption(f"{self.what}: section {name!r} lies outside the file or has a bad length")
         return np.frombuffer(self.data, dtype=dt, count=count, offset=start).reshape(shape)
 
@@ -253,7 +270,7 @@ class SectionFile:
     def region(self, rel_offset: int, length: int) -> np.ndarray:
         """Bytes ``[data_start + rel_offset, +length)`` as a read-only uint8 view."""
         start = self.data_start + rel_offset
-        if rel_offset < 0 or length < 0 or start + length > len(self.data) - TRAILER_LEN:
+        if rel_offset < 0 or length < 0 or start + length > self.limit:
             raise DataCorruption(f"{self.what}: region lies outside the file")
         return np.frombuffer(self.data, dtype=np.uint8, count=length, offset=start)
 
@@ -263,13 +280,20 @@ def open_sections(
 ) -> SectionFile:
     """Verify a framed sectioned file and parse its meta."""
     fv = open_frame(data, magic=magic, what=what, size=size, crc32c=crc32c)
-    start = fv.body_start
-    if fv.body_length < _META_PREFIX.size:
+    meta, data_start = _parse_meta(data, fv.body_start, fv.body_start + fv.body_length, what)
+    return SectionFile(what, data, meta, data_start)
+
+
+def _parse_meta(data: bytes, start: int, body_end: int, what: str) -> tuple[dict[str, Any], int]:
+    """The verified meta of a sectioned body starting at ``start`` and its ``data_start``."""
+    if body_end - start < _META_PREFIX.size or len(data) < start + _META_PREFIX.size:
         raise DataCorruption(f"{what}: body too short")
     meta_len, meta_crc = _META_PREFIX.unpack_from(data, start)
     meta_start = start + _META_PREFIX.size
-    if meta_start + meta_len > start + fv.body_length:
+    if meta_start + meta_len > body_end:
         raise DataCorruption(f"{what}: meta length {meta_len} exceeds the body")
+    if meta_start + meta_len > len(data):
+        raise DataCorruption(f"{what}: meta length {meta_len} exceeds the bytes read")
     meta_bytes = data[meta_start : meta_start + meta_len]
     if crc32c_of(meta_bytes) != meta_crc:
         raise DataCorruption(f"{what}: meta checksum mismatch")
@@ -279,4 +303,58 @@ def open_sections(
         raise DataCorruption(f"{what}: meta is not valid JSON ({e})") from None
     if not isinstance(meta, dict) or not isinstance(meta.get("sections"), dict):
         raise DataCorruption(f"{what}: meta lacks its section table")
-    return SectionFile(what, data, meta, align(meta_start + meta_len))
+    return meta, align(meta_start + meta_len)
+
+
+def head_length(head: bytes, *, what: str) -> int | None:
+    """From the first bytes of a sectioned file (enough to hold its meta), the length of its
+    checksummed head (``meta["head"]``), or None when the file has no such head. Raises
+    DataCorruption when the bytes are not a sectioned file's start."""
+    _check_header(head, what=what, magic=None, size=None)
+    meta, data_start = _parse_meta(head, HEADER_LEN, 1 << 62, what)
+    h = meta.get("head")
+    if not isinstance(h, dict) or not isinstance(h.get("length"), int):
+        return None
+    return data_start + int(h["length"])
+
+
+def open_head(head: bytes, *, magic: bytes, what: str, size: int) -> SectionFile:
+    """Verify the head of a sectioned file of ``size`` bytes that carries ``meta["head"]``: the
+    frame header, the meta (own checksum) and the data area up to ``head.length`` (checksum
+    ``head.crc32c``). The sections inside the head can then be used; bytes after it are fetched
+    and verified separately by the caller (e.g. cluster blocks with their own checksums)."""
+    header_len, body_len = _check_header(head, what=what, magic=magic, size=size)
+    meta, data_start = _parse_meta(head, header_len, header_len + body_len, what)
+    h = meta.get("head")
+    try:
+        length, crc = int(h["length"]), int(h["crc32c"])  # type: ignore[index]
+    except (KeyError, TypeError, ValueError):
+        raise DataCorruption(f"{what}: meta has no head length and checksum") from None
+    end = data_start + length
+    if length < 0 or end > header_len + body_len:
+        raise DataCorruption(f"{what}: head length {length} exceeds the body")
+    if len(head) < end:
+        raise DataCorruption(f"{what}: {len(head)} bytes read, the head needs {end}")
+    if crc32c_of(np.frombuffer(head, np.uint8, count=length, offset=data_start)) != crc:
+        raise DataCorruption(f"{what}: head checksum mismatch")
+    return SectionFile(what, head, meta, data_start, end)
+
+
+def _check_header(data: bytes, *, what: str, magic: bytes | None, size: int | None) -> tuple[int, int]:
+    """Check a frame header on its own (for ranged reads): magic, lengths against ``size``,
+    reader version. Returns (header_length, body_length)."""
+    if len(data) < HEADER_LEN + _META_PREFIX.size:
+        raise DataCorruption(f"{what}: truncated head ({len(data)} bytes)")
+    got_magic, fmt, min_reader, _min_writer, _flags, header_len, body_len, _ = _FRAME_HEADER.unpack_from(data)
+    if magic is not None and got_magic != magic:
+        raise DataCorruption(f"{what}: bad magic {got_magic!r}, expected {magic!r}")
+    if header_len < HEADER_LEN or (size is not None and header_len + body_len + TRAILER_LEN != size):
+        raise DataCorruption(
+            f"{what}: length mismatch (header says {header_len}+{body_len}+4, object has {size})"
+        )
+    if min_reader > READER_VERSION:
+        raise IncompatibleFormat(
+            f"{what}: written in segment format version {fmt}, which needs a reader of version "
+            f"{min_reader} or newer; this Lagoon reads version {READER_VERSION}. Upgrade Lagoon."
+        )
+    return header_len, body_len

@@ -40,8 +40,10 @@ Pure: no I/O.
 from __future__ import annotations
 
 import math
+import threading
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -64,6 +66,7 @@ EXACT_BELOW_FRACTION = 0.02
 EXACT_ABOVE_PROBE_FRACTION = 0.5  # probing at least this share of clusters: scan exactly instead
 CANDIDATE_MARGIN = 2.0  # expected masked candidates in the probed clusters >= margin · k
 _GATHER_FRACTION = 0.3
+WHOLE_FILE_FRACTION = 0.5  # a lazy index needing more of its block bytes than this fetches the file
 
 METRICS = ("cosine_distance", "euclidean_squared")
 _DTYPES: dict[str, np.dtype[Any]] = {"f32": np.dtype("<f4"), "f16": np.dtype("<f2")}
@@ -140,6 +143,10 @@ def build_vec_file(
     w.add("cluster_length", lengths.astype("<u8"))
     w.add("cluster_count", counts.astype("<u4"))
     w.add("cluster_crc32c", crcs.astype("<u4"))
+    row_cluster = np.full(n_rows, k, np.uint32)  # k: the row has no vector
+    row_cluster[cord] = np.repeat(np.arange(k, dtype=np.uint32), counts)
+    w.add("row_cluster", row_cluster.astype("<u4"))
+    head = {"length": w.size, "crc32c": w.area_crc32c()}
     blocks_at = w.add_raw(blocks)
     nprobe = {
         "target_recall": TARGET_RECALL,
@@ -160,6 +167,7 @@ def build_vec_file(
         "kmeans": {"niter": KMEANS_NITER, "seed": KMEANS_SEED, "train_points": train_points},
         "nprobe": nprobe,
         "blocks": {"offset": blocks_at, "length": total},
+        "head": head,
     }
     summary = {
         "kind": "vec",
@@ -171,7 +179,9 @@ def build_vec_file(
         "clusters": k,
         "nprobe": nprobe["default"],
     }
-    return BuiltVectors(w.finish(MAGIC_VEC, meta), summary)
+    data = w.finish(MAGIC_VEC, meta)
+    summary["head_bytes"] = w.data_start + head["length"]
+    return BuiltVectors(data, summary)
 
 
 def _align64(n: np.ndarray) -> np.ndarray:
@@ -275,10 +285,29 @@ def _calibrate(
 # --------------------------------------------------------------------------------------------- read
 
 
-class VectorIndex:
-    """A loaded ``vec.<attr>`` file: every vector (float32, cluster order) plus the IVF."""
+class BlockSource(Protocol):
+    """Where a lazily opened index gets the bytes after its head (absolute file offsets).
+    Called from query threads, never from the event loop."""
 
-    def __init__(self, sf: SectionFile, n_rows: int) -> None:
+    def ranges(self, ranges: Sequence[tuple[int, int]]) -> list[bytes]:
+        """The bytes ``[start, end)`` of each range."""
+        ...
+
+    def whole(self) -> bytes:
+        """The whole file, verified against the manifest's size and checksum."""
+        ...
+
+
+class VectorIndex:
+    """A ``vec.<attr>`` file: the IVF and every vector (float32, cluster order).
+
+    Opened from the whole file (every block is loaded at once), or lazily from the file's head
+    (meta, centroids, table of contents, ``row_cluster``) and a ``BlockSource``: then blocks are
+    fetched with ranged reads the first time a query needs them (each checked against its own
+    CRC-32C and the ordinals ``row_cluster`` implies), or all at once when a query needs more than
+    ``WHOLE_FILE_FRACTION`` of the block bytes, or when ``hydrate`` hands over the whole file."""
+
+    def __init__(self, sf: SectionFile, n_rows: int, *, blocks: BlockSource | None = None) -> None:
         what = sf.what
         meta = sf.meta
         try:
@@ -303,6 +332,7 @@ class VectorIndex:
             raise DataCorruption(f"{what}: written for {file_rows} rows, the segment has {n_rows}")
         if self.probe_k.shape != self.probe_n.shape or self.probe_k.size == 0:
             raise DataCorruption(f"{what}: malformed nprobe table")
+        self.what = what
         k, d = self.n_clusters, self.dims
         self.centroids = np.ascontiguousarray(sf.array("centroids", "<f4").reshape(k, d))
         offsets = sf.array("cluster_offset", "<u8").astype(np.int64)
@@ -319,21 +349,40 @@ class VectorIndex:
             or np.any(offsets + lengths > blocks_len)
         ):
             raise DataCorruption(f"{what}: table of contents is inconsistent")
-        region = sf.region(blocks_at, blocks_len)
         m = self.n_vectors
         self.list_ptr = np.zeros(k + 1, np.int64)
         np.cumsum(counts, out=self.list_ptr[1:])
         self.sizes = counts
-        cord = np.empty(m, np.int64)
-        cvec = np.empty((m, d), np.float32)
-        for c in range(k):
-            o, n = int(offsets[c]), int(counts[c])
-            lo = int(self.list_ptr[c])
-            cord[lo : lo + n] = region[o : o + 4 * n].view("<u4")
-            vo = o + align(4 * n)
-            cvec[lo : lo + n] = region[vo : vo + n * d * dt.itemsize].view(dt).reshape(n, d)
-        if m and (int(cord.min()) < 0 or int(cord.max()) >= n_rows):
-            raise DataCorruption(f"{what}: row ordinal out of range")
+        self._offsets = offsets
+        self._lengths = lengths
+        self._blocks_at = sf.data_start + blocks_at  # absolute file offset of the blocks region
+        self._blocks_len = blocks_len
+        self._crcs = sf.array("cluster_crc32c", "<u4") if sf.has("cluster_crc32c") else None
+        self._source = blocks
+        self._lock = threading.Lock()
+        self._loaded = np.zeros(k, bool)
+        self._complete = k == 0
+        self.cvec = np.zeros((m, d), np.float32)
+        self.aux = np.zeros(m, np.float32)
+
+        if sf.has("row_cluster"):
+            rc = sf.array("row_cluster", "<u4")
+            if rc.shape != (n_rows,) or (n_rows and int(rc.max()) > k):
+                raise DataCorruption(f"{what}: row_cluster does not map every row to a cluster")
+            if not np.array_equal(np.bincount(rc, minlength=k + 1)[:k], counts):
+                raise DataCorruption(f"{what}: row_cluster disagrees with the cluster counts")
+            cord = np.argsort(rc, kind="stable")[:m].astype(np.int64)
+        elif blocks is not None:
+            raise InternalError(f"{what}: a lazy open needs the row_cluster section")
+        else:  # files written before row_cluster: the ordinals come from the blocks
+            region = sf.region(blocks_at, blocks_len)
+            cord = np.empty(m, np.int64)
+            for c in range(k):
+                o, n = int(offsets[c]), int(counts[c])
+                lo = int(self.list_ptr[c])
+                cord[lo : lo + n] = region[o : o + 4 * n].view("<u4")
+            if m and (int(cord.min()) < 0 or int(cord.max()) >= n_rows):
+                raise DataCorruption(f"{what}: row ordinal out of range")
         row_to_c = np.full(n_rows, -1, np.int64)
         row_to_c[cord] = np.arange(m, dtype=np.int64)
         if m and int(np.count_nonzero(row_to_c >= 0)) != m:
@@ -342,27 +391,108 @@ class VectorIndex:
         self.row_cluster[cord] = np.repeat(np.arange(k, dtype=np.intp), counts)
         self.row_cluster.setflags(write=False)
         self.cord = cord
-        self.cvec = cvec
         self.row_to_c = row_to_c
         self.valid = row_to_c >= 0
-        for a in (
-            self.cord,
-            self.cvec,
-            self.row_to_c,
-            self.valid,
-            self.list_ptr,
-            self.sizes,
-        ):
+        for a in (self.cord, self.row_to_c, self.valid, self.list_ptr, self.sizes):
             a.setflags(write=False)
         if self.metric == "cosine_distance":
-            norms = np.sqrt(np.einsum("ij,ij->i", cvec, cvec, dtype=np.float32))
-            inv = np.zeros_like(norms)
-            np.divide(1.0, norms, out=inv, where=norms > 0)
-            self.aux = inv
             self.centroid_sq = np.zeros(k, np.float32)
         else:
-            self.aux = np.einsum("ij,ij->i", cvec, cvec, dtype=np.float32)
             self.centroid_sq = np.einsum("ij,ij->i", self.centroids, self.centroids, dtype=np.float32)
+        if blocks is None:
+            self._fill_region(sf.region(blocks_at, blocks_len), verify_blocks=False)
+
+    # ------------------------------------------------------------------------------------- loading
+
+    @property
+    def lazy(self) -> bool:
+        """Was the index opened from its head (blocks fetched on demand)?"""
+        return self._source is not None
+
+    @property
+    def loaded_fraction(self) -> float:
+        """Share of the block bytes in memory (1.0 once complete)."""
+        if self._complete or self._blocks_len == 0:
+            return 1.0
+        return float(self._lengths[self._loaded].sum()) / float(self._lengths.sum())
+
+    def hydrate(self, data: bytes) -> None:
+        """Load every block not yet loaded from the whole file (already verified by the caller)."""
+        if self._complete:
+            return
+        with self._lock:
+            if not self._complete:
+                region = np.frombuffer(data, np.uint8, count=self._blocks_len, offset=self._blocks_at)
+                self._fill_region(region, verify_blocks=False)
+
+    def _ensure(self, clusters: np.ndarray | None) -> None:
+        """Make sure the blocks of ``clusters`` (None: all) are in memory."""
+        if self._complete:
+            return
+        k = self.n_clusters
+        if clusters is None:
+            need = np.flatnonzero(~self._loaded)
+        else:
+            c = np.unique(clusters)
+            c = c[(c >= 0) & (c < k)]
+            need = c[~self._loaded[c]]
+        if need.shape[0] == 0:
+            return
+        source = self._source
+        if source is None:  # pragma: no cover - an eagerly opened index is complete
+            raise InternalError(f"{self.what}: blocks missing from an eagerly opened index")
+        with self._lock:
+            need = need[~self._loaded[need]]
+            if need.shape[0] == 0:
+                return
+            if float(self._lengths[need].sum()) > WHOLE_FILE_FRACTION * self._blocks_len:
+                data = source.whole()
+                region = np.frombuffer(data, np.uint8, count=self._blocks_len, offset=self._blocks_at)
+                self._fill_region(region, verify_blocks=False)
+                return
+            starts = self._blocks_at + self._offsets[need]
+            bufs = source.ranges(
+                [(int(s), int(s + n)) for s, n in zip(starts, self._lengths[need], strict=True)]
+            )
+            for cluster, buf in zip(need.tolist(), bufs, strict=True):
+                block = np.frombuffer(buf, np.uint8)
+                if block.shape[0] != int(self._lengths[cluster]):
+                    raise DataCorruption(
+                        f"{self.what}: block {cluster} has {block.shape[0]} bytes, "
+                        f"expected {self._lengths[cluster]}"
+                    )
+                self._fill_block(cluster, block, verify=True)
+            if self._loaded.all():
+                self._complete = True
+
+    def _fill_region(self, region: np.ndarray, *, verify_blocks: bool) -> None:
+        for c in np.flatnonzero(~self._loaded).tolist():
+            o, n = int(self._offsets[c]), int(self._lengths[c])
+            self._fill_block(c, region[o : o + n], verify=verify_blocks)
+        self._complete = True
+
+    def _fill_block(self, c: int, block: np.ndarray, *, verify: bool) -> None:
+        """Copy block ``c`` into ``cvec`` (and its norms into ``aux``); checks its ordinals against
+        ``cord`` and, when ``verify``, its CRC-32C against the table of contents."""
+        if verify and self._crcs is not None and crc32c_of(block) != int(self._crcs[c]):
+            raise DataCorruption(f"{self.what}: block {c} checksum mismatch")
+        lo, hi = int(self.list_ptr[c]), int(self.list_ptr[c + 1])
+        n, d = hi - lo, self.dims
+        dt = _DTYPES[self.dtype]
+        if not np.array_equal(block[: 4 * n].view("<u4"), self.cord[lo:hi]):
+            raise DataCorruption(f"{self.what}: block {c} holds other rows than its table says")
+        vo = align(4 * n)
+        vec = block[vo : vo + n * d * dt.itemsize].view(dt).reshape(n, d)
+        out = self.cvec[lo:hi]
+        out[:] = vec
+        sq = np.einsum("ij,ij->i", out, out, dtype=np.float32)
+        if self.metric == "cosine_distance":
+            inv = np.zeros_like(sq)
+            np.divide(1.0, np.sqrt(sq), out=inv, where=sq > 0)
+            self.aux[lo:hi] = inv
+        else:
+            self.aux[lo:hi] = sq
+        self._loaded[c] = True
 
     # ------------------------------------------------------------------------------------- rows
 
@@ -374,6 +504,7 @@ class VectorIndex:
         """(float32 (len(rows), dims) with zeros where a row has no vector, bool valid)."""
         idx = self.row_to_c[rows]
         valid = idx >= 0
+        self._ensure(self.row_cluster[rows])
         out = np.zeros((rows.shape[0], self.dims), np.float32)
         out[valid] = self.cvec[idx[valid]]
         return out, valid
@@ -406,6 +537,7 @@ class VectorIndex:
         n_cand = m if cidx is None else int(cidx.shape[0])
         if n_cand == 0 or k <= 0:
             return np.empty(0, np.int64), np.empty(0, np.float64)
+        self._ensure(None if cidx is None else self.row_cluster[self.cord[cidx]])
         if cidx is not None and n_cand < _GATHER_FRACTION * m:
             idx = np.sort(cidx)  # memory order: the rows are read front to back
             dist = self._dist(q, metric, idx)
@@ -523,6 +655,7 @@ class VectorIndex:
         """Cluster-order indices of the best ``k`` candidates (kept by ``cand``) of the clusters
         ``probe``, best first (f32 distances, ties by row)."""
         probe = np.sort(probe)  # ascending cluster = ascending memory: sequential reads
+        self._ensure(probe)
         starts = self.list_ptr[probe]
         idx = gather_runs(starts, self.list_ptr[probe + 1] - starts)
         if cand is not None:

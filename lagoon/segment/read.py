@@ -21,7 +21,7 @@ tombstones, not shadowed by newer parts). Positions of that source are the live 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -59,10 +59,11 @@ from lagoon.segment.format import (
     flt_file,
     fts_file,
     open_frame,
+    open_head,
     open_sections,
     vec_file,
 )
-from lagoon.segment.ivf import VectorIndex
+from lagoon.segment.ivf import BlockSource, VectorIndex
 from lagoon.segment.postings import decode_postings
 
 T = TypeVar("T")
@@ -85,6 +86,15 @@ class SegmentText:
 def _read_only(a: np.ndarray) -> np.ndarray:
     a.setflags(write=False)
     return a
+
+
+@dataclass(frozen=True)
+class LazyFile:
+    """A ``vec`` file opened from its head: the verified-on-open head bytes and the source of the
+    cluster blocks (see ``VectorIndex``)."""
+
+    head: bytes
+    blocks: BlockSource
 
 
 class SegmentReader:
@@ -111,8 +121,9 @@ class SegmentReader:
     # ----------------------------------------------------------------------------------- open
 
     @staticmethod
-    def from_files(ref: SegmentRef, files: dict[str, bytes], schema: Schema) -> SegmentReader:
-        """Verify and open the files of ``ref`` (file name -> bytes as stored)."""
+    def from_files(ref: SegmentRef, files: Mapping[str, bytes | LazyFile], schema: Schema) -> SegmentReader:
+        """Verify and open the files of ``ref`` (file name -> bytes as stored, or for a ``vec``
+        file a ``LazyFile``: its head and where to fetch its blocks)."""
         seg = f"segment {ref.id}"
         if DOCS_FILE not in ref.files:
             raise DataCorruption(f"{seg}: the manifest lists no {DOCS_FILE!r} file")
@@ -121,12 +132,20 @@ class SegmentReader:
         fts: dict[str, SectionFile] = {}
         flt: dict[str, SectionFile] = {}
         sections: list[tuple[str, bytes, SectionFile]] = []
+        lazy: dict[str, LazyFile] = {}
         for name, expected in sorted(ref.files.items()):
             what = f"{seg} file {name}"
             data = files.get(name)
             if data is None:
                 raise DataCorruption(f"{what}: missing")
             size, crc = expected.get("size"), expected.get("crc32c")
+            if isinstance(data, LazyFile):
+                if not name.startswith("vec.") or not isinstance(size, int):
+                    raise InternalError(f"{what}: only vec files with a known size open lazily")
+                head = open_head(data.head, magic=MAGIC_VEC, what=what, size=size)
+                lazy[name] = data
+                sections.append((name, MAGIC_VEC, head))
+                continue
             if name == DOCS_FILE:
                 fv = open_frame(data, magic=MAGIC_DOCS, what=what, size=size, crc32c=crc)
                 docs = _read_docs(fv.body(), what, ref.rows)
@@ -151,7 +170,8 @@ class SegmentReader:
                     raise DataCorruption(f"{sf.what}: holds attribute {attr!r}, not the file's")
                 a = schema.attributes.get(attr)
                 if a is not None and a.type.is_vector:  # dropped attributes: verified, not loaded
-                    vectors[attr] = VectorIndex(sf, n)
+                    source = lazy[name].blocks if name in lazy else None
+                    vectors[attr] = VectorIndex(sf, n, blocks=source)
             elif magic == MAGIC_FTS:
                 if name != fts_file(attr):
                     raise DataCorruption(f"{sf.what}: holds attribute {attr!r}, not the file's")
@@ -250,6 +270,10 @@ class SegmentReader:
         return SegmentSource(self, live)
 
     # ----------------------------------------------------------------------------------- indexes
+
+    def lazy_vector_files(self) -> dict[str, VectorIndex]:
+        """File name -> index of the vector files opened from their head and not complete yet."""
+        return {vec_file(a): vi for a, vi in self._vectors.items() if vi.lazy and vi.loaded_fraction < 1.0}
 
     def vector_index(self, attr: str) -> VectorIndex | None:
         """The attribute's vectors, or None when the segment has none matching the schema."""

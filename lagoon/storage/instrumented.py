@@ -16,8 +16,9 @@ Metric objects are created per ``CollectorRegistry`` (``StoreMetrics.for_registr
 several stores can share one registry); nothing is registered at import time. Without a registry
 the process-wide default one is used.
 
-``InstrumentedStore.counts`` (op -> calls) and ``.error_counts`` ((op, error class) -> count,
-answers included) are plain in-memory counters for tests and benchmarks, e.g. "requests per commit".
+``InstrumentedStore.counts`` (op -> calls), ``.error_counts`` ((op, error class) -> count,
+answers included) and ``.bytes_read`` are plain in-memory counters for tests and benchmarks, e.g.
+"requests per commit".
 """
 
 from __future__ import annotations
@@ -99,10 +100,12 @@ class InstrumentedStore:
         self.metrics = metrics if isinstance(metrics, StoreMetrics) else StoreMetrics.for_registry(metrics)
         self.counts: collections.Counter[str] = collections.Counter()
         self.error_counts: collections.Counter[tuple[str, str]] = collections.Counter()
+        self.bytes_read = 0
 
     def reset_counts(self) -> None:
         self.counts.clear()
         self.error_counts.clear()
+        self.bytes_read = 0
 
     def _error(self, op: str, exc: Exception) -> None:
         self.error_counts[(op, type(exc).__name__)] += 1
@@ -110,6 +113,8 @@ class InstrumentedStore:
             self.metrics.errors.labels(op).inc()
 
     def _bytes(self, op: str, direction: str, n: int) -> None:
+        if direction == "read":
+            self.bytes_read += n
         if n:
             self.metrics.bytes.labels(op, direction).inc(n)
 

@@ -95,7 +95,7 @@ async def test_current_ahead_blocks_committers_until_repaired(store: MemoryStore
     assert await store.get(keys.current) == b"9"  # dry run: unchanged
     report = await check_namespace(store, "default", "docs", dry_run=False)
     assert report.ok and report.findings[0].fixed and report.findings[0].fix == "CURRENT now names v3"
-    assert await store.get(keys.current) == b"3"
+    assert await store.get(keys.current) == encode_manifest(await read_version(store, keys, 3))  # a copy
     await commit(store, keys, next_version(latest, COMPONENTS))  # indexing works again
     assert (await check_namespace(store, "default", "docs")).ok
 
@@ -104,6 +104,7 @@ async def test_current_ahead_blocks_committers_until_repaired(store: MemoryStore
     ("damage", "severity", "message"),
     [
         ("garbled", "error", "CURRENT is garbled"),
+        ("foreign-copy", "error", "CURRENT is garbled"),
         ("missing", "warning", "CURRENT is missing (latest manifest v3)"),
         ("below-oldest", "error", "CURRENT names v1, below the oldest surviving version v2"),
         ("lagging", "info", "CURRENT lags (v2, latest v3)"),
@@ -116,6 +117,9 @@ async def test_bad_current_hints_are_rewritten(
     keys = await build(store, versions=0 if damage == "no-manifest" else 3)
     if damage == "garbled":
         await store.put(keys.current, b"v3\x00")
+    elif damage == "foreign-copy":  # a valid manifest, but not the stored v3: readers would use it
+        other = dataclasses.replace(await read_version(store, keys, 3), nonce="ab" * 16)
+        await store.put(keys.current, encode_manifest(other))
     elif damage == "missing":
         await store.delete(keys.current)
     elif damage == "below-oldest":
@@ -131,7 +135,7 @@ async def test_bad_current_hints_are_rewritten(
     assert report.ok == (severity != "error")
     fixed = await check_namespace(store, "default", "docs", dry_run=False)
     assert fixed.ok and [f.fixed for f in fixed.findings if f.check == "current"] == [True]
-    expected = b"0" if damage == "no-manifest" else b"3"
+    expected = b"0" if damage == "no-manifest" else encode_manifest(await read_version(store, keys, 3))
     assert await store.get(keys.current) == expected
     again = await check_namespace(store, "default", "docs")
     assert [f for f in again.findings if f.check == "current"] == []
@@ -308,7 +312,8 @@ def test_cli_repair(tmp_path: Path) -> None:
     assert one.exit_code == 0 and [n["namespace"] for n in json.loads(one.stdout)["namespaces"]] == ["good"]
     fixed = run_lagoon(["repair"], root=root)
     assert fixed.exit_code == 0 and "1 fix applied" in fixed.stdout
-    assert (root / "default" / "bad" / "manifest" / "CURRENT").read_bytes() == b"3"
+    current = (root / "default" / "bad" / "manifest" / "CURRENT").read_bytes()
+    assert current == (root / "default" / "bad" / "manifest" / f"{3:020d}.json").read_bytes()
     everything = run_lagoon(["repair", "--dry-run", "--all-orgs"], root=root)
     assert everything.exit_code == 0 and "acme/other: OK" in everything.stdout
     usage = run_lagoon(["repair", "--all-orgs", "--org", "acme"], root=root)

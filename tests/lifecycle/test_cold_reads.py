@@ -1,0 +1,197 @@
+"""Cold queries: a node with empty caches answers a vector query over a large segment in at most
+three sequential object-store round trips, reading only the head of the vector file and the
+probed cluster blocks; the rest of the file arrives in the background and later queries read
+nothing from the store."""
+
+from __future__ import annotations
+
+import asyncio
+import builtins
+import datetime as dt
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pytest
+
+from lagoon.engine import manifest_store
+from lagoon.engine.database import Database
+from lagoon.engine.indexer import index_namespace
+from lagoon.storage.base import ObjectMeta, ObjectStore, PutMode, PutModeT
+from lagoon.storage.memory import MemoryStore
+from tests.segment.data import exact_topk, queries, vectors
+
+from .helpers import KEYS, NS, components, make_settings
+
+pytestmark = pytest.mark.anyio
+
+DIM = 48
+N = 16_000
+LATENCY = 0.03
+
+
+@dataclass
+class Call:
+    op: str
+    key: str
+    start: float
+    end: float
+    nbytes: int
+
+
+class TimedStore:
+    """Delegates to ``inner`` after ``LATENCY`` seconds per request, recording every request."""
+
+    def __init__(self, inner: ObjectStore) -> None:
+        self.inner = inner
+        self.calls: list[Call] = []
+
+    async def _timed(self, op: str, key: str, coro_fn, size=lambda r: 0):  # type: ignore[no-untyped-def]
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        await asyncio.sleep(LATENCY)
+        result = await coro_fn()
+        self.calls.append(Call(op, key, start, loop.time(), size(result)))
+        return result
+
+    async def get(self, key: str) -> bytes:
+        return await self._timed("get", key, lambda: self.inner.get(key), len)  # type: ignore[no-any-return]
+
+    async def get_range(self, key: str, start: int, end: int) -> bytes:
+        return await self._timed("get_range", key, lambda: self.inner.get_range(key, start, end), len)  # type: ignore[no-any-return]
+
+    async def get_ranges(self, key: str, ranges: Sequence[tuple[int, int]]) -> list[bytes]:
+        return await self._timed(  # type: ignore[no-any-return]
+            "get_ranges", key, lambda: self.inner.get_ranges(key, ranges), lambda r: sum(map(len, r))
+        )
+
+    async def head(self, key: str) -> ObjectMeta:
+        return await self._timed("head", key, lambda: self.inner.head(key))  # type: ignore[no-any-return]
+
+    async def put(self, key: str, data: bytes, mode: PutModeT = PutMode.OVERWRITE) -> ObjectMeta:
+        return await self._timed("put", key, lambda: self.inner.put(key, data, mode))  # type: ignore[no-any-return]
+
+    async def list(self, prefix: str, start_after: str | None = None) -> AsyncIterator[ObjectMeta]:
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        await asyncio.sleep(LATENCY)
+        out = [m async for m in self.inner.list(prefix, start_after)]
+        self.calls.append(Call("list", prefix, start, loop.time(), 0))
+        for m in out:
+            yield m
+
+    async def list_prefixes(
+        self, prefix: str, start_after: str | None = None, limit: int | None = None
+    ) -> builtins.list[str]:
+        return await self._timed(
+            "list_prefixes", prefix, lambda: self.inner.list_prefixes(prefix, start_after, limit)
+        )  # type: ignore[no-any-return]
+
+    async def delete(self, key: str) -> None:
+        await self._timed("delete", key, lambda: self.inner.delete(key))
+
+    async def now(self) -> dt.datetime:
+        return await self.inner.now()
+
+    async def close(self) -> None:
+        pass
+
+
+def round_trips(calls: list[Call]) -> int:
+    """Length of the longest chain of requests each started after the previous one ended: the
+    number of sequential round trips a caller waited for."""
+    depth: list[int] = []
+    ordered = sorted(calls, key=lambda c: c.end)
+    for i, c in enumerate(ordered):
+        before = [depth[j] for j in range(i) if ordered[j].end <= c.start]
+        depth.append(1 + max(before, default=0))
+    return max(depth, default=0)
+
+
+async def indexed_store() -> tuple[MemoryStore, np.ndarray]:
+    store = MemoryStore()
+    settings = make_settings()
+    db = Database(store, settings, components("writer"))
+    base = vectors(N, DIM)
+    for lo in range(0, N, 4000):
+        rows = [{"id": i, "vector": base[i].tolist(), "tag": i % 10} for i in range(lo, min(N, lo + 4000))]
+        await db.write(NS, {"upsert_rows": rows, "distance_metric": "euclidean_squared"})
+    await index_namespace(store, KEYS, settings, components("indexer"), force=True)
+    await db.close()
+    return store, base
+
+
+async def test_a_cold_vector_query_needs_three_round_trips_and_the_probed_blocks() -> None:
+    store, base = await indexed_store()
+    seg_files = [k async for k in _keys(store, KEYS.root + "seg/")]
+    vec_key = next(k for k in seg_files if k.endswith("/vec.vector"))
+    vec_size = len(await store.get(vec_key))
+    q = queries(1, DIM)[0]
+    writer = Database(store, make_settings(), components("writer2"))
+    for i in (N, N + 1):  # an unindexed WAL tail of two entries; doc N is the query itself
+        await writer.write(
+            NS, {"upsert_rows": [{"id": i, "vector": (q if i == N else -q).tolist(), "tag": 0}]}
+        )
+    await writer.close()
+    timed = TimedStore(store)
+    db = Database(timed, make_settings(), components("cold"))  # type: ignore[arg-type]
+    db.segment_io.hydrate = False
+    res = await db.query(NS, {"rank_by": ["vector", "ANN", q.tolist()], "top_k": 10})
+    assert res["rows"][0]["id"] == N  # from the WAL tail
+    truth = exact_topk(base, q[None, :], 9)[0]
+    assert len(set(r["id"] for r in res["rows"][1:]) & set(truth.tolist())) >= 8
+    assert round_trips(timed.calls) <= 3, [(c.op, c.key.rsplit("/", 2)[-2:]) for c in timed.calls]
+    vec_reads = [c for c in timed.calls if c.key == vec_key]
+    assert {c.op for c in vec_reads} <= {"get_range", "get_ranges"}
+    assert sum(c.nbytes for c in vec_reads) < 0.25 * vec_size
+
+    # a filtered query on the same node (half the rows pass: probing): more ranged reads only
+    before = len(timed.calls)
+    flt = ["tag", "Lt", 5]
+    res = await db.query(NS, {"rank_by": ["vector", "ANN", q.tolist()], "top_k": 10, "filters": flt})
+    assert all(r["id"] % 10 < 5 for r in res["rows"]) and len(res["rows"]) == 10
+    assert all(c.op != "get" for c in timed.calls[before:] if c.key == vec_key)
+    await db.close()
+
+
+async def test_the_whole_vector_file_arrives_in_the_background() -> None:
+    store, _ = await indexed_store()
+    timed = TimedStore(store)
+    db = Database(timed, make_settings(), components("cold"))  # type: ignore[arg-type]
+    q = queries(2, DIM)
+    first = await db.query(NS, {"rank_by": ["vector", "ANN", q[0].tolist()], "top_k": 10})
+    for _ in range(200):
+        if not db.segment_io.pending:
+            break
+        await asyncio.sleep(0.02)
+    assert not db.segment_io.pending
+    before = len(timed.calls)
+    again = await db.query(NS, {"rank_by": ["vector", "ANN", q[0].tolist()], "top_k": 10})
+    await db.query(
+        NS, {"rank_by": ["vector", "ANN", q[1].tolist()], "top_k": 10, "filters": ["tag", "Lt", 5]}
+    )
+    assert first["rows"] == again["rows"]
+    assert all("/seg/" not in c.key for c in timed.calls[before:])
+    await db.close()
+
+
+async def _keys(store: ObjectStore, prefix: str) -> AsyncIterator[str]:
+    async for m in store.list(prefix):
+        yield m.key
+
+
+async def test_an_older_decimal_current_costs_one_more_round_trip() -> None:
+    store, base = await indexed_store()
+    version, copy = manifest_store.parse_hint(await store.get(KEYS.current))
+    assert copy is not None and copy.version == version  # CURRENT holds the manifest itself
+    await store.put(KEYS.current, str(version).encode())  # the form older writers left
+    timed = TimedStore(store)
+    db = Database(timed, make_settings(), components("cold"))  # type: ignore[arg-type]
+    db.segment_io.hydrate = False
+    q = queries(1, DIM, seed=4)[0]
+    res = await db.query(NS, {"rank_by": ["vector", "ANN", q.tolist()], "top_k": 10})
+    truth = exact_topk(base, q[None, :], 10)[0]
+    assert len(set(r["id"] for r in res["rows"]) & set(truth.tolist())) >= 9
+    assert round_trips(timed.calls) == 4
+    assert manifest_store.parse_hint(b"garbage") == (0, None)
+    await db.close()

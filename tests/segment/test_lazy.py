@@ -1,0 +1,181 @@
+"""A ``vec`` file opened from its head (cold path): it answers exactly like the whole file, fetches
+only the blocks a query probes, verifies every block, and older files without a head fall back."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from lagoon.errors import DataCorruption
+from lagoon.format.wal import OP_COLUMN
+from lagoon.schema import Schema, apply_schema_update
+from lagoon.segment.build import SEQ_COLUMN, BuiltSegment
+from lagoon.segment.format import head_length
+from lagoon.segment.ivf import WHOLE_FILE_FRACTION
+from lagoon.segment.read import LazyFile, SegmentReader
+from tests.segment.data import queries, vectors
+from tests.segment.helpers import build, open_built
+
+DIM = 32
+N = 12_000
+GOLDEN = Path(__file__).parent / "golden" / "v1"
+
+
+class Blocks:
+    """A BlockSource over the file's bytes that records what was asked for."""
+
+    def __init__(self, data: bytes, corrupt_at: int | None = None) -> None:
+        self.data = data
+        self.corrupt_at = corrupt_at
+        self.ranges_calls: list[list[tuple[int, int]]] = []
+        self.whole_calls = 0
+
+    def ranges(self, ranges: Sequence[tuple[int, int]]) -> list[bytes]:
+        self.ranges_calls.append(list(ranges))
+        out = []
+        for s, e in ranges:
+            b = bytearray(self.data[s:e])
+            if self.corrupt_at is not None and s <= self.corrupt_at < e:
+                b[self.corrupt_at - s] ^= 0x40
+            out.append(bytes(b))
+        return out
+
+    def whole(self) -> bytes:
+        self.whole_calls += 1
+        return self.data
+
+    @property
+    def ranged_bytes(self) -> int:
+        return sum(e - s for call in self.ranges_calls for s, e in call)
+
+
+@pytest.fixture(scope="module")
+def segment() -> tuple[BuiltSegment, Schema]:
+    schema = apply_schema_update(
+        Schema(distance_metric="euclidean_squared"), {"id": "uint", "v": f"[{DIM}]f32", "bucket": "int"}
+    )
+    base = vectors(N, DIM)
+    rows = np.arange(N)
+    has = rows % 17 != 0  # some rows have no vector
+    table = pa.table(
+        {
+            "id": pa.array(rows.astype(np.uint64)),
+            SEQ_COLUMN: pa.array(np.ones(N, np.uint64)),
+            OP_COLUMN: pa.array(np.zeros(N, np.uint8)),
+            "v": pa.FixedSizeListArray.from_arrays(pa.array(base.reshape(-1)), DIM, mask=pa.array(~has)),
+            "bucket": pa.array((rows * 7919) % 100, pa.int64()),
+        }
+    )
+    return build(table, schema), schema
+
+
+def lazy_reader(built: BuiltSegment, schema: Schema, blocks: Blocks) -> SegmentReader:
+    data = built.files["vec.v"]
+    head_bytes = built.ref.info["files"]["vec.v"]["head_bytes"]
+    assert head_length(data[:4096], what="t") == head_bytes
+    files: dict[str, bytes | LazyFile] = dict(built.files)
+    files["vec.v"] = LazyFile(data[:head_bytes], blocks)
+    return SegmentReader.from_files(built.ref, files, schema)
+
+
+def test_lazy_index_answers_like_the_whole_file(segment: tuple[BuiltSegment, Schema]) -> None:
+    built, schema = segment
+    eager = open_built(built, schema)
+    blocks = Blocks(built.files["vec.v"])
+    lazy = lazy_reader(built, schema, blocks)
+    vi_e, vi_l = eager.vector_index("v"), lazy.vector_index("v")
+    assert vi_e is not None and vi_l is not None and vi_l.lazy and not vi_e.lazy
+    assert vi_l.n_clusters > 100 and vi_l.loaded_fraction == 0.0
+    np.testing.assert_array_equal(vi_l.cord, vi_e.cord)
+    np.testing.assert_array_equal(vi_l.row_cluster, vi_e.row_cluster)
+
+    src_e, src_l = eager.source(np.ones(N, bool)), lazy.source(np.ones(N, bool))
+    rng = np.random.default_rng(3)
+    for i, q in enumerate(queries(12, DIM)):
+        got = src_l.vector_topk("v", q, "euclidean_squared", 10, None, approximate=True)
+        want = src_e.vector_topk("v", q, "euclidean_squared", 10, None, approximate=True)
+        np.testing.assert_array_equal(got[0], want[0])
+        np.testing.assert_array_equal(got[1], want[1])
+        if i == 0:  # one unfiltered query reads its probed blocks only, in one call
+            assert len(blocks.ranges_calls) == 1 and blocks.whole_calls == 0
+            assert 0 < blocks.ranged_bytes < 0.2 * len(built.files["vec.v"])
+        mask = rng.random(N) < 0.3
+        got = src_l.vector_topk("v", q, "euclidean_squared", 10, mask, approximate=True)
+        want = src_e.vector_topk("v", q, "euclidean_squared", 10, mask, approximate=True)
+        np.testing.assert_array_equal(got[0], want[0])
+        np.testing.assert_array_equal(got[1], want[1])
+    assert blocks.whole_calls == 0 and 0 < vi_l.loaded_fraction < 1.0
+    some = np.sort(rng.choice(N, 50, replace=False))
+    assert src_l.fetch_rows(some, ["v"]).column("v").equals(src_e.fetch_rows(some, ["v"]).column("v"))
+
+    # an exact scan loads what is missing; then the index is complete and reads nothing more
+    q = queries(1, DIM, seed=99)[0]
+    got = src_l.vector_topk("v", q, "euclidean_squared", 10, None, approximate=False)
+    want = src_e.vector_topk("v", q, "euclidean_squared", 10, None, approximate=False)
+    np.testing.assert_array_equal(got[0], want[0])
+    assert vi_l.loaded_fraction == 1.0
+    calls = (len(blocks.ranges_calls), blocks.whole_calls)
+    src_l.vector_topk("v", queries(1, DIM, seed=5)[0], "euclidean_squared", 10, None, approximate=True)
+    assert (len(blocks.ranges_calls), blocks.whole_calls) == calls
+
+    # on a cold index, a scan needing more than WHOLE_FILE_FRACTION of the blocks: one whole read
+    assert WHOLE_FILE_FRACTION < 1.0
+    cold_blocks = Blocks(built.files["vec.v"])
+    cold = lazy_reader(built, schema, cold_blocks).source(np.ones(N, bool))
+    got = cold.vector_topk("v", q, "euclidean_squared", 10, None, approximate=False)
+    np.testing.assert_array_equal(got[0], want[0])
+    assert cold_blocks.whole_calls == 1 and cold_blocks.ranges_calls == []
+
+
+def test_hydrate_completes_a_lazy_index(segment: tuple[BuiltSegment, Schema]) -> None:
+    built, schema = segment
+    blocks = Blocks(built.files["vec.v"])
+    lazy = lazy_reader(built, schema, blocks)
+    vi = lazy.vector_index("v")
+    assert vi is not None and lazy.lazy_vector_files() == {"vec.v": vi}
+    vi.hydrate(built.files["vec.v"])
+    assert vi.loaded_fraction == 1.0 and lazy.lazy_vector_files() == {}
+    src = lazy.source(np.ones(N, bool))
+    src.vector_topk("v", queries(1, DIM)[0], "euclidean_squared", 10, None, approximate=True)
+    assert blocks.ranges_calls == [] and blocks.whole_calls == 0
+
+
+def test_a_corrupt_block_or_head_is_detected(segment: tuple[BuiltSegment, Schema]) -> None:
+    built, schema = segment
+    data = built.files["vec.v"]
+    head_bytes = built.ref.info["files"]["vec.v"]["head_bytes"]
+    blocks = Blocks(data, corrupt_at=len(data) // 2)  # inside some block
+    lazy = lazy_reader(built, schema, blocks)
+    src = lazy.source(np.ones(N, bool))
+    with pytest.raises(DataCorruption, match="checksum"):  # ranged: every probe until it hits the bad block
+        for q in queries(200, DIM):
+            src.vector_topk("v", q, "euclidean_squared", 10, None, approximate=True)
+    blocks.corrupt_at = None  # a good answer later is served: nothing bad was kept
+    q = queries(1, DIM, seed=8)[0]
+    want = (
+        open_built(built, schema).source(np.ones(N, bool)).vector_topk("v", q, "euclidean_squared", 10, None)
+    )
+    np.testing.assert_array_equal(src.vector_topk("v", q, "euclidean_squared", 10, None)[0], want[0])
+
+    for flip in (40, head_bytes - 100):  # meta, then a head section (row_cluster)
+        bad = bytearray(data[:head_bytes])
+        bad[flip] ^= 1
+        files: dict[str, bytes | LazyFile] = dict(built.files)
+        files["vec.v"] = LazyFile(bytes(bad), Blocks(data))
+        with pytest.raises(DataCorruption, match="checksum"):
+            SegmentReader.from_files(built.ref, files, schema)
+    files = dict(built.files)
+    files["vec.v"] = LazyFile(data[: head_bytes - 64], Blocks(data))  # short head
+    with pytest.raises(DataCorruption):
+        SegmentReader.from_files(built.ref, files, schema)
+
+
+def test_files_written_without_a_head_are_read_whole() -> None:
+    """The v1 golden files predate the checksummed head: a cold reader sees no head length
+    and fetches them whole (the golden test checks they still answer queries)."""
+    data = (GOLDEN / "vec.vector").read_bytes()
+    assert head_length(data[:65536], what="golden") is None
