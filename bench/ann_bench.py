@@ -282,7 +282,7 @@ def lance_worker(workdir: Path, mode: str, k: int) -> None:
         table = pa.table(
             {
                 "id": pa.array(np.arange(n, dtype=np.int64)),
-                "vector": pa.FixedSizeListArray.from_arrays(pa.array(base.reshape(-1)), DIM),
+                "vector": pa.FixedSizeListArray.from_arrays(pa.array(base.reshape(-1)), base.shape[1]),
             }
         )
         t0 = time.perf_counter()

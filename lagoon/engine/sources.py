@@ -61,6 +61,20 @@ class PartSource(Protocol):
         self, attr: str, query: str | Sequence[str], last_as_prefix: bool, stats: TermStats
     ) -> np.ndarray: ...
 
+    def bm25_sparse_with(
+        self, attr: str, query: str | Sequence[str], last_as_prefix: bool, stats: TermStats
+    ) -> tuple[np.ndarray, np.ndarray]: ...
+
+    def bm25_topk_with(
+        self,
+        attr: str,
+        query: str | Sequence[str],
+        last_as_prefix: bool,
+        stats: TermStats,
+        k: int,
+        mask: np.ndarray | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]: ...
+
     def column(self, attr: str) -> pa.ChunkedArray: ...
 
     def fetch_rows(self, positions: np.ndarray, attributes: Sequence[str]) -> pa.Table: ...
@@ -124,6 +138,30 @@ class MaskedSource:
     ) -> np.ndarray:
         live = None if self.all_live else self.live
         return self._restrict(self.base.bm25_scores_with(attr, query, last_as_prefix, stats, live))
+
+    def bm25_sparse_with(
+        self, attr: str, query: str | Sequence[str], last_as_prefix: bool, stats: TermStats
+    ) -> tuple[np.ndarray, np.ndarray]:
+        live = None if self.all_live else self.live
+        rows, scores = self.base.bm25_sparse_with(attr, query, last_as_prefix, stats, live)
+        return self._local(rows), scores
+
+    def bm25_topk_with(
+        self,
+        attr: str,
+        query: str | Sequence[str],
+        last_as_prefix: bool,
+        stats: TermStats,
+        k: int,
+        mask: np.ndarray | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        if self.all_live:
+            cand = None if mask is None else np.asarray(mask, dtype=bool)
+        else:
+            cand = np.zeros(self.base.num_docs, dtype=bool)
+            cand[self.rows if mask is None else self.rows[np.asarray(mask, dtype=bool)]] = True
+        rows, scores = self.base.bm25_topk_with(attr, query, last_as_prefix, stats, k, cand)
+        return self._local(rows), scores
 
     def token_match(self, attr: str, op: str, query: Any, params: Any) -> np.ndarray:
         return self._restrict(self.base.token_match(attr, op, query, params))
@@ -207,6 +245,38 @@ class CompositeSource:
         return self._concat(
             [p.bm25_scores_with(attr, query, last_as_prefix, stats) for p in self.parts], np.float64
         )
+
+    def bm25_sparse(
+        self, attr: str, query: str | Sequence[str], last_as_prefix: bool
+    ) -> tuple[np.ndarray, np.ndarray]:
+        if not self.parts:
+            return np.zeros(0, np.int64), np.zeros(0, np.float64)
+        stats = TermStats.total([p.bm25_local_stats(attr, query, last_as_prefix) for p in self.parts])
+        positions, scores = [], []
+        for offset, p in zip(self.offsets[:-1], self.parts, strict=True):
+            pos, sc = p.bm25_sparse_with(attr, query, last_as_prefix, stats)
+            positions.append(np.asarray(pos, dtype=np.int64) + offset)
+            scores.append(sc)
+        return np.concatenate(positions), np.concatenate(scores)
+
+    def bm25_topk(
+        self, attr: str, query: str | Sequence[str], last_as_prefix: bool, k: int, mask: np.ndarray | None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Each part's top-k superset (with ties), with the global statistics: the union holds the
+        global top k."""
+        if not self.parts:
+            return np.zeros(0, np.int64), np.zeros(0, np.float64)
+        stats = TermStats.total([p.bm25_local_stats(attr, query, last_as_prefix) for p in self.parts])
+        positions, scores = [], []
+        for i, (p, m) in enumerate(zip(self.parts, self._slices(mask), strict=True)):
+            if m is not None and not m.any():
+                continue
+            pos, sc = p.bm25_topk_with(attr, query, last_as_prefix, stats, k, m)
+            positions.append(np.asarray(pos, dtype=np.int64) + self.offsets[i])
+            scores.append(sc)
+        if not positions:
+            return np.zeros(0, np.int64), np.zeros(0, np.float64)
+        return np.concatenate(positions), np.concatenate(scores)
 
     def id_rank(self) -> np.ndarray:
         def build() -> np.ndarray:

@@ -147,18 +147,75 @@ def rank(req: QueryRequest, src: DocSource) -> Ranked:
         mask = src.filter_mask(req.filters) if req.filters is not None else None
         pos, dist = src.vector_topk(r.attr, r.vector, r.metric, want, mask, approximate=r.mode == "ANN")
         return Ranked(pos[req.offset :], dist[req.offset :])
-    mask = src.filter_mask(req.filters)
     if isinstance(r, ScoreRank):
+        single = _single_bm25(r.clause)
+        if single is not None:  # one BM25 clause (scaled): only its top-k candidates are scored
+            clause, weights = single
+            mask = src.filter_mask(req.filters) if req.filters is not None else None
+            cand, sc = src.bm25_topk(clause.attr, clause.query, clause.last_as_prefix, want, mask)
+            for w in weights:  # as score_clause applies them: innermost first
+                sc = sc * w
+            keep = sc > 0
+            cand, sc = cand[keep], sc[keep]
+            top = topk_smallest(-sc, src.id_rank()[cand], want)
+            return Ranked(cand[top][req.offset :], sc[top][req.offset :])
+        sparse = sparse_clause(r.clause, src)
+        if sparse is not None:  # touch only the documents that score, never all of them
+            cand, sc = sparse
+            keep = sc > 0
+            if req.filters is not None:
+                keep &= src.filter_mask(req.filters)[cand]
+            cand, sc = cand[keep], sc[keep]
+            top = topk_smallest(-sc, src.id_rank()[cand], want)
+            return Ranked(cand[top][req.offset :], sc[top][req.offset :])
         scores = score_clause(r.clause, src)
-        scores[~mask] = 0.0
+        scores[~src.filter_mask(req.filters)] = 0.0
         cand = np.flatnonzero(scores > 0)
         top = topk_smallest(-scores[cand], src.id_rank()[cand], want)
         pos = cand[top]
         return Ranked(pos[req.offset :], scores[pos][req.offset :])
     if isinstance(r, OrderBy):
+        mask = src.filter_mask(req.filters)
         pos = order_positions(src, r, np.flatnonzero(mask), want, req.per)
         return Ranked(pos[req.offset :], None)
     raise InternalError(f"rank: unsupported ranking {type(r).__name__}")
+
+
+def _single_bm25(c: ScoreClause) -> tuple[BM25Clause, list[float]] | None:
+    """A BM25 clause, possibly inside Products (their weights, innermost first), or None."""
+    weights: list[float] = []
+    while isinstance(c, ProductClause):
+        weights.insert(0, c.weight)
+        c = c.clause
+    return (c, weights) if isinstance(c, BM25Clause) else None
+
+
+def sparse_clause(c: ScoreClause, src: DocSource) -> tuple[np.ndarray, np.ndarray] | None:
+    """The clause's scores as (positions ascending and distinct, float64 scores) of the documents
+    any BM25 term matches: the same numbers as ``score_clause`` there (sums add in the same order),
+    with every other document scoring 0. None when the clause uses a filter as a score (that
+    scores documents no term matches: the dense path)."""
+    if isinstance(c, BM25Clause):
+        return src.bm25_sparse(c.attr, c.query, c.last_as_prefix)
+    if isinstance(c, ProductClause):
+        inner = sparse_clause(c.clause, src)
+        return None if inner is None else (inner[0], inner[1] * c.weight)
+    if isinstance(c, SumClause | MaxClause):
+        parts = [sparse_clause(sub, src) for sub in c.clauses]
+        if any(p is None for p in parts):
+            return None
+        pos = np.concatenate([p[0] for p in parts if p is not None])
+        sc = np.concatenate([p[1] for p in parts if p is not None])
+        uniq, inverse = np.unique(pos, return_inverse=True)
+        if isinstance(c, SumClause):
+            return uniq, np.bincount(inverse, weights=sc, minlength=uniq.shape[0])
+        out = np.full(uniq.shape[0], -np.inf)
+        np.maximum.at(out, inverse, sc)
+        # a document missing from some part scores 0 there (as in the dense maximum)
+        partial = np.bincount(inverse, minlength=uniq.shape[0]) < len(parts)
+        out[partial] = np.maximum(out[partial], 0.0)
+        return uniq, out
+    return None
 
 
 def score_clause(c: ScoreClause, src: DocSource) -> np.ndarray:

@@ -68,6 +68,21 @@ class DocSource(Protocol):
         """float64[num_docs]: BM25 score of every document (0 where nothing matches)."""
         ...
 
+    def bm25_sparse(
+        self, attr: str, query: str | Sequence[str], last_as_prefix: bool
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The documents ``bm25_scores`` scores above 0: (positions ascending, int64; float64
+        scores), without touching the others."""
+        ...
+
+    def bm25_topk(
+        self, attr: str, query: str | Sequence[str], last_as_prefix: bool, k: int, mask: np.ndarray | None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """A superset of the ``k`` best BM25 documents among ``mask`` (None: all): every document
+        scoring at least the k-th best score, with exact scores, as (positions, scores); usually
+        far fewer than ``bm25_sparse`` returns."""
+        ...
+
     def id_rank(self) -> np.ndarray:
         """int64[num_docs]: each document's rank in ascending id order (unique)."""
         ...
@@ -260,6 +275,28 @@ class LiveDocs:
     def bm25_scores(self, attr: str, query: str | Sequence[str], last_as_prefix: bool) -> np.ndarray:
         return self.text_index(attr).bm25(query, last_as_prefix=last_as_prefix)
 
+    def bm25_sparse(
+        self, attr: str, query: str | Sequence[str], last_as_prefix: bool
+    ) -> tuple[np.ndarray, np.ndarray]:
+        return self.text_index(attr).bm25_sparse(query, last_as_prefix=last_as_prefix)
+
+    def bm25_topk(
+        self, attr: str, query: str | Sequence[str], last_as_prefix: bool, k: int, mask: np.ndarray | None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        return self.text_index(attr).bm25_topk(query, k, None, mask, last_as_prefix=last_as_prefix)
+
+    def bm25_topk_with(
+        self,
+        attr: str,
+        query: str | Sequence[str],
+        last_as_prefix: bool,
+        stats: TermStats,
+        k: int,
+        candidates: np.ndarray | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """``bm25_topk`` with the given (global) statistics, among ``candidates`` rows."""
+        return self.text_index(attr).bm25_topk(query, k, stats, candidates, last_as_prefix=last_as_prefix)
+
     def bm25_local_stats(
         self, attr: str, query: str | Sequence[str], last_as_prefix: bool, live: np.ndarray | None = None
     ) -> TermStats:
@@ -276,6 +313,17 @@ class LiveDocs:
     ) -> np.ndarray:
         """BM25 scores computed with the given (global) statistics; 0 outside ``live``."""
         return self.text_index(attr).bm25(query, last_as_prefix=last_as_prefix, stats=stats, live=live)
+
+    def bm25_sparse_with(
+        self,
+        attr: str,
+        query: str | Sequence[str],
+        last_as_prefix: bool,
+        stats: TermStats,
+        live: np.ndarray | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """``bm25_scores_with`` as (rows ascending, scores) of the rows scored above 0."""
+        return self.text_index(attr).bm25_sparse(query, last_as_prefix=last_as_prefix, stats=stats, live=live)
 
     def token_match(self, attr: str, op: str, query: Any, params: Any) -> np.ndarray:
         return self.text_index(attr).match(op, query, dict(params or {}))

@@ -26,6 +26,7 @@ from lagoon.index.text.bm25 import (
     contains_token_sequence,
     local_stats,
     score_query,
+    score_query_topk,
 )
 from lagoon.schema import Schema
 
@@ -62,12 +63,25 @@ class TextIndex:
         document is not ``live``). ``stats`` are global statistics (summed over every source of a
         snapshot); None = this index's own, over ``live``."""
         out = np.zeros(self.num_docs, dtype=np.float64)
+        docs, scores = self.bm25_sparse(query, last_as_prefix=last_as_prefix, stats=stats, live=live)
+        out[docs] = scores
+        return out
+
+    def bm25_sparse(
+        self,
+        query: str | Sequence[str],
+        *,
+        last_as_prefix: bool = False,
+        stats: TermStats | None = None,
+        live: np.ndarray | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The documents ``bm25`` scores above 0: (ordinals ascending, int64; float64 scores)."""
         q = self.analyzer.query(query, last_as_prefix=last_as_prefix)
         if q.is_empty:
-            return out
+            return np.zeros(0, np.int64), np.zeros(0, np.float64)
         if stats is None:
             stats = local_stats(self.postings, q.terms, live)
-        docs, scores = score_query(
+        return score_query(
             self.postings,
             q.terms,
             live,
@@ -77,8 +91,34 @@ class TextIndex:
             b=self.config.b,
             k3=self.config.k3,
         )
-        out[docs] = scores
-        return out
+
+    def bm25_topk(
+        self,
+        query: str | Sequence[str],
+        k: int,
+        stats: TermStats | None = None,
+        candidates: np.ndarray | None = None,
+        *,
+        last_as_prefix: bool = False,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """A superset of the ``k`` best documents among ``candidates`` with their exact scores
+        (``score_query_topk``). ``stats`` None: this index's own, over all documents."""
+        q = self.analyzer.query(query, last_as_prefix=last_as_prefix)
+        if q.is_empty:
+            return np.zeros(0, np.int64), np.zeros(0, np.float64)
+        if stats is None:
+            stats = local_stats(self.postings, q.terms)
+        return score_query_topk(
+            self.postings,
+            q.terms,
+            k,
+            stats,
+            candidates,
+            prefixes=q.prefixes,
+            k1=self.config.k1,
+            b=self.config.b,
+            k3=self.config.k3,
+        )
 
     def match(self, op: str, query: str | Sequence[str], params: dict[str, Any]) -> np.ndarray:
         """bool[num_docs] for ContainsAllTokens / ContainsAnyToken / ContainsTokenSequence."""

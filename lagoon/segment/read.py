@@ -42,6 +42,7 @@ from lagoon.index.text.bm25 import (
     contains_token_sequence,
     local_stats,
     score_query,
+    score_query_topk,
 )
 from lagoon.query.cache import OnceCache
 from lagoon.query.filters import TOKEN_OPS, And, Condition, Filter, Not, Or
@@ -605,11 +606,20 @@ class SegmentSource:
         self, attr: str, query: str | Sequence[str], last_as_prefix: bool, stats: TermStats
     ) -> np.ndarray:
         """float64[num_docs]: BM25 scores computed with the given (global) statistics."""
-        t = self.reader.text(attr)
         out = np.zeros(self._n, dtype=np.float64)
+        positions, scores = self.bm25_sparse_with(attr, query, last_as_prefix, stats)
+        out[positions] = scores
+        return out
+
+    def bm25_sparse_with(
+        self, attr: str, query: str | Sequence[str], last_as_prefix: bool, stats: TermStats
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The live documents scored above 0 with the given statistics: (positions ascending,
+        scores)."""
+        t = self.reader.text(attr)
         q = t.analyzer.query(query, last_as_prefix=last_as_prefix)
         if q.is_empty:
-            return out
+            return np.zeros(0, np.int64), np.zeros(0, np.float64)
         c = t.config
         docs, scores = score_query(
             t.postings,
@@ -621,14 +631,54 @@ class SegmentSource:
             b=c.b,
             k3=c.k3,
         )
-        out[self._positions(docs)] = scores
-        return out
+        return self._positions(docs), scores
 
     def bm25_scores(self, attr: str, query: str | Sequence[str], last_as_prefix: bool) -> np.ndarray:
         """float64[num_docs]: BM25 with this source's own statistics."""
         return self.bm25_scores_with(
             attr, query, last_as_prefix, self.bm25_local_stats(attr, query, last_as_prefix)
         )
+
+    def bm25_sparse(
+        self, attr: str, query: str | Sequence[str], last_as_prefix: bool
+    ) -> tuple[np.ndarray, np.ndarray]:
+        return self.bm25_sparse_with(
+            attr, query, last_as_prefix, self.bm25_local_stats(attr, query, last_as_prefix)
+        )
+
+    def bm25_topk_with(
+        self,
+        attr: str,
+        query: str | Sequence[str],
+        last_as_prefix: bool,
+        stats: TermStats,
+        k: int,
+        mask: np.ndarray | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """A superset of the ``k`` best live documents among ``mask`` (positions; None: all),
+        scored with the given statistics (``score_query_topk``)."""
+        t = self.reader.text(attr)
+        q = t.analyzer.query(query, last_as_prefix=last_as_prefix)
+        if q.is_empty:
+            return np.zeros(0, np.int64), np.zeros(0, np.float64)
+        if mask is None:
+            cand = self._live_mask()
+        elif self.all_live:
+            cand = np.asarray(mask, dtype=bool)
+        else:
+            cand = np.zeros(self.reader.num_rows, dtype=bool)
+            cand[self.rows[np.asarray(mask, dtype=bool)]] = True
+        c = t.config
+        docs, scores = score_query_topk(
+            t.postings, q.terms, k, stats, cand, prefixes=q.prefixes, k1=c.k1, b=c.b, k3=c.k3
+        )
+        return self._positions(docs), scores
+
+    def bm25_topk(
+        self, attr: str, query: str | Sequence[str], last_as_prefix: bool, k: int, mask: np.ndarray | None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        stats = self.bm25_local_stats(attr, query, last_as_prefix)
+        return self.bm25_topk_with(attr, query, last_as_prefix, stats, k, mask)
 
     def token_match(self, attr: str, op: str, query: Any, params: Any) -> np.ndarray:
         """bool[num_docs] for ContainsAllTokens / ContainsAnyToken / ContainsTokenSequence."""

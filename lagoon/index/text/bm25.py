@@ -127,6 +127,20 @@ class Postings:
         """(documents with at least one token, total tokens), all documents counted live."""
         return int(np.count_nonzero(self.doc_len)), int(self.doc_len.sum(dtype=np.int64))
 
+    @cached_property
+    def term_bounds(self) -> tuple[U32Array, U32Array]:
+        """(largest tf, smallest document length) among each term's postings: with them a term's
+        BM25 contribution to any document is bounded (``score`` grows with tf, falls with length)."""
+        n = self.n_terms
+        max_tf = np.zeros(n, TF_DTYPE)
+        min_dl = np.zeros(n, DOC_DTYPE)
+        nonempty = np.flatnonzero(np.diff(self.term_ptr) > 0)
+        if nonempty.shape[0]:
+            starts = self.term_ptr[nonempty]
+            max_tf[nonempty] = np.maximum.reduceat(self.tfs, starts)
+            min_dl[nonempty] = np.minimum.reduceat(self.doc_len[self.docs], starts)
+        return max_tf, min_dl
+
     def term_id(self, term: str) -> int | None:
         return self._index.get(term)
 
@@ -488,6 +502,94 @@ def score_query(
         doc_parts.append(pdocs)
         score_parts.append(np.full(pdocs.shape[0], PREFIX_SCORE))
     return _accumulate(postings.n_docs, doc_parts, score_parts)
+
+
+PRUNE_MAX_FRACTION = 0.25
+"""``score_query_topk`` gives up pruning once its candidate lists hold this share of the postings."""
+
+
+def score_query_topk(
+    postings: Postings,
+    query_terms: Sequence[str],
+    k: int,
+    stats: TermStats,
+    candidates: BoolArray | None = None,
+    *,
+    prefixes: Sequence[str] = (),
+    k1: float = 1.2,
+    b: float = 0.75,
+    k3: float = 8.0,
+) -> tuple[IntArray, FloatArray]:
+    """The documents of ``candidates`` (None: all) that can be among the ``k`` best for the query:
+    every one scoring at least the k-th best score (ties included), with the exact scores
+    ``score_query`` gives them (bit for bit). Usually far fewer than ``score_query`` returns.
+
+    MaxScore, vectorised: each term's contribution is bounded by ``weight · score(max tf, min
+    length)`` (``Postings.term_bounds``). Take the terms with the shortest posting lists as the
+    "essential" ones; the documents in their lists are candidates, scored exactly (binary search
+    into the other lists); θ = the k-th best candidate score. A document in no essential list
+    scores at most the sum of the other terms' bounds: when that sum is below θ, the candidates
+    with a score >= θ are the answer. Otherwise one more term becomes essential; past
+    ``PRUNE_MAX_FRACTION`` of the postings the full ``score_query`` runs instead."""
+    _check_mask(postings, candidates)
+    terms, qtf = distinct_terms(query_terms)
+    if stats.terms != terms:
+        raise InternalError("score_query_topk: stats were computed for other query terms")
+    full = (postings, query_terms, candidates, stats)
+    if k <= 0:
+        return np.zeros(0, np.int64), np.zeros(0, np.float64)
+    weights = stats.idf() * query_weight(qtf, k3)
+    avgdl = stats.avgdl
+    max_tf, min_dl = postings.term_bounds
+    # scoring units in query-term order (the order sums are taken in), the prefix bonus last
+    lists: list[U32Array] = []
+    tfs_of: list[U32Array | None] = []
+    unit_w: list[float] = []
+    bounds: list[float] = []
+    for i, t in enumerate(terms):
+        tid = postings.term_id(t)
+        if tid is None:
+            continue
+        docs, tfs = postings.postings(tid)
+        lists.append(docs)
+        tfs_of.append(tfs)
+        unit_w.append(float(weights[i]))
+        bounds.append(float(score(max_tf[tid], min_dl[tid], float(weights[i]), avgdl, k1, b)))
+    if prefixes:
+        pdocs = _prefix_docs(postings, prefixes)
+        lists.append(pdocs)
+        tfs_of.append(None)
+        unit_w.append(PREFIX_SCORE)
+        bounds.append(PREFIX_SCORE)
+    total = sum(d.shape[0] for d in lists)
+    if len(lists) < 2:
+        return score_query(*full, prefixes=prefixes, k1=k1, b=b, k3=k3)
+    order = sorted(range(len(lists)), key=lambda u: lists[u].shape[0])
+    for e in range(1, len(lists)):
+        essential = order[:e]
+        if sum(lists[u].shape[0] for u in essential) > PRUNE_MAX_FRACTION * total:
+            break
+        rest_bound = sum(bounds[u] for u in order[e:])
+        cand = lists[essential[0]] if e == 1 else np.unique(np.concatenate([lists[u] for u in essential]))
+        if candidates is not None:
+            cand = cand[candidates[cand]]
+        if cand.shape[0] < k:
+            continue
+        acc = np.zeros(cand.shape[0], np.float64)
+        dl = postings.doc_len[cand]
+        for unit_docs, unit_tfs, w in zip(lists, tfs_of, unit_w, strict=True):
+            at = np.searchsorted(unit_docs, cand)
+            hit = at < unit_docs.shape[0]
+            hit[hit] = unit_docs[at[hit]] == cand[hit]
+            if unit_tfs is None:
+                acc[hit] += PREFIX_SCORE
+            else:
+                acc[hit] += score(unit_tfs[at[hit]], dl[hit], w, avgdl, k1, b)
+        theta = float(np.partition(acc, acc.shape[0] - k)[acc.shape[0] - k])
+        if rest_bound * (1.0 + 1e-9) < theta:  # (margin: sums of bounds taken in another order)
+            keep = acc >= theta
+            return cand[keep].astype(np.int64), acc[keep]
+    return score_query(*full, prefixes=prefixes, k1=k1, b=b, k3=k3)
 
 
 def _accumulate(
