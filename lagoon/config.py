@@ -192,7 +192,10 @@ class StorageSettings(_Section):
 class CacheSettings(_Section):
     dir: str = Field(
         default="",
-        description="Disk cache folder; empty = '<storage root>/../lagoon-cache' or a temp dir.",
+        description=(
+            "Disk cache folder for segment files; empty = '<system temp dir>/lagoon-cache' for the "
+            "s3 backend, none for fs and memory (their files are already local)."
+        ),
         json_schema_extra=_cost(
             "Use fast local disk, on an encrypted volume if node-disk theft is in your threat model."
         ),
@@ -214,7 +217,10 @@ class CacheSettings(_Section):
     max_pinned_bytes: int = Field(
         default=5 * 1024**3,
         ge=0,
-        description="Disk budget for pinned namespaces (kept fully cached).",
+        description=(
+            "Disk budget for pinned namespaces: their segment files are kept on disk (fetched when "
+            "the node first serves the namespace, never evicted) up to this size, on top of disk_bytes."
+        ),
         json_schema_extra=_cost(
             "Disk space reserved for pinned namespaces, whether or not they are queried."
         ),

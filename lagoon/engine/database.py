@@ -15,7 +15,7 @@ from typing import Any
 from lagoon.config import Settings
 from lagoon.engine.components import Components
 from lagoon.engine.queue import Enqueuer, IndexingQueue
-from lagoon.engine.segment_io import SegmentIO
+from lagoon.engine.segment_io import SegmentIO, resolve_cache_dir
 from lagoon.engine.state import NamespaceState
 from lagoon.engine.tail import SegmentLike, Snapshot
 from lagoon.engine.writer import Committer, Op, make_write_op
@@ -49,7 +49,7 @@ class Database:
         # Commits enqueue their namespace for the indexer (engine/queue.py), batched per node.
         self.enqueuer = Enqueuer(IndexingQueue(store, self.components), settings.indexer.poll_interval_secs)
         # Segment files for queries go through the node's memory LRU and disk cache (cache.*).
-        self.segment_io = SegmentIO(store, settings.cache)
+        self.segment_io = SegmentIO(store, settings.cache, cache_dir=resolve_cache_dir(settings) or "")
 
     # -- plumbing --------------------------------------------------------------------------------
 
@@ -73,9 +73,14 @@ class Database:
         return await self.segment_io.open(state.keys, ref, schema, lazy=True)
 
     async def snapshot(self, org: str, namespace: str, *, strong: bool = True) -> Snapshot:
-        snap = await self.handle(org, namespace).state.snapshot(strong=strong)
+        state = self.handle(org, namespace).state
+        snap = await state.snapshot(strong=strong)
         if not snap.exists:
             raise NotFound(f"namespace '{namespace}' was not found")
+        pinned = bool(snap.settings.get("pinning"))
+        if (pinned or state.pinned) and state.manifest is not None:  # keep its segments on disk
+            self.segment_io.pin(state.keys, state.manifest.segments, pinned)
+        state.pinned = pinned
         return snap
 
     async def close(self) -> None:

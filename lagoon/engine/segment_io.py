@@ -20,6 +20,7 @@ import contextlib
 import logging
 import os
 import secrets
+import tempfile
 import threading
 from collections import OrderedDict
 from collections.abc import Coroutine, Mapping, Sequence
@@ -29,7 +30,7 @@ from typing import Any, TypeVar
 import numpy as np
 
 from lagoon import metrics
-from lagoon.config import CacheSettings
+from lagoon.config import CacheSettings, Settings
 from lagoon.errors import DataCorruption, InternalError
 from lagoon.format.framing import TRAILER_LEN
 from lagoon.format.keys import NamespaceKeys
@@ -97,14 +98,42 @@ class _MemoryLru:
 
 
 class _DiskCache:
-    """Files under ``root/org/ns/segment/name``; LRU by mtime (touched on use), bounded by bytes."""
+    """Files under ``root/org/ns/segment/name``; LRU by mtime (touched on use), bounded by bytes.
 
-    def __init__(self, root: str, budget: int) -> None:
+    Segments of pinned namespaces (``pin``) are exempt from eviction while their sizes, in the
+    order they were pinned, fit ``pinned_budget``; they do not count against ``budget``."""
+
+    def __init__(self, root: str, budget: int, pinned_budget: int = 0) -> None:
         self.root = Path(root) / "segments"
         self.budget = budget
+        self.pinned_budget = pinned_budget
         self._used: int | None = None
         self._lock = threading.Lock()
+        self._pinned: dict[CacheKey, int] = {}  # segment -> its bytes, in pin order
         self.corrupt = 0
+
+    def pin(self, key: CacheKey, nbytes: int) -> None:
+        with self._lock:
+            self._pinned.setdefault(key, nbytes)
+
+    def unpin(self, key: CacheKey) -> None:
+        with self._lock:
+            self._pinned.pop(key, None)
+
+    def pinned_of(self, org: str, ns: str) -> list[CacheKey]:
+        with self._lock:
+            return [k for k in self._pinned if k[0] == org and k[1] == ns]
+
+    def _protected(self) -> tuple[set[Path], int]:
+        """Folders of the pinned segments that fit the pinned budget, and their bytes."""
+        dirs: set[Path] = set()
+        total = 0
+        for (org, ns, seg), nbytes in self._pinned.items():
+            if total + nbytes > self.pinned_budget:
+                continue
+            total += nbytes
+            dirs.add(self.root / org / ns / seg)
+        return dirs, total
 
     def _path(self, key: CacheKey, name: str) -> Path:
         org, ns, seg = key
@@ -129,7 +158,7 @@ class _DiskCache:
         return data
 
     def store(self, key: CacheKey, name: str, data: bytes) -> None:
-        if len(data) > self.budget:
+        if len(data) > self.budget and not (key in self._pinned and len(data) <= self.pinned_budget):
             return
         path = self._path(key, name)
         tmp = path.parent / f"{_TMP}{secrets.token_hex(8)}"
@@ -144,8 +173,9 @@ class _DiskCache:
         with self._lock:
             used = self._scan() if self._used is None else self._used + len(data)
             self._used = used
-            if used > self.budget:
-                self._used = self._evict()
+            protected, protected_bytes = self._protected()
+            if used > self.budget + protected_bytes:
+                self._used = self._evict(protected)
 
     def _files(self) -> list[tuple[float, int, Path]]:
         out = []
@@ -162,27 +192,39 @@ class _DiskCache:
     def _scan(self) -> int:
         return sum(size for _, size, _ in self._files())
 
-    def _evict(self) -> int:
+    def _evict(self, protected: set[Path]) -> int:
+        """Delete the least recently used unprotected files down to 90 % of the budget; returns
+        the bytes left on disk (protected ones included)."""
         files = sorted(self._files())
         used = sum(size for _, size, _ in files)
+        kept = sum(size for _, size, path in files if path.parent in protected)
+        unprotected = used - kept
         target = self.budget * 0.9
         for _, size, path in files:
-            if used <= target:
+            if unprotected <= target:
                 break
+            if path.parent in protected:
+                continue
             with contextlib.suppress(OSError):
                 path.unlink()
-                used -= size
-        return used
+                unprotected -= size
+        return unprotected + kept
 
 
 class SegmentIO:
     """Upload and fetch segment files of any namespace of one store."""
 
-    def __init__(self, store: ObjectStore, cache: CacheSettings | None = None) -> None:
+    def __init__(
+        self, store: ObjectStore, cache: CacheSettings | None = None, *, cache_dir: str | None = None
+    ) -> None:
+        """``cache_dir`` (default ``cache.dir``; ``resolve_cache_dir`` gives the documented
+        default for a whole configuration) enables the disk cache."""
         cache = cache or CacheSettings()
         self.store = store
         self.memory = _MemoryLru(cache.memory_bytes)
-        self.disk = _DiskCache(cache.dir, cache.disk_bytes) if cache.dir else None
+        disk_dir = cache.dir if cache_dir is None else cache_dir
+        self.disk = _DiskCache(disk_dir, cache.disk_bytes, cache.max_pinned_bytes) if disk_dir else None
+        self._warming: set[CacheKey] = set()
         self._tasks: set[asyncio.Task[None]] = set()
         self.hydrate = True  # fetch lazily opened vec files whole in the background
         self.lazy_min_bytes = LAZY_MIN_BYTES
@@ -335,6 +377,43 @@ class SegmentIO:
         except Exception as e:  # background work: log it, never crash the node
             log.warning("segment_hydrate_failed", extra={"segment": ref.id, "error": repr(e)})
 
+    def pin(self, keys: NamespaceKeys, refs: Sequence[SegmentRef], pinned: bool) -> None:
+        """Keep (or stop keeping) these segments of a pinned namespace on disk: they are exempt
+        from eviction up to ``cache.max_pinned_bytes``, and files not yet on disk are fetched in
+        the background. Without a disk cache this does nothing."""
+        disk = self.disk
+        if disk is None:
+            return
+        current = {self.cache_key(keys, ref.id) for ref in refs}
+        for stale in disk.pinned_of(keys.org, keys.namespace):
+            if stale not in current or not pinned:  # compacted away, or unpinned
+                disk.unpin(stale)
+                self._warming.discard(stale)
+        for ref in refs:
+            ckey = self.cache_key(keys, ref.id)
+            if not pinned:
+                disk.unpin(ckey)
+                self._warming.discard(ckey)
+                continue
+            disk.pin(ckey, ref.bytes)
+            if ckey in self._warming:
+                continue
+            self._warming.add(ckey)
+            task = asyncio.create_task(self._warm(keys, ref))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _warm(self, keys: NamespaceKeys, ref: SegmentRef) -> None:
+        """Every file of a pinned segment into the disk cache (already there: just verified)."""
+        try:
+            for name in ref.files:
+                await self._file(keys, ref, name)
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:  # background work: log it; the next snapshot tries again
+            self._warming.discard(self.cache_key(keys, ref.id))
+            log.warning("segment_warm_failed", extra={"segment": ref.id, "error": repr(e)})
+
     @property
     def pending(self) -> int:
         """Background whole-file fetches still running."""
@@ -345,6 +424,17 @@ class SegmentIO:
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+
+
+def resolve_cache_dir(settings: Settings) -> str | None:
+    """The disk cache folder of a configuration: ``cache.dir``, or when empty
+    ``<system temp dir>/lagoon-cache`` for object-store backends and none for ``fs`` and
+    ``memory`` (their files are already local or in memory)."""
+    if settings.cache.dir:
+        return settings.cache.dir
+    if settings.storage.backend == "s3":
+        return str(Path(tempfile.gettempdir()) / "lagoon-cache")
+    return None
 
 
 class _Blocks:
@@ -373,4 +463,4 @@ class _Blocks:
         return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
 
 
-__all__ = ["SegmentIO", "verify_file"]
+__all__ = ["SegmentIO", "resolve_cache_dir", "verify_file"]

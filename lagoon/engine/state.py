@@ -63,6 +63,7 @@ class NamespaceState:
         # Open segments of the current manifest, by segment id, with the schema they were opened for.
         self._segments: dict[str, tuple[Schema, SegmentLike]] = {}
         self.segment_loader: SegmentLoader = _load_segment
+        self.pinned = False  # the namespace's pinning setting as the node last saw it
 
     # -- reading -------------------------------------------------------------------------------
 

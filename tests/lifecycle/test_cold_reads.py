@@ -8,15 +8,19 @@ from __future__ import annotations
 import asyncio
 import builtins
 import datetime as dt
+import tempfile
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pytest
 
+from lagoon.config import Settings
 from lagoon.engine import manifest_store
 from lagoon.engine.database import Database
 from lagoon.engine.indexer import index_namespace
+from lagoon.engine.segment_io import resolve_cache_dir
 from lagoon.storage.base import ObjectMeta, ObjectStore, PutMode, PutModeT
 from lagoon.storage.memory import MemoryStore
 from tests.segment.data import exact_topk, queries, vectors
@@ -195,3 +199,47 @@ async def test_an_older_decimal_current_costs_one_more_round_trip() -> None:
     assert round_trips(timed.calls) == 4
     assert manifest_store.parse_hint(b"garbage") == (0, None)
     await db.close()
+
+
+async def test_a_pinned_namespace_stays_on_disk(tmp_path: Path) -> None:
+    """PATCH pinning: the node fetches every segment file into its disk cache in the background,
+    and eviction of other segments never removes them (within cache.max_pinned_bytes)."""
+    store, _ = await indexed_store()
+    seg_bytes = sum([len(await store.get(k)) async for k in _keys(store, KEYS.root + "seg/")])
+    settings = Settings(
+        cache={"dir": str(tmp_path), "disk_bytes": 64 * 1024, "max_pinned_bytes": seg_bytes + 1},  # type: ignore[arg-type]
+        manifest={"poll_interval_ms": 20},  # type: ignore[arg-type]
+    )
+    db = Database(store, settings, components("pinned"))
+    meta = await db.update_metadata(NS, {"pinning": True})
+    assert meta["pinning"] == {"replicas": 1}
+    for _ in range(300):
+        if not db.segment_io.pending:
+            break
+        await asyncio.sleep(0.02)
+    cached = {p.name: p.stat().st_size for p in tmp_path.rglob("*") if p.is_file()}
+    assert "vec.vector" in cached and "docs" in cached and sum(cached.values()) == seg_bytes
+
+    disk = db.segment_io.disk
+    assert disk is not None
+    for i in range(20):  # other segments fill the (small) unpinned budget many times over
+        disk.store(("default", "other", f"seg{i}"), "docs", bytes(16 * 1024))
+    kept = {p.name for p in tmp_path.rglob("*") if p.is_file() and "/docs/" in str(p)}
+    assert {"vec.vector", "docs"} <= kept
+    others = sum(p.stat().st_size for p in tmp_path.rglob("*") if p.is_file() and "/other/" in str(p))
+    assert others <= 64 * 1024
+
+    await db.update_metadata(NS, {"pinning": False})  # unpinned: ordinary LRU entries again
+    for i in range(20, 40):
+        disk.store(("default", "other", f"seg{i}"), "docs", bytes(16 * 1024))
+    assert not any(
+        p.is_file() for p in tmp_path.rglob("*") if "/docs/seg/" in str(p) or "/default/docs/" in str(p)
+    )
+    await db.close()
+
+
+def test_default_disk_cache_folder() -> None:
+    assert resolve_cache_dir(Settings(cache={"dir": "/x"})) == "/x"  # type: ignore[arg-type]
+    assert resolve_cache_dir(Settings()) is None  # fs: already local
+    s3 = Settings(storage={"backend": "s3", "bucket": "b"})  # type: ignore[arg-type]
+    assert resolve_cache_dir(s3) == str(Path(tempfile.gettempdir()) / "lagoon-cache")

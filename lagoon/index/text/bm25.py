@@ -25,6 +25,7 @@ Pure functions: no I/O, no asyncio. Scores are float64.
 from __future__ import annotations
 
 import bisect
+import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -92,9 +93,13 @@ class Postings:
     doc_len: U32Array  # uint32[n_docs]
     positions: U32Array | None = None  # uint32[sum(tfs)] or None
     _index: dict[str, int] = field(init=False, repr=False, compare=False)
+    _saturation: dict[tuple[float, float], tuple[float, FloatArray]] = field(
+        init=False, repr=False, compare=False
+    )
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "_index", {t: i for i, t in enumerate(self.terms)})
+        object.__setattr__(self, "_saturation", {})
 
     @classmethod
     def empty(cls, n_docs: int = 0, *, with_positions: bool = True) -> Postings:
@@ -140,6 +145,25 @@ class Postings:
             max_tf[nonempty] = np.maximum.reduceat(self.tfs, starts)
             min_dl[nonempty] = np.minimum.reduceat(self.doc_len[self.docs], starts)
         return max_tf, min_dl
+
+    def term_max_saturation(self, k1: float, b: float) -> tuple[float, FloatArray]:
+        """(a0, m): a0 = this index's own average document length, m[t] = the largest
+        ``tf / (tf + k1 · (1 - b + b · dl / a0))`` among term t's postings (computed once per
+        (k1, b)). For another average length a, the same expression is at most m[t] · max(1, a/a0)
+        (the length term shrinks by a0/a at most), a much tighter bound than ``term_bounds``."""
+        key = (float(k1), float(b))
+        hit = self._saturation.get(key)
+        if hit is None:
+            n, total = self.corpus_totals
+            a0 = total / n if n else 0.0
+            m = np.zeros(self.n_terms, np.float64)
+            nonempty = np.flatnonzero(np.diff(self.term_ptr) > 0)
+            if a0 > 0 and nonempty.shape[0]:
+                sat = score(self.tfs, self.doc_len[self.docs], 1.0, a0, k1, b)
+                m[nonempty] = np.maximum.reduceat(sat, self.term_ptr[nonempty])
+            hit = (a0, m)
+            self._saturation[key] = hit
+        return hit
 
     def term_id(self, term: str) -> int | None:
         return self._index.get(term)
@@ -524,8 +548,9 @@ def score_query_topk(
     every one scoring at least the k-th best score (ties included), with the exact scores
     ``score_query`` gives them (bit for bit). Usually far fewer than ``score_query`` returns.
 
-    MaxScore, vectorised: each term's contribution is bounded by ``weight · score(max tf, min
-    length)`` (``Postings.term_bounds``). Take the terms with the shortest posting lists as the
+    MaxScore, vectorised: each term's contribution is bounded by its weight times the largest
+    saturation among its postings (``Postings.term_max_saturation``, scaled for the global average
+    length; never above ``score(max tf, min length)``, ``Postings.term_bounds``). Take the terms with the shortest posting lists as the
     "essential" ones; the documents in their lists are candidates, scored exactly (binary search
     into the other lists); θ = the k-th best candidate score. A document in no essential list
     scores at most the sum of the other terms' bounds: when that sum is below θ, the candidates
@@ -541,6 +566,8 @@ def score_query_topk(
     weights = stats.idf() * query_weight(qtf, k3)
     avgdl = stats.avgdl
     max_tf, min_dl = postings.term_bounds
+    a0, max_sat = postings.term_max_saturation(k1, b)
+    stretch = max(1.0, avgdl / a0) if a0 > 0 and avgdl > 0 else math.inf
     # scoring units in query-term order (the order sums are taken in), the prefix bonus last
     lists: list[U32Array] = []
     tfs_of: list[U32Array | None] = []
@@ -554,7 +581,8 @@ def score_query_topk(
         lists.append(docs)
         tfs_of.append(tfs)
         unit_w.append(float(weights[i]))
-        bounds.append(float(score(max_tf[tid], min_dl[tid], float(weights[i]), avgdl, k1, b)))
+        loose = float(score(max_tf[tid], min_dl[tid], float(weights[i]), avgdl, k1, b))
+        bounds.append(min(loose, float(weights[i]) * float(max_sat[tid]) * stretch))
     if prefixes:
         pdocs = _prefix_docs(postings, prefixes)
         lists.append(pdocs)
