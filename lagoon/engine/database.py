@@ -301,7 +301,8 @@ class Database:
         """Namespaces of ``org`` whose name starts with ``prefix``, in key order ("name/").
 
         The cursor is the last name of the previous page. A namespace is listed while it exists
-        (deleted ones are skipped), which costs one state load per candidate on this node.
+        (deleted ones are skipped): for a candidate this node has not loaded, that costs CURRENT,
+        a manifest probe and a WAL listing (``NamespaceState.exists``), never its segments.
         """
         if not 1 <= page_size <= 1000:
             raise InvalidRequest("page_size: expected 1..1000")
@@ -314,8 +315,11 @@ class Database:
 
         async def alive(name: str) -> bool:
             async with sem:
-                snap = await self.handle(org, name).state.snapshot(strong=True)
-                return snap.exists
+                h = self._handles.get((org, name))
+                if h is not None:
+                    return await h.state.exists()
+                keys = NamespaceKeys.of(org, name)  # not kept: listing must not load namespaces
+                return await NamespaceState(keys, self.store, self.settings, self.components).exists()
 
         batch_size = max(page_size, 100)
         more = True

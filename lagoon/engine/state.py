@@ -237,6 +237,48 @@ class NamespaceState:
         if advanced or any(schema != self.tail.schema for schema, _ in self._segments.values()):
             await self._open_segments()
 
+    async def exists(self) -> bool:
+        """Does the namespace exist (as a strong read would say)? A node that has loaded the
+        namespace answers from its refreshed view; otherwise the bucket is read without opening
+        segments or folding documents (listing many namespaces must not fetch their data): the
+        manifest CURRENT holds, newer versions, and the truncate and schema fields of the WAL
+        entries after it. Nothing is kept: the state stays unloaded."""
+        if self._loaded:
+            await self.refresh()
+            return self.tail.schema.id_type is not None
+        try:
+            version, m = await manifest_store.read_hint_manifest(self.store, self.keys)
+            if m is None and version > 0:
+                try:
+                    m = await self._read_manifest(version)
+                except ObjectNotFound:
+                    m = None
+            while True:
+                try:
+                    m = await self._read_manifest((m.version if m else 0) + 1)
+                except ObjectNotFound:
+                    break
+            through = m.indexed_through if m else 0
+            id_type = Schema.from_storage(m.schema).id_type if m and m.schema else None
+            seqs = await self._list_wal_after(through)
+            sem = asyncio.Semaphore(_FETCH_PARALLELISM)
+
+            async def get(seq: int) -> tuple[WalEntry, int] | None:
+                async with sem:
+                    return await self._fetch_one(seq)
+
+            for item in await asyncio.gather(*(get(q) for q in seqs)):
+                if item is None:
+                    continue
+                entry = item[0]
+                if entry.truncate:
+                    id_type = None
+                if entry.schema is not None:
+                    id_type = Schema.from_storage(entry.schema).id_type
+        except StorageError as e:
+            raise Unavailable(f"object store unavailable while reading {self.keys.root}: {e}") from e
+        return id_type is not None
+
     async def _jump_to_hint(self) -> bool:
         """Move to the version CURRENT names if it is newer than ours (True if it was). Probing
         from our version could stop at a version GC deleted; CURRENT never names one."""

@@ -21,6 +21,7 @@ from lagoon.engine import manifest_store
 from lagoon.engine.database import Database
 from lagoon.engine.indexer import index_namespace
 from lagoon.engine.segment_io import resolve_cache_dir
+from lagoon.format.keys import NamespaceKeys
 from lagoon.storage.base import ObjectMeta, ObjectStore, PutMode, PutModeT
 from lagoon.storage.memory import MemoryStore
 from tests.segment.data import exact_topk, queries, vectors
@@ -243,3 +244,31 @@ def test_default_disk_cache_folder() -> None:
     assert resolve_cache_dir(Settings()) is None  # fs: already local
     s3 = Settings(storage={"backend": "s3", "bucket": "b"})  # type: ignore[arg-type]
     assert resolve_cache_dir(s3) == str(Path(tempfile.gettempdir()) / "lagoon-cache")
+
+
+async def test_listing_namespaces_reads_no_segment() -> None:
+    """A fresh node lists namespaces from manifests and WAL entries only; deleted ones (deletion
+    still in the WAL, or folded into a manifest) are skipped, re-created ones listed."""
+    store, _ = await indexed_store()  # "docs": one segment
+    settings = make_settings()
+    writer = Database(store, settings, components("w"))
+    for name in ("gone", "folded", "back", "fresh"):
+        await writer.write(name, {"upsert_rows": [{"id": 1, "tag": 1}]})
+    await writer.delete_namespace("gone")
+    await writer.delete_namespace("folded")
+    await writer.delete_namespace("back")
+    await writer.write("back", {"upsert_rows": [{"id": 2, "tag": 2}]})
+    folded = NamespaceKeys.of("default", "folded")
+    await index_namespace(store, folded, settings, components("i"), force=True)
+    version, copy = await manifest_store.read_hint_manifest(store, folded)
+    assert version >= 1 and copy is not None and copy.indexed_through >= 2  # the delete is folded
+    await writer.close()
+    timed = TimedStore(store)
+    db = Database(timed, settings, components("lister"))  # type: ignore[arg-type]
+    listed = await db.list_namespaces()
+    assert [n["id"] for n in listed["namespaces"]] == ["back", NS, "fresh"]
+    assert not [c.key for c in timed.calls if "/seg/" in c.key]
+    # a namespace the node has loaded answers from its own view
+    await db.query(NS, {"rank_by": ["id", "asc"], "top_k": 1})
+    assert [n["id"] for n in (await db.list_namespaces())["namespaces"]] == ["back", NS, "fresh"]
+    await db.close()
