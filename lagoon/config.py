@@ -328,6 +328,25 @@ class ObservabilitySettings(_Section):
         description="Lowest level logged.",
         json_schema_extra=_cost("debug multiplies log volume."),
     )
+    metrics_listen: str = Field(
+        default="127.0.0.1:9091",
+        description=(
+            "HOST:PORT where lagoon-worker serves Prometheus metrics (/metrics); empty = off. "
+            "lagoon-server serves /metrics on server.listen."
+        ),
+        json_schema_extra=_cost("One listening socket; bind 0.0.0.0 only on a trusted network."),
+    )
+
+    @field_validator("metrics_listen")
+    @classmethod
+    def _check_metrics_listen(cls, v: str) -> str:
+        if v == "":
+            return v
+        host, sep, port = v.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError("must be empty (off) or host:port, e.g. 127.0.0.1:9091")
+        return v
+
     otlp_endpoint: str = Field(
         default="",
         description="OTLP/HTTP endpoint for traces; empty = off.",

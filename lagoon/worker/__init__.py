@@ -28,6 +28,7 @@ import logging
 import signal
 from collections.abc import Awaitable
 from dataclasses import dataclass, field
+from typing import Any
 
 from lagoon import metrics
 from lagoon.config import Settings
@@ -353,6 +354,23 @@ class IndexerLoop:
 # -- lagoon-worker ---------------------------------------------------------------------------------
 
 
+def _serve_metrics(listen: str) -> Any:
+    """Serve the process's Prometheus metrics on ``listen`` (HOST:PORT) from a background thread;
+    None when off or when the address is taken (logged: the worker works without it)."""
+    if not listen:
+        return None
+    import prometheus_client
+
+    host, _, port = listen.rpartition(":")
+    try:
+        server, _thread = prometheus_client.start_http_server(int(port), addr=host.strip("[]"))
+    except OSError as e:
+        log_event(log, "cannot serve metrics", level=logging.WARNING, listen=listen, error=str(e))
+        return None
+    log_event(log, "serving metrics", listen=listen, path="/metrics")
+    return server
+
+
 def run(settings: Settings) -> int:
     """Run the worker until SIGTERM/SIGINT; returns the exit status (0)."""
     return asyncio.run(_main(settings))
@@ -375,11 +393,14 @@ async def _main(settings: Settings) -> int:
         poll_interval_secs=settings.indexer.poll_interval_secs,
         gc_grace_secs=settings.indexer.gc_grace_secs,
     )
+    metrics_server = _serve_metrics(settings.observability.metrics_listen)
     loop.start()
     try:
         await stop.wait()
     finally:
         await loop.stop()
+        if metrics_server is not None:
+            metrics_server.shutdown()
         for sig in (signal.SIGTERM, signal.SIGINT):
             running.remove_signal_handler(sig)
         await store.close()

@@ -165,7 +165,9 @@ def check_objects(objects: list[dict[str, Any]], tmp_path: Path) -> None:
     wc = container(worker)
     assert str(wc["resources"]["requests"]["cpu"]) == "2" and wc["resources"]["requests"]["memory"] == "4Gi"
     assert 1 <= worker["spec"].get("replicas", 1) <= 2
-    assert "readinessProbe" not in wc  # the worker serves no HTTP
+    assert "readinessProbe" not in wc  # the worker serves only metrics
+    assert {p["name"]: p["containerPort"] for p in wc["ports"]} == {"metrics": 9091}
+    assert settings.observability.metrics_listen == "0.0.0.0:9091"
 
     service = one(objects, "Service")
     assert service["spec"]["selector"].items() <= server["spec"]["template"]["metadata"]["labels"].items()
@@ -182,6 +184,15 @@ def check_objects(objects: list[dict[str, Any]], tmp_path: Path) -> None:
         assert monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
         (endpoint,) = monitor["spec"]["endpoints"]
         assert endpoint["path"] == "/metrics" and endpoint["port"] == "http"
+    for monitor in by_kind(objects, "PodMonitor"):  # the workers' metrics (no Service)
+        assert monitor["apiVersion"] == "monitoring.coreos.com/v1"
+        assert (
+            monitor["spec"]["selector"]["matchLabels"].items()
+            <= worker["spec"]["template"]["metadata"]["labels"].items()
+        )
+        (endpoint,) = monitor["spec"]["podMetricsEndpoints"]
+        assert endpoint["path"] == "/metrics" and endpoint["port"] == "metrics"
+    assert len(by_kind(objects, "PodMonitor")) == len(by_kind(objects, "ServiceMonitor"))
 
 
 # --- files the deployment guide names ------------------------------------------------------------
@@ -255,6 +266,9 @@ def test_compose_stack() -> None:
     assert settings_from_env(server["environment"]).server.listen == "0.0.0.0:8080"
     assert any("8080:8080" in str(p) for p in server["ports"])
     assert "/readyz" in " ".join(server["healthcheck"]["test"])
+    worker = services["lagoon-worker"]
+    assert settings_from_env(worker["environment"]).observability.metrics_listen == "0.0.0.0:9091"
+    assert any("9091:9091" in str(p) for p in worker["ports"])
 
 
 # --- Kubernetes manifests ----------------------------------------------------------------------------
@@ -271,6 +285,7 @@ def test_k8s_manifests(tmp_path: Path) -> None:
         "Service",
         "HorizontalPodAutoscaler",
         "ServiceMonitor",
+        "PodMonitor",
         "ServiceAccount",
     ):
         assert kind in kinds, kind
@@ -328,6 +343,7 @@ def test_chart_renders_with_defaults(tmp_path: Path) -> None:
         "Service",
         "HorizontalPodAutoscaler",
         "ServiceMonitor",
+        "PodMonitor",
     }
     server = one(objects, "Deployment", "-server")
     assert "replicas" not in server["spec"]  # the HPA owns it
@@ -357,6 +373,7 @@ def test_chart_switches(tmp_path: Path) -> None:
         "HorizontalPodAutoscaler",
         "PodDisruptionBudget",
         "ServiceMonitor",
+        "PodMonitor",
         "Secret",
         "ServiceAccount",
     }
