@@ -349,7 +349,10 @@ class ObservabilitySettings(_Section):
 
     otlp_endpoint: str = Field(
         default="",
-        description="OTLP/HTTP endpoint for traces; empty = off.",
+        description=(
+            "OTLP/HTTP collector for traces of the query path, e.g. http://otel-collector:4318 "
+            "('/v1/traces' is appended); empty = off."
+        ),
         json_schema_extra=_cost("Span export costs some CPU and network per query."),
     )
     audit_log: str = Field(

@@ -28,6 +28,7 @@ import numpy as np
 from lagoon.config import Settings, load_settings
 from lagoon.engine.database import Database as _AsyncDatabase
 from lagoon.format.keys import DEFAULT_ORG, check_namespace
+from lagoon.tracing import setup_tracing
 
 T = TypeVar("T")
 
@@ -79,6 +80,7 @@ class Database:
         self._db: _AsyncDatabase = self._run(self._open(open_store))
 
     async def _open(self, open_store: Any) -> _AsyncDatabase:
+        setup_tracing(self.settings, "lagoon")
         store = open_store(self.settings.storage)
         if self._with_indexer:
             from lagoon.worker import IndexerLoop

@@ -24,9 +24,11 @@ from lagoon.format.keys import DEFAULT_ORG, NamespaceKeys, check_namespace, name
 from lagoon.format.manifest import SegmentRef
 from lagoon.query.execute import execute_query
 from lagoon.query.explain import explain_query
-from lagoon.query.request import parse_request
+from lagoon.query.live import DocSource
+from lagoon.query.request import MultiQueryRequest, QueryRequest, parse_request
 from lagoon.schema import Schema
 from lagoon.storage.base import ObjectStore, StorageError
+from lagoon.tracing import tracer
 
 _LIST_PARALLELISM = 16
 
@@ -35,6 +37,11 @@ _LIST_PARALLELISM = 16
 class NamespaceHandle:
     state: NamespaceState
     committer: Committer
+
+
+def _traced_execute(req: QueryRequest | MultiQueryRequest, src: DocSource) -> dict[str, Any]:
+    with tracer.start_as_current_span("lagoon.execute", attributes={"lagoon.documents": src.num_docs}):
+        return execute_query(req, src)
 
 
 class Database:
@@ -239,10 +246,16 @@ class Database:
         started = time.perf_counter()
         consistency = body.get("consistency") if isinstance(body, dict) else None
         strong = not (isinstance(consistency, dict) and consistency.get("level") == "eventual")
-        snap = await self.snapshot(org, namespace, strong=strong)
-        req = parse_request(body, snap.schema)
-        src = snap.source()
-        result = await asyncio.to_thread(execute_query, req, src)
+        with tracer.start_as_current_span(
+            "lagoon.query",
+            attributes={"lagoon.namespace": namespace, "lagoon.org": org, "lagoon.strong": strong},
+        ):
+            with tracer.start_as_current_span("lagoon.snapshot"):
+                snap = await self.snapshot(org, namespace, strong=strong)
+            with tracer.start_as_current_span("lagoon.plan"):
+                req = parse_request(body, snap.schema)
+                src = snap.source()
+            result = await asyncio.to_thread(_traced_execute, req, src)
         perf = result.setdefault("performance", {})
         perf["exhaustive_search_count"] = snap.unindexed_rows
         perf["cache_hit_ratio"] = 1.0

@@ -19,6 +19,7 @@ rows live in one snapshot, without rebuilding its derived data. Pure: no I/O.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from contextlib import AbstractContextManager
 from typing import Any, Protocol, TypeVar
 
 import numpy as np
@@ -29,6 +30,7 @@ from lagoon.query.cache import OnceCache
 from lagoon.query.filters import Filter
 from lagoon.query.live import LiveDocs, dense_rank, sort_positions, topk_smallest
 from lagoon.schema import Schema
+from lagoon.tracing import tracer
 
 T = TypeVar("T")
 
@@ -210,10 +212,24 @@ class CompositeSource:
             return [None] * len(self.parts)
         return [mask[self.offsets[i] : self.offsets[i + 1]] for i in range(len(self.parts))]
 
+    def _part(self, i: int, operation: str) -> AbstractContextManager[Any]:
+        """A tracing span for work on part ``i`` (lagoon/tracing.py)."""
+        p = self.parts[i]
+        reader = getattr(p, "reader", None)
+        name = f"segment {reader.ref.id}" if reader is not None else "wal run"
+        return tracer.start_as_current_span(
+            "lagoon.part",
+            attributes={"lagoon.part": name, "lagoon.operation": operation, "lagoon.rows": p.num_docs},
+        )
+
     def filter_mask(self, flt: Filter | None) -> np.ndarray:
         if flt is None:
             return np.ones(self._n, dtype=bool)
-        return self._concat([p.filter_mask(flt) for p in self.parts], bool)
+        masks = []
+        for i, p in enumerate(self.parts):
+            with self._part(i, "filter"):
+                masks.append(p.filter_mask(flt))
+        return self._concat(masks, bool)
 
     def vector_topk(
         self,
@@ -229,7 +245,8 @@ class CompositeSource:
         for i, (p, m) in enumerate(zip(self.parts, self._slices(mask), strict=True)):
             if m is not None and not m.any():
                 continue
-            pos, dist = p.vector_topk(attr, query, metric, k, m, approximate=approximate)
+            with self._part(i, "vector"):
+                pos, dist = p.vector_topk(attr, query, metric, k, m, approximate=approximate)
             positions.append(np.asarray(pos, dtype=np.int64) + self.offsets[i])
             dists.append(np.asarray(dist, dtype=np.float64))
         if not positions:
@@ -253,8 +270,9 @@ class CompositeSource:
             return np.zeros(0, np.int64), np.zeros(0, np.float64)
         stats = TermStats.total([p.bm25_local_stats(attr, query, last_as_prefix) for p in self.parts])
         positions, scores = [], []
-        for offset, p in zip(self.offsets[:-1], self.parts, strict=True):
-            pos, sc = p.bm25_sparse_with(attr, query, last_as_prefix, stats)
+        for i, (offset, p) in enumerate(zip(self.offsets[:-1], self.parts, strict=True)):
+            with self._part(i, "bm25"):
+                pos, sc = p.bm25_sparse_with(attr, query, last_as_prefix, stats)
             positions.append(np.asarray(pos, dtype=np.int64) + offset)
             scores.append(sc)
         return np.concatenate(positions), np.concatenate(scores)
@@ -271,7 +289,8 @@ class CompositeSource:
         for i, (p, m) in enumerate(zip(self.parts, self._slices(mask), strict=True)):
             if m is not None and not m.any():
                 continue
-            pos, sc = p.bm25_topk_with(attr, query, last_as_prefix, stats, k, m)
+            with self._part(i, "bm25 top-k"):
+                pos, sc = p.bm25_topk_with(attr, query, last_as_prefix, stats, k, m)
             positions.append(np.asarray(pos, dtype=np.int64) + self.offsets[i])
             scores.append(sc)
         if not positions:

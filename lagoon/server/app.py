@@ -31,6 +31,7 @@ from lagoon.server.middleware import LagoonMiddleware, QueryLimiter, RateLimiter
 from lagoon.server.routes import ROUTES
 from lagoon.server.state import Engine, ServerState
 from lagoon.storage.base import ObjectStore
+from lagoon.tracing import setup_tracing, shutdown_tracing
 
 log = logging.getLogger("lagoon.server")
 
@@ -84,6 +85,7 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        setup_tracing(settings, "lagoon-server")
         state.audit.open()
         opened = store if store is not None else _open_store(settings, registry)
         state.store = opened
@@ -108,6 +110,7 @@ def create_app(
             finally:
                 state.store = None
                 state.audit.close()
+                shutdown_tracing()
 
     app = Starlette(
         routes=ROUTES,

@@ -43,6 +43,7 @@ from lagoon.storage.base import (
     PutMode,
     PutModeT,
 )
+from lagoon.tracing import tracer
 
 T = TypeVar("T")
 
@@ -118,48 +119,51 @@ class InstrumentedStore:
         if n:
             self.metrics.bytes.labels(op, direction).inc(n)
 
-    async def _call(self, op: str, fn: Callable[[], Awaitable[T]]) -> T:
+    async def _call(self, op: str, fn: Callable[[], Awaitable[T]], key: str = "") -> T:
         self.counts[op] += 1
         self.metrics.requests.labels(op).inc()
         started = time.perf_counter()
-        try:
-            return await fn()
-        except Exception as exc:
-            self._error(op, exc)
-            raise
-        finally:
-            self.metrics.duration.labels(op).observe(time.perf_counter() - started)
+        with tracer.start_as_current_span(f"lagoon.objstore.{op}", attributes={"lagoon.key": key}):
+            try:
+                return await fn()
+            except Exception as exc:
+                self._error(op, exc)
+                raise
+            finally:
+                self.metrics.duration.labels(op).observe(time.perf_counter() - started)
 
     async def get(self, key: str) -> bytes:
-        data = await self._call("get", lambda: self.inner.get(key))
+        data = await self._call("get", lambda: self.inner.get(key), key)
         self._bytes("get", "read", len(data))
         return data
 
     async def get_range(self, key: str, start: int, end: int) -> bytes:
-        data = await self._call("get_range", lambda: self.inner.get_range(key, start, end))
+        data = await self._call("get_range", lambda: self.inner.get_range(key, start, end), key)
         self._bytes("get_range", "read", len(data))
         return data
 
     async def get_ranges(self, key: str, ranges: Sequence[tuple[int, int]]) -> builtins.list[bytes]:
-        datas = await self._call("get_ranges", lambda: self.inner.get_ranges(key, ranges))
+        datas = await self._call("get_ranges", lambda: self.inner.get_ranges(key, ranges), key)
         self._bytes("get_ranges", "read", sum(len(d) for d in datas))
         return datas
 
     async def head(self, key: str) -> ObjectMeta:
-        return await self._call("head", lambda: self.inner.head(key))
+        return await self._call("head", lambda: self.inner.head(key), key)
 
     async def put(self, key: str, data: bytes, mode: PutModeT = PutMode.OVERWRITE) -> ObjectMeta:
-        meta = await self._call("put", lambda: self.inner.put(key, data, mode))
+        meta = await self._call("put", lambda: self.inner.put(key, data, mode), key)
         self._bytes("put", "write", len(data))
         return meta
 
     async def delete(self, key: str) -> None:
-        await self._call("delete", lambda: self.inner.delete(key))
+        await self._call("delete", lambda: self.inner.delete(key), key)
 
     async def list_prefixes(
         self, prefix: str, start_after: str | None = None, limit: int | None = None
     ) -> builtins.list[str]:
-        return await self._call("list_prefixes", lambda: self.inner.list_prefixes(prefix, start_after, limit))
+        return await self._call(
+            "list_prefixes", lambda: self.inner.list_prefixes(prefix, start_after, limit), prefix
+        )
 
     async def list(self, prefix: str, start_after: str | None = None) -> AsyncIterator[ObjectMeta]:
         self.counts["list"] += 1

@@ -43,6 +43,7 @@ from lagoon.engine.state import NamespaceState
 from lagoon.format.keys import CLUSTER_PREFIX, NamespaceKeys, namespace_from_prefix
 from lagoon.logs import log_event
 from lagoon.storage.base import ObjectStore
+from lagoon.tracing import setup_tracing, shutdown_tracing
 
 log = logging.getLogger("lagoon.worker")
 
@@ -394,6 +395,7 @@ async def _main(settings: Settings) -> int:
         gc_grace_secs=settings.indexer.gc_grace_secs,
     )
     metrics_server = _serve_metrics(settings.observability.metrics_listen)
+    setup_tracing(settings, "lagoon-worker")
     loop.start()
     try:
         await stop.wait()
@@ -401,6 +403,7 @@ async def _main(settings: Settings) -> int:
         await loop.stop()
         if metrics_server is not None:
             metrics_server.shutdown()
+        shutdown_tracing()
         for sig in (signal.SIGTERM, signal.SIGINT):
             running.remove_signal_handler(sig)
         await store.close()
