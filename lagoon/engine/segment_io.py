@@ -6,9 +6,9 @@ Segments are immutable and their ids are never reused, so a segment's files can 
 - Upload: every file is created with create-if-absent, in parallel. A fresh segment id cannot
   exist, so ``AlreadyExists`` only happens when an ambiguous attempt of ours landed: the bytes are
   read back and compared.
-- Fetch: memory LRU (``cache.memory_bytes``) -> disk cache (only when ``cache.dir`` is set,
-  ``cache.disk_bytes``) -> store. Every file is checked against the size and CRC-32C the manifest
-  lists before it is used or cached; a disk entry that fails the check is deleted and refetched,
+- Fetch: memory LRU (``cache.memory_bytes``; a segment's non-vector files) -> disk cache
+  (``cache.dir``, ``cache.disk_bytes``) -> store. Every file is checked against the size and
+  CRC-32C the manifest lists before it is used or cached; a disk entry that fails the check is deleted and refetched,
   never served. Disk fills write a temp file and rename it, so a crash never leaves a torn entry
   under its final name.
 """
@@ -251,21 +251,11 @@ class SegmentIO:
                         ) from None
 
         await asyncio.gather(*(put(n, d) for n, d in built.files.items()))
-        self.memory.put(self.cache_key(keys, ref.id), dict(built.files))
-
-    async def fetch(self, keys: NamespaceKeys, ref: SegmentRef) -> Files:
-        """All files of a segment, verified against the manifest's sizes and checksums."""
         ckey = self.cache_key(keys, ref.id)
-        hit = self.memory.get(ckey)
-        if hit is not None:
-            metrics.CACHE_HITS.labels(layer="memory").inc()
-            return hit
-        metrics.CACHE_MISSES.labels(layer="memory").inc()
-        names = list(ref.files)
-        blobs = await asyncio.gather(*(self._file(keys, ref, n) for n in names))
-        files = dict(zip(names, blobs, strict=True))
-        self.memory.put(ckey, files)
-        return files
+        self.memory.put(ckey, _memory_files(built.files))
+        if self.disk is not None:  # this node built it: likely the next to read it
+            for name, data in built.files.items():
+                await asyncio.to_thread(self.disk.store, ckey, name, data)
 
     async def _file(self, keys: NamespaceKeys, ref: SegmentRef, name: str) -> bytes:
         """One whole file: disk cache, else the store (then filled into the disk cache)."""
@@ -287,41 +277,45 @@ class SegmentIO:
     async def open(
         self, keys: NamespaceKeys, ref: SegmentRef, schema: Schema, *, lazy: bool = False
     ) -> SegmentReader:
-        """Open a segment. With ``lazy`` (the query path), a large ``vec`` file that no cache
-        holds is opened from its head (one ranged GET, in parallel with the other files): queries
-        then fetch only the cluster blocks they probe, while the whole file is fetched in the
-        background and handed to the index (and the disk cache) once it arrives."""
+        """Open a segment, its files verified against the manifest's sizes and checksums.
+
+        Files come from the memory LRU (which keeps a segment's non-vector files: the reader
+        uses them without copying), the disk cache, or the store. Vector files are never kept in
+        the memory LRU: the index holds them decoded. With ``lazy`` (the query path), a large
+        ``vec`` file that no cache holds is opened from its head (one ranged GET, in parallel with
+        the other files): queries then fetch only the cluster blocks they probe, while the whole
+        file is fetched in the background and handed to the index (and the disk cache)."""
         ckey = self.cache_key(keys, ref.id)
-        if not lazy or self.memory.get(ckey) is not None:
-            files = await self.fetch(keys, ref)
-            return await asyncio.to_thread(SegmentReader.from_files, ref, files, schema)
-        metrics.CACHE_MISSES.labels(layer="memory").inc()
+        cached = self.memory.get(ckey) or {}
+        if cached:
+            metrics.CACHE_HITS.labels(layer="memory").inc()
+        else:
+            metrics.CACHE_MISSES.labels(layer="memory").inc()
         loop = asyncio.get_running_loop()
 
         async def one(name: str) -> tuple[str, bytes | LazyFile]:
+            if name in cached:
+                return name, cached[name]
             size = ref.files[name].get("size")
-            if not name.startswith("vec.") or not isinstance(size, int) or size < self.lazy_min_bytes:
-                return name, await self._file(keys, ref, name)
-            if self.disk is not None:
-                data = await asyncio.to_thread(self.disk.load, ckey, ref, name)
-                if data is not None:
-                    metrics.CACHE_HITS.labels(layer="disk").inc()
-                    return name, data
-                metrics.CACHE_MISSES.labels(layer="disk").inc()
-            head = await self._head(keys, ref, name, size)
-            if head is None:  # written before vec files had a checksummed head
-                return name, await self._file(keys, ref, name)
-            return name, LazyFile(head, _Blocks(self, loop, keys, ref, name))
+            if lazy and name.startswith("vec.") and isinstance(size, int) and size >= self.lazy_min_bytes:
+                if self.disk is not None:
+                    data = await asyncio.to_thread(self.disk.load, ckey, ref, name)
+                    if data is not None:
+                        metrics.CACHE_HITS.labels(layer="disk").inc()
+                        return name, data
+                    metrics.CACHE_MISSES.labels(layer="disk").inc()
+                head = await self._head(keys, ref, name, size)
+                if head is not None:  # (files written before vec heads existed are read whole)
+                    return name, LazyFile(head, _Blocks(self, loop, keys, ref, name))
+            return name, await self._file(keys, ref, name)
 
         opened: dict[str, bytes | LazyFile] = dict(await asyncio.gather(*(one(n) for n in ref.files)))
         reader = await asyncio.to_thread(SegmentReader.from_files, ref, opened, schema)
-        pending = reader.lazy_vector_files()
-        if pending and self.hydrate:
-            task = asyncio.create_task(self._hydrate(keys, ref, reader, opened))
+        self.memory.put(ckey, _memory_files(opened))
+        if reader.lazy_vector_files() and self.hydrate:
+            task = asyncio.create_task(self._hydrate(keys, ref, reader))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
-        elif not pending:
-            self.memory.put(ckey, {n: d for n, d in opened.items() if isinstance(d, bytes)})
         return reader
 
     async def _head(self, keys: NamespaceKeys, ref: SegmentRef, name: str, size: int) -> bytes | None:
@@ -356,22 +350,13 @@ class SegmentIO:
         key = keys.segment_file(ref.id, name)
         return await self.store.get_ranges(key, ranges)
 
-    async def _hydrate(
-        self,
-        keys: NamespaceKeys,
-        ref: SegmentRef,
-        reader: SegmentReader,
-        files: Mapping[str, bytes | LazyFile],
-    ) -> None:
-        """Fetch the whole of every lazily opened file, hand it to its index, and cache the
-        segment like an eagerly opened one. Failures are logged; queries keep ranged reads."""
+    async def _hydrate(self, keys: NamespaceKeys, ref: SegmentRef, reader: SegmentReader) -> None:
+        """Fetch the whole of every lazily opened vector file (through the disk cache) and hand
+        it to its index. Failures are logged; queries keep using ranged reads."""
         try:
-            complete = {n: d for n, d in files.items() if isinstance(d, bytes)}
             for name, vi in reader.lazy_vector_files().items():
                 data = await self.whole(keys, ref, name)
                 await asyncio.to_thread(vi.hydrate, data)
-                complete[name] = data
-            self.memory.put(self.cache_key(keys, ref.id), complete)
         except asyncio.CancelledError:
             raise
         except Exception as e:  # background work: log it, never crash the node
@@ -424,6 +409,12 @@ class SegmentIO:
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+
+
+def _memory_files(files: Mapping[str, bytes | LazyFile]) -> Files:
+    """What the memory LRU keeps of a segment: its whole non-vector files (a reader's docs, fts
+    and flt structures are views over these bytes; vectors are held decoded by the index)."""
+    return {n: d for n, d in files.items() if isinstance(d, bytes) and not n.startswith("vec.")}
 
 
 def resolve_cache_dir(settings: Settings) -> str | None:
