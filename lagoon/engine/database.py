@@ -269,7 +269,7 @@ class Database:
         strong = not (isinstance(consistency, dict) and consistency.get("level") == "eventual")
         snap = await self.snapshot(org, namespace, strong=strong)
         req = parse_request(body, snap.schema)
-        text = explain_query(req, snap.source())
+        text = await asyncio.to_thread(explain_query, req, snap.source())  # may read segment data
         header = (
             f"snapshot: manifest v{snap.manifest_version}, WAL through seq {snap.head} "
             f"({snap.head - snap.indexed_through} unindexed entries)\n"

@@ -159,6 +159,18 @@ async def test_a_cold_vector_query_needs_three_round_trips_and_the_probed_blocks
     await db.close()
 
 
+async def test_explain_on_a_lazily_opened_segment() -> None:
+    """Explain reads vector data too (the column's null count): it must not run on the event loop,
+    where fetching blocks is refused."""
+    store, _ = await indexed_store()
+    db = Database(store, make_settings(), components("cold"))
+    db.segment_io.hydrate = False
+    q = queries(1, DIM)[0].tolist()
+    plan = await db.explain(NS, {"rank_by": ["vector", "ANN", q], "top_k": 3})
+    assert f"over {N} vectors" in plan["plan_text"]
+    await db.close()
+
+
 async def test_the_whole_vector_file_arrives_in_the_background() -> None:
     store, _ = await indexed_store()
     timed = TimedStore(store)
