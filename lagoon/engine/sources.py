@@ -83,6 +83,8 @@ class PartSource(Protocol):
 
     def logical_bytes(self, attributes: Sequence[str]) -> int: ...
 
+    def non_null_count(self, attr: str) -> int: ...
+
 
 class MaskedSource:
     """The rows of ``base`` where ``live`` is set; position p is base row ``rows[p]``."""
@@ -181,6 +183,11 @@ class MaskedSource:
         total = self.base.logical_bytes(attributes)
         n = self.base.num_docs
         return total if self.all_live or n == 0 else int(total * self.num_docs / n)
+
+    def non_null_count(self, attr: str) -> int:
+        if self.all_live:
+            return self.base.non_null_count(attr)
+        return self.num_docs - int(self.column(attr).null_count)
 
 
 class CompositeSource:
@@ -354,3 +361,6 @@ class CompositeSource:
 
     def logical_bytes(self, attributes: Sequence[str]) -> int:
         return sum(p.logical_bytes(attributes) for p in self.parts)
+
+    def non_null_count(self, attr: str) -> int:
+        return sum(p.non_null_count(attr) for p in self.parts)

@@ -61,7 +61,7 @@ def _plan(q: QueryRequest, live: DocSource) -> list[str]:
     r = q.rank_by
     if isinstance(r, VectorRank):
         a = live.schema.get(r.attr)
-        present = n - live.column(r.attr).null_count
+        present = live.non_null_count(r.attr)
         typ = str(a.type) if a is not None else "?"
         out.append(
             f"rank: {r.mode} on {r.attr!r} ({typ}, {r.metric}), exact: one float32 matmul over "

@@ -101,6 +101,10 @@ class DocSource(Protocol):
         """Logical size of the named columns (and ids) over all documents, for billing."""
         ...
 
+    def non_null_count(self, attr: str) -> int:
+        """Documents with a value for ``attr`` (without reading vector data)."""
+        ...
+
 
 @dataclass(frozen=True, slots=True)
 class VectorMatrix:
@@ -337,6 +341,11 @@ class LiveDocs:
     def logical_bytes(self, attributes: Sequence[str]) -> int:
         names = {"id", *attributes} & set(self._table.column_names)
         return sum(self._cached("nbytes", name, partial(_nbytes, self._table, name)) for name in names)
+
+    def non_null_count(self, attr: str) -> int:
+        if attr not in self._table.column_names:
+            return 0
+        return self.num_docs - int(self._table.column(attr).null_count)
 
 
 # --------------------------------------------------------------------------------------------- helpers

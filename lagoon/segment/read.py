@@ -459,6 +459,17 @@ class SegmentSource:
         names = ["id", *[a for a in attributes if a != "id" and a in self.schema.attributes]]
         return self.reader.take(rows, names)
 
+    def non_null_count(self, attr: str) -> int:
+        """Live documents with a value for ``attr``; vectors from the index's row map (no
+        vector data is read)."""
+        a = self.schema.attributes.get(attr)
+        if a is not None and a.type.is_vector:
+            vi = self.reader.vector_index(attr)
+            if vi is None:
+                return 0
+            return int(np.count_nonzero(vi.valid if self.all_live else vi.valid[self.rows]))
+        return self._n - int(self.column(attr).null_count)
+
     def logical_bytes(self, attributes: Sequence[str]) -> int:
         names = {"id", *attributes} & {"id", *self.schema.attributes}
         total = sum(self.reader.column_nbytes(name) for name in names)

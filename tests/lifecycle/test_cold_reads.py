@@ -160,14 +160,17 @@ async def test_a_cold_vector_query_needs_three_round_trips_and_the_probed_blocks
 
 
 async def test_explain_on_a_lazily_opened_segment() -> None:
-    """Explain reads vector data too (the column's null count): it must not run on the event loop,
-    where fetching blocks is refused."""
+    """Explain runs in a query thread (blocking block fetches are refused on the event loop) and
+    counts a segment's vectors from its row map, without reading them."""
     store, _ = await indexed_store()
-    db = Database(store, make_settings(), components("cold"))
+    timed = TimedStore(store)
+    db = Database(timed, make_settings(), components("cold"))  # type: ignore[arg-type]
     db.segment_io.hydrate = False
     q = queries(1, DIM)[0].tolist()
     plan = await db.explain(NS, {"rank_by": ["vector", "ANN", q], "top_k": 3})
     assert f"over {N} vectors" in plan["plan_text"]
+    vec_reads = [c for c in timed.calls if c.key.endswith("/vec.vector")]
+    assert [c.op for c in vec_reads] == ["get_range"]  # the head only: counting reads no vectors
     await db.close()
 
 
