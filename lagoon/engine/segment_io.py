@@ -313,10 +313,14 @@ class SegmentIO:
         reader = await asyncio.to_thread(SegmentReader.from_files, ref, opened, schema)
         self.memory.put(ckey, _memory_files(opened))
         if reader.lazy_vector_files() and self.hydrate:
-            task = asyncio.create_task(self._hydrate(keys, ref, reader))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            self._background(self._hydrate(keys, ref, reader))
         return reader
+
+    def _background(self, coro: Coroutine[Any, Any, None]) -> None:
+        """Run ``coro`` as a task this object tracks (``pending``) and cancels on ``close``."""
+        task = asyncio.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def _head(self, keys: NamespaceKeys, ref: SegmentRef, name: str, size: int) -> bytes | None:
         """The checksummed head of a ``vec`` file: one ranged GET when the manifest records its
@@ -384,9 +388,7 @@ class SegmentIO:
             if ckey in self._warming:
                 continue
             self._warming.add(ckey)
-            task = asyncio.create_task(self._warm(keys, ref))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            self._background(self._warm(keys, ref))
 
     async def _warm(self, keys: NamespaceKeys, ref: SegmentRef) -> None:
         """Every file of a pinned segment into the disk cache (already there: just verified)."""

@@ -223,13 +223,7 @@ class NamespaceState:
         got = {e.seq: (e, size) for e, size in (g for g in guessed if g is not None)}
         rest = [q for q in seqs if q > self.head and q not in got]
         if rest:
-            sem = asyncio.Semaphore(_FETCH_PARALLELISM)
-
-            async def get(seq: int) -> tuple[WalEntry, int] | None:
-                async with sem:
-                    return await self._fetch_one(seq)
-
-            for item in await asyncio.gather(*(get(q) for q in rest)):
+            for item in await self._fetch_many(rest):
                 if item is not None:
                     got[item[0].seq] = item
         while self.head + 1 in got:
@@ -261,13 +255,7 @@ class NamespaceState:
             through = m.indexed_through if m else 0
             id_type = Schema.from_storage(m.schema).id_type if m and m.schema else None
             seqs = await self._list_wal_after(through)
-            sem = asyncio.Semaphore(_FETCH_PARALLELISM)
-
-            async def get(seq: int) -> tuple[WalEntry, int] | None:
-                async with sem:
-                    return await self._fetch_one(seq)
-
-            for item in await asyncio.gather(*(get(q) for q in seqs)):
+            for item in await self._fetch_many(seqs):
                 if item is None:
                     continue
                 entry = item[0]
@@ -312,6 +300,16 @@ class NamespaceState:
             raise DataCorruption(f"{key}: holds version {m.version}")
         return m
 
+    async def _fetch_many(self, seqs: list[int]) -> list[tuple[WalEntry, int] | None]:
+        """``_fetch_one`` of every seq, ``_FETCH_PARALLELISM`` at a time, in order."""
+        sem = asyncio.Semaphore(_FETCH_PARALLELISM)
+
+        async def get(seq: int) -> tuple[WalEntry, int] | None:
+            async with sem:
+                return await self._fetch_one(seq)
+
+        return list(await asyncio.gather(*(get(q) for q in seqs)))
+
     async def _fetch_one(self, seq: int) -> tuple[WalEntry, int] | None:
         key = self.keys.wal(seq)
         try:
@@ -338,13 +336,7 @@ class NamespaceState:
         seqs = await self._list_wal_after(start)
         if not seqs:
             return
-        sem = asyncio.Semaphore(_FETCH_PARALLELISM)
-
-        async def get(seq: int) -> tuple[WalEntry, int] | None:
-            async with sem:
-                return await self._fetch_one(seq)
-
-        fetched = await asyncio.gather(*(get(s) for s in seqs))
+        fetched = await self._fetch_many(seqs)
         for item in fetched:
             if item is None or item[0].seq != self.head + 1:
                 break  # a gap: entries must be applied densely; the next probe continues

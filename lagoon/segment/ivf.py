@@ -733,14 +733,7 @@ class VectorIndex:
         idx = gather_runs(starts, self.list_ptr[probe + 1] - starts)
         if cand is not None:
             idx = idx[cand[self.cord[idx]]]
-        ip = _inner_products(self.cvec, self._query_vector(q, metric), idx)
-        if metric == "cosine_distance":
-            dist = np.float32(1.0) - ip * self.aux[idx]
-        else:
-            dist = self.aux[idx] - np.float32(2.0) * ip + np.float32(np.dot(q, q))
-        top = topk_smallest(dist, self.cord[idx], min(k, idx.shape[0]))
-        out: np.ndarray = idx[top]
-        return out
+        return self._best(q, metric, k, idx)
 
     def _probe_quantized(
         self, q: np.ndarray, metric: str, k: int, cand: np.ndarray | None, probe: np.ndarray, width: int
@@ -780,13 +773,17 @@ class VectorIndex:
                 faiss.omp_set_num_threads(previous)
         del bitmap  # (kept alive until the search is done)
         rows = labels[0][labels[0] >= 0]
-        idx = np.sort(self.row_to_c[rows])
-        ip = _inner_products(self.cvec, qv[0], idx)
+        return self._best(q, metric, k, np.sort(self.row_to_c[rows]))
+
+    def _best(self, q: np.ndarray, metric: str, k: int, idx: np.ndarray) -> np.ndarray:
+        """Indices (into ``cvec``) of the ``k`` best of ``idx`` by exact float32 distance, best
+        first, ties by row."""
+        ip = _inner_products(self.cvec, self._query_vector(q, metric), idx)
         if metric == "cosine_distance":
-            exact = np.float32(1.0) - ip * self.aux[idx]
+            dist = np.float32(1.0) - ip * self.aux[idx]
         else:
-            exact = self.aux[idx] - np.float32(2.0) * ip + np.float32(np.dot(q, q))
-        top = topk_smallest(exact, self.cord[idx], min(k, idx.shape[0]))
+            dist = self.aux[idx] - np.float32(2.0) * ip + np.float32(np.dot(q, q))
+        top = topk_smallest(dist, self.cord[idx], min(k, idx.shape[0]))
         out: np.ndarray = idx[top]
         return out
 
