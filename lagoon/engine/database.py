@@ -85,8 +85,10 @@ class Database:
         if not snap.exists:
             raise NotFound(f"namespace '{namespace}' was not found")
         pinned = bool(snap.settings.get("pinning"))
-        if (pinned or state.pinned) and state.manifest is not None:  # keep its segments on disk
-            self.segment_io.pin(state.keys, state.manifest.segments, pinned)
+        m = state.manifest
+        if m is not None and (pinned or state.pinned) and state.pinned_at != (pinned, m.version):
+            self.segment_io.pin(state.keys, m.segments, pinned)  # keep (or release) them on disk
+            state.pinned_at = (pinned, m.version)
         state.pinned = pinned
         return snap
 

@@ -397,7 +397,7 @@ class SegmentIO:
                 await self._file(keys, ref, name)
         except asyncio.CancelledError:
             raise
-        except Exception as e:  # background work: log it; the next snapshot tries again
+        except Exception as e:  # background work: log it; the next manifest version retries
             self._warming.discard(self.cache_key(keys, ref.id))
             log.warning("segment_warm_failed", extra={"segment": ref.id, "error": repr(e)})
 

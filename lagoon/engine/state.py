@@ -64,6 +64,7 @@ class NamespaceState:
         self._segments: dict[str, tuple[Schema, SegmentLike]] = {}
         self.segment_loader: SegmentLoader = _load_segment
         self.pinned = False  # the namespace's pinning setting as the node last saw it
+        self.pinned_at: tuple[bool, int] | None = None  # (pinned, manifest version) last applied
 
     # -- reading -------------------------------------------------------------------------------
 
