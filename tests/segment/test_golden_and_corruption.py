@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import struct
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -15,23 +16,45 @@ from lagoon.errors import DataCorruption, IncompatibleFormat
 from lagoon.format.framing import HEADER_LEN, crc32c
 from lagoon.format.manifest import SegmentRef
 from lagoon.query.filters import parse_filter
-from lagoon.segment.format import file_checksum
-from lagoon.segment.read import SegmentReader
+from lagoon.segment.format import file_checksum, head_length
+from lagoon.segment.read import LazyFile, SegmentReader
 from tests.segment import golden_data
 from tests.segment.helpers import build, by_id, random_table, rich_schema
 
 GOLDEN = Path(__file__).parent / "golden" / "v1"
+GOLDEN_HEAD = Path(__file__).parent / "golden" / "v1-head"
 
 
-def golden_files() -> tuple[SegmentRef, dict[str, bytes]]:
-    ref = SegmentRef.from_json(orjson.loads((GOLDEN / "ref.json").read_bytes()))
-    return ref, {name: (GOLDEN / name).read_bytes() for name in ref.files}
+def golden_files(directory: Path = GOLDEN) -> tuple[SegmentRef, dict[str, bytes]]:
+    ref = SegmentRef.from_json(orjson.loads((directory / "ref.json").read_bytes()))
+    return ref, {name: (directory / name).read_bytes() for name in ref.files}
 
 
-def test_golden_v1_opens_and_answers_queries() -> None:
-    ref, files = golden_files()
+class _WholeBytes:
+    """A BlockSource over a file's bytes (the cold path, without a store)."""
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+
+    def ranges(self, ranges: Sequence[tuple[int, int]]) -> list[bytes]:
+        return [self.data[s:e] for s, e in ranges]
+
+    def whole(self) -> bytes:
+        return self.data
+
+
+@pytest.mark.parametrize("layout", ["v1", "v1-head", "v1-head lazy"])
+def test_golden_v1_opens_and_answers_queries(layout: str) -> None:
+    ref, files = golden_files(GOLDEN if layout == "v1" else GOLDEN_HEAD)
     assert set(files) == {"docs", "vec.vector", "vec.half", "fts.title", "flt.year", "flt.price"}
-    reader = SegmentReader.from_files(ref, files, golden_data.SCHEMA)
+    opened: dict[str, bytes | LazyFile] = dict(files)
+    for name in ("vec.vector", "vec.half"):
+        head = head_length(files[name][:4096], what=name)
+        assert (head is None) == (layout == "v1")
+        if layout == "v1-head lazy":
+            assert head == ref.info["files"][name]["head_bytes"]
+            opened[name] = LazyFile(files[name][:head], _WholeBytes(files[name]))
+    reader = SegmentReader.from_files(ref, opened, golden_data.SCHEMA)
     expected = by_id(golden_data.table())
     got = reader.table()
     for name in expected.column_names:
