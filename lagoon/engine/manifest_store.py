@@ -112,12 +112,13 @@ async def list_versions(store: ObjectStore, keys: NamespaceKeys) -> list[int]:
 async def read_latest(
     store: ObjectStore, keys: NamespaceKeys, known: Manifest | None = None
 ) -> Manifest | None:
-    """The latest manifest version (None if the namespace has none), from ``max(known, CURRENT)``."""
+    """The latest manifest version (None if the namespace has none), from ``max(known, CURRENT)``
+    (CURRENT's copy of the manifest saves a GET)."""
     m = known
-    hint = await read_hint(store, keys)
+    hint, copy = await read_hint_manifest(store, keys)
     if hint > (m.version if m else 0):
         try:
-            m = await read_version(store, keys, hint)
+            m = copy if copy is not None else await read_version(store, keys, hint)
         except ObjectNotFound:
             # Cannot happen while CURRENT only moves forward and GC deletes below it; recover anyway.
             versions = await list_versions(store, keys)

@@ -242,17 +242,7 @@ class NamespaceState:
             await self.refresh()
             return self.tail.schema.id_type is not None
         try:
-            version, m = await manifest_store.read_hint_manifest(self.store, self.keys)
-            if m is None and version > 0:
-                try:
-                    m = await self._read_manifest(version)
-                except ObjectNotFound:
-                    m = None
-            while True:
-                try:
-                    m = await self._read_manifest((m.version if m else 0) + 1)
-                except ObjectNotFound:
-                    break
+            m = await manifest_store.read_latest(self.store, self.keys)
             through = m.indexed_through if m else 0
             id_type = Schema.from_storage(m.schema).id_type if m and m.schema else None
             seqs = await self._list_wal_after(through)

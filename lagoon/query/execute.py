@@ -148,32 +148,28 @@ def rank(req: QueryRequest, src: DocSource) -> Ranked:
         pos, dist = src.vector_topk(r.attr, r.vector, r.metric, want, mask, approximate=r.mode == "ANN")
         return Ranked(pos[req.offset :], dist[req.offset :])
     if isinstance(r, ScoreRank):
+        mask = src.filter_mask(req.filters) if req.filters is not None else None
         single = _single_bm25(r.clause)
         if single is not None:  # one BM25 clause (scaled): only its top-k candidates are scored
             clause, weights = single
-            mask = src.filter_mask(req.filters) if req.filters is not None else None
             cand, sc = src.bm25_topk(clause.attr, clause.query, clause.last_as_prefix, want, mask)
             for w in weights:  # as score_clause applies them: innermost first
                 sc = sc * w
             keep = sc > 0
-            cand, sc = cand[keep], sc[keep]
-            top = topk_smallest(-sc, src.id_rank()[cand], want)
-            return Ranked(cand[top][req.offset :], sc[top][req.offset :])
-        sparse = sparse_clause(r.clause, src)
-        if sparse is not None:  # touch only the documents that score, never all of them
+        elif (sparse := sparse_clause(r.clause, src)) is not None:  # only documents that score
             cand, sc = sparse
             keep = sc > 0
-            if req.filters is not None:
-                keep &= src.filter_mask(req.filters)[cand]
-            cand, sc = cand[keep], sc[keep]
-            top = topk_smallest(-sc, src.id_rank()[cand], want)
-            return Ranked(cand[top][req.offset :], sc[top][req.offset :])
-        scores = score_clause(r.clause, src)
-        scores[~src.filter_mask(req.filters)] = 0.0
-        cand = np.flatnonzero(scores > 0)
-        top = topk_smallest(-scores[cand], src.id_rank()[cand], want)
-        pos = cand[top]
-        return Ranked(pos[req.offset :], scores[pos][req.offset :])
+            if mask is not None:
+                keep &= mask[cand]
+        else:  # a filter used as a score: every document may score
+            scores = score_clause(r.clause, src)
+            if mask is not None:
+                scores[~mask] = 0.0
+            cand = np.flatnonzero(scores > 0)
+            sc, keep = scores[cand], np.ones(cand.shape[0], dtype=bool)
+        cand, sc = cand[keep], sc[keep]
+        top = topk_smallest(-sc, src.id_rank()[cand], want)
+        return Ranked(cand[top][req.offset :], sc[top][req.offset :])
     if isinstance(r, OrderBy):
         mask = src.filter_mask(req.filters)
         pos = order_positions(src, r, np.flatnonzero(mask), want, req.per)

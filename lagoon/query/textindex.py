@@ -34,10 +34,12 @@ from lagoon.schema import Schema
 class TextIndex:
     """Analyzer + postings of one attribute; document ordinal i is snapshot position i."""
 
-    def __init__(self, attr: str, config: FtsConfig, postings: Postings) -> None:
+    def __init__(
+        self, attr: str, config: FtsConfig, postings: Postings, analyzer: Analyzer | None = None
+    ) -> None:
         self.attr = attr
         self.config = config
-        self.analyzer = Analyzer(config)
+        self.analyzer = analyzer or Analyzer(config)
         self.postings = postings
 
     @property

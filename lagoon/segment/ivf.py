@@ -46,9 +46,10 @@ Pure: no I/O.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -753,10 +754,7 @@ class VectorIndex:
         cdist = np.zeros(assign.shape, np.float32)
         dist = np.empty((1, width), np.float32)
         labels = np.empty((1, width), np.int64)
-        previous = faiss.omp_get_max_threads()
-        if previous != 1:
-            faiss.omp_set_num_threads(1)
-        try:
+        with _one_omp_thread(faiss):
             self._sq.search_preassigned_c(
                 1,
                 faiss.swig_ptr(qv),
@@ -768,9 +766,6 @@ class VectorIndex:
                 False,
                 params,
             )
-        finally:
-            if previous != 1:
-                faiss.omp_set_num_threads(previous)
         del bitmap  # (kept alive until the search is done)
         rows = labels[0][labels[0] >= 0]
         return self._best(q, metric, k, np.sort(self.row_to_c[rows]))
@@ -826,10 +821,7 @@ def _inner_products(matrix: np.ndarray, q: np.ndarray, idx: np.ndarray) -> np.nd
     if idx.shape[0] == 0:
         return out
     ids = np.ascontiguousarray(idx, dtype=np.int64)
-    previous = faiss.omp_get_max_threads()
-    if previous != 1:
-        faiss.omp_set_num_threads(1)
-    try:
+    with _one_omp_thread(faiss):
         faiss.fvec_inner_products_by_idx(  # type: ignore[attr-defined]
             faiss.swig_ptr(out),
             faiss.swig_ptr(q),
@@ -839,7 +831,17 @@ def _inner_products(matrix: np.ndarray, q: np.ndarray, idx: np.ndarray) -> np.nd
             1,
             ids.shape[0],
         )
+    return out
+
+
+@contextlib.contextmanager
+def _one_omp_thread(faiss: Any) -> Iterator[None]:
+    """Run faiss calls on the calling thread only (single queries are fastest so)."""
+    previous = faiss.omp_get_max_threads()
+    if previous != 1:
+        faiss.omp_set_num_threads(1)
+    try:
+        yield
     finally:
         if previous != 1:
             faiss.omp_set_num_threads(previous)
-    return out

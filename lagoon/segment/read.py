@@ -37,16 +37,11 @@ from lagoon.index.text.bm25 import (
     Postings,
     TermStats,
     build_postings,
-    contains_all_tokens,
-    contains_any_token,
-    contains_token_sequence,
-    local_stats,
-    score_query,
-    score_query_topk,
 )
 from lagoon.query.cache import OnceCache
 from lagoon.query.filters import TOKEN_OPS, And, Condition, Filter, Not, Or
 from lagoon.query.live import VectorMatrix, dense_rank
+from lagoon.query.textindex import TextIndex
 from lagoon.schema import Schema, id_arrow_type
 from lagoon.segment.build import SEQ_COLUMN, fts_config
 from lagoon.segment.filterindex import FilterIndex, indexable
@@ -303,6 +298,15 @@ class SegmentReader:
             return SegmentText(attr, config, analyzer, postings, False)
 
         return self._cache.get("text", attr, build)
+
+    def text_index(self, attr: str) -> TextIndex:
+        """``text(attr)`` as a ``TextIndex`` (scoring and token matching over every row)."""
+
+        def build() -> TextIndex:
+            t = self.text(attr)
+            return TextIndex(attr, t.config, t.postings, analyzer=t.analyzer)
+
+        return self._cache.get("textindex", attr, build)
 
     def filter_index(self, attr: str) -> FilterIndex | None:
         """The attribute's filter index, or None (no file, not indexable, or another type now)."""
@@ -609,9 +613,8 @@ class SegmentSource:
 
     def bm25_local_stats(self, attr: str, query: str | Sequence[str], last_as_prefix: bool) -> TermStats:
         """This source's share of the BM25 statistics of ``query`` (its live rows only)."""
-        t = self.reader.text(attr)
-        q = t.analyzer.query(query, last_as_prefix=last_as_prefix)
-        return local_stats(t.postings, q.terms, self._live_mask())
+        text = self.reader.text_index(attr)
+        return text.stats(query, last_as_prefix=last_as_prefix, live=self._live_mask())
 
     def bm25_scores_with(
         self, attr: str, query: str | Sequence[str], last_as_prefix: bool, stats: TermStats
@@ -627,20 +630,9 @@ class SegmentSource:
     ) -> tuple[np.ndarray, np.ndarray]:
         """The live documents scored above 0 with the given statistics: (positions ascending,
         scores)."""
-        t = self.reader.text(attr)
-        q = t.analyzer.query(query, last_as_prefix=last_as_prefix)
-        if q.is_empty:
-            return np.zeros(0, np.int64), np.zeros(0, np.float64)
-        c = t.config
-        docs, scores = score_query(
-            t.postings,
-            q.terms,
-            self._live_mask(),
-            stats,
-            prefixes=q.prefixes,
-            k1=c.k1,
-            b=c.b,
-            k3=c.k3,
+        text = self.reader.text_index(attr)
+        docs, scores = text.bm25_sparse(
+            query, last_as_prefix=last_as_prefix, stats=stats, live=self._live_mask()
         )
         return self._positions(docs), scores
 
@@ -668,10 +660,6 @@ class SegmentSource:
     ) -> tuple[np.ndarray, np.ndarray]:
         """A superset of the ``k`` best live documents among ``mask`` (positions; None: all),
         scored with the given statistics (``score_query_topk``)."""
-        t = self.reader.text(attr)
-        q = t.analyzer.query(query, last_as_prefix=last_as_prefix)
-        if q.is_empty:
-            return np.zeros(0, np.int64), np.zeros(0, np.float64)
         if mask is None:
             cand = self._live_mask()
         elif self.all_live:
@@ -679,10 +667,8 @@ class SegmentSource:
         else:
             cand = np.zeros(self.reader.num_rows, dtype=bool)
             cand[self.rows[np.asarray(mask, dtype=bool)]] = True
-        c = t.config
-        docs, scores = score_query_topk(
-            t.postings, q.terms, k, stats, cand, prefixes=q.prefixes, k1=c.k1, b=c.b, k3=c.k3
-        )
+        text = self.reader.text_index(attr)
+        docs, scores = text.bm25_topk(query, k, stats, cand, last_as_prefix=last_as_prefix)
         return self._positions(docs), scores
 
     def bm25_topk(
@@ -693,18 +679,7 @@ class SegmentSource:
 
     def token_match(self, attr: str, op: str, query: Any, params: Any) -> np.ndarray:
         """bool[num_docs] for ContainsAllTokens / ContainsAnyToken / ContainsTokenSequence."""
-        t = self.reader.text(attr)
-        p = dict(params or {})
-        q = t.analyzer.query(query, last_as_prefix=bool(p.get("last_as_prefix", False)))
-        if op == "ContainsAllTokens":
-            per_row = contains_all_tokens(t.postings, q.terms, prefixes=q.prefixes)
-        elif op == "ContainsAnyToken":
-            per_row = contains_any_token(t.postings, q.terms, prefixes=q.prefixes)
-        elif op == "ContainsTokenSequence":
-            per_row = contains_token_sequence(t.postings, q.terms)
-        else:
-            raise InternalError(f"token matcher: unknown operator {op!r}")
-        return self._restrict(per_row)
+        return self._restrict(self.reader.text_index(attr).match(op, query, dict(params or {})))
 
 
 __all__ = ["SegmentReader", "SegmentSource", "SegmentText"]
