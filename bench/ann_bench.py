@@ -1,7 +1,7 @@
 """ANN benchmark: a Lagoon segment's IVF against faiss IndexIVFFlat and LanceDB (embedded), same data,
 same run.
 
-Data: N × 128 calibrated clustered vectors (tests/segment/data.py: 1,000 latent clusters, unit
+Data: N × 128 calibrated clustered vectors (tests/index/segment/data.py: 1,000 latent clusters, unit
 norm, cosine) and held-out queries from the same distribution; ground truth = exact top-k.
 
 Phases: (1) build each index (Lagoon: ``build_segment`` + ``SegmentReader.from_files``; faiss:
@@ -43,7 +43,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tests.segment.data import exact_topk, queries, vectors  # noqa: E402
+from tests.index.segment.data import exact_topk, queries, vectors  # noqa: E402
 
 DIM = 128
 DATA_LABEL = "calibrated clustered vectors"
@@ -150,8 +150,8 @@ class Lagoon(System):
         import pyarrow as pa
 
         from lagoon.format.wal import OP_COLUMN
+        from lagoon.index.segment import SEQ_COLUMN, SegmentReader, build_segment, new_segment_id
         from lagoon.schema import Schema, apply_schema_update
-        from lagoon.segment import SEQ_COLUMN, SegmentReader, build_segment, new_segment_id
 
         n = base.shape[0]
         schema = apply_schema_update(

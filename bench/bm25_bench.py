@@ -106,8 +106,8 @@ class Lagoon:
         import pyarrow as pa
 
         from lagoon.format.wal import OP_COLUMN
+        from lagoon.index.segment import SEQ_COLUMN, SegmentReader, build_segment, new_segment_id
         from lagoon.schema import Schema, apply_schema_update
-        from lagoon.segment import SEQ_COLUMN, SegmentReader, build_segment, new_segment_id
 
         n = len(texts)
         self.schema = apply_schema_update(
@@ -146,7 +146,7 @@ class Lagoon:
 
     def execute(self, queries: list[str]) -> Run:
         from lagoon.query.execute import execute_query
-        from lagoon.query.request import parse_request
+        from lagoon.wire.query import parse_request
 
         schema, src = self.schema, self.src
 

@@ -2,7 +2,7 @@
 vector file by ranged reads of its head and the probed cluster blocks ("ranged", the default),
 against fetching every segment file whole before answering ("whole").
 
-Setup: N calibrated clustered vectors (tests/segment/data.py, 128-d, cosine) written through the
+Setup: N calibrated clustered vectors (tests/index/segment/data.py, 128-d, cosine) written through the
 engine and indexed into one segment on the chosen store: a local folder (``fs``, the default) or
 S3 (moto's server on loopback, started here). ``--rtt-ms`` adds a fixed delay to every store
 request, to emulate a bucket that is not on this machine (S3 in-region first-byte latency is
@@ -34,7 +34,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tests.segment.data import queries, vectors  # noqa: E402
+from tests.index.segment.data import queries, vectors  # noqa: E402
 
 DIM = 128
 NS = "cold"

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 EXPORT_PAGE_SIZE = 10_000
-"""Documents per export query page: the query API's top_k limit (``lagoon.query.request.MAX_TOP_K``)."""
+"""Documents per export query page: the query API's top_k limit (``lagoon.wire.query.MAX_TOP_K``)."""
 IMPORT_BATCH_ROWS = 1_000
 IMPORT_MAX_BATCH_ROWS = 10_000
 DOCTOR_ROUNDS = 200

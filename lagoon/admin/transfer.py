@@ -47,7 +47,7 @@ from lagoon.admin import defaults
 from lagoon.engine.database import Database
 from lagoon.errors import InvalidRequest, LagoonError, NotFound
 from lagoon.format.keys import DEFAULT_ORG, check_namespace
-from lagoon.query.request import MAX_TOP_K
+from lagoon.wire.query import MAX_TOP_K
 
 EXPORT_FORMAT = 1
 HEADER_KEY = "lagoon_export"

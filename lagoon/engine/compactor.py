@@ -53,9 +53,9 @@ from lagoon.engine.manifest_store import ManifestConflict
 from lagoon.engine.segment_io import SegmentIO
 from lagoon.format.keys import NamespaceKeys
 from lagoon.format.manifest import Manifest, SegmentRef
+from lagoon.index.segment.build import BuiltSegment, build_segment, new_segment_id
 from lagoon.logs import log_event
 from lagoon.schema import Schema
-from lagoon.segment.build import BuiltSegment, build_segment, new_segment_id
 from lagoon.storage.base import ObjectStore
 
 log = logging.getLogger("lagoon.compactor")

@@ -22,13 +22,13 @@ from lagoon.engine.writer import Committer, Op, make_write_op
 from lagoon.errors import Forbidden, InvalidRequest, NotFound, TooManyRequests, Unavailable
 from lagoon.format.keys import DEFAULT_ORG, NamespaceKeys, check_namespace, namespace_from_prefix, org_prefix
 from lagoon.format.manifest import SegmentRef
+from lagoon.index.sources.table import DocSource
 from lagoon.query.execute import execute_query
 from lagoon.query.explain import explain_query
-from lagoon.query.live import DocSource
-from lagoon.query.request import MultiQueryRequest, QueryRequest, parse_request
 from lagoon.schema import Schema
 from lagoon.storage.base import ObjectStore, StorageError
 from lagoon.tracing import tracer
+from lagoon.wire.query import MultiQueryRequest, QueryRequest, parse_request
 
 _LIST_PARALLELISM = 16
 

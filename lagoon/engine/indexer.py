@@ -51,9 +51,9 @@ from lagoon.engine.state import NamespaceState
 from lagoon.format.keys import NamespaceKeys
 from lagoon.format.manifest import SegmentRef
 from lagoon.format.wal import OP_DELETE, WalEntry
+from lagoon.index.segment.build import OP_COLUMN, SEQ_COLUMN, BuiltSegment, build_segment, new_segment_id
 from lagoon.logs import log_event
 from lagoon.schema import Schema, id_arrow_type
-from lagoon.segment.build import OP_COLUMN, SEQ_COLUMN, BuiltSegment, build_segment, new_segment_id
 from lagoon.storage.base import ObjectStore
 
 log = logging.getLogger("lagoon.indexer")

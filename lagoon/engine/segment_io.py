@@ -35,10 +35,10 @@ from lagoon.errors import DataCorruption, InternalError
 from lagoon.format.framing import TRAILER_LEN
 from lagoon.format.keys import NamespaceKeys
 from lagoon.format.manifest import SegmentRef
+from lagoon.format.segment import crc32c_of, head_length
+from lagoon.index.segment.build import BuiltSegment
+from lagoon.index.segment.read import LazyFile, SegmentReader
 from lagoon.schema import Schema
-from lagoon.segment.build import BuiltSegment
-from lagoon.segment.format import crc32c_of, head_length
-from lagoon.segment.read import LazyFile, SegmentReader
 from lagoon.storage.base import AlreadyExists, ObjectStore, PutMode
 
 _PARALLELISM = 8

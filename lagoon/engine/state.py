@@ -36,7 +36,7 @@ SegmentLoader = Callable[["NamespaceState", SegmentRef, Schema], Awaitable[Segme
 
 async def _load_segment(state: NamespaceState, ref: SegmentRef, schema: Schema) -> SegmentLike:
     """Fetch a segment's files in parallel and open it (checksums are verified on open)."""
-    from lagoon.segment.read import SegmentReader
+    from lagoon.index.segment.read import SegmentReader
 
     names = sorted(ref.files)
     blobs = await asyncio.gather(*(state.store.get(state.keys.segment_file(ref.id, n)) for n in names))

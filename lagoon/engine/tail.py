@@ -9,7 +9,7 @@ For queries the tail is cut into *runs*: blocks of consecutive entries aligned o
 of their seq (like a binary counter), each folded once into a table with derived data (vector
 matrices, text postings) cached across snapshots. A snapshot with h unindexed entries has
 O(log h) runs, and a new entry only rebuilds the small newest runs. Segments (from the manifest)
-come first, runs after; ``CompositeSource`` merges them (lagoon/engine/sources.py).
+come first, runs after; ``CompositeSource`` merges them (lagoon/index/sources/composite.py).
 """
 
 from __future__ import annotations
@@ -21,10 +21,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from lagoon.engine.sources import CompositeSource, MaskedSource, PartSource
 from lagoon.format.manifest import SegmentRef
 from lagoon.format.wal import OP_COLUMN, OP_UPSERT, WalEntry
-from lagoon.query.live import LiveDocs
+from lagoon.index.sources.composite import CompositeSource, MaskedSource, PartSource
+from lagoon.index.sources.table import LiveDocs
 from lagoon.schema import Schema, id_arrow_type
 from lagoon.values import Id, canonical_from_arrow
 

@@ -29,20 +29,20 @@ import pyarrow as pa
 from lagoon.engine.components import Components
 from lagoon.engine.state import NamespaceState
 from lagoon.engine.tail import Snapshot
-from lagoon.engine.write_request import (
+from lagoon.errors import Conflict, Forbidden, InvalidRequest, LagoonError, NotFound, Unavailable
+from lagoon.format.wal import OP_COLUMN, OP_DELETE, OP_UPSERT, WalEntry, encode_entry
+from lagoon.index.filters.tree import Filter
+from lagoon.index.sources.table import LiveDocs
+from lagoon.schema import Schema
+from lagoon.storage.base import AlreadyExists, ObjectNotFound, PutMode, StorageError
+from lagoon.values import Id, column_to_arrow, id_to_json, ids_to_arrow
+from lagoon.wire.write import (
     MAX_DELETE_BY_FILTER_ROWS,
     MAX_PATCH_BY_FILTER_ROWS,
     Doc,
     WriteRequest,
     parse_write,
 )
-from lagoon.errors import Conflict, Forbidden, InvalidRequest, LagoonError, NotFound, Unavailable
-from lagoon.format.wal import OP_COLUMN, OP_DELETE, OP_UPSERT, WalEntry, encode_entry
-from lagoon.query.filters import Filter
-from lagoon.query.live import LiveDocs
-from lagoon.schema import Schema
-from lagoon.storage.base import AlreadyExists, ObjectNotFound, PutMode, StorageError
-from lagoon.values import Id, column_to_arrow, id_to_json, ids_to_arrow
 
 MAX_GROUP_REQUESTS = 256
 MAX_COMMIT_ATTEMPTS = 50

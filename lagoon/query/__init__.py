@@ -1,6 +1,3 @@
-"""Queries: request parsing, filters, exact execution over live documents, fusion, explain.
-
-``request`` turns a JSON body into a validated ``QueryRequest``/``MultiQueryRequest``;
-``execute`` runs it against a ``LiveDocs`` snapshot (``live``) and returns the wire response body;
-``explain`` renders the plan. Nothing here does I/O: the engine hands in the snapshot.
-"""
+"""Query execution over a snapshot's ``DocSource``: ranking, paging, rows, aggregations and the
+explain plan. Pure: the engine builds the snapshot and hands it in; requests come parsed from
+``lagoon.wire``."""

@@ -20,8 +20,8 @@ import pyarrow.compute as pc
 from lagoon.values import arrow_value_to_json, id_to_json
 
 if TYPE_CHECKING:
-    from lagoon.query.live import DocSource
-    from lagoon.query.request import Aggregation, QueryRequest
+    from lagoon.index.sources.table import DocSource
+    from lagoon.wire.query import Aggregation, QueryRequest
 
 _EXACT_INT_BOUND = float(2**62)
 

@@ -29,10 +29,12 @@ import numpy as np
 import pyarrow as pa
 
 from lagoon.errors import InternalError
+from lagoon.index.fusion import rrf_fuse
+from lagoon.index.sources.table import DocSource, topk_smallest
 from lagoon.query.aggregate import group_codes, run_aggregation
-from lagoon.query.fusion import rrf_fuse
-from lagoon.query.live import DocSource, topk_smallest
-from lagoon.query.request import (
+from lagoon.schema import AttrType
+from lagoon.values import arrow_value_to_json, id_to_json
+from lagoon.wire.query import (
     BM25Clause,
     FilterClause,
     MaxClause,
@@ -46,8 +48,6 @@ from lagoon.query.request import (
     SumClause,
     VectorRank,
 )
-from lagoon.schema import AttrType
-from lagoon.values import arrow_value_to_json, id_to_json
 
 _DIST_BYTES = 8
 

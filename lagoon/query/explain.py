@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from lagoon.query.request import (
+from lagoon.wire.query import (
     BM25Clause,
     FilterClause,
     MaxClause,
@@ -25,7 +25,7 @@ from lagoon.query.request import (
 )
 
 if TYPE_CHECKING:
-    from lagoon.query.live import DocSource
+    from lagoon.index.sources.table import DocSource
 
 
 def explain_query(req: QueryRequest | MultiQueryRequest, live: DocSource) -> str:

@@ -25,8 +25,8 @@ from lagoon.admin.transfer import (
 from lagoon.config import Settings, StorageSettings
 from lagoon.engine.database import Database
 from lagoon.errors import InvalidRequest, NotFound, TooManyRequests
-from lagoon.query.request import MAX_TOP_K
 from lagoon.storage import MemoryStore
+from lagoon.wire.query import MAX_TOP_K
 from tests.cli.conftest import run_lagoon
 
 pytestmark = pytest.mark.anyio

@@ -24,7 +24,7 @@ from lagoon.engine.segment_io import resolve_cache_dir
 from lagoon.format.keys import NamespaceKeys
 from lagoon.storage.base import ObjectMeta, ObjectStore, PutMode, PutModeT
 from lagoon.storage.memory import MemoryStore
-from tests.segment.data import exact_topk, queries, vectors
+from tests.index.segment.data import exact_topk, queries, vectors
 
 from .helpers import KEYS, NS, components, make_settings
 

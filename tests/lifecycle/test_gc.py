@@ -15,8 +15,8 @@ from lagoon.engine.gc import collect_garbage
 from lagoon.engine.indexer import index_namespace, indexing_state
 from lagoon.engine.segment_io import SegmentIO
 from lagoon.format.keys import parse_manifest_version
+from lagoon.index.segment.build import build_segment, new_segment_id
 from lagoon.schema import Schema
-from lagoon.segment.build import build_segment, new_segment_id
 from lagoon.storage.faulty import FaultyStore
 from lagoon.storage.memory import MemoryStore
 

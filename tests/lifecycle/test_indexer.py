@@ -11,7 +11,7 @@ from lagoon.engine import manifest_store
 from lagoon.engine.indexer import fold_entries, index_namespace
 from lagoon.errors import TooManyRequests
 from lagoon.format.wal import OP_DELETE
-from lagoon.segment.build import OP_COLUMN
+from lagoon.index.segment.build import OP_COLUMN
 from lagoon.storage.memory import MemoryStore
 
 from .helpers import (

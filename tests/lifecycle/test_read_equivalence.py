@@ -17,11 +17,11 @@ import pytest
 from lagoon.engine.compactor import compact_namespace
 from lagoon.engine.database import Database
 from lagoon.engine.indexer import index_namespace
+from lagoon.index.sources.table import LiveDocs
 from lagoon.index.text.corpus import corpus, sample_queries
 from lagoon.query.execute import execute_query
-from lagoon.query.live import LiveDocs
-from lagoon.query.request import parse_request
 from lagoon.storage.memory import MemoryStore
+from lagoon.wire.query import parse_request
 
 from .helpers import KEYS, NS, components, make_settings
 

@@ -11,13 +11,13 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
+from lagoon.index.sources.table import LiveDocs
 from lagoon.index.text.analyze import FtsConfig
 from lagoon.query.execute import execute_query
 from lagoon.query.explain import explain_query
-from lagoon.query.live import LiveDocs
-from lagoon.query.request import parse_request
 from lagoon.schema import AttributeSchema, AttrType, Schema
 from lagoon.values import coerce_id, coerce_value, column_to_arrow, ids_to_arrow
+from lagoon.wire.query import parse_request
 
 
 def attr(type_: str, **kw: Any) -> AttributeSchema:

@@ -9,10 +9,10 @@ import pyarrow as pa
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from lagoon.index.sources.table import LiveDocs
 from lagoon.query.execute import execute_query
-from lagoon.query.live import LiveDocs
-from lagoon.query.request import parse_request
 from lagoon.schema import AttributeSchema, AttrType, Schema
+from lagoon.wire.query import parse_request
 
 CATS = ["a", "b", "c"]
 

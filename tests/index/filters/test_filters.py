@@ -1,4 +1,4 @@
-"""Hand-checked tests of lagoon.query.filters: every operator, null handling, parsing errors."""
+"""Hand-checked tests of lagoon.index.filters.tree: every operator, null handling, parsing errors."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pyarrow.compute as pc
 import pytest
 
 from lagoon.errors import InternalError, InvalidRequest
-from lagoon.query.filters import (
+from lagoon.index.filters.tree import (
     ALL_OPS,
     And,
     Condition,

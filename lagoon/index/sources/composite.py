@@ -3,7 +3,7 @@
 A snapshot's documents live in index segments (oldest first) and in runs of unindexed WAL entries
 (newest last). Each part holds at most one row per id; a row is *live* when it is not a tombstone
 and no newer part has a row for its id. ``CompositeSource`` presents the live rows of all parts as
-one ``DocSource`` (lagoon/query/live.py) to the query executor:
+one ``DocSource`` (lagoon/index/sources/table.py) to the query executor:
 
 - positions are the concatenation of each part's live positions, in part order;
 - filters, vector search and text search run per part (each with its own indexes) and merge;
@@ -25,10 +25,10 @@ from typing import Any, Protocol, TypeVar
 import numpy as np
 import pyarrow as pa
 
+from lagoon.index.cache import OnceCache
+from lagoon.index.filters.tree import Filter
+from lagoon.index.sources.table import LiveDocs, dense_rank, sort_positions, topk_smallest
 from lagoon.index.text.bm25 import TermStats
-from lagoon.query.cache import OnceCache
-from lagoon.query.filters import Filter
-from lagoon.query.live import LiveDocs, dense_rank, sort_positions, topk_smallest
 from lagoon.schema import Schema
 from lagoon.tracing import tracer
 

@@ -8,7 +8,7 @@ and ``null_rows`` (uint32, ascending). Order: numbers numerically, datetimes by 
 code point (= UTF-8 bytes), uuids by their 16 bytes. Float columns store -0.0 as 0.0; a float
 column holding NaN gets no index (scans decide NaN semantics).
 
-``match`` follows ``lagoon.query.filters`` exactly (docs/filters.md): ``Eq null`` matches null
+``match`` follows ``lagoon.index.filters.tree`` exactly (docs/filters.md): ``Eq null`` matches null
 rows, ``In`` with a null matches them too, ``Lt``/``Lte`` with a non-null operand also match null
 rows (null sorts first), a null operand makes a range match nothing. A value range is one
 contiguous slice of ``rows``, so a query costs two binary searches plus the rows it returns; when
@@ -24,8 +24,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from lagoon.errors import DataCorruption
+from lagoon.format.segment import MAGIC_FLT, SectionFile, SectionWriter, gather_runs
 from lagoon.schema import AttributeSchema, AttrType
-from lagoon.segment.format import MAGIC_FLT, SectionFile, SectionWriter, gather_runs
 
 INDEXED_KINDS = ("string", "int", "uint", "float", "datetime", "uuid")
 OPS = ("Eq", "In", "Lt", "Lte", "Gt", "Gte")

@@ -11,14 +11,14 @@ import pyarrow as pa
 import pytest
 
 from lagoon.errors import DataCorruption
+from lagoon.format.segment import head_length
 from lagoon.format.wal import OP_COLUMN
+from lagoon.index.segment.build import SEQ_COLUMN, BuiltSegment
+from lagoon.index.segment.read import LazyFile, SegmentReader
+from lagoon.index.vector.ivf import WHOLE_FILE_FRACTION
 from lagoon.schema import Schema, apply_schema_update
-from lagoon.segment.build import SEQ_COLUMN, BuiltSegment
-from lagoon.segment.format import head_length
-from lagoon.segment.ivf import WHOLE_FILE_FRACTION
-from lagoon.segment.read import LazyFile, SegmentReader
-from tests.segment.data import queries, vectors
-from tests.segment.helpers import build, open_built
+from tests.index.segment.data import queries, vectors
+from tests.index.segment.helpers import build, open_built
 
 DIM = 32
 N = 12_000

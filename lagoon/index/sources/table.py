@@ -26,10 +26,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from lagoon.errors import InternalError
+from lagoon.index.cache import OnceCache
+from lagoon.index.filters.tree import Filter
 from lagoon.index.text.bm25 import TermStats
-from lagoon.query.cache import OnceCache
-from lagoon.query.filters import Filter
-from lagoon.query.textindex import TextIndex, build_text_index
+from lagoon.index.text.textindex import TextIndex, build_text_index
 from lagoon.schema import Schema, id_arrow_type
 
 T = TypeVar("T")

@@ -10,11 +10,11 @@ import pyarrow as pa
 import pytest
 
 from lagoon.errors import InternalError
+from lagoon.format.segment import attr_file_suffix, file_checksum
 from lagoon.format.wal import OP_COLUMN
+from lagoon.index.segment import SEQ_COLUMN, build_segment, new_segment_id
 from lagoon.schema import Schema, apply_schema_update
-from lagoon.segment import SEQ_COLUMN, build_segment, new_segment_id
-from lagoon.segment.format import attr_file_suffix, file_checksum
-from tests.segment.helpers import build, by_id, open_built, random_table, rich_schema
+from tests.index.segment.helpers import build, by_id, open_built, random_table, rich_schema
 
 
 @pytest.mark.parametrize("id_type", ["uint", "string", "uuid"])

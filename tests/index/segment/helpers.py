@@ -10,9 +10,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from lagoon.format.wal import OP_COLUMN
+from lagoon.index.segment.build import SEQ_COLUMN, BuiltSegment, build_segment, new_segment_id
+from lagoon.index.segment.read import SegmentReader
 from lagoon.schema import Schema, apply_schema_update
-from lagoon.segment.build import SEQ_COLUMN, BuiltSegment, build_segment, new_segment_id
-from lagoon.segment.read import SegmentReader
 
 WORDS = [
     "lagoon", "river", "ocean", "search", "vector", "index", "segment", "filter", "query", "bucket",

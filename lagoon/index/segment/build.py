@@ -33,12 +33,7 @@ import pyarrow.compute as pc
 
 from lagoon.errors import InternalError
 from lagoon.format.manifest import SegmentRef
-from lagoon.format.wal import OP_COLUMN, OP_DELETE, OP_UPSERT
-from lagoon.index.text.analyze import Analyzer, FtsConfig
-from lagoon.index.text.bm25 import build_postings
-from lagoon.schema import AttrType, Schema, id_arrow_type
-from lagoon.segment.filterindex import build_filter_index, indexable
-from lagoon.segment.format import (
+from lagoon.format.segment import (
     DOCS_FILE,
     FORMAT_VERSION,
     MAGIC_DOCS,
@@ -48,8 +43,13 @@ from lagoon.segment.format import (
     fts_file,
     vec_file,
 )
-from lagoon.segment.ivf import build_vec_file
-from lagoon.segment.postings import encode_postings
+from lagoon.format.wal import OP_COLUMN, OP_DELETE, OP_UPSERT
+from lagoon.index.filters.filterindex import build_filter_index, indexable
+from lagoon.index.text.analyze import Analyzer, FtsConfig
+from lagoon.index.text.bm25 import build_postings
+from lagoon.index.text.postings import encode_postings
+from lagoon.index.vector.ivf import build_vec_file
+from lagoon.schema import AttrType, Schema, id_arrow_type
 
 SEQ_COLUMN = "$seq"  # uint64: WAL seq of the row's version
 __all__ = [

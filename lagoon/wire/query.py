@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from lagoon.errors import InvalidRequest
-from lagoon.query.filters import Filter, parse_filter
+from lagoon.index.filters.tree import Filter, parse_filter
 from lagoon.schema import DISTANCE_METRICS, AttributeSchema, Schema
 from lagoon.values import coerce_vector
 

@@ -9,13 +9,13 @@ import pyarrow as pa
 import pytest
 
 from lagoon.format.wal import OP_COLUMN
-from lagoon.query.filters import parse_filter
+from lagoon.index.filters.tree import parse_filter
+from lagoon.index.segment.build import SEQ_COLUMN
+from lagoon.index.segment.read import SegmentReader
+from lagoon.index.vector.ivf import CALIBRATION_KS, TARGET_RECALL
 from lagoon.schema import Schema, apply_schema_update
-from lagoon.segment.build import SEQ_COLUMN
-from lagoon.segment.ivf import CALIBRATION_KS, TARGET_RECALL
-from lagoon.segment.read import SegmentReader
-from tests.segment.data import exact_topk, queries, recall_at_k, vectors
-from tests.segment.helpers import build, open_built
+from tests.index.segment.data import exact_topk, queries, recall_at_k, vectors
+from tests.index.segment.helpers import build, open_built
 
 DIM = 128
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from lagoon.errors import InvalidRequest
-from lagoon.query.filters import Filter, parse_filter
+from lagoon.index.filters.tree import Filter, parse_filter
 from lagoon.schema import (
     DISTANCE_METRICS,
     AttributeSchema,

@@ -15,11 +15,11 @@ import pytest
 from lagoon.errors import DataCorruption, IncompatibleFormat
 from lagoon.format.framing import HEADER_LEN, crc32c
 from lagoon.format.manifest import SegmentRef
-from lagoon.query.filters import parse_filter
-from lagoon.segment.format import file_checksum, head_length
-from lagoon.segment.read import LazyFile, SegmentReader
-from tests.segment import golden_data
-from tests.segment.helpers import build, by_id, random_table, rich_schema
+from lagoon.format.segment import file_checksum, head_length
+from lagoon.index.filters.tree import parse_filter
+from lagoon.index.segment.read import LazyFile, SegmentReader
+from tests.index.segment import golden_data
+from tests.index.segment.helpers import build, by_id, random_table, rich_schema
 
 GOLDEN = Path(__file__).parent / "golden" / "v1"
 GOLDEN_HEAD = Path(__file__).parent / "golden" / "v1-head"

@@ -31,21 +31,7 @@ import pyarrow.compute as pc
 
 from lagoon.errors import DataCorruption, InternalError
 from lagoon.format.manifest import SegmentRef
-from lagoon.format.wal import OP_COLUMN, OP_DELETE
-from lagoon.index.text.analyze import Analyzer, FtsConfig
-from lagoon.index.text.bm25 import (
-    Postings,
-    TermStats,
-    build_postings,
-)
-from lagoon.query.cache import OnceCache
-from lagoon.query.filters import TOKEN_OPS, And, Condition, Filter, Not, Or
-from lagoon.query.live import VectorMatrix, dense_rank
-from lagoon.query.textindex import TextIndex
-from lagoon.schema import Schema, id_arrow_type
-from lagoon.segment.build import SEQ_COLUMN, fts_config
-from lagoon.segment.filterindex import FilterIndex, indexable
-from lagoon.segment.format import (
+from lagoon.format.segment import (
     DOCS_FILE,
     MAGIC_DOCS,
     MAGIC_FLT,
@@ -59,8 +45,22 @@ from lagoon.segment.format import (
     open_sections,
     vec_file,
 )
-from lagoon.segment.ivf import BlockSource, VectorIndex
-from lagoon.segment.postings import decode_postings
+from lagoon.format.wal import OP_COLUMN, OP_DELETE
+from lagoon.index.cache import OnceCache
+from lagoon.index.filters.filterindex import FilterIndex, indexable
+from lagoon.index.filters.tree import TOKEN_OPS, And, Condition, Filter, Not, Or
+from lagoon.index.segment.build import SEQ_COLUMN, fts_config
+from lagoon.index.sources.table import VectorMatrix, dense_rank
+from lagoon.index.text.analyze import Analyzer, FtsConfig
+from lagoon.index.text.bm25 import (
+    Postings,
+    TermStats,
+    build_postings,
+)
+from lagoon.index.text.postings import decode_postings
+from lagoon.index.text.textindex import TextIndex
+from lagoon.index.vector.ivf import BlockSource, VectorIndex
+from lagoon.schema import Schema, id_arrow_type
 
 T = TypeVar("T")
 
@@ -383,7 +383,7 @@ def _read_docs(body: memoryview, what: str, rows: int) -> pa.Table:
 
 
 class SegmentSource:
-    """The live rows of one segment as a DocSource (lagoon/query/live.py) plus the extras the
+    """The live rows of one segment as a DocSource (lagoon/index/sources/table.py) plus the extras the
     composite source needs (approximate vector search, BM25 with external statistics, token
     matching). Position p is segment row ``rows[p]``; rows ascend, so positions are in id order."""
 

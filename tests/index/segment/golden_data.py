@@ -1,4 +1,4 @@
-"""The content of the committed segment golden files: ``tests/segment/golden/v1/`` (the first
+"""The content of the committed segment golden files: ``tests/index/segment/golden/v1/`` (the first
 v1 layout) and ``v1-head/`` (v1 with the additive vec-file head, ``row_cluster`` and ``sq_min`` /
 ``sq_max``). Run this module to write a directory ONLY when adding a new format version or layout;
 committed files are never rewritten (every later Lagoon must still open them)."""
@@ -13,8 +13,8 @@ import orjson
 import pyarrow as pa
 
 from lagoon.format.wal import OP_COLUMN
+from lagoon.index.segment.build import SEQ_COLUMN, build_segment
 from lagoon.schema import Schema
-from lagoon.segment.build import SEQ_COLUMN, build_segment
 
 SCHEMA = Schema.from_storage(
     {

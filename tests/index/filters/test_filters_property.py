@@ -1,7 +1,7 @@
 """Property test: Filter.evaluate agrees with a naive per-row oracle on random tables and filters.
 
 The oracle below is written from the operator table in docs/filters.md, row by row in plain
-Python, and shares no code with lagoon.query.filters (globs are matched from the generated token
+Python, and shares no code with lagoon.index.filters.tree (globs are matched from the generated token
 structure, not from the pattern text).
 """
 
@@ -15,7 +15,7 @@ import pyarrow as pa
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from lagoon.query.filters import parse_filter
+from lagoon.index.filters.tree import parse_filter
 from lagoon.schema import AttributeSchema, AttrType, Schema
 
 ALPHABET = "abAB"

@@ -7,8 +7,8 @@ IVF vectors, full-text postings, filter indexes; formats in docs/formats/segment
 ``DocSource`` protocol. Pure: no I/O — callers fetch and upload the bytes.
 """
 
-from lagoon.segment.build import OP_COLUMN, SEQ_COLUMN, BuiltSegment, build_segment, new_segment_id
-from lagoon.segment.read import SegmentReader, SegmentSource
+from lagoon.index.segment.build import OP_COLUMN, SEQ_COLUMN, BuiltSegment, build_segment, new_segment_id
+from lagoon.index.segment.read import SegmentReader, SegmentSource
 
 __all__ = [
     "OP_COLUMN",

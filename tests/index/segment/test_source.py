@@ -12,14 +12,14 @@ import pyarrow as pa
 import pytest
 
 from lagoon.format.wal import OP_COLUMN
+from lagoon.index.filters.tree import parse_filter
+from lagoon.index.segment.read import SegmentSource
+from lagoon.index.sources.table import LiveDocs
 from lagoon.index.text.bm25 import TermStats
 from lagoon.query.execute import execute_query
-from lagoon.query.filters import parse_filter
-from lagoon.query.live import LiveDocs
-from lagoon.query.request import parse_request
 from lagoon.schema import Schema
-from lagoon.segment.read import SegmentSource
-from tests.segment.helpers import UUIDS, build, by_id, open_built, random_table, rich_schema
+from lagoon.wire.query import parse_request
+from tests.index.segment.helpers import UUIDS, build, by_id, open_built, random_table, rich_schema
 
 N = 600
 

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from lagoon.errors import InvalidRequest
-from lagoon.query.request import (
+from lagoon.schema import AttributeSchema, AttrType, Schema
+from lagoon.wire.query import (
     BM25Clause,
     Consistency,
     FilterClause,
@@ -24,7 +25,6 @@ from lagoon.query.request import (
     VectorRank,
     parse_request,
 )
-from lagoon.schema import AttributeSchema, AttrType, Schema
 
 FTS = {"tokenizer": "word_v3", "language": "english", "stemming": False, "remove_stopwords": False,
        "case_sensitive": False, "ascii_folding": False, "k1": 1.2, "b": 0.75}  # fmt: skip

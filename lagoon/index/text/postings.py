@@ -22,8 +22,8 @@ import numpy as np
 import pyarrow as pa
 
 from lagoon.errors import DataCorruption
+from lagoon.format.segment import MAGIC_FTS, SectionFile, SectionWriter
 from lagoon.index.text.bm25 import DOC_DTYPE, POS_DTYPE, TF_DTYPE, Postings
-from lagoon.segment.format import MAGIC_FTS, SectionFile, SectionWriter
 
 
 def encode_postings(attr: str, config: dict[str, Any], postings: Postings) -> tuple[bytes, dict[str, Any]]:

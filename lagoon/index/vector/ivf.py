@@ -30,7 +30,7 @@ clusters, also serves masks correlated with the vectors: probing goes on until t
 reached. The search widens (×2) when it still finds fewer than k, and scans the masked rows
 exactly instead when the mask keeps at most ``max(2000, 2 % of vectors)`` rows or the probe
 reaches half the clusters. ``exact`` is the brute-force scan (same arithmetic as
-``lagoon.query.live.LiveDocs.vector_topk``).
+``lagoon.index.sources.table.LiveDocs.vector_topk``).
 
 Invariants: in memory the vectors are kept once as float32 in cluster order (``cvec``), plus their
 8-bit codes, with ``cord`` (their row ordinals) and ``row_to_c`` (row -> index in ``cvec`` or -1).
@@ -56,8 +56,8 @@ from typing import Any, Protocol
 import numpy as np
 
 from lagoon.errors import DataCorruption, InternalError
-from lagoon.query.live import exact_dist, topk_smallest
-from lagoon.segment.format import MAGIC_VEC, SectionFile, SectionWriter, align, crc32c_of, gather_runs
+from lagoon.format.segment import MAGIC_VEC, SectionFile, SectionWriter, align, crc32c_of, gather_runs
+from lagoon.index.sources.table import exact_dist, topk_smallest
 
 FLAT_BELOW = 8192  # fewer vectors than this: a single cluster (exact scan)
 CLUSTERS_PER_SQRT = 4.0

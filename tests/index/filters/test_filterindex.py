@@ -11,10 +11,10 @@ import numpy as np
 import pyarrow as pa
 
 from lagoon.format.wal import OP_COLUMN
-from lagoon.query.filters import parse_filter
-from lagoon.query.live import LiveDocs
-from lagoon.segment.filterindex import FilterIndex
-from tests.segment.helpers import UUIDS, build, by_id, open_built, random_table, rich_schema
+from lagoon.index.filters.filterindex import FilterIndex
+from lagoon.index.filters.tree import parse_filter
+from lagoon.index.sources.table import LiveDocs
+from tests.index.segment.helpers import UUIDS, build, by_id, open_built, random_table, rich_schema
 
 OPS = ["Eq", "NotEq", "In", "NotIn", "Lt", "Lte", "Gt", "Gte"]
 
