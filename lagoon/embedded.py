@@ -83,7 +83,7 @@ class Database:
         setup_tracing(self.settings, "lagoon")
         store = open_store(self.settings.storage)
         if self._with_indexer:
-            from lagoon.worker import IndexerLoop
+            from lagoon.engine.scheduler import IndexerLoop
 
             self._indexer = IndexerLoop(store, self.settings)
             self._indexer.start()

@@ -18,7 +18,7 @@ import pytest
 from click.testing import CliRunner, Result
 
 from lagoon import auth
-from lagoon.cli import admin, common, server, worker
+from lagoon.cli import common, main, server, worker
 from lagoon.config import Settings, load_settings
 from lagoon.logs import _LagoonHandler
 
@@ -262,7 +262,7 @@ def test_print_config_does_not_import_the_server(monkeypatch: pytest.MonkeyPatch
 def test_keys_create_list_revoke(tmp_path: Path) -> None:
     keys_file = tmp_path / "keys.toml"
     created = invoke(
-        admin.cli, ["keys", "create", "--org", "acme", "--role", "writer", "--keys-file", str(keys_file)]
+        main.cli, ["keys", "create", "--org", "acme", "--role", "writer", "--keys-file", str(keys_file)]
     )
     assert created.exit_code == 0, created.output
     key = created.stdout.strip()
@@ -272,17 +272,17 @@ def test_keys_create_list_revoke(tmp_path: Path) -> None:
     assert secret not in keys_file.read_text()
     assert auth.KeyStore(keys_file).authenticate(key).role == "writer"
 
-    listed = invoke(admin.cli, ["keys", "list", "--keys-file", str(keys_file)])
+    listed = invoke(main.cli, ["keys", "list", "--keys-file", str(keys_file)])
     assert listed.exit_code == 0
     assert key_id in listed.stdout and "acme" in listed.stdout and "active" in listed.stdout
     record = auth.load_keys(keys_file)[key_id]
     assert secret not in listed.stdout and record.hash not in listed.stdout
 
-    revoked = invoke(admin.cli, ["keys", "revoke", key_id, "--keys-file", str(keys_file)])
+    revoked = invoke(main.cli, ["keys", "revoke", key_id, "--keys-file", str(keys_file)])
     assert revoked.exit_code == 0 and f"Revoked key {key_id}" in revoked.stdout
-    again = invoke(admin.cli, ["keys", "revoke", key_id, "--keys-file", str(keys_file)])
+    again = invoke(main.cli, ["keys", "revoke", key_id, "--keys-file", str(keys_file)])
     assert again.exit_code == 0 and "already revoked" in again.stdout
-    rows = json.loads(invoke(admin.cli, ["keys", "list", "--json", "--keys-file", str(keys_file)]).stdout)
+    rows = json.loads(invoke(main.cli, ["keys", "list", "--json", "--keys-file", str(keys_file)]).stdout)
     assert rows == [
         {"key_id": key_id, "org": "acme", "role": "writer", "created": rows[0]["created"], "revoked": True}
     ]
@@ -293,19 +293,19 @@ def test_keys_list_filters_by_org(tmp_path: Path) -> None:
     keys_file = tmp_path / "keys.toml"
     _, a = auth.create_key(keys_file, "acme", "reader")
     _, b = auth.create_key(keys_file, "beta", "admin")
-    out = invoke(admin.cli, ["keys", "list", "--org", "beta", "--keys-file", str(keys_file)]).stdout
+    out = invoke(main.cli, ["keys", "list", "--org", "beta", "--keys-file", str(keys_file)]).stdout
     assert b.key_id in out and a.key_id not in out
 
 
 def test_keys_file_from_config_and_env(tmp_path: Path) -> None:
     from_config = tmp_path / "a.toml"
     cfg = write(tmp_path, f'[auth]\nkeys_file = "{from_config}"\n', "lagoon.toml")
-    result = invoke(admin.cli, ["--config", str(cfg), "keys", "create", "--org", "o", "--role", "reader"])
+    result = invoke(main.cli, ["--config", str(cfg), "keys", "create", "--org", "o", "--role", "reader"])
     assert result.exit_code == 0 and from_config.exists()
 
     from_env = tmp_path / "b.toml"
     result = invoke(
-        admin.cli,
+        main.cli,
         ["keys", "create", "--org", "o", "--role", "admin"],
         env={"LAGOON_AUTH__KEYS_FILE": str(from_env)},
     )
@@ -313,7 +313,7 @@ def test_keys_file_from_config_and_env(tmp_path: Path) -> None:
 
 
 def test_keys_without_a_keys_file_exit_2() -> None:
-    result = invoke(admin.cli, ["keys", "list"])
+    result = invoke(main.cli, ["keys", "list"])
     assert result.exit_code == 2 and "--keys-file" in result.stderr
 
 
@@ -321,10 +321,10 @@ def test_explicit_keys_file_works_with_a_broken_config(tmp_path: Path) -> None:
     keys_file = tmp_path / "keys.toml"
     env = {"LAGOON_STORAGE__BUKET": "typo"}
     result = invoke(
-        admin.cli, ["keys", "create", "--org", "o", "--role", "reader", "--keys-file", str(keys_file)], env
+        main.cli, ["keys", "create", "--org", "o", "--role", "reader", "--keys-file", str(keys_file)], env
     )
     assert result.exit_code == 0
-    result = invoke(admin.cli, ["keys", "list"], env)
+    result = invoke(main.cli, ["keys", "list"], env)
     assert result.exit_code == 2 and "storage.buket" in result.stderr
 
 
@@ -332,7 +332,7 @@ def test_explicit_keys_file_works_with_a_broken_config(tmp_path: Path) -> None:
 def test_keys_create_validates_org_and_role(tmp_path: Path, org: str, role: str) -> None:
     keys_file = tmp_path / "keys.toml"
     result = invoke(
-        admin.cli, ["keys", "create", "--org", org, "--role", role, "--keys-file", str(keys_file)]
+        main.cli, ["keys", "create", "--org", org, "--role", role, "--keys-file", str(keys_file)]
     )
     assert result.exit_code == 2 and not keys_file.exists()
 
@@ -340,13 +340,13 @@ def test_keys_create_validates_org_and_role(tmp_path: Path, org: str, role: str)
 def test_keys_revoke_unknown_exits_1(tmp_path: Path) -> None:
     keys_file = tmp_path / "keys.toml"
     auth.create_key(keys_file, "acme", "reader")
-    result = invoke(admin.cli, ["keys", "revoke", "0" * 16, "--keys-file", str(keys_file)])
+    result = invoke(main.cli, ["keys", "revoke", "0" * 16, "--keys-file", str(keys_file)])
     assert result.exit_code == 1 and "no key" in result.stderr
 
 
 def test_keys_list_of_a_broken_file_exits_1(tmp_path: Path) -> None:
     keys_file = write(tmp_path, "[0123456789abcdef]\nrole = 'god'\n", "keys.toml")
-    result = invoke(admin.cli, ["keys", "list", "--keys-file", str(keys_file)])
+    result = invoke(main.cli, ["keys", "list", "--keys-file", str(keys_file)])
     assert result.exit_code == 1 and str(keys_file) in result.stderr
 
 
@@ -355,11 +355,11 @@ def test_keys_list_of_a_broken_file_exits_1(tmp_path: Path) -> None:
 
 def test_config_print_toml_and_json(tmp_path: Path) -> None:
     cfg = write(tmp_path, "[storage]\nendpoint = 'http://u:hunter2@minio:9000'\n")
-    toml_out = invoke(admin.cli, ["--config", str(cfg), "config", "print"])
+    toml_out = invoke(main.cli, ["--config", str(cfg), "config", "print"])
     assert toml_out.exit_code == 0
     assert tomllib.loads(toml_out.stdout)["storage"]["endpoint"].startswith("http://u:***")
     json_out = invoke(
-        admin.cli, ["--config", str(cfg), "config", "print", "--format", "json", "--set", "cache.dir=/c"]
+        main.cli, ["--config", str(cfg), "config", "print", "--format", "json", "--set", "cache.dir=/c"]
     )
     data = json.loads(json_out.stdout)
     assert data["cache"]["dir"] == "/c" and data["limits"]["max_namespaces"] is None
@@ -367,18 +367,18 @@ def test_config_print_toml_and_json(tmp_path: Path) -> None:
 
 
 def test_config_print_invalid_exits_2() -> None:
-    result = invoke(admin.cli, ["config", "print", "--set", "server.nope=1"])
+    result = invoke(main.cli, ["config", "print", "--set", "server.nope=1"])
     assert result.exit_code == 2 and "server.nope" in result.stderr
 
 
 def test_version() -> None:
-    assert invoke(admin.cli, ["version"]).stdout.startswith("lagoon ")
-    assert invoke(admin.cli, ["--version"]).stdout == invoke(admin.cli, ["version"]).stdout
+    assert invoke(main.cli, ["version"]).stdout.startswith("lagoon ")
+    assert invoke(main.cli, ["--version"]).stdout == invoke(main.cli, ["version"]).stdout
 
 
-def test_admin_main_entry_point() -> None:
+def test_lagoon_main_entry_point() -> None:
     with pytest.raises(SystemExit) as info:
-        admin.main(["version"])
+        main.main(["version"])
     assert info.value.code == 0
 
 
@@ -403,8 +403,8 @@ def test_every_command_and_option_is_documented() -> None:
     commands: list[tuple[str, click.Command]] = [
         ("lagoon-server", server.command),
         ("lagoon-worker", worker.command),
-        ("lagoon", admin.cli),
-        *command_paths(admin.cli, "lagoon"),
+        ("lagoon", main.cli),
+        *command_paths(main.cli, "lagoon"),
     ]
     for path, command in commands:
         if not isinstance(command, click.Group) or path == "lagoon":

@@ -7,8 +7,8 @@ from typing import TYPE_CHECKING
 
 import click
 
-from lagoon.admin.cli_support import command_settings, org_option, run_errors
 from lagoon.cli.common import config_option, set_option
+from lagoon.cli.support import command_settings, org_option, run_errors
 
 if TYPE_CHECKING:
     from lagoon.engine.database import Database
@@ -32,8 +32,8 @@ def command(
     assignments: tuple[str, ...],
 ) -> None:
     """Time writes and queries against the configured store, in a scratch namespace it deletes."""
-    from lagoon.admin.bench import format_results, run_bench
-    from lagoon.admin.runtime import run_with_database
+    from lagoon.cli.runtime import run_with_database
+    from lagoon.engine.ops.bench import format_results, run_bench
 
     if min(docs, dims, batch, queries) < 1:
         raise click.UsageError("--docs, --dims, --batch and --queries must be at least 1")

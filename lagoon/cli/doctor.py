@@ -1,5 +1,5 @@
 """``lagoon doctor``: check that the configured object store keeps Lagoon's guarantees
-(``lagoon.admin.doctor``). Exit 0 when every check passes (warnings allowed), 1 otherwise.
+(``lagoon.engine.ops.doctor``). Exit 0 when every check passes (warnings allowed), 1 otherwise.
 
 The store layer is imported when the command runs, so ``lagoon --help`` stays fast.
 """
@@ -11,10 +11,10 @@ import json
 
 import click
 
-from lagoon.admin import defaults
-from lagoon.admin.cli_support import command_settings, run_errors
 from lagoon.cli.common import RunError, config_option, set_option
+from lagoon.cli.support import command_settings, run_errors
 from lagoon.config import StorageSettings
+from lagoon.engine.ops import defaults
 
 
 def _describe(storage: StorageSettings) -> str:
@@ -60,7 +60,7 @@ def command(
     assignments: tuple[str, ...],
 ) -> None:
     """Check the configured object store: read/list-after-write, ranges, conditional-write races, clock."""
-    from lagoon.admin.doctor import DoctorOptions, run_doctor
+    from lagoon.engine.ops.doctor import DoctorOptions, run_doctor
     from lagoon.storage.factory import open_store
 
     settings = command_settings(config_file, assignments)

@@ -1,4 +1,4 @@
-"""``lagoon export``: write one namespace to a JSON-lines file (``lagoon.admin.transfer``).
+"""``lagoon export``: write one namespace to a JSON-lines file (``lagoon.engine.ops.transfer``).
 
 The engine is imported when the command runs, so ``lagoon --help`` stays fast.
 """
@@ -9,13 +9,13 @@ from typing import TYPE_CHECKING
 
 import click
 
-from lagoon.admin import defaults
-from lagoon.admin.cli_support import command_settings, namespace_option, org_option, run_errors
 from lagoon.cli.common import config_option, set_option
+from lagoon.cli.support import command_settings, namespace_option, org_option, run_errors
+from lagoon.engine.ops import defaults
 
 if TYPE_CHECKING:
-    from lagoon.admin.transfer import ExportStats
     from lagoon.engine.database import Database
+    from lagoon.engine.ops.transfer import ExportStats
 
 
 @click.command("export")
@@ -35,8 +35,8 @@ def command(
     namespace: str, out: str, org: str, page_size: int, config_file: str | None, assignments: tuple[str, ...]
 ) -> None:
     """Export a namespace's schema and live documents as JSON lines (a backup `lagoon import` reads)."""
-    from lagoon.admin.runtime import run_with_database
-    from lagoon.admin.transfer import export_to_path
+    from lagoon.cli.runtime import run_with_database
+    from lagoon.engine.ops.transfer import export_to_path
 
     settings = command_settings(config_file, assignments)
 

@@ -1,4 +1,4 @@
-"""``lagoon import``: recreate a namespace from a ``lagoon export`` file (``lagoon.admin.transfer``).
+"""``lagoon import``: recreate a namespace from a ``lagoon export`` file (``lagoon.engine.ops.transfer``).
 
 The engine is imported when the command runs, so ``lagoon --help`` stays fast.
 """
@@ -9,13 +9,13 @@ from typing import TYPE_CHECKING
 
 import click
 
-from lagoon.admin import defaults
-from lagoon.admin.cli_support import command_settings, namespace_option, org_option, run_errors
 from lagoon.cli.common import config_option, set_option
+from lagoon.cli.support import command_settings, namespace_option, org_option, run_errors
+from lagoon.engine.ops import defaults
 
 if TYPE_CHECKING:
-    from lagoon.admin.transfer import ImportStats
     from lagoon.engine.database import Database
+    from lagoon.engine.ops.transfer import ImportStats
 
 
 @click.command("import")
@@ -46,8 +46,8 @@ def command(
     assignments: tuple[str, ...],
 ) -> None:
     """Create a namespace with an export's schema and upsert its documents in batches."""
-    from lagoon.admin.runtime import run_with_database
-    from lagoon.admin.transfer import import_from_path
+    from lagoon.cli.runtime import run_with_database
+    from lagoon.engine.ops.transfer import import_from_path
 
     settings = command_settings(config_file, assignments)
 

@@ -9,8 +9,8 @@ from typing import TYPE_CHECKING
 
 import click
 
-from lagoon.admin.cli_support import command_settings, org_option, run_errors
 from lagoon.cli.common import config_option, set_option
+from lagoon.cli.support import command_settings, org_option, run_errors
 
 if TYPE_CHECKING:
     from lagoon.engine.database import Database
@@ -23,8 +23,8 @@ if TYPE_CHECKING:
 @set_option
 def command(prefix: str, org: str, config_file: str | None, assignments: tuple[str, ...]) -> None:
     """List the existing namespaces of an org, in name order."""
-    from lagoon.admin.namespaces import iter_namespaces
-    from lagoon.admin.runtime import run_with_database
+    from lagoon.cli.runtime import run_with_database
+    from lagoon.engine.ops.namespaces import iter_namespaces
 
     settings = command_settings(config_file, assignments)
 

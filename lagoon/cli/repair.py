@@ -1,4 +1,4 @@
-"""``lagoon repair``: verify namespaces in the bucket and fix the CURRENT hint (``lagoon.admin.repair``).
+"""``lagoon repair``: verify namespaces in the bucket and fix the CURRENT hint (``lagoon.engine.ops.repair``).
 
 Exit 0 when no error remains (warnings such as orphans allowed), 1 otherwise; with ``--dry-run``
 nothing is changed, so a fixable error still exits 1. The store layer is imported when the
@@ -12,13 +12,13 @@ from typing import TYPE_CHECKING
 
 import click
 
-from lagoon.admin.cli_support import command_settings, namespace_option, run_errors
 from lagoon.cli.common import RunError, config_option, set_option
+from lagoon.cli.support import command_settings, namespace_option, run_errors
 from lagoon.errors import LagoonError
 from lagoon.format.keys import DEFAULT_ORG, check_org
 
 if TYPE_CHECKING:
-    from lagoon.admin.repair import RepairReport
+    from lagoon.engine.ops.repair import RepairReport
     from lagoon.storage.base import ObjectStore
 
 
@@ -51,8 +51,8 @@ def command(
     """Verify manifests, CURRENT, segments, WAL and orphans; rewrite a bad CURRENT hint."""
     if all_orgs and (org is not None or namespace is not None):
         raise click.UsageError("--all-orgs checks every namespace of every org: drop --org/--namespace")
-    from lagoon.admin.repair import repair
-    from lagoon.admin.runtime import run_with_store
+    from lagoon.cli.runtime import run_with_store
+    from lagoon.engine.ops.repair import repair
 
     settings = command_settings(config_file, assignments)
     orgs = None if all_orgs else [org or DEFAULT_ORG]

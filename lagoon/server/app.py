@@ -93,7 +93,7 @@ def create_app(
         state.draining = False
         indexer = None
         if settings.server.embedded_indexer:
-            from lagoon.worker import IndexerLoop
+            from lagoon.engine.scheduler import IndexerLoop
 
             indexer = IndexerLoop(opened, settings)
             indexer.start()

@@ -1,4 +1,4 @@
-"""Fixtures of the admin-command tests: a clean environment and a CLI runner."""
+"""Fixtures of the operator-command tests: a clean environment and a CLI runner."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import click
 import pytest
 from click.testing import CliRunner, Result
 
-from lagoon.cli import admin
+from lagoon.cli import main
 from lagoon.logs import _LagoonHandler
 
 
@@ -36,5 +36,5 @@ def anyio_backend() -> str:
 def run_lagoon(args: list[str], *, root: Path | None = None, input: str | None = None) -> Result:
     """``lagoon ARGS`` in-process; with ``root``, the fs backend in that folder."""
     extra = ["--set", "storage.backend=fs", "--set", f"storage.root={root}"] if root is not None else []
-    command: click.Command = admin.cli
+    command: click.Command = main.cli
     return CliRunner().invoke(command, [*args, *extra], input=input, catch_exceptions=False)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from click.testing import CliRunner
 
-from lagoon.cli.admin import cli
+from lagoon.cli.main import cli
 
 
 def test_bench_runs_and_deletes_its_namespace(tmp_path: Path) -> None:

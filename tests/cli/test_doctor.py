@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from lagoon.admin.doctor import DOCTOR_PREFIX, DoctorOptions, judge_round, run_doctor
 from lagoon.config import StorageSettings
+from lagoon.engine.ops.doctor import DOCTOR_PREFIX, DoctorOptions, judge_round, run_doctor
 from lagoon.storage import FsStore, MemoryStore, ObjectMeta, ObjectStore
 from lagoon.storage.base import AlreadyExists, IfMatch, ObjectNotFound, PreconditionFailed, PutMode, PutModeT
 from lagoon.storage.factory import open_store
@@ -249,7 +249,7 @@ def test_doctor_and_repair_run_against_s3(moto_s3: MotoS3) -> None:
         assert check.status in ("pass", "warn") or "writers won" in check.detail, report.render()
 
     async def repair_on_s3() -> None:
-        from lagoon.admin.repair import repair
+        from lagoon.engine.ops.repair import repair
         from tests.cli.test_repair import build
 
         store = open_store(settings)

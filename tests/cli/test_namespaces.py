@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from lagoon.admin.namespaces import iter_namespaces
 from lagoon.config import Settings
 from lagoon.engine.database import Database
+from lagoon.engine.ops.namespaces import iter_namespaces
 from lagoon.storage import FsStore, MemoryStore
 from tests.cli.conftest import run_lagoon
 
@@ -58,7 +58,7 @@ def test_group_config_file_is_used(tmp_path: Path) -> None:
     cfg.write_text(f'[storage]\nbackend = "fs"\nroot = "{root}"\n', encoding="utf-8")
     from click.testing import CliRunner
 
-    from lagoon.cli import admin
+    from lagoon.cli import main as admin
 
     for args in (["--config", str(cfg), "namespaces"], ["namespaces", "--config", str(cfg)]):
         result = CliRunner().invoke(admin.cli, args, catch_exceptions=False)

@@ -14,11 +14,11 @@ from pathlib import Path
 
 import pytest
 
-from lagoon.admin.repair import NamespaceReport, check_namespace, repair
 from lagoon.config import Settings
 from lagoon.engine.components import Components
 from lagoon.engine.database import Database
 from lagoon.engine.manifest_store import PARENT_NONCE, ManifestConflict, commit, next_version, read_version
+from lagoon.engine.ops.repair import NamespaceReport, check_namespace, repair
 from lagoon.format.framing import crc32c
 from lagoon.format.keys import NamespaceKeys
 from lagoon.format.manifest import Manifest, SegmentRef, encode_manifest

@@ -14,16 +14,16 @@ from typing import Any
 import orjson
 import pytest
 
-from lagoon.admin import defaults
-from lagoon.admin.transfer import (
+from lagoon.config import Settings, StorageSettings
+from lagoon.engine.database import Database
+from lagoon.engine.ops import defaults
+from lagoon.engine.ops.transfer import (
     END_KEY,
     HEADER_KEY,
     ImportFileError,
     export_namespace,
     import_namespace,
 )
-from lagoon.config import Settings, StorageSettings
-from lagoon.engine.database import Database
 from lagoon.errors import InvalidRequest, NotFound, TooManyRequests
 from lagoon.storage import MemoryStore
 from lagoon.wire.query import MAX_TOP_K

@@ -11,10 +11,10 @@ import pytest
 
 from lagoon.engine import manifest_store
 from lagoon.engine.gc import collect_garbage
+from lagoon.engine.scheduler import IndexerLoop
 from lagoon.storage.faulty import FaultyStore
 from lagoon.storage.memory import MemoryStore
 from lagoon.storage.retrying import RetryingStore
-from lagoon.worker import IndexerLoop
 
 from .helpers import (
     KEYS,

@@ -8,10 +8,10 @@ import pytest
 
 from lagoon.engine.indexer import indexing_state
 from lagoon.engine.queue import Enqueuer, IndexingQueue, decode_queue, encode_queue
+from lagoon.engine.scheduler import IndexerLoop
 from lagoon.format.keys import NamespaceKeys, queue_key
 from lagoon.storage.instrumented import InstrumentedStore
 from lagoon.storage.memory import MemoryStore
-from lagoon.worker import IndexerLoop
 
 from .helpers import KEYS, NS, components, db_on, live_view, make_settings
 

@@ -22,9 +22,9 @@ from lagoon import metrics
 from lagoon.engine import manifest_store
 from lagoon.engine.gc import collect_garbage
 from lagoon.engine.queue import IndexingQueue
+from lagoon.engine.scheduler import IndexerLoop
 from lagoon.storage.base import ObjectStore
 from lagoon.storage.fs import FsStore
-from lagoon.worker import IndexerLoop
 
 from .helpers import (
     KEYS,

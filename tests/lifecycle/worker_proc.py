@@ -18,9 +18,9 @@ import sys
 
 from lagoon.config import ObservabilitySettings, Settings
 from lagoon.engine.components import Components
+from lagoon.engine.scheduler import IndexerLoop
 from lagoon.logs import configure_logging
 from lagoon.storage.fs import FsStore
-from lagoon.worker import IndexerLoop
 
 
 def main() -> None:

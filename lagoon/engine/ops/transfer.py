@@ -43,8 +43,8 @@ from typing import IO, Any
 
 import orjson
 
-from lagoon.admin import defaults
 from lagoon.engine.database import Database
+from lagoon.engine.ops import defaults
 from lagoon.errors import InvalidRequest, LagoonError, NotFound
 from lagoon.format.keys import DEFAULT_ORG, check_namespace
 from lagoon.wire.query import MAX_TOP_K

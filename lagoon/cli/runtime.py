@@ -1,4 +1,4 @@
-"""Running one admin command against the engine: open the store and a ``Database``, close both.
+"""Running one operator command against the engine: open the store and a ``Database``, close both.
 
 Each command is one ``asyncio.run``; the store stack is the one servers use
 (``open_store(settings.storage)``: retries and metrics included), so a command sees the bucket

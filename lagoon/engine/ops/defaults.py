@@ -1,4 +1,4 @@
-"""Defaults and limits of the admin commands, in a module light enough for ``lagoon --help``
+"""Defaults and limits of the operator commands, in a module light enough for ``lagoon --help``
 (the CLI imports the engine only when a command runs)."""
 
 from __future__ import annotations

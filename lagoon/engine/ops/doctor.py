@@ -51,8 +51,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Literal
 
-from lagoon.admin import defaults
 from lagoon.config import StorageSettings
+from lagoon.engine.ops import defaults
 from lagoon.format.keys import CLUSTER_PREFIX
 from lagoon.storage.base import (
     AlreadyExists,
@@ -386,7 +386,7 @@ class PeerError(Exception):
 
 
 class PeerProcess:
-    """The second racing process (``python -m lagoon.admin.doctor_peer``), driven over pipes."""
+    """The second racing process (``python -m lagoon.engine.ops.doctor_peer``), driven over pipes."""
 
     def __init__(
         self, settings: StorageSettings, threads: int, timeout: float, switch_interval: float | None
@@ -396,7 +396,7 @@ class PeerProcess:
         package_root = str(Path(__file__).resolve().parents[2])
         env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH", "")) if p)
         self._proc = subprocess.Popen(
-            [sys.executable, "-m", "lagoon.admin.doctor_peer"],
+            [sys.executable, "-m", "lagoon.engine.ops.doctor_peer"],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
