@@ -331,9 +331,7 @@ def test_explicit_keys_file_works_with_a_broken_config(tmp_path: Path) -> None:
 @pytest.mark.parametrize(("org", "role"), [("a b", "reader"), ("acme", "root"), ("", "admin")])
 def test_keys_create_validates_org_and_role(tmp_path: Path, org: str, role: str) -> None:
     keys_file = tmp_path / "keys.toml"
-    result = invoke(
-        main.cli, ["keys", "create", "--org", org, "--role", role, "--keys-file", str(keys_file)]
-    )
+    result = invoke(main.cli, ["keys", "create", "--org", org, "--role", role, "--keys-file", str(keys_file)])
     assert result.exit_code == 2 and not keys_file.exists()
 
 
