@@ -292,7 +292,11 @@ class Database:
             "created_at": _iso(snap.created_at_ms),
             "updated_at": _iso(snap.updated_at_ms),
             "encryption": {"mode": "default"},
-            "index": {"status": "updating", "unindexed_bytes": unindexed}
+            "index": {
+                "status": "updating",
+                "unindexed_bytes": unindexed,
+                "unindexed_rows": snap.unindexed_rows,
+            }
             if unindexed
             else {"status": "up-to-date"},
             "schema": snap.schema.to_json(),

@@ -20,6 +20,7 @@ from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.routing import Match
 
 from lagoon.auth import KeyStore
 from lagoon.config import Settings
@@ -56,9 +57,28 @@ def _open_store(settings: Settings, registry: CollectorRegistry) -> ObjectStore:
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:
-    """Starlette's own HTTP errors (no route: 404, wrong method: 405) in the turbopuffer shape."""
+    """Starlette's own HTTP errors (no route: 404, wrong method: 405) in the turbopuffer shape.
+
+    A path served by several routes (one per method) gets the methods of all of them in
+    ``Allow``; Starlette's own header names only the first route's."""
     status, message, headers, _ = classify(exc, context(request).request_id)
+    if status == 405:
+        allowed = allowed_methods(request)
+        if allowed:
+            headers = {k: v for k, v in headers.items() if k.lower() != "allow"}
+            headers["allow"] = ", ".join(allowed)
     return error_response(status, message, headers)
+
+
+def allowed_methods(request: Request) -> list[str]:
+    """Every method some route accepts for the request's path, in a stable order."""
+    methods: set[str] = set()
+    for route in request.app.router.routes:
+        match, _ = route.matches({**request.scope, "method": "\x00"})  # no method matches: PARTIAL = path
+        if match == Match.PARTIAL and getattr(route, "methods", None):
+            methods |= set(route.methods)
+    order = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
+    return sorted(methods, key=lambda m: (order.index(m) if m in order else len(order), m))
 
 
 def create_app(

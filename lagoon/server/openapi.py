@@ -306,8 +306,9 @@ _METADATA = {
                     "properties": {
                         "status": {"const": "updating"},
                         "unindexed_bytes": {"type": "integer", "minimum": 0},
+                        "unindexed_rows": {"type": "integer", "minimum": 0},
                     },
-                    "required": ["status", "unindexed_bytes"],
+                    "required": ["status", "unindexed_bytes", "unindexed_rows"],
                 },
             ]
         },

@@ -182,6 +182,23 @@ def _doc_bytes(doc: Doc) -> int:
     return n
 
 
+def check_vector_metrics(schema: Schema) -> None:
+    """A vector attribute's own ``ann.distance_metric`` must agree with the namespace's top-level
+    ``distance_metric`` when both are set (the top-level one applies to every vector attribute
+    that declares none)."""
+    top = schema.distance_metric
+    if top is None:
+        return
+    for name, a in sorted(schema.attributes.items()):
+        own = (a.ann or {}).get("distance_metric") if a.type.is_vector else None
+        if own is not None and own != top:
+            raise InvalidRequest(
+                f"schema.{name}.ann.distance_metric: {name!r} declares {own} but the namespace's "
+                f"distance_metric is {top}; a vector attribute's own metric must match the top-level "
+                "one (omit one of them)"
+            )
+
+
 def parse_write(body: Any, schema: Schema) -> WriteRequest:
     """Validate a write body against ``schema``; InvalidRequest names the first problem found."""
     if not isinstance(body, dict):
@@ -245,13 +262,25 @@ def parse_write(body: Any, schema: Schema) -> WriteRequest:
             dup = next(i for i in ids if i in seen or seen.add(i))  # type: ignore[func-returns-value]
             raise InvalidRequest(f"{label}: id {dup!r} appears more than once in this request")
 
-    writes_vectors = any(
-        new_schema.attributes[k].type.is_vector and v is not None for _, d in upserts for k, v in d.items()
+    if body.get("schema") is not None or metric is not None:
+        check_vector_metrics(new_schema)
+    written = sorted(
+        {
+            k
+            for _, d in upserts
+            for k, v in d.items()
+            if new_schema.attributes[k].type.is_vector and v is not None
+        }
     )
-    if writes_vectors and new_schema.distance_metric is None:
-        raise InvalidRequest(
-            "distance_metric is required when writing vectors (cosine_distance or euclidean_squared)"
-        )
+    if new_schema.distance_metric is None:
+        missing = [k for k in written if not (new_schema.attributes[k].ann or {}).get("distance_metric")]
+        if missing:
+            raise InvalidRequest(
+                "distance_metric is required when writing vectors: vector attribute(s) "
+                f"{', '.join(map(repr, missing))} have no metric of their own; set the top-level "
+                "distance_metric (cosine_distance or euclidean_squared), which applies to every vector "
+                'attribute, or give each one {"ann": {"distance_metric": ...}} in the schema'
+            )
 
     dbf = None
     if body.get("delete_by_filter") is not None:

@@ -57,7 +57,7 @@ from lagoon.index.text.bm25 import (
     TermStats,
     build_postings,
 )
-from lagoon.index.text.postings import decode_postings
+from lagoon.index.text.postings import decode_postings, same_stopwords
 from lagoon.index.text.textindex import TextIndex
 from lagoon.index.vector.ivf import BlockSource, VectorIndex
 from lagoon.schema import Schema, id_arrow_type
@@ -290,7 +290,11 @@ class SegmentReader:
             sf = self._fts.get(attr)
             if sf is not None:
                 built_with = FtsConfig.from_json(sf.meta.get("config") or False, attribute=attr)
-                if built_with is not None and built_with.analysis_key() == config.analysis_key():
+                if (
+                    built_with is not None
+                    and built_with.analysis_key() == config.analysis_key()
+                    and same_stopwords(sf.meta, config)
+                ):
                     _, postings = decode_postings(sf, self.num_rows)
                     return SegmentText(attr, config, analyzer, postings, True)
             values = self.column(attr).to_pylist()

@@ -14,7 +14,8 @@ Pipeline, in order (``docs/bm25.md`` is the normative description):
    ideographic character a token of its own; ``word_v0``/``word_v1`` keep ideographs inside runs.
    ``pre_tokenized_array`` skips splitting: each array element is one token;
 3. drop tokens longer than ``max_token_length`` UTF-8 bytes (and empty ones);
-4. drop stopwords (``remove_stopwords``; lists from ``stopwordsiso``, normalised like tokens);
+4. drop stopwords (``remove_stopwords``; the short per-language lists of ``stopwords.py``,
+   normalised like tokens);
 5. stem (``stemming``; Snowball stemmers from PyStemmer, one per language and thread).
 
 Invariants: ``tokenize_many(xs) == [tokens(x) for x in xs]``; analysis depends only on
@@ -42,15 +43,15 @@ import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.compute as pc
 import Stemmer
-import stopwordsiso
 
 from lagoon.errors import InternalError, InvalidRequest
+from lagoon.index.text.stopwords import stopwords as language_stopwords
 
 WORD_TOKENIZERS: Final = ("word_v0", "word_v1", "word_v2", "word_v3", "word_v4")
 PRE_TOKENIZED: Final = "pre_tokenized_array"
 TOKENIZERS: Final = (*WORD_TOKENIZERS, PRE_TOKENIZED)
 
-# turbopuffer language name -> (Snowball algorithm in PyStemmer, ISO 639-1 code in stopwordsiso)
+# turbopuffer language name -> (Snowball algorithm in PyStemmer, its ISO 639-1 code)
 LANGUAGES: Final[Mapping[str, tuple[str, str]]] = {
     "arabic": ("arabic", "ar"),
     "danish": ("danish", "da"),
@@ -296,13 +297,6 @@ def _stemmer(algorithm: str) -> Any:
     return stemmer
 
 
-@cache
-def _raw_stopwords(iso: str) -> frozenset[str]:
-    if not stopwordsiso.has_lang(iso):
-        return frozenset()
-    return frozenset(stopwordsiso.stopwords(iso))
-
-
 @dataclass(frozen=True)
 class AnalyzedQuery:
     """A query after analysis. ``terms`` keeps duplicates (they give the query-term frequency);
@@ -394,13 +388,13 @@ class Analyzer:
             self._lower,
         )
         self._fold_table = _char_table(False, False, True, self._lower) if config.ascii_folding else None
-        algorithm, iso = LANGUAGES[config.language]
+        algorithm, _ = LANGUAGES[config.language]
         self._stem_algorithm = algorithm if config.stemming else None
-        self._stopwords = self._normalised_stopwords(iso) if config.remove_stopwords else None
+        self._stopwords = self._normalised_stopwords(config.language) if config.remove_stopwords else None
 
-    def _normalised_stopwords(self, iso: str) -> frozenset[str]:
+    def _normalised_stopwords(self, language: str) -> frozenset[str]:
         out: set[str] = set()
-        for word in _raw_stopwords(iso):
+        for word in language_stopwords(language):
             out.add(word)
             out.add(self._normalise_token(word))
         return frozenset(out)

@@ -6,7 +6,8 @@ vocabulary (an Arrow large_string layout); ``term_ptr`` (int64[n_terms + 1]), ``
 (uint32[nnz]), ``doc_len`` (uint32[n_rows]) and, when built with positions, ``positions``
 (uint32[sum(tfs)]). Document ordinal = segment row. The meta holds the ``full_text_search``
 options the postings were built with: a reader whose schema now analyses text differently
-(``FtsConfig.analysis_key`` changed) must not use them.
+(``FtsConfig.analysis_key`` changed) must not use them. With ``remove_stopwords``, the meta also
+holds ``stopwords_version`` (absent = 1): postings built with other stopword lists are not used.
 
 Loading is zero-copy for every numeric array (read-only views over the file bytes); only the
 vocabulary becomes a Python list (``Postings`` needs one). The loader runs the structural checks
@@ -23,7 +24,9 @@ import pyarrow as pa
 
 from lagoon.errors import DataCorruption
 from lagoon.format.segment import MAGIC_FTS, SectionFile, SectionWriter
+from lagoon.index.text.analyze import FtsConfig
 from lagoon.index.text.bm25 import DOC_DTYPE, POS_DTYPE, TF_DTYPE, Postings
+from lagoon.index.text.stopwords import STOPWORDS_VERSION
 
 
 def encode_postings(attr: str, config: dict[str, Any], postings: Postings) -> tuple[bytes, dict[str, Any]]:
@@ -51,6 +54,8 @@ def encode_postings(attr: str, config: dict[str, Any], postings: Postings) -> tu
         "docs_with_tokens": docs_with_tokens,
         "total_len": total_len,
     }
+    if config.get("remove_stopwords"):
+        meta["stopwords_version"] = STOPWORDS_VERSION
     summary = {
         "kind": "fts",
         "attr": attr,
@@ -59,6 +64,11 @@ def encode_postings(attr: str, config: dict[str, Any], postings: Postings) -> tu
         "docs_with_tokens": docs_with_tokens,
     }
     return w.finish(MAGIC_FTS, meta), summary
+
+
+def same_stopwords(meta: dict[str, Any], config: FtsConfig) -> bool:
+    """Whether postings with this meta dropped the stopwords ``config`` drops now."""
+    return not config.remove_stopwords or meta.get("stopwords_version", 1) == STOPWORDS_VERSION
 
 
 def decode_postings(sf: SectionFile, n_rows: int) -> tuple[dict[str, Any], Postings]:
