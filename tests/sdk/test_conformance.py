@@ -1,0 +1,41 @@
+"""The conformance steps (tests/sdk/cases.py) through both official SDKs against a real
+lagoon-server: a representative set in the default suite, every step in the slow suite."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+
+from tests.sdk.cases import all_steps, representative_steps
+from tests.sdk.conformance import Report, install_ts, run
+from tests.server.conftest import LiveServer
+
+pytestmark = pytest.mark.timeout(900)
+
+
+@pytest.fixture(scope="module")
+def typescript_sdk() -> None:
+    """The TypeScript SDK, installed by npm from the pinned lock file."""
+    if shutil.which("node") is None or shutil.which("npm") is None:
+        pytest.fail("node and npm are needed for the TypeScript SDK tests (apt-get install nodejs npm)")
+    install_ts()
+
+
+def assert_all_pass(report: Report) -> None:
+    failures = [f"[{o.sdk}] {o.step.key}: {o.detail}" for o in report.failures()]
+    assert not failures, "\n" + report.table() + "\n" + "\n".join(failures)
+
+
+def test_representative_steps_both_sdks(live_server: LiveServer, typescript_sdk: None) -> None:
+    steps = representative_steps()
+    assert len(steps) >= 15
+    report = run(steps, live_server.url, ("py", "ts"))
+    assert report.counts("py")[1] == len(steps)
+    assert_all_pass(report)
+
+
+@pytest.mark.slow
+def test_every_step_both_sdks(live_server: LiveServer, typescript_sdk: None) -> None:
+    report = run(all_steps(), live_server.url, ("py", "ts"))
+    assert_all_pass(report)
