@@ -10,8 +10,8 @@ import turbopuffer
 from starlette.testclient import TestClient
 
 from lagoon.index.text.analyze import Analyzer, FtsConfig
+from lagoon.index.text.postings import same_stopwords
 from lagoon.index.text.stopwords import STOPWORDS_VERSION, stopwords
-from lagoon.segment.postings import same_stopwords
 
 from .conftest import LiveServer, assert_error
 
