@@ -100,7 +100,8 @@ def bench_text_case(db: Any, n: int, nq: int) -> None:
 
     import bm25s
 
-    from lagoon.index.text.analyze import Analyzer, FtsConfig
+    from lagoon.index.text.analyze import Analyzer
+    from lagoon.schema import FtsConfig
 
     analyzer = Analyzer(FtsConfig())
     tokens = analyzer.tokenize_many([d["text"] for d in docs])

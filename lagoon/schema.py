@@ -8,9 +8,12 @@ conflicting type is an ``InvalidRequest``. This module is pure: values in, value
 
 from __future__ import annotations
 
+import dataclasses
+import math
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, Final
 
 import pyarrow as pa
 
@@ -164,8 +167,6 @@ def check_attr_name(name: Any) -> str:
 
 def _attr_from_json(name: str, spec: Any, existing: AttributeSchema | None) -> AttributeSchema:
     """Parse one attribute's schema spec (a type string or a config object)."""
-    from lagoon.index.text.analyze import FtsConfig
-
     where = f"schema.{name}"
     if isinstance(spec, str):
         spec = {"type": spec}
@@ -260,36 +261,140 @@ def apply_schema_update(schema: Schema, update: Any) -> Schema:
     return replace(schema, id_type=id_type, attributes=attrs)
 
 
-def infer_type(name: str, value: Any) -> AttrType | None:
-    """The type a first value implies, or None for null / empty arrays (decided later)."""
-    if value is None:
-        return None
-    if name == "vector":
-        if isinstance(value, list):
-            return AttrType("vector", dims=len(value), dtype="f32") if value else None
-        if isinstance(value, str):
-            from lagoon.values import decode_base64_vector
+# --- full-text analysis options ------------------------------------------------------------
+# An attribute's ``full_text_search`` options; ``lagoon.index.text.analyze`` implements them.
 
-            return AttrType("vector", dims=len(decode_base64_vector(value, where=name)), dtype="f32")
-    if isinstance(value, bool):
-        return AttrType("bool")
-    if isinstance(value, int):
-        return AttrType("int")
-    if isinstance(value, float):
-        return AttrType("float")
-    if isinstance(value, str):
-        return AttrType("string")
-    if isinstance(value, list):
-        for item in value:
-            t = infer_type("", item)
-            if t is None:
-                continue
-            if t.array or t.is_vector:
-                break
-            return AttrType(t.kind, array=True)
-        if not value:
-            return None
-        raise InvalidRequest(
-            f"attribute {name!r}: cannot infer a type from {value!r:.80}; declare it in schema"
+WORD_TOKENIZERS: Final = ("word_v0", "word_v1", "word_v2", "word_v3", "word_v4")
+PRE_TOKENIZED: Final = "pre_tokenized_array"
+TOKENIZERS: Final = (*WORD_TOKENIZERS, PRE_TOKENIZED)
+
+# turbopuffer language name -> (Snowball algorithm in PyStemmer, its ISO 639-1 code)
+LANGUAGES: Final[Mapping[str, tuple[str, str]]] = {
+    "arabic": ("arabic", "ar"),
+    "danish": ("danish", "da"),
+    "dutch": ("dutch", "nl"),
+    "english": ("english", "en"),
+    "finnish": ("finnish", "fi"),
+    "french": ("french", "fr"),
+    "german": ("german", "de"),
+    "greek": ("greek", "el"),
+    "hungarian": ("hungarian", "hu"),
+    "italian": ("italian", "it"),
+    "norwegian": ("norwegian", "no"),
+    "portuguese": ("portuguese", "pt"),
+    "romanian": ("romanian", "ro"),
+    "russian": ("russian", "ru"),
+    "spanish": ("spanish", "es"),
+    "swedish": ("swedish", "sv"),
+    "tamil": ("tamil", "ta"),
+    "turkish": ("turkish", "tr"),
+}
+
+MAX_TOKEN_LENGTH_LIMIT: Final = 254
+
+
+def _invalid(option: str, message: str, attribute: str | None) -> InvalidRequest:
+    where = f" of attribute {attribute!r}" if attribute else ""
+    return InvalidRequest(f"invalid full_text_search option {option!r}{where}: {message}")
+
+
+@dataclass(frozen=True)
+class FtsConfig:
+    """The ``full_text_search`` options of one attribute. Construction validates every field."""
+
+    tokenizer: str = "word_v3"
+    language: str = "english"
+    stemming: bool = False
+    remove_stopwords: bool = False
+    case_sensitive: bool = False
+    ascii_folding: bool = False
+    max_token_length: int = 39
+    k1: float = 1.2
+    b: float = 0.75
+    k3: float = 8.0
+
+    def __post_init__(self) -> None:
+        self._validate(None)
+
+    def _validate(self, attribute: str | None) -> None:
+        if self.tokenizer not in TOKENIZERS:
+            raise _invalid(
+                "tokenizer", f"must be one of {', '.join(TOKENIZERS)}; got {self.tokenizer!r}", attribute
+            )
+        if self.language not in LANGUAGES:
+            raise _invalid(
+                "language", f"must be one of {', '.join(LANGUAGES)}; got {self.language!r}", attribute
+            )
+        for name in ("stemming", "remove_stopwords", "case_sensitive", "ascii_folding"):
+            if not isinstance(getattr(self, name), bool):
+                raise _invalid(name, f"must be a boolean; got {getattr(self, name)!r}", attribute)
+        mtl = self.max_token_length
+        if isinstance(mtl, bool) or not isinstance(mtl, int) or not 1 <= mtl <= MAX_TOKEN_LENGTH_LIMIT:
+            raise _invalid(
+                "max_token_length",
+                f"must be an integer from 1 to {MAX_TOKEN_LENGTH_LIMIT}; got {mtl!r}",
+                attribute,
+            )
+        for name, upper in (("k1", math.inf), ("b", 1.0), ("k3", math.inf)):
+            v = getattr(self, name)
+            if (
+                isinstance(v, bool)
+                or not isinstance(v, int | float)
+                or not (0.0 <= v <= upper)
+                or math.isinf(v)
+            ):
+                bound = "between 0 and 1" if upper == 1.0 else "a finite number >= 0"
+                raise _invalid(name, f"must be {bound}; got {v!r}", attribute)
+            object.__setattr__(self, name, float(v))
+
+    @classmethod
+    def from_json(cls, value: bool | Mapping[str, Any], *, attribute: str | None = None) -> FtsConfig | None:
+        """Parse the wire form: ``true`` (defaults), ``false`` (FTS off: returns None) or an object.
+
+        Unknown options, wrong types and out-of-range values raise ``InvalidRequest`` naming the
+        option. A JSON ``null`` option means "use the default".
+        """
+        if isinstance(value, bool):
+            return cls() if value else None
+        if not isinstance(value, Mapping):
+            raise InvalidRequest(
+                f"full_text_search{f' of attribute {attribute!r}' if attribute else ''} must be a boolean "
+                f"or an object; got {type(value).__name__}"
+            )
+        known = {f.name for f in dataclasses.fields(cls)}
+        kwargs: dict[str, Any] = {}
+        for key, v in value.items():
+            if key not in known:
+                raise _invalid(str(key), f"unknown option (known: {', '.join(sorted(known))})", attribute)
+            if v is not None:
+                kwargs[key] = v
+        config = object.__new__(cls)
+        defaults = cls()
+        for f in dataclasses.fields(cls):
+            object.__setattr__(config, f.name, kwargs.get(f.name, getattr(defaults, f.name)))
+        config._validate(attribute)
+        return config
+
+    def to_json(self) -> dict[str, Any]:
+        """Every option, explicitly (so a stored schema does not change meaning if defaults do)."""
+        return dataclasses.asdict(self)
+
+    def analysis_key(self) -> tuple[object, ...]:
+        """The options that decide which tokens are produced. Equal keys mean equal tokens, so an
+        index built under one config serves the other (``k1``, ``b``, ``k3`` only affect scores)."""
+        family = self.tokenizer if self.tokenizer == PRE_TOKENIZED else tokenizer_family(self.tokenizer)
+        uses_language = self.stemming or self.remove_stopwords
+        return (
+            family,
+            self.language if uses_language else None,
+            self.stemming,
+            self.remove_stopwords,
+            self.case_sensitive,
+            self.ascii_folding,
+            self.max_token_length,
         )
-    raise InvalidRequest(f"attribute {name!r}: unsupported value {value!r:.80}")
+
+
+def tokenizer_family(tokenizer: str) -> str:
+    """word_v0/word_v1 keep ideographs inside words; word_v2..v4 split every ideograph off."""
+    return "word_ideograph_runs" if tokenizer in ("word_v0", "word_v1") else "word_ideograph_split"

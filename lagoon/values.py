@@ -259,3 +259,36 @@ def _datetime_to_ms(v: Any) -> int:
         delta = v - _EPOCH
         return int(delta.days * 86_400_000 + delta.seconds * 1000 + delta.microseconds // 1000)
     return int(v)
+
+
+def infer_type(name: str, value: Any) -> AttrType | None:
+    """The type a first value implies, or None for null / empty arrays (decided later)."""
+    if value is None:
+        return None
+    if name == "vector":
+        if isinstance(value, list):
+            return AttrType("vector", dims=len(value), dtype="f32") if value else None
+        if isinstance(value, str):
+            return AttrType("vector", dims=len(decode_base64_vector(value, where=name)), dtype="f32")
+    if isinstance(value, bool):
+        return AttrType("bool")
+    if isinstance(value, int):
+        return AttrType("int")
+    if isinstance(value, float):
+        return AttrType("float")
+    if isinstance(value, str):
+        return AttrType("string")
+    if isinstance(value, list):
+        for item in value:
+            t = infer_type("", item)
+            if t is None:
+                continue
+            if t.array or t.is_vector:
+                break
+            return AttrType(t.kind, array=True)
+        if not value:
+            return None
+        raise InvalidRequest(
+            f"attribute {name!r}: cannot infer a type from {value!r:.80}; declare it in schema"
+        )
+    raise InvalidRequest(f"attribute {name!r}: unsupported value {value!r:.80}")

@@ -19,9 +19,8 @@ from lagoon.schema import (
     Schema,
     apply_schema_update,
     check_attr_name,
-    infer_type,
 )
-from lagoon.values import Id, coerce_id, coerce_value
+from lagoon.values import Id, coerce_id, coerce_value, infer_type
 
 Doc = dict[str, Any]
 

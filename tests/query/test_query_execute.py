@@ -12,10 +12,9 @@ import pyarrow as pa
 import pytest
 
 from lagoon.index.sources.table import LiveDocs
-from lagoon.index.text.analyze import FtsConfig
 from lagoon.query.execute import execute_query
 from lagoon.query.explain import explain_query
-from lagoon.schema import AttributeSchema, AttrType, Schema
+from lagoon.schema import AttributeSchema, AttrType, FtsConfig, Schema
 from lagoon.values import coerce_id, coerce_value, column_to_arrow, ids_to_arrow
 from lagoon.wire.query import parse_request
 

@@ -14,9 +14,8 @@ import pyarrow as pa
 import pytest
 
 from lagoon.index.sources.table import LiveDocs
-from lagoon.index.text.analyze import FtsConfig
 from lagoon.query.execute import execute_query
-from lagoon.schema import AttributeSchema, AttrType, Schema
+from lagoon.schema import AttributeSchema, AttrType, FtsConfig, Schema
 from lagoon.wire.query import parse_request
 
 pytestmark = pytest.mark.slow

@@ -9,9 +9,10 @@ import pytest
 import turbopuffer
 from starlette.testclient import TestClient
 
-from lagoon.index.text.analyze import Analyzer, FtsConfig
+from lagoon.index.text.analyze import Analyzer
 from lagoon.index.text.postings import same_stopwords
 from lagoon.index.text.stopwords import STOPWORDS_VERSION, stopwords
+from lagoon.schema import FtsConfig
 
 from .conftest import LiveServer, assert_error
 

@@ -45,11 +45,11 @@ from lagoon.format.segment import (
 )
 from lagoon.format.wal import OP_COLUMN, OP_DELETE, OP_UPSERT
 from lagoon.index.filters.filterindex import build_filter_index, indexable
-from lagoon.index.text.analyze import Analyzer, FtsConfig
+from lagoon.index.text.analyze import Analyzer
 from lagoon.index.text.bm25 import build_postings
 from lagoon.index.text.postings import encode_postings
 from lagoon.index.vector.ivf import build_vec_file
-from lagoon.schema import AttrType, Schema, id_arrow_type
+from lagoon.schema import AttrType, FtsConfig, Schema, id_arrow_type
 
 SEQ_COLUMN = "$seq"  # uint64: WAL seq of the row's version
 __all__ = [

@@ -51,7 +51,7 @@ from lagoon.index.filters.filterindex import FilterIndex, indexable
 from lagoon.index.filters.tree import TOKEN_OPS, And, Condition, Filter, Not, Or
 from lagoon.index.segment.build import SEQ_COLUMN, fts_config
 from lagoon.index.sources.table import VectorMatrix, dense_rank
-from lagoon.index.text.analyze import Analyzer, FtsConfig
+from lagoon.index.text.analyze import Analyzer
 from lagoon.index.text.bm25 import (
     Postings,
     TermStats,
@@ -60,7 +60,7 @@ from lagoon.index.text.bm25 import (
 from lagoon.index.text.postings import decode_postings, same_stopwords
 from lagoon.index.text.textindex import TextIndex
 from lagoon.index.vector.ivf import BlockSource, VectorIndex
-from lagoon.schema import Schema, id_arrow_type
+from lagoon.schema import FtsConfig, Schema, id_arrow_type
 
 T = TypeVar("T")
 

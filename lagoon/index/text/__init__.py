@@ -1,4 +1,6 @@
-"""Full-text search: analysis (``analyze``), postings and BM25 scoring (``bm25``).
+"""Full-text search: analysis (``analyze``), postings and BM25 scoring (``bm25``), the per-attribute
+text index (``textindex``) and the postings codec (``postings``). The options an attribute is
+analysed with are ``lagoon.schema.FtsConfig``.
 
 Pure algorithms on values and numpy arrays: no I/O, no asyncio, no storage imports. The engine
 builds ``Postings`` per segment and for the WAL tail, sums ``local_stats`` over them (live
@@ -7,14 +9,7 @@ formula and every analysis decision. ``corpus`` is a test/benchmark data generat
 run time.
 """
 
-from lagoon.index.text.analyze import (
-    LANGUAGES,
-    TOKENIZERS,
-    AnalyzedQuery,
-    Analyzer,
-    FtsConfig,
-    TokenBatch,
-)
+from lagoon.index.text.analyze import AnalyzedQuery, Analyzer, TokenBatch
 from lagoon.index.text.bm25 import (
     PREFIX_SCORE,
     Postings,
@@ -36,12 +31,9 @@ from lagoon.index.text.bm25 import (
 )
 
 __all__ = [
-    "LANGUAGES",
     "PREFIX_SCORE",
-    "TOKENIZERS",
     "AnalyzedQuery",
     "Analyzer",
-    "FtsConfig",
     "Postings",
     "TermStats",
     "TokenBatch",

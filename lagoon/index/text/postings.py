@@ -24,9 +24,9 @@ import pyarrow as pa
 
 from lagoon.errors import DataCorruption
 from lagoon.format.segment import MAGIC_FTS, SectionFile, SectionWriter
-from lagoon.index.text.analyze import FtsConfig
 from lagoon.index.text.bm25 import DOC_DTYPE, POS_DTYPE, TF_DTYPE, Postings
 from lagoon.index.text.stopwords import STOPWORDS_VERSION
+from lagoon.schema import FtsConfig
 
 
 def encode_postings(attr: str, config: dict[str, Any], postings: Postings) -> tuple[bytes, dict[str, Any]]:

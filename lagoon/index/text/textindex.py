@@ -16,7 +16,7 @@ import numpy as np
 import pyarrow as pa
 
 from lagoon.errors import InternalError
-from lagoon.index.text.analyze import Analyzer, FtsConfig
+from lagoon.index.text.analyze import Analyzer
 from lagoon.index.text.bm25 import (
     Postings,
     TermStats,
@@ -28,7 +28,7 @@ from lagoon.index.text.bm25 import (
     score_query,
     score_query_topk,
 )
-from lagoon.schema import Schema
+from lagoon.schema import FtsConfig, Schema
 
 
 class TextIndex:

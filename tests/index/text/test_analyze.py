@@ -12,7 +12,8 @@ from hypothesis import strategies as st
 
 from lagoon.errors import InvalidRequest
 from lagoon.index.text import analyze
-from lagoon.index.text.analyze import LANGUAGES, TOKENIZERS, Analyzer, FtsConfig, TokenBatch
+from lagoon.index.text.analyze import Analyzer, TokenBatch
+from lagoon.schema import LANGUAGES, TOKENIZERS, FtsConfig
 
 # --- FtsConfig -------------------------------------------------------------------------------
 

@@ -18,9 +18,10 @@ import bm25s  # type: ignore[import-untyped]
 import numpy as np
 import pytest
 
-from lagoon.index.text import Analyzer, FtsConfig
+from lagoon.index.text import Analyzer
 from lagoon.index.text.bm25 import TermStats, build_postings, local_stats, score_query
 from lagoon.index.text.corpus import corpus, sample_queries
+from lagoon.schema import FtsConfig
 
 N_DOCS = 10_000
 N_QUERIES = 150
