@@ -19,8 +19,8 @@ import uvicorn
 from lagoon.config import Settings
 from lagoon.logs import log_event
 from lagoon.server.app import create_app
+from lagoon.server.app_state import ServerState
 from lagoon.server.audit import AuditLog
-from lagoon.server.state import ServerState
 
 log = logging.getLogger("lagoon.server")
 

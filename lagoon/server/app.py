@@ -25,12 +25,13 @@ from starlette.routing import Match
 from lagoon.auth import KeyStore
 from lagoon.config import Settings
 from lagoon.engine.components import Components
+from lagoon.server.app_state import Engine, ServerState
 from lagoon.server.audit import AuditLog
 from lagoon.server.errors import classify, error_response
+from lagoon.server.limits import QueryLimiter, RateLimiter
 from lagoon.server.metrics import ServerMetrics
-from lagoon.server.middleware import LagoonMiddleware, QueryLimiter, RateLimiter, context
+from lagoon.server.middleware import LagoonMiddleware, context
 from lagoon.server.routes import ROUTES
-from lagoon.server.state import Engine, ServerState
 from lagoon.storage.base import ObjectStore
 from lagoon.tracing import setup_tracing, shutdown_tracing
 

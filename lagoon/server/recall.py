@@ -18,7 +18,7 @@ import random
 from typing import Any
 
 from lagoon.errors import InvalidRequest
-from lagoon.server.state import Engine
+from lagoon.server.app_state import Engine
 
 DEFAULT_NUM = 25
 DEFAULT_TOP_K = 10

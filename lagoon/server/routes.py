@@ -28,6 +28,7 @@ from starlette.routing import Route
 from lagoon.auth import AUTH_OFF_PRINCIPAL, Principal, Role
 from lagoon.errors import Forbidden, InvalidRequest, LagoonError, Unauthorized, Unavailable
 from lagoon.format.keys import check_namespace
+from lagoon.server.app_state import ServerState
 from lagoon.server.audit import AUDITED_COUNTS
 from lagoon.server.body import parse_json_object
 from lagoon.server.errors import JSON, error_body
@@ -35,7 +36,6 @@ from lagoon.server.metrics import CONTENT_TYPE, query_kind
 from lagoon.server.middleware import context, read_body, run_with_deadline
 from lagoon.server.openapi import openapi_json
 from lagoon.server.recall import evaluate_recall
-from lagoon.server.state import ServerState
 from lagoon.storage.base import ObjectNotFound, StorageError
 
 READY_PROBE_KEY = "_lagoon/readyz-probe"

@@ -19,7 +19,7 @@ from lagoon.config import LimitsSettings
 from lagoon.errors import Conflict, DataCorruption, NotFound, TooManyRequests, Unavailable, Unprocessable
 from lagoon.logs import JsonFormatter
 from lagoon.server import split_listen
-from lagoon.server.middleware import QueryLimiter, RateLimiter
+from lagoon.server.limits import QueryLimiter, RateLimiter
 from lagoon.storage.base import StoreUnavailable
 from lagoon.storage.memory import MemoryStore
 

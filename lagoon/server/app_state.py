@@ -17,8 +17,8 @@ from lagoon.auth import KeyStore
 from lagoon.config import Settings
 from lagoon.errors import Unavailable
 from lagoon.server.audit import AuditLog
+from lagoon.server.limits import QueryLimiter, RateLimiter
 from lagoon.server.metrics import ServerMetrics
-from lagoon.server.middleware import QueryLimiter, RateLimiter
 from lagoon.storage.base import ObjectStore
 
 
