@@ -179,11 +179,10 @@ class Server:
     def rss_mb(self) -> float:
         total = 0
         for pid in self.pids():
-            with contextlib.suppress(OSError):
-                with open(f"/proc/{pid}/status") as f:
-                    for line in f:
-                        if line.startswith("VmRSS:"):
-                            total += int(line.split()[1])
+            with contextlib.suppress(OSError), open(f"/proc/{pid}/status") as f:
+                for line in f:
+                    if line.startswith("VmRSS:"):
+                        total += int(line.split()[1])
         return total / 1024
 
     def stop(self) -> None:
@@ -430,7 +429,9 @@ def workdir(keep: str | None) -> Iterator[Path]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--docs", type=int, default=40_000, help="documents in the query namespace")
     parser.add_argument("--seconds", type=float, default=5.0, help="duration of each matrix cell")
     parser.add_argument("--connections", default="1,2,4,8,16")
@@ -457,13 +458,17 @@ def main() -> None:
     with workdir(args.workdir) as root:
         log = root / "server.log"
         loaded = (root / "loaded").exists()
-        server = start_server(root, args.server, args.processes, not args.no_indexer or not loaded, extra, log)
+        server = start_server(
+            root, args.server, args.processes, not args.no_indexer or not loaded, extra, log
+        )
         try:
             if not loaded:
                 t0 = time.monotonic()
                 load_namespace(server.url, data, args.docs)
                 took = wait_indexed(server.url, 1200)
-                print(f"loaded in {time.monotonic() - t0 - took:.1f} s, indexed {took:.1f} s later", flush=True)
+                print(
+                    f"loaded in {time.monotonic() - t0 - took:.1f} s, indexed {took:.1f} s later", flush=True
+                )
                 (root / "loaded").write_text("1")
                 if args.no_indexer:  # restart without the indexer for a quiet machine
                     server.stop()
@@ -533,7 +538,9 @@ def main() -> None:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(json.dumps(meta, indent=1))
     if args.plots:
-        title = f"{args.docs} docs x {DIMS}-d, server={args.server} processes={processes}, {os.cpu_count()} CPUs"
+        title = (
+            f"{args.docs} docs x {DIMS}-d, server={args.server} processes={processes}, {os.cpu_count()} CPUs"
+        )
         for p in plot(results, Path(args.plots), title):
             print(f"wrote {p}")
 

@@ -82,6 +82,26 @@ class ServerSettings(_Section):
         description="Run the indexer, compactor and GC loops inside the server process.",
         json_schema_extra=_cost("Indexing and compaction compete with queries for this node's CPU and RAM."),
     )
+    processes: int = Field(
+        default=0,
+        ge=0,
+        le=256,
+        description="Serving processes on this node, all behind server.listen (0: one per usable CPU, "
+        "honouring the CPU affinity and a cgroup CPU limit). Each runs the whole API; they share the "
+        "disk cache and split cache.memory_bytes.",
+        json_schema_extra=_cost(
+            "Each process holds its own copy of hot namespaces' decoded indexes and ~100 MB of "
+            "interpreter and libraries; 1 caps the node at about one core."
+        ),
+    )
+    indexer_nice: int = Field(
+        default=10,
+        ge=0,
+        le=19,
+        description="CPU niceness of the embedded indexer's process when there are several serving "
+        "processes: indexing gets the cores queries leave idle.",
+        json_schema_extra=_cost("Higher lets a busy node's index lag grow; 0 lets indexing take query CPU."),
+    )
     max_body_bytes: int = Field(
         default=256 * 1024 * 1024,
         ge=1024,

@@ -16,6 +16,7 @@ from typing import Any
 
 import uvicorn
 
+from lagoon.auth import KeyStore
 from lagoon.config import Settings
 from lagoon.logs import log_event
 from lagoon.server.app import create_app
@@ -51,16 +52,11 @@ def _warn_about_auth(settings: Settings, host: str) -> None:
     )
 
 
-def run(settings: Settings) -> int:
-    """Serve the HTTP API on ``server.listen`` until stopped; returns the exit status (0)."""
+def uvicorn_config(app: Any, settings: Settings) -> uvicorn.Config:
+    """The uvicorn configuration of one serving process (``server.listen``, graceful shutdown)."""
     host, port = split_listen(settings.server.listen)
-    _warn_about_auth(settings, host)
-    probe = AuditLog(settings.observability.audit_log)
-    probe.open()  # fail now, with one clear line, rather than in the lifespan with a traceback
-    probe.close()
-    app = create_app(settings)
     grace: Any = settings.server.shutdown_grace_secs  # uvicorn annotates int; a float works
-    config = uvicorn.Config(
+    return uvicorn.Config(
         app,
         host=host,
         port=port,
@@ -70,7 +66,29 @@ def run(settings: Settings) -> int:
         server_header=False,
         timeout_graceful_shutdown=grace,
     )
-    server = DrainingServer(config, app.state.server)
+
+
+def run(settings: Settings) -> int:
+    """Serve the HTTP API on ``server.listen`` until stopped; returns the exit status (0).
+
+    With more than one serving process (``server.processes``; 0 = one per usable CPU) this process
+    becomes the supervisor of the node's processes (``lagoon.server.processes``)."""
+    host, port = split_listen(settings.server.listen)
+    _warn_about_auth(settings, host)
+    probe = AuditLog(settings.observability.audit_log)
+    probe.open()  # fail now, with one clear line, rather than in the lifespan with a traceback
+    probe.close()
+    KeyStore.from_settings(settings.auth)  # a bad keys file fails here, once, not in every process
+    from lagoon.server.processes import Supervisor, resolve_processes
+
+    processes = resolve_processes(settings)
+    if processes > 1:
+        code = Supervisor(settings, host, port, processes).run()
+        if code == 0:
+            log_event(log, "server stopped")
+        return code
+    app = create_app(settings)
+    server = DrainingServer(uvicorn_config(app, settings), app.state.server)
     server.run()
     if not server.started:  # bind or lifespan startup failed; uvicorn logged why
         return 3
@@ -90,4 +108,4 @@ class DrainingServer(uvicorn.Server):
         super().handle_exit(sig, frame)
 
 
-__all__ = ["DrainingServer", "create_app", "run", "split_listen"]
+__all__ = ["DrainingServer", "create_app", "run", "split_listen", "uvicorn_config"]

@@ -14,11 +14,14 @@ Series (label values are bounded: route names, methods, status codes, four query
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+"""Set by the supervisor of several serving processes (``lagoon.server.processes``)."""
 QUERY_KINDS = ("vector", "fts", "hybrid", "other")
 CONTENT_TYPE = str(CONTENT_TYPE_LATEST)
 
@@ -44,7 +47,10 @@ class ServerMetrics:
             registry=registry,
         )
         self.in_flight = Gauge(
-            "lagoon_http_requests_in_flight", "HTTP requests being served now.", registry=registry
+            "lagoon_http_requests_in_flight",
+            "HTTP requests being served now.",
+            registry=registry,
+            multiprocess_mode="livesum",
         )
         self.query_duration = Histogram(
             "lagoon_query_duration_seconds",
@@ -58,7 +64,16 @@ class ServerMetrics:
             self.query_duration.labels(kind=kind)
 
     def exposition(self) -> bytes:
-        """The text exposition of this app's registry followed by the default registry."""
+        """The text exposition of this app's registry followed by the default registry; on a node
+        with several serving processes, the series of all of them, aggregated (counters and
+        histograms summed, gauges per process or summed over the live ones)."""
+        folder = os.environ.get(MULTIPROC_ENV)
+        if folder:
+            from prometheus_client import multiprocess
+
+            merged = CollectorRegistry()
+            multiprocess.MultiProcessCollector(merged, path=folder)  # type: ignore[no-untyped-call]
+            return bytes(generate_latest(merged))
         own = generate_latest(self.registry)
         default = generate_latest(REGISTRY)
         return bytes(own) + bytes(default)

@@ -1,0 +1,159 @@
+"""Several serving processes behind one port (``server.processes``): a real ``lagoon-server``.
+
+The supervisor starts N serving children plus, with the embedded indexer, one niced indexer
+child; they share the listening socket, the bucket and the disk cache. These tests check what a
+user of such a node relies on: every process serves the same data (strong reads see writes made
+through any process), ``/metrics`` counts the whole node, a crashed child is replaced while the
+others keep serving, and a stop signal drains and leaves no process behind.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from lagoon.config import Settings, load_settings
+from lagoon.server.processes import child_settings, resolve_processes, usable_cpus
+from tests.server.conftest import LiveServer
+
+
+def children(pid: int) -> list[int]:
+    out: list[int] = []
+    for task in os.listdir(f"/proc/{pid}/task"):
+        with open(f"/proc/{pid}/task/{task}/children") as f:
+            out += [int(c) for c in f.read().split()]
+    return out
+
+
+def cmdline(pid: int) -> str:
+    with open(f"/proc/{pid}/cmdline", "rb") as f:
+        return f.read().replace(b"\0", b" ").decode()
+
+
+def nice_of(pid: int) -> int:
+    with open(f"/proc/{pid}/stat") as f:
+        return int(f.read().rsplit(")", 1)[1].split()[16])
+
+
+def roles(pid: int) -> dict[str, int]:
+    out = {}
+    for c in children(pid):
+        m = re.search(r"lagoon\.server\.processes (\S+)", cmdline(c))
+        if m:
+            out[m.group(1)] = c
+    return out
+
+
+def fresh(url: str, method: str, path: str, **kw: object) -> httpx.Response:
+    """One request on a new connection (the kernel hands each connection to an idle process)."""
+    with httpx.Client(base_url=url, timeout=30) as c:
+        return c.request(method, path, **kw)  # type: ignore[arg-type]
+
+
+def counter(text: str, route: str, status: str = "200") -> float:
+    total = 0.0
+    for line in text.splitlines():
+        if line.startswith("lagoon_http_requests_total{") and f'route="{route}"' in line:
+            if f'status="{status}"' in line:
+                total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+def test_auto_processes_follow_the_usable_cpus() -> None:
+    assert usable_cpus() >= 1
+    auto = Settings()
+    assert auto.server.processes == 0
+    assert resolve_processes(auto) == min(usable_cpus(), 64)
+    fixed = load_settings(overrides={"server": {"processes": 3}}, environ=False)
+    assert resolve_processes(fixed) == 3
+    # each serving process gets an equal share of the node's memory cache, and never the indexer
+    s = load_settings(
+        overrides={"server": {"embedded_indexer": True}, "cache": {"memory_bytes": 1000}}, environ=False
+    )
+    child = child_settings(s, 4)
+    assert child.cache.memory_bytes == 250
+    assert child.server.embedded_indexer is False and child.server.processes == 1
+
+
+def test_processes_serve_one_node(tmp_path: Path) -> None:
+    server = LiveServer(
+        tmp_path / "data",
+        tmp_path / "server.log",
+        ("--set", "server.processes=2", "--embedded-indexer"),
+    )
+    try:
+        r = roles(server.proc.pid)
+        assert set(r) == {"server-0", "server-1", "indexer"}, server.log()
+        assert nice_of(r["indexer"]) == 10 and nice_of(r["server-0"]) == 0
+
+        # writes and strong reads on fresh connections, spread over both processes
+        for i in range(12):
+            body = {
+                "upsert_rows": [{"id": i, "vector": [1.0, float(i)]}],
+                "distance_metric": "euclidean_squared",
+            }
+            assert fresh(server.url, "POST", "/v2/namespaces/multi", json=body).status_code == 200
+            q = {"rank_by": ["id", "asc"], "top_k": 100}
+            rows = fresh(server.url, "POST", "/v2/namespaces/multi/query", json=q).json()["rows"]
+            assert [row["id"] for row in rows] == list(range(i + 1))
+
+        # /metrics counts the node, whichever process answers the scrape
+        for _ in range(10):
+            assert fresh(server.url, "GET", "/healthz").status_code == 200
+        for _ in range(4):
+            text = fresh(server.url, "GET", "/metrics").text
+            assert counter(text, "healthz") >= 10
+            assert counter(text, "query") == 12
+            assert counter(text, "write") == 12
+
+        # a serving process that dies is replaced; the node keeps answering meanwhile
+        os.kill(r["server-1"], signal.SIGKILL)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            assert fresh(server.url, "GET", "/healthz").status_code == 200
+            now = roles(server.proc.pid)
+            if now.get("server-1") not in (None, r["server-1"]):
+                break
+            time.sleep(0.2)
+        else:
+            pytest.fail("the killed serving process was not replaced:\n" + server.log())
+        assert "server-1 process exited unexpectedly" in server.log()
+        q = {"rank_by": ["id", "asc"], "top_k": 100}
+        for _ in range(6):
+            assert len(fresh(server.url, "POST", "/v2/namespaces/multi/query", json=q).json()["rows"]) == 12
+        kids = list(roles(server.proc.pid).values())
+    finally:
+        code = server.stop()
+    assert code == 0, server.log()
+    for pid in kids:  # every child is gone (drained and exited), none left orphaned
+        assert not os.path.exists(f"/proc/{pid}") or "zombie" in open(f"/proc/{pid}/status").read().lower()
+
+
+def test_a_port_in_use_fails_at_once(tmp_path: Path) -> None:
+    """The supervisor binds the port itself: a port in use is one clear line and exit status 3,
+    not a supervisor whose children keep failing."""
+    import socket
+    import subprocess
+
+    from tests.server.conftest import REPO, server_env
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        exe = REPO / ".venv" / "bin" / "lagoon-server"
+        proc = subprocess.run(
+            [str(exe), "--listen", f"127.0.0.1:{port}", "--set", "server.processes=2"],
+            env=server_env(tmp_path / "data"),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert proc.returncode == 3
+    assert f"cannot listen on 127.0.0.1:{port}" in proc.stdout + proc.stderr
