@@ -59,9 +59,9 @@ def fresh(url: str, method: str, path: str, **kw: object) -> httpx.Response:
 def counter(text: str, route: str, status: str = "200") -> float:
     total = 0.0
     for line in text.splitlines():
-        if line.startswith("lagoon_http_requests_total{") and f'route="{route}"' in line:
-            if f'status="{status}"' in line:
-                total += float(line.rsplit(" ", 1)[1])
+        labels = f'route="{route}"' in line and f'status="{status}"' in line
+        if line.startswith("lagoon_http_requests_total{") and labels:
+            total += float(line.rsplit(" ", 1)[1])
     return total
 
 
@@ -132,7 +132,8 @@ def test_processes_serve_one_node(tmp_path: Path) -> None:
         code = server.stop()
     assert code == 0, server.log()
     for pid in kids:  # every child is gone (drained and exited), none left orphaned
-        assert not os.path.exists(f"/proc/{pid}") or "zombie" in open(f"/proc/{pid}/status").read().lower()
+        status = Path(f"/proc/{pid}/status")
+        assert not status.exists() or "zombie" in status.read_text().lower()
 
 
 def test_a_port_in_use_fails_at_once(tmp_path: Path) -> None:
