@@ -110,6 +110,19 @@ class ServerSettings(_Section):
             "Each in-flight write may buffer this much memory; concurrent writes add up."
         ),
     )
+    max_header_bytes: int = Field(
+        default=64 * 1024,
+        ge=1024,
+        description="Largest request head (request line + headers) accepted; 431 beyond it, "
+        "checked as the bytes arrive.",
+        json_schema_extra=_cost("Each connection may buffer this much before its request is routed."),
+    )
+    max_headers: int = Field(
+        default=100,
+        ge=8,
+        description="Most header lines in one request; 431 beyond it.",
+        json_schema_extra=_cost("Higher lets one request carry more headers to parse and log."),
+    )
     request_timeout_secs: float = Field(
         default=60.0,
         gt=0,
@@ -123,6 +136,29 @@ class ServerSettings(_Section):
         ge=1,
         description="Concurrent queries per namespace on one node; beyond it 429 + Retry-After.",
         json_schema_extra=_cost("Higher uses more CPU and memory under load and raises tail latency."),
+    )
+    query_threads: int = Field(
+        default=4,
+        ge=1,
+        le=256,
+        description="Query evaluation threads per serving process (the bounded query executor).",
+        json_schema_extra=_cost(
+            "More run more queries at once per process (their pure-Python parts still share one core)."
+        ),
+    )
+    query_threads_per_org: int = Field(
+        default=2,
+        ge=1,
+        le=256,
+        description="Most query threads one org may use at once in a process, even when the others "
+        "are idle, so the next org's query always finds a free thread.",
+        json_schema_extra=_cost("Equal to query_threads: one org's slow queries can make others wait."),
+    )
+    max_queued_queries: int = Field(
+        default=64,
+        ge=0,
+        description="Queries of one org that may wait for a query thread in a process; more get 429.",
+        json_schema_extra=_cost("Higher holds more waiting requests (and their bodies) in memory."),
     )
     commit_window_ms: float = Field(
         default=0.0,
@@ -218,6 +254,15 @@ class CacheSettings(_Section):
         ),
         json_schema_extra=_cost(
             "Use fast local disk, on an encrypted volume if node-disk theft is in your threat model."
+        ),
+    )
+    max_open_namespaces: int = Field(
+        default=4096,
+        ge=1,
+        description="Namespaces a serving process keeps open (state, WAL tail, committer); the least "
+        "recently used idle ones beyond it are closed and reopened from the store when used again.",
+        json_schema_extra=_cost(
+            "Higher keeps more namespaces warm in memory; lower re-reads manifests and WAL tails more often."
         ),
     )
     disk_bytes: int = Field(
@@ -334,6 +379,16 @@ class LimitsSettings(_Section):
         gt=0,
         description="Namespaces per org; unset = unlimited.",
         json_schema_extra=_cost("Unset: an org can create namespaces (and storage costs) without bound."),
+    )
+    max_query_work: float = Field(
+        default=1e10,
+        ge=0,
+        description="Largest estimated pattern-matching work of one query (Regex/Glob/IGlob: pattern "
+        "weight x bytes of the attribute; a unit is about a nanosecond of one core); above it the "
+        "query is refused with 400 before it runs. 0 = no limit (docs/limits.md).",
+        json_schema_extra=_cost(
+            "Higher admits queries that hold a query thread for longer (up to the request deadline)."
+        ),
     )
 
 

@@ -2,33 +2,42 @@
 
 The HTTP server and the embedded Python API are thin shells over ``Database``; both get the same
 results and the same error classes. One ``Database`` per process: it holds each namespace's
-state (latest manifest + folded WAL tail) and its group committer.
+state (latest manifest + folded WAL tail) and its group committer, for at most
+``cache.max_open_namespaces`` namespaces (least recently used idle ones are dropped and reloaded
+from the store when used again), and the query executor (``engine/executor.py``) every query's
+CPU work runs on: parsing against the schema, the up-front cost check (``query/cost.py``) and
+evaluation, under the caller's cancellation budget (``index/cancel.py``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
 from lagoon.config import Settings
 from lagoon.engine.components import Components
+from lagoon.engine.executor import QueryExecutor
 from lagoon.engine.queue import Enqueuer, IndexingQueue
 from lagoon.engine.segment_io import SegmentIO, resolve_cache_dir
 from lagoon.engine.state import NamespaceState
 from lagoon.engine.tail import SegmentLike, Snapshot
-from lagoon.engine.writer import Committer, Op, make_write_op
+from lagoon.engine.writer import Committer, Op
 from lagoon.errors import Forbidden, InvalidRequest, NotFound, TooManyRequests, Unavailable
 from lagoon.format.keys import DEFAULT_ORG, NamespaceKeys, check_namespace, namespace_from_prefix, org_prefix
 from lagoon.format.manifest import SegmentRef
+from lagoon.index import cancel
 from lagoon.index.sources.table import DocSource
+from lagoon.query.cost import check_work
 from lagoon.query.execute import execute_query
 from lagoon.query.explain import explain_query
 from lagoon.schema import Schema
 from lagoon.storage.base import ObjectStore, StorageError
 from lagoon.tracing import tracer
 from lagoon.wire.query import MultiQueryRequest, QueryRequest, parse_request
+from lagoon.wire.write import parse_write
 
 _LIST_PARALLELISM = 16
 
@@ -51,8 +60,12 @@ class Database:
         self.store = store
         self.settings = settings
         self.components = components or Components()
-        self._handles: dict[tuple[str, str], NamespaceHandle] = {}
+        self._handles: OrderedDict[tuple[str, str], NamespaceHandle] = OrderedDict()
         self._closed = False
+        server = settings.server
+        self.executor = QueryExecutor(
+            server.query_threads, server.query_threads_per_org, server.max_queued_queries
+        )
         # Commits enqueue their namespace for the indexer (engine/queue.py), batched per node.
         self.enqueuer = Enqueuer(IndexingQueue(store, self.components), settings.indexer.poll_interval_secs)
         # Segment files for queries go through the node's memory LRU and disk cache (cache.*).
@@ -63,7 +76,9 @@ class Database:
     def handle(self, org: str, namespace: str) -> NamespaceHandle:
         key = (org, namespace)
         h = self._handles.get(key)
-        if h is None:
+        if h is not None:
+            self._handles.move_to_end(key)
+        else:
             keys = NamespaceKeys.of(org, check_namespace(namespace))
             state = NamespaceState(keys, self.store, self.settings, self.components)
             state.segment_loader = self._open_segment
@@ -74,7 +89,21 @@ class Database:
                 on_commit=lambda _entry, _size: self.enqueuer.notify(keys),
             )
             h = self._handles[key] = NamespaceHandle(state, committer)
+            self._trim_handles()
         return h
+
+    def _trim_handles(self) -> None:
+        """Drop least recently used handles beyond ``cache.max_open_namespaces`` (idle ones only:
+        a namespace with a write queued or committing keeps its handle)."""
+        excess = len(self._handles) - self.settings.cache.max_open_namespaces
+        if excess <= 0:
+            return
+        for key in list(self._handles)[:-1]:
+            if excess <= 0:
+                break
+            if self._handles[key].committer.idle:
+                del self._handles[key]
+                excess -= 1
 
     async def _open_segment(self, state: NamespaceState, ref: SegmentRef, schema: Schema) -> SegmentLike:
         return await self.segment_io.open(state.keys, ref, schema, lazy=True)
@@ -95,6 +124,7 @@ class Database:
     async def close(self) -> None:
         self._closed = True
         await asyncio.gather(*(h.committer.drain() for h in self._handles.values()))
+        self.executor.close()
         await self.enqueuer.close()
         await self.segment_io.close()
         await self.store.close()
@@ -108,7 +138,10 @@ class Database:
         if isinstance(body, dict) and (body.get("copy_from_namespace") or body.get("branch_from_namespace")):
             return await self._copy_from(org, namespace, body, started)
         await self._check_backpressure(h)
-        op = make_write_op(body, h.state.current().schema)
+        # validation is CPU work on the whole body: off the event loop
+        schema = h.state.current().schema
+        req = await asyncio.to_thread(parse_write, body, schema)
+        op = Op(kind="write", body=body, request=req, parsed_against=schema)
         creates = op.request is not None and bool(op.request.upserts or op.request.create_namespace)
         if creates and not h.state.current().exists:
             await self._check_namespace_quota(org, namespace)
@@ -248,16 +281,22 @@ class Database:
         started = time.perf_counter()
         consistency = body.get("consistency") if isinstance(body, dict) else None
         strong = not (isinstance(consistency, dict) and consistency.get("level") == "eventual")
+        limit = int(self.settings.limits.max_query_work)
         with tracer.start_as_current_span(
             "lagoon.query",
             attributes={"lagoon.namespace": namespace, "lagoon.org": org, "lagoon.strong": strong},
         ):
             with tracer.start_as_current_span("lagoon.snapshot"):
                 snap = await self.snapshot(org, namespace, strong=strong)
-            with tracer.start_as_current_span("lagoon.plan"):
-                req = parse_request(body, snap.schema)
-                src = snap.source()
-            result = await asyncio.to_thread(_traced_execute, req, src)
+            src = snap.source()
+
+            def work() -> dict[str, Any]:
+                with tracer.start_as_current_span("lagoon.plan"):
+                    req = parse_request(body, snap.schema)
+                    check_work(req, lambda attr: src.logical_bytes([attr]), limit)
+                return _traced_execute(req, src)
+
+            result = await self.executor.run(work, org=org, namespace=namespace, budget=cancel.current())
         perf = result.setdefault("performance", {})
         perf["exhaustive_search_count"] = snap.unindexed_rows
         perf["cache_hit_ratio"] = 1.0
@@ -270,8 +309,12 @@ class Database:
         consistency = body.get("consistency") if isinstance(body, dict) else None
         strong = not (isinstance(consistency, dict) and consistency.get("level") == "eventual")
         snap = await self.snapshot(org, namespace, strong=strong)
-        req = parse_request(body, snap.schema)
-        text = await asyncio.to_thread(explain_query, req, snap.source())  # may read segment data
+        src = snap.source()
+
+        def work() -> str:  # may read segment data
+            return explain_query(parse_request(body, snap.schema), src)
+
+        text = await self.executor.run(work, org=org, namespace=namespace, budget=cancel.current())
         header = (
             f"snapshot: manifest v{snap.manifest_version}, WAL through seq {snap.head} "
             f"({snap.head - snap.indexed_through} unindexed entries)\n"

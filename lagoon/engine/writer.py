@@ -304,6 +304,11 @@ class Committer:
                 op.future.cancel()
             raise
 
+    @property
+    def idle(self) -> bool:
+        """No write queued or committing (the handle may be dropped from the node's LRU)."""
+        return not self._queue and (self._task is None or self._task.done())
+
     async def drain(self) -> None:
         if self._task is not None:
             await asyncio.gather(self._task, return_exceptions=True)

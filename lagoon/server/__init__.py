@@ -22,6 +22,7 @@ from lagoon.logs import log_event
 from lagoon.server.app import create_app
 from lagoon.server.app_state import ServerState
 from lagoon.server.audit import AuditLog
+from lagoon.server.protocol import limited_protocol
 
 log = logging.getLogger("lagoon.server")
 
@@ -65,6 +66,7 @@ def uvicorn_config(app: Any, settings: Settings) -> uvicorn.Config:
         access_log=False,
         server_header=False,
         timeout_graceful_shutdown=grace,
+        http=limited_protocol(settings.server.max_header_bytes, settings.server.max_headers),
     )
 
 

@@ -31,12 +31,13 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from starlette.datastructures import Headers
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from lagoon.errors import LagoonError, Unavailable
+from lagoon.index.cancel import Budget
 from lagoon.logs import log_event
-from lagoon.server.body import decode_content, too_large
+from lagoon.server.body import BodyDecoder, too_large
 from lagoon.server.errors import classify, error_response
 
 if TYPE_CHECKING:
@@ -51,6 +52,12 @@ QUIET_ROUTES = frozenset({"healthz", "readyz", "metrics"})
 _REQUEST_ID_RE = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 access_log = logging.getLogger("lagoon.server.access")
 error_log = logging.getLogger("lagoon.server")
+
+
+class ClientDisconnected(LagoonError):
+    """The client went away before the response (logged and counted as 499, never as an error)."""
+
+    status = 499
 
 
 class RequestTimeout(LagoonError):
@@ -152,6 +159,8 @@ class LagoonMiddleware:
             if declared is not None and declared.isdigit() and int(declared) > limit:
                 raise too_large(limit)
             await self.app(scope, receive_wrapper, send_wrapper)
+        except ClientDisconnected:
+            ctx.status = 499  # nobody to answer; logged as a disconnect, not as an error
         except Exception as exc:
             status, message, extra, is_bug = classify(exc, ctx.request_id)
             if is_bug:
@@ -171,6 +180,8 @@ class LagoonMiddleware:
         route_obj = scope.get("route")
         route = getattr(route_obj, "name", None) or "unmatched"
         status = ctx.status or 499  # 0: cancelled (shutdown) or the client went away first
+        if status == 499:
+            ctx.fields["client_disconnected"] = True
         metrics = self.state.metrics
         metrics.requests.labels(route=route, method=ctx.method, status=str(status)).inc()
         metrics.request_duration.labels(route=route).observe(elapsed)
@@ -204,40 +215,81 @@ class LagoonMiddleware:
 
 
 async def read_body(request: Request, limit: int) -> bytes:
-    """The request body, decoded per ``Content-Encoding``, within the request's deadline.
+    """The request body, decoded per ``Content-Encoding`` as it arrives, within the deadline.
 
-    The middleware caps the wire bytes; ``decode_content`` caps the decoded bytes at ``limit``.
+    The middleware caps the wire bytes; ``BodyDecoder`` caps the decoded bytes at ``limit`` while
+    they are produced (413 at the first chunk past it). Inflating runs in a worker thread, so a
+    compression bomb costs the event loop nothing. A client that goes away mid-body ends the
+    request as a disconnect (499), not an error.
     """
     ctx = context(request)
+    decoder = BodyDecoder(request.headers.get("content-encoding", ""), limit)
     try:
         async with asyncio.timeout(max(ctx.remaining(), 0.0)):
-            raw = await request.body()
+            async for chunk in request.stream():
+                if decoder.encoded:
+                    await asyncio.to_thread(decoder.feed, chunk)
+                else:
+                    decoder.feed(chunk)
     except TimeoutError:
         raise RequestTimeout("the request body did not arrive before the request deadline") from None
-    return decode_content(raw, request.headers.get("content-encoding", ""), limit)
+    except ClientDisconnect:
+        raise ClientDisconnected("the client closed the connection before sending the whole body") from None
+    return decoder.finish()
 
 
-async def run_with_deadline(ctx: RequestContext, call: Awaitable[T], *, mutation: bool = False) -> T:
+async def _disconnected(receive: Receive) -> None:
+    """Return once the client has closed the connection (the body has been read already)."""
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return
+
+
+async def run_with_deadline(
+    ctx: RequestContext,
+    call: Awaitable[T],
+    *,
+    mutation: bool = False,
+    budget: Budget | None = None,
+    receive: Receive | None = None,
+) -> T:
     """Await ``call`` until the request's deadline; past it, 503 (see the module docstring).
 
-    A read is cancelled at the deadline. A mutation is cancelled too (which keeps a write that has
-    not reached the committer from committing later), but if it completed anyway — its commit
-    landed before the cancellation took effect — its result is returned: a committed write is
-    never answered with a retryable status. A mutation answered 503 was not acknowledged; it may
-    still have been applied if its commit was already in flight (retrying it is safe: upserts,
-    patches and deletes are idempotent and conditions are evaluated again).
+    A read is cancelled at the deadline, and also as soon as the client disconnects when
+    ``receive`` is given (answered 499, which nobody reads); ``budget`` is cancelled with it so
+    evaluation threads stop at their next checkpoint. A mutation is cancelled too (which keeps
+    a write that has not reached the committer from committing later), but if it completed
+    anyway — its commit landed before the cancellation took effect — its result is returned: a
+    committed write is never answered with a retryable status. A mutation answered 503 was not
+    acknowledged; it may still have been applied if its commit was already in flight (retrying
+    it is safe: upserts, patches and deletes are idempotent and conditions are evaluated again).
     """
     task: asyncio.Future[T] = asyncio.ensure_future(call)
+    watch = asyncio.ensure_future(_disconnected(receive)) if receive is not None else None
+    waits: set[asyncio.Future[Any]] = {task} if watch is None else {task, watch}
     try:
-        done, _ = await asyncio.wait({task}, timeout=max(ctx.remaining(), 0.0))
+        done, _ = await asyncio.wait(
+            waits, timeout=max(ctx.remaining(), 0.0), return_when=asyncio.FIRST_COMPLETED
+        )
     except asyncio.CancelledError:  # the server gave up on this request (shutdown grace exceeded)
+        if budget is not None:
+            budget.cancel("the server is shutting down")
         task.cancel()
         raise
-    if not done:
+    finally:
+        if watch is not None:
+            watch.cancel()
+    gone = watch is not None and watch in done and task not in done
+    if task not in done:
+        if budget is not None:
+            budget.cancel("the client disconnected" if gone else "the request deadline passed")
         task.cancel()
         await asyncio.wait({task})
     if not task.cancelled():
         return task.result()  # finished in time, or finished before the cancellation landed
+    if gone:
+        raise ClientDisconnected("the client closed the connection; the query was stopped")
     what = "the write was not acknowledged" if mutation else "the request was cancelled"
     raise Unavailable(
         f"request deadline of {ctx.timeout:g}s (server.request_timeout_secs) exceeded; {what}",

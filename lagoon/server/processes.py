@@ -50,7 +50,7 @@ from lagoon.config import Settings
 from lagoon.logs import log_event
 from lagoon.server import DrainingServer, uvicorn_config
 from lagoon.server.app import create_app
-from lagoon.server.state import ServerState
+from lagoon.server.app_state import ServerState
 
 log = logging.getLogger("lagoon.server")
 
@@ -275,7 +275,7 @@ def _serve_child(settings: Settings, ready_fd: int, listen_fd: int) -> int:
 def _indexer_child(settings: Settings, ready_fd: int) -> int:
     import asyncio
 
-    from lagoon.worker import IndexerLoop
+    from lagoon.engine.scheduler import IndexerLoop
 
     async def main() -> None:
         from lagoon.storage import factory

@@ -28,12 +28,13 @@ from starlette.routing import Route
 from lagoon.auth import AUTH_OFF_PRINCIPAL, Principal, Role
 from lagoon.errors import Forbidden, InvalidRequest, LagoonError, Unauthorized, Unavailable
 from lagoon.format.keys import check_namespace
+from lagoon.index.cancel import Budget, budget_scope
 from lagoon.server.app_state import ServerState
 from lagoon.server.audit import AUDITED_COUNTS
 from lagoon.server.body import parse_json_object
 from lagoon.server.errors import JSON, error_body
 from lagoon.server.metrics import CONTENT_TYPE, query_kind
-from lagoon.server.middleware import context, read_body, run_with_deadline
+from lagoon.server.middleware import RequestContext, context, read_body, run_with_deadline
 from lagoon.server.openapi import openapi_json
 from lagoon.server.recall import evaluate_recall
 from lagoon.storage.base import ObjectNotFound, StorageError
@@ -138,11 +139,22 @@ def namespace_param(request: Request) -> str:
     return str(name)
 
 
+LARGE_BODY_BYTES = 1 << 20
+"""Bodies larger than this are parsed in a worker thread, not on the event loop."""
+
+
 async def json_object(request: Request) -> tuple[dict[str, Any], int]:
     """The request body as a JSON object (empty body = ``{}``) and its decoded size."""
     state = server_state(request)
     raw = await read_body(request, state.settings.server.max_body_bytes)
+    if len(raw) > LARGE_BODY_BYTES:
+        return await asyncio.to_thread(parse_json_object, raw), len(raw)
     return parse_json_object(raw), len(raw)
+
+
+def query_budget(ctx: RequestContext) -> Budget:
+    """The cancellation budget of a query: its request's deadline (evaluation checks it)."""
+    return Budget(time.monotonic() + max(ctx.remaining(), 0.0), timeout=ctx.timeout)
 
 
 def has_drops(schema: Any) -> bool:
@@ -205,8 +217,11 @@ async def query(request: Request) -> Response:
     queries = body.get("queries")
     slots = len(queries) if isinstance(queries, list) else 1
     started = time.perf_counter()
+    budget = query_budget(ctx)
     async with state.queries.slot((principal.org, ns), slots, deadline=ctx.deadline):
-        result = await run_with_deadline(ctx, db.query(ns, body, org=principal.org))
+        with budget_scope(budget):
+            call = db.query(ns, body, org=principal.org)
+            result = await run_with_deadline(ctx, call, budget=budget, receive=request.receive)
     state.metrics.query_duration.labels(kind=kind).observe(time.perf_counter() - started)
     return json_response(with_server_timing(request, result))
 
@@ -217,7 +232,11 @@ async def explain_query(request: Request) -> Response:
     ns = namespace_param(request)
     body, _ = await json_object(request)
     db = state.engine()
-    return json_response(await run_with_deadline(ctx, db.explain(ns, body, org=principal.org)))
+    budget = query_budget(ctx)
+    with budget_scope(budget):
+        call = db.explain(ns, body, org=principal.org)
+        result = await run_with_deadline(ctx, call, budget=budget, receive=request.receive)
+    return json_response(result)
 
 
 async def delete_namespace(request: Request) -> Response:
@@ -349,8 +368,11 @@ async def recall(request: Request) -> Response:
     ns = namespace_param(request)
     body, _ = await json_object(request)
     db = state.engine()
+    budget = query_budget(ctx)
     async with state.queries.slot((principal.org, ns), 2, deadline=ctx.deadline):
-        result = await run_with_deadline(ctx, evaluate_recall(db, ns, body, org=principal.org))
+        with budget_scope(budget):
+            call = evaluate_recall(db, ns, body, org=principal.org)
+            result = await run_with_deadline(ctx, call, budget=budget, receive=request.receive)
     return json_response(result)
 
 

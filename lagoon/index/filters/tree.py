@@ -56,6 +56,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from lagoon.errors import InternalError, InvalidRequest
+from lagoon.index.cancel import checkpoint, match_in_slices
 from lagoon.schema import AttributeSchema, AttrType, Schema, id_arrow_type
 from lagoon.values import coerce_id, coerce_scalar, format_datetime, json_kind
 
@@ -182,6 +183,7 @@ class And(Filter):
         for child in self.children:
             if not out.any():
                 break
+            checkpoint()
             np.logical_and(out, child._eval(ctx), out=out)
         return out
 
@@ -202,6 +204,7 @@ class Or(Filter):
         for child in self.children:
             if out.all() and ctx.n:
                 break
+            checkpoint()
             np.logical_or(out, child._eval(ctx), out=out)
         return out
 
@@ -358,15 +361,10 @@ class Condition(Filter):
 
     def _match_strings(self, strings: Any) -> Any:
         if self.fast is None:
-            return pc.match_substring_regex(strings, pattern=self.regex)
+            regex = self.regex
+            return match_in_slices(strings, lambda part: pc.match_substring_regex(part, pattern=regex))
         kind, text = self.fast
-        if kind == "equals":
-            return pc.equal(strings, pa.scalar(text, type=pa.string()))
-        if kind == "prefix":
-            return pc.starts_with(strings, pattern=text)
-        if kind == "suffix":
-            return pc.ends_with(strings, pattern=text)
-        return pc.match_substring(strings, pattern=text)
+        return match_in_slices(strings, lambda part: _match_fast(part, kind, text))
 
     def _element_type(self) -> pa.DataType:
         t = self.attr_type
@@ -440,6 +438,17 @@ def _is_stringish(t: pa.DataType) -> bool:
         or pa.types.is_large_binary(t)
         or pa.types.is_fixed_size_binary(t)
     )
+
+
+def _match_fast(strings: Any, kind: str, text: str) -> Any:
+    """A case-sensitive glob reduced to an equality, prefix, suffix or substring test."""
+    if kind == "equals":
+        return pc.equal(strings, pa.scalar(text, type=pa.string()))
+    if kind == "prefix":
+        return pc.starts_with(strings, pattern=text)
+    if kind == "suffix":
+        return pc.ends_with(strings, pattern=text)
+    return pc.match_substring(strings, pattern=text)
 
 
 def _to_mask(arr: Any, *, null: bool = False) -> Mask:

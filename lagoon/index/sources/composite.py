@@ -26,6 +26,7 @@ import numpy as np
 import pyarrow as pa
 
 from lagoon.index.cache import OnceCache
+from lagoon.index.cancel import checkpoint
 from lagoon.index.filters.tree import Filter
 from lagoon.index.sources.table import LiveDocs, dense_rank, sort_positions, topk_smallest
 from lagoon.index.text.bm25 import TermStats
@@ -220,7 +221,8 @@ class CompositeSource:
         return [mask[self.offsets[i] : self.offsets[i + 1]] for i in range(len(self.parts))]
 
     def _part(self, i: int, operation: str) -> AbstractContextManager[Any]:
-        """A tracing span for work on part ``i`` (lagoon/tracing.py)."""
+        """A tracing span for work on part ``i`` (lagoon/tracing.py); first a cancellation checkpoint."""
+        checkpoint()
         p = self.parts[i]
         reader = getattr(p, "reader", None)
         name = f"segment {reader.ref.id}" if reader is not None else "wal run"
