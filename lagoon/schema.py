@@ -95,6 +95,7 @@ class AttributeSchema:
     ann: dict[str, Any] | None = None  # {"distance_metric": ...} for vector columns
     regex: bool = False
     glob: bool = False
+    fuzzy: bool = False  # the Fuzzy filter (approximate substring match) is allowed
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"type": str(self.type)}
@@ -108,6 +109,8 @@ class AttributeSchema:
             out["regex"] = True
         if self.glob:
             out["glob"] = True
+        if self.fuzzy:
+            out["fuzzy"] = True
         return out
 
 
@@ -172,7 +175,7 @@ def _attr_from_json(name: str, spec: Any, existing: AttributeSchema | None) -> A
         spec = {"type": spec}
     if not isinstance(spec, dict):
         raise InvalidRequest(f"{where}: expected a type string or an object, got {spec!r}")
-    unknown = set(spec) - {"type", "filterable", "full_text_search", "ann", "regex", "glob"}
+    unknown = set(spec) - {"type", "filterable", "full_text_search", "ann", "regex", "glob", "fuzzy"}
     if unknown:
         raise InvalidRequest(f"{where}: unknown option(s) {', '.join(sorted(unknown))}")
     if "type" in spec:
@@ -197,7 +200,7 @@ def _attr_from_json(name: str, spec: Any, existing: AttributeSchema | None) -> A
                 raise InvalidRequest(f"{where}.full_text_search: only string and []string attributes")
             cfg = FtsConfig.from_json(v, attribute=name)
             fts = cfg.to_json() if cfg is not None else None
-    filterable_default = fts is None and not spec.get("regex", False)
+    filterable_default = fts is None and not spec.get("regex", False) and not spec.get("fuzzy", False)
     filterable = spec.get("filterable", base.filterable if existing else filterable_default)
     if not isinstance(filterable, bool):
         raise InvalidRequest(f"{where}.filterable: expected true or false")
@@ -224,14 +227,16 @@ def _attr_from_json(name: str, spec: Any, existing: AttributeSchema | None) -> A
     elif existing is None and atype.is_vector:
         ann = {}
     flags = {}
-    for flag in ("regex", "glob"):
+    for flag in ("regex", "glob", "fuzzy"):
         fv = spec.get(flag, getattr(base, flag))
         if not isinstance(fv, bool):
             raise InvalidRequest(f"{where}.{flag}: expected true or false")
         flags[flag] = fv
+    if flags["fuzzy"] and (atype.kind != "string" or atype.is_vector):
+        raise InvalidRequest(f"{where}.fuzzy: only string and []string attributes; {name!r} is {atype}")
     if atype.is_vector:
         filterable = False
-    return AttributeSchema(atype, filterable, fts, ann, flags["regex"], flags["glob"])
+    return AttributeSchema(atype, filterable, fts, ann, flags["regex"], flags["glob"], flags["fuzzy"])
 
 
 def apply_schema_update(schema: Schema, update: Any) -> Schema:

@@ -30,22 +30,30 @@ import pyarrow as pa
 
 from lagoon.errors import InternalError
 from lagoon.index.fusion import rrf_fuse
-from lagoon.index.sources.table import DocSource, topk_smallest
+from lagoon.index.sources.table import DocSource, exact_dist, topk_smallest
 from lagoon.query.aggregate import group_codes, run_aggregation
+from lagoon.query.highlight import highlight_rows
 from lagoon.schema import AttrType
 from lagoon.values import arrow_value_to_json, id_to_json
 from lagoon.wire.query import (
+    AttributeClause,
     BM25Clause,
+    ConstClause,
+    DistClause,
     FilterClause,
+    HighlightExpr,
     MaxClause,
     MultiQueryRequest,
     OrderBy,
     PerLimit,
     ProductClause,
     QueryRequest,
+    SaturateClause,
     ScoreClause,
+    ScoreExpr,
     ScoreRank,
     SumClause,
+    VectorDistExpr,
     VectorRank,
 )
 
@@ -103,7 +111,43 @@ def _execute_one(req: QueryRequest, src: DocSource, stats: _Stats) -> dict[str, 
         return out
     ranked = rank(req, src)
     rows = build_rows(src, ranked, req.include, req.vector_encoding, stats)
+    if req.computed:
+        add_computed(rows, req, src, ranked.positions)
     return {"rows": rows}
+
+
+def add_computed(
+    rows: list[dict[str, Any]], req: QueryRequest, src: DocSource, positions: np.ndarray
+) -> None:
+    """Set each of ``req.computed`` on ``rows`` (the documents at ``positions``)."""
+    if not rows:
+        return
+    pos = np.asarray(positions, dtype=np.int64)
+    for name, expr in req.computed:
+        values: list[Any]
+        if isinstance(expr, VectorDistExpr):
+            values = _vector_dists(src, expr, pos)
+        elif isinstance(expr, ScoreExpr):
+            scores = score_clause(expr.clause, src)[pos]
+            values = [None if np.isnan(x) else float(x) for x in scores.tolist()]
+        elif isinstance(expr, HighlightExpr):
+            values = highlight_rows(src, expr, pos)
+        else:  # pragma: no cover - the parser produces no other expression
+            raise InternalError(f"compute_attributes: unsupported expression {type(expr).__name__}")
+        for row, v in zip(rows, values, strict=True):
+            row[name] = v
+
+
+def _vector_dists(src: DocSource, expr: VectorDistExpr, pos: np.ndarray) -> list[Any]:
+    col = src.fetch_rows(pos, [expr.attr]).column(expr.attr)
+    out: list[Any] = []
+    for v in col.to_pylist():
+        if v is None:
+            out.append(None)
+            continue
+        m = np.asarray(v, dtype=np.float32).reshape(1, -1)
+        out.append(float(exact_dist(m, expr.vector, expr.metric)[0]))
+    return out
 
 
 def _account_scan(req: QueryRequest, src: DocSource, stats: _Stats) -> None:
@@ -127,8 +171,12 @@ def ranking_attributes(req: QueryRequest) -> set[str]:
 
 
 def _clause_attributes(c: ScoreClause) -> set[str]:
-    if isinstance(c, BM25Clause):
+    if isinstance(c, BM25Clause | AttributeClause | DistClause):
         return {c.attr}
+    if isinstance(c, ConstClause):
+        return set()
+    if isinstance(c, SaturateClause):
+        return _clause_attributes(c.clause)
     if isinstance(c, FilterClause):
         return set(c.filter.attributes())
     if isinstance(c, ProductClause):
@@ -161,11 +209,12 @@ def rank(req: QueryRequest, src: DocSource) -> Ranked:
             keep = sc > 0
             if mask is not None:
                 keep &= mask[cand]
-        else:  # a filter used as a score: every document may score
+        else:  # filters or attributes as scores: every document may score
             scores = score_clause(r.clause, src)
+            selected = returned_rows(r.clause, scores, src)
             if mask is not None:
-                scores[~mask] = 0.0
-            cand = np.flatnonzero(scores > 0)
+                selected &= mask
+            cand = np.flatnonzero(selected)
             sc, keep = scores[cand], np.ones(cand.shape[0], dtype=bool)
         cand, sc = cand[keep], sc[keep]
         top = topk_smallest(-sc, src.id_rank()[cand], want)
@@ -214,8 +263,90 @@ def sparse_clause(c: ScoreClause, src: DocSource) -> tuple[np.ndarray, np.ndarra
     return None
 
 
+def uses_attributes(c: ScoreClause) -> bool:
+    """Whether an Attribute or Dist appears in ``c`` (such scores rank every document)."""
+    if isinstance(c, AttributeClause | DistClause):
+        return True
+    if isinstance(c, SumClause | MaxClause):
+        return any(uses_attributes(x) for x in c.clauses)
+    if isinstance(c, ProductClause | SaturateClause):
+        return uses_attributes(c.clause)
+    return False
+
+
+def matches(c: ScoreClause, src: DocSource) -> np.ndarray:
+    """bool[num_docs]: documents some text or filter clause of ``c`` matches (number floors and
+    Saturate/Decay do not make a document match)."""
+    if isinstance(c, SumClause | MaxClause):
+        out = np.zeros(src.num_docs, dtype=bool)
+        for x in c.clauses:
+            if not isinstance(x, ConstClause):
+                out |= matches(x, src)
+        return out
+    if isinstance(c, ProductClause | SaturateClause):
+        return matches(c.clause, src)
+    if isinstance(c, FilterClause):
+        return src.filter_mask(c.filter)
+    return score_clause(c, src) > 0
+
+
+def returned_rows(c: ScoreClause, scores: np.ndarray, src: DocSource) -> np.ndarray:
+    """Which documents a score ranking returns: with Attribute/Dist every document that has a
+    score (Dist excludes documents without a value: NaN); otherwise the documents a clause
+    matches (the number in ``["Max", [0, …]]`` lifts every score but matches nothing), which for
+    plain BM25 and filter scores means the documents scoring above 0."""
+    out: np.ndarray
+    if uses_attributes(c):
+        out = ~np.isnan(scores)
+    elif _has_floor(c):
+        out = matches(c, src) & (scores > 0)
+    else:
+        out = scores > 0
+    return out
+
+
+def _has_floor(c: ScoreClause) -> bool:
+    if isinstance(c, MaxClause):
+        return any(isinstance(x, ConstClause) or _has_floor(x) for x in c.clauses)
+    if isinstance(c, SumClause):
+        return any(_has_floor(x) for x in c.clauses)
+    if isinstance(c, ProductClause | SaturateClause):
+        return _has_floor(c.clause)
+    return False
+
+
+def _numeric_column(src: DocSource, attr: str) -> np.ndarray:
+    """float64[num_docs] of a numeric or datetime (ms) column; NaN where null."""
+    col = src.column(attr)
+    arr = col.combine_chunks() if col.num_chunks != 1 else col.chunk(0)
+    if pa.types.is_timestamp(arr.type):
+        arr = arr.cast(pa.int64())
+    if pa.types.is_null(arr.type):
+        return np.full(len(arr), np.nan)
+    out = arr.cast(pa.float64()).to_numpy(zero_copy_only=False)
+    return np.array(out, dtype=np.float64)  # nulls come back as NaN
+
+
 def score_clause(c: ScoreClause, src: DocSource) -> np.ndarray:
-    """float64[num_docs]: the clause's score for every document (a fresh, writable array)."""
+    """float64[num_docs]: the clause's score for every document (a fresh, writable array); NaN
+    marks a document a Dist excludes."""
+    if isinstance(c, ConstClause):
+        return np.full(src.num_docs, c.value, dtype=np.float64)
+    if isinstance(c, AttributeClause):
+        values = _numeric_column(src, c.attr)
+        values[np.isnan(values)] = 0.0
+        return values
+    if isinstance(c, DistClause):
+        return np.abs(_numeric_column(src, c.attr) - c.origin)
+    if isinstance(c, SaturateClause):
+        x = np.maximum(score_clause(c.clause, src), 0.0)
+        with np.errstate(over="ignore", invalid="ignore"):
+            xe = np.power(x, c.exponent)
+            me = c.midpoint**c.exponent
+            out = (me if c.decay else xe) / (xe + me)
+        result: np.ndarray = np.asarray(out, dtype=np.float64)
+        result[np.isinf(xe)] = 0.0 if c.decay else 1.0
+        return result
     if isinstance(c, BM25Clause):
         return np.array(src.bm25_scores(c.attr, c.query, c.last_as_prefix), dtype=np.float64)
     if isinstance(c, FilterClause):
@@ -362,4 +493,7 @@ def _execute_multi(req: MultiQueryRequest, src: DocSource, stats: _Stats) -> dic
     lo, hi = req.offset, req.offset + req.fused_limit
     page = Ranked(positions[lo:hi], scores[lo:hi])
     rows = build_rows(src, page, include, req.vector_encoding, stats)
+    for q in req.queries:  # each sub-query's computed attributes, in its own rank_by's context
+        if q.computed:
+            add_computed(rows, q, src, page.positions)
     return {"results": [{"rows": rows}]}

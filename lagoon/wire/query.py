@@ -30,7 +30,7 @@ import numpy as np
 from lagoon.errors import InvalidRequest
 from lagoon.index.filters.tree import Filter, parse_filter
 from lagoon.schema import DISTANCE_METRICS, AttributeSchema, Schema
-from lagoon.values import coerce_vector
+from lagoon.values import coerce_vector, parse_datetime
 
 MAX_TOP_K = 10_000
 MAX_QUERIES = 16
@@ -43,7 +43,21 @@ DEFAULT_RRF_RANK_CONSTANT = 60.0
 VECTOR_ENCODINGS = ("float", "base64")
 CONSISTENCY_LEVELS = ("strong", "eventual")
 _COMBINATORS = ("Sum", "Max", "Product")
-_UNSUPPORTED_RANKERS = ("Attribute", "Saturate", "Decay", "Dist")
+MAX_COMPUTED = 256
+MAX_HIGHLIGHT_FRAGMENTS = 1024
+FRAGMENT_ATTR = "$fragment"
+FRAGMENT_BY = ("none", "sentence", "paragraph", "word")
+OFFSET_UNITS = ("utf-8", "utf-16", "codepoints")
+_DURATION_MS = {
+    "ms": 1.0,
+    "s": 1_000.0,
+    "m": 60_000.0,
+    "h": 3_600_000.0,
+    "d": 86_400_000.0,
+    "w": 604_800_000.0,
+}
+_SIGNED_KINDS = ("int", "float")
+_NUMERIC_KINDS = ("int", "uint", "float")
 
 _QUERY_FIELDS = (
     "rank_by",
@@ -59,9 +73,9 @@ _QUERY_FIELDS = (
     "vector_encoding",
     "distance_metric",
     "disable_cache",
+    "compute_attributes",
 )
 _UNSUPPORTED_FIELDS = {
-    "compute_attributes": "compute_attributes is not supported by Lagoon",
     "rerank_by": "rerank_by is only supported at the top level of a multi-query (body with 'queries')",
 }
 _MULTI_FIELDS = ("queries", "rerank_by", "limit", "offset", "consistency", "vector_encoding")
@@ -119,7 +133,50 @@ class FilterClause:
     filter: Filter
 
 
-ScoreClause = BM25Clause | SumClause | MaxClause | ProductClause | FilterClause
+@dataclass(frozen=True, slots=True)
+class ConstClause:
+    """A number inside Max (a floor: ``["Max", [0, clause]]``)."""
+
+    value: float
+
+
+@dataclass(frozen=True, slots=True)
+class AttributeClause:
+    """``["Attribute", attr]``: the numeric attribute's value (0 where it is null)."""
+
+    attr: str
+
+
+@dataclass(frozen=True, slots=True)
+class DistClause:
+    """``["Dist", ["Attribute", attr], origin]``: ``|value − origin|`` (milliseconds for datetimes);
+    a document without a value is excluded from the results."""
+
+    attr: str
+    origin: float
+
+
+@dataclass(frozen=True, slots=True)
+class SaturateClause:
+    """``Saturate`` = x^e / (x^e + m^e), ``Decay`` (``decay``) = m^e / (x^e + m^e), x = max(clause, 0)."""
+
+    clause: ScoreClause
+    midpoint: float
+    exponent: float
+    decay: bool
+
+
+ScoreClause = (
+    BM25Clause
+    | SumClause
+    | MaxClause
+    | ProductClause
+    | FilterClause
+    | ConstClause
+    | AttributeClause
+    | DistClause
+    | SaturateClause
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,6 +218,48 @@ class Aggregation:
 
 
 @dataclass(frozen=True, slots=True)
+class GroupKey:
+    """A ``group_by`` entry: attribute ``attr`` under the output name ``name``; ``each`` (an
+    ``{name: ["ForEachUnique", attr]}`` entry over an array attribute) groups every document under
+    each distinct element of the array."""
+
+    name: str
+    attr: str
+    each: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class VectorDistExpr:
+    """``[attr, "VectorDist", vector]``: the distance of each returned row's vector (None without one)."""
+
+    attr: str
+    vector: np.ndarray
+    metric: str
+
+
+@dataclass(frozen=True, slots=True)
+class ScoreExpr:
+    """A rank expression evaluated for each returned row (BM25, Saturate, a filter, …)."""
+
+    clause: ScoreClause
+
+
+@dataclass(frozen=True, slots=True)
+class HighlightExpr:
+    """``["Highlight", attr, options]``: the attribute's best fragments for ``clause`` (a rank
+    expression over ``$fragment``, the fragment text)."""
+
+    attr: str
+    clause: ScoreClause
+    fragment_by: str = "sentence"
+    fragment_limit: int = 3
+    include_offsets: str | None = None
+
+
+ComputedExpr = VectorDistExpr | ScoreExpr | HighlightExpr
+
+
+@dataclass(frozen=True, slots=True)
 class QueryRequest:
     rank_by: Ranking | None
     filters: Filter | None
@@ -174,6 +273,8 @@ class QueryRequest:
     vector_encoding: str = "float"
     distance_metric: str | None = None  # the request's override, as given
     disable_cache: bool = False
+    computed: tuple[tuple[str, ComputedExpr], ...] = ()  # compute_attributes, in request order
+    group_keys: tuple[GroupKey, ...] = ()  # group_by entries (group_by holds their names)
 
     @property
     def is_aggregation(self) -> bool:
@@ -252,6 +353,8 @@ def parse_query(
     rank_by: Ranking | None = None
     if body.get("rank_by") is not None:
         rank_by = _parse_rank_by(body["rank_by"], schema, metric, where=f"{p}rank_by")
+        if isinstance(rank_by, ScoreRank):
+            _check_nonnegative(rank_by.clause, schema, clamped=False, where=f"{p}rank_by")
 
     filters = None
     if body.get("filters") is not None:
@@ -261,10 +364,12 @@ def parse_query(
     if body.get("aggregate_by") is not None:
         aggregations = _parse_aggregate_by(body["aggregate_by"], schema, where=f"{p}aggregate_by")
     group_by: tuple[str, ...] = ()
+    group_keys: tuple[GroupKey, ...] = ()
     if body.get("group_by") is not None:
         if not aggregations:
             raise InvalidRequest(f"{p}group_by: requires aggregate_by")
-        group_by = _parse_group_by(body["group_by"], schema, where=f"{p}group_by")
+        group_keys = _parse_group_by(body["group_by"], schema, where=f"{p}group_by")
+        group_by = tuple(k.name for k in group_keys)
         clash = sorted({a.label for a in aggregations} & set(group_by))
         if clash:
             raise InvalidRequest(
@@ -294,6 +399,13 @@ def parse_query(
         raise InvalidRequest(f"{p}offset: requires rank_by; it cannot be used with aggregate_by")
 
     include = _parse_include(body, schema, p)
+    computed: tuple[tuple[str, ComputedExpr], ...] = ()
+    if body.get("compute_attributes") is not None:
+        if aggregations:
+            raise InvalidRequest(f"{p}compute_attributes: cannot be combined with aggregate_by")
+        computed = _parse_computed(
+            body["compute_attributes"], schema, rank_by, metric, where=f"{p}compute_attributes"
+        )
 
     enc = vector_encoding or _parse_vector_encoding(body.get("vector_encoding"), where=f"{p}vector_encoding")
     cons = consistency or _parse_consistency(body.get("consistency"), where=f"{p}consistency")
@@ -314,6 +426,8 @@ def parse_query(
         vector_encoding=enc,
         distance_metric=metric,
         disable_cache=disable_cache,
+        computed=computed,
+        group_keys=group_keys,
     )
 
 
@@ -442,10 +556,30 @@ def _parse_clause(v: Any, schema: Schema, *, where: str, depth: int) -> ScoreCla
     if head in ("Sum", "Max") and n == 2 and isinstance(v[1], list):
         if not v[1]:
             raise InvalidRequest(f"{where}: {head} needs at least one clause")
-        subs = tuple(
-            _parse_clause(c, schema, where=f"{where}[1][{i}]", depth=depth + 1) for i, c in enumerate(v[1])
-        )
-        return SumClause(subs) if head == "Sum" else MaxClause(subs)
+        subs: list[ScoreClause] = []
+        for i, c in enumerate(v[1]):
+            if _is_number(c):
+                if head == "Sum":
+                    raise InvalidRequest(
+                        f"{where}[1][{i}]: Sum takes rank clauses, not numbers (a floor goes in Max: "
+                        '["Max", [0, clause]])'
+                    )
+                if not math.isfinite(c) or c < 0:
+                    raise InvalidRequest(
+                        f"{where}[1][{i}]: a number in Max must be finite and >= 0, got {c!r}"
+                    )
+                subs.append(ConstClause(float(c)))
+                continue
+            subs.append(_parse_clause(c, schema, where=f"{where}[1][{i}]", depth=depth + 1))
+        if all(isinstance(c, ConstClause) for c in subs):
+            raise InvalidRequest(f"{where}: Max needs at least one rank clause besides numbers")
+        return SumClause(tuple(subs)) if head == "Sum" else MaxClause(tuple(subs))
+    if head == "Attribute" and schema.get("Attribute") is None:
+        return _parse_attribute_clause(v, schema, where=where)
+    if head == "Dist" and schema.get("Dist") is None:
+        return _parse_dist(v, schema, where=where)
+    if head in ("Saturate", "Decay") and schema.get(head) is None:
+        return _parse_saturate(v, schema, where=where, depth=depth)
     if head == "Product":
         if n == 3 and _is_number(v[1]) and isinstance(v[2], list):
             return _product(v[1], v[2], schema, where=where, wi=1, ci=2, depth=depth)
@@ -471,9 +605,239 @@ def _parse_clause(v: Any, schema: Schema, *, where: str, depth: int) -> ScoreCla
         raise InvalidRequest(f"{where}: ordering by an attribute cannot be combined inside Sum/Max/Product")
     if n == 2 and isinstance(head, str) and isinstance(v[1], str):
         raise InvalidRequest(f"{where}: order must be 'asc' or 'desc', got {_short(v[1])}")
-    if isinstance(head, str) and head in _UNSUPPORTED_RANKERS and schema.get(head) is None:
-        raise InvalidRequest(f"{where}: the {head} rank expression is not supported by Lagoon")
     return FilterClause(parse_filter(v, schema, where=where))
+
+
+def _parse_attribute_clause(v: list[Any], schema: Schema, *, where: str) -> AttributeClause:
+    if len(v) != 2 or not isinstance(v[1], str):
+        raise InvalidRequest(f'{where}: expected ["Attribute", attribute], got {_short(v)}')
+    a = _attribute(schema, v[1], where=f"{where}[1]")
+    if a.type.kind not in _NUMERIC_KINDS or a.type.array or a.type.is_vector:
+        raise InvalidRequest(
+            f"{where}[1]: Attribute needs a numeric attribute (int, uint, float); {v[1]!r} is {a.type}"
+        )
+    return AttributeClause(v[1])
+
+
+def _parse_dist(v: list[Any], schema: Schema, *, where: str) -> DistClause:
+    shape = '["Dist", ["Attribute", attribute], origin]'
+    if len(v) != 3 or not (isinstance(v[1], list) and len(v[1]) == 2 and v[1][0] == "Attribute"):
+        raise InvalidRequest(f"{where}: expected {shape}, got {_short(v)}")
+    attr = v[1][1]
+    a = _attribute(schema, attr, where=f"{where}[1][1]")
+    t = a.type
+    if t.array or t.is_vector or t.kind not in (*_NUMERIC_KINDS, "datetime"):
+        raise InvalidRequest(f"{where}[1][1]: Dist needs a numeric or datetime attribute; {attr!r} is {t}")
+    origin = v[2]
+    if t.kind == "datetime":
+        if isinstance(origin, str):
+            origin_ms = float(parse_datetime(origin, where=f"{where}[2]"))
+        elif _is_int(origin):
+            origin_ms = float(origin)
+        else:
+            raise InvalidRequest(
+                f"{where}[2]: the origin of Dist on datetime {attr!r} must be an ISO 8601 datetime, "
+                f"got {_short(origin)}"
+            )
+        return DistClause(attr, origin_ms)
+    if not _is_number(origin) or not math.isfinite(origin):
+        raise InvalidRequest(
+            f"{where}[2]: the origin of Dist on {attr!r} ({t}) must be a number, got {_short(origin)}"
+        )
+    return DistClause(attr, float(origin))
+
+
+def _parse_saturate(v: list[Any], schema: Schema, *, where: str, depth: int) -> SaturateClause:
+    head = v[0]
+    if len(v) != 3 or not isinstance(v[2], dict):
+        raise InvalidRequest(
+            f'{where}: expected ["{head}", clause, {{"midpoint": m, "exponent": e}}], got {_short(v)}'
+        )
+    inner = _parse_clause(v[1], schema, where=f"{where}[1]", depth=depth + 1)
+    params = v[2]
+    extra = sorted(set(params) - {"midpoint", "exponent"})
+    if extra:
+        raise InvalidRequest(f"{where}[2]: unknown {head} parameter(s) {', '.join(map(repr, extra))}")
+    if "midpoint" not in params:
+        raise InvalidRequest(f"{where}[2].midpoint: required")
+    m = params["midpoint"]
+    if isinstance(m, str):
+        datetime_dist = isinstance(inner, DistClause) and _attr_kind(schema, inner.attr) == "datetime"
+        if not datetime_dist:
+            raise InvalidRequest(
+                f'{where}[2].midpoint: a duration such as "6h" is only valid around a Dist on a datetime '
+                f"attribute; give a number, got {m!r}"
+            )
+        midpoint = _parse_duration(m, where=f"{where}[2].midpoint")
+    elif _is_number(m) and math.isfinite(m) and m > 0:
+        midpoint = float(m)
+    else:
+        raise InvalidRequest(f"{where}[2].midpoint: must be a number > 0, got {_short(m)}")
+    e = params.get("exponent", 1.0)
+    if not _is_number(e) or not math.isfinite(e) or e <= 0:
+        raise InvalidRequest(f"{where}[2].exponent: must be a number > 0, got {_short(e)}")
+    return SaturateClause(inner, midpoint, float(e), head == "Decay")
+
+
+def _parse_duration(text: str, *, where: str) -> float:
+    """``"6h"``, ``"30m"``, ``"1.5d"``, ``"250ms"`` -> milliseconds (units ms, s, m, h, d, w)."""
+    t = text.strip()
+    unit = next((u for u in ("ms", "s", "m", "h", "d", "w") if t.endswith(u)), None)
+    number = t[: -len(unit)] if unit else ""
+    try:
+        value = float(number)
+    except ValueError:
+        value = math.nan
+    if unit is None or not math.isfinite(value) or value <= 0:
+        raise InvalidRequest(
+            f'{where}: expected a positive duration such as "6h" (units ms, s, m, h, d, w), got {text!r}'
+        )
+    return value * _DURATION_MS[unit]
+
+
+def _attr_kind(schema: Schema, attr: str) -> str:
+    a = schema.get(attr)
+    return a.type.kind if a is not None else ""
+
+
+def _check_nonnegative(c: ScoreClause, schema: Schema, *, clamped: bool, where: str) -> None:
+    """Ranking scores are never negative: a signed attribute (int, float) must sit under a Max with
+    a number floor, or inside Saturate/Decay (which clamp at 0)."""
+    if isinstance(c, AttributeClause):
+        if not clamped and _attr_kind(schema, c.attr) in _SIGNED_KINDS:
+            raise InvalidRequest(
+                f"{where}: rank_by clauses must produce non-negative scores, but ['Attribute', {c.attr!r}] "
+                f"reads a signed numeric attribute ({schema.attributes[c.attr].type}); wrap it as "
+                f'["Max", [0, ["Attribute", "{c.attr}"]]]'
+            )
+    elif isinstance(c, MaxClause):
+        floor = clamped or any(isinstance(x, ConstClause) for x in c.clauses)
+        for x in c.clauses:
+            _check_nonnegative(x, schema, clamped=floor, where=where)
+    elif isinstance(c, SumClause):
+        for x in c.clauses:
+            _check_nonnegative(x, schema, clamped=clamped, where=where)
+    elif isinstance(c, ProductClause):
+        _check_nonnegative(c.clause, schema, clamped=clamped, where=where)
+    elif isinstance(c, SaturateClause):
+        _check_nonnegative(c.clause, schema, clamped=True, where=where)
+
+
+# --------------------------------------------------------------------------------------------- computed
+
+
+def _parse_computed(
+    v: Any, schema: Schema, rank_by: Ranking | None, metric: str | None, *, where: str
+) -> tuple[tuple[str, ComputedExpr], ...]:
+    if not isinstance(v, dict) or not v:
+        raise InvalidRequest(
+            f'{where}: expected an object mapping names to expressions, e.g. {{"d": ["vector", "VectorDist", [...]]}}'
+        )
+    if len(v) > MAX_COMPUTED:
+        raise InvalidRequest(f"{where}: at most {MAX_COMPUTED} computed attributes per query, got {len(v)}")
+    out: list[tuple[str, ComputedExpr]] = []
+    for name, expr in v.items():
+        w = f"{where}.{name}"
+        if not name or name.startswith("$") or name == "id":
+            raise InvalidRequest(
+                f"{where}: names must be non-empty, not 'id' and not start with '$', got {name!r}"
+            )
+        if schema.get(name) is not None:
+            raise InvalidRequest(f"{w}: {name!r} is already an attribute of the namespace; pick another name")
+        if not isinstance(expr, list) or not expr:
+            raise InvalidRequest(f"{w}: expected an expression array, got {_short(expr)}")
+        if expr[0] == "Highlight":
+            out.append((name, _parse_highlight(expr, schema, rank_by, where=w)))
+        elif expr[0] == "Embed":
+            raise InvalidRequest(
+                f"{w}: Embed needs a server-side embedding model, which this server does not have"
+            )
+        elif len(expr) == 3 and expr[1] == "VectorDist":
+            rank = _parse_vector_rank([expr[0], "kNN", expr[2]], schema, metric, where=w)
+            out.append((name, VectorDistExpr(rank.attr, rank.vector, rank.metric)))
+        else:
+            out.append((name, ScoreExpr(_parse_clause(expr, schema, where=w, depth=0))))
+    return tuple(out)
+
+
+def _parse_highlight(v: list[Any], schema: Schema, rank_by: Ranking | None, *, where: str) -> HighlightExpr:
+    if len(v) not in (2, 3) or not isinstance(v[1], str):
+        raise InvalidRequest(
+            f'{where}: expected ["Highlight", attribute] or ["Highlight", attribute, options]'
+        )
+    attr = v[1]
+    a = _attribute(schema, attr, where=f"{where}[1]")
+    if a.full_text_search is None:
+        raise InvalidRequest(f"{where}[1]: Highlight needs full_text_search enabled on {attr!r}")
+    if a.full_text_search.get("tokenizer") == "pre_tokenized_array":
+        raise InvalidRequest(
+            f"{where}[1]: {attr!r} uses the pre_tokenized_array tokenizer, which has no text to highlight"
+        )
+    opts = v[2] if len(v) == 3 else {}
+    if not isinstance(opts, dict):
+        raise InvalidRequest(f"{where}[2]: expected an options object, got {_short(opts)}")
+    extra = sorted(set(opts) - {"fragment_by", "fragment_limit", "include_offsets", "rank_fragments_by"})
+    if extra:
+        raise InvalidRequest(
+            f"{where}[2]: unknown option(s) {', '.join(map(repr, extra))}; expected fragment_by, "
+            "fragment_limit, include_offsets, rank_fragments_by"
+        )
+    fragment_by = opts.get("fragment_by", "sentence")
+    if fragment_by not in FRAGMENT_BY:
+        raise InvalidRequest(
+            f"{where}[2].fragment_by: expected one of {', '.join(FRAGMENT_BY)}, got {_short(fragment_by)}"
+        )
+    limit = opts.get("fragment_limit", 3)
+    if not _is_int(limit) or not 1 <= limit <= MAX_HIGHLIGHT_FRAGMENTS:
+        raise InvalidRequest(
+            f"{where}[2].fragment_limit: must be an integer from 1 to {MAX_HIGHLIGHT_FRAGMENTS}, got {_short(limit)}"
+        )
+    offsets = opts.get("include_offsets")
+    if offsets is not None and offsets not in OFFSET_UNITS:
+        raise InvalidRequest(
+            f"{where}[2].include_offsets: expected one of {', '.join(OFFSET_UNITS)}, got {_short(offsets)}"
+        )
+    fragment_schema = Schema(schema.id_type, {**schema.attributes, FRAGMENT_ATTR: a}, schema.distance_metric)
+    if opts.get("rank_fragments_by") is not None:
+        clause = _parse_clause(
+            opts["rank_fragments_by"], fragment_schema, where=f"{where}[2].rank_fragments_by", depth=0
+        )
+    else:
+        found = _fragment_bm25(rank_by.clause, attr) if isinstance(rank_by, ScoreRank) else []
+        if not found:
+            raise InvalidRequest(
+                f"{where}: cannot infer rank_fragments_by: the query's rank_by has no BM25 clause on {attr!r}; "
+                f'give rank_fragments_by, e.g. ["$fragment", "BM25", "words"]'
+            )
+        clause = found[0] if len(found) == 1 else SumClause(tuple(found))
+    bad = _non_fragment(clause)
+    if bad:
+        raise InvalidRequest(
+            f"{where}: rank_fragments_by may combine only BM25 clauses on $fragment (with Sum, Max, Product); got {bad}"
+        )
+    return HighlightExpr(attr, clause, fragment_by, int(limit), offsets)
+
+
+def _fragment_bm25(c: ScoreClause, attr: str) -> list[ScoreClause]:
+    """The BM25 clauses on ``attr`` in ``c``, rewritten to score the fragment text."""
+    if isinstance(c, BM25Clause):
+        return [BM25Clause(FRAGMENT_ATTR, c.query, c.last_as_prefix)] if c.attr == attr else []
+    if isinstance(c, SumClause | MaxClause):
+        return [x for sub in c.clauses for x in _fragment_bm25(sub, attr)]
+    if isinstance(c, ProductClause | SaturateClause):
+        return _fragment_bm25(c.clause, attr)
+    return []
+
+
+def _non_fragment(c: ScoreClause) -> str:
+    """'' when ``c`` only combines BM25 on $fragment, else a description of the first other part."""
+    if isinstance(c, BM25Clause):
+        return "" if c.attr == FRAGMENT_ATTR else f"BM25 on {c.attr!r}"
+    if isinstance(c, SumClause | MaxClause):
+        return next((d for d in (_non_fragment(x) for x in c.clauses) if d), "")
+    if isinstance(c, ProductClause):
+        return _non_fragment(c.clause)
+    return type(c).__name__.removesuffix("Clause")
 
 
 def _product(
@@ -512,10 +876,7 @@ def _parse_bm25(v: list[Any], schema: Schema, *, where: str) -> BM25Clause:
             )
         query = q
     elif isinstance(q, list) and all(isinstance(t, str) for t in q):
-        if not pre_tokenized:
-            raise InvalidRequest(
-                f"{where}[2]: token arrays are only accepted for the pre_tokenized_array tokenizer; send a string"
-            )
+        # Word tokenizers analyse each element as text (so ["Quick", "fox"] = "Quick fox").
         if sum(len(t) for t in q) > MAX_BM25_QUERY_CHARS:
             raise InvalidRequest(f"{where}[2]: query tokens exceed {MAX_BM25_QUERY_CHARS} characters")
         query = tuple(q)
@@ -669,24 +1030,48 @@ def _parse_aggregate_by(v: Any, schema: Schema, *, where: str) -> tuple[Aggregat
     return tuple(out)
 
 
-def _parse_group_by(v: Any, schema: Schema, *, where: str) -> tuple[str, ...]:
+def _parse_group_by(v: Any, schema: Schema, *, where: str) -> tuple[GroupKey, ...]:
+    """Attribute names, and at most one ``{name: ["ForEachUnique", array_attribute]}``."""
     if not isinstance(v, list) or not v:
         raise InvalidRequest(f"{where}: expected a non-empty array of attribute names")
-    out: list[str] = []
-    for i, name in enumerate(v):
-        if isinstance(name, dict):
-            raise InvalidRequest(
-                f"{where}[{i}]: ForEachUnique grouping is not supported; group by scalar attributes"
-            )
-        if not isinstance(name, str):
-            raise InvalidRequest(f"{where}[{i}]: expected an attribute name, got {_short(name)}")
-        if name in out:
-            raise InvalidRequest(f"{where}: {name!r} appears more than once")
-        if name != "id":
-            a = _attribute(schema, name, where=f"{where}[{i}]")
-            if a.type.is_vector or a.type.array:
-                raise InvalidRequest(f"{where}[{i}]: cannot group by {name!r} of type {a.type}")
-        out.append(name)
+    out: list[GroupKey] = []
+    for i, entry in enumerate(v):
+        w = f"{where}[{i}]"
+        if isinstance(entry, dict):
+            if len(entry) != 1:
+                raise InvalidRequest(f'{w}: expected {{"name": ["ForEachUnique", attribute]}} with one name')
+            name, fn = next(iter(entry.items()))
+            if not (
+                isinstance(fn, list) and len(fn) == 2 and fn[0] == "ForEachUnique" and isinstance(fn[1], str)
+            ):
+                raise InvalidRequest(
+                    f'{w}.{name}: expected ["ForEachUnique", array_attribute], got {_short(fn)}'
+                )
+            if not name or name.startswith("$"):
+                raise InvalidRequest(
+                    f"{w}: group names must be non-empty and not start with '$', got {name!r}"
+                )
+            a = _attribute(schema, fn[1], where=f"{w}.{name}[1]")
+            if not a.type.array:
+                raise InvalidRequest(
+                    f"{w}.{name}: ForEachUnique needs an array attribute ([]string, []int, ...); {fn[1]!r} is "
+                    f"{a.type} (group by it directly)"
+                )
+            if any(k.each for k in out):
+                raise InvalidRequest(f"{w}: ForEachUnique may appear at most once in group_by")
+            key = GroupKey(name, fn[1], each=True)
+        elif isinstance(entry, str):
+            if entry != "id":
+                a = _attribute(schema, entry, where=w)
+                if a.type.is_vector or a.type.array:
+                    hint = f' (use {{"{entry}": ["ForEachUnique", "{entry}"]}})' if a.type.array else ""
+                    raise InvalidRequest(f"{w}: cannot group by {entry!r} of type {a.type}{hint}")
+            key = GroupKey(entry, entry)
+        else:
+            raise InvalidRequest(f"{w}: expected an attribute name, got {_short(entry)}")
+        if any(k.name == key.name for k in out):
+            raise InvalidRequest(f"{where}: {key.name!r} appears more than once")
+        out.append(key)
     return tuple(out)
 
 

@@ -460,14 +460,6 @@ def all_steps() -> list[Step]:
     ]
 
 
-PENDING_AREAS: set[str] = {"rank_expr", "compute", "highlight", "fuzzy"}
-PENDING_STEPS: set[str] = {"fts/bm25_token_array", "aggregate/for_each_unique"}
-
-
 def representative_steps() -> list[Step]:
     """The steps the default test suite runs through both SDKs."""
-    return [
-        s
-        for s in all_steps()
-        if s.representative and s.area not in PENDING_AREAS and s.key not in PENDING_STEPS
-    ]
+    return [s for s in all_steps() if s.representative]

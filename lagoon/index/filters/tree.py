@@ -54,6 +54,7 @@ import numpy as np
 import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.compute as pc
+import regex as fuzzy_regex
 
 from lagoon.errors import InternalError, InvalidRequest
 from lagoon.index.cancel import checkpoint, match_in_slices
@@ -108,9 +109,11 @@ ALL_OPS = (
     + GLOB_OPS
     + ("Regex",)
     + TOKEN_OPS
+    + ("Fuzzy",)
 )
 ID_OPS = EQ_OPS + IN_OPS + RANGE_OPS
-_UNSUPPORTED_OPS = {"Fuzzy": "Fuzzy filters are not supported by Lagoon"}
+_UNSUPPORTED_OPS: dict[str, str] = {}
+MAX_FUZZY_DISTANCE = 2
 _NEGATIVE = {
     "NotEq": "Eq",
     "NotIn": "In",
@@ -253,6 +256,7 @@ class Condition(Filter):
     params: tuple[tuple[str, Any], ...] = ()
     regex: str | None = None
     fast: tuple[str, str] | None = None
+    fuzzy: tuple[int, bool] | None = None  # Fuzzy: (edit distance that applies or -1, case_sensitive)
 
     def conditions(self) -> Iterator[Condition]:
         yield self
@@ -315,6 +319,8 @@ class Condition(Filter):
             if value is None:
                 return np.zeros(n, dtype=bool)
             return _to_mask(_CMP[op](x, self._scalar(value)), null=op in ("Lt", "Lte"))
+        if op == "Fuzzy":
+            return _fuzzy_mask(x, self.value, self.fuzzy or (-1, True), n, is_array)
         if op in ("Glob", "IGlob", "Regex") and not is_array:
             return _to_mask(self._match_strings(x))
         # Array operators: flatten, test the elements, scatter back to rows.
@@ -428,6 +434,39 @@ class _Ctx:
                 f"expected a bool array of {self.n} rows"
             )
         return res
+
+
+def _is_plain_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _fuzzy_mask(x: Column, query: str, rule: tuple[int, bool], n: int, is_array: bool) -> Mask:
+    """Rows with a value (an element, for arrays) containing a substring within ``distance``
+    Levenshtein edits of ``query``; each distinct value is tested once."""
+    distance, case_sensitive = rule
+    if distance < 0:
+        return np.zeros(n, dtype=bool)
+    arr = _single(x)
+    parents = None
+    if is_array:
+        parents = _parents(arr)
+        arr = pc.list_flatten(arr)
+    if not case_sensitive:
+        arr = pc.utf8_lower(arr)
+        query = query.lower()
+    if distance == 0:
+        hits = _to_mask(pc.match_substring(arr, pattern=query))
+    else:
+        distinct = pc.unique(arr).drop_null()
+        pattern = fuzzy_regex.compile(f"(?:{fuzzy_regex.escape(query)}){{e<={distance}}}")
+        found = np.fromiter(
+            (pattern.search(v) is not None for v in distinct.to_pylist()), dtype=bool, count=len(distinct)
+        )
+        where = np.asarray(pc.index_in(arr, value_set=distinct).fill_null(-1).to_numpy(zero_copy_only=False))
+        hits = np.zeros(len(arr), dtype=bool)
+        valid = where >= 0
+        hits[valid] = found[where[valid]]
+    return hits if parents is None else _scatter(n, parents, hits)
 
 
 def _is_stringish(t: pa.DataType) -> bool:
@@ -900,7 +939,12 @@ class _Parser:
             suffix = f"; did you mean {hint!r}?" if hint else f"; expected one of {', '.join(ALL_OPS)}"
             raise self.error(f"unknown filter operator {op!r}{suffix}")
         params: dict[str, Any] = {}
-        if len(expr) == 4:
+        if op == "Fuzzy":
+            if len(expr) != 4:
+                raise self.error(
+                    f'Fuzzy takes [attribute, "Fuzzy", text, {{"max_edit_distance": [...]}}] on {attr!r}'
+                )
+        elif len(expr) == 4:
             if op not in TOKEN_OPS:
                 raise self.error(
                     f"{op} takes [attribute, operator, value]; got a 4th element {_json(expr[3])}"
@@ -918,6 +962,8 @@ class _Parser:
             return Condition(attr, op, self.token_query(attr, op, value), t, params=tuple(params.items()))
         if op in GLOB_OPS or op == "Regex":
             return self.pattern_condition(attr, op, value, t, ref)
+        if op == "Fuzzy":
+            return self.fuzzy_condition(attr, value, expr[3], t)
         if ref is not None:
             return self.ref_condition(attr, op, t, ref)
         return Condition(attr, op, self.typed_value(attr, op, value, t), t)
@@ -935,7 +981,7 @@ class _Parser:
         name = value["$ref_new"]
         if not isinstance(name, str) or not name:
             raise self.error(f"$ref_new expects an attribute name, got {_json(name)}")
-        if op in GLOB_OPS or op in TOKEN_OPS or op == "Regex":
+        if op in GLOB_OPS or op in TOKEN_OPS or op in ("Regex", "Fuzzy"):
             raise self.error(f"$ref_new is not supported with {op} (attribute {attr!r})")
         return name
 
@@ -956,6 +1002,12 @@ class _Parser:
         if op in TOKEN_OPS:
             if spec.full_text_search is None:
                 raise self.error(f"{op} needs full_text_search enabled on attribute {attr!r}")
+            return
+        if op == "Fuzzy":
+            if not spec.fuzzy:
+                raise self.error(f"Fuzzy needs fuzzy: true in the schema of attribute {attr!r}")
+            if t.kind != "string":
+                raise self.error(f"Fuzzy applies to string and []string attributes; {attr!r} is {t}")
             return
         if op == "Regex":
             if not spec.regex:
@@ -1061,6 +1113,58 @@ class _Parser:
             raise self.error(f"invalid {op} pattern {_json(value)} on {attr!r}: {e}") from None
         return Condition(attr, op, value, t, regex=None if fast else regex, fast=fast)
 
+    def fuzzy_condition(self, attr: str, value: Any, raw: Any, t: AttrType) -> Condition:
+        """``[attr, "Fuzzy", text, {"max_edit_distance": [{"min_query_chars", "distance"}…],
+        "case_sensitive"?}]``: the edit distance that applies is the largest ``distance`` whose
+        ``min_query_chars`` the text reaches (codepoints); none applies -> the filter matches
+        nothing. ``min_query_chars`` must be at least 3·(distance + 1), distance at most 2."""
+        if not isinstance(value, str):
+            raise self.error(f"Fuzzy on {attr!r} expects a text string, got {_got(value)}")
+        if len(value) > MAX_PATTERN_CHARS:
+            raise self.error(f"Fuzzy text on {attr!r} is longer than {MAX_PATTERN_CHARS} characters")
+        if not isinstance(raw, dict):
+            raise self.error(f'Fuzzy on {attr!r}: expected {{"max_edit_distance": [...]}}, got {_json(raw)}')
+        unknown = sorted(set(raw) - {"max_edit_distance", "case_sensitive"})
+        if unknown:
+            raise self.error(
+                f"Fuzzy on {attr!r}: unknown parameter(s) {', '.join(map(repr, unknown))}; "
+                "expected max_edit_distance, case_sensitive"
+            )
+        case_sensitive = raw.get("case_sensitive", True)
+        if not isinstance(case_sensitive, bool):
+            raise self.error(f"Fuzzy on {attr!r}: case_sensitive must be true or false")
+        rules = raw.get("max_edit_distance")
+        if not isinstance(rules, list) or not rules:
+            raise self.error(
+                f"Fuzzy on {attr!r}: max_edit_distance must be a non-empty array of "
+                '{"min_query_chars": n, "distance": d}'
+            )
+        chars = len(value)
+        distance = -1
+        normalised: list[dict[str, int]] = []
+        for i, rule in enumerate(rules):
+            w = f"Fuzzy on {attr!r}: max_edit_distance[{i}]"
+            if not isinstance(rule, dict) or set(rule) != {"min_query_chars", "distance"}:
+                raise self.error(f'{w}: expected {{"min_query_chars": n, "distance": d}}, got {_json(rule)}')
+            d, m = rule["distance"], rule["min_query_chars"]
+            if not _is_plain_int(d) or not 0 <= d <= MAX_FUZZY_DISTANCE:
+                raise self.error(
+                    f"{w}.distance: must be an integer from 0 to {MAX_FUZZY_DISTANCE}, got {_json(d)}"
+                )
+            if not _is_plain_int(m) or m < 3 * (d + 1):
+                raise self.error(
+                    f"{w}.min_query_chars: must be an integer of at least 3·(distance + 1) = {3 * (d + 1)}, "
+                    f"got {_json(m)}"
+                )
+            normalised.append({"min_query_chars": m, "distance": d})
+            if chars >= m:
+                distance = max(distance, d)
+        params = (
+            ("max_edit_distance", tuple(tuple(r.items()) for r in normalised)),
+            ("case_sensitive", case_sensitive),
+        )
+        return Condition(attr, "Fuzzy", value, t, params=params, fuzzy=(distance, case_sensitive))
+
     def token_params(self, op: str, raw: Any) -> dict[str, Any]:
         if not isinstance(raw, dict):
             raise self.error(f"{op} params must be an object, got {_json(raw)}")
@@ -1130,6 +1234,8 @@ class _Parser:
             )
         if op == "Regex":
             raise self.error(f"Regex needs regex: true on attribute {attr!r}, which is not in the schema")
+        if op == "Fuzzy":
+            raise self.error(f"Fuzzy needs fuzzy: true on attribute {attr!r}, which is not in the schema")
         if op in GLOB_OPS:
             return self.pattern_condition(attr, op, value, None, ref)
         if ref is not None:
