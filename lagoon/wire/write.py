@@ -202,6 +202,11 @@ def parse_write(body: Any, schema: Schema) -> WriteRequest:
     """Validate a write body against ``schema``; InvalidRequest names the first problem found."""
     if not isinstance(body, dict):
         raise InvalidRequest("write body must be a JSON object")
+    if "sharding" in body:
+        raise InvalidRequest(
+            "sharding: not supported; a Lagoon namespace is one set of segments on object storage that "
+            "every node can serve, so it is never split into shards (docs/compatibility.md)"
+        )
     unknown = set(body) - WRITE_KEYS
     if unknown:
         raise InvalidRequest(f"unknown write field(s): {', '.join(sorted(unknown))}")
