@@ -128,7 +128,7 @@ def add_computed(
         if isinstance(expr, VectorDistExpr):
             values = _vector_dists(src, expr, pos)
         elif isinstance(expr, ScoreExpr):
-            scores = score_clause(expr.clause, src)[pos]
+            scores = _scores_at(expr.clause, src, pos)
             values = [None if np.isnan(x) else float(x) for x in scores.tolist()]
         elif isinstance(expr, HighlightExpr):
             values = highlight_rows(src, expr, pos)
@@ -136,6 +136,21 @@ def add_computed(
             raise InternalError(f"compute_attributes: unsupported expression {type(expr).__name__}")
         for row, v in zip(rows, values, strict=True):
             row[name] = v
+
+
+def _scores_at(c: ScoreClause, src: DocSource, pos: np.ndarray) -> np.ndarray:
+    """The clause's scores at ``pos``: from the documents a text clause scores (sparse) when it
+    is made of BM25 clauses only, else from the dense scores."""
+    sparse = sparse_clause(c, src)
+    if sparse is None:
+        return score_clause(c, src)[pos]
+    cand, sc = sparse
+    out = np.zeros(pos.shape[0], dtype=np.float64)
+    if cand.size:
+        i = np.minimum(np.searchsorted(cand, pos), cand.size - 1)
+        hit = cand[i] == pos
+        out[hit] = sc[i[hit]]
+    return out
 
 
 def _vector_dists(src: DocSource, expr: VectorDistExpr, pos: np.ndarray) -> list[Any]:
