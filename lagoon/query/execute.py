@@ -143,7 +143,8 @@ def _scores_at(c: ScoreClause, src: DocSource, pos: np.ndarray) -> np.ndarray:
     is made of BM25 clauses only, else from the dense scores."""
     sparse = sparse_clause(c, src)
     if sparse is None:
-        return score_clause(c, src)[pos]
+        dense: np.ndarray = score_clause(c, src)[pos]
+        return dense
     cand, sc = sparse
     out = np.zeros(pos.shape[0], dtype=np.float64)
     if cand.size:
