@@ -22,10 +22,11 @@ import numpy as np
 
 from lagoon.errors import InternalError
 from lagoon.index.sources.table import DocSource
-from lagoon.index.text.analyze import Analyzer, FtsConfig
+from lagoon.index.text.analyze import Analyzer
 from lagoon.index.text.bm25 import build_postings
 from lagoon.index.text.highlight import fragment_spans, offset_in, token_spans
 from lagoon.index.text.textindex import TextIndex
+from lagoon.schema import FtsConfig
 from lagoon.wire.query import BM25Clause, HighlightExpr, MaxClause, ProductClause, ScoreClause, SumClause
 
 
