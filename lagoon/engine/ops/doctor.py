@@ -2,9 +2,10 @@
 
 Lagoon's only coordination primitive is the store's conditional write, and its read path relies
 on read-after-write and on 404 meaning "missing" (docs/storage.md, DESIGN §2). Stores that call
-themselves S3-compatible do not all provide this: moto's server, for one, checks and then writes
-without a lock, so a few rounds in a few hundred let two concurrent create-if-absent PUTs both
-succeed. A store that fails any check here must not hold Lagoon data.
+themselves S3-compatible do not all provide this: moto's server (a mock), for one, checks and then
+writes without a lock, so a few rounds in a few hundred let two concurrent create-if-absent PUTs
+both succeed. Some real servers serialise contended conditional writes slowly (SeaweedFS retries
+its per-key lock every second), so a round may take seconds: that is slow, not wrong. A store that fails any check here must not hold Lagoon data.
 
 Checks, in order (each names the guarantee it tests; ``CHECKS``):
 
