@@ -62,7 +62,7 @@ def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
             )
         finally:
             client.close()
-            server.stop()
+            server.stop(grace=3.0)  # throwaway data: do not wait for a slow volume shutdown
 
 
 @pytest.fixture

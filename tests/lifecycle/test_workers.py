@@ -1,7 +1,10 @@
 """Several workers on one bucket: in-process asyncio tasks and separate processes, with a writer
 stream, compaction forced often, and a worker frozen with SIGSTOP mid-compaction (reliability
 T5/T6). Checked throughout: the latest manifest never references a missing object; at the end
-the live documents equal the model and, after the grace period, no orphan is left."""
+the live documents equal the model and, after the grace period, no orphan is left.
+
+Every test runs on a local folder (fs) and on a real S3 server (SeaweedFS, one fresh prefix per
+test, the retrying store stack servers use)."""
 
 from __future__ import annotations
 
@@ -13,6 +16,9 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.parse
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,8 +29,10 @@ from lagoon.engine import manifest_store
 from lagoon.engine.gc import collect_garbage
 from lagoon.engine.queue import IndexingQueue
 from lagoon.engine.scheduler import IndexerLoop
+from lagoon.storage import RetryingStore, S3Store
 from lagoon.storage.base import ObjectStore
 from lagoon.storage.fs import FsStore
+from tests.conftest import S3Server
 
 from .helpers import (
     KEYS,
@@ -42,6 +50,31 @@ from .helpers import (
 pytestmark = pytest.mark.anyio
 REPO = Path(__file__).resolve().parents[2]
 GRACE = 1.5
+
+
+@dataclass
+class Bucket:
+    """Where a test's workers meet: ``open()`` builds a store in this process, ``url`` names it
+    for a worker process (``lagoon.storage.store_from_url``)."""
+
+    open: Callable[[], ObjectStore]
+    url: str
+
+
+@pytest.fixture(params=["fs", pytest.param("s3", marks=pytest.mark.s3)])
+def bucket(request: pytest.FixtureRequest, tmp_path: Path) -> Bucket:
+    if request.param == "fs":
+        root = tmp_path / "bucket"
+        return Bucket(lambda: FsStore(root, fsync=False), str(root))
+    server: S3Server = request.getfixturevalue("s3_server")
+    prefix: str = request.getfixturevalue("s3_prefix")
+    query = urllib.parse.urlencode({"endpoint": server.endpoint, "region": server.region})
+    return Bucket(
+        lambda: RetryingStore(
+            S3Store(server.bucket, prefix=prefix, region=server.region, endpoint=server.endpoint)
+        ),
+        f"s3://{server.bucket}/{prefix}?{query}",
+    )
 
 
 class Monitor:
@@ -114,18 +147,17 @@ async def final_gc(store: ObjectStore, settings: Any) -> None:
     assert await dangling(store) == []
 
 
-async def test_three_workers_in_process(tmp_path: Path) -> None:
+async def test_three_workers_in_process(bucket: Bucket) -> None:
     settings = make_settings(gc_grace_secs=GRACE, compaction_fanin=2, poll_interval_secs=0.03)
-    writer_store = FsStore(tmp_path, fsync=False)
+    writer_store = bucket.open()
     db = db_on(writer_store, settings)
     committed_before = metrics.COMPACTION_TOTAL.labels(outcome="committed")._value.get()
     loops = [
-        IndexerLoop(FsStore(tmp_path, fsync=False), settings, components(f"w{i}", seed=i), concurrency=2)
-        for i in range(3)
+        IndexerLoop(bucket.open(), settings, components(f"w{i}", seed=i), concurrency=2) for i in range(3)
     ]
     for loop in loops:
         loop.start()
-    monitor = Monitor(FsStore(tmp_path, fsync=False))
+    monitor = Monitor(bucket.open())
     monitor.start()
     model = Model()
     await write_stream(db, model, random.Random(42), 160, truncate_at=60)
@@ -141,15 +173,13 @@ async def test_three_workers_in_process(tmp_path: Path) -> None:
     assert await live_view(writer_store) == model.docs
 
 
-def _spawn(
-    root: Path, node: str, settings: dict[str, Any], log: Path, *extra: str
-) -> subprocess.Popen[bytes]:
+def _spawn(root: str, node: str, settings: dict[str, Any], log: Path, *extra: str) -> subprocess.Popen[bytes]:
     with log.open("wb") as out:  # the child keeps its own descriptor
         return subprocess.Popen(
             [
                 sys.executable,
                 str(REPO / "tests/lifecycle/worker_proc.py"),
-                str(root),
+                root,
                 node,
                 json.dumps(settings),
                 *extra,
@@ -171,12 +201,12 @@ def _events(log: Path) -> list[dict[str, Any]]:
 
 
 async def run_cluster(
-    tmp_path: Path, pause_at: str, *, workers: int = 3, rounds: int = 1
+    tmp_path: Path, bucket: Bucket, pause_at: str, *, workers: int = 3, rounds: int = 1
 ) -> list[dict[str, Any]]:
     """Worker processes + this process writing; worker 0 freezes at ``pause_at`` (SIGSTOP) and is
     resumed (SIGCONT) once the others moved the manifest on by 8+ versions and two grace periods
     passed; repeated ``rounds`` times. Returns worker 0's events after its last resume."""
-    root = tmp_path / "bucket"
+    root = bucket.url
     indexer = {
         "flush_interval_secs": 0.01,
         "compaction_fanin": 2,
@@ -185,14 +215,14 @@ async def run_cluster(
     }
     settings_dict = {"indexer": indexer, "manifest": {"poll_interval_ms": 20}}
     settings = make_settings(**indexer)
-    store = FsStore(root, fsync=False)
+    store = bucket.open()
     db = db_on(store, settings)
     model = Model()
     rng = random.Random(7)
     await write_stream(db, model, rng, 5)  # the namespace exists before the workers start
     logs = [tmp_path / f"w{i}.log" for i in range(workers)]
     procs: list[subprocess.Popen[bytes]] = []
-    monitor = Monitor(FsStore(root, fsync=False))
+    monitor = Monitor(bucket.open())
     monitor.start()
     try:
         for rnd in range(rounds):
@@ -241,21 +271,24 @@ async def run_cluster(
     return events[[e.get("msg") for e in events].index("resumed") + 1 :]
 
 
-async def test_worker_processes_with_a_frozen_compactor(tmp_path: Path) -> None:
-    after = await run_cluster(tmp_path, "compactor.before_commit")
+async def test_worker_processes_with_a_frozen_compactor(tmp_path: Path, bucket: Bucket) -> None:
+    after = await run_cluster(tmp_path, bucket, "compactor.before_commit")
     # The zombie's frozen compaction was rejected by the manifest CAS (never rebased, never won).
     outcome = next(e for e in after if e.get("msg") in ("compaction aborted", "compaction committed"))
     assert outcome["msg"] == "compaction aborted" and outcome["reason"] == "inputs changed", outcome
 
 
-async def test_worker_processes_with_a_frozen_garbage_collector(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    "bucket", ["fs", pytest.param("s3", marks=[pytest.mark.s3, pytest.mark.slow])], indirect=True
+)
+async def test_worker_processes_with_a_frozen_garbage_collector(tmp_path: Path, bucket: Bucket) -> None:
     """Frozen after validating a delete batch: resumed much later, it deletes only what was
     already unreachable (the monitor and the final checks see nothing live missing)."""
-    after = await run_cluster(tmp_path, "gc.before_delete")
+    after = await run_cluster(tmp_path, bucket, "gc.before_delete")
     assert not any(e.get("level") == "error" for e in after)
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("pause_at", ["compactor.before_commit", "gc.before_delete", "indexer.after_upload"])
-async def test_worker_processes_many_zombie_rounds(tmp_path: Path, pause_at: str) -> None:
-    await run_cluster(tmp_path, pause_at, workers=4, rounds=4)
+async def test_worker_processes_many_zombie_rounds(tmp_path: Path, bucket: Bucket, pause_at: str) -> None:
+    await run_cluster(tmp_path, bucket, pause_at, workers=4, rounds=4)

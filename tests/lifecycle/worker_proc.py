@@ -1,8 +1,9 @@
 """A worker process for the multi-process lifecycle test (not a test module).
 
-    python tests/lifecycle/worker_proc.py ROOT NODE SETTINGS_JSON [FAILPOINT]
+    python tests/lifecycle/worker_proc.py STORE NODE SETTINGS_JSON [FAILPOINT]
 
-Runs an ``IndexerLoop`` over ``FsStore(ROOT)`` until SIGTERM, logging JSON events to stdout. With
+Runs an ``IndexerLoop`` over STORE (a folder: ``FsStore(STORE)``; ``s3://bucket/prefix?...``: the
+full S3 store stack, credentials from the environment) until SIGTERM, logging JSON events to stdout. With
 ``FAILPOINT`` (e.g. ``compactor.before_commit``, ``gc.before_delete``), the first time the worker
 reaches it, it prints a ``paused`` line and stops itself with SIGSTOP; the test resumes it with
 SIGCONT much later (a zombie).
@@ -20,6 +21,7 @@ from lagoon.config import ObservabilitySettings, Settings
 from lagoon.engine.components import Components
 from lagoon.engine.scheduler import IndexerLoop
 from lagoon.logs import configure_logging
+from lagoon.storage.factory import store_from_url
 from lagoon.storage.fs import FsStore
 
 
@@ -46,7 +48,7 @@ def main() -> None:
     configure_logging(ObservabilitySettings(log_format="json", log_level="info"))
 
     async def run() -> None:
-        store = FsStore(root, fsync=False)
+        store = store_from_url(root) if root.startswith("s3://") else FsStore(root, fsync=False)
         loop = IndexerLoop(store, settings, comps)
         stop = asyncio.Event()
         asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
