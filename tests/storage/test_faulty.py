@@ -141,30 +141,3 @@ async def test_failpoint_key_predicate_times_and_hooks() -> None:
     store.arm("get", "error_before")
     store.disarm()
     assert await store.get("fast") == b"early"
-
-
-async def test_writes_to_one_key_are_serialised() -> None:
-    """The per-key lock: a parked conditional put keeps others on that key waiting."""
-    store = FaultyStore(MemoryStore())
-    gate = asyncio.Event()
-    inner_put = store.inner.put
-    active: list[int] = []
-    peak = 0
-
-    async def slow_put(key: str, data: bytes, mode: object = PutMode.OVERWRITE) -> object:
-        nonlocal peak
-        active.append(1)
-        peak = max(peak, len(active))
-        await gate.wait()
-        try:
-            return await inner_put(key, data, mode)  # type: ignore[arg-type]
-        finally:
-            active.pop()
-
-    store.inner.put = slow_put  # type: ignore[method-assign,assignment]
-    tasks = [asyncio.create_task(store.put("k", bytes([i]), PutMode.CREATE)) for i in range(5)]
-    await asyncio.sleep(0.01)
-    gate.set()
-    results = await asyncio.gather(*tasks, return_exceptions=True)
-    assert peak == 1
-    assert sum(not isinstance(r, BaseException) for r in results) == 1
