@@ -51,6 +51,9 @@ GC_DELETED_OBJECTS = Counter("lagoon_gc_deleted_objects_total", "Objects deleted
 for _outcome in OUTCOMES:  # export every outcome from the start, so dashboards see zeros
     COMPACTION_TOTAL.labels(outcome=_outcome)
     INDEX_BUILDS_TOTAL.labels(outcome=_outcome)
+for _layer in ("memory", "disk"):  # likewise every cache layer (alert rules select layer="disk")
+    CACHE_HITS.labels(layer=_layer)
+    CACHE_MISSES.labels(layer=_layer)
 
 
 def namespace_label(org: str, namespace: str) -> str:
