@@ -42,6 +42,7 @@ from lagoon.engine.gc import collect_garbage
 from lagoon.format.keys import NamespaceKeys
 from lagoon.storage import ObjectNotFound, ObjectStore, RetryingStore, S3Store
 from tests.conftest import S3Server
+from tests.deploy.test_alert_rules import unexported_rule_series
 from tests.e2e.cluster import Cluster
 from tests.lifecycle.helpers import dangling, live_view, segment_ids_in_store, wal_seqs
 
@@ -136,11 +137,11 @@ async def writer(w: int, cluster: Cluster, run: Run, stop: asyncio.Event, rng: r
 
 
 async def killer(cluster: Cluster, run: Run, kills: int, rng: random.Random) -> None:
-    """Every 0.5-2 s, kill -9 a random process and start it again (without waiting for it to be
+    """Every 0.3-1.5 s, kill -9 a random process and start it again (without waiting for it to be
     ready: the next victim may be one still starting up, or the same one again)."""
     nodes = list(cluster.nodes.values())
     for _ in range(kills):
-        await asyncio.sleep(rng.uniform(0.5, 2.0))
+        await asyncio.sleep(rng.uniform(0.3, 1.5))
         victim = rng.choice(nodes)
         victim.kill9()
         run.kills.append(victim.name)
@@ -284,6 +285,11 @@ async def run_cluster(
                     break
                 assert time.monotonic() < deadline, f"orphans left in {ns}: {sorted(orphans)[:5]}"
                 await asyncio.sleep(0.5)
+        # every series the shipped alert rules read is exported by these servers and workers
+        pages = [httpx.get(n.url + "/metrics", timeout=30).text for n in cluster.servers]
+        pages += [httpx.get(n.url + "/metrics", timeout=30).text for n in cluster.workers]
+        assert unexported_rule_series(pages) == []
+
         # then, with the workers stopped, GC passes (one version retained) leave exactly the
         # latest version's data: no pending deletes, no unreferenced segment, no covered WAL
         for node in cluster.workers:
