@@ -10,6 +10,7 @@ on loopback, for a bounded time per scenario. Scenarios:
   fresh ids so the namespace grows as a real ingest would.
 
     .venv/bin/python bench/http_load.py --spawn                 # start a server on a temp dir
+    .venv/bin/python bench/http_load.py --spawn --store seaweedfs [--rtt-ms 30]   # on a real S3 server
     .venv/bin/python bench/http_load.py --url http://127.0.0.1:8080 [--seconds 10] [--concurrency 8]
 
 Only loopback URLs are accepted: this is a local benchmark, not a load tool for other hosts.
@@ -20,12 +21,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import random
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 import urllib.parse
 import uuid
@@ -147,20 +148,19 @@ async def run(
     return results
 
 
-def spawn_server(root: Path) -> tuple[subprocess.Popen[bytes], str]:
+def spawn_server(target: Any) -> tuple[subprocess.Popen[bytes], str]:
+    """lagoon-server on the store of ``target`` (a ``bench.stores.BenchStore``)."""
     import socket
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LAGOON_")}
-    env.update(
-        LAGOON_STORAGE__BACKEND="fs",
-        LAGOON_STORAGE__ROOT=str(root),
-        LAGOON_OBSERVABILITY__LOG_LEVEL="warning",
-    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("LAGOON_", "AWS_"))}
+    env.update(target.env, LAGOON_OBSERVABILITY__LOG_LEVEL="warning")
     exe = REPO / ".venv" / "bin" / "lagoon-server"
-    proc = subprocess.Popen([str(exe), "--listen", f"127.0.0.1:{port}"], env=env, stdout=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [str(exe), "--listen", f"127.0.0.1:{port}", *target.server_args()], env=env, stdout=subprocess.DEVNULL
+    )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
@@ -178,18 +178,27 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--url", default="http://127.0.0.1:8080")
-    parser.add_argument("--spawn", action="store_true", help="start lagoon-server on a temp dir (fs backend)")
+    parser.add_argument("--spawn", action="store_true", help="start lagoon-server on a temporary store")
+    parser.add_argument("--store", default="fs", help="with --spawn: fs (a temp dir) or seaweedfs (S3)")
+    parser.add_argument(
+        "--rtt-ms", type=float, default=0.0, help="with --store seaweedfs: round-trip latency added to S3"
+    )
     parser.add_argument("--seconds", type=float, default=10.0, help="duration of each scenario")
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--docs", type=int, default=2000, help="documents in the query namespace")
     parser.add_argument("--scenarios", default="health,query,write")
     args = parser.parse_args()
     proc = None
-    tmp = None
     url = args.url
+    stack = contextlib.ExitStack()
     if args.spawn:
-        tmp = tempfile.TemporaryDirectory(prefix="lagoon-http-load-")
-        proc, url = spawn_server(Path(tmp.name))
+        sys.path.insert(0, str(REPO))
+        from bench.stores import bench_store
+
+        if args.rtt_ms and args.store == "fs":
+            raise SystemExit("--rtt-ms needs --store seaweedfs (the delay is on the S3 connection)")
+        target = stack.enter_context(bench_store(args.store, args.rtt_ms))
+        proc, url = spawn_server(target)
     check_loopback(url)
     try:
         results = asyncio.run(run(url, args.seconds, args.concurrency, args.docs, args.scenarios.split(",")))
@@ -197,9 +206,9 @@ def main() -> None:
         if proc is not None:
             proc.terminate()
             proc.wait(30)
-        if tmp is not None:
-            tmp.cleanup()
-    print(f"server {url}, {args.concurrency} concurrent connections, {args.seconds:g} s per scenario")
+        stack.close()
+    store = f", store {args.store}" + (f" +{args.rtt_ms:g} ms" if args.rtt_ms else "") if args.spawn else ""
+    print(f"server {url}{store}, {args.concurrency} concurrent connections, {args.seconds:g} s per scenario")
     print(f"{'scenario':<28} {'req/s':>9} {'p50 ms':>9} {'p99 ms':>9} {'ok':>7}  errors")
     for r in results:
         print(
