@@ -272,8 +272,9 @@ class Snapshot:
         attrs = list(self.schema.attributes)
         return src.fetch_rows(np.arange(src.num_docs, dtype=np.int64), attrs)
 
-    def lookup(self, ids: list[Id]) -> dict[Id, Doc]:
-        """The live documents (canonical values) for the ids that exist in this snapshot."""
+    def lookup(self, ids: list[Id], attributes: list[str] | None = None) -> dict[Id, Doc]:
+        """The live documents (canonical values) for the ids that exist in this snapshot, with
+        ``attributes`` (None: all; ``[]``: existence only, which reads no column but ``id``)."""
         if not ids or not self.exists:
             return {}
         src = self.source()
@@ -286,7 +287,8 @@ class Snapshot:
         positions = np.flatnonzero(np.asarray(hit, dtype=bool))
         if positions.shape[0] == 0:
             return {}
-        table = src.fetch_rows(positions, list(self.schema.attributes))
+        names = list(self.schema.attributes) if attributes is None else attributes
+        table = src.fetch_rows(positions, names)
         out: dict[Id, Doc] = {}
         for row in table.to_pylist():
             ident = row.pop("id")

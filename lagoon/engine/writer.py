@@ -88,7 +88,8 @@ class _Resolver:
         self.truncate = False
         self.token_matcher_factory = token_matcher_factory
 
-    def current(self, ids: list[Id]) -> dict[Id, Doc]:
+    def current(self, ids: list[Id], attributes: list[str] | None = None) -> dict[Id, Doc]:
+        """The live documents of ``ids`` (with ``attributes``; None: all, ``[]``: existence only)."""
         out: dict[Id, Doc] = {}
         missing = []
         for i in ids:
@@ -99,7 +100,7 @@ class _Resolver:
             else:
                 missing.append(i)
         if missing and not self.truncate:
-            out.update(self.snap.lookup(missing))
+            out.update(self.snap.lookup(missing, attributes))
         return out
 
     def exists(self) -> bool:
@@ -233,7 +234,8 @@ class _Resolver:
                 self.overlay[i] = {k: v for k, v in merged.items() if v is not None}
             out.patched += [t[0] for t in targets]
         if req.deletes:
-            existing = self.current(req.deletes)
+            # existence only unless a condition reads attributes (no vector data on the event loop)
+            existing = self.current(req.deletes, None if req.delete_condition is not None else [])
             targets_d = [(i, existing[i], None) for i in req.deletes if i in existing]
             if req.delete_condition is not None and targets_d:
                 ok = self.condition_holds(req.delete_condition, targets_d)
