@@ -30,6 +30,7 @@ from lagoon.format.keys import DEFAULT_ORG, NamespaceKeys, check_namespace, name
 from lagoon.format.manifest import SegmentRef
 from lagoon.index import cancel
 from lagoon.index.sources.table import DocSource
+from lagoon.index.vector.plan import MAX_RECALL_TARGET, MIN_RECALL_TARGET
 from lagoon.query.cost import check_work
 from lagoon.query.execute import execute_query
 from lagoon.query.explain import explain_query
@@ -247,7 +248,7 @@ class Database:
     async def update_metadata(self, namespace: str, body: Any, *, org: str = DEFAULT_ORG) -> dict[str, Any]:
         if not isinstance(body, dict):
             raise InvalidRequest("metadata: expected an object")
-        unknown = set(body) - {"pinning", "read_only"}
+        unknown = set(body) - {"pinning", "read_only", "ann_recall_target"}
         if unknown:
             raise InvalidRequest(f"metadata: unknown field(s) {', '.join(sorted(unknown))}")
         changes: dict[str, Any] = {}
@@ -270,6 +271,18 @@ class Database:
             if not isinstance(body["read_only"], bool):
                 raise InvalidRequest("read_only: expected true or false")
             changes["read_only"] = body["read_only"]
+        if "ann_recall_target" in body:
+            t = body["ann_recall_target"]
+            if t is not None and (
+                isinstance(t, bool)
+                or not isinstance(t, int | float)
+                or not MIN_RECALL_TARGET <= float(t) <= MAX_RECALL_TARGET
+            ):
+                raise InvalidRequest(
+                    f"ann_recall_target: expected null or a number between {MIN_RECALL_TARGET} "
+                    f"and {MAX_RECALL_TARGET}"
+                )
+            changes["ann_recall_target"] = None if t is None else float(t)
         await self.snapshot(org, namespace, strong=True)
         if changes:
             await self.handle(org, namespace).committer.submit(Op(kind="settings", settings=changes))
@@ -349,6 +362,7 @@ class Database:
             out["pinning"] = {"replicas": pinning.get("replicas", 1)}
         if snap.settings.get("read_only"):
             out["read_only"] = True
+        out["ann_recall_target"] = snap.recall_target
         return out
 
     async def hint_cache_warm(self, namespace: str, *, org: str = DEFAULT_ORG) -> dict[str, Any]:

@@ -25,6 +25,7 @@ from lagoon.format.manifest import SegmentRef
 from lagoon.format.wal import OP_COLUMN, OP_UPSERT, WalEntry
 from lagoon.index.sources.composite import CompositeSource, MaskedSource, PartSource
 from lagoon.index.sources.table import LiveDocs
+from lagoon.index.vector.plan import DEFAULT_RECALL_TARGET
 from lagoon.schema import Schema, id_arrow_type
 from lagoon.values import Id, canonical_from_arrow
 
@@ -254,6 +255,12 @@ class Snapshot:
         masks.reverse()
         return masks
 
+    @property
+    def recall_target(self) -> float:
+        """The namespace's ANN recall target (setting ``ann_recall_target``; default 0.95)."""
+        v = self.settings.get("ann_recall_target")
+        return float(v) if isinstance(v, int | float) and not isinstance(v, bool) else DEFAULT_RECALL_TARGET
+
     def source(self) -> CompositeSource:
         """The live documents as one DocSource (segments first, then the tail's runs)."""
         if self._source is None:
@@ -263,7 +270,7 @@ class Snapshot:
             for run in self.runs:
                 live = np.concatenate([self.masks[c][rows] for c, rows in run.picks])
                 parts.append(MaskedSource(run.base, live))
-            self._source = CompositeSource(self.schema, parts)
+            self._source = CompositeSource(self.schema, parts, recall_target=self.recall_target)
         return self._source
 
     # Kept for callers that need one table (copy_from, tests, the writer's by-filter ops).

@@ -30,7 +30,8 @@ import pyarrow as pa
 
 from lagoon.errors import InternalError
 from lagoon.index.fusion import rrf_fuse
-from lagoon.index.sources.table import DocSource, exact_dist, topk_smallest
+from lagoon.index.sources.table import DocSource
+from lagoon.index.vector.kernels import exact_dist, topk_smallest
 from lagoon.query.aggregate import group_codes, run_aggregation
 from lagoon.query.highlight import highlight_rows
 from lagoon.schema import AttrType

@@ -93,11 +93,10 @@ def filter_values(n: int, seed: int = 5) -> np.ndarray:
 def _ranges(rng: random.Random, n: int, lo: int, hi: int) -> list[tuple[int, int]]:
     out, at = [], 0
     while at < n:
-        size = int(round(math.exp(rng.uniform(math.log(lo), math.log(hi)))))
+        size = round(math.exp(rng.uniform(math.log(lo), math.log(hi))))
         out.append((at, min(n, at + max(1, size))))
         at = out[-1][1]
     return out
-
 
 
 def random_layout(rng: random.Random, n: int, *, style: str | None = None) -> Layout:

@@ -59,7 +59,8 @@ from lagoon.index.text.bm25 import (
 )
 from lagoon.index.text.postings import decode_postings, same_stopwords
 from lagoon.index.text.textindex import TextIndex
-from lagoon.index.vector.ivf import BlockSource, VectorIndex
+from lagoon.index.vector.ivf import BlockSource, ProbeSearch, VectorIndex
+from lagoon.index.vector.plan import DEFAULT_RECALL_TARGET, RecallCurve
 from lagoon.schema import FtsConfig, Schema, id_arrow_type
 
 T = TypeVar("T")
@@ -571,32 +572,43 @@ class SegmentSource:
         *,
         approximate: bool = False,
         nprobe: int | None = None,
+        recall_target: float = DEFAULT_RECALL_TARGET,
     ) -> tuple[np.ndarray, np.ndarray]:
         """The ``k`` nearest live documents with a vector among ``mask``: (positions, float64
-        distances), ascending, ties by id. ``approximate`` probes the IVF (adaptive nprobe, or the
-        given ``nprobe``); otherwise the scan is exact."""
+        distances), ascending, ties by id. ``approximate`` probes the IVF (planned for
+        ``recall_target`` as the only part, or the given ``nprobe``); otherwise the scan is exact."""
         vi = self.reader.vector_index(attr)
         if vi is None or k <= 0 or self._n == 0:
             return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.float64)
-        counts: np.ndarray | None = None
-        if mask is None:
-            cand = self._live_mask()
-            if cand is not None and approximate:  # per-cluster live rows, once per source
-                counts = self._cache.get("live_counts", attr, lambda: vi.cluster_counts(self.live))
-        else:
-            m = np.asarray(mask, dtype=bool)
-            if m.shape != (self._n,):
-                raise InternalError(f"vector_topk: mask of shape {m.shape} for {self._n} documents")
-            if self.all_live:  # positions are rows
-                cand = m
-            else:
-                cand = np.zeros(self.reader.num_rows, dtype=bool)
-                cand[self.rows[m]] = True
+        cand = self._candidates(mask)
         if approximate:
-            rows, dist = vi.search(query, metric, k, cand, nprobe=nprobe, cand_counts=counts)
+            rows, dist = vi.search(query, metric, k, cand, nprobe=nprobe, recall_target=recall_target)
         else:
             rows, dist = vi.exact(query, metric, k, cand)
         return self._positions(rows), dist
+
+    def _candidates(self, mask: np.ndarray | None) -> np.ndarray | None:
+        """bool over segment rows: live and in ``mask`` (over positions); None = every row."""
+        if mask is None:
+            return self._live_mask()
+        m = np.asarray(mask, dtype=bool)
+        if m.shape != (self._n,):
+            raise InternalError(f"vector_topk: mask of shape {m.shape} for {self._n} documents")
+        if self.all_live:  # positions are rows
+            return m
+        cand = np.zeros(self.reader.num_rows, dtype=bool)
+        cand[self.rows[m]] = True
+        return cand
+
+    def ann_part(
+        self, attr: str, query: np.ndarray, metric: str, k: int, mask: np.ndarray | None
+    ) -> SegmentAnnPart | None:
+        """This segment's side of a planned ANN query (lagoon/index/vector/plan.py), or None
+        when it has no vector index for ``attr``."""
+        vi = self.reader.vector_index(attr)
+        if vi is None or self._n == 0:
+            return None
+        return SegmentAnnPart(self, vi.start(query, metric, k, self._candidates(mask)))
 
     def vectors(self, attr: str) -> VectorMatrix:
         """The attribute's vectors in position order (float32; zeros where a document has none)."""
@@ -684,6 +696,40 @@ class SegmentSource:
     def token_match(self, attr: str, op: str, query: Any, params: Any) -> np.ndarray:
         """bool[num_docs] for ContainsAllTokens / ContainsAnyToken / ContainsTokenSequence."""
         return self._restrict(self.reader.text_index(attr).match(op, query, dict(params or {})))
+
+
+class SegmentAnnPart:
+    """``ProbeSearch`` of one segment with results in the source's positions (plan.AnnPart)."""
+
+    def __init__(self, src: SegmentSource, search: ProbeSearch) -> None:
+        self._src = src
+        self._s = search
+
+    @property
+    def n_cand(self) -> int:
+        return self._s.n_cand
+
+    @property
+    def curve(self) -> RecallCurve | None:
+        return self._s.curve
+
+    @property
+    def sigma(self) -> float:
+        return self._s.sigma
+
+    def ivf_cost(self, nprobe: int) -> float:
+        return self._s.ivf_cost(nprobe)
+
+    def exact_cost(self) -> float:
+        return self._s.exact_cost()
+
+    def exact(self) -> tuple[np.ndarray, np.ndarray]:
+        rows, dist = self._s.exact()
+        return self._src._positions(rows), dist
+
+    def probe(self, nprobe: int) -> tuple[np.ndarray, np.ndarray]:
+        rows, dist = self._s.probe(nprobe)
+        return self._src._positions(rows), dist
 
 
 __all__ = ["SegmentReader", "SegmentSource", "SegmentText"]

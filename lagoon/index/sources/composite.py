@@ -28,8 +28,10 @@ import pyarrow as pa
 from lagoon.index.cache import OnceCache
 from lagoon.index.cancel import checkpoint
 from lagoon.index.filters.tree import Filter
-from lagoon.index.sources.table import LiveDocs, dense_rank, sort_positions, topk_smallest
+from lagoon.index.sources.table import LiveDocs, dense_rank, sort_positions
 from lagoon.index.text.bm25 import TermStats
+from lagoon.index.vector.kernels import topk_smallest
+from lagoon.index.vector.plan import DEFAULT_RECALL_TARGET, AnnPart, RecallCurve, plan_and_search
 from lagoon.schema import Schema
 from lagoon.tracing import tracer
 
@@ -194,13 +196,17 @@ class MaskedSource:
 class CompositeSource:
     """Several parts (oldest first, already restricted to live rows) as one DocSource."""
 
-    def __init__(self, schema: Schema, parts: Sequence[PartSource]) -> None:
+    def __init__(
+        self, schema: Schema, parts: Sequence[PartSource], recall_target: float = DEFAULT_RECALL_TARGET
+    ) -> None:
         self._schema = schema
         self.parts = [p for p in parts if p.num_docs > 0]
         sizes = [p.num_docs for p in self.parts]
         self.offsets = np.concatenate([[0], np.cumsum(sizes, dtype=np.int64)]).astype(np.int64)
         self._n = int(self.offsets[-1])
         self._cache = OnceCache()
+        self.recall_target = recall_target  # for ANN queries (the namespace's ann_recall_target)
+        self.last_plan: dict[str, Any] = {}
 
     @property
     def schema(self) -> Schema:
@@ -249,20 +255,63 @@ class CompositeSource:
         mask: np.ndarray | None,
         *,
         approximate: bool = False,
+        recall_target: float | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
+        """Exact: every part's exact top-k, merged. Approximate: the parts' probes are planned
+        together for the namespace's recall target (lagoon/index/vector/plan.py)."""
+        if approximate:
+            target = self.recall_target if recall_target is None else recall_target
+            return self._ann_topk(attr, query, metric, k, mask, target)
         positions, dists = [], []
         for i, (p, m) in enumerate(zip(self.parts, self._slices(mask), strict=True)):
             if m is not None and not m.any():
                 continue
             with self._part(i, "vector"):
-                pos, dist = p.vector_topk(attr, query, metric, k, m, approximate=approximate)
+                pos, dist = p.vector_topk(attr, query, metric, k, m)
             positions.append(np.asarray(pos, dtype=np.int64) + self.offsets[i])
             dists.append(np.asarray(dist, dtype=np.float64))
+        return self._merge_topk(positions, dists, k)
+
+    def _merge_topk(
+        self, positions: list[np.ndarray], dists: list[np.ndarray], k: int
+    ) -> tuple[np.ndarray, np.ndarray]:
         if not positions:
             return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.float64)
         pos_all, dist_all = np.concatenate(positions), np.concatenate(dists)
         top = topk_smallest(dist_all, self.id_rank()[pos_all], k)
         return pos_all[top], dist_all[top]
+
+    def _ann_topk(
+        self, attr: str, query: np.ndarray, metric: str, k: int, mask: np.ndarray | None, target: float
+    ) -> tuple[np.ndarray, np.ndarray]:
+        q = np.ascontiguousarray(query, dtype=np.float32).reshape(-1)
+        parts: list[AnnPart] = []
+        where: list[int] = []
+        for i, (p, m) in enumerate(zip(self.parts, self._slices(mask), strict=True)):
+            if m is not None and not m.any():
+                continue
+            ann = getattr(p, "ann_part", None)
+            part = ann(attr, q, metric, k, m) if ann is not None else None
+            parts.append(part if part is not None else _ExactPart(p, attr, q, metric, k, m))
+            where.append(i)
+        offsets = [int(self.offsets[i]) for i in where]
+
+        def merged(results: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+            pos = [np.asarray(r[0], np.int64) + o for r, o in zip(results, offsets, strict=True)]
+            src = [np.full(r[0].shape[0], j, np.int64) for j, r in enumerate(results)]
+            if not pos:
+                e = np.empty(0, np.int64)
+                return e, np.empty(0, np.float64), e
+            pos_all, dist_all = np.concatenate(pos), np.concatenate([r[1] for r in results])
+            top = topk_smallest(dist_all, self.id_rank()[pos_all], k)
+            return pos_all[top], dist_all[top], np.concatenate(src)[top]
+
+        with tracer.start_as_current_span("lagoon.ann", attributes={"lagoon.parts": len(parts)}) as span:
+            results, info = plan_and_search(parts, k, target, lambda r: merged(r)[2])
+            span.set_attribute("lagoon.exact_parts", info["exact"])
+        pos, dist, _ = merged(results)
+        self.last_plan = info
+        return pos, dist
 
     def bm25_scores(self, attr: str, query: str | Sequence[str], last_as_prefix: bool) -> np.ndarray:
         if not self.parts:
@@ -366,3 +415,33 @@ class CompositeSource:
 
     def non_null_count(self, attr: str) -> int:
         return sum(p.non_null_count(attr) for p in self.parts)
+
+
+class _ExactPart:
+    """A part without a vector index (a WAL run, a segment without the attribute's index): its
+    ANN side is an exact scan (plan.AnnPart)."""
+
+    curve: RecallCurve | None = None
+
+    def __init__(
+        self, part: PartSource, attr: str, q: np.ndarray, metric: str, k: int, mask: np.ndarray | None
+    ) -> None:
+        self._p, self._args, self._mask = part, (attr, q, metric, k), mask
+        self.n_cand = part.non_null_count(attr) if mask is None else int(np.count_nonzero(mask))
+        self.sigma = 1.0
+        self._result: tuple[np.ndarray, np.ndarray] | None = None
+
+    def ivf_cost(self, nprobe: int) -> float:
+        return float("inf")
+
+    def exact_cost(self) -> float:
+        return float(self.n_cand)
+
+    def exact(self) -> tuple[np.ndarray, np.ndarray]:
+        if self._result is None:
+            attr, q, metric, k = self._args
+            self._result = self._p.vector_topk(attr, q, metric, k, self._mask)
+        return self._result
+
+    def probe(self, nprobe: int) -> tuple[np.ndarray, np.ndarray]:
+        return self.exact()

@@ -30,6 +30,7 @@ from lagoon.index.cache import OnceCache
 from lagoon.index.filters.tree import Filter
 from lagoon.index.text.bm25 import TermStats
 from lagoon.index.text.textindex import TextIndex, build_text_index
+from lagoon.index.vector.kernels import exact_dist, inner_products, topk_smallest
 from lagoon.schema import Schema, id_arrow_type
 
 T = TypeVar("T")
@@ -257,14 +258,15 @@ class LiveDocs:
             unit = self._unit_vectors(attr)
             qn = float(np.linalg.norm(q))
             qu = q / qn if qn > 0 else q
-            m = unit if rows is None else np.compress(rows, unit, axis=0)
-            return np.float32(1.0) - m @ qu  # type: ignore[no-any-return]
+            idx = None if rows is None else np.flatnonzero(rows)
+            return np.float32(1.0) - inner_products(unit, np.ascontiguousarray(qu, np.float32), idx)  # type: ignore[no-any-return]
         if metric == "euclidean_squared":
             m = self.vectors(attr).matrix
             sq = self._sq_norms(attr)
-            if rows is not None:
-                m, sq = np.compress(rows, m, axis=0), sq[rows]
-            d = sq - np.float32(2.0) * (m @ q) + np.float32(np.dot(q, q))
+            idx = None if rows is None else np.flatnonzero(rows)
+            if idx is not None:
+                sq = sq[idx]
+            d = sq - np.float32(2.0) * inner_products(m, q, idx) + np.float32(np.dot(q, q))
             np.maximum(d, 0, out=d)
             return d  # type: ignore[no-any-return]
         raise InternalError(f"unknown distance metric {metric!r}")
@@ -353,37 +355,6 @@ class LiveDocs:
 
 def _nbytes(table: pa.Table, name: str) -> int:
     return int(table.column(name).nbytes)
-
-
-def topk_smallest(values: np.ndarray, tiebreak: np.ndarray, k: int) -> np.ndarray:
-    """Indices of the ``k`` smallest ``values``, ascending, ties by ascending ``tiebreak``.
-
-    One argpartition (O(n)), then every value tied with the k-th is kept as a candidate so the
-    choice among equal values is by ``tiebreak`` and never arbitrary; only the candidates are sorted.
-    """
-    n = values.shape[0]
-    if k <= 0 or n == 0:
-        return np.empty(0, dtype=np.int64)
-    if k < n:
-        part = np.argpartition(values, k - 1)[:k]
-        threshold = values[part].max()
-        cand = np.flatnonzero(values <= threshold)
-    else:
-        cand = np.arange(n, dtype=np.int64)
-    order = np.lexsort((tiebreak[cand], values[cand]))
-    return cand[order[:k]].astype(np.int64, copy=False)
-
-
-def exact_dist(m: np.ndarray, q: np.ndarray, metric: str) -> np.ndarray:
-    m64 = m.astype(np.float64)
-    q64 = q.astype(np.float64)
-    if metric == "euclidean_squared":
-        diff = m64 - q64
-        return np.einsum("ij,ij->i", diff, diff)  # type: ignore[no-any-return]
-    norms = np.linalg.norm(m64, axis=1) * np.linalg.norm(q64)
-    dots = m64 @ q64
-    cos = np.divide(dots, norms, out=np.zeros_like(dots), where=norms > 0)
-    return 1.0 - np.clip(cos, -1.0, 1.0)  # type: ignore[no-any-return]
 
 
 def _conform(schema: Schema, table: pa.Table) -> pa.Table:

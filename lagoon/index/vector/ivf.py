@@ -46,10 +46,9 @@ Pure: no I/O.
 
 from __future__ import annotations
 
-import contextlib
 import math
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -57,7 +56,9 @@ import numpy as np
 
 from lagoon.errors import DataCorruption, InternalError
 from lagoon.format.segment import MAGIC_VEC, SectionFile, SectionWriter, align, crc32c_of, gather_runs
-from lagoon.index.sources.table import exact_dist, topk_smallest
+from lagoon.index.vector import plan as _plan
+from lagoon.index.vector.kernels import exact_dist, inner_products, one_omp_thread, topk_smallest
+from lagoon.index.vector.plan import DEFAULT_RECALL_TARGET, RecallCurve
 
 FLAT_BELOW = 8192  # fewer vectors than this: a single cluster (exact scan)
 CLUSTERS_PER_SQRT = 4.0
@@ -66,13 +67,20 @@ KMEANS_SEED = 1234
 TRAIN_POINTS_PER_CLUSTER = 64
 TRAIN_MAX_POINTS = 100_000
 BUILD_THREADS = 2
-TARGET_RECALL = 0.97
-CALIBRATION_QUERIES = 300
+TARGET_RECALL = 0.97  # the legacy per-K table (older readers); queries plan from the rank table
+CALIBRATION_QUERIES = 600  # at most; fewer for large segments (CALIBRATION_BUDGET)
+CALIBRATION_MIN_QUERIES = 300
+CALIBRATION_BUDGET = 1e8  # calibration queries x vectors (a full scan each)
 CALIBRATION_KS = (10, 100, 1000)
+# Upper edges of the neighbour-rank buckets of the recall table (bucket i: ranks in (edge[i-1], edge[i]])
+RANK_EDGES = (1, 2, 3, 4, 6, 8, 11, 16, 23, 32, 46, 64, 91, 128, 182, 256, 362, 512, 724, 1000)
+# Recall levels at which the table stores the probes needed: 0.5 ... 0.9995 (geometric in 1 - level), 1
+RECALL_LEVELS = (*tuple(round(1 - 0.5 * 0.001 ** (i / 46), 6) for i in range(47)), 1.0)
 EXACT_BELOW_ROWS = 2000  # masks keeping fewer rows than max(this, fraction · vectors) go exact
 EXACT_BELOW_FRACTION = 0.02
 EXACT_ABOVE_PROBE_FRACTION = 0.5  # probing at least this share of clusters: scan exactly instead
 CANDIDATE_MARGIN = 2.0  # expected masked candidates in the probed clusters >= margin · k
+ANTI_CORRELATED = 0.7  # probed clusters holding < this x the mask's share of candidates: follow the mask
 _GATHER_FRACTION = 0.3
 QUANTIZED_FIRST_PASS = True  # probe with 8-bit codes, then rank the best RERANK_FACTOR·k exactly
 RERANK_FACTOR = 8
@@ -120,8 +128,9 @@ def build_vec_file(
     order = np.lexsort((rows, assign))
     cord = rows[order]
     counts = np.bincount(assign, minlength=k).astype(np.int64) if k else np.zeros(0, np.int64)
+    table: dict[str, Any] | None = None
     if k > 1:
-        ks, probes, nq = _calibrate(x, assign, centroids, cosine)
+        ks, probes, nq, table = _calibrate(x, assign, centroids, cosine)
     else:
         ks, probes, nq = [10], [k], 0
     sq_min = x.min(axis=0) if m else np.zeros(dims, np.float32)
@@ -170,6 +179,8 @@ def build_vec_file(
         "queries": nq,
         "default": int(probes[0]),
     }
+    if table is not None:
+        nprobe["by_rank"] = table
     meta = {
         "attr": attr,
         "dims": int(dims),
@@ -250,22 +261,27 @@ def _cluster(x: np.ndarray, k: int, *, spherical: bool) -> tuple[np.ndarray, np.
 
 def _calibrate(
     x: np.ndarray, assign: np.ndarray, centroids: np.ndarray, cosine: bool
-) -> tuple[list[int], list[int], int]:
-    """The smallest nprobe reaching TARGET_RECALL for recall@K, K in CALIBRATION_KS (see module doc).
+) -> tuple[list[int], list[int], int, dict[str, Any]]:
+    """The index's recall table, measured on a sample of its own vectors (see module doc).
 
     An IVF search that scans the probed clusters exactly finds a true neighbour iff the neighbour's
     cluster is among the nprobe nearest clusters of the query, so recall(nprobe) is the share of
     (query, neighbour) pairs whose cluster rank is below nprobe: a quantile, computed directly.
+    Returns the legacy table (smallest nprobe reaching TARGET_RECALL for recall@K, K in
+    CALIBRATION_KS), the number of queries, and the rank table: for every neighbour-rank bucket
+    (``RANK_EDGES``) the probes needed to find that share (``RECALL_LEVELS``) of its neighbours.
     """
     m = x.shape[0]
+    ncl = centroids.shape[0]
     ks = [kk for kk in CALIBRATION_KS if kk <= m - 1] or [max(1, m - 1)]
     kmax = ks[-1]
+    edges = [e for e in RANK_EDGES if e <= kmax] or [kmax]
     rng = np.random.default_rng(KMEANS_SEED + 1)
-    nq = min(CALIBRATION_QUERIES, m)
+    nq = int(min(m, CALIBRATION_QUERIES, max(CALIBRATION_MIN_QUERIES, CALIBRATION_BUDGET // max(1, m))))
     queries = np.sort(rng.choice(m, nq, replace=False))
     sq = None if cosine else np.einsum("ij,ij->i", x, x)
     csq = None if cosine else np.einsum("ij,ij->i", centroids, centroids)
-    ranks: list[list[np.ndarray]] = [[] for _ in ks]
+    ranks: list[np.ndarray] = []  # (b, kmax) cluster rank of each query's r-th neighbour
     for lo in range(0, nq, 32):
         qi = queries[lo : lo + 32]
         q = x[qi]
@@ -282,19 +298,30 @@ def _calibrate(
         cip = q @ centroids.T
         cdist = -cip if csq is None else csq[None, :] - 2.0 * cip
         crank = np.empty(cdist.shape, np.int64)
-        np.put_along_axis(
-            crank, np.argsort(cdist, axis=1), np.arange(cdist.shape[1])[None, :].repeat(b, 0), axis=1
-        )
-        r = np.take_along_axis(crank, assign[nb], axis=1)
-        for i, kk in enumerate(ks):
-            ranks[i].append(r[:, :kk].ravel())
+        np.put_along_axis(crank, np.argsort(cdist, axis=1), np.arange(ncl)[None, :].repeat(b, 0), axis=1)
+        ranks.append(np.take_along_axis(crank, assign[nb], axis=1))
+    r = np.concatenate(ranks)  # (nq, kmax)
     probes = []
-    for i in range(len(ks)):
-        rs = np.sort(np.concatenate(ranks[i]))
-        need = int(rs[max(0, math.ceil(TARGET_RECALL * rs.shape[0]) - 1)]) + 1
-        probes.append(min(need, centroids.shape[0]))
+    for kk in ks:
+        probes.append(_probes_needed(r[:, :kk].ravel(), [TARGET_RECALL], ncl)[0])
     probes = np.maximum.accumulate(np.array(probes, np.int64)).tolist()
-    return ks, [int(p) for p in probes], nq
+    table_probes = []
+    lo = 0
+    for e in edges:
+        table_probes.append(_probes_needed(r[:, lo:e].ravel(), RECALL_LEVELS, ncl))
+        lo = e
+    # a deeper bucket never needs fewer probes than a shallower one (noise of small samples)
+    tp = np.maximum.accumulate(np.array(table_probes, np.int64), axis=0)
+    table = {"ranks": list(edges), "levels": list(RECALL_LEVELS), "probes": tp.tolist()}
+    return ks, [int(p) for p in probes], nq, table
+
+
+def _probes_needed(cluster_ranks: np.ndarray, levels: Sequence[float], ncl: int) -> list[int]:
+    """For each level, the smallest nprobe whose probed clusters hold that share of the pairs."""
+    rs = np.sort(cluster_ranks)
+    n = rs.shape[0]
+    idx = np.clip(np.ceil(np.asarray(levels) * n).astype(np.int64) - 1, 0, n - 1)
+    return [int(v) for v in np.minimum(rs[idx] + 1, ncl)]
 
 
 # --------------------------------------------------------------------------------------------- read
@@ -336,6 +363,7 @@ class VectorIndex:
             self.probe_k = np.array(probe["k"], dtype=np.float64)
             self.probe_n = np.array(probe["nprobe"], dtype=np.float64)
             self.default_nprobe = int(probe["default"])
+            self.curve = RecallCurve.from_meta(probe, int(meta["n_clusters"]))
             blocks_at = int(meta["blocks"]["offset"])
             blocks_len = int(meta["blocks"]["length"])
             file_rows = int(meta["n_rows"])
@@ -408,6 +436,7 @@ class VectorIndex:
         self.cord = cord
         self.row_to_c = row_to_c
         self.valid = row_to_c >= 0
+        self.all_valid = m == n_rows
         for a in (self.cord, self.row_to_c, self.valid, self.list_ptr, self.sizes):
             a.setflags(write=False)
         if self.metric == "cosine_distance":
@@ -636,53 +665,27 @@ class VectorIndex:
         cand: np.ndarray | None,
         *,
         nprobe: int | None = None,
-        cand_counts: np.ndarray | None = None,
+        recall_target: float = DEFAULT_RECALL_TARGET,
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Approximate top-``k`` rows among ``cand`` (bool over rows, None = all) by probing
-        clusters (see the module docstring). ``cand_counts`` = ``cluster_counts(cand)`` when the
-        caller has it cached; ``nprobe`` forces a fixed number of probed clusters (no adaptation,
-        no exact fallback)."""
+        """Approximate top-``k`` rows among ``cand`` (bool over rows, None = all) at
+        ``recall_target`` as the only part of a query (lagoon/index/vector/plan.py);
+        ``nprobe`` forces a fixed number of probed clusters (no planning, no exact fallback)."""
         q = np.ascontiguousarray(query, dtype=np.float32).reshape(-1)
-        m = self.n_vectors
-        ncl = self.n_clusters
-        if k <= 0 or m == 0:
+        if k <= 0 or self.n_vectors == 0:
             return np.empty(0, np.int64), np.empty(0, np.float64)
-        if metric != self.metric or ncl <= 1:
-            return self.exact(q, metric, k, cand)
-        cdist = self._centroid_dist(q, metric)
-        if nprobe is not None:
-            probe = self._nearest(cdist, max(1, min(int(nprobe), ncl)))
+        if nprobe is not None and metric == self.metric and self.n_clusters > 1:
+            cdist = self._centroid_dist(q, metric)
+            probe = self._nearest(cdist, max(1, min(int(nprobe), self.n_clusters)))
             return self._finish(self._probe(q, metric, k, cand, probe), q, metric)
-        if cand is None:
-            counts, n_cand = self.sizes, m
-        else:
-            counts = self.cluster_counts(cand) if cand_counts is None else cand_counts
-            n_cand = int(counts.sum())
-            if n_cand == 0:
-                return np.empty(0, np.int64), np.empty(0, np.float64)
-            if n_cand <= max(EXACT_BELOW_ROWS, EXACT_BELOW_FRACTION * m):
-                return self.exact(q, metric, k, cand)
-        # Probe the nearest clusters until they hold the masked candidates that nprobe(k·m/n_cand)
-        # clusters hold on average (and >= margin·k): a filter uncorrelated with the vectors gets
-        # the calibrated nprobe; a correlated one keeps probing until its rows are reached.
-        calibrated = self.nprobe_for(k * m / n_cand)
-        want = min(k, n_cand)
-        if cand is None:  # unfiltered: exactly the calibrated nprobe
-            sel = self._probe(q, metric, k, None, self._nearest(cdist, calibrated))
-            if sel.shape[0] >= want or calibrated >= ncl:
-                return self._finish(sel, q, metric)
-        target = max(CANDIDATE_MARGIN * k, calibrated * n_cand / ncl)
-        order = np.argsort(cdist)
-        reach = int(np.searchsorted(np.cumsum(counts[order]), target)) + 1
-        if cand is None:
-            reach = max(reach, 2 * calibrated)
-        while True:
-            if reach >= EXACT_ABOVE_PROBE_FRACTION * ncl:
-                return self.exact(q, metric, k, cand)
-            sel = self._probe(q, metric, k, cand, order[:reach])
-            if sel.shape[0] >= want:
-                return self._finish(sel, q, metric)
-            reach *= 2
+        part = self.start(q, metric, k, cand)
+        results, _ = _plan.plan_and_search(
+            [part], k, recall_target, lambda r: np.zeros(r[0][0].shape[0], np.int64)
+        )
+        return results[0]
+
+    def start(self, query: np.ndarray, metric: str, k: int, cand: np.ndarray | None) -> ProbeSearch:
+        """One query's search of this index, probed as the planner decides (``ProbeSearch``)."""
+        return ProbeSearch(self, np.ascontiguousarray(query, dtype=np.float32).reshape(-1), metric, k, cand)
 
     def nprobe_for(self, k_eff: float) -> int:
         """nprobe from the build-time table for an effective recall depth ``k_eff`` (log-log)."""
@@ -697,7 +700,7 @@ class VectorIndex:
         return max(1, min(self.n_clusters, math.ceil(p)))
 
     def _centroid_dist(self, q: np.ndarray, metric: str) -> np.ndarray:
-        ip: np.ndarray = self.centroids @ self._query_vector(q, metric)
+        ip: np.ndarray = inner_products(self.centroids, self._query_vector(q, metric))
         if metric == "cosine_distance":
             return -ip
         out: np.ndarray = self.centroid_sq - np.float32(2.0) * ip
@@ -720,7 +723,13 @@ class VectorIndex:
         return out
 
     def _probe(
-        self, q: np.ndarray, metric: str, k: int, cand: np.ndarray | None, probe: np.ndarray
+        self,
+        q: np.ndarray,
+        metric: str,
+        k: int,
+        cand: np.ndarray | None,
+        probe: np.ndarray,
+        bitmap: np.ndarray | None = None,
     ) -> np.ndarray:
         """Cluster-order indices of the best ``k`` candidates (kept by ``cand``) of the clusters
         ``probe``, best first (f32 distances, ties by row)."""
@@ -729,7 +738,7 @@ class VectorIndex:
         if self._sq is not None and metric == self.metric:
             width = max(RERANK_FACTOR * k, RERANK_MIN)
             if int(self.sizes[probe].sum()) > width:
-                return self._probe_quantized(q, metric, k, cand, probe, width)
+                return self._probe_quantized(q, metric, k, cand, probe, width, bitmap)
         starts = self.list_ptr[probe]
         idx = gather_runs(starts, self.list_ptr[probe + 1] - starts)
         if cand is not None:
@@ -737,7 +746,14 @@ class VectorIndex:
         return self._best(q, metric, k, idx)
 
     def _probe_quantized(
-        self, q: np.ndarray, metric: str, k: int, cand: np.ndarray | None, probe: np.ndarray, width: int
+        self,
+        q: np.ndarray,
+        metric: str,
+        k: int,
+        cand: np.ndarray | None,
+        probe: np.ndarray,
+        width: int,
+        bitmap: np.ndarray | None = None,
     ) -> np.ndarray:
         """``_probe`` with an 8-bit first pass: faiss scans the probed clusters' codes for the best
         ``width`` candidates (masked by ``cand``), which are then ranked exactly like ``_probe``."""
@@ -746,15 +762,15 @@ class VectorIndex:
         qv = np.ascontiguousarray(self._query_vector(q, metric), dtype=np.float32).reshape(1, -1)
         params = faiss.SearchParametersIVF()
         params.nprobe = int(probe.shape[0])
-        bitmap = None
         if cand is not None:
-            bitmap = np.packbits(cand, bitorder="little")
+            if bitmap is None:
+                bitmap = np.packbits(cand, bitorder="little")
             params.sel = faiss.IDSelectorBitmap(cand.shape[0], faiss.swig_ptr(bitmap))
         assign = np.ascontiguousarray(probe, dtype=np.int64).reshape(1, -1)
         cdist = np.zeros(assign.shape, np.float32)
         dist = np.empty((1, width), np.float32)
         labels = np.empty((1, width), np.int64)
-        with _one_omp_thread(faiss):
+        with one_omp_thread(faiss):
             self._sq.search_preassigned_c(
                 1,
                 faiss.swig_ptr(qv),
@@ -773,7 +789,7 @@ class VectorIndex:
     def _best(self, q: np.ndarray, metric: str, k: int, idx: np.ndarray) -> np.ndarray:
         """Indices (into ``cvec``) of the ``k`` best of ``idx`` by exact float32 distance, best
         first, ties by row."""
-        ip = _inner_products(self.cvec, self._query_vector(q, metric), idx)
+        ip = inner_products(self.cvec, self._query_vector(q, metric), idx)
         if metric == "cosine_distance":
             dist = np.float32(1.0) - ip * self.aux[idx]
         else:
@@ -796,7 +812,7 @@ class VectorIndex:
             else:
                 aux = sq
         qv = self._query_vector(q, metric)
-        ip = self.cvec @ qv if idx is None else _inner_products(self.cvec, qv, idx)
+        ip = inner_products(self.cvec, qv, idx)
         if metric == "cosine_distance":
             return np.float32(1.0) - ip * aux  # type: ignore[no-any-return]
         if metric == "euclidean_squared":
@@ -812,36 +828,114 @@ class VectorIndex:
         return rows[order], exact[order]
 
 
-def _inner_products(matrix: np.ndarray, q: np.ndarray, idx: np.ndarray) -> np.ndarray:
-    """float32 ``matrix[idx] @ q`` without gathering the rows: one faiss kernel call (AVX2, on
-    the calling thread: OpenMP is set to 1 thread around it, as single queries run fastest so)."""
-    import faiss
+class ProbeSearch:
+    """One query's probes of one index, extended as the planner asks (lagoon/index/vector/plan.py).
 
-    out = np.empty(idx.shape[0], np.float32)
-    if idx.shape[0] == 0:
-        return out
-    ids = np.ascontiguousarray(idx, dtype=np.int64)
-    with _one_omp_thread(faiss):
-        faiss.fvec_inner_products_by_idx(  # type: ignore[attr-defined]
-            faiss.swig_ptr(out),
-            faiss.swig_ptr(q),
-            faiss.swig_ptr(matrix),
-            faiss.swig_ptr(ids),
-            matrix.shape[1],
-            1,
-            ids.shape[0],
-        )
-    return out
+    ``probe(p)`` scans the ``p`` nearest clusters not scanned yet (8-bit first pass, exact ranking
+    of the best candidates) and returns the best ``k`` of everything scanned so far. With a mask it
+    keeps probing, in centroid order, until the scanned clusters hold at least the candidates ``p``
+    clusters hold on average (a mask correlated with the vectors — a filter on a few clusters far
+    from the query — is followed to where its rows are), and widens (x2) while fewer than ``k``
+    were found; past ``EXACT_ABOVE_PROBE_FRACTION`` of the clusters it scans the candidates
+    exactly. The mask is only read over the scanned clusters: no O(rows) pass per query except
+    the count of candidates (a popcount)."""
 
+    def __init__(self, vi: VectorIndex, q: np.ndarray, metric: str, k: int, cand: np.ndarray | None) -> None:
+        self.vi, self.q, self.metric, self.k, self.cand = vi, q, metric, k, cand
+        m = vi.n_vectors
+        if cand is None:
+            self.n_cand = m
+        elif vi.all_valid:
+            self.n_cand = int(np.count_nonzero(cand))
+        else:
+            self.n_cand = int(np.count_nonzero(cand & vi.valid))
+        self.sigma = self.n_cand / m if m else 0.0
+        ivf = metric == vi.metric and vi.n_clusters > 1
+        small = cand is not None and self.n_cand <= max(EXACT_BELOW_ROWS, EXACT_BELOW_FRACTION * m)
+        self.curve = vi.curve if ivf and not small else None
+        self._cdist: np.ndarray | None = None
+        self._order = np.empty(0, np.int64)
+        self._probed = np.zeros(vi.n_clusters, bool) if ivf else np.zeros(0, bool)
+        self._n_probed = 0
+        self._seen = 0  # candidates in the scanned clusters
+        self._rows = 0  # rows of the clusters the plan asked for (not of the extensions)
+        self._sel: list[np.ndarray] = []
+        self._bitmap: np.ndarray | None = None
+        self._exact: tuple[np.ndarray, np.ndarray] | None = None
 
-@contextlib.contextmanager
-def _one_omp_thread(faiss: Any) -> Iterator[None]:
-    """Run faiss calls on the calling thread only (single queries are fastest so)."""
-    previous = faiss.omp_get_max_threads()
-    if previous != 1:
-        faiss.omp_set_num_threads(1)
-    try:
-        yield
-    finally:
-        if previous != 1:
-            faiss.omp_set_num_threads(previous)
+    def exact_cost(self) -> float:
+        vi = self.vi
+        n = self.n_cand if self.n_cand < _GATHER_FRACTION * vi.n_vectors else vi.n_vectors
+        return _plan.exact_cost(n)
+
+    def ivf_cost(self, nprobe: int) -> float:
+        vi = self.vi
+        return _plan.ivf_cost(vi.n_clusters, vi.n_vectors / max(1, vi.n_clusters), nprobe, vi.dims)
+
+    def exact(self) -> tuple[np.ndarray, np.ndarray]:
+        if self._exact is None:
+            self._exact = self.vi.exact(self.q, self.metric, self.k, self.cand)
+        return self._exact
+
+    def probe(self, nprobe: int) -> tuple[np.ndarray, np.ndarray]:
+        vi = self.vi
+        ncl = vi.n_clusters
+        if self.curve is None or self._exact is not None:
+            return self.exact()
+        want = min(self.k, self.n_cand)
+        p = max(1, min(int(nprobe), ncl))
+        while True:
+            if p >= EXACT_ABOVE_PROBE_FRACTION * ncl and p > self._n_probed:
+                return self.exact()
+            self._scan_to(p)
+            if self.cand is not None and self._seen < ANTI_CORRELATED * self.sigma * self._rows:
+                # The probed clusters hold clearly fewer candidates than the mask's share predicts:
+                # the mask is correlated with the vectors and its rows lie farther away. Follow
+                # them until the probes hold the candidates an uncorrelated mask would give.
+                need = max(CANDIDATE_MARGIN * self.k, self.sigma * self._rows)
+                while self._seen < need and self._n_probed < EXACT_ABOVE_PROBE_FRACTION * ncl:
+                    per = max(self.n_cand / ncl, 1e-9)  # the next clusters, at the average rate
+                    step = max(1, math.ceil((need - self._seen) / per), self._n_probed // 4)
+                    self._scan_to(min(ncl, self._n_probed + step), count_rows=False)
+                if self._seen < need:
+                    return self.exact()
+            best = self._best()
+            if best.shape[0] >= want or self._n_probed >= ncl:
+                return vi._finish(best, self.q, self.metric)
+            p = min(ncl, 2 * self._n_probed)
+
+    def _scan_to(self, p: int, *, count_rows: bool = True) -> None:
+        """Scan the ``p`` nearest clusters not scanned yet; ``count_rows``: their rows count
+        towards ``_rows`` (the rows an uncorrelated mask is compared with)."""
+        vi = self.vi
+        if p <= self._n_probed:
+            return
+        if self._cdist is None:
+            self._cdist = vi._centroid_dist(self.q, self.metric)
+        if p > self._order.shape[0]:
+            cd = self._cdist
+            part = np.argpartition(cd, p - 1)[:p] if p < cd.shape[0] else np.arange(cd.shape[0])
+            self._order = part[np.argsort(cd[part], kind="stable")]
+        nearest = self._order[:p]
+        new = nearest[~self._probed[nearest]]
+        self._probed[new] = True
+        self._n_probed = int(p)
+        if new.shape[0] == 0:
+            return
+        if count_rows:
+            self._rows += int(vi.sizes[new].sum())
+        if self.cand is not None:
+            if self._bitmap is None:
+                self._bitmap = np.packbits(self.cand, bitorder="little")
+            starts = vi.list_ptr[new]
+            idx = gather_runs(starts, vi.list_ptr[new + 1] - starts)
+            self._seen += int(np.count_nonzero(self.cand[vi.cord[idx]]))
+        self._sel.append(vi._probe(self.q, self.metric, self.k, self.cand, new, self._bitmap))
+
+    def _best(self) -> np.ndarray:
+        if not self._sel:
+            return np.empty(0, np.int64)
+        if len(self._sel) == 1:
+            return self._sel[0]
+        idx = np.unique(np.concatenate(self._sel))
+        return self.vi._best(self.q, self.metric, self.k, idx)
