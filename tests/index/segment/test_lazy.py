@@ -76,7 +76,7 @@ def segment() -> tuple[BuiltSegment, Schema]:
 def lazy_reader(built: BuiltSegment, schema: Schema, blocks: Blocks) -> SegmentReader:
     data = built.files["vec.v"]
     head_bytes = built.ref.info["files"]["vec.v"]["head_bytes"]
-    assert head_length(data[:4096], what="t") == head_bytes
+    assert head_length(data[:65536], what="t") == head_bytes
     files: dict[str, bytes | LazyFile] = dict(built.files)
     files["vec.v"] = LazyFile(data[:head_bytes], blocks)
     return SegmentReader.from_files(built.ref, files, schema)
