@@ -351,6 +351,49 @@ class ManifestSettings(_Section):
     )
 
 
+class AnnSettings(_Section):
+    recall_target: float = Field(
+        default=0.95,
+        ge=0.5,
+        le=1.0,
+        description=(
+            "Default recall@k of ANN queries for namespaces without their own ann_recall_target "
+            "(PATCH metadata); probes are planned across all segments to reach it."
+        ),
+        json_schema_extra=_cost("Higher: more clusters probed per query (latency); 1.0 scans exactly."),
+    )
+    recall_sample_rate: float = Field(
+        default=0.01,
+        ge=0.0,
+        le=1.0,
+        description=(
+            "Share of ANN queries re-run exhaustively in the background to measure recall "
+            "(lagoon_ann_recall{namespace}); 0 = off."
+        ),
+        json_schema_extra=_cost(
+            "Each sample costs one exact scan of the namespace, in a low-priority thread."
+        ),
+    )
+    recall_sample_min_docs: int = Field(
+        default=20_000,
+        ge=0,
+        description="Namespaces with fewer documents are not sampled (they are searched almost exactly).",
+        json_schema_extra=_cost("Lower: recall is measured on small namespaces too, for little information."),
+    )
+    recall_samples_per_sec: float = Field(
+        default=2.0,
+        gt=0,
+        description="At most this many sampled re-runs per second per process; more are skipped.",
+        json_schema_extra=_cost("Higher: faster-moving recall gauges, more background CPU."),
+    )
+    recall_window: int = Field(
+        default=200,
+        ge=1,
+        description="lagoon_ann_recall is the mean of a namespace's last this-many samples.",
+        json_schema_extra=_cost("Higher: steadier gauge that follows changes more slowly."),
+    )
+
+
 class AuthSettings(_Section):
     keys_file: str = Field(
         default="",
@@ -474,6 +517,7 @@ class Settings(BaseSettings):
     cache: CacheSettings = CacheSettings()
     indexer: IndexerSettings = IndexerSettings()
     manifest: ManifestSettings = ManifestSettings()
+    ann: AnnSettings = AnnSettings()
     auth: AuthSettings = AuthSettings()
     limits: LimitsSettings = LimitsSettings()
     observability: ObservabilitySettings = ObservabilitySettings()

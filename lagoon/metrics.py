@@ -14,6 +14,9 @@ leaves the indexing queue, so their number follows the active namespaces, not al
 - ``lagoon_compaction_total{outcome}``        committed | aborted | failed
 - ``lagoon_index_builds_total{outcome}``      committed | aborted | failed
 - ``lagoon_gc_deleted_objects_total``         objects deleted by the garbage collector
+- ``lagoon_ann_recall{namespace}``            measured recall@k of sampled ANN queries (mean of a window)
+- ``lagoon_ann_recall_samples_total{namespace}`` ANN queries re-run exhaustively for it
+- ``lagoon_ann_recall_dropped_total``         samples skipped because the queue was full or failed
 """
 
 from __future__ import annotations
@@ -89,3 +92,15 @@ __all__ = [
     "namespace_label",
     "observe_namespace",
 ]
+
+ANN_RECALL = Gauge(
+    "lagoon_ann_recall",
+    "Measured recall@k of sampled ANN queries of a namespace (mean of the last ann.recall_window).",
+    ["namespace"],
+)
+ANN_RECALL_SAMPLES = Counter(
+    "lagoon_ann_recall_samples", "ANN queries re-run exhaustively to measure recall.", ["namespace"]
+)
+ANN_RECALL_DROPPED = Counter(
+    "lagoon_ann_recall_dropped", "Recall samples dropped (queue full or the measurement failed)."
+)

@@ -21,6 +21,7 @@ from lagoon.config import Settings
 from lagoon.engine.components import Components
 from lagoon.engine.executor import QueryExecutor
 from lagoon.engine.queue import Enqueuer, IndexingQueue
+from lagoon.engine.recall_monitor import RecallMonitor
 from lagoon.engine.segment_io import SegmentIO, resolve_cache_dir
 from lagoon.engine.state import NamespaceState
 from lagoon.engine.tail import SegmentLike, Snapshot
@@ -71,6 +72,8 @@ class Database:
         self.enqueuer = Enqueuer(IndexingQueue(store, self.components), settings.indexer.poll_interval_secs)
         # Segment files for queries go through the node's memory LRU and disk cache (cache.*).
         self.segment_io = SegmentIO(store, settings.cache, cache_dir=resolve_cache_dir(settings) or "")
+        # A sample of ANN queries is re-run exactly in the background: lagoon_ann_recall{namespace}.
+        self.recall = RecallMonitor(settings.ann)
 
     # -- plumbing --------------------------------------------------------------------------------
 
@@ -128,6 +131,7 @@ class Database:
         self.executor.close()
         await self.enqueuer.close()
         await self.segment_io.close()
+        self.recall.close()
         await self.store.close()
 
     # -- writes ------------------------------------------------------------------------------------
@@ -302,12 +306,16 @@ class Database:
             with tracer.start_as_current_span("lagoon.snapshot"):
                 snap = await self.snapshot(org, namespace, strong=strong)
             src = snap.source()
+            if snap.settings.get("ann_recall_target") is None:  # the node's default target
+                src.recall_target = self.settings.ann.recall_target
 
             def work() -> dict[str, Any]:
                 with tracer.start_as_current_span("lagoon.plan"):
                     req = parse_request(body, snap.schema)
                     check_work(req, lambda attr: src.logical_bytes([attr]), limit)
-                return _traced_execute(req, src)
+                out = _traced_execute(req, src)
+                self.recall.offer(f"{org}/{namespace}", req, src, out)  # maybe measured later
+                return out
 
             result = await self.executor.run(work, org=org, namespace=namespace, budget=cancel.current())
         perf = result.setdefault("performance", {})
@@ -362,7 +370,13 @@ class Database:
             out["pinning"] = {"replicas": pinning.get("replicas", 1)}
         if snap.settings.get("read_only"):
             out["read_only"] = True
-        out["ann_recall_target"] = snap.recall_target
+        target = snap.settings.get("ann_recall_target")
+        measured, samples = self.recall.recall(f"{org}/{namespace}")
+        out["ann_recall"] = {
+            "target": self.settings.ann.recall_target if target is None else target,
+            "measured": measured,
+            "samples": samples,
+        }
         return out
 
     async def hint_cache_warm(self, namespace: str, *, org: str = DEFAULT_ORG) -> dict[str, Any]:

@@ -316,6 +316,14 @@ _METADATA = {
         "pinning": {"type": "object"},
         "read_only": {"type": "boolean"},
         "branching": {"type": "object"},
+        "ann_recall": {
+            "type": "object",
+            "properties": {
+                "target": {"type": "number"},
+                "measured": {"type": ["number", "null"]},
+                "samples": {"type": "integer", "minimum": 0},
+            },
+        },
     },
     "required": [
         "approx_logical_bytes",
@@ -338,6 +346,9 @@ _METADATA_PATCH = {
             ]
         },
         "read_only": {"type": "boolean"},
+        "ann_recall_target": {
+            "anyOf": [{"type": "null"}, {"type": "number", "minimum": 0.5, "maximum": 1.0}]
+        },
     },
     "additionalProperties": False,
 }

@@ -10,26 +10,22 @@ the centroids and then only the probed blocks with ranged reads (each block has 
 length, count and CRC-32C in the table of contents). Then the index measures its own recall: a
 seeded sample of the segment's vectors serve as queries (leave-one-out: the query's own row is
 not a neighbour, which makes a sample point distributed like a fresh query from the same data);
-for K in (10, 100, 1000) the smallest nprobe whose recall@K reaches ``TARGET_RECALL`` is computed
-exactly from the cluster rank of every true neighbour, with no trial searches. The file stores
-the table; nprobe(K=10) is the default.
+for every neighbour-rank bucket (``RANK_EDGES``) the number of probed clusters that finds each
+share (``RECALL_LEVELS``) of such neighbours is computed exactly from the cluster rank of every
+true neighbour, with no trial searches. The file stores that table (meta ``nprobe.by_rank``) and,
+for older readers, the nprobe reaching ``TARGET_RECALL`` for recall@K, K in (10, 100, 1000).
 
-Search. ``search`` probes the nearest clusters and ranks their candidates exactly (f32 distances,
-then float64 distances for the k returned rows; ties by row = by id). A first pass over 8-bit codes
-(faiss ``IndexIVFScalarQuantizer`` over the loaded clusters, ids = rows, masks as an
-``IDSelectorBitmap``) keeps the best ``max(RERANK_FACTOR·k, RERANK_MIN)`` candidates of the probed
-clusters for that exact ranking: a quarter of the bytes to scan, and recall as with full vectors
-(the exact ranking fixes the order; only a true neighbour ranked below the cut by its codes is
-lost). Unfiltered, it probes the
-calibrated nprobe(K = k). With a candidate mask (filter and/or live rows) keeping n_c of the m
-vectors, the top-k among the masked rows are about the top-(k·m/n_c) of all rows if the mask is
-uncorrelated with the vectors, so the search probes clusters in order of centroid distance until
-they hold as many masked candidates as nprobe(K = k·m/n_c) clusters hold on average (log-log
-interpolation in the table; at least 2·k candidates). Counting masked rows per cluster, not
-clusters, also serves masks correlated with the vectors: probing goes on until the masked rows are
-reached. The search widens (×2) when it still finds fewer than k, and scans the masked rows
-exactly instead when the mask keeps at most ``max(2000, 2 % of vectors)`` rows or the probe
-reaches half the clusters. ``exact`` is the brute-force scan (same arithmetic as
+Search. Queries are planned across all the parts of a snapshot (lagoon/index/vector/plan.py,
+docs/vector-search.md): the planner decides, from the recall table, how many clusters each
+segment's ``ProbeSearch`` scans. A probe ranks the candidates of the probed clusters exactly
+(f32 distances, then float64 distances for the k returned rows; ties by row = by id) after a
+first pass over 8-bit codes (faiss ``IndexIVFScalarQuantizer`` over the loaded clusters, ids =
+rows, masks as an ``IDSelectorBitmap``) that keeps the best ``max(RERANK_FACTOR·k, RERANK_MIN)``:
+a quarter of the bytes to scan, and recall as with full vectors (only a true neighbour ranked
+below the cut by its codes is lost). With a candidate mask (filter and/or live rows) the probe
+follows a mask correlated with the vectors (see ``ProbeSearch``), widens (x2) while it finds
+fewer than k, and scans the candidates exactly when they are at most ``max(2000, 2 % of vectors)``
+or the probe reaches half the clusters. ``exact`` is the brute-force scan (same arithmetic as
 ``lagoon.index.sources.table.LiveDocs.vector_topk``).
 
 Invariants: in memory the vectors are kept once as float32 in cluster order (``cvec``), plus their
