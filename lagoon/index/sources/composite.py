@@ -292,7 +292,8 @@ class CompositeSource:
                 continue
             ann = getattr(p, "ann_part", None)
             part = ann(attr, q, metric, k, m) if ann is not None else None
-            parts.append(part if part is not None else _ExactPart(p, attr, q, metric, k, m))
+            part = part if part is not None else _ExactPart(p, attr, q, metric, k, m)
+            parts.append(_TracedPart(part, lambda i=i: self._part(i, "vector")))
             where.append(i)
         offsets = [int(self.offsets[i]) for i in where]
 
@@ -306,9 +307,7 @@ class CompositeSource:
             top = topk_smallest(dist_all, self.id_rank()[pos_all], k)
             return pos_all[top], dist_all[top], np.concatenate(src)[top]
 
-        with tracer.start_as_current_span("lagoon.ann", attributes={"lagoon.parts": len(parts)}) as span:
-            results, info = plan_and_search(parts, k, target, lambda r: merged(r)[2])
-            span.set_attribute("lagoon.exact_parts", info["exact"])
+        results, info = plan_and_search(parts, k, target, lambda r: merged(r)[2])
         pos, dist, _ = merged(results)
         self.last_plan = info
         return pos, dist
@@ -445,3 +444,25 @@ class _ExactPart:
 
     def probe(self, nprobe: int) -> tuple[np.ndarray, np.ndarray]:
         return self.exact()
+
+
+class _TracedPart:
+    """An AnnPart whose searches run in a ``lagoon.part`` tracing span (like the other operations)."""
+
+    def __init__(self, part: AnnPart, span: Any) -> None:
+        self._p, self._span = part, span
+        self.n_cand, self.curve, self.sigma = part.n_cand, part.curve, part.sigma
+
+    def ivf_cost(self, nprobe: int) -> float:
+        return self._p.ivf_cost(nprobe)
+
+    def exact_cost(self) -> float:
+        return self._p.exact_cost()
+
+    def exact(self) -> tuple[np.ndarray, np.ndarray]:
+        with self._span():
+            return self._p.exact()
+
+    def probe(self, nprobe: int) -> tuple[np.ndarray, np.ndarray]:
+        with self._span():
+            return self._p.probe(nprobe)
