@@ -136,16 +136,20 @@ class Database:
 
     # -- writes ------------------------------------------------------------------------------------
 
-    async def write(self, namespace: str, body: Any, *, org: str = DEFAULT_ORG) -> dict[str, Any]:
+    async def write(
+        self, namespace: str, body: Any, *, org: str = DEFAULT_ORG, offload: bool = False
+    ) -> dict[str, Any]:
+        """Validate and commit one write request. ``offload``: validate in a worker thread (the
+        HTTP layer asks for it for large bodies, so the event loop keeps routing meanwhile);
+        small bodies are validated inline, which keeps concurrent small writes in one group."""
         started = time.perf_counter()
         h = self.handle(org, namespace)
         await h.state.ensure_loaded()
         if isinstance(body, dict) and (body.get("copy_from_namespace") or body.get("branch_from_namespace")):
             return await self._copy_from(org, namespace, body, started)
         await self._check_backpressure(h)
-        # validation is CPU work on the whole body: off the event loop
         schema = h.state.current().schema
-        req = await asyncio.to_thread(parse_write, body, schema)
+        req = await asyncio.to_thread(parse_write, body, schema) if offload else parse_write(body, schema)
         op = Op(kind="write", body=body, request=req, parsed_against=schema)
         creates = op.request is not None and bool(op.request.upserts or op.request.create_namespace)
         if creates and not h.state.current().exists:

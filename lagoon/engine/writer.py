@@ -46,6 +46,7 @@ from lagoon.wire.write import (
 
 MAX_GROUP_REQUESTS = 256
 MAX_COMMIT_ATTEMPTS = 50
+MAX_LOST_BACKOFF_SECS = 0.05
 TokenMatcherFactory = Callable[[pa.Table, Schema], Any]
 
 
@@ -380,6 +381,13 @@ class Committer:
             fp.hit("wal.before_put")
             outcome_kind = await self._put(seq, data)
             if outcome_kind == "lost":
+                # Another committer (a node, or another serving process of this node) took the
+                # slot. Full-jitter backoff from the second loss on: a committer that keeps winning
+                # because it never needs to re-read would otherwise starve the others.
+                losses = _attempt + 1
+                if losses > 1:
+                    cap = min(MAX_LOST_BACKOFF_SECS, 0.001 * 2 ** min(losses, 10))
+                    await asyncio.sleep(self.components.rng.uniform(0, cap))
                 await state.refresh()
                 continue
             grace = state.settings.indexer.gc_grace_secs

@@ -25,7 +25,9 @@ from lagoon.storage.base import ObjectStore
 class Engine(Protocol):
     """The engine operations the HTTP API calls (``lagoon.engine.database.Database``)."""
 
-    async def write(self, namespace: str, body: Any, *, org: str) -> dict[str, Any]: ...
+    async def write(
+        self, namespace: str, body: Any, *, org: str, offload: bool = False
+    ) -> dict[str, Any]: ...
 
     async def query(self, namespace: str, body: Any, *, org: str) -> dict[str, Any]: ...
 

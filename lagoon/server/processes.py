@@ -135,9 +135,11 @@ class Supervisor:
             fds.append(self.sock.fileno())
         else:
             settings = self.settings
-        # A session of its own: a terminal's Ctrl-C reaches the supervisor only, which forwards
-        # one SIGTERM (a second signal would make uvicorn skip the drain).
-        proc = subprocess.Popen(args, stdin=subprocess.PIPE, pass_fds=fds, env=env, start_new_session=True)
+        # A process group of its own, so a terminal's Ctrl-C reaches the supervisor only, which
+        # forwards one SIGTERM (a second signal would make uvicorn skip the drain). The same
+        # session, though: with the kernel's autogroup scheduling (one CPU group per session)
+        # a new session would void the indexer's lower priority against the serving processes.
+        proc = subprocess.Popen(args, stdin=subprocess.PIPE, pass_fds=fds, env=env, process_group=0)
         os.close(ready_w)
         if role == "indexer":  # at once, before it does any work (its threads inherit it)
             with contextlib.suppress(OSError):

@@ -141,6 +141,8 @@ def namespace_param(request: Request) -> str:
 
 LARGE_BODY_BYTES = 1 << 20
 """Bodies larger than this are parsed in a worker thread, not on the event loop."""
+OFFLOAD_WRITE_BYTES = 64 << 10
+"""Writes with a larger body are validated in a worker thread, not on the event loop."""
 
 
 async def json_object(request: Request) -> tuple[dict[str, Any], int]:
@@ -197,7 +199,8 @@ async def write(request: Request) -> Response:
     state.check_accepting_writes(ctx.arrived_draining)
     state.rates.check_write_bytes(principal.key_id or principal.org, size)
     db = state.engine()
-    result = await run_with_deadline(ctx, db.write(ns, body, org=principal.org), mutation=True)
+    call = db.write(ns, body, org=principal.org, offload=size > OFFLOAD_WRITE_BYTES)
+    result = await run_with_deadline(ctx, call, mutation=True)
     ctx.fields["rows_affected"] = result.get("rows_affected")
     action = (
         "copy_namespace" if body.get("copy_from_namespace") or body.get("branch_from_namespace") else "write"

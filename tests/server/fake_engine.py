@@ -48,7 +48,7 @@ class FakeEngine:
             return await fn(ns=ns, body=body, org=org)
         return default
 
-    async def write(self, namespace: str, body: Any, *, org: str) -> dict[str, Any]:
+    async def write(self, namespace: str, body: Any, *, org: str, offload: bool = False) -> dict[str, Any]:
         return dict(await self._call("write", namespace, body, org, WRITE_OK))
 
     async def query(self, namespace: str, body: Any, *, org: str) -> dict[str, Any]:
