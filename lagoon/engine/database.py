@@ -20,6 +20,7 @@ from typing import Any
 from lagoon.config import Settings
 from lagoon.engine.components import Components
 from lagoon.engine.executor import QueryExecutor
+from lagoon.engine.nodelock import NodeCommitLocks
 from lagoon.engine.queue import Enqueuer, IndexingQueue
 from lagoon.engine.recall_monitor import RecallMonitor
 from lagoon.engine.segment_io import SegmentIO, resolve_cache_dir
@@ -64,6 +65,8 @@ class Database:
         self.components = components or Components()
         self._handles: OrderedDict[tuple[str, str], NamespaceHandle] = OrderedDict()
         self._closed = False
+        # the serving processes of one node commit a namespace in turn (engine/nodelock.py)
+        self.turns: NodeCommitLocks | None = None
         server = settings.server
         self.executor = QueryExecutor(
             server.query_threads, server.query_threads_per_org, server.max_queued_queries
@@ -91,6 +94,7 @@ class Database:
                 self.components,
                 commit_window_ms=self.settings.server.commit_window_ms,
                 on_commit=lambda _entry, _size: self.enqueuer.notify(keys),
+                turns=self.turns,
             )
             h = self._handles[key] = NamespaceHandle(state, committer)
             self._trim_handles()

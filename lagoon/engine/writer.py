@@ -19,6 +19,7 @@ Nothing else is on the write path; the manifest is advanced later by the indexer
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -27,6 +28,7 @@ import numpy as np
 import pyarrow as pa
 
 from lagoon.engine.components import Components
+from lagoon.engine.nodelock import NodeCommitLocks
 from lagoon.engine.state import NamespaceState
 from lagoon.engine.tail import Snapshot
 from lagoon.errors import Conflict, Forbidden, InvalidRequest, LagoonError, NotFound, Unavailable
@@ -282,8 +284,10 @@ class Committer:
         commit_window_ms: float = 0.0,
         token_matcher_factory: TokenMatcherFactory = _token_matcher,
         on_commit: Callable[[WalEntry, int], None] | None = None,
+        turns: NodeCommitLocks | None = None,
     ) -> None:
         self.state = state
+        self.turns = turns
         self.components = components
         self.commit_window = commit_window_ms / 1000
         self.token_matcher_factory = token_matcher_factory
@@ -320,16 +324,25 @@ class Committer:
         while self._queue:
             if self.commit_window:
                 await asyncio.sleep(self.commit_window)
-            group, self._queue = self._queue[:MAX_GROUP_REQUESTS], self._queue[MAX_GROUP_REQUESTS:]
-            try:
-                await self._commit(group)
-            except BaseException as e:  # the node "crashed" (failpoint) or a bug: fail the group
-                err = e if isinstance(e, LagoonError) else Unavailable(f"commit failed: {e!r}")
-                for op in group:
-                    if not op.future.done():
-                        op.future.set_exception(err)
-                if not isinstance(e, Exception):
-                    raise
+            turn = (
+                self.turns.turn(self.state.keys.root) if self.turns is not None else contextlib.nullcontext()
+            )
+            async with turn:  # the node's other processes commit this namespace in turn (nodelock.py)
+                if not self._queue:
+                    continue
+                group, self._queue = self._queue[:MAX_GROUP_REQUESTS], self._queue[MAX_GROUP_REQUESTS:]
+                await self._commit_group(group)
+
+    async def _commit_group(self, group: list[Op]) -> None:
+        try:
+            await self._commit(group)
+        except BaseException as e:  # the node "crashed" (failpoint) or a bug: fail the group
+            err = e if isinstance(e, LagoonError) else Unavailable(f"commit failed: {e!r}")
+            for op in group:
+                if not op.future.done():
+                    op.future.set_exception(err)
+            if not isinstance(e, Exception):
+                raise
 
     async def _commit(self, group: list[Op]) -> None:
         state = self.state

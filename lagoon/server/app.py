@@ -24,7 +24,9 @@ from starlette.routing import Match
 
 from lagoon.auth import KeyStore
 from lagoon.config import Settings
+from lagoon.engine import nodelock
 from lagoon.engine.components import Components
+from lagoon.engine.database import Database
 from lagoon.server.app_state import Engine, ServerState
 from lagoon.server.audit import AuditLog
 from lagoon.server.errors import classify, error_response
@@ -111,6 +113,9 @@ def create_app(
         opened = store if store is not None else _open_store(settings, registry)
         state.store = opened
         state.db = make_engine(opened, settings, components)
+        turns = nodelock.from_environment()  # set when this is one of several serving processes
+        if turns is not None and isinstance(state.db, Database):
+            state.db.turns = turns
         state.draining = False
         indexer = None
         if settings.server.embedded_indexer:

@@ -7,8 +7,9 @@ that socket; the kernel hands each new connection to whichever child is waiting 
 so an idle process takes the next connection. Each child has its own ``Database`` (namespace
 states, group committer per namespace, memory LRU); they share the disk cache folder (immutable,
 verified files, written by rename) and the bucket, whose create-if-absent WAL slots make
-concurrent committers in several processes as safe as on several nodes
-(docs/rfcs/0001-serving-processes.md).
+concurrent committers in several processes as safe as on several nodes; within the node they
+commit a namespace in turn (``engine/nodelock.py``: a flock per namespace in a folder private to
+the node), so no process starves the others (docs/rfcs/0001-serving-processes.md).
 
 With ``server.embedded_indexer`` the indexer, compactor and GC run in one more child, at a lower
 CPU priority (``server.indexer_nice``), so background indexing yields the cores to queries.
@@ -47,6 +48,7 @@ from types import FrameType
 import uvicorn
 
 from lagoon.config import Settings
+from lagoon.engine.nodelock import NODE_DIR_ENV
 from lagoon.logs import log_event
 from lagoon.server import DrainingServer, uvicorn_config
 from lagoon.server.app import create_app
@@ -118,6 +120,7 @@ class Supervisor:
         self.stopping = threading.Event()
         self.sock: socket.socket | None = None
         self.metrics_dir = ""
+        self.node_dir = ""
         self.restarts: dict[str, int] = {}
 
     # -- children --------------------------------------------------------------------------------
@@ -127,6 +130,7 @@ class Supervisor:
         ready_r, ready_w = os.pipe()
         env = dict(os.environ)
         env[MULTIPROC_ENV] = self.metrics_dir
+        env[NODE_DIR_ENV] = self.node_dir
         args = [sys.executable, "-m", "lagoon.server.processes", role, str(ready_w)]
         fds = [ready_w]
         if role != "indexer":
@@ -176,11 +180,13 @@ class Supervisor:
     # -- lifecycle -------------------------------------------------------------------------------
 
     def run(self) -> int:
-        self.metrics_dir = tempfile.mkdtemp(prefix="lagoon-metrics-")
+        self.node_dir = tempfile.mkdtemp(prefix="lagoon-node-")
+        self.metrics_dir = os.path.join(self.node_dir, "metrics")
+        os.mkdir(self.metrics_dir)
         try:
             return self._run()
         finally:
-            shutil.rmtree(self.metrics_dir, ignore_errors=True)
+            shutil.rmtree(self.node_dir, ignore_errors=True)
 
     def _run(self) -> int:
         try:
