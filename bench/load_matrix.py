@@ -352,6 +352,33 @@ def print_table(results: list[dict[str, Any]], baselines: dict[str, float], head
             )
 
 
+def plot_compare(metas: list[tuple[str, dict[str, Any]]], outdir: Path, kinds: list[str]) -> Path:
+    """Throughput vs connections of the same kinds in several runs (process models side by side)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(kinds), figsize=(4.2 * len(kinds), 3.8), squeeze=False)
+    for ax, kind in zip(axes[0], kinds, strict=True):
+        for label, meta in metas:
+            rs = [r for r in meta["results"] if r["kind"] == kind]
+            ax.plot([r["connections"] for r in rs], [r["rps"] for r in rs], marker="o", label=label)
+        ax.set_xscale("log", base=2)
+        ax.set_title(kind)
+        ax.set_xlabel("connections")
+        ax.set_ylabel("requests/s")
+        ax.set_ylim(bottom=0)
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    outdir.mkdir(parents=True, exist_ok=True)
+    path = outdir / "load-process-models.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def markdown_table(meta: dict[str, Any]) -> str:
     """The results as a markdown table (what docs/benchmarks.md shows)."""
     results = meta["results"]
@@ -388,15 +415,18 @@ def plot(results: list[dict[str, Any]], outdir: Path, title: str, prefix: str = 
     outdir.mkdir(parents=True, exist_ok=True)
     kinds = list(dict.fromkeys(r["kind"] for r in results))
     written = []
-    fig, (ax_q, ax_w) = plt.subplots(1, 2, figsize=(11, 4.2))
+    fig, (ax_q, ax_w, ax_h) = plt.subplots(1, 3, figsize=(15, 4.2))
     for kind in kinds:
         rs = [r for r in results if r["kind"] == kind]
         xs = [r["connections"] for r in rs]
         if kind.startswith("write-"):
             ax_w.plot(xs, [r["rps"] * r["rows"] for r in rs], marker="o", label=kind)
+        elif kind == "healthz":
+            ax_h.plot(xs, [r["rps"] for r in rs], marker="o", label=kind)
         else:
             ax_q.plot(xs, [r["rps"] for r in rs], marker="o", label=kind)
-    for ax, ylabel in ((ax_q, "queries/s"), (ax_w, "documents/s")):
+    ax_h.set_title("GET /healthz (HTTP floor)")
+    for ax, ylabel in ((ax_q, "queries/s"), (ax_w, "documents/s"), (ax_h, "requests/s")):
         ax.set_xscale("log", base=2)
         ax.set_xlabel("concurrent connections")
         ax.set_ylabel(ylabel)
@@ -478,6 +508,11 @@ def main() -> None:
         "--render", default=None, help="only render a results JSON (table, --markdown, --plots)"
     )
     parser.add_argument(
+        "--compare",
+        default=None,
+        help="LABEL=results.json,... : plot throughput vs connections of these runs side by side (--plots)",
+    )
+    parser.add_argument(
         "--nice",
         type=int,
         default=0,
@@ -492,6 +527,14 @@ def main() -> None:
         # session's group the same priority (root only; without it, nice only orders our own)
         with contextlib.suppress(OSError), open("/proc/self/autogroup", "w") as f:
             f.write(str(args.nice))
+    if args.compare:
+        metas = []
+        for item in args.compare.split(","):
+            label, _, path = item.partition("=")
+            metas.append((label, json.loads(Path(path).read_text())))
+        kinds = [k for k in args.kinds.split(",") if k]
+        print(f"wrote {plot_compare(metas, Path(args.plots or '.'), kinds)}")
+        return
     if args.render:
         meta = json.loads(Path(args.render).read_text())
         header = (
@@ -604,14 +647,18 @@ def main() -> None:
         "embedded_p50_ms": baselines,
         "results": results,
     }
+    meta["load_average"] = os.getloadavg()[0]
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(json.dumps(meta, indent=1))
+    if args.markdown:
+        Path(args.markdown).write_text(markdown_table(meta))
     if args.plots:
         title = (
-            f"{args.docs} docs x {DIMS}-d, server={args.server} processes={processes}, {os.cpu_count()} CPUs"
+            f"{args.docs} docs x {DIMS}-d, server={args.server} processes={processes}, "
+            f"{os.cpu_count()} CPUs (load average {meta['load_average']:.1f} at the end)"
         )
-        for p in plot(results, Path(args.plots), title):
+        for p in plot(results, Path(args.plots), title, args.plot_prefix):
             print(f"wrote {p}")
 
 
