@@ -25,6 +25,8 @@ Invariants:
   server does (``server.shutdown_grace_secs``); the supervisor exits 0 once they have exited.
   A child that dies is logged and started again (after a delay that grows while it keeps dying).
   A child that fails before it starts serving (bind, lifespan, bad keys file) stops the node.
+  A supervisor killed outright (SIGKILL, a crash) takes its children with it at once, as a crash
+  of a single-process server would: nothing keeps the port or commits for a dead node.
 """
 
 from __future__ import annotations
@@ -58,7 +60,8 @@ log = logging.getLogger("lagoon.server")
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 STARTUP_TIMEOUT_SECS = 120.0
-MAX_AUTO_PROCESSES = 64
+MAX_AUTO_PROCESSES = 16
+"""Cap of ``server.processes = 0`` (a container without a CPU limit sees every CPU of its host)."""
 
 
 def usable_cpus() -> int:
@@ -320,6 +323,21 @@ class ReadyServer(DrainingServer):
                 os.write(self.ready_fd, b"1")
 
 
+def _die_with_parent() -> None:
+    """A supervisor that is killed (SIGKILL, a crash) takes its children with it at once, as the
+    crash of a single-process server would: nothing keeps the port or commits for a dead node.
+    Linux ``PR_SET_PDEATHSIG``; elsewhere ``_watch_parent`` drains within about a second."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, int(signal.SIGKILL), 0, 0, 0)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # pragma: no cover - not Linux
+        return
+    if os.getppid() == 1:  # the supervisor died before we asked
+        os._exit(1)
+
+
 def _watch_parent() -> None:
     """Stop (SIGTERM to ourselves: a graceful drain) if the supervisor dies without stopping us."""
     parent = os.getppid()
@@ -335,6 +353,7 @@ def _watch_parent() -> None:
 def child_main(argv: list[str]) -> int:
     from lagoon.logs import configure_logging
 
+    _die_with_parent()
     role, ready_fd = argv[0], int(argv[1])
     settings: Settings = pickle.loads(sys.stdin.buffer.read())
     configure_logging(settings.observability)

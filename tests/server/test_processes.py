@@ -69,7 +69,7 @@ def test_auto_processes_follow_the_usable_cpus() -> None:
     assert usable_cpus() >= 1
     auto = Settings()
     assert auto.server.processes == 0
-    assert resolve_processes(auto) == min(usable_cpus(), 64)
+    assert resolve_processes(auto) == min(usable_cpus(), 16)
     fixed = load_settings(overrides={"server": {"processes": 3}}, environ=False)
     assert resolve_processes(fixed) == 3
     # each serving process gets an equal share of the node's memory cache, and never the indexer
@@ -158,3 +158,26 @@ def test_a_port_in_use_fails_at_once(tmp_path: Path) -> None:
         )
     assert proc.returncode == 3
     assert f"cannot listen on 127.0.0.1:{port}" in proc.stdout + proc.stderr
+
+
+def test_a_killed_supervisor_takes_its_children_and_frees_the_port(tmp_path: Path) -> None:
+    """kill -9 of lagoon-server is a crash of the node: its serving processes go with it at once
+    (nothing keeps the port, nothing commits for a dead node), so a new server can bind at once."""
+    server = LiveServer(tmp_path / "data", tmp_path / "server.log", ("--set", "server.processes=2"))
+    kids = list(roles(server.proc.pid).values())
+    assert len(kids) == 2
+    server.proc.kill()
+    server.proc.wait(10)
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and any(Path(f"/proc/{k}").exists() for k in kids):
+        time.sleep(0.05)
+    for k in kids:
+        status = Path(f"/proc/{k}/status")
+        assert not status.exists() or "zombie" in status.read_text().lower()
+    server.stop()
+    import socket
+
+    with socket.socket() as s:  # nobody listens on the port any more
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind(("127.0.0.1", server.port))
+        s.listen(1)
