@@ -76,6 +76,7 @@ EXACT_BELOW_ROWS = 2000  # masks keeping fewer rows than max(this, fraction · v
 EXACT_BELOW_FRACTION = 0.02
 EXACT_ABOVE_PROBE_FRACTION = 0.5  # probing at least this share of clusters: scan exactly instead
 CANDIDATE_MARGIN = 2.0  # expected masked candidates in the probed clusters >= margin · k
+SEEN_SAMPLE = 2048  # candidates of newly scanned clusters are counted on about this many rows
 ANTI_CORRELATED = 0.7  # probed clusters holding < this x the mask's share of candidates: follow the mask
 _GATHER_FRACTION = 0.3
 QUANTIZED_FIRST_PASS = True  # probe with 8-bit codes, then rank the best RERANK_FACTOR·k exactly
@@ -925,7 +926,8 @@ class ProbeSearch:
                 self._bitmap = np.packbits(self.cand, bitorder="little")
             starts = vi.list_ptr[new]
             idx = gather_runs(starts, vi.list_ptr[new + 1] - starts)
-            self._seen += int(np.count_nonzero(self.cand[vi.cord[idx]]))
+            step = max(1, idx.shape[0] // SEEN_SAMPLE)  # an evenly spaced sample estimates the count
+            self._seen += int(np.count_nonzero(self.cand[vi.cord[idx[::step]]])) * step
         self._sel.append(vi._probe(self.q, self.metric, self.k, self.cand, new, self._bitmap))
 
     def _best(self) -> np.ndarray:
