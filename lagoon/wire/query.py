@@ -28,7 +28,8 @@ from typing import Any
 import numpy as np
 
 from lagoon.errors import InvalidRequest
-from lagoon.index.filters.tree import Filter, parse_filter
+from lagoon.index.filters.parse import parse_filter
+from lagoon.index.filters.tree import Filter
 from lagoon.schema import DISTANCE_METRICS, AttributeSchema, Schema
 from lagoon.values import coerce_vector, parse_datetime
 

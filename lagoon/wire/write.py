@@ -11,7 +11,8 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from lagoon.errors import InvalidRequest
-from lagoon.index.filters.tree import Filter, parse_filter
+from lagoon.index.filters.parse import parse_filter
+from lagoon.index.filters.tree import Filter
 from lagoon.schema import (
     DISTANCE_METRICS,
     AttributeSchema,

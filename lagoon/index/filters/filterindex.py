@@ -37,7 +37,7 @@ def indexable(a: AttributeSchema) -> bool:
     return a.filterable and not t.is_vector and not t.array and t.kind in INDEXED_KINDS
 
 
-def _single(col: pa.ChunkedArray | pa.Array) -> pa.Array:
+def single(col: pa.ChunkedArray | pa.Array) -> pa.Array:
     if isinstance(col, pa.ChunkedArray):
         return col.combine_chunks() if col.num_chunks != 1 else col.chunk(0)
     return col
@@ -56,7 +56,7 @@ def build_filter_index(
 ) -> tuple[bytes, dict[str, Any]] | None:
     """The framed flt file of ``column`` (segment row order), or None when there is nothing to
     index (every value null) or the column cannot be indexed (float NaN)."""
-    arr = _single(column)
+    arr = single(column)
     n = len(arr)
     if arr.null_count == n:
         return None
@@ -109,7 +109,7 @@ class FilterIndex:
         try:
             with pa.ipc.open_stream(pa.py_buffer(sf.array("dict", "|u1"))) as reader:
                 dict_table = reader.read_all()
-            self.values: pa.Array = _single(dict_table.column("v"))
+            self.values: pa.Array = single(dict_table.column("v"))
             self.values.validate(full=True)
             if self.values.type != atype.arrow_type() or self.values.null_count:
                 raise ValueError(f"dictionary of type {self.values.type} with nulls")

@@ -48,7 +48,8 @@ from lagoon.format.segment import (
 from lagoon.format.wal import OP_COLUMN, OP_DELETE
 from lagoon.index.cache import OnceCache
 from lagoon.index.filters.filterindex import FilterIndex, indexable
-from lagoon.index.filters.tree import TOKEN_OPS, And, Condition, Filter, Not, Or
+from lagoon.index.filters.ops import TOKEN_OPS
+from lagoon.index.filters.tree import And, Condition, Filter, Not, Or
 from lagoon.index.segment.build import SEQ_COLUMN, fts_config
 from lagoon.index.sources.table import VectorMatrix, dense_rank
 from lagoon.index.text.analyze import Analyzer

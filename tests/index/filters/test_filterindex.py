@@ -12,7 +12,7 @@ import pyarrow as pa
 
 from lagoon.format.wal import OP_COLUMN
 from lagoon.index.filters.filterindex import FilterIndex
-from lagoon.index.filters.tree import parse_filter
+from lagoon.index.filters.parse import parse_filter
 from lagoon.index.sources.table import LiveDocs
 from tests.index.segment.helpers import UUIDS, build, by_id, open_built, random_table, rich_schema
 

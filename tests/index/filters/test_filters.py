@@ -11,16 +11,10 @@ import pyarrow.compute as pc
 import pytest
 
 from lagoon.errors import InternalError, InvalidRequest
-from lagoon.index.filters.tree import (
-    ALL_OPS,
-    And,
-    Condition,
-    Not,
-    Or,
-    glob_to_regex,
-    parse_filter,
-    ref_new_column,
-)
+from lagoon.index.filters.glob import glob_to_regex
+from lagoon.index.filters.ops import ALL_OPS, ref_new_column
+from lagoon.index.filters.parse import parse_filter
+from lagoon.index.filters.tree import And, Condition, Not, Or
 from lagoon.schema import AttributeSchema, AttrType, Schema
 from lagoon.values import column_to_arrow, ids_to_arrow, parse_datetime, parse_uuid
 

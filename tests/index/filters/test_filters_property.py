@@ -15,7 +15,7 @@ import pyarrow as pa
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from lagoon.index.filters.tree import parse_filter
+from lagoon.index.filters.parse import parse_filter
 from lagoon.schema import AttributeSchema, AttrType, Schema
 
 ALPHABET = "abAB"

@@ -16,7 +16,7 @@ from lagoon.errors import DataCorruption, IncompatibleFormat
 from lagoon.format.framing import HEADER_LEN, crc32c
 from lagoon.format.manifest import SegmentRef
 from lagoon.format.segment import file_checksum, head_length
-from lagoon.index.filters.tree import parse_filter
+from lagoon.index.filters.parse import parse_filter
 from lagoon.index.segment.read import LazyFile, SegmentReader
 from tests.index.segment import golden_data
 from tests.index.segment.helpers import build, by_id, random_table, rich_schema

@@ -12,7 +12,7 @@ import pyarrow as pa
 import pytest
 
 from lagoon.format.wal import OP_COLUMN
-from lagoon.index.filters.tree import parse_filter
+from lagoon.index.filters.parse import parse_filter
 from lagoon.index.segment.read import SegmentSource
 from lagoon.index.sources.table import LiveDocs
 from lagoon.index.text.bm25 import TermStats

@@ -9,7 +9,7 @@ import pyarrow as pa
 import pytest
 
 from lagoon.format.wal import OP_COLUMN
-from lagoon.index.filters.tree import parse_filter
+from lagoon.index.filters.parse import parse_filter
 from lagoon.index.segment.build import SEQ_COLUMN
 from lagoon.index.segment.read import SegmentReader
 from lagoon.index.vector.ivf import CALIBRATION_KS, TARGET_RECALL
