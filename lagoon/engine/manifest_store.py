@@ -7,7 +7,7 @@ Commit protocol (``commit``):
    again — a compaction aborts, an index build is simply redone later. Ambiguous outcomes are
    settled by the retrying store reading the key back (every version holds a fresh nonce).
 2. ``manifest/CURRENT`` (a hint: a copy of the manifest it names) is advanced *monotonically*:
-   HEAD + GET it, and replace it with ``IfMatch(etag)`` only if it holds a lower version. A plain PUT would let a committer that paused
+   a compare-and-swap (``lagoon.storage.cas``) replaces it only if it holds a lower version. A plain PUT would let a committer that paused
    between steps 1 and 2 move the hint backwards, possibly below versions GC has deleted since —
    readers would then start from a missing version.
 3. Lineage check. Old versions are deleted by GC, so create-if-absent alone cannot stop a zombie
@@ -35,15 +35,8 @@ from lagoon.errors import DataCorruption
 from lagoon.format.keys import NamespaceKeys, parse_manifest_version
 from lagoon.format.manifest import Manifest, decode_manifest, encode_manifest
 from lagoon.logs import log_event
-from lagoon.storage.base import (
-    AlreadyExists,
-    IfMatch,
-    ObjectNotFound,
-    ObjectStore,
-    PreconditionFailed,
-    PutMode,
-    StorageError,
-)
+from lagoon.storage import cas
+from lagoon.storage.base import AlreadyExists, ObjectNotFound, ObjectStore, PutMode, StorageError
 
 log = logging.getLogger("lagoon.manifest")
 
@@ -157,30 +150,16 @@ async def advance_hint(store: ObjectStore, keys: NamespaceKeys, manifest: Manife
         version, data = manifest.version, encode_manifest(manifest)
     else:
         version, data = manifest, str(manifest).encode()
-    for _ in range(_HINT_ATTEMPTS):
-        try:
-            meta = await store.head(keys.current)
-        except ObjectNotFound:
-            try:
-                await store.put(keys.current, data, PutMode.CREATE)
-                return version
-            except AlreadyExists:
-                continue
-        try:
-            current = _parse_hint(await store.get(keys.current))
-        except ObjectNotFound:
-            continue
-        if current >= version:
-            return current
-        if meta.etag is None:  # a store without etags: best effort
-            await store.put(keys.current, data)
-            return version
-        try:
-            await store.put(keys.current, data, IfMatch(meta.etag))
-            return version
-        except PreconditionFailed:
-            continue
-    return await read_hint(store, keys)
+
+    async def step(raw: bytes | None) -> cas.Keep[int] | cas.Write[int]:
+        if raw is not None and (current := _parse_hint(raw)) >= version:
+            return cas.Keep(current)
+        return cas.Write(data, version)
+
+    try:
+        return (await cas.update(store, keys.current, step, attempts=_HINT_ATTEMPTS)).value
+    except cas.CasExhausted:
+        return await read_hint(store, keys)
 
 
 async def commit(store: ObjectStore, keys: NamespaceKeys, manifest: Manifest) -> None:

@@ -1,8 +1,9 @@
 """Work discovery: the cluster-wide indexing queue ``_lagoon/queue/indexing.json``.
 
 One small JSON object maps ``"org/namespace"`` to the time (ms, writer clock) the namespace was
-first enqueued since it was last idle. Every update is a read-modify-write guarded by
-``IfMatch(etag)`` (create-if-absent when the object is missing), retried on a lost race. Writers
+first enqueued since it was last idle. Every update is a compare-and-swap (``lagoon.storage.cas``):
+a read-modify-write guarded by ``IfMatch(etag)`` (create-if-absent when the object is missing),
+retried on a lost race. Writers
 add namespaces after commits; workers read it once per poll and remove namespaces whose WAL tail
 is empty. Nobody lists every namespace per poll.
 
@@ -28,7 +29,6 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import dataclass
 
 import orjson
 
@@ -36,15 +36,8 @@ from lagoon.engine.components import Components
 from lagoon.format.framing import crc32c
 from lagoon.format.keys import NamespaceKeys, queue_key
 from lagoon.logs import log_event
-from lagoon.storage.base import (
-    AlreadyExists,
-    IfMatch,
-    ObjectNotFound,
-    ObjectStore,
-    PreconditionFailed,
-    PutMode,
-    StorageError,
-)
+from lagoon.storage import cas
+from lagoon.storage.base import ObjectNotFound, ObjectStore, StorageError
 
 log = logging.getLogger("lagoon.queue")
 
@@ -88,12 +81,6 @@ def decode_queue(data: bytes) -> dict[str, int] | None:
         return None
 
 
-@dataclass
-class _Read:
-    etag: str | None  # None: the object does not exist
-    namespaces: dict[str, int]
-
-
 class IndexingQueue:
     """CAS access to the queue object."""
 
@@ -115,41 +102,38 @@ class IndexingQueue:
             return {}
         return got
 
-    async def _read_for_update(self) -> _Read:
-        try:
-            meta = await self.store.head(self.key)
-            data = await self.store.get(self.key)
-        except ObjectNotFound:
-            return _Read(None, {})
-        return _Read(meta.etag, decode_queue(data) or {})
+    async def _update(self, change: Callable[[dict[str, int]], Awaitable[dict[str, int] | None]]) -> bool:
+        """Apply ``change`` (current map -> new map, or None to leave it) by compare-and-swap
+        (``lagoon.storage.cas``); True when the object was written."""
 
-    async def _write(self, before: _Read, namespaces: dict[str, int]) -> bool:
-        data = encode_queue(
-            namespaces, nonce=self.components.nonce().hex(), updated_ms=self.components.clock.now_ms()
-        )
-        try:
-            if before.etag is None:
-                await self.store.put(self.key, data, PutMode.CREATE)
-            else:
-                await self.store.put(self.key, data, IfMatch(before.etag))
-        except (AlreadyExists, PreconditionFailed):
-            return False
-        self.writes += 1
-        return True
+        async def step(data: bytes | None) -> cas.Keep[None] | cas.Write[None]:
+            after = await change(decode_queue(data) or {} if data is not None else {})
+            if after is None:
+                return cas.Keep(None)
+            nonce, now = self.components.nonce().hex(), self.components.clock.now_ms()
+            return cas.Write(encode_queue(after, nonce=nonce, updated_ms=now), None)
+
+        async def jitter() -> None:
+            await asyncio.sleep(self.components.rng.uniform(0, 0.05))
+
+        result = await cas.update(self.store, self.key, step, attempts=_CAS_ATTEMPTS, pause=jitter)
+        if result.written:
+            self.writes += 1
+        return result.written
 
     async def add(self, names: Iterable[str]) -> None:
-        """Enqueue ``names`` (keeping earlier first-enqueued times). Always writes the object."""
+        """Enqueue ``names`` (keeping earlier first-enqueued times). Always writes the object.
+        Raises ``CasExhausted`` (a transient storage error) when every attempt lost a race."""
         wanted = set(names)
         now = self.components.clock.now_ms()
-        for _ in range(_CAS_ATTEMPTS):
-            before = await self._read_for_update()
-            after = dict(before.namespaces)
+
+        async def change(before: dict[str, int]) -> dict[str, int]:
+            after = dict(before)
             for n in wanted:
                 after.setdefault(n, now)
-            if await self._write(before, after):
-                return
-            await asyncio.sleep(self.components.rng.uniform(0, 0.05))
-        raise StorageError(f"{self.key}: gave up after {_CAS_ATTEMPTS} lost races")
+            return after
+
+        await self._update(change)
 
     async def remove_idle(
         self, candidates: Iterable[str], idle: Callable[[set[str]], Awaitable[set[str]]]
@@ -160,19 +144,24 @@ class IndexingQueue:
         write that makes the conditional PUT fail (see the module docstring).
         """
         wanted = set(candidates)
-        for _ in range(_CAS_ATTEMPTS):
-            before = await self._read_for_update()
-            present = wanted & set(before.namespaces)
+        gone: set[str] = set()
+
+        async def change(before: dict[str, int]) -> dict[str, int] | None:
+            nonlocal gone
+            gone = set()
+            present = wanted & set(before)
             if not present:
-                return set()
+                return None
             gone = await idle(present)
             if not gone:
-                return set()
-            after = {n: t for n, t in before.namespaces.items() if n not in gone}
-            if await self._write(before, after):
-                return gone
-            await asyncio.sleep(self.components.rng.uniform(0, 0.05))
-        return set()
+                return None
+            return {n: t for n, t in before.items() if n not in gone}
+
+        try:
+            written = await self._update(change)
+        except cas.CasExhausted:
+            return set()
+        return gone if written else set()
 
 
 class Enqueuer:
