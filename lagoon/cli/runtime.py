@@ -2,7 +2,7 @@
 
 Each command is one ``asyncio.run``; the store stack is the one servers use
 (``open_store(settings.storage)``: retries and metrics included), so a command sees the bucket
-exactly as a server does.
+exactly as a server does. Storage errors leave as ``LagoonError`` (``lagoon.engine.errors``).
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from typing import TypeVar
 
 from lagoon.config import Settings
 from lagoon.engine.database import Database
+from lagoon.engine.errors import storage_errors
 from lagoon.storage.base import ObjectStore
 from lagoon.storage.factory import open_store
 
@@ -25,7 +26,8 @@ def run_with_database(settings: Settings, fn: Callable[[Database], Awaitable[T]]
     async def main() -> T:
         db = Database(open_store(settings.storage), settings)
         try:
-            return await fn(db)
+            with storage_errors():
+                return await fn(db)
         finally:
             await db.close()
 
@@ -38,7 +40,8 @@ def run_with_store(settings: Settings, fn: Callable[[ObjectStore], Awaitable[T]]
     async def main() -> T:
         store = open_store(settings.storage)
         try:
-            return await fn(store)
+            with storage_errors():
+                return await fn(store)
         finally:
             await store.close()
 

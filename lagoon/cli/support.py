@@ -18,7 +18,6 @@ from lagoon.cli.common import RunError, parse_assignments, resolve_settings
 from lagoon.config import Settings
 from lagoon.errors import LagoonError
 from lagoon.format.keys import DEFAULT_ORG, check_namespace, check_org
-from lagoon.storage.base import StorageError
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -72,12 +71,10 @@ def namespace_option(*, required: bool, help: str) -> Callable[[F], F]:
 
 @contextlib.contextmanager
 def run_errors(program: str) -> Iterator[None]:
-    """Turn Lagoon, storage and file errors into one-line ``Error: ...`` exits with status 1."""
+    """Turn Lagoon and file errors into one-line ``Error: ...`` exits with status 1."""
     try:
         yield
     except LagoonError as e:
         raise RunError(f"{program}: {e}") from None
-    except StorageError as e:
-        raise RunError(f"{program}: object store error: {type(e).__name__}: {e}") from None
     except OSError as e:
         raise RunError(f"{program}: {e.filename or ''}: {e.strerror or e}") from None

@@ -19,6 +19,7 @@ from typing import Any
 
 from lagoon.config import Settings
 from lagoon.engine.components import Components
+from lagoon.engine.errors import at_boundary, translate
 from lagoon.engine.executor import QueryExecutor
 from lagoon.engine.nodelock import NodeCommitLocks
 from lagoon.engine.queue import Enqueuer, IndexingQueue
@@ -27,7 +28,7 @@ from lagoon.engine.segment_io import SegmentIO, resolve_cache_dir
 from lagoon.engine.state import NamespaceState
 from lagoon.engine.tail import SegmentLike, Snapshot
 from lagoon.engine.writer import Committer, Op
-from lagoon.errors import Forbidden, InvalidRequest, NotFound, TooManyRequests, Unavailable
+from lagoon.errors import Forbidden, InvalidRequest, NotFound, TooManyRequests
 from lagoon.format.keys import DEFAULT_ORG, NamespaceKeys, check_namespace, namespace_from_prefix, org_prefix
 from lagoon.format.manifest import SegmentRef
 from lagoon.index import cancel
@@ -116,6 +117,7 @@ class Database:
     async def _open_segment(self, state: NamespaceState, ref: SegmentRef, schema: Schema) -> SegmentLike:
         return await self.segment_io.open(state.keys, ref, schema, lazy=True)
 
+    @at_boundary
     async def snapshot(self, org: str, namespace: str, *, strong: bool = True) -> Snapshot:
         state = self.handle(org, namespace).state
         snap = await state.snapshot(strong=strong)
@@ -140,6 +142,7 @@ class Database:
 
     # -- writes ------------------------------------------------------------------------------------
 
+    @at_boundary
     async def write(
         self, namespace: str, body: Any, *, org: str = DEFAULT_ORG, offload: bool = False
     ) -> dict[str, Any]:
@@ -244,12 +247,14 @@ class Database:
         )
         return result
 
+    @at_boundary
     async def delete_namespace(self, namespace: str, *, org: str = DEFAULT_ORG) -> dict[str, Any]:
         await self.snapshot(org, namespace, strong=True)
         h = self.handle(org, namespace)
         await h.committer.submit(Op(kind="truncate"))
         return {"status": "OK"}
 
+    @at_boundary
     async def update_schema(self, namespace: str, schema: Any, *, org: str = DEFAULT_ORG) -> dict[str, Any]:
         if not isinstance(schema, dict):
             raise InvalidRequest("schema: expected an object mapping attribute names to types")
@@ -257,6 +262,7 @@ class Database:
         await self.write(namespace, {"schema": schema, "create_namespace": False}, org=org)
         return await self.get_schema(namespace, org=org)
 
+    @at_boundary
     async def update_metadata(self, namespace: str, body: Any, *, org: str = DEFAULT_ORG) -> dict[str, Any]:
         if not isinstance(body, dict):
             raise InvalidRequest("metadata: expected an object")
@@ -302,6 +308,7 @@ class Database:
 
     # -- reads -----------------------------------------------------------------------------------
 
+    @at_boundary
     async def query(self, namespace: str, body: Any, *, org: str = DEFAULT_ORG) -> dict[str, Any]:
         started = time.perf_counter()
         consistency = body.get("consistency") if isinstance(body, dict) else None
@@ -334,6 +341,7 @@ class Database:
         perf.setdefault("query_execution_ms", perf["server_total_ms"])
         return result
 
+    @at_boundary
     async def explain(self, namespace: str, body: Any, *, org: str = DEFAULT_ORG) -> dict[str, Any]:
         consistency = body.get("consistency") if isinstance(body, dict) else None
         strong = not (isinstance(consistency, dict) and consistency.get("level") == "eventual")
@@ -350,10 +358,12 @@ class Database:
         )
         return {"plan_text": header + text}
 
+    @at_boundary
     async def get_schema(self, namespace: str, *, org: str = DEFAULT_ORG) -> dict[str, Any]:
         snap = await self.snapshot(org, namespace, strong=True)
         return snap.schema.to_json()
 
+    @at_boundary
     async def metadata(self, namespace: str, *, org: str = DEFAULT_ORG) -> dict[str, Any]:
         snap = await self.snapshot(org, namespace, strong=True)
         src = snap.source()
@@ -387,12 +397,14 @@ class Database:
         }
         return out
 
+    @at_boundary
     async def hint_cache_warm(self, namespace: str, *, org: str = DEFAULT_ORG) -> dict[str, Any]:
         h = self.handle(org, namespace)
         task = asyncio.create_task(h.state.snapshot(strong=True))
         task.add_done_callback(lambda t: t.exception() if not t.cancelled() else None)
         return {"status": "ACCEPTED", "message": "cache warming started"}
 
+    @at_boundary
     async def list_namespaces(
         self, *, org: str = DEFAULT_ORG, prefix: str = "", cursor: str | None = None, page_size: int = 100
     ) -> dict[str, Any]:
@@ -425,7 +437,7 @@ class Database:
             try:
                 batch = await self.store.list_prefixes(base, start_after=after, limit=batch_size)
             except StorageError as e:
-                raise Unavailable(f"object store unavailable: {e}") from e
+                raise translate(e, "listing namespaces") from e
             more = len(batch) >= batch_size
             if not batch:
                 break

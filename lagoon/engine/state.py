@@ -21,8 +21,9 @@ from typing import Any
 from lagoon.config import Settings
 from lagoon.engine import manifest_store
 from lagoon.engine.components import Components
+from lagoon.engine.errors import translate
 from lagoon.engine.tail import SegmentLike, Snapshot, Tail
-from lagoon.errors import DataCorruption, Unavailable
+from lagoon.errors import DataCorruption
 from lagoon.format.keys import NamespaceKeys, parse_wal_seq
 from lagoon.format.manifest import Manifest, SegmentRef, decode_manifest
 from lagoon.format.wal import WalEntry, decode_entry
@@ -99,7 +100,7 @@ class NamespaceState:
     async def _open_segments(self) -> None:
         """Open every segment of the current manifest (for the current schema) before any
         snapshot can reference it. A segment that vanished (GC after a long pause) makes us
-        re-resolve the latest manifest once (DESIGN F8)."""
+        re-resolve the latest manifest once (docs/design.md §9.3)."""
         for attempt in range(2):
             m = self.manifest
             if m is None:
@@ -151,7 +152,7 @@ class NamespaceState:
             try:
                 await self._probe(started)
             except StorageError as e:
-                raise Unavailable(f"object store unavailable while reading {self.keys.root}: {e}") from e
+                raise translate(e, f"while reading {self.keys.root}") from e
             self._last_refresh_started = started
 
     async def _probe(self, started: float) -> None:
@@ -255,7 +256,7 @@ class NamespaceState:
                 if entry.schema is not None:
                     id_type = Schema.from_storage(entry.schema).id_type
         except StorageError as e:
-            raise Unavailable(f"object store unavailable while reading {self.keys.root}: {e}") from e
+            raise translate(e, f"while reading {self.keys.root}") from e
         return id_type is not None
 
     async def _jump_to_hint(self) -> bool:

@@ -1,6 +1,6 @@
 """The write path: group commit of requests into one WAL entry, acknowledged only once durable.
 
-Protocol (DESIGN §3), and why each step is safe:
+Protocol (docs/design.md §3), and why each step is safe:
 1. Requests for a namespace queue on this node. One commit runs at a time; everything that queued
    meanwhile forms the next group, so an idle namespace adds no latency and a busy one batches.
 2. The group is resolved against the node's snapshot at ``head``: conditions, patches and
@@ -28,6 +28,7 @@ import numpy as np
 import pyarrow as pa
 
 from lagoon.engine.components import Components
+from lagoon.engine.errors import translate
 from lagoon.engine.nodelock import NodeCommitLocks
 from lagoon.engine.state import NamespaceState
 from lagoon.engine.tail import Snapshot
@@ -434,7 +435,7 @@ class Committer:
             return "committed" if await self._holds(key, data) else "lost"
         except StorageError as e:
             if not e.transient:
-                raise Unavailable(f"object store error writing {key}: {e}") from e
+                raise translate(e, f"writing {key}") from e
         # Ambiguous: settle what the slot holds.
         try:
             if await self._holds(key, data):
@@ -443,7 +444,7 @@ class Committer:
         except ObjectNotFound:
             pass
         except StorageError as e:
-            raise Unavailable(f"object store unavailable writing {key}: {e}") from e
+            raise translate(e, f"writing {key}") from e
         fence = encode_entry(
             WalEntry(
                 seq=seq,
@@ -459,7 +460,7 @@ class Committer:
         except AlreadyExists:
             fenced = False
         except StorageError as e:
-            raise Unavailable(f"object store unavailable writing {key}: {e}") from e
+            raise translate(e, f"writing {key}") from e
         if not fenced and await self._holds(key, data):
             return "committed"
         return "lost"  # the slot holds the fence or another writer's entry: retry after refresh

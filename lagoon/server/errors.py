@@ -24,7 +24,6 @@ from starlette.exceptions import HTTPException
 from starlette.responses import Response
 
 from lagoon.errors import LagoonError
-from lagoon.storage.base import StorageError
 
 JSON = "application/json"
 
@@ -65,8 +64,6 @@ def classify(exc: BaseException, request_id: str) -> tuple[int, str, dict[str, s
         return exc.status_code, str(exc.detail), extra, exc.status_code >= 500
     if isinstance(exc, RecursionError):
         return 400, "request is nested too deeply", {}, False
-    if isinstance(exc, StorageError) and exc.transient:
-        return 503, "object store unavailable; retry later", retry_headers(1.0), False
     return 500, f"internal error (request id {request_id})", {"x-should-retry": "false"}, True
 
 

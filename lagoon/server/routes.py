@@ -26,6 +26,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from lagoon.auth import AUTH_OFF_PRINCIPAL, Principal, Role
+from lagoon.engine.health import probe_store
 from lagoon.errors import Forbidden, InvalidRequest, LagoonError, Unauthorized, Unavailable
 from lagoon.format.keys import check_namespace
 from lagoon.index.cancel import Budget, budget_scope
@@ -37,9 +38,7 @@ from lagoon.server.metrics import CONTENT_TYPE, query_kind
 from lagoon.server.middleware import RequestContext, context, read_body, run_with_deadline
 from lagoon.server.openapi import openapi_json
 from lagoon.server.recall import evaluate_recall
-from lagoon.storage.base import ObjectNotFound, StorageError
 
-READY_PROBE_KEY = "_lagoon/readyz-probe"
 READY_TIMEOUT_SECS = 2.0
 _JSON_OPTS = orjson.OPT_SERIALIZE_NUMPY
 
@@ -400,27 +399,12 @@ async def readyz(request: Request) -> Response:
         try:
             if state.keys is not None:
                 state.keys.keys()
-            await _probe_store(state)
-        except (Unavailable, StorageError, TimeoutError) as e:
+            await probe_store(state.store, timeout_secs=READY_TIMEOUT_SECS)
+        except Unavailable as e:
             problem = str(e) or type(e).__name__
     if problem:
         return Response(error_body(f"not ready: {problem}"), status_code=503, media_type=JSON)
     return json_response({"status": "ready"})
-
-
-async def _probe_store(state: ServerState) -> None:
-    store = state.store
-    if store is None:  # pragma: no cover - checked by the caller
-        return
-    try:
-        async with asyncio.timeout(READY_TIMEOUT_SECS):
-            await store.head(READY_PROBE_KEY)
-    except ObjectNotFound:
-        return
-    except TimeoutError:
-        raise Unavailable(f"object store did not answer within {READY_TIMEOUT_SECS:g}s") from None
-    except StorageError as e:
-        raise Unavailable(f"object store unreachable: {type(e).__name__}: {e}") from None
 
 
 async def metrics(request: Request) -> Response:
