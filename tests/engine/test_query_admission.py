@@ -17,7 +17,7 @@ from lagoon.engine.database import Database
 from lagoon.engine.executor import QueryExecutor
 from lagoon.errors import InvalidRequest, TooManyRequests
 from lagoon.index.cancel import Budget, QueryStopped, budget_scope, checkpoint, match_in_slices
-from lagoon.index.filters.tree import glob_to_regex
+from lagoon.index.filters.glob import glob_to_regex
 from lagoon.query.cost import pattern_weight
 from lagoon.storage.memory import MemoryStore
 
