@@ -121,3 +121,45 @@ def test_a_cycle_breaks_the_contract(tmp_path: Path) -> None:
     )
     assert run.returncode != 0
     assert "No cycles are allowed in lagoon.storage" in run.stdout
+
+
+SHELLS = ("server", "cli", "worker", "embedded.py")
+
+
+def shell_modules() -> list[Path]:
+    out: list[Path] = []
+    for name in SHELLS:
+        p = ROOT / "lagoon" / name
+        out.extend(sorted(p.rglob("*.py")) if p.is_dir() else [p])
+    return out
+
+
+def test_shells_never_handle_storage_errors() -> None:
+    """Storage errors are translated once, at the engine boundary (lagoon/engine/errors.py)."""
+    import ast
+
+    from lagoon.storage import base
+
+    error_names = {
+        n for n, v in vars(base).items() if isinstance(v, type) and issubclass(v, base.StorageError)
+    }
+    offenders = []
+    for path in shell_modules():
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("lagoon.storage"):
+                offenders += [
+                    f"{path.relative_to(ROOT)}: {a.name}" for a in node.names if a.name in error_names
+                ]
+    assert not offenders
+
+
+def test_design_citations_name_existing_sections() -> None:
+    """Code cites docs/design.md by section; every cited section exists (and no other design doc)."""
+    sections = set(re.findall(r"^## (§\d+)", (ROOT / "docs" / "design.md").read_text(), re.M))
+    cited: set[str] = set()
+    for path in (ROOT / "lagoon").rglob("*.py"):
+        text = path.read_text()
+        assert "DESIGN" not in text, f"{path}: cite docs/design.md, not an outside document"
+        cited.update(m.split(".")[0] for m in re.findall(r"docs/design\.md (§[\d.]+)", text))
+    assert cited, "no module cites docs/design.md"
+    assert cited <= sections, f"cited but missing: {sorted(cited - sections)}"

@@ -210,7 +210,9 @@ async def _compact(
             return _aborted(
                 keys, current.version, level, input_ids, "upload older than half the GC grace period"
             )
-        failpoints.hit("compactor.before_commit")  # after the freshness check: a pause here is F1
+        failpoints.hit(
+            "compactor.before_commit"
+        )  # after the freshness check: a pause here is docs/design.md §9.1
         try:
             await manifest_store.commit(store, keys, new)
         except ManifestConflict:

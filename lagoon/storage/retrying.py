@@ -6,7 +6,7 @@ most ``max_attempts`` attempts and ``budget_secs`` seconds in total; then the la
 ``AlreadyExists``, ``PreconditionFailed``, ``ObjectNotFound`` and every other error pass through at
 once (SlateDB #1230: a 404 is an answer, not a hiccup).
 
-Ambiguous outcomes (reliability F3). ``StoreUnavailable`` from a PUT means "maybe applied" (a
+Ambiguous outcomes (docs/design.md §9.2). ``StoreUnavailable`` from a PUT means "maybe applied" (a
 timeout or 5xx after the store wrote it). A blind retry of a conditional PUT then fails with 412
 even though *our* first attempt won. So, once an attempt of a CREATE or IfMatch PUT has been
 ambiguous, a later ``AlreadyExists`` / ``PreconditionFailed`` is checked by reading the object back:

@@ -1,7 +1,7 @@
 """``lagoon doctor``: passes on the memory and fs backends, fails on stores that break a guarantee.
 
 The broken stores are wrappers around a correct one: a create-if-absent and If-Match that check and
-then write (moto's bug, reliability §0), a listing that lags, reads that return stale bytes, and a
+then write (a bug moto had), a listing that lags, reads that return stale bytes, and a
 clock that runs ahead. A real S3 server (SeaweedFS) must pass every check, races included.
 """
 

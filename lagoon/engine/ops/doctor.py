@@ -1,7 +1,7 @@
 """``lagoon doctor``: does the configured object store give the guarantees Lagoon relies on?
 
 Lagoon's only coordination primitive is the store's conditional write, and its read path relies
-on read-after-write and on 404 meaning "missing" (docs/storage.md, DESIGN §2). Stores that call
+on read-after-write and on 404 meaning "missing" (docs/storage.md, docs/design.md §2). Stores that call
 themselves S3-compatible do not all provide this: moto's server (a mock), for one, checks and then
 writes without a lock, so a few rounds in a few hundred let two concurrent create-if-absent PUTs
 both succeed. Some real servers serialise contended conditional writes slowly (SeaweedFS retries
