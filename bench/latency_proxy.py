@@ -66,19 +66,21 @@ class LatencyProxy:
         return f"http://127.0.0.1:{self.port}"
 
     async def _handle(self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
+        upstream_w: asyncio.StreamWriter | None = None
         try:
             upstream_r, upstream_w = await asyncio.open_connection(*self.target)
-        except OSError:
-            client_w.close()
-            return
-        await asyncio.sleep(self.delay * 2)  # the connection's handshake round trip
-        await asyncio.gather(
-            _pump(client_r, upstream_w, self.delay),
-            _pump(upstream_r, client_w, self.delay),
-            return_exceptions=True,
-        )
-        for w in (client_w, upstream_w):
-            w.close()
+            await asyncio.sleep(self.delay * 2)  # the connection's handshake round trip
+            await asyncio.gather(
+                _pump(client_r, upstream_w, self.delay),
+                _pump(upstream_r, client_w, self.delay),
+                return_exceptions=True,
+            )
+        except (OSError, asyncio.CancelledError):
+            pass  # upstream refused, or the proxy is stopping: end quietly (no task left cancelled)
+        finally:
+            for w in (client_w, upstream_w):
+                if w is not None:
+                    w.close()
 
     async def serve(self) -> asyncio.Server:
         self._server = await asyncio.start_server(self._handle, "127.0.0.1", self.port)
@@ -91,6 +93,7 @@ class LatencyProxy:
 
         def run() -> None:
             loop = asyncio.new_event_loop()
+            asyncio.set_event_loop(loop)
             self._loop = loop
             loop.run_until_complete(self.serve())
             ready.set()

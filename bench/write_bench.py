@@ -48,7 +48,7 @@ async def run_case(store: Any, label: str, size: int, writers: int, seconds: flo
     inst = InstrumentedStore(store)
     settings = Settings()
     db = Database(inst, settings)
-    ns = f"bench-{label}-{size}-{os.getpid()}"
+    ns = f"bench-{label.replace('+', '-')}-{size}-{os.getpid()}"
     per_req = docs_per_request(size)
     rng = np.random.default_rng(0)
     pool = [make_docs(per_req, 0, rng) for _ in range(8)]
