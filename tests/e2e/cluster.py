@@ -1,11 +1,18 @@
 """A production-shaped Lagoon cluster on one S3 bucket, as child processes: N ``lagoon-server`` and
-M ``lagoon-worker`` processes, configured only through ``LAGOON_*`` variables and the standard
+M ``lagoon-worker`` nodes, configured only through ``LAGOON_*`` variables and the standard
 ``AWS_*`` credential chain, each with its own cache folder and log file. ``kill9`` and ``start``
 let a test crash and restart any of them; a restarted server keeps its port.
+
+A node is a process tree (``lagoon-server`` is a supervisor with serving children in sessions of
+their own, see ``server.processes``): ``kill9`` sends SIGKILL to the whole tree at once, as a
+crashed pod or machine loses all of a node's processes. (Killing the supervisor alone leaves its
+children serving, and holding the port, until they notice and drain.) ``wait_ready`` restarts a node that exits while starting
+(e.g. its port still held for a moment), as a process supervisor with a restart policy would.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -27,6 +34,26 @@ def _exe(name: str) -> list[str]:
         return [str(local)]
     module = {"lagoon-server": "lagoon.server", "lagoon-worker": "lagoon.worker"}[name]
     return [sys.executable, "-m", module]
+
+
+def descendants(pid: int) -> list[int]:
+    """Every live descendant of ``pid`` (from /proc), children before grandchildren."""
+    parents: dict[int, int] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", encoding="utf-8") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        parents[int(entry)] = int(stat.rsplit(")", 1)[1].split()[1])  # field 4: ppid
+    out: list[int] = []
+    frontier = [pid]
+    while frontier:
+        frontier = [p for p, parent in parents.items() if parent in frontier]
+        out += frontier
+    return out
 
 
 @dataclass
@@ -52,17 +79,31 @@ class Node:
             log.write(f"--- start {self.starts + 1} ---\n".encode())
             log.flush()
             self.proc = subprocess.Popen(
-                cmd, env=self.env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=REPO
+                cmd,
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                cwd=REPO,
+                start_new_session=True,  # its own process group: kill9 takes the children too
             )
         self.starts += 1
 
     def wait_ready(self, timeout: float = 60.0) -> None:
         path = "/readyz" if self.kind == "server" else "/metrics"
         deadline = time.monotonic() + timeout
+        restarts = 0
         while time.monotonic() < deadline:
             assert self.proc is not None
             if self.proc.poll() is not None:
-                raise RuntimeError(f"{self.name} exited with {self.proc.returncode}:\n{self.log()[-3000:]}")
+                if restarts >= 20:
+                    raise RuntimeError(
+                        f"{self.name} exited with {self.proc.returncode}:\n{self.log()[-3000:]}"
+                    )
+                restarts += 1  # restart policy: try again shortly
+                time.sleep(0.5)
+                self.start()
+                continue
             try:
                 if httpx.get(self.url + path, timeout=1.0).status_code == 200:
                     return
@@ -72,12 +113,15 @@ class Node:
         raise RuntimeError(f"{self.name} not ready after {timeout:.0f} s:\n{self.log()[-3000:]}")
 
     def kill9(self) -> None:
+        """SIGKILL to the node's whole process tree (the supervisor and every descendant)."""
         assert self.proc is not None
-        if self.proc.poll() is None:
-            os.kill(self.proc.pid, signal.SIGKILL)
+        for pid in [self.proc.pid, *descendants(self.proc.pid)]:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
         self.proc.wait(timeout=30)
 
     def stop(self, timeout: float = 30.0) -> int | None:
+        """SIGTERM (a graceful stop); SIGKILL to the group after ``timeout``."""
         if self.proc is None:
             return None
         if self.proc.poll() is None:
@@ -85,8 +129,7 @@ class Node:
             try:
                 self.proc.wait(timeout)
             except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+                self.kill9()
         return self.proc.returncode
 
     def alive(self) -> bool:

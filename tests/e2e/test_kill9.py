@@ -136,9 +136,10 @@ async def writer(w: int, cluster: Cluster, run: Run, stop: asyncio.Event, rng: r
                 await asyncio.sleep(0.05)  # the server is down: do not spin
 
 
-async def killer(cluster: Cluster, run: Run, kills: int, rng: random.Random) -> None:
-    """Every 0.3-1.5 s, kill -9 a random process and start it again (without waiting for it to be
-    ready: the next victim may be one still starting up, or the same one again)."""
+async def killer(cluster: Cluster, run: Run, kills: int, rng: random.Random, wait: bool) -> None:
+    """Every 0.3-1.5 s, kill -9 a random node and start it again; with ``wait``, wait until it is
+    ready before the next kill (writes flow between kills), else not (the next victim may be one
+    still starting up, or the same one again)."""
     nodes = list(cluster.nodes.values())
     for _ in range(kills):
         await asyncio.sleep(rng.uniform(0.3, 1.5))
@@ -147,6 +148,8 @@ async def killer(cluster: Cluster, run: Run, kills: int, rng: random.Random) -> 
         run.kills.append(victim.name)
         await asyncio.sleep(rng.uniform(0.0, 0.3))
         victim.start()
+        if wait:
+            await asyncio.to_thread(victim.wait_ready)
     for node in nodes:
         await asyncio.to_thread(node.wait_ready)
 
@@ -233,7 +236,7 @@ async def run_cluster(
             asyncio.create_task(writer(w, cluster, run, stop, random.Random(seed * 100 + w)))
             for w in range(writers)
         ]
-        await killer(cluster, run, kills, rng)
+        await killer(cluster, run, kills, rng, wait=kills > 10)
         await asyncio.sleep(1.0)  # a last stretch of writes with every process up
         stop.set()
         await asyncio.gather(*tasks)
@@ -346,7 +349,9 @@ async def run_cluster(
 
 
 @pytest.mark.parametrize(
-    ("kills", "writers"), [(5, 4), pytest.param(60, 6, marks=pytest.mark.slow)], ids=["short", "long"]
+    ("kills", "writers"),
+    [(5, 4), pytest.param(60, 6, marks=[pytest.mark.slow, pytest.mark.timeout(1800)])],
+    ids=["short", "long"],
 )
 async def test_kill9_any_process_on_s3(
     s3_server: S3Server, s3_prefix: str, tmp_path: Path, kills: int, writers: int
