@@ -1,6 +1,7 @@
 """Up-front cost of a query's pattern matching: refuse, before evaluating, what cannot be cheap.
 
-Regex, Glob and IGlob conditions run RE2 over every stored string of their attribute. RE2 is
+Regex, Glob and IGlob conditions run RE2 over every stored string of their attribute (Fuzzy runs
+an approximate matcher: ``fuzzy_weight``). RE2 is
 linear in the text, but its per-byte cost grows with the size of the compiled program once the
 lazy DFA gives up: a counted repetition (``[\\x{0}-\\x{10FFFF}]{1000}``) or a glob with many
 ``*`` (``*ǆ*ǆ…``) makes every byte cost thousands of steps. ``estimate_work`` sums, over the
@@ -32,7 +33,7 @@ DFA_ATOMS = 64
 DFA_LOOPS = 4
 LOOP_ATOMS = 8
 NFA_STEPS_PER_ATOM = 4
-PATTERN_OPS = frozenset({"Regex", "Glob", "NotGlob", "IGlob", "NotIGlob"})
+PATTERN_OPS = frozenset({"Regex", "Glob", "NotGlob", "IGlob", "NotIGlob", "Fuzzy"})
 
 
 def _pattern_size(regex: str) -> tuple[int, int]:
@@ -132,6 +133,15 @@ def pattern_weight(regex: str) -> int:
     return NFA_STEPS_PER_ATOM * (atoms + LOOP_ATOMS * loops)
 
 
+def fuzzy_weight(c: Condition) -> int:
+    """Estimated steps per byte of a Fuzzy condition: an exact substring search (distance 0) is
+    one; an approximate one tracks every query character per error allowed."""
+    distance = c.fuzzy[0] if c.fuzzy is not None else -1
+    if distance <= 0:
+        return 1 if distance == 0 else 0
+    return len(str(c.value)) * (distance + 1)
+
+
 def _conditions(f: Filter | None) -> Iterator[Condition]:
     if f is not None:
         yield from f.conditions()
@@ -149,7 +159,10 @@ def estimate_work(req: QueryRequest | MultiQueryRequest, attribute_bytes: Callab
                 continue
             if c.attr not in sizes:
                 sizes[c.attr] = attribute_bytes(c.attr)
-            weight = pattern_weight(c.regex) if c.regex is not None else 1
+            if c.op == "Fuzzy":
+                weight = fuzzy_weight(c)
+            else:
+                weight = pattern_weight(c.regex) if c.regex is not None else 1
             total += weight * sizes[c.attr]
     return total
 
@@ -161,10 +174,10 @@ def check_work(
     work = estimate_work(req, attribute_bytes)
     if limit and work > limit:
         raise InvalidRequest(
-            f"query too expensive: its Regex/Glob/IGlob conditions are estimated at {work:.3g} units of "
+            f"query too expensive: its Regex/Glob/IGlob/Fuzzy conditions are estimated at {work:.3g} units of "
             f"pattern-matching work over this namespace, above the limit of {limit:.3g} "
             "(limits.max_query_work; about a nanosecond of one core each). Use simpler patterns "
-            "(no large counted repetitions, fewer wildcards) or fewer pattern conditions"
+            "(no large counted repetitions, fewer wildcards, shorter Fuzzy texts) or fewer pattern conditions"
         )
     return work
 

@@ -342,3 +342,25 @@ async def test_for_each_unique_groups(db: Database) -> None:
 def test_formulas_used_above() -> None:
     assert math.isclose(169 / 185, 13**2 / (13**2 + 4**2))
     assert DAY == 24 * 3600 * 1000
+
+
+def test_fuzzy_work_is_estimated() -> None:
+    from lagoon.query.cost import check_work, estimate_work
+    from lagoon.schema import AttributeSchema, AttrType, Schema
+    from lagoon.wire.query import parse_query
+
+    schema = Schema("uint", {"name": AttributeSchema(AttrType("string"), filterable=False, fuzzy=True)})
+    rules = {
+        "max_edit_distance": [{"min_query_chars": 3, "distance": 0}, {"min_query_chars": 6, "distance": 1}]
+    }
+
+    def work(text: str) -> int:
+        req = parse_query({"rank_by": ["id", "asc"], "filters": ["name", "Fuzzy", text, rules]}, schema)
+        return estimate_work(req, lambda attr: 1000)
+
+    assert work("ab") == 0  # no rule applies: nothing is matched
+    assert work("abc") == 1000  # exact substring: one step per byte
+    assert work("abcdefgh") == 8 * 2 * 1000  # 8 characters × (1 + 1 error) per byte
+    req = parse_query({"rank_by": ["id", "asc"], "filters": ["name", "Fuzzy", "x" * 600, rules]}, schema)
+    with pytest.raises(InvalidRequest, match="Fuzzy"):
+        check_work(req, lambda attr: 10_000_000, limit=10**9)

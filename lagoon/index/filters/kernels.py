@@ -13,8 +13,12 @@ import pyarrow.compute as pc
 import regex as fuzzy_regex
 
 from lagoon.errors import InternalError
+from lagoon.index.cancel import checkpoint
 from lagoon.index.filters.ops import Column, Mask
 from lagoon.schema import AttrType, id_arrow_type
+
+
+FUZZY_SLICE_CHARS = 64 * 1024  # Fuzzy: text characters matched between cancellation checkpoints
 
 
 def is_stringish(t: pa.DataType) -> bool:
@@ -46,9 +50,14 @@ def fuzzy_mask(x: Column, query: str, rule: tuple[int, bool], n: int, is_array: 
     else:
         distinct = pc.unique(arr).drop_null()
         pattern = fuzzy_regex.compile(f"(?:{fuzzy_regex.escape(query)}){{e<={distance}}}")
-        found = np.fromiter(
-            (pattern.search(v) is not None for v in distinct.to_pylist()), dtype=bool, count=len(distinct)
-        )
+        found = np.zeros(len(distinct), dtype=bool)
+        budget = 0
+        for k, v in enumerate(distinct.to_pylist()):
+            found[k] = pattern.search(v) is not None
+            budget += len(v)
+            if budget >= FUZZY_SLICE_CHARS:  # a cancelled or late query stops between values
+                checkpoint()
+                budget = 0
         where = np.asarray(pc.index_in(arr, value_set=distinct).fill_null(-1).to_numpy(zero_copy_only=False))
         hits = np.zeros(len(arr), dtype=bool)
         valid = where >= 0
