@@ -290,7 +290,7 @@ def namespace_steps() -> list[Step]:
            namespace="cp2"),
         _s("namespace", "start_copy_from", "start_copy_from", {"source_namespace": "@ns:main"},
            predicate(lambda r: isinstance(r["token"], str) and r["token"], "a token"), namespace="acp",
-           sdks=("py",)),
+           sdks=("py",), gap="the async copy API is not implemented yet (404)"),
         _s("namespace", "poll_copy_from_unknown", "poll_copy_from", {"token": "no-such-operation"},
            error(404), namespace="acp", sdks=("py",)),
         _s("namespace", "sharding_400", "write", {"upsert_rows": [{"id": 1}], "sharding": {"num_shards": 2}},

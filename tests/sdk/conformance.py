@@ -49,6 +49,7 @@ class Step:
     namespace: str = "main"
     sdks: tuple[str, ...] = SDKS
     representative: bool = False  # run in the default test suite
+    gap: str = ""  # a known gap (why it fails today); the tests expect it to fail until it is fixed
 
     @property
     def key(self) -> str:
@@ -445,7 +446,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"\n{len(fails)} failing checks" + ("" if args.verbose else " (-v lists them)"))
         if args.verbose:
             for o in fails:
-                print(f"  [{o.sdk}] {o.step.key}: {o.detail}")
+                gap = f" (known gap: {o.step.gap})" if o.step.gap else ""
+                print(f"  [{o.sdk}] {o.step.key}: {o.detail}{gap}")
     return 0 if not fails else 1
 
 

@@ -23,8 +23,11 @@ def typescript_sdk() -> None:
 
 
 def assert_all_pass(report: Report) -> None:
-    failures = [f"[{o.sdk}] {o.step.key}: {o.detail}" for o in report.failures()]
+    """Every step passes, except known gaps, which must still fail (remove the mark when fixed)."""
+    failures = [f"[{o.sdk}] {o.step.key}: {o.detail}" for o in report.failures() if not o.step.gap]
+    fixed = [f"[{o.sdk}] {o.step.key}" for o in report.outcomes if o.ok and o.step.gap]
     assert not failures, "\n" + report.table() + "\n" + "\n".join(failures)
+    assert not fixed, f"known gaps now pass, remove their gap mark: {fixed}"
 
 
 def test_representative_steps_both_sdks(live_server: LiveServer, typescript_sdk: None) -> None:
