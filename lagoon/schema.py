@@ -25,7 +25,7 @@ DISTANCE_METRICS = ("cosine_distance", "euclidean_squared")
 MAX_DIMS = 10_752
 MAX_ATTR_NAME_BYTES = 128
 MAX_ATTRIBUTES = 1024
-_VECTOR_RE = re.compile(r"^\[(\d+)\](f32|f16)$")
+_VECTOR_RE = re.compile(r"^\[(\d+)\](f32|f16|i8)$")
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,7 +53,7 @@ class AttrType:
             return AttrType(text)
         raise InvalidRequest(
             f"{where}: unknown type {text!r}; expected one of {', '.join(SCALARS)}, "
-            "their arrays ([]string, ...), [N]f32 or [N]f16"
+            "their arrays ([]string, ...), [N]f32, [N]f16 or [N]i8"
         )
 
     @property
@@ -67,11 +67,12 @@ class AttrType:
 
     def arrow_type(self) -> pa.DataType:
         if self.is_vector:
-            return pa.list_(pa.float32() if self.dtype == "f32" else pa.float16(), self.dims)
+            return pa.list_(_VECTOR_ARROW[self.dtype], self.dims)
         scalar = _ARROW_SCALARS[self.kind]
         return pa.list_(scalar) if self.array else scalar
 
 
+_VECTOR_ARROW: dict[str, pa.DataType] = {"f32": pa.float32(), "f16": pa.float16(), "i8": pa.int8()}
 _ARROW_SCALARS: dict[str, pa.DataType] = {
     "string": pa.string(),
     "int": pa.int64(),
@@ -208,7 +209,9 @@ def _attr_from_json(name: str, spec: Any, existing: AttributeSchema | None) -> A
     if "ann" in spec:
         v = spec["ann"]
         if not atype.is_vector and v not in (False, None):
-            raise InvalidRequest(f"{where}.ann: only vector attributes ([N]f32, [N]f16) can be indexed")
+            raise InvalidRequest(
+                f"{where}.ann: only vector attributes ([N]f32, [N]f16, [N]i8) can be indexed"
+            )
         if v is True:
             ann = {}
         elif v in (False, None):

@@ -40,7 +40,12 @@ def decode_base64_vector(text: str, *, where: str) -> np.ndarray:
     return np.frombuffer(raw, dtype="<f4").astype(np.float32)
 
 
-def coerce_vector(value: Any, atype: AttrType, *, where: str) -> np.ndarray:
+I8_MIN, I8_MAX = -128, 127
+
+
+def coerce_vector(value: Any, atype: AttrType, *, where: str, query: bool = False) -> np.ndarray:
+    """A vector value -> float32 (dims and finiteness checked). A stored ``[N]i8`` value must hold
+    integers from -128 to 127; a query vector (``query``) may hold any numbers."""
     if isinstance(value, str):
         arr = decode_base64_vector(value, where=where)
     elif isinstance(value, list | tuple):
@@ -55,7 +60,15 @@ def coerce_vector(value: Any, atype: AttrType, *, where: str) -> np.ndarray:
         raise InvalidRequest(f"{where}: vector has {arr.shape[0]} dimensions, the attribute has {atype.dims}")
     if not np.all(np.isfinite(arr)):
         raise InvalidRequest(f"{where}: vector contains NaN or infinity")
+    if atype.dtype == "i8" and not query and not _int8_values(arr):
+        raise InvalidRequest(
+            f"{where}: a {atype} vector holds integers from {I8_MIN} to {I8_MAX}, got {value!r:.80}"
+        )
     return arr
+
+
+def _int8_values(arr: np.ndarray) -> bool:
+    return bool(np.all((arr == np.round(arr)) & (arr >= I8_MIN) & (arr <= I8_MAX)))
 
 
 def parse_datetime(value: Any, *, where: str) -> int:
@@ -180,7 +193,7 @@ def column_to_arrow(values: Sequence[Any], atype: AttrType) -> pa.Array:
                 valid[i] = False
             else:
                 flat[i] = v
-        dtype = np.float32 if atype.dtype == "f32" else np.float16
+        dtype = {"f32": np.float32, "f16": np.float16, "i8": np.int8}[atype.dtype]
         child = pa.array(flat.astype(dtype, copy=False).reshape(-1))
         mask = None if valid.all() else pa.array(~valid)
         return pa.FixedSizeListArray.from_arrays(child, atype.dims, mask=mask)
@@ -195,6 +208,8 @@ def arrow_value_to_json(value: Any, atype: AttrType, vector_encoding: str = "flo
         arr = np.asarray(value, dtype=np.float32)
         if vector_encoding == "base64":
             return base64.b64encode(arr.astype("<f4").tobytes()).decode()
+        if atype.dtype == "i8":
+            return [int(x) for x in arr.tolist()]
         return arr.tolist()
     if atype.kind == "datetime":
         conv = _datetime_py_to_json

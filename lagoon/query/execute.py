@@ -481,6 +481,8 @@ def _vectors_json(col: pa.ChunkedArray, dims: int, vector_encoding: str) -> list
     valid = np.asarray(arr.is_valid().to_numpy(zero_copy_only=False), dtype=bool)
     if vector_encoding == "base64":
         out: list[Any] = [base64.b64encode(row.tobytes()).decode() for row in matrix]
+    elif pa.types.is_int8(arr.type.value_type):
+        out = matrix.astype(np.int64).tolist()  # [N]i8: integers, as written
     else:
         out = matrix.tolist()
     if not valid.all():

@@ -538,7 +538,7 @@ def _parse_vector_rank(v: list[Any], schema: Schema, metric: str | None, *, wher
         raise InvalidRequest(f"{where}[2]: multi-vector queries are not supported; send one vector")
     if isinstance(value, list) and value and isinstance(value[0], str):
         raise InvalidRequest(f"{where}[2]: query expressions (e.g. Embed) are not supported; send a vector")
-    vec = coerce_vector(value, a.type, where=f"{where}[2]")
+    vec = coerce_vector(value, a.type, where=f"{where}[2]", query=True)
     if metric is None:
         ann_metric = (a.ann or {}).get("distance_metric")
         metric = ann_metric or schema.distance_metric or "cosine_distance"

@@ -364,3 +364,35 @@ def test_fuzzy_work_is_estimated() -> None:
     req = parse_query({"rank_by": ["id", "asc"], "filters": ["name", "Fuzzy", "x" * 600, rules]}, schema)
     with pytest.raises(InvalidRequest, match="Fuzzy"):
         check_work(req, lambda attr: 10_000_000, limit=10**9)
+
+
+async def test_i8_vectors_over_segment_and_tail() -> None:
+    store = MemoryStore()
+    settings = make_settings()
+    database = Database(store, settings, components("writer"))
+    schema = {"v": {"type": "[3]i8", "ann": {"distance_metric": "euclidean_squared"}}}
+    rows = [{"id": i, "v": [i, -i, 127 - i]} for i in range(1, 6)]
+    await database.write(NS, {"upsert_rows": rows[:3], "schema": schema})
+    await index_namespace(store, KEYS, settings, components("indexer"), force=True)
+    await database.write(NS, {"upsert_rows": rows[3:]})
+    await asyncio.sleep(0.05)
+    res = await database.query(
+        NS, {"rank_by": ["v", "ANN", [2.5, -2.5, 124.5]], "top_k": 5, "include_attributes": ["v"]}
+    )
+    # euclidean²: 3 · (i − 2.5)²
+    assert [(r["id"], r["$dist"]) for r in res["rows"]] == [
+        (2, 0.75),
+        (3, 0.75),
+        (1, 6.75),
+        (4, 6.75),
+        (5, 18.75),
+    ]
+    assert res["rows"][0]["v"] == [2, -2, 125]
+    for bad in ([1.5, 0, 0], [128, 0, 0], [-129, 0, 0]):
+        with pytest.raises(InvalidRequest, match="integers from -128 to 127"):
+            await database.write(NS, {"upsert_rows": [{"id": 9, "v": bad}]})
+    assert (await database.get_schema(NS))["v"] == {
+        "type": "[3]i8",
+        "ann": {"distance_metric": "euclidean_squared"},
+    }
+    await database.close()

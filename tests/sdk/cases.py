@@ -445,6 +445,23 @@ def metric_steps() -> list[Step]:
     ]  # fmt: skip
 
 
+def i8_steps() -> list[Step]:
+    rows_ = [{"id": i, "v": [i, -i, 127 - i]} for i in range(1, 5)]
+    q = [2.5, -2.5, 124.5]
+    dist = {r["id"]: euclid(r["v"], q) for r in rows_}
+    return [
+        _s("i8", "write", "write",
+           {"upsert_rows": rows_, "schema": {"v": {"type": "[3]i8", "ann": {"distance_metric": "euclidean_squared"}}}},
+           fields(rows_upserted=4), namespace="i8", representative=True),
+        _s("i8", "ann", "query", {"rank_by": ["v", "ANN", q], "top_k": 4, "include_attributes": ["v"]},
+           rows([{**r, "v": next(x["v"] for x in rows_ if x["id"] == r["id"])}
+                 for r in ranked(dist, descending=False)]), namespace="i8", representative=True),
+        _s("i8", "out_of_range_400", "write", {"upsert_rows": [{"id": 9, "v": [128, 0, 0]}]},
+           error(400, "-128 to 127"), namespace="i8"),
+        _s("i8", "schema", "schema", None, predicate(lambda s: s["v"]["type"] == "[3]i8", "[3]i8"), namespace="i8"),
+    ]  # fmt: skip
+
+
 def all_steps() -> list[Step]:
     """Every step, in run order (later areas read the namespaces earlier ones wrote)."""
     return [
@@ -456,6 +473,7 @@ def all_steps() -> list[Step]:
         *highlight_steps(),
         *fuzzy_steps(),
         *metric_steps(),
+        *i8_steps(),
         *namespace_steps(),
     ]
 

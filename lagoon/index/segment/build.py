@@ -236,13 +236,13 @@ def _vector_matrix(col: pa.ChunkedArray, atype: AttrType) -> tuple[np.ndarray, n
     """(values (n, dims) in the column dtype, bool valid) of a fixed-size-list vector column."""
     arr = col.combine_chunks() if col.num_chunks != 1 else col.chunk(0)
     n, dims = len(arr), atype.dims
-    np_dtype = np.float32 if atype.dtype == "f32" else np.float16
+    np_dtype = {"f32": np.float32, "f16": np.float16, "i8": np.int8}[atype.dtype]
     if n == 0 or arr.null_count == n:
         return np.zeros((n, dims), np_dtype), np.zeros(n, dtype=bool)
     child = arr.values.slice(arr.offset * dims, n * dims)
     flat = np.asarray(child.to_numpy(zero_copy_only=False), dtype=np_dtype)
     valid = np.asarray(arr.is_valid().to_numpy(zero_copy_only=False), dtype=bool)
     matrix = flat.reshape(n, dims)
-    if not np.isfinite(matrix).all() and not np.isfinite(matrix[valid]).all():
+    if matrix.dtype.kind == "f" and not np.isfinite(matrix).all() and not np.isfinite(matrix[valid]).all():
         raise InternalError("build_segment: a vector holds NaN or infinity")
     return matrix, valid

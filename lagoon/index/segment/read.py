@@ -333,7 +333,7 @@ class SegmentReader:
             a = self.schema.attributes.get(attr)
             if a is not None and a.type.is_vector:
                 vi = self.vector_index(attr)
-                itemsize = 4 if a.type.dtype == "f32" else 2
+                itemsize = {"f32": 4, "f16": 2, "i8": 1}[a.type.dtype]
                 return 0 if vi is None else vi.n_vectors * a.type.dims * itemsize
             return int(self.column(attr).nbytes)
 
@@ -348,7 +348,8 @@ class SegmentReader:
             return pa.nulls(n, t)
         all_rows = np.arange(self.num_rows, dtype=np.int64) if rows is None else rows
         matrix, valid = vi.rows_matrix(all_rows)
-        flat = matrix.reshape(-1) if a.type.dtype == "f32" else matrix.astype(np.float16).reshape(-1)
+        stored = {"f32": np.float32, "f16": np.float16, "i8": np.int8}[a.type.dtype]
+        flat = matrix.reshape(-1) if a.type.dtype == "f32" else matrix.astype(stored).reshape(-1)
         mask = None if valid.all() else pa.array(~valid)
         return pa.FixedSizeListArray.from_arrays(pa.array(flat), type=t, mask=mask)
 

@@ -5,7 +5,7 @@ Build. The vectors of the rows that have one are clustered with faiss k-means (s
 cosine distance, on unit vectors) into ``k = round(4·√m)`` clusters, or one cluster (flat) below
 ``FLAT_BELOW`` vectors; training uses a seeded sample of at most ``min(64·k, 100_000)`` points.
 Every vector is assigned to its nearest centroid and stored in its cluster's block (row ordinals
-ascending, then the vectors in the column's own dtype, f32 or f16), so a cold reader could fetch
+ascending, then the vectors in the column's own dtype, f32, f16 or i8), so a cold reader could fetch
 the centroids and then only the probed blocks with ranged reads (each block has its offset,
 length, count and CRC-32C in the table of contents). Then the index measures its own recall: a
 seeded sample of the segment's vectors serve as queries (leave-one-out: the query's own row is
@@ -85,7 +85,7 @@ RERANK_MIN = 64
 WHOLE_FILE_FRACTION = 0.5  # a lazy index needing more of its block bytes than this fetches the file
 
 METRICS = ("cosine_distance", "euclidean_squared")
-_DTYPES: dict[str, np.dtype[Any]] = {"f32": np.dtype("<f4"), "f16": np.dtype("<f2")}
+_DTYPES: dict[str, np.dtype[Any]] = {"f32": np.dtype("<f4"), "f16": np.dtype("<f2"), "i8": np.dtype("i1")}
 
 
 # --------------------------------------------------------------------------------------------- build

@@ -66,5 +66,39 @@ def write(directory: Path) -> None:
     (directory / "ref.json").write_bytes(orjson.dumps(built.ref.to_json(), option=orjson.OPT_INDENT_2))
 
 
+# ``golden/v1-i8/``: the v1 (head) layout with an ``[N]i8`` vector column (vec dtype "i8").
+I8_SCHEMA = Schema.from_storage(
+    {
+        "id_type": "uint",
+        "distance_metric": None,
+        "attributes": {"q": {"type": "[2]i8", "ann": {"distance_metric": "euclidean_squared"}}},
+    }
+)
+I8_SEGMENT_ID = "1764000000000-00000000000000i8"
+
+
+def i8_table() -> pa.Table:
+    return pa.table(
+        {
+            "id": pa.array([3, 1, 2, 4], pa.uint64()),
+            SEQ_COLUMN: pa.array([1, 1, 1, 1], pa.uint64()),
+            OP_COLUMN: pa.array([0, 0, 0, 0], pa.uint8()),
+            "q": pa.FixedSizeListArray.from_arrays(
+                pa.array(np.array([-128, 127, 1, 2, 0, 0, 5, 5], np.int8)),
+                type=pa.list_(pa.int8(), 2),
+                mask=pa.array([False, False, False, True]),
+            ),
+        }
+    )
+
+
+def write_i8(directory: Path) -> None:
+    built = build_segment(i8_table(), I8_SCHEMA, segment_id=I8_SEGMENT_ID, level=0, seq_from=1, seq_to=1)
+    directory.mkdir(parents=True, exist_ok=False)
+    for name, data in built.files.items():
+        (directory / name).write_bytes(data)
+    (directory / "ref.json").write_bytes(orjson.dumps(built.ref.to_json(), option=orjson.OPT_INDENT_2))
+
+
 if __name__ == "__main__":
-    write(Path(sys.argv[1]))
+    (write_i8 if len(sys.argv) > 2 and sys.argv[2] == "i8" else write)(Path(sys.argv[1]))
