@@ -381,7 +381,7 @@ class Server:
         )
         self._wait()
 
-    def _wait(self, timeout: float = 60.0) -> None:
+    def _wait(self, timeout: float = 120.0) -> None:
         import urllib.request
 
         deadline = time.monotonic() + timeout

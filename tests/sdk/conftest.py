@@ -1,5 +1,20 @@
-"""The SDK conformance tests share the HTTP tests' real-server fixture."""
+"""A real lagoon-server for the SDK conformance tests (the conformance runner's own server: a free
+loopback port, a temporary folder, a generous readiness timeout for loaded machines)."""
 
-from tests.server.conftest import live_server
+from __future__ import annotations
 
-__all__ = ["live_server"]
+from collections.abc import Iterator
+
+import pytest
+
+from tests.sdk.conformance import started_server
+
+
+@pytest.fixture(scope="module")
+def server_url() -> Iterator[str]:
+    gen = started_server()
+    url = next(gen)
+    try:
+        yield url
+    finally:
+        gen.close()

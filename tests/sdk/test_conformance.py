@@ -9,7 +9,6 @@ import pytest
 
 from tests.sdk.cases import all_steps, representative_steps
 from tests.sdk.conformance import Report, install_ts, run
-from tests.server.conftest import LiveServer
 
 pytestmark = pytest.mark.timeout(900)
 
@@ -30,15 +29,15 @@ def assert_all_pass(report: Report) -> None:
     assert not fixed, f"known gaps now pass, remove their gap mark: {fixed}"
 
 
-def test_representative_steps_both_sdks(live_server: LiveServer, typescript_sdk: None) -> None:
+def test_representative_steps_both_sdks(server_url: str, typescript_sdk: None) -> None:
     steps = representative_steps()
     assert len(steps) >= 15
-    report = run(steps, live_server.url, ("py", "ts"))
+    report = run(steps, server_url, ("py", "ts"))
     assert report.counts("py")[1] == len(steps)
     assert_all_pass(report)
 
 
 @pytest.mark.slow
-def test_every_step_both_sdks(live_server: LiveServer, typescript_sdk: None) -> None:
-    report = run(all_steps(), live_server.url, ("py", "ts"))
+def test_every_step_both_sdks(server_url: str, typescript_sdk: None) -> None:
+    report = run(all_steps(), server_url, ("py", "ts"))
     assert_all_pass(report)
