@@ -10,14 +10,19 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from lagoon.query.execute import uses_attributes
 from lagoon.wire.query import (
+    AttributeClause,
     BM25Clause,
+    ConstClause,
+    DistClause,
     FilterClause,
     MaxClause,
     MultiQueryRequest,
     OrderBy,
     ProductClause,
     QueryRequest,
+    SaturateClause,
     ScoreClause,
     ScoreRank,
     SumClause,
@@ -69,7 +74,10 @@ def _plan(q: QueryRequest, live: DocSource) -> list[str]:
             "documents without a vector excluded; $dist ascending"
         )
     elif isinstance(r, ScoreRank):
-        out.append("rank: score descending ($dist = score), documents scoring 0 excluded")
+        if uses_attributes(r.clause):
+            out.append("rank: score descending ($dist = score), every filtered document (attribute scores)")
+        else:
+            out.append("rank: score descending ($dist = score), documents scoring 0 excluded")
         out.extend("  " + line for line in _clause(r.clause, live))
     elif isinstance(r, OrderBy):
         keys = ", ".join(f"{k.attr} {'desc' if k.descending else 'asc'}" for k in r.keys)
@@ -85,6 +93,8 @@ def _plan(q: QueryRequest, live: DocSource) -> list[str]:
             )
         return out
     out.append(f"page: offset {q.offset}, limit {q.limit}")
+    for name, expr in q.computed:
+        out.append(f"compute {name}: {type(expr).__name__.removesuffix('Expr')} over the returned rows only")
     shown = ", ".join(q.include) if q.include else "(none)"
     out.append(f"return: id{', $dist' if not isinstance(r, OrderBy) else ''}; attributes: {shown}")
     if any(_is_vector(live, a) for a in q.include):
@@ -105,6 +115,16 @@ def _clause(c: ScoreClause, live: DocSource) -> list[str]:
         return [f"filter as score (1 or 0): {c.filter.describe()}"]
     if isinstance(c, ProductClause):
         return [f"Product x {c.weight:g}:"] + ["  " + line for line in _clause(c.clause, live)]
+    if isinstance(c, ConstClause):
+        return [f"floor {c.value:g}"]
+    if isinstance(c, AttributeClause):
+        return [f"Attribute {c.attr!r}: the column's values (null = 0), every filtered document"]
+    if isinstance(c, DistClause):
+        return [f"Dist {c.attr!r} from {c.origin:g}: |value - origin| (documents without a value left out)"]
+    if isinstance(c, SaturateClause):
+        name, shape = ("Decay", "m^e/(x^e+m^e)") if c.decay else ("Saturate", "x^e/(x^e+m^e)")
+        head = f"{name} {shape}, midpoint {c.midpoint:g}, exponent {c.exponent:g}:"
+        return [head] + ["  " + line for line in _clause(c.clause, live)]
     if not isinstance(c, SumClause | MaxClause):
         return [f"unknown clause {type(c).__name__}"]
     name = "Sum" if isinstance(c, SumClause) else "Max"
