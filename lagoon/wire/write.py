@@ -269,16 +269,14 @@ def parse_write(body: Any, schema: Schema) -> WriteRequest:
 
     if body.get("schema") is not None or metric is not None:
         check_vector_metrics(new_schema)
-    written = sorted(
-        {
-            k
-            for _, d in upserts
-            for k, v in d.items()
-            if new_schema.attributes[k].type.is_vector and v is not None
-        }
-    )
     if new_schema.distance_metric is None:
-        missing = [k for k in written if not (new_schema.attributes[k].ann or {}).get("distance_metric")]
+        # vector attributes with no metric of their own that this request writes a vector to
+        bare = [
+            n
+            for n, a in sorted(new_schema.attributes.items())
+            if a.type.is_vector and not (a.ann or {}).get("distance_metric")
+        ]
+        missing = [k for k in bare if any(d.get(k) is not None for _, d in upserts)]
         if missing:
             raise InvalidRequest(
                 "distance_metric is required when writing vectors: vector attribute(s) "
