@@ -17,7 +17,6 @@ from lagoon.index.cancel import checkpoint
 from lagoon.index.filters.ops import Column, Mask
 from lagoon.schema import AttrType, id_arrow_type
 
-
 FUZZY_SLICE_CHARS = 64 * 1024  # Fuzzy: text characters matched between cancellation checkpoints
 
 
