@@ -41,7 +41,8 @@ from lagoon.format.framing import HEADER_LEN, TRAILER_LEN, encode_frame
 FORMAT_VERSION = 1
 MIN_READER_VERSION = 1
 MIN_WRITER_VERSION = 1
-READER_VERSION = 1  # highest segment format this build reads
+READER_VERSION = 2  # highest segment format this build reads
+FTS_FORMAT_VERSION = 2  # fts files are written in version 2 (docs/formats/fts-v2.md); others in 1
 
 MAGIC_DOCS = b"LGSD"
 MAGIC_VEC = b"LGSV"
@@ -98,12 +99,13 @@ def crc32c_of(data: bytes | np.ndarray) -> int:
     return int(google_crc32c.value(data))
 
 
-def frame(magic: bytes, body: bytes) -> bytes:
+def frame(magic: bytes, body: bytes, *, version: int = FORMAT_VERSION) -> bytes:
+    """Wrap a body; a file of format ``version`` needs a reader of that version."""
     return encode_frame(
         magic,
         body,
-        format_version=FORMAT_VERSION,
-        min_reader_version=MIN_READER_VERSION,
+        format_version=version,
+        min_reader_version=max(MIN_READER_VERSION, version),
         min_writer_version=MIN_WRITER_VERSION,
     )
 
@@ -211,7 +213,7 @@ class SectionWriter:
         self._parts.append((name, data, dtype, shape))
         self._size = align(self._size + nbytes)
 
-    def finish(self, magic: bytes, meta: dict[str, Any]) -> bytes:
+    def finish(self, magic: bytes, meta: dict[str, Any], *, version: int = FORMAT_VERSION) -> bytes:
         meta = {**meta, "sections": self.sections}
         meta_bytes = orjson.dumps(meta, option=orjson.OPT_SORT_KEYS)
         head = _META_PREFIX.pack(len(meta_bytes), crc32c_of(meta_bytes)) + meta_bytes
@@ -227,7 +229,7 @@ class SectionWriter:
             n = len(raw) if isinstance(raw, bytes) else raw.nbytes
             chunks.append(raw)
             chunks.append(bytes(align(n) - n))
-        return frame(magic, b"".join(chunks))
+        return frame(magic, b"".join(chunks), version=version)
 
 
 @dataclass(frozen=True)
@@ -239,6 +241,7 @@ class SectionFile:
     meta: dict[str, Any]
     data_start: int  # absolute file offset of the data area
     end: int | None = None  # readable bytes end here (a head read); None: the whole frame
+    version: int = FORMAT_VERSION  # the frame's format_version
 
     @property
     def limit(self) -> int:
@@ -281,7 +284,7 @@ def open_sections(
     """Verify a framed sectioned file and parse its meta."""
     fv = open_frame(data, magic=magic, what=what, size=size, crc32c=crc32c)
     meta, data_start = _parse_meta(data, fv.body_start, fv.body_start + fv.body_length, what)
-    return SectionFile(what, data, meta, data_start)
+    return SectionFile(what, data, meta, data_start, version=fv.format_version)
 
 
 def _parse_meta(data: bytes, start: int, body_end: int, what: str) -> tuple[dict[str, Any], int]:
@@ -324,6 +327,7 @@ def open_head(head: bytes, *, magic: bytes, what: str, size: int) -> SectionFile
     ``head.crc32c``). The sections inside the head can then be used; bytes after it are fetched
     and verified separately by the caller (e.g. cluster blocks with their own checksums)."""
     header_len, body_len = _check_header(head, what=what, magic=magic, size=size)
+    version = int(_FRAME_HEADER.unpack_from(head)[1])
     meta, data_start = _parse_meta(head, header_len, header_len + body_len, what)
     h = meta.get("head")
     try:
@@ -337,7 +341,7 @@ def open_head(head: bytes, *, magic: bytes, what: str, size: int) -> SectionFile
         raise DataCorruption(f"{what}: {len(head)} bytes read, the head needs {end}")
     if crc32c_of(np.frombuffer(head, np.uint8, count=length, offset=data_start)) != crc:
         raise DataCorruption(f"{what}: head checksum mismatch")
-    return SectionFile(what, head, meta, data_start, end)
+    return SectionFile(what, head, meta, data_start, end, version=version)
 
 
 def _check_header(data: bytes, *, what: str, magic: bytes | None, size: int | None) -> tuple[int, int]:

@@ -36,6 +36,7 @@ from lagoon.format.manifest import SegmentRef
 from lagoon.format.segment import (
     DOCS_FILE,
     FORMAT_VERSION,
+    FTS_FORMAT_VERSION,
     MAGIC_DOCS,
     file_checksum,
     flt_file,
@@ -47,7 +48,7 @@ from lagoon.format.wal import OP_COLUMN, OP_DELETE, OP_UPSERT
 from lagoon.index.filters.filterindex import build_filter_index, indexable
 from lagoon.index.text.analyze import Analyzer
 from lagoon.index.text.bm25 import build_postings
-from lagoon.index.text.postings import encode_postings
+from lagoon.index.text.postings_v2 import encode_postings_v2
 from lagoon.index.vector.ivf import build_vec_file
 from lagoon.schema import AttrType, FtsConfig, Schema, id_arrow_type
 
@@ -129,7 +130,7 @@ def build_segment(
         config = fts_config(schema, name)
         values = docs.column(name).to_pylist()
         postings = build_postings(Analyzer(config).analyze_many(values), with_positions=True)
-        data, summary = encode_postings(name, config.to_json(), postings)
+        data, summary = encode_postings_v2(name, config.to_json(), postings, k1=config.k1, b=config.b)
         files[fts_file(name)] = data
         summaries[fts_file(name)] = summary
 
@@ -144,7 +145,7 @@ def build_segment(
     ops = np.asarray(docs.column(OP_COLUMN).to_numpy(zero_copy_only=False))
     tombstones = int(np.count_nonzero(ops == OP_DELETE))
     info = {
-        "format_version": FORMAT_VERSION,
+        "format_version": FTS_FORMAT_VERSION if schema.fts_columns() else FORMAT_VERSION,
         "id_type": schema.id_type,
         "counts": {"rows": n, "upserts": n - tombstones, "tombstones": tombstones},
         "files": summaries,

@@ -53,12 +53,14 @@ from lagoon.index.filters.tree import And, Condition, Filter, Not, Or
 from lagoon.index.segment.build import SEQ_COLUMN, fts_config
 from lagoon.index.sources.table import VectorMatrix, dense_rank
 from lagoon.index.text.analyze import Analyzer
+from lagoon.index.text.blockpostings import BlockPostings
 from lagoon.index.text.bm25 import (
     Postings,
     TermStats,
     build_postings,
 )
 from lagoon.index.text.postings import decode_postings, same_stopwords
+from lagoon.index.text.postings_v2 import hydrate_postings_v2, open_postings_v2
 from lagoon.index.text.textindex import TextIndex
 from lagoon.index.vector.ivf import BlockSource, ProbeSearch, VectorIndex
 from lagoon.index.vector.plan import DEFAULT_RECALL_TARGET, RecallCurve
@@ -77,7 +79,7 @@ class SegmentText:
     attr: str
     config: FtsConfig
     analyzer: Analyzer
-    postings: Postings
+    postings: Postings | BlockPostings
     persisted: bool  # False: re-tokenised because the file was missing or built differently
 
 
@@ -88,8 +90,9 @@ def _read_only(a: np.ndarray) -> np.ndarray:
 
 @dataclass(frozen=True)
 class LazyFile:
-    """A ``vec`` file opened from its head: the verified-on-open head bytes and the source of the
-    cluster blocks (see ``VectorIndex``)."""
+    """A ``vec`` or v2 ``fts`` file opened from its head: the verified-on-open head bytes and the
+    source of the rest (cluster blocks, see ``VectorIndex``; postings pages, see
+    ``postings_v2``)."""
 
     head: bytes
     blocks: BlockSource
@@ -106,8 +109,10 @@ class SegmentReader:
         vectors: dict[str, VectorIndex],
         fts: dict[str, SectionFile],
         flt: dict[str, SectionFile],
+        fts_sources: dict[str, BlockSource] | None = None,
     ) -> None:
         self.ref = ref
+        self._fts_sources = fts_sources or {}
         self.schema = schema
         self.num_rows = int(docs.num_rows)
         self._docs = docs
@@ -129,6 +134,7 @@ class SegmentReader:
         vectors: dict[str, VectorIndex] = {}
         fts: dict[str, SectionFile] = {}
         flt: dict[str, SectionFile] = {}
+        fts_sources: dict[str, BlockSource] = {}
         sections: list[tuple[str, bytes, SectionFile]] = []
         lazy: dict[str, LazyFile] = {}
         for name, expected in sorted(ref.files.items()):
@@ -138,11 +144,12 @@ class SegmentReader:
                 raise DataCorruption(f"{what}: missing")
             size, crc = expected.get("size"), expected.get("crc32c")
             if isinstance(data, LazyFile):
-                if not name.startswith("vec.") or not isinstance(size, int):
-                    raise InternalError(f"{what}: only vec files with a known size open lazily")
-                head = open_head(data.head, magic=MAGIC_VEC, what=what, size=size)
+                if name.split(".", 1)[0] not in ("vec", "fts") or not isinstance(size, int):
+                    raise InternalError(f"{what}: only vec and fts files with a known size open lazily")
+                lazy_magic = MAGIC_VEC if name.startswith("vec.") else MAGIC_FTS
+                head = open_head(data.head, magic=lazy_magic, what=what, size=size)
                 lazy[name] = data
-                sections.append((name, MAGIC_VEC, head))
+                sections.append((name, lazy_magic, head))
                 continue
             if name == DOCS_FILE:
                 fv = open_frame(data, magic=MAGIC_DOCS, what=what, size=size, crc32c=crc)
@@ -174,11 +181,13 @@ class SegmentReader:
                 if name != fts_file(attr):
                     raise DataCorruption(f"{sf.what}: holds attribute {attr!r}, not the file's")
                 fts[attr] = sf
+                if name in lazy:
+                    fts_sources[attr] = lazy[name].blocks
             else:
                 if name != flt_file(attr):
                     raise DataCorruption(f"{sf.what}: holds attribute {attr!r}, not the file's")
                 flt[attr] = sf
-        return SegmentReader(ref, schema, docs, vectors, fts, flt)
+        return SegmentReader(ref, schema, docs, vectors, fts, flt, fts_sources)
 
     # ----------------------------------------------------------------------------------- rows
 
@@ -297,13 +306,33 @@ class SegmentReader:
                     and built_with.analysis_key() == config.analysis_key()
                     and same_stopwords(sf.meta, config)
                 ):
-                    _, postings = decode_postings(sf, self.num_rows)
+                    postings: Postings | BlockPostings
+                    if sf.version >= 2:
+                        _, postings = open_postings_v2(sf, self.num_rows, self._fts_sources.get(attr))
+                    else:
+                        _, postings = decode_postings(sf, self.num_rows)
                     return SegmentText(attr, config, analyzer, postings, True)
             values = self.column(attr).to_pylist()
-            postings = build_postings(analyzer.analyze_many(values), with_positions=True)
-            return SegmentText(attr, config, analyzer, postings, False)
+            rebuilt = build_postings(analyzer.analyze_many(values), with_positions=True)
+            return SegmentText(attr, config, analyzer, rebuilt, False)
 
         return self._cache.get("text", attr, build)
+
+    def lazy_text_files(self) -> list[str]:
+        """The ``fts`` files opened from their head whose pages are not all loaded yet."""
+        return [fts_file(a) for a in self._fts_sources]
+
+    def hydrate_text(self, name: str, data: bytes) -> None:
+        """Hand the whole (verified) file ``name`` to text postings opened from its head."""
+        for attr, sf in self._fts.items():
+            if fts_file(attr) != name or attr not in self._fts_sources:
+                continue
+            whole = open_sections(data, magic=MAGIC_FTS, what=sf.what, size=len(data))
+            t = self.text(attr)
+            if isinstance(t.postings, BlockPostings) and t.persisted:
+                hydrate_postings_v2(t.postings, data, whole)
+            self._fts[attr] = whole
+            del self._fts_sources[attr]
 
     def text_index(self, attr: str) -> TextIndex:
         """``text(attr)`` as a ``TextIndex`` (scoring and token matching over every row)."""

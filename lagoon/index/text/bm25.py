@@ -29,6 +29,7 @@ import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
+from typing import Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -80,6 +81,29 @@ def score(
 
 # ---------------------------------------------------------------------------------------------
 # Postings
+
+
+class TermIndex(Protocol):
+    """What scoring, statistics and token filters need of an inverted index: ``Postings``
+    (uncompressed arrays) and ``blockpostings.BlockPostings`` (segment format v2) provide it."""
+
+    @property
+    def n_docs(self) -> int: ...
+    @property
+    def n_terms(self) -> int: ...
+    @property
+    def doc_len(self) -> npt.NDArray[np.unsignedinteger]: ...  # type: ignore[type-arg]
+    @property
+    def corpus_totals(self) -> tuple[int, int]: ...
+    @property
+    def has_positions(self) -> bool: ...
+    def term_id(self, term: str) -> int | None: ...
+    def df(self, term_id: int) -> int: ...
+    def live_df(self, term_id: int, live: BoolArray) -> int: ...
+    def postings(self, term_id: int) -> tuple[U32Array, U32Array]: ...
+    def docs_of_terms(self, lo: int, hi: int) -> U32Array: ...
+    def prefix_range(self, prefix: str) -> tuple[int, int]: ...
+    def term_positions(self, term_id: int) -> tuple[U32Array, U32Array, IntArray, U32Array]: ...
 
 
 @dataclass(frozen=True, eq=False)
@@ -168,10 +192,34 @@ class Postings:
     def term_id(self, term: str) -> int | None:
         return self._index.get(term)
 
+    @property
+    def has_positions(self) -> bool:
+        return self.positions is not None
+
+    def df(self, term_id: int) -> int:
+        """Number of documents containing the term."""
+        return int(self.term_ptr[term_id + 1] - self.term_ptr[term_id])
+
+    def live_df(self, term_id: int, live: BoolArray) -> int:
+        """Number of ``live`` documents containing the term."""
+        return int(np.count_nonzero(live[self.postings(term_id)[0]]))
+
     def postings(self, term_id: int) -> tuple[U32Array, U32Array]:
         """(doc ordinals, term frequencies) of one term."""
         lo, hi = int(self.term_ptr[term_id]), int(self.term_ptr[term_id + 1])
         return self.docs[lo:hi], self.tfs[lo:hi]
+
+    def docs_of_terms(self, lo: int, hi: int) -> U32Array:
+        """The documents of terms ``lo..hi-1``, concatenated (not deduplicated)."""
+        return self.docs[self.term_ptr[lo] : self.term_ptr[hi]]
+
+    def term_positions(self, term_id: int) -> tuple[U32Array, U32Array, IntArray, U32Array]:
+        """(docs, tfs, pos_ptr (df + 1, from 0), positions) of one term."""
+        if self.positions is None:
+            raise InternalError("these postings have no positions")
+        lo, hi = int(self.term_ptr[term_id]), int(self.term_ptr[term_id + 1])
+        ptr = self.pos_ptr[lo : hi + 1]
+        return self.docs[lo:hi], self.tfs[lo:hi], ptr - ptr[0], self.positions[ptr[0] : ptr[-1]]
 
     def prefix_range(self, prefix: str) -> tuple[int, int]:
         """Term ids ``[lo, hi)`` of the terms that start with ``prefix`` (contiguous: terms are sorted)."""
@@ -421,7 +469,7 @@ class TermStats:
         return idf(self.n_docs, self.df)
 
 
-def corpus_stats(postings: Postings, live_mask: BoolArray | None = None) -> tuple[int, int]:
+def corpus_stats(postings: TermIndex, live_mask: BoolArray | None = None) -> tuple[int, int]:
     """(N, total length) over the live documents that have at least one token."""
     if live_mask is None:
         return postings.corpus_totals
@@ -429,22 +477,19 @@ def corpus_stats(postings: Postings, live_mask: BoolArray | None = None) -> tupl
     return int(np.count_nonzero(lengths)), int(lengths.sum(dtype=np.int64))
 
 
-def term_df(postings: Postings, terms: Sequence[str], live_mask: BoolArray | None = None) -> IntArray:
+def term_df(postings: TermIndex, terms: Sequence[str], live_mask: BoolArray | None = None) -> IntArray:
     """Number of live documents containing each term."""
     out = np.zeros(len(terms), np.int64)
     for i, t in enumerate(terms):
         tid = postings.term_id(t)
         if tid is None:
             continue
-        if live_mask is None:
-            out[i] = postings.term_ptr[tid + 1] - postings.term_ptr[tid]
-        else:
-            out[i] = np.count_nonzero(live_mask[postings.postings(tid)[0]])
+        out[i] = postings.df(tid) if live_mask is None else postings.live_df(tid, live_mask)
     return out
 
 
 def local_stats(
-    postings: Postings, query_terms: Iterable[str], live_mask: BoolArray | None = None
+    postings: TermIndex, query_terms: Iterable[str], live_mask: BoolArray | None = None
 ) -> TermStats:
     """This source's share of the statistics of a query; add the shares of all sources."""
     terms, _ = distinct_terms(query_terms)
@@ -453,7 +498,7 @@ def local_stats(
     return TermStats(terms, n, total, term_df(postings, terms, live_mask))
 
 
-def _check_mask(postings: Postings, live_mask: BoolArray | None) -> None:
+def _check_mask(postings: TermIndex, live_mask: BoolArray | None) -> None:
     if live_mask is not None and (live_mask.shape != (postings.n_docs,) or live_mask.dtype != np.bool_):
         raise InternalError(
             f"live_mask must be bool[{postings.n_docs}]; got {live_mask.dtype}{live_mask.shape}"
@@ -464,14 +509,14 @@ def _check_mask(postings: Postings, live_mask: BoolArray | None) -> None:
 # Scoring
 
 
-def _prefix_docs(postings: Postings, prefixes: Sequence[str]) -> U32Array:
+def _prefix_docs(postings: TermIndex, prefixes: Sequence[str]) -> U32Array:
     """Ordinals (ascending, distinct) of documents with a term starting with any prefix."""
     chunks = []
     n_terms = 0
     for p in prefixes:
         lo, hi = postings.prefix_range(p)
         if hi > lo:
-            chunks.append(postings.docs[postings.term_ptr[lo] : postings.term_ptr[hi]])
+            chunks.append(postings.docs_of_terms(lo, hi))
             n_terms += hi - lo
     if not chunks:
         return np.zeros(0, DOC_DTYPE)
@@ -481,7 +526,7 @@ def _prefix_docs(postings: Postings, prefixes: Sequence[str]) -> U32Array:
 
 
 def score_query(
-    postings: Postings,
+    postings: TermIndex,
     query_terms: Sequence[str],
     live_mask: BoolArray | None = None,
     stats: TermStats | None = None,
@@ -666,7 +711,7 @@ def top_k(doc_ordinals: IntArray, scores: FloatArray, k: int) -> tuple[IntArray,
 # Token filters (ContainsAllTokens, ContainsAnyToken, ContainsTokenSequence)
 
 
-def _term_mask(postings: Postings, term: str) -> BoolArray:
+def _term_mask(postings: TermIndex, term: str) -> BoolArray:
     mask = np.zeros(postings.n_docs, np.bool_)
     tid = postings.term_id(term)
     if tid is not None:
@@ -674,14 +719,14 @@ def _term_mask(postings: Postings, term: str) -> BoolArray:
     return mask
 
 
-def _prefix_mask(postings: Postings, prefixes: Sequence[str]) -> BoolArray:
+def _prefix_mask(postings: TermIndex, prefixes: Sequence[str]) -> BoolArray:
     mask = np.zeros(postings.n_docs, np.bool_)
     mask[_prefix_docs(postings, prefixes)] = True
     return mask
 
 
 def contains_all_tokens(
-    postings: Postings, tokens: Sequence[str], *, prefixes: Sequence[str] = ()
+    postings: TermIndex, tokens: Sequence[str], *, prefixes: Sequence[str] = ()
 ) -> BoolArray:
     """Documents containing every token (and, with ``prefixes``, a term starting with one of
     them). Nothing matches when there is no token and no prefix."""
@@ -697,7 +742,7 @@ def contains_all_tokens(
 
 
 def contains_any_token(
-    postings: Postings, tokens: Sequence[str], *, prefixes: Sequence[str] = ()
+    postings: TermIndex, tokens: Sequence[str], *, prefixes: Sequence[str] = ()
 ) -> BoolArray:
     """Documents containing at least one token, or a term starting with one of ``prefixes``."""
     terms, _ = distinct_terms(tokens)
@@ -711,10 +756,10 @@ def contains_any_token(
     return mask
 
 
-def contains_token_sequence(postings: Postings, tokens: Sequence[str]) -> BoolArray:
+def contains_token_sequence(postings: TermIndex, tokens: Sequence[str]) -> BoolArray:
     """Documents where ``tokens`` occur consecutively, in order (phrase match on positions).
     Nothing matches an empty sequence. Needs postings built with positions."""
-    if postings.positions is None:
+    if not postings.has_positions:
         raise InternalError("contains_token_sequence needs postings with positions")
     mask = np.zeros(postings.n_docs, np.bool_)
     if not tokens:
@@ -728,12 +773,11 @@ def contains_token_sequence(postings: Postings, tokens: Sequence[str]) -> BoolAr
         tid = postings.term_id(t)
         if tid is None:  # impossible: `candidates` is not empty, so every token has postings
             return mask
-        lo, hi = int(postings.term_ptr[tid]), int(postings.term_ptr[tid + 1])
-        docs = postings.docs[lo:hi]
+        docs, tfs, pos_ptr, positions = postings.term_positions(tid)
         sel = np.flatnonzero(candidates[docs])
-        pos_idx = _gather_runs(postings.pos_ptr[lo:hi][sel], postings.tfs[lo:hi][sel].astype(np.int64))
-        owner = np.repeat(docs[sel].astype(np.int64), postings.tfs[lo:hi][sel])
-        start = postings.positions[pos_idx].astype(np.int64) - offset
+        pos_idx = _gather_runs(pos_ptr[:-1][sel], tfs[sel].astype(np.int64))
+        owner = np.repeat(docs[sel].astype(np.int64), tfs[sel])
+        start = positions[pos_idx].astype(np.int64) - offset
         ok = start >= 0
         k = (owner[ok] << 32) | start[ok]
         keys = k if keys is None else np.intersect1d(keys, k, assume_unique=True)

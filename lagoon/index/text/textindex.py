@@ -17,8 +17,9 @@ import pyarrow as pa
 
 from lagoon.errors import InternalError
 from lagoon.index.text.analyze import Analyzer
+from lagoon.index.text.blockpostings import BlockPostings, block_topk
 from lagoon.index.text.bm25 import (
-    Postings,
+    TermIndex,
     TermStats,
     build_postings,
     contains_all_tokens,
@@ -35,7 +36,7 @@ class TextIndex:
     """Analyzer + postings of one attribute; document ordinal i is snapshot position i."""
 
     def __init__(
-        self, attr: str, config: FtsConfig, postings: Postings, analyzer: Analyzer | None = None
+        self, attr: str, config: FtsConfig, postings: TermIndex, analyzer: Analyzer | None = None
     ) -> None:
         self.attr = attr
         self.config = config
@@ -110,8 +111,9 @@ class TextIndex:
             return np.zeros(0, np.int64), np.zeros(0, np.float64)
         if stats is None:
             stats = local_stats(self.postings, q.terms)
-        return score_query_topk(
-            self.postings,
+        topk = block_topk if isinstance(self.postings, BlockPostings) else score_query_topk
+        return topk(
+            self.postings,  # type: ignore[arg-type]
             q.terms,
             k,
             stats,

@@ -1,6 +1,7 @@
 """The content of the committed segment golden files: ``tests/index/segment/golden/v1/`` (the first
-v1 layout) and ``v1-head/`` (v1 with the additive vec-file head, ``row_cluster`` and ``sq_min`` /
-``sq_max``). Run this module to write a directory ONLY when adding a new format version or layout;
+v1 layout), ``v1-head/`` (v1 with the additive vec-file head, ``row_cluster`` and ``sq_min`` /
+``sq_max``) and ``v2/`` (``fts`` files in format version 2: docs/formats/fts-v2.md). Run this
+module to write a directory ONLY when adding a new format version or layout;
 committed files are never rewritten (every later Lagoon must still open them)."""
 
 from __future__ import annotations

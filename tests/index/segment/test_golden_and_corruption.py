@@ -15,7 +15,7 @@ import pytest
 from lagoon.errors import DataCorruption, IncompatibleFormat
 from lagoon.format.framing import HEADER_LEN, crc32c
 from lagoon.format.manifest import SegmentRef
-from lagoon.format.segment import file_checksum, head_length
+from lagoon.format.segment import READER_VERSION, file_checksum, head_length
 from lagoon.index.filters.parse import parse_filter
 from lagoon.index.segment.read import LazyFile, SegmentReader
 from tests.index.segment import golden_data
@@ -23,6 +23,7 @@ from tests.index.segment.helpers import build, by_id, random_table, rich_schema
 
 GOLDEN = Path(__file__).parent / "golden" / "v1"
 GOLDEN_HEAD = Path(__file__).parent / "golden" / "v1-head"
+GOLDEN_V2 = Path(__file__).parent / "golden" / "v2"
 
 
 def golden_files(directory: Path = GOLDEN) -> tuple[SegmentRef, dict[str, bytes]]:
@@ -43,15 +44,18 @@ class _WholeBytes:
         return self.data
 
 
-@pytest.mark.parametrize("layout", ["v1", "v1-head", "v1-head lazy"])
-def test_golden_v1_opens_and_answers_queries(layout: str) -> None:
-    ref, files = golden_files(GOLDEN if layout == "v1" else GOLDEN_HEAD)
+@pytest.mark.parametrize("layout", ["v1", "v1-head", "v1-head lazy", "v2", "v2 lazy"])
+def test_golden_files_open_and_answer_queries(layout: str) -> None:
+    directory = {"v1": GOLDEN, "v2": GOLDEN_V2}.get(layout.split()[0], GOLDEN_HEAD)
+    ref, files = golden_files(directory)
     assert set(files) == {"docs", "vec.vector", "vec.half", "fts.title", "flt.year", "flt.price"}
+    assert ref.info["format_version"] == (2 if layout.startswith("v2") else 1)
     opened: dict[str, bytes | LazyFile] = dict(files)
-    for name in ("vec.vector", "vec.half"):
+    lazy = ("vec.vector", "vec.half") + (("fts.title",) if layout.startswith("v2") else ())
+    for name in lazy:
         head = head_length(files[name][:4096], what=name)
         assert (head is None) == (layout == "v1")
-        if layout == "v1-head lazy":
+        if layout.endswith("lazy"):
             assert head == ref.info["files"][name]["head_bytes"]
             opened[name] = LazyFile(files[name][:head], _WholeBytes(files[name]))
     reader = SegmentReader.from_files(ref, opened, golden_data.SCHEMA)
@@ -157,7 +161,7 @@ def _with(ref: SegmentRef, name: str, data: bytes) -> SegmentRef:
 def test_newer_format_is_refused() -> None:
     ref, files = golden_files()
     for name in ref.files:
-        newer = _reframe(files[name], min_reader=2)
+        newer = _reframe(files[name], min_reader=READER_VERSION + 1)
         with pytest.raises(IncompatibleFormat, match="Upgrade"):
             SegmentReader.from_files(_with(ref, name, newer), {**files, name: newer}, golden_data.SCHEMA)
 
