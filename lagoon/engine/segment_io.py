@@ -43,7 +43,7 @@ from lagoon.storage.base import AlreadyExists, ObjectStore, PutMode
 
 _PARALLELISM = 8
 _TMP = ".tmp-"
-LAZY_MIN_BYTES = 1 << 20  # smaller vec files are fetched whole
+LAZY_MIN_BYTES = 1 << 20  # smaller vec and fts files are fetched whole
 HEAD_GUESS_BYTES = 64 << 10  # first ranged read of a vec file whose head length is not recorded
 log = logging.getLogger("lagoon.segments")
 _T = TypeVar("_T")
@@ -282,9 +282,10 @@ class SegmentIO:
         Files come from the memory LRU (which keeps a segment's non-vector files: the reader
         uses them without copying), the disk cache, or the store. Vector files are never kept in
         the memory LRU: the index holds them decoded. With ``lazy`` (the query path), a large
-        ``vec`` file that no cache holds is opened from its head (one ranged GET, in parallel with
-        the other files): queries then fetch only the cluster blocks they probe, while the whole
-        file is fetched in the background and handed to the index (and the disk cache)."""
+        ``vec`` or (version 2) ``fts`` file that no cache holds is opened from its head (one ranged
+        GET, in parallel with the other files): queries then fetch only the cluster blocks they
+        probe, or the postings pages of their terms, while the whole file is fetched in the
+        background and handed to the index (and the disk cache)."""
         ckey = self.cache_key(keys, ref.id)
         cached = self.memory.get(ckey) or {}
         if cached:
@@ -297,7 +298,8 @@ class SegmentIO:
             if name in cached:
                 return name, cached[name]
             size = ref.files[name].get("size")
-            if lazy and name.startswith("vec.") and isinstance(size, int) and size >= self.lazy_min_bytes:
+            lazy_kind = name.startswith(("vec.", "fts."))
+            if lazy and lazy_kind and isinstance(size, int) and size >= self.lazy_min_bytes:
                 if self.disk is not None:
                     data = await asyncio.to_thread(self.disk.load, ckey, ref, name)
                     if data is not None:
@@ -305,14 +307,14 @@ class SegmentIO:
                         return name, data
                     metrics.CACHE_MISSES.labels(layer="disk").inc()
                 head = await self._head(keys, ref, name, size)
-                if head is not None:  # (files written before vec heads existed are read whole)
+                if head is not None:  # (vec files before heads, v1 fts files: read whole)
                     return name, LazyFile(head, _Blocks(self, loop, keys, ref, name))
             return name, await self._file(keys, ref, name)
 
         opened: dict[str, bytes | LazyFile] = dict(await asyncio.gather(*(one(n) for n in ref.files)))
         reader = await asyncio.to_thread(SegmentReader.from_files, ref, opened, schema)
         self.memory.put(ckey, _memory_files(opened))
-        if reader.lazy_vector_files() and self.hydrate:
+        if (reader.lazy_vector_files() or reader.lazy_text_files()) and self.hydrate:
             self._background(self._hydrate(keys, ref, reader))
         return reader
 
@@ -323,7 +325,7 @@ class SegmentIO:
         task.add_done_callback(self._tasks.discard)
 
     async def _head(self, keys: NamespaceKeys, ref: SegmentRef, name: str, size: int) -> bytes | None:
-        """The checksummed head of a ``vec`` file: one ranged GET when the manifest records its
+        """The checksummed head of a ``vec`` or ``fts`` file: one ranged GET when the manifest records its
         length (``info.files[name].head_bytes``), else a 64 KiB read and, if the head is longer,
         a second one. None when the file has no such head."""
         key = keys.segment_file(ref.id, name)
@@ -355,12 +357,17 @@ class SegmentIO:
         return await self.store.get_ranges(key, ranges)
 
     async def _hydrate(self, keys: NamespaceKeys, ref: SegmentRef, reader: SegmentReader) -> None:
-        """Fetch the whole of every lazily opened vector file (through the disk cache) and hand
-        it to its index. Failures are logged; queries keep using ranged reads."""
+        """Fetch the whole of every lazily opened vector and text file (through the disk cache)
+        and hand it to its index. Failures are logged; queries keep using ranged reads."""
         try:
             for name, vi in reader.lazy_vector_files().items():
                 data = await self.whole(keys, ref, name)
                 await asyncio.to_thread(vi.hydrate, data)
+            for name in reader.lazy_text_files():
+                data = await self.whole(keys, ref, name)
+                await asyncio.to_thread(reader.hydrate_text, name, data)
+                ckey = self.cache_key(keys, ref.id)
+                self.memory.put(ckey, {**(self.memory.get(ckey) or {}), name: data})
         except asyncio.CancelledError:
             raise
         except Exception as e:  # background work: log it, never crash the node

@@ -52,7 +52,14 @@ class TextIndex:
     ) -> TermStats:
         """This index's share (over ``live`` documents) of the corpus statistics of ``query``."""
         q = self.analyzer.query(query, last_as_prefix=last_as_prefix)
+        if live is not None:  # document frequencies over live rows decode the postings
+            self._prefetch(q.terms)
         return local_stats(self.postings, q.terms, live)
+
+    def _prefetch(self, terms: Sequence[str], *, positions: bool = False) -> None:
+        """Postings opened from a file's head: fetch the pages of all terms in one round."""
+        if isinstance(self.postings, BlockPostings):
+            self.postings.prefetch(terms, positions=positions)
 
     def bm25(
         self,
@@ -82,6 +89,7 @@ class TextIndex:
         q = self.analyzer.query(query, last_as_prefix=last_as_prefix)
         if q.is_empty:
             return np.zeros(0, np.int64), np.zeros(0, np.float64)
+        self._prefetch(q.terms)
         if stats is None:
             stats = local_stats(self.postings, q.terms, live)
         return score_query(
@@ -127,6 +135,7 @@ class TextIndex:
     def match(self, op: str, query: str | Sequence[str], params: dict[str, Any]) -> np.ndarray:
         """bool[num_docs] for ContainsAllTokens / ContainsAnyToken / ContainsTokenSequence."""
         q = self.analyzer.query(query, last_as_prefix=bool(params.get("last_as_prefix", False)))
+        self._prefetch(q.terms, positions=op == "ContainsTokenSequence")
         if op == "ContainsAllTokens":
             return contains_all_tokens(self.postings, q.terms, prefixes=q.prefixes)
         if op == "ContainsAnyToken":
