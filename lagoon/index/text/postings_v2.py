@@ -1,6 +1,6 @@
 """The ``fts.<attr>`` file, version 2: block-compressed postings with block score bounds, a
 front-coded term dictionary and paged regions for ranged reads (normative spec:
-docs/formats/fts-v2.md; RFC: docs/rfcs/0002-fts-v2.md).
+docs/formats/fts-v2.md; RFC: docs/rfcs/0003-fts-v2.md).
 
 Layout: a sectioned body (``format.SectionWriter``) whose sections — document lengths, the
 dictionary, the packed per-term columns and the page checksums — form the checksummed *head*,
