@@ -1,6 +1,7 @@
 """The garbage collector: deletes what no manifest within retention needs, a grace period late.
 
-What it deletes (one namespace per call, ``collect_garbage``):
+What it deletes (one namespace per call, ``collect_garbage``; the decisions are the pure functions
+``plan_versions``, ``plan_deletions`` and ``still_deletable``, the I/O is sequenced around them):
 
 - **Pending objects** — segments and WAL entries the latest manifest lists in ``pending_delete``
   (moved there by the indexer, the compactor, truncation), once ``gc_grace_secs`` have passed
@@ -138,6 +139,133 @@ def _batches(items: list[str], size: int = DELETE_BATCH) -> Iterable[list[str]]:
         yield items[i : i + size]
 
 
+@dataclass(frozen=True)
+class VersionPlan:
+    """Which manifest versions stay (their segments stay referenced) and which may be deleted."""
+
+    retained: frozenset[int]
+    old: tuple[int, ...]
+    more_later: bool  # a version becomes deletable once its grace period has passed
+
+
+def plan_versions(
+    version_time: dict[int, int], latest: int, now: int, grace_ms: int, retain_versions: int
+) -> VersionPlan:
+    """Keep the newest ``retain_versions`` and every version superseded less than ``grace_ms`` ago
+    (at store time ``now``); the others are old. Pure."""
+    newest_kept = latest - retain_versions + 1
+    retained: set[int] = set()
+    old: list[int] = []
+    more_later = False
+    for v, created in version_time.items():
+        if v >= newest_kept:
+            retained.add(v)
+            continue
+        superseded = version_time.get(v + 1, created)  # no successor: a leftover, age by itself
+        if superseded + grace_ms >= now:
+            retained.add(v)
+            more_later = True
+        else:
+            old.append(v)
+    return VersionPlan(frozenset(retained), tuple(old), more_later)
+
+
+@dataclass(frozen=True)
+class GcPlan:
+    """What one pass may delete, decided from one observation of the namespace (pure)."""
+
+    seg_records: tuple[dict[str, Any], ...]  # eligible pending records of segments
+    wal_records: tuple[dict[str, Any], ...]  # eligible pending records of WAL entries
+    pending_doomed: frozenset[str]  # pending segments past grace that no retained version lists
+    orphans: frozenset[str]  # segment ids nothing lists, with files older than the grace period
+    more_later: bool
+
+
+def plan_deletions(
+    latest: Manifest,
+    referenced: set[str],
+    version_time: dict[int, int],
+    newest_file: dict[str, int],
+    now: int,
+    grace_ms: int,
+) -> GcPlan:
+    """Pending records past grace (from logical removal: the later of the record's time and the
+    store time of the version that removed it) and orphan segments past grace. Pure."""
+
+    def removal_ms(r: dict[str, Any]) -> int:
+        t = int(r.get("removed_at", 0) or 0)
+        v = r.get("removed_at_version")
+        if isinstance(v, int) and v in version_time:
+            t = max(t, version_time[v])
+        return t
+
+    more_later = False
+    pending_ids = {sid for r in latest.pending_delete if (sid := _record_segment(r)) is not None}
+    eligible = [r for r in latest.pending_delete if removal_ms(r) + grace_ms < now]
+    if len(eligible) < len(latest.pending_delete):
+        more_later = True
+    seg_records = tuple(r for r in eligible if _record_segment(r) is not None)
+    wal_records = tuple(r for r in eligible if _record_wal(r) is not None)
+    pending_doomed = {sid for r in seg_records if (sid := _record_segment(r)) not in referenced and sid}
+    if any(_record_segment(r) in referenced for r in seg_records):
+        more_later = True  # a retained version still lists it: later
+    orphans: set[str] = set()
+    for seg_id, newest in newest_file.items():
+        if seg_id in referenced or seg_id in pending_ids:
+            continue
+        if newest + grace_ms < now:
+            orphans.add(seg_id)
+        else:
+            more_later = True
+    return GcPlan(seg_records, wal_records, frozenset(pending_doomed), frozenset(orphans), more_later)
+
+
+def still_deletable(segment_ids: Iterable[str], plan: GcPlan, current: Manifest) -> list[str]:
+    """The planned segments that the latest manifest ``current`` still allows deleting: not live,
+    and pending ones still pending, orphans still not pending (docs: point 2 above). Pure."""
+    live = {s.id for s in current.segments}
+    still_pending = {sid for r in current.pending_delete if (sid := _record_segment(r)) is not None}
+    return [
+        sid
+        for sid in segment_ids
+        if sid not in live
+        and (
+            (sid in plan.pending_doomed and sid in still_pending)
+            or (sid in plan.orphans and sid not in still_pending)
+        )
+    ]
+
+
+@dataclass
+class _Observation:
+    now: int
+    latest: Manifest
+    version_time: dict[int, int]
+    files: dict[str, list[str]]
+    newest_file: dict[str, int]
+
+
+async def _list_versions(store: ObjectStore, keys: NamespaceKeys) -> dict[int, int]:
+    version_time: dict[int, int] = {}
+    async for meta in store.list(keys.manifest_prefix):
+        v = parse_manifest_version(meta.key)
+        if v is not None:
+            version_time[v] = _ms(meta.last_modified)
+    return version_time
+
+
+async def _list_segment_files(
+    store: ObjectStore, keys: NamespaceKeys
+) -> tuple[dict[str, list[str]], dict[str, int]]:
+    files: dict[str, list[str]] = {}
+    newest_file: dict[str, int] = {}
+    async for meta in store.list(keys.segment_prefix):
+        seg_id = meta.key[len(keys.segment_prefix) :].split("/", 1)[0]
+        files.setdefault(seg_id, []).append(meta.key)
+        newest_file[seg_id] = max(newest_file.get(seg_id, 0), _ms(meta.last_modified))
+    return files, newest_file
+
+
 async def collect_garbage(
     store: ObjectStore,
     keys: NamespaceKeys,
@@ -147,11 +275,10 @@ async def collect_garbage(
     retain_versions: int = DEFAULT_RETAIN_VERSIONS,
     cache: ManifestCache | None = None,
 ) -> GcOutcome:
-    """One GC pass over ``keys`` (see the module docstring)."""
+    """One GC pass over ``keys`` (see the module docstring): observe, plan (pure), delete."""
     if retain_versions < 1:
         raise ValueError("retain_versions must be >= 1")
     cache = cache or ManifestCache()
-    fp = components.failpoints
     grace_ms = int(settings.indexer.gc_grace_secs * 1000)
     out = GcOutcome()
 
@@ -162,132 +289,31 @@ async def collect_garbage(
         return out
 
     # 2. Manifest versions: which are retained, and the segments they reference.
-    version_time: dict[int, int] = {}
-    async for meta in store.list(keys.manifest_prefix):
-        v = parse_manifest_version(meta.key)
-        if v is not None:
-            version_time[v] = _ms(meta.last_modified)
-    newest_kept = latest.version - retain_versions + 1
-    retained: set[int] = set()
-    old_versions: list[int] = []
-    for v, created in version_time.items():
-        if v >= newest_kept:
-            retained.add(v)
-            continue
-        superseded = version_time.get(v + 1, created)  # no successor: a leftover, age by itself
-        if superseded + grace_ms >= now:
-            retained.add(v)
-            out.more_later = True
-        else:
-            old_versions.append(v)
+    version_time = await _list_versions(store, keys)
+    versions = plan_versions(version_time, latest.version, now, grace_ms, retain_versions)
     referenced: set[str] = {s.id for s in latest.segments}
-    for v in sorted(retained):
+    for v in sorted(versions.retained):
         m = latest if v == latest.version else await cache.get(store, keys, v)
         if m is not None:
             referenced.update(s.id for s in m.segments)
-    cache.forget_below(keys, min(retained, default=latest.version))
+    cache.forget_below(keys, min(versions.retained, default=latest.version))
 
-    # 3. Pending records past grace (from logical removal, on the store's clock).
-    def removal_ms(r: dict[str, Any]) -> int:
-        t = int(r.get("removed_at", 0) or 0)
-        v = r.get("removed_at_version")
-        if isinstance(v, int) and v in version_time:
-            t = max(t, version_time[v])
-        return t
-
-    pending_ids = {sid for r in latest.pending_delete if (sid := _record_segment(r)) is not None}
-    eligible = [r for r in latest.pending_delete if removal_ms(r) + grace_ms < now]
-    if len(eligible) < len(latest.pending_delete):
-        out.more_later = True
-    seg_records = [r for r in eligible if _record_segment(r) is not None]
-    wal_records = [r for r in eligible if _record_wal(r) is not None]
-    pending_doomed = {sid for r in seg_records if (sid := _record_segment(r)) not in referenced and sid}
-    if any(_record_segment(r) in referenced for r in seg_records):
-        out.more_later = True  # a retained version still lists it: later
-
-    # 4. Segment files: pending ones past grace, and orphans past grace.
-    files: dict[str, list[str]] = {}
-    newest_file: dict[str, int] = {}
-    async for meta in store.list(keys.segment_prefix):
-        seg_id = meta.key[len(keys.segment_prefix) :].split("/", 1)[0]
-        files.setdefault(seg_id, []).append(meta.key)
-        newest_file[seg_id] = max(newest_file.get(seg_id, 0), _ms(meta.last_modified))
-    orphans: set[str] = set()
-    for seg_id, newest in newest_file.items():
-        if seg_id in referenced or seg_id in pending_ids:
-            continue
-        if newest + grace_ms < now:
-            orphans.add(seg_id)
-        else:
-            out.more_later = True
+    # 3-4. Pending records and orphan segment files past grace.
+    files, newest_file = await _list_segment_files(store, keys)
+    plan = plan_deletions(latest, referenced, version_time, newest_file, now, grace_ms)
+    out.more_later = versions.more_later or plan.more_later
 
     # 5. Delete, re-validating against the latest manifest before every batch.
-    view: Manifest = latest
-
-    async def revalidate() -> Manifest:
-        # Ages were judged on the clock reading of step 1, taken before this read: that is the
-        # order point 3 of the module docstring needs; a later reading could only add candidates.
-        nonlocal view
-        fresh = await manifest_store.read_latest(store, keys, view)
-        view = fresh or view  # the newest versions are never deleted: fresh is never None
-        return view
-
-    done_records: list[dict[str, Any]] = []
-    seg_ids = sorted(pending_doomed | orphans)
-    for batch_ids in [seg_ids[i : i + 64] for i in range(0, len(seg_ids), 64)]:
-        m = await revalidate()
-        live = {s.id for s in m.segments}
-        still_pending = {sid: r for r in m.pending_delete if (sid := _record_segment(r)) is not None}
-        allowed = [
-            sid
-            for sid in batch_ids
-            if sid not in live
-            and (
-                (sid in pending_doomed and sid in still_pending)
-                or (sid in orphans and sid not in still_pending)
-            )
-        ]
-        fp.hit("gc.before_delete")
-        for chunk in _batches([k for sid in allowed for k in files.get(sid, [])]):
-            out.deleted += await _delete_all(store, chunk)
-        done_records += [r for r in seg_records if _record_segment(r) in allowed]
-    # Records of pending segments whose files are all gone already (deleted by an earlier pass).
-    done_records += [
-        r for r in seg_records if _record_segment(r) in pending_doomed and _record_segment(r) not in files
-    ]
-
-    if wal_records:
-        through = max(w for r in wal_records if (w := _record_wal(r)) is not None)
-        m = await revalidate()
-        through = min(through, m.indexed_through)
-        doomed_wal = []
-        async for meta in store.list(keys.wal_prefix):
-            seq = parse_wal_seq(meta.key)
-            if seq is None:
-                continue
-            if seq > through:
-                break
-            doomed_wal.append(meta.key)
-        fp.hit("gc.before_delete")
-        for chunk in _batches(doomed_wal):
-            out.deleted += await _delete_all(store, chunk)
-        done_records += [r for r in wal_records if (_record_wal(r) or 0) <= through]
-
-    if old_versions:
-        m = await revalidate()
-        hint = await manifest_store.advance_hint(store, keys, m)
-        doomed_versions = sorted(v for v in old_versions if v < min(hint, m.version - retain_versions + 1))
-        fp.hit("gc.before_delete")
-        for v in doomed_versions:  # oldest first, one at a time: the surviving versions stay contiguous
-            await store.delete(keys.manifest(v))
-            metrics.GC_DELETED_OBJECTS.inc()
-            out.deleted += 1
+    run = _Deletion(store, keys, components, latest, out)
+    done_records = await run.segments(plan, files)
+    done_records += await run.wal(plan)
+    await run.versions(versions, retain_versions)
 
     # 6. Drop the records of what was deleted (a new version; rebasing is fine: it only removes
     #    records of objects that are gone).
     if done_records:
-        out.version = await _drop_records(store, keys, components, view, done_records)
-    out.pending = len(view.pending_delete) - (len(done_records) if out.version else 0)
+        out.version = await _drop_records(store, keys, components, run.view, done_records)
+    out.pending = len(run.view.pending_delete) - (len(done_records) if out.version else 0)
     if out.deleted:
         log_event(
             log,
@@ -295,9 +321,80 @@ async def collect_garbage(
             namespace=keys.root,
             deleted=out.deleted,
             version=out.version,
-            orphans=len(orphans),
+            orphans=len(plan.orphans),
         )
     return out
+
+
+class _Deletion:
+    """The deleting half of a pass: each batch re-reads the latest manifest first."""
+
+    def __init__(
+        self,
+        store: ObjectStore,
+        keys: NamespaceKeys,
+        components: Components,
+        latest: Manifest,
+        out: GcOutcome,
+    ) -> None:
+        self.store, self.keys, self.out = store, keys, out
+        self.failpoints = components.failpoints
+        self.view = latest
+
+    async def revalidate(self) -> Manifest:
+        # Ages were judged on the clock reading of step 1, taken before this read: that is the
+        # order point 3 of the module docstring needs; a later reading could only add candidates.
+        fresh = await manifest_store.read_latest(self.store, self.keys, self.view)
+        self.view = fresh or self.view  # the newest versions are never deleted: fresh is never None
+        return self.view
+
+    async def segments(self, plan: GcPlan, files: dict[str, list[str]]) -> list[dict[str, Any]]:
+        done: list[dict[str, Any]] = []
+        seg_ids = sorted(plan.pending_doomed | plan.orphans)
+        for batch_ids in [seg_ids[i : i + 64] for i in range(0, len(seg_ids), 64)]:
+            allowed = still_deletable(batch_ids, plan, await self.revalidate())
+            self.failpoints.hit("gc.before_delete")
+            for chunk in _batches([k for sid in allowed for k in files.get(sid, [])]):
+                self.out.deleted += await _delete_all(self.store, chunk)
+            done += [r for r in plan.seg_records if _record_segment(r) in allowed]
+        # Records of pending segments whose files are all gone already (deleted by an earlier pass).
+        done += [
+            r
+            for r in plan.seg_records
+            if _record_segment(r) in plan.pending_doomed and _record_segment(r) not in files
+        ]
+        return done
+
+    async def wal(self, plan: GcPlan) -> list[dict[str, Any]]:
+        if not plan.wal_records:
+            return []
+        through = max(w for r in plan.wal_records if (w := _record_wal(r)) is not None)
+        m = await self.revalidate()
+        through = min(through, m.indexed_through)
+        doomed_wal = []
+        async for meta in self.store.list(self.keys.wal_prefix):
+            seq = parse_wal_seq(meta.key)
+            if seq is None:
+                continue
+            if seq > through:
+                break
+            doomed_wal.append(meta.key)
+        self.failpoints.hit("gc.before_delete")
+        for chunk in _batches(doomed_wal):
+            self.out.deleted += await _delete_all(self.store, chunk)
+        return [r for r in plan.wal_records if (_record_wal(r) or 0) <= through]
+
+    async def versions(self, versions: VersionPlan, retain_versions: int) -> None:
+        if not versions.old:
+            return
+        m = await self.revalidate()
+        hint = await manifest_store.advance_hint(self.store, self.keys, m)
+        doomed = sorted(v for v in versions.old if v < min(hint, m.version - retain_versions + 1))
+        self.failpoints.hit("gc.before_delete")
+        for v in doomed:  # oldest first, one at a time: the surviving versions stay contiguous
+            await self.store.delete(self.keys.manifest(v))
+            metrics.GC_DELETED_OBJECTS.inc()
+            self.out.deleted += 1
 
 
 async def _drop_records(
@@ -324,4 +421,14 @@ async def _drop_records(
     return None
 
 
-__all__ = ["DEFAULT_RETAIN_VERSIONS", "GcOutcome", "ManifestCache", "collect_garbage"]
+__all__ = [
+    "DEFAULT_RETAIN_VERSIONS",
+    "GcOutcome",
+    "GcPlan",
+    "ManifestCache",
+    "VersionPlan",
+    "collect_garbage",
+    "plan_deletions",
+    "plan_versions",
+    "still_deletable",
+]
