@@ -49,7 +49,7 @@ from lagoon.engine.manifest_store import ManifestConflict
 from lagoon.engine.segment_io import SegmentIO
 from lagoon.engine.state import NamespaceState
 from lagoon.format.keys import NamespaceKeys
-from lagoon.format.manifest import SegmentRef
+from lagoon.format.manifest import Manifest, SegmentRef
 from lagoon.format.wal import OP_DELETE, WalEntry
 from lagoon.index.segment.build import OP_COLUMN, SEQ_COLUMN, BuiltSegment, build_segment, new_segment_id
 from lagoon.logs import log_event
@@ -301,6 +301,60 @@ async def index_namespace(
     return out
 
 
+@dataclass(frozen=True)
+class IndexView:
+    """One consistent read of a namespace's state (taken without an await in between)."""
+
+    base: Manifest | None
+    entries: tuple[WalEntry, ...]  # the unindexed WAL entries, in seq order
+    head: int
+    tail_bytes: int
+    schema: Schema
+    settings: dict[str, Any]
+    created_at_namespace_ms: int | None
+
+    @property
+    def indexed_through(self) -> int:
+        return self.base.indexed_through if self.base else 0
+
+
+def plan_index(view: IndexView, now_ms: int, settings: Settings, *, force: bool) -> tuple[str, float]:
+    """``("idle" | "waiting" | "build", lag seconds)``: build when the tail is complete (every entry
+    after ``indexed_through`` up to the head) and old or large enough (or ``force``). Pure."""
+    entries = view.entries
+    lag = (now_ms - entries[0].created_at_ms) / 1000 if entries else 0.0
+    if not entries or entries[-1].seq != view.head or entries[0].seq != view.indexed_through + 1:
+        return "idle", lag
+    cfg = settings.indexer
+    due = force or view.tail_bytes >= cfg.flush_bytes or lag >= cfg.flush_interval_secs
+    return ("build" if due else "waiting"), lag
+
+
+def indexed_manifest(
+    view: IndexView, fold: Fold, built: SegmentRef | None, removed_at_ms: int, components: Components
+) -> Manifest:
+    """The next manifest version after folding the tail into ``built``: the tail's WAL entries go to
+    ``pending_delete``, and so do all older segments when the tail truncated the namespace."""
+    base = view.base
+    old_segments = base.segments if base else ()
+    version = (base.version if base else 0) + 1
+    kept = old_segments if fold.truncated_at is None else ()
+    pending = list(base.pending_delete if base else ())
+    if fold.truncated_at is not None:
+        pending += [segment_record(s.id, version, removed_at_ms) for s in old_segments]
+    pending.append(wal_record(view.head, version, removed_at_ms))
+    return manifest_store.next_version(
+        base,
+        components,
+        indexed_through=view.head,
+        schema=view.schema.to_storage() if view.schema.id_type is not None else None,
+        settings=view.settings,
+        segments=(*kept, built) if built else kept,
+        pending_delete=tuple(pending),
+        created_at_namespace_ms=view.created_at_namespace_ms,
+    )
+
+
 async def _index(
     store: ObjectStore,
     keys: NamespaceKeys,
@@ -312,43 +366,47 @@ async def _index(
 ) -> IndexOutcome:
     fp = components.failpoints
     await state.refresh()
-    # Everything below is read without an await in between: one consistent view.
-    base = state.manifest
-    entries = [e for e, _ in state.entries if e.seq > state.indexed_through]
-    head = state.head
-    tail_bytes = sum(s for e, s in state.entries if e.seq > state.indexed_through)
-    schema, settings_now = state.tail.schema, dict(state.tail.settings)
-    created_at_ns = state.tail.created_at_ms
-    indexed = base.indexed_through if base else 0
-    now_ms = components.clock.now_ms()
-    lag = (now_ms - entries[0].created_at_ms) / 1000 if entries else 0.0
+    view = IndexView(  # no await between these reads: one consistent view
+        base=state.manifest,
+        entries=tuple(e for e, _ in state.entries if e.seq > state.indexed_through),
+        head=state.head,
+        tail_bytes=sum(s for e, s in state.entries if e.seq > state.indexed_through),
+        schema=state.tail.schema,
+        settings=dict(state.tail.settings),
+        created_at_namespace_ms=state.tail.created_at_ms,
+    )
+    base, head = view.base, view.head
+    decision, lag = plan_index(view, components.clock.now_ms(), settings, force=force)
 
     def outcome(status: str, **kw: Any) -> IndexOutcome:
         return IndexOutcome(
             status=status,
             version=kw.pop("version", base.version if base else 0),
-            indexed_through=kw.pop("indexed_through", indexed),
+            indexed_through=kw.pop("indexed_through", view.indexed_through),
             head=head,
-            tail_bytes=tail_bytes,
+            tail_bytes=view.tail_bytes,
             lag_seconds=lag,
             segments=kw.pop("segments", len(base.segments) if base else 0),
             **kw,
         )
 
-    if not entries or entries[-1].seq != head or entries[0].seq != indexed + 1:
-        return outcome("idle")
-    due = force or tail_bytes >= settings.indexer.flush_bytes or lag >= settings.indexer.flush_interval_secs
-    if not due:
-        return outcome("waiting")
+    if decision != "build":
+        return outcome(decision)
 
-    old_segments = base.segments if base else ()
-    fold = await asyncio.to_thread(fold_entries, entries, schema, older_data=bool(old_segments))
+    fold = await asyncio.to_thread(
+        fold_entries, view.entries, view.schema, older_data=bool(base and base.segments)
+    )
     built: BuiltSegment | None = None
     started = components.clock.monotonic()
 
     def build(segment_id: str) -> BuiltSegment:
         return build_segment(
-            fold.table, schema, segment_id=segment_id, level=0, seq_from=indexed + 1, seq_to=head
+            fold.table,
+            view.schema,
+            segment_id=segment_id,
+            level=0,
+            seq_from=view.indexed_through + 1,
+            seq_to=head,
         )
 
     if fold.table.num_rows:
@@ -357,23 +415,7 @@ async def _index(
         await seg_io.upload(keys, built)
     fp.hit("indexer.after_upload")
 
-    removed_at = await store_time_ms(store)
-    version = (base.version if base else 0) + 1
-    kept = old_segments if fold.truncated_at is None else ()
-    pending = list(base.pending_delete if base else ())
-    if fold.truncated_at is not None:
-        pending += [segment_record(s.id, version, removed_at) for s in old_segments]
-    pending.append(wal_record(head, version, removed_at))
-    new = manifest_store.next_version(
-        base,
-        components,
-        indexed_through=head,
-        schema=schema.to_storage() if schema.id_type is not None else None,
-        settings=settings_now,
-        segments=(*kept, built.ref) if built else kept,
-        pending_delete=tuple(pending),
-        created_at_namespace_ms=created_at_ns,
-    )
+    new = indexed_manifest(view, fold, built.ref if built else None, await store_time_ms(store), components)
     seg_id_or_none = built.ref.id if built else None
     rows = fold.table.num_rows
     if built is not None and not upload_fresh(components, settings, started):
@@ -385,7 +427,7 @@ async def _index(
         await manifest_store.commit(store, keys, new)
     except ManifestConflict as e:
         metrics.INDEX_BUILDS_TOTAL.labels(outcome="aborted").inc()
-        log_event(log, "index build lost the manifest race", namespace=keys.root, version=version)
+        log_event(log, "index build lost the manifest race", namespace=keys.root, version=new.version)
         return outcome("aborted", reason=str(e), segment_id=seg_id_or_none)
     fp.hit("indexer.after_commit")
     if built is not None and not upload_fresh(components, settings, started):
@@ -395,7 +437,7 @@ async def _index(
         log,
         "index build committed",
         namespace=keys.root,
-        version=version,
+        version=new.version,
         indexed_through=head,
         segment=seg_id_or_none,
         rows=rows,
@@ -403,7 +445,7 @@ async def _index(
     )
     return outcome(
         "committed",
-        version=version,
+        version=new.version,
         indexed_through=head,
         segments=len(new.segments),
         segment_id=seg_id_or_none,
@@ -415,12 +457,15 @@ __all__ = [
     "FAILPOINTS",
     "Fold",
     "IndexOutcome",
+    "IndexView",
     "align",
     "drop_tombstones_below",
     "fold_entries",
     "index_namespace",
+    "indexed_manifest",
     "indexing_state",
     "newest_per_id",
+    "plan_index",
     "rehome",
     "segment_record",
     "store_time_ms",
