@@ -57,7 +57,7 @@ from lagoon.engine.components import Components
 from lagoon.engine.indexer import store_time_ms
 from lagoon.engine.manifest_store import ManifestConflict
 from lagoon.format.keys import NamespaceKeys, parse_manifest_version, parse_wal_seq
-from lagoon.format.manifest import Manifest
+from lagoon.format.manifest import Manifest, PendingDelete
 from lagoon.logs import log_event
 from lagoon.storage.base import ObjectNotFound, ObjectStore
 
@@ -79,21 +79,6 @@ class GcOutcome:
 
 def _ms(meta_time: Any) -> int:
     return int(meta_time.timestamp() * 1000)
-
-
-def _record_segment(r: dict[str, Any]) -> str | None:
-    seg = r.get("segment")
-    if isinstance(seg, str):
-        return seg
-    prefix = r.get("prefix")
-    if isinstance(prefix, str) and prefix.startswith("seg/"):
-        return prefix[4:].strip("/") or None
-    return None
-
-
-def _record_wal(r: dict[str, Any]) -> int | None:
-    w = r.get("wal_through")
-    return w if isinstance(w, int) and not isinstance(w, bool) else None
 
 
 class ManifestCache:
@@ -174,8 +159,8 @@ def plan_versions(
 class GcPlan:
     """What one pass may delete, decided from one observation of the namespace (pure)."""
 
-    seg_records: tuple[dict[str, Any], ...]  # eligible pending records of segments
-    wal_records: tuple[dict[str, Any], ...]  # eligible pending records of WAL entries
+    seg_records: tuple[PendingDelete, ...]  # eligible pending records of segments
+    wal_records: tuple[PendingDelete, ...]  # eligible pending records of WAL entries
     pending_doomed: frozenset[str]  # pending segments past grace that no retained version lists
     orphans: frozenset[str]  # segment ids nothing lists, with files older than the grace period
     more_later: bool
@@ -192,22 +177,22 @@ def plan_deletions(
     """Pending records past grace (from logical removal: the later of the record's time and the
     store time of the version that removed it) and orphan segments past grace. Pure."""
 
-    def removal_ms(r: dict[str, Any]) -> int:
-        t = int(r.get("removed_at", 0) or 0)
-        v = r.get("removed_at_version")
+    def removal_ms(r: PendingDelete) -> int:
+        t = r.removed_at_ms
+        v = r.removed_at_version
         if isinstance(v, int) and v in version_time:
             t = max(t, version_time[v])
         return t
 
     more_later = False
-    pending_ids = {sid for r in latest.pending_delete if (sid := _record_segment(r)) is not None}
+    pending_ids = {sid for r in latest.pending_delete if (sid := r.segment_id) is not None}
     eligible = [r for r in latest.pending_delete if removal_ms(r) + grace_ms < now]
     if len(eligible) < len(latest.pending_delete):
         more_later = True
-    seg_records = tuple(r for r in eligible if _record_segment(r) is not None)
-    wal_records = tuple(r for r in eligible if _record_wal(r) is not None)
-    pending_doomed = {sid for r in seg_records if (sid := _record_segment(r)) not in referenced and sid}
-    if any(_record_segment(r) in referenced for r in seg_records):
+    seg_records = tuple(r for r in eligible if r.segment_id is not None)
+    wal_records = tuple(r for r in eligible if r.wal_seq is not None)
+    pending_doomed = {sid for r in seg_records if (sid := r.segment_id) not in referenced and sid}
+    if any(r.segment_id in referenced for r in seg_records):
         more_later = True  # a retained version still lists it: later
     orphans: set[str] = set()
     for seg_id, newest in newest_file.items():
@@ -224,7 +209,7 @@ def still_deletable(segment_ids: Iterable[str], plan: GcPlan, current: Manifest)
     """The planned segments that the latest manifest ``current`` still allows deleting: not live,
     and pending ones still pending, orphans still not pending (docs: point 2 above). Pure."""
     live = {s.id for s in current.segments}
-    still_pending = {sid for r in current.pending_delete if (sid := _record_segment(r)) is not None}
+    still_pending = {sid for r in current.pending_delete if (sid := r.segment_id) is not None}
     return [
         sid
         for sid in segment_ids
@@ -348,27 +333,25 @@ class _Deletion:
         self.view = fresh or self.view  # the newest versions are never deleted: fresh is never None
         return self.view
 
-    async def segments(self, plan: GcPlan, files: dict[str, list[str]]) -> list[dict[str, Any]]:
-        done: list[dict[str, Any]] = []
+    async def segments(self, plan: GcPlan, files: dict[str, list[str]]) -> list[PendingDelete]:
+        done: list[PendingDelete] = []
         seg_ids = sorted(plan.pending_doomed | plan.orphans)
         for batch_ids in [seg_ids[i : i + 64] for i in range(0, len(seg_ids), 64)]:
             allowed = still_deletable(batch_ids, plan, await self.revalidate())
             self.failpoints.hit("gc.before_delete")
             for chunk in _batches([k for sid in allowed for k in files.get(sid, [])]):
                 self.out.deleted += await _delete_all(self.store, chunk)
-            done += [r for r in plan.seg_records if _record_segment(r) in allowed]
+            done += [r for r in plan.seg_records if r.segment_id in allowed]
         # Records of pending segments whose files are all gone already (deleted by an earlier pass).
         done += [
-            r
-            for r in plan.seg_records
-            if _record_segment(r) in plan.pending_doomed and _record_segment(r) not in files
+            r for r in plan.seg_records if r.segment_id in plan.pending_doomed and r.segment_id not in files
         ]
         return done
 
-    async def wal(self, plan: GcPlan) -> list[dict[str, Any]]:
+    async def wal(self, plan: GcPlan) -> list[PendingDelete]:
         if not plan.wal_records:
             return []
-        through = max(w for r in plan.wal_records if (w := _record_wal(r)) is not None)
+        through = max(w for r in plan.wal_records if (w := r.wal_seq) is not None)
         m = await self.revalidate()
         through = min(through, m.indexed_through)
         doomed_wal = []
@@ -382,7 +365,7 @@ class _Deletion:
         self.failpoints.hit("gc.before_delete")
         for chunk in _batches(doomed_wal):
             self.out.deleted += await _delete_all(self.store, chunk)
-        return [r for r in plan.wal_records if (_record_wal(r) or 0) <= through]
+        return [r for r in plan.wal_records if (r.wal_seq or 0) <= through]
 
     async def versions(self, versions: VersionPlan, retain_versions: int) -> None:
         if not versions.old:
@@ -402,7 +385,7 @@ async def _drop_records(
     keys: NamespaceKeys,
     components: Components,
     known: Manifest,
-    records: list[dict[str, Any]],
+    records: list[PendingDelete],
 ) -> int | None:
     base: Manifest | None = known
     for _ in range(COMMIT_ATTEMPTS):

@@ -49,7 +49,7 @@ from lagoon.engine.manifest_store import ManifestConflict
 from lagoon.engine.segment_io import SegmentIO
 from lagoon.engine.state import NamespaceState
 from lagoon.format.keys import NamespaceKeys
-from lagoon.format.manifest import Manifest, SegmentRef
+from lagoon.format.manifest import Manifest, PendingDelete, SegmentRef
 from lagoon.format.wal import OP_DELETE, WalEntry
 from lagoon.index.segment.build import OP_COLUMN, SEQ_COLUMN, BuiltSegment, build_segment, new_segment_id
 from lagoon.logs import log_event
@@ -169,19 +169,16 @@ def fold_entries(entries: Sequence[WalEntry], schema: Schema, *, older_data: boo
     return Fold(table.combine_chunks(), truncated_at)
 
 
-def segment_record(segment_id: str, version: int, removed_at_ms: int) -> dict[str, Any]:
+def segment_record(segment_id: str, version: int, removed_at_ms: int) -> PendingDelete:
     """A ``pending_delete`` record for a segment (its prefix is relative to the namespace root)."""
-    return {
-        "segment": segment_id,
-        "prefix": f"seg/{segment_id}/",
-        "removed_at_version": version,
-        "removed_at": removed_at_ms,
-    }
+    return PendingDelete(
+        segment=segment_id, prefix=f"seg/{segment_id}/", removed_at_version=version, removed_at=removed_at_ms
+    )
 
 
-def wal_record(through: int, version: int, removed_at_ms: int) -> dict[str, Any]:
+def wal_record(through: int, version: int, removed_at_ms: int) -> PendingDelete:
     """A ``pending_delete`` record for the WAL entries up to ``through`` (folded by ``version``)."""
-    return {"wal_through": through, "removed_at_version": version, "removed_at": removed_at_ms}
+    return PendingDelete(wal_through=through, removed_at_version=version, removed_at=removed_at_ms)
 
 
 async def store_time_ms(store: ObjectStore) -> int:

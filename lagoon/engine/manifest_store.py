@@ -15,7 +15,7 @@ Commit protocol (``commit``):
    After step 1: if the hint is at most our version, nothing above us existed, so no version we
    could collide with was ever deleted (GC advances the hint past everything it deletes, below).
    If the hint is higher, the next version must name our nonce as its parent
-   (``stats.parent_nonce``); otherwise our version is a fork, and ``commit`` reports a conflict.
+   (``Manifest.parent_nonce``); otherwise our version is a fork, and ``commit`` reports a conflict.
 
 Finding the latest version (``read_latest``): start at ``max(known, CURRENT)`` and probe
 ``ver+1, ver+2, ...`` until a 404. GC keeps this sound: before deleting any manifest version it
@@ -40,7 +40,6 @@ from lagoon.storage.base import AlreadyExists, ObjectNotFound, ObjectStore, PutM
 
 log = logging.getLogger("lagoon.manifest")
 
-PARENT_NONCE = "parent_nonce"
 _HINT_ATTEMPTS = 16
 
 
@@ -128,14 +127,12 @@ async def read_latest(
 
 def next_version(base: Manifest | None, components: Components, **changes: Any) -> Manifest:
     """A new manifest on top of ``base``: version+1, fresh nonce, parent link, ``changes`` applied."""
-    stats = dict(changes.pop("stats", None) or (base.stats if base else {}))
-    stats[PARENT_NONCE] = base.nonce if base else ""
     fields: dict[str, Any] = {
         "version": (base.version if base else 0) + 1,
         "nonce": components.nonce().hex(),
         "created_at_ms": components.clock.now_ms(),
         "writer": components.node_id,
-        "stats": stats,
+        "parent_nonce": base.nonce if base else "",
     }
     if base is None:
         return Manifest(**fields, **changes)
@@ -187,11 +184,10 @@ async def _successor_names(store: ObjectStore, keys: NamespaceKeys, manifest: Ma
         successor = await read_version(store, keys, manifest.version + 1)
     except ObjectNotFound:
         return False
-    return bool(successor.stats.get(PARENT_NONCE) == manifest.nonce)
+    return successor.parent_nonce == manifest.nonce
 
 
 __all__ = [
-    "PARENT_NONCE",
     "ManifestConflict",
     "advance_hint",
     "commit",

@@ -26,8 +26,10 @@ from lagoon.format.framing import crc32c
 MAGIC = "lagoon-manifest"
 FORMAT_VERSION = 1
 MIN_READER_VERSION = 1
+PARENT_NONCE = "parent_nonce"  # DO NOT CHANGE: persisted key inside stats
 MIN_WRITER_VERSION = 1
 READER_VERSION = 1
+PARENT_NONCE = "parent_nonce"  # DO NOT CHANGE: persisted key inside stats
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +72,58 @@ class SegmentRef:
 
 
 @dataclass(frozen=True, slots=True)
+class PendingDelete:
+    """An object (or prefix) out of the live set, deleted by GC once the grace period has passed.
+
+    On disk (``pending_delete`` of the manifest) each record is an object with the fields that are
+    set, in this order: ``segment`` + ``prefix`` (a segment and its files, prefix relative to the
+    namespace root), or ``key`` (one object), or ``wal_through`` (the WAL entries up to that seq),
+    then ``removed_at_version`` and ``removed_at`` (store time, ms). Fields this version does not
+    know are kept in ``extra`` and written back as they were read.
+    """
+
+    removed_at_version: int | None = None
+    removed_at: int | None = None
+    segment: str | None = None
+    prefix: str | None = None
+    key: str | None = None
+    wal_through: int | None = None
+    extra: tuple[tuple[str, Any], ...] = ()
+
+    _ORDER = ("segment", "prefix", "key", "wal_through", "removed_at_version", "removed_at")
+
+    @property
+    def segment_id(self) -> str | None:
+        """The segment this record removes (from ``segment``, or a ``seg/<id>/`` prefix)."""
+        if isinstance(self.segment, str):
+            return self.segment
+        if isinstance(self.prefix, str) and self.prefix.startswith("seg/"):
+            return self.prefix[4:].strip("/") or None
+        return None
+
+    @property
+    def wal_seq(self) -> int | None:
+        """The last WAL seq this record removes."""
+        w = self.wal_through
+        return w if isinstance(w, int) and not isinstance(w, bool) else None
+
+    @property
+    def removed_at_ms(self) -> int:
+        return int(self.removed_at or 0)
+
+    def to_json(self) -> dict[str, Any]:
+        out = {name: getattr(self, name) for name in self._ORDER if getattr(self, name) is not None}
+        out.update(self.extra)
+        return out
+
+    @staticmethod
+    def from_json(d: dict[str, Any]) -> PendingDelete:
+        known = {k: d[k] for k in PendingDelete._ORDER if k in d}
+        extra = tuple((k, v) for k, v in d.items() if k not in PendingDelete._ORDER)
+        return PendingDelete(**known, extra=extra)
+
+
+@dataclass(frozen=True, slots=True)
 class Manifest:
     version: int
     nonce: str
@@ -79,11 +133,13 @@ class Manifest:
     schema: dict[str, Any] | None = None
     settings: dict[str, Any] = field(default_factory=dict)
     segments: tuple[SegmentRef, ...] = ()
-    # Objects removed from the live set, deleted by GC once the grace period has passed:
-    # [{"key" | "prefix": str, "removed_at_version": int, "removed_at": store time ms}]
-    pending_delete: tuple[dict[str, Any], ...] = ()
+    # Objects removed from the live set, deleted by GC once the grace period has passed.
+    pending_delete: tuple[PendingDelete, ...] = ()
     created_at_namespace_ms: int | None = None
-    stats: dict[str, Any] = field(default_factory=dict)
+    # The nonce of the version this one was made from ("" for version 1; None in files written
+    # before it was recorded). Stored inside ``stats`` as ``stats.parent_nonce``.
+    parent_nonce: str | None = None
+    stats: dict[str, Any] = field(default_factory=dict)  # informational counters, without parent_nonce
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -95,13 +151,17 @@ class Manifest:
             "schema": self.schema,
             "settings": self.settings,
             "segments": [s.to_json() for s in self.segments],
-            "pending_delete": list(self.pending_delete),
+            "pending_delete": [p.to_json() for p in self.pending_delete],
             "created_at_namespace_ms": self.created_at_namespace_ms,
-            "stats": self.stats,
+            "stats": self.stats
+            if self.parent_nonce is None
+            else {**self.stats, PARENT_NONCE: self.parent_nonce},
         }
 
     @staticmethod
     def from_json(d: dict[str, Any]) -> Manifest:
+        stats = dict(d.get("stats") or {})
+        parent = stats.pop(PARENT_NONCE, None)
         return Manifest(
             version=int(d["version"]),
             nonce=str(d["nonce"]),
@@ -111,9 +171,10 @@ class Manifest:
             schema=d.get("schema"),
             settings=dict(d.get("settings") or {}),
             segments=tuple(SegmentRef.from_json(s) for s in d.get("segments", [])),
-            pending_delete=tuple(dict(p) for p in d.get("pending_delete", [])),
+            pending_delete=tuple(PendingDelete.from_json(dict(p)) for p in d.get("pending_delete", [])),
             created_at_namespace_ms=d.get("created_at_namespace_ms"),
-            stats=dict(d.get("stats") or {}),
+            parent_nonce=None if parent is None else str(parent),
+            stats=stats,
         )
 
 

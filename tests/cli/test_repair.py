@@ -17,11 +17,11 @@ import pytest
 from lagoon.config import Settings
 from lagoon.engine.components import Components
 from lagoon.engine.database import Database
-from lagoon.engine.manifest_store import PARENT_NONCE, ManifestConflict, commit, next_version, read_version
+from lagoon.engine.manifest_store import ManifestConflict, commit, next_version, read_version
 from lagoon.engine.ops.repair import NamespaceReport, check_namespace, repair
 from lagoon.format.framing import crc32c
 from lagoon.format.keys import NamespaceKeys
-from lagoon.format.manifest import Manifest, SegmentRef, encode_manifest
+from lagoon.format.manifest import Manifest, PendingDelete, SegmentRef, encode_manifest
 from lagoon.storage import FsStore, MemoryStore, ObjectMeta, ObjectStore
 from lagoon.storage.base import PutMode
 from tests.cli.conftest import run_lagoon
@@ -156,13 +156,13 @@ async def corrupt_manifest(version: int, store: MemoryStore, keys: NamespaceKeys
 async def fork(store: MemoryStore, keys: NamespaceKeys) -> None:
     m = await read_version(store, keys, 3)
     await store.delete(keys.manifest(3))
-    forged = dataclasses.replace(m, stats={**m.stats, PARENT_NONCE: "f" * 32})
+    forged = dataclasses.replace(m, parent_nonce="f" * 32)
     await store.put(keys.manifest(3), encode_manifest(forged))
 
 
 async def orphan_and_pending(store: MemoryStore, keys: NamespaceKeys) -> None:
     m = await read_version(store, keys, 3)
-    pending = ({"prefix": "seg/s0001/", "removed_at_version": 4, "removed_at": 0},)
+    pending = (PendingDelete(prefix="seg/s0001/", removed_at_version=4, removed_at=0),)
     await commit(store, keys, next_version(m, COMPONENTS, segments=m.segments[1:], pending_delete=pending))
     await store.put(keys.segment_file("zz-upload", "docs.bin"), b"x" * 2048)
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from lagoon.engine.gc import plan_deletions, plan_versions, still_deletable
-from lagoon.format.manifest import Manifest, SegmentRef
+from lagoon.format.manifest import Manifest, PendingDelete, SegmentRef
 
 GRACE = 1_000
 
@@ -13,7 +13,7 @@ def seg(sid: str) -> SegmentRef:
 
 
 def manifest(
-    version: int, segments: tuple[str, ...] = (), pending: tuple[dict[str, object], ...] = ()
+    version: int, segments: tuple[str, ...] = (), pending: tuple[PendingDelete, ...] = ()
 ) -> Manifest:
     return Manifest(
         version=version,
@@ -25,8 +25,8 @@ def manifest(
     )
 
 
-def pending_segment(sid: str, version: int, at: int) -> dict[str, object]:
-    return {"segment": sid, "prefix": f"seg/{sid}/", "removed_at_version": version, "removed_at": at}
+def pending_segment(sid: str, version: int, at: int) -> PendingDelete:
+    return PendingDelete(segment=sid, prefix=f"seg/{sid}/", removed_at_version=version, removed_at=at)
 
 
 def test_versions_keep_the_newest_and_those_superseded_within_grace() -> None:

@@ -61,8 +61,10 @@ def test_the_next_manifest_folds_the_tail_and_schedules_deletions() -> None:
     kept = indexed_manifest(v, Fold(pa.table({}), None), ref("new"), 7_000, comps)
     assert kept.version == 5 and kept.indexed_through == 4
     assert [s.id for s in kept.segments] == ["old", "new"]
-    assert kept.pending_delete == ({"wal_through": 4, "removed_at_version": 5, "removed_at": 7_000},)
-    assert kept.stats["parent_nonce"] == "b"
+    assert [r.to_json() for r in kept.pending_delete] == [
+        {"wal_through": 4, "removed_at_version": 5, "removed_at": 7_000}
+    ]
+    assert kept.parent_nonce == "b"
     truncated = indexed_manifest(v, Fold(pa.table({}), 3), None, 7_000, comps)
     assert truncated.segments == ()
-    assert {r.get("segment") for r in truncated.pending_delete} == {"old", None}
+    assert {r.segment for r in truncated.pending_delete} == {"old", None}

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from lagoon.format.manifest import Manifest, SegmentRef, encode_manifest
+from lagoon.format.manifest import Manifest, PendingDelete, SegmentRef, encode_manifest
 from lagoon.format.wal import OP_COLUMN, WalEntry, encode_entry
 from lagoon.schema import AttrType
 from lagoon.values import column_to_arrow
@@ -73,7 +73,7 @@ def manifest() -> Manifest:
             ),
         ),
         pending_delete=(
-            {"key": "default/ns/wal/00000000000000000001.wal", "removed_at_version": 3, "removed_at": 5},
+            PendingDelete(key="default/ns/wal/00000000000000000001.wal", removed_at_version=3, removed_at=5),
         ),
         created_at_namespace_ms=1_763_000_000_000,
         stats={"rows": 2},

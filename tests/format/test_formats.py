@@ -114,3 +114,20 @@ def test_flipped_byte_in_manifest_never_decodes_to_other_content(data: st.DataOb
         return
     # Only whitespace or key-order-neutral changes may pass; the content must be identical.
     assert m == golden_data.manifest()
+
+
+def test_golden_manifest_reencodes_byte_for_byte() -> None:
+    """Typed records (pending deletions, the parent nonce) write back exactly what they read."""
+    raw = (GOLDEN / "v1" / "manifest.json").read_bytes()
+    assert manifest.encode_manifest(manifest.decode_manifest(raw)) == raw
+
+
+def test_unknown_pending_fields_and_the_parent_nonce_survive_a_round_trip() -> None:
+    m = golden_data.manifest()
+    body = m.to_json()
+    body["pending_delete"].append({"prefix": "seg/x/", "removed_at_version": 2, "removed_at": 1, "future": [1]})
+    body["stats"]["parent_nonce"] = "ab" * 16
+    back = manifest.Manifest.from_json(body)
+    assert back.parent_nonce == "ab" * 16 and back.stats == {"rows": 2}
+    assert back.pending_delete[-1].segment_id == "x" and back.pending_delete[-1].extra == (("future", [1]),)
+    assert back.to_json() == body

@@ -90,7 +90,7 @@ async def test_compaction_merges_a_full_level() -> None:
     m = await manifest_store.read_latest(store, KEYS)
     assert m is not None and m.version == before.version + 1
     assert [s.level for s in m.segments] == [1]
-    assert {r.get("segment") for r in m.pending_delete} >= set(out.inputs)
+    assert {r.segment for r in m.pending_delete} >= set(out.inputs)
     assert await live_view(store) == model.docs
     # All inputs merged, none older: the output has no tombstones and one row per live id.
     schema = Schema.from_storage(m.schema or {})

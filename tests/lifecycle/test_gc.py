@@ -64,7 +64,7 @@ async def test_pending_objects_wait_for_grace_and_retained_versions() -> None:
     assert (await compact_namespace(store, KEYS, settings, comps)).status == "committed"
     m = await manifest_store.read_latest(store, KEYS)
     assert m is not None
-    inputs = {r["segment"] for r in m.pending_delete if "segment" in r}
+    inputs = {r.segment for r in m.pending_delete if r.segment is not None}
     assert len(inputs) == 3
     out = await collect_garbage(store, KEYS, settings, comps)
     assert out.deleted == 0 and out.more_later  # grace has not passed

@@ -45,7 +45,7 @@ async def test_index_then_read_sees_the_same_live_docs() -> None:
     m = await manifest_store.read_latest(store, KEYS)
     assert m is not None and len(m.segments) == 1 and m.indexed_through == head
     assert m.schema is not None and m.schema["id_type"] == "uint"
-    assert any("wal_through" in r for r in m.pending_delete)
+    assert any(r.wal_through is not None for r in m.pending_delete)
     assert await live_view(store) == model.docs
     assert await dangling(store) == []
 
@@ -119,7 +119,7 @@ async def test_truncate_voids_older_segments_and_entries() -> None:
     assert out.status == "committed"
     m = await manifest_store.read_latest(store, KEYS)
     assert m is not None and len(m.segments) == 1
-    pending_segments = {r.get("segment") for r in m.pending_delete}
+    pending_segments = {r.segment for r in m.pending_delete}
     assert old.segments[0].id in pending_segments
     assert m.schema is not None and "tag" not in m.schema["attributes"]  # the schema restarted
     assert await live_view(store) == {1: {"v": 100}}
@@ -219,7 +219,7 @@ async def test_late_commit_rehomes_the_segment() -> None:
     m = await manifest_store.read_latest(store, KEYS)
     assert m is not None and m.version == 2 and len(m.segments) == 1
     assert m.segments[0].id != out.segment_id
-    assert out.segment_id in {r.get("segment") for r in m.pending_delete}
+    assert out.segment_id in {r.segment for r in m.pending_delete}
     assert await live_view(store) == {1: {"v": 1}, 2: {"v": 2}}
     assert await dangling(store) == []
     await db.close()

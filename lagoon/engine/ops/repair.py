@@ -37,7 +37,7 @@ from collections.abc import Awaitable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar
 
-from lagoon.engine.manifest_store import PARENT_NONCE, advance_hint, read_version
+from lagoon.engine.manifest_store import advance_hint, read_version
 from lagoon.errors import DataCorruption, LagoonError
 from lagoon.format.keys import (
     CLUSTER_PREFIX,
@@ -328,7 +328,7 @@ async def _check_manifests(store: ObjectStore, keys: NamespaceKeys, p: _Pass) ->
         older, newer = manifests.get(v), manifests.get(v + 1)
         if older is None or newer is None:
             continue
-        parent = newer.stats.get(PARENT_NONCE)
+        parent = newer.parent_nonce
         if parent and parent != older.nonce:
             p.add(
                 "manifests",
@@ -495,8 +495,7 @@ def _pending(m: Manifest | None, keys: NamespaceKeys) -> tuple[set[str], list[st
     exact: set[str] = set()
     prefixes: list[str] = []
     for item in m.pending_delete if m is not None else ():
-        for name, sink in (("key", exact), ("prefix", None)):
-            value = item.get(name)
+        for value, sink in ((item.key, exact), (item.prefix, None)):
             if not isinstance(value, str) or not value:
                 continue
             full = value if value.startswith(keys.root) else keys.root + value
