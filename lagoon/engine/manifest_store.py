@@ -32,6 +32,7 @@ from typing import Any
 
 from lagoon.engine.components import Components
 from lagoon.errors import DataCorruption
+from lagoon.format.invariants import manifest_problems, require, successor_problems
 from lagoon.format.keys import NamespaceKeys, parse_manifest_version
 from lagoon.format.manifest import Manifest, decode_manifest, encode_manifest
 from lagoon.logs import log_event
@@ -134,9 +135,9 @@ def next_version(base: Manifest | None, components: Components, **changes: Any) 
         "writer": components.node_id,
         "parent_nonce": base.nonce if base else "",
     }
-    if base is None:
-        return Manifest(**fields, **changes)
-    return dataclasses.replace(base, **fields, **changes)
+    new = Manifest(**fields, **changes) if base is None else dataclasses.replace(base, **fields, **changes)
+    require(successor_problems(base, new), f"manifest v{new.version}")
+    return new
 
 
 async def advance_hint(store: ObjectStore, keys: NamespaceKeys, manifest: Manifest | int) -> int:
@@ -160,7 +161,9 @@ async def advance_hint(store: ObjectStore, keys: NamespaceKeys, manifest: Manife
 
 
 async def commit(store: ObjectStore, keys: NamespaceKeys, manifest: Manifest) -> None:
-    """Create ``manifest`` at its version (see the module docstring). Raises ManifestConflict."""
+    """Create ``manifest`` at its version (see the module docstring). Raises ManifestConflict.
+    A manifest that breaks an invariant (``lagoon.format.invariants``) is never written."""
+    require(manifest_problems(manifest), keys.manifest(manifest.version))
     try:
         await store.put(keys.manifest(manifest.version), encode_manifest(manifest), PutMode.CREATE)
     except AlreadyExists:

@@ -125,7 +125,9 @@ def test_golden_manifest_reencodes_byte_for_byte() -> None:
 def test_unknown_pending_fields_and_the_parent_nonce_survive_a_round_trip() -> None:
     m = golden_data.manifest()
     body = m.to_json()
-    body["pending_delete"].append({"prefix": "seg/x/", "removed_at_version": 2, "removed_at": 1, "future": [1]})
+    body["pending_delete"].append(
+        {"prefix": "seg/x/", "removed_at_version": 2, "removed_at": 1, "future": [1]}
+    )
     body["stats"]["parent_nonce"] = "ab" * 16
     back = manifest.Manifest.from_json(body)
     assert back.parent_nonce == "ab" * 16 and back.stats == {"rows": 2}

@@ -39,6 +39,7 @@ from typing import Any, Literal, TypeVar
 
 from lagoon.engine.manifest_store import advance_hint, read_version
 from lagoon.errors import DataCorruption, LagoonError
+from lagoon.format.invariants import manifest_problems, successor_problems
 from lagoon.format.keys import (
     CLUSTER_PREFIX,
     NAMESPACE_RE,
@@ -313,6 +314,8 @@ async def _check_manifests(store: ObjectStore, keys: NamespaceKeys, p: _Pass) ->
     for v, m, problem in await _bounded(load(v) for v in sorted(versions)):
         if m is not None:
             manifests[v] = m
+            for broken in manifest_problems(m):
+                p.add("manifests", "error", f"manifest v{v} breaks an invariant: {broken}")
         else:
             meaning = "the namespace cannot be read" if v == top else "readers of this version fail"
             p.add("manifests", "error", f"manifest v{v} is unreadable: {problem} ({meaning})")
@@ -328,6 +331,9 @@ async def _check_manifests(store: ObjectStore, keys: NamespaceKeys, p: _Pass) ->
         older, newer = manifests.get(v), manifests.get(v + 1)
         if older is None or newer is None:
             continue
+        for broken in successor_problems(older, newer):
+            if "parent nonce" not in broken and broken not in manifest_problems(newer):
+                p.add("manifests", "error", f"manifest v{v + 1} does not follow v{v}: {broken}")
         parent = newer.parent_nonce
         if parent and parent != older.nonce:
             p.add(
