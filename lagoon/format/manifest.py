@@ -26,7 +26,6 @@ from lagoon.format.framing import crc32c
 MAGIC = "lagoon-manifest"
 FORMAT_VERSION = 1
 MIN_READER_VERSION = 1
-PARENT_NONCE = "parent_nonce"  # DO NOT CHANGE: persisted key inside stats
 MIN_WRITER_VERSION = 1
 READER_VERSION = 1
 PARENT_NONCE = "parent_nonce"  # DO NOT CHANGE: persisted key inside stats

@@ -191,11 +191,9 @@ async def referenced_segments(store: ObjectStore, keys: NamespaceKeys) -> set[st
         except ObjectNotFound:
             continue  # deleted by GC since the listing
         ids |= {s.id for s in m.segments}
-        for r in m.pending_delete:  # {"segment": id} or {"prefix": "seg/<id>/"}; WAL records too
-            prefix = str(r.get("prefix", ""))
-            seg = r.get("segment") or (prefix[4:].strip("/") if prefix.startswith("seg/") else None)
-            if seg:
-                ids.add(str(seg))
+        for r in m.pending_delete:  # segment records (by id or seg/<id>/ prefix); WAL records too
+            if r.segment_id:
+                ids.add(r.segment_id)
     return ids
 
 
