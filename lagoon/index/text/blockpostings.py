@@ -236,8 +236,11 @@ class BlockPostings:
         return docs, tfs
 
     def __post_init__(self) -> None:
-        # one in-memory width for every file (kernels compile once); the file keeps the narrowest
-        self.doc_len = read_only(np.ascontiguousarray(self.doc_len, dtype=np.uint32))
+        # the file's narrowest width (u8 for short documents: the scoring loop's random reads stay
+        # in cache); the kernels are compiled for u8, u16 and u32 (``warm_kernels``)
+        if self.doc_len.dtype not in (np.uint8, np.uint16, np.uint32):
+            self.doc_len = self.doc_len.astype(np.uint32)
+        self.doc_len = read_only(np.ascontiguousarray(self.doc_len))
         self.dfs = read_only(self.dfs)
         self.post_off = read_only(self.post_off)
         if self.pos_off is not None:

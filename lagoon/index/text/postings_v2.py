@@ -15,6 +15,7 @@ verified by its own CRC-32C. ``encode_postings_v2`` writes a file from ``Posting
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any, Protocol
 
 import numpy as np
@@ -181,6 +182,10 @@ def warm_kernels() -> None:
         contains_token_sequence(p, ["a", "b"])
         p.to_postings()
         _ = p.terms
+    for dtype in (np.uint16, np.uint32):  # files of longer documents store wider lengths
+        wide = replace(bp, doc_len=bp.doc_len.astype(dtype))
+        block_topk(wide, ["a", "b"], 2, local_stats(wide, ["a", "b"]), live)
+        block_topk(wide, ["a", "b"], 2, local_stats(wide, ["a", "b"]), None)
 
 
 def _offsets(lengths: np.ndarray) -> np.ndarray:
