@@ -87,8 +87,8 @@ class ServerSettings(_Section):
         ge=0,
         le=256,
         description="Serving processes on this node, all behind server.listen (0: one per usable CPU, "
-        "honouring the CPU affinity and a cgroup CPU limit). Each runs the whole API; they share the "
-        "disk cache and split cache.memory_bytes.",
+        "honouring the CPU affinity and a cgroup CPU limit, at most 16; always 1 with the memory "
+        "backend). Each runs the whole API; they share the disk cache and split cache.memory_bytes.",
         json_schema_extra=_cost(
             "Each process holds its own copy of hot namespaces' decoded indexes and ~100 MB of "
             "interpreter and libraries; 1 caps the node at about one core."

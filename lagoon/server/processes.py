@@ -80,7 +80,10 @@ def usable_cpus() -> int:
 
 
 def resolve_processes(settings: Settings) -> int:
-    """``server.processes``, with 0 meaning one per usable CPU."""
+    """``server.processes``, with 0 meaning one per usable CPU; always 1 on the memory backend
+    (each process would have a store of its own)."""
+    if settings.storage.backend == "memory":
+        return 1
     n = settings.server.processes
     return n if n > 0 else min(usable_cpus(), MAX_AUTO_PROCESSES)
 

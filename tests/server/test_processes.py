@@ -72,6 +72,11 @@ def test_auto_processes_follow_the_usable_cpus() -> None:
     assert resolve_processes(auto) == min(usable_cpus(), 16)
     fixed = load_settings(overrides={"server": {"processes": 3}}, environ=False)
     assert resolve_processes(fixed) == 3
+    # a memory store lives in one process: never split it
+    memory = load_settings(
+        overrides={"server": {"processes": 3}, "storage": {"backend": "memory"}}, environ=False
+    )
+    assert resolve_processes(memory) == 1
     # each serving process gets an equal share of the node's memory cache, and never the indexer
     s = load_settings(
         overrides={"server": {"embedded_indexer": True}, "cache": {"memory_bytes": 1000}}, environ=False
