@@ -46,6 +46,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from types import FrameType
+from typing import Any
 
 import uvicorn
 
@@ -149,7 +150,14 @@ class Supervisor:
         # forwards one SIGTERM (a second signal would make uvicorn skip the drain). The same
         # session, though: with the kernel's autogroup scheduling (one CPU group per session)
         # a new session would void the indexer's lower priority against the serving processes.
-        proc = subprocess.Popen(args, stdin=subprocess.PIPE, pass_fds=fds, env=env, process_group=0)
+        proc = subprocess.Popen(
+            args,
+            stdin=subprocess.PIPE,
+            pass_fds=fds,
+            env=env,
+            process_group=0,
+            preexec_fn=_die_with_parent_hook(os.getpid()),  # the supervisor has no threads
+        )
         os.close(ready_w)
         if role == "indexer":  # at once, before it does any work (its threads inherit it)
             with contextlib.suppress(OSError):
@@ -326,6 +334,24 @@ class ReadyServer(DrainingServer):
                 os.write(self.ready_fd, b"1")
 
 
+def _die_with_parent_hook(parent: int) -> Any:
+    """Run in the child between fork and exec: die with the supervisor (``PR_SET_PDEATHSIG``
+    survives exec), and at once if it is already gone. Set before exec, so a supervisor killed
+    while its children still start never leaves one holding the port."""
+
+    def hook() -> None:
+        try:
+            import ctypes
+
+            ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGKILL), 0, 0, 0)
+        except (OSError, AttributeError):  # pragma: no cover - not Linux
+            return
+        if os.getppid() != parent:
+            os._exit(1)
+
+    return hook
+
+
 def _die_with_parent() -> None:
     """A supervisor that is killed (SIGKILL, a crash) takes its children with it at once, as the
     crash of a single-process server would: nothing keeps the port or commits for a dead node.
@@ -337,8 +363,7 @@ def _die_with_parent() -> None:
         libc.prctl(1, int(signal.SIGKILL), 0, 0, 0)  # PR_SET_PDEATHSIG
     except (OSError, AttributeError):  # pragma: no cover - not Linux
         return
-    if os.getppid() == 1:  # the supervisor died before we asked
-        os._exit(1)
+    # (the supervisor already set this before exec; repeating it is harmless)
 
 
 def _watch_parent() -> None:
