@@ -150,7 +150,9 @@ class Lagoon(System):
         import pyarrow as pa
 
         from lagoon.format.wal import OP_COLUMN
-        from lagoon.index.segment import SEQ_COLUMN, SegmentReader, build_segment, new_segment_id
+        from lagoon.index.segment.build import SEQ_COLUMN, build_segment, new_segment_id
+        from lagoon.index.segment.read import SegmentReader
+        from lagoon.index.sources.segment import SegmentSource
         from lagoon.schema import Schema, apply_schema_update
 
         n = base.shape[0]
@@ -178,7 +180,7 @@ class Lagoon(System):
         self.info = built.ref.info["files"]["vec.v"]
         self.nlist = self.info["clusters"]
         print(f"  lagoon: build {self.build_s:.1f} s, open {load_s:.2f} s, {self.info}", flush=True)
-        self.src = reader.source(np.ones(n, bool))
+        self.src = SegmentSource(reader, np.ones(n, bool))
         self.qs, self.k = qs, k
 
     def search(self, nprobe: int | None, mask: np.ndarray | None = None) -> Search:

@@ -9,11 +9,11 @@ N documents are ~10-16 words each (the run prints which path it took). Queries: 
 
 Systems:
 - Lagoon: ``build_segment`` (one segment, ``fts.text`` holds postings with positions) ->
-  ``SegmentReader.from_files`` -> ``reader.source(all live)``. Timed three ways:
+  ``SegmentReader.from_files`` -> ``SegmentSource(reader, all live)``. Timed three ways:
   * ``execute_query``: ``execute_query(parse_request(body), source)`` with
     ``rank_by=["text", "BM25", q], top_k=10`` (request parsing, query analysis, scoring over the
     decoded postings, top-10, row shaping: the ids of the hits);
-  * ``bm25_scores + top-k``: ``source.bm25_scores`` (dense float64[N]) + nonzero + ``top_k``;
+  * ``bm25_scores + top-k``: ``source.bm25`` scattered to dense float64[N] + nonzero + ``top_k``;
   * ``top-k kernel``: ``TextIndex.bm25_topk`` (block-max MaxScore over the compressed blocks) +
     ``top_k``: the scoring floor.
 - tantivy (Python bindings): fields ``id`` (u64, stored) and ``text`` (default tokenizer: split on
@@ -107,7 +107,9 @@ class Lagoon:
         import pyarrow as pa
 
         from lagoon.format.wal import OP_COLUMN
-        from lagoon.index.segment import SEQ_COLUMN, SegmentReader, build_segment, new_segment_id
+        from lagoon.index.segment.build import SEQ_COLUMN, build_segment, new_segment_id
+        from lagoon.index.segment.read import SegmentReader
+        from lagoon.index.sources.segment import SegmentSource
         from lagoon.schema import Schema, apply_schema_update
 
         n = len(texts)
@@ -134,7 +136,7 @@ class Lagoon:
         self.fts_summary = built.ref.info["files"]["fts.text"] if built.ref.info else {}
         t0 = time.perf_counter()
         reader = SegmentReader.from_files(built.ref, built.files, self.schema)
-        self.src = reader.source(np.ones(n, bool))
+        self.src = SegmentSource(reader, np.ones(n, bool))
         text = reader.text("text")  # decodes the persisted postings (what the first query pays)
         self.open_s = time.perf_counter() - t0
         assert text.persisted, "the segment's postings were not used"
@@ -160,12 +162,13 @@ class Lagoon:
         return run
 
     def raw(self, queries: list[str]) -> Run:
+        from lagoon.index.sources.protocol import dense_scores
         from lagoon.index.text.bm25 import top_k
 
         src = self.src
 
         def run(i: int) -> list[int]:
-            scores = src.bm25_scores("text", queries[i], False)
+            scores = dense_scores(src.num_docs, *src.bm25("text", queries[i], False))
             hits = np.flatnonzero(scores)
             docs, _ = top_k(hits, scores[hits], K)
             return [int(d) for d in docs]  # row = id here (ids 0..n-1, rows sorted by id)

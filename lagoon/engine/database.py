@@ -32,7 +32,7 @@ from lagoon.errors import Forbidden, InvalidRequest, NotFound, TooManyRequests
 from lagoon.format.keys import DEFAULT_ORG, NamespaceKeys, check_namespace, namespace_from_prefix, org_prefix
 from lagoon.format.manifest import SegmentRef
 from lagoon.index import cancel
-from lagoon.index.sources.table import DocSource
+from lagoon.index.sources.protocol import DocSource
 from lagoon.index.vector.plan import MAX_RECALL_TARGET, MIN_RECALL_TARGET
 from lagoon.query.cost import check_work
 from lagoon.query.execute import execute_query

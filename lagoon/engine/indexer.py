@@ -255,9 +255,6 @@ class _Unopened:
     def tombstones(self) -> np.ndarray:
         raise NotImplementedError("segments are not opened by the indexer")
 
-    def source(self, live: np.ndarray) -> Any:
-        raise NotImplementedError("segments are not opened by the indexer")
-
 
 async def _skip_segment(state: NamespaceState, ref: SegmentRef, schema: Schema) -> Any:
     return _Unopened(ref)

@@ -21,9 +21,14 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from lagoon.errors import InternalError
 from lagoon.format.manifest import SegmentRef
 from lagoon.format.wal import OP_COLUMN, OP_UPSERT, WalEntry
-from lagoon.index.sources.composite import CompositeSource, MaskedSource, PartSource
+from lagoon.index.segment.read import SegmentReader
+from lagoon.index.sources.composite import CompositeSource
+from lagoon.index.sources.masked import MaskedSource
+from lagoon.index.sources.protocol import DocSource
+from lagoon.index.sources.segment import SegmentSource
 from lagoon.index.sources.table import LiveDocs
 from lagoon.index.vector.plan import DEFAULT_RECALL_TARGET
 from lagoon.schema import Schema, id_arrow_type
@@ -39,8 +44,6 @@ class SegmentLike(Protocol):
     def ids(self) -> pa.Array: ...
 
     def tombstones(self) -> np.ndarray: ...
-
-    def source(self, live: np.ndarray) -> PartSource: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -264,9 +267,11 @@ class Snapshot:
     def source(self) -> CompositeSource:
         """The live documents as one DocSource (segments first, then the tail's runs)."""
         if self._source is None:
-            parts: list[PartSource] = []
+            parts: list[DocSource] = []
             for seg, live in zip(self.segments, self.segment_live_masks(), strict=True):
-                parts.append(seg.source(live))
+                if not isinstance(seg, SegmentReader):
+                    raise InternalError(f"segment {seg.ref.id} is not opened; it cannot be queried")
+                parts.append(SegmentSource(seg, live))
             for run in self.runs:
                 live = np.concatenate([self.masks[c][rows] for c, rows in run.picks])
                 parts.append(MaskedSource(run.base, live))

@@ -19,13 +19,13 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from lagoon.index.sources.table import dense_rank
+from lagoon.index.sources.ranks import dense_rank
 from lagoon.schema import AttrType
 from lagoon.values import arrow_value_to_json, id_to_json
 from lagoon.wire.query import GroupKey
 
 if TYPE_CHECKING:
-    from lagoon.index.sources.table import DocSource
+    from lagoon.index.sources.protocol import DocSource
     from lagoon.wire.query import Aggregation, QueryRequest
 
 _EXACT_INT_BOUND = float(2**62)

@@ -30,7 +30,7 @@ import pyarrow as pa
 
 from lagoon.errors import InternalError
 from lagoon.index.fusion import rrf_fuse
-from lagoon.index.sources.table import DocSource
+from lagoon.index.sources.protocol import DocSource, dense_scores
 from lagoon.index.vector.kernels import exact_dist, topk_smallest
 from lagoon.query.aggregate import group_codes, run_aggregation
 from lagoon.query.highlight import highlight_rows
@@ -217,7 +217,7 @@ def rank(req: QueryRequest, src: DocSource) -> Ranked:
         single = _single_bm25(r.clause)
         if single is not None:  # one BM25 clause (scaled): only its top-k candidates are scored
             clause, weights = single
-            cand, sc = src.bm25_topk(clause.attr, clause.query, clause.last_as_prefix, want, mask)
+            cand, sc = src.bm25(clause.attr, clause.query, clause.last_as_prefix, k=want, mask=mask)
             for w in weights:  # as score_clause applies them: innermost first
                 sc = sc * w
             keep = sc > 0
@@ -258,7 +258,7 @@ def sparse_clause(c: ScoreClause, src: DocSource) -> tuple[np.ndarray, np.ndarra
     with every other document scoring 0. None when the clause uses a filter as a score (that
     scores documents no term matches: the dense path)."""
     if isinstance(c, BM25Clause):
-        return src.bm25_sparse(c.attr, c.query, c.last_as_prefix)
+        return src.bm25(c.attr, c.query, c.last_as_prefix)
     if isinstance(c, ProductClause):
         inner = sparse_clause(c.clause, src)
         return None if inner is None else (inner[0], inner[1] * c.weight)
@@ -365,7 +365,7 @@ def score_clause(c: ScoreClause, src: DocSource) -> np.ndarray:
         result[np.isinf(xe)] = 0.0 if c.decay else 1.0
         return result
     if isinstance(c, BM25Clause):
-        return np.array(src.bm25_scores(c.attr, c.query, c.last_as_prefix), dtype=np.float64)
+        return dense_scores(src.num_docs, *src.bm25(c.attr, c.query, c.last_as_prefix))
     if isinstance(c, FilterClause):
         return src.filter_mask(c.filter).astype(np.float64)
     if isinstance(c, ProductClause):

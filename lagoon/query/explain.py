@@ -30,7 +30,7 @@ from lagoon.wire.query import (
 )
 
 if TYPE_CHECKING:
-    from lagoon.index.sources.table import DocSource
+    from lagoon.index.sources.protocol import DocSource
 
 
 def explain_query(req: QueryRequest | MultiQueryRequest, live: DocSource) -> str:

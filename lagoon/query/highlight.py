@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from lagoon.errors import InternalError
-from lagoon.index.sources.table import DocSource
+from lagoon.index.sources.protocol import DocSource
 from lagoon.index.text.analyze import Analyzer
 from lagoon.index.text.bm25 import build_postings
 from lagoon.index.text.highlight import fragment_spans, offset_in, token_spans

@@ -10,7 +10,7 @@ import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from lagoon.index.sources.table import topk_smallest
+from lagoon.index.vector.kernels import topk_smallest
 from lagoon.query.execute import rank, score_clause, sparse_clause
 from lagoon.wire.query import parse_request
 from tests.query.test_query_execute import attr, fts, make_live

@@ -1,5 +1,5 @@
-"""Segment reader: the verified, in-memory view of one segment, and the ``DocSource`` over its
-live rows that the query executor (through the composite source) uses.
+"""Segment reader: the verified, in-memory view of one segment. ``lagoon.index.sources.segment``
+serves its live rows to queries.
 
 ``SegmentReader.from_files`` checks every file the ``SegmentRef`` lists (size, frame, checksum
 against the manifest) before decoding anything; any mismatch is ``DataCorruption``. The reader is
@@ -13,17 +13,14 @@ segment lacks, or holds with another type (dropped and re-added), reads as null;
 attribute whose analysis options changed since the build is re-tokenised from the ``docs`` column
 instead of using the stale postings; a vector attribute whose dims/dtype changed reads as null.
 
-``SegmentReader.source(live)`` restricts the segment to the rows the caller computed as live (not
-tombstones, not shadowed by newer parts). Positions of that source are the live rows in row order
-(= id order), so ``id_rank`` is the identity and every per-position array is a row array indexed by
-``rows``. Creating a source is O(rows) in bools and ints: nothing is copied until a query needs it.
+Rows are in id order; a reader knows nothing of snapshots (``SegmentSource(reader, live)`` does).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import numpy as np
 import pyarrow as pa
@@ -48,22 +45,17 @@ from lagoon.format.segment import (
 from lagoon.format.wal import OP_COLUMN, OP_DELETE
 from lagoon.index.cache import OnceCache
 from lagoon.index.filters.filterindex import FilterIndex, indexable
-from lagoon.index.filters.ops import TOKEN_OPS
-from lagoon.index.filters.tree import And, Condition, Filter, Not, Or
 from lagoon.index.segment.build import SEQ_COLUMN, fts_config
-from lagoon.index.sources.table import VectorMatrix, dense_rank
 from lagoon.index.text.analyze import Analyzer
 from lagoon.index.text.blockpostings import BlockPostings
 from lagoon.index.text.bm25 import (
     Postings,
-    TermStats,
     build_postings,
 )
 from lagoon.index.text.postings import decode_postings, same_stopwords
 from lagoon.index.text.postings_v2 import hydrate_postings_v2, open_postings_v2
 from lagoon.index.text.textindex import TextIndex
-from lagoon.index.vector.ivf import BlockSource, ProbeSearch, VectorIndex
-from lagoon.index.vector.plan import DEFAULT_RECALL_TARGET, RecallCurve
+from lagoon.index.vector.ivf import BlockSource, VectorIndex
 from lagoon.schema import FtsConfig, Schema, id_arrow_type
 
 T = TypeVar("T")
@@ -272,12 +264,6 @@ class SegmentReader:
             cols[name] = self.column(name)
         return pa.table(cols)
 
-    def source(self, live: np.ndarray) -> SegmentSource:
-        """A DocSource over the rows where ``live`` is True (see the module docstring)."""
-        return SegmentSource(self, live)
-
-    # ----------------------------------------------------------------------------------- indexes
-
     def lazy_vector_files(self) -> dict[str, VectorIndex]:
         """File name -> index of the vector files opened from their head and not complete yet."""
         return {vec_file(a): vi for a, vi in self._vectors.items() if vi.lazy and vi.loaded_fraction < 1.0}
@@ -415,352 +401,4 @@ def _read_docs(body: memoryview, what: str, rows: int) -> pa.Table:
     return table
 
 
-# ------------------------------------------------------------------------------------------- source
-
-
-class SegmentSource:
-    """The live rows of one segment as a DocSource (lagoon/index/sources/table.py) plus the extras the
-    composite source needs (approximate vector search, BM25 with external statistics, token
-    matching). Position p is segment row ``rows[p]``; rows ascend, so positions are in id order."""
-
-    def __init__(self, reader: SegmentReader, live: np.ndarray) -> None:
-        live = np.asarray(live)
-        if live.dtype != np.bool_ or live.shape != (reader.num_rows,):
-            raise InternalError(
-                f"segment source: live must be bool[{reader.num_rows}], got {live.dtype}{live.shape}"
-            )
-        self.reader = reader
-        self.live = _read_only(live.copy())
-        self.rows = _read_only(np.flatnonzero(live).astype(np.int64))
-        self.all_live = self.rows.shape[0] == reader.num_rows
-        self._n = int(self.rows.shape[0])
-        self._cache = OnceCache()
-
-    @property
-    def schema(self) -> Schema:
-        return self.reader.schema
-
-    @property
-    def num_docs(self) -> int:
-        return self._n
-
-    # ----------------------------------------------------------------------------------- helpers
-
-    def _rowmap(self) -> np.ndarray:
-        """int64[num_rows]: position of each row, -1 for rows that are not live."""
-
-        def build() -> np.ndarray:
-            m = np.full(self.reader.num_rows, -1, np.int64)
-            m[self.rows] = np.arange(self._n, dtype=np.int64)
-            return _read_only(m)
-
-        return self._cache.get("rowmap", "", build)
-
-    def _live_mask(self) -> np.ndarray | None:
-        return None if self.all_live else self.live
-
-    def _restrict(self, per_row: np.ndarray) -> np.ndarray:
-        return per_row if self.all_live else per_row[self.rows]
-
-    def _positions(self, rows: np.ndarray) -> np.ndarray:
-        """Positions of live ``rows`` (every row given must be live)."""
-        return rows.astype(np.int64, copy=False) if self.all_live else self._rowmap()[rows]
-
-    def _rows_mask(self, rows: np.ndarray, complement: bool) -> np.ndarray:
-        """bool[num_docs] from row ordinals (or their complement)."""
-        pos = rows if self.all_live else self._rowmap()[rows]
-        if not self.all_live:
-            pos = pos[pos >= 0]
-        if complement:
-            out = np.ones(self._n, dtype=bool)
-            out[pos] = False
-        else:
-            out = np.zeros(self._n, dtype=bool)
-            out[pos] = True
-        return out
-
-    # ----------------------------------------------------------------------------------- columns
-
-    def column(self, attr: str) -> pa.ChunkedArray:
-        if self.all_live:
-            return self.reader.column(attr)
-
-        def build() -> pa.ChunkedArray:
-            a = self.schema.attributes.get(attr)
-            if a is not None and a.type.is_vector:
-                return pa.chunked_array([self.reader._vector_array(attr, self.rows)])
-            return self.reader.column(attr).take(pa.array(self.rows))
-
-        return self._cache.get("column", attr, build)
-
-    def fetch_rows(self, positions: np.ndarray, attributes: Sequence[str]) -> pa.Table:
-        pos = np.asarray(positions, dtype=np.int64)
-        rows = pos if self.all_live else self.rows[pos]
-        names = ["id", *[a for a in attributes if a != "id" and a in self.schema.attributes]]
-        return self.reader.take(rows, names)
-
-    def non_null_count(self, attr: str) -> int:
-        """Live documents with a value for ``attr``; vectors from the index's row map (no
-        vector data is read)."""
-        a = self.schema.attributes.get(attr)
-        if a is not None and a.type.is_vector:
-            vi = self.reader.vector_index(attr)
-            if vi is None:
-                return 0
-            return int(np.count_nonzero(vi.valid if self.all_live else vi.valid[self.rows]))
-        return self._n - int(self.column(attr).null_count)
-
-    def logical_bytes(self, attributes: Sequence[str]) -> int:
-        names = {"id", *attributes} & {"id", *self.schema.attributes}
-        total = sum(self.reader.column_nbytes(name) for name in names)
-        n = self.reader.num_rows
-        return total if self.all_live or n == 0 else int(total * self._n / n)
-
-    def id_rank(self) -> np.ndarray:
-        return self._cache.get("id_rank", "", lambda: _read_only(np.arange(self._n, dtype=np.int64)))
-
-    def sort_rank(self, attr: str) -> np.ndarray:
-        if attr == "id":
-            return self.id_rank()
-        return self._cache.get("sort_rank", attr, lambda: dense_rank(self.column(attr)))
-
-    # ----------------------------------------------------------------------------------- filters
-
-    def filter_mask(self, flt: Filter | None) -> np.ndarray:
-        """bool[num_docs]. Eq/In/Lt/Lte/Gt/Gte (and NotEq/NotIn) leaves on indexed attributes use
-        the filter index; token operators use the persisted postings; other leaves scan columns."""
-        if flt is None:
-            return np.ones(self._n, dtype=bool)
-        mask = np.asarray(self._eval(flt), dtype=bool)
-        if mask.shape != (self._n,):
-            raise InternalError(f"filter returned a mask of shape {mask.shape} for {self._n} documents")
-        return mask
-
-    def _eval(self, f: Filter) -> np.ndarray:
-        if isinstance(f, And):
-            out = np.ones(self._n, dtype=bool)
-            for child in f.children:
-                if not out.any():
-                    break
-                np.logical_and(out, self._eval(child), out=out)
-            return out
-        if isinstance(f, Or):
-            out = np.zeros(self._n, dtype=bool)
-            for child in f.children:
-                if self._n and out.all():
-                    break
-                np.logical_or(out, self._eval(child), out=out)
-            return out
-        if isinstance(f, Not):
-            negated: np.ndarray = np.logical_not(self._eval(f.child))
-            return negated
-        if isinstance(f, Condition):
-            indexed = self._indexed(f)
-            if indexed is not None:
-                return indexed
-        return self._scan(f)
-
-    def _indexed(self, c: Condition) -> np.ndarray | None:
-        if c.ref_new is not None or c.attr_type is None or c.attr_type.array or c.attr == "id":
-            return None
-        positive = _NEGATIVE.get(c.op)
-        op = positive or c.op
-        if op not in _INDEX_OPS:
-            return None
-        fi = self.reader.filter_index(c.attr)
-        if fi is None:
-            return None
-        found = fi.match(op, c.value)
-        if found is None:
-            return None
-        rows, complement = found
-        return self._rows_mask(rows, complement != (positive is not None))
-
-    def _scan(self, f: Filter) -> np.ndarray:
-        cols: dict[str, pa.ChunkedArray] = {}
-        token_only = isinstance(f, Condition) and f.op in TOKEN_OPS
-        if not token_only:
-            for name in sorted(f.attributes()):
-                a = self.schema.attributes.get(name)
-                if name == "id" or (a is not None and not a.type.is_vector):
-                    cols[name] = self.column(name)
-        if not cols:  # the table only carries the row count
-            cols["$rows"] = pa.chunked_array([pa.nulls(self._n)])
-        return f.evaluate(pa.table(cols), token_matcher=self._token_matcher)
-
-    def _token_matcher(self, attr: str, op: str, tokens: Any, params: Any, table: pa.Table) -> np.ndarray:
-        return self.token_match(attr, op, tokens, params)
-
-    # ----------------------------------------------------------------------------------- vectors
-
-    def vector_topk(
-        self,
-        attr: str,
-        query: np.ndarray,
-        metric: str,
-        k: int,
-        mask: np.ndarray | None,
-        *,
-        approximate: bool = False,
-        nprobe: int | None = None,
-        recall_target: float = DEFAULT_RECALL_TARGET,
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """The ``k`` nearest live documents with a vector among ``mask``: (positions, float64
-        distances), ascending, ties by id. ``approximate`` probes the IVF (planned for
-        ``recall_target`` as the only part, or the given ``nprobe``); otherwise the scan is exact."""
-        vi = self.reader.vector_index(attr)
-        if vi is None or k <= 0 or self._n == 0:
-            return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.float64)
-        cand = self._candidates(mask)
-        if approximate:
-            rows, dist = vi.search(query, metric, k, cand, nprobe=nprobe, recall_target=recall_target)
-        else:
-            rows, dist = vi.exact(query, metric, k, cand)
-        return self._positions(rows), dist
-
-    def _candidates(self, mask: np.ndarray | None) -> np.ndarray | None:
-        """bool over segment rows: live and in ``mask`` (over positions); None = every row."""
-        if mask is None:
-            return self._live_mask()
-        m = np.asarray(mask, dtype=bool)
-        if m.shape != (self._n,):
-            raise InternalError(f"vector_topk: mask of shape {m.shape} for {self._n} documents")
-        if self.all_live:  # positions are rows
-            return m
-        cand = np.zeros(self.reader.num_rows, dtype=bool)
-        cand[self.rows[m]] = True
-        return cand
-
-    def ann_part(
-        self, attr: str, query: np.ndarray, metric: str, k: int, mask: np.ndarray | None
-    ) -> SegmentAnnPart | None:
-        """This segment's side of a planned ANN query (lagoon/index/vector/plan.py), or None
-        when it has no vector index for ``attr``."""
-        vi = self.reader.vector_index(attr)
-        if vi is None or self._n == 0:
-            return None
-        return SegmentAnnPart(self, vi.start(query, metric, k, self._candidates(mask)))
-
-    def vectors(self, attr: str) -> VectorMatrix:
-        """The attribute's vectors in position order (float32; zeros where a document has none)."""
-
-        def build() -> VectorMatrix:
-            vi = self.reader.vector_index(attr)
-            a = self.schema.attributes[attr]
-            if vi is None:
-                return VectorMatrix(
-                    np.zeros((self._n, a.type.dims), np.float32), np.zeros(self._n, bool), False
-                )
-            matrix, valid = vi.rows_matrix(self.rows)
-            return VectorMatrix(_read_only(matrix), _read_only(valid), bool(valid.all()))
-
-        return self._cache.get("vectors", attr, build)
-
-    # ----------------------------------------------------------------------------------- text
-
-    def bm25_local_stats(self, attr: str, query: str | Sequence[str], last_as_prefix: bool) -> TermStats:
-        """This source's share of the BM25 statistics of ``query`` (its live rows only)."""
-        text = self.reader.text_index(attr)
-        return text.stats(query, last_as_prefix=last_as_prefix, live=self._live_mask())
-
-    def bm25_scores_with(
-        self, attr: str, query: str | Sequence[str], last_as_prefix: bool, stats: TermStats
-    ) -> np.ndarray:
-        """float64[num_docs]: BM25 scores computed with the given (global) statistics."""
-        out = np.zeros(self._n, dtype=np.float64)
-        positions, scores = self.bm25_sparse_with(attr, query, last_as_prefix, stats)
-        out[positions] = scores
-        return out
-
-    def bm25_sparse_with(
-        self, attr: str, query: str | Sequence[str], last_as_prefix: bool, stats: TermStats
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """The live documents scored above 0 with the given statistics: (positions ascending,
-        scores)."""
-        text = self.reader.text_index(attr)
-        docs, scores = text.bm25_sparse(
-            query, last_as_prefix=last_as_prefix, stats=stats, live=self._live_mask()
-        )
-        return self._positions(docs), scores
-
-    def bm25_scores(self, attr: str, query: str | Sequence[str], last_as_prefix: bool) -> np.ndarray:
-        """float64[num_docs]: BM25 with this source's own statistics."""
-        return self.bm25_scores_with(
-            attr, query, last_as_prefix, self.bm25_local_stats(attr, query, last_as_prefix)
-        )
-
-    def bm25_sparse(
-        self, attr: str, query: str | Sequence[str], last_as_prefix: bool
-    ) -> tuple[np.ndarray, np.ndarray]:
-        return self.bm25_sparse_with(
-            attr, query, last_as_prefix, self.bm25_local_stats(attr, query, last_as_prefix)
-        )
-
-    def bm25_topk_with(
-        self,
-        attr: str,
-        query: str | Sequence[str],
-        last_as_prefix: bool,
-        stats: TermStats,
-        k: int,
-        mask: np.ndarray | None = None,
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """A superset of the ``k`` best live documents among ``mask`` (positions; None: all),
-        scored with the given statistics (``score_query_topk``)."""
-        if mask is None:
-            cand = self._live_mask()
-        elif self.all_live:
-            cand = np.asarray(mask, dtype=bool)
-        else:
-            cand = np.zeros(self.reader.num_rows, dtype=bool)
-            cand[self.rows[np.asarray(mask, dtype=bool)]] = True
-        text = self.reader.text_index(attr)
-        docs, scores = text.bm25_topk(query, k, stats, cand, last_as_prefix=last_as_prefix)
-        return self._positions(docs), scores
-
-    def bm25_topk(
-        self, attr: str, query: str | Sequence[str], last_as_prefix: bool, k: int, mask: np.ndarray | None
-    ) -> tuple[np.ndarray, np.ndarray]:
-        stats = self.bm25_local_stats(attr, query, last_as_prefix)
-        return self.bm25_topk_with(attr, query, last_as_prefix, stats, k, mask)
-
-    def token_match(self, attr: str, op: str, query: Any, params: Any) -> np.ndarray:
-        """bool[num_docs] for ContainsAllTokens / ContainsAnyToken / ContainsTokenSequence."""
-        return self._restrict(self.reader.text_index(attr).match(op, query, dict(params or {})))
-
-
-class SegmentAnnPart:
-    """``ProbeSearch`` of one segment with results in the source's positions (plan.AnnPart)."""
-
-    def __init__(self, src: SegmentSource, search: ProbeSearch) -> None:
-        self._src = src
-        self._s = search
-
-    @property
-    def n_cand(self) -> int:
-        return self._s.n_cand
-
-    @property
-    def curve(self) -> RecallCurve | None:
-        return self._s.curve
-
-    @property
-    def sigma(self) -> float:
-        return self._s.sigma
-
-    def ivf_cost(self, nprobe: int) -> float:
-        return self._s.ivf_cost(nprobe)
-
-    def exact_cost(self) -> float:
-        return self._s.exact_cost()
-
-    def exact(self) -> tuple[np.ndarray, np.ndarray]:
-        rows, dist = self._s.exact()
-        return self._src._positions(rows), dist
-
-    def probe(self, nprobe: int) -> tuple[np.ndarray, np.ndarray]:
-        rows, dist = self._s.probe(nprobe)
-        return self._src._positions(rows), dist
-
-
-__all__ = ["SegmentReader", "SegmentSource", "SegmentText"]
+__all__ = ["SegmentReader", "SegmentText"]

@@ -3,7 +3,7 @@
 A snapshot's documents live in index segments (oldest first) and in runs of unindexed WAL entries
 (newest last). Each part holds at most one row per id; a row is *live* when it is not a tombstone
 and no newer part has a row for its id. ``CompositeSource`` presents the live rows of all parts as
-one ``DocSource`` (lagoon/index/sources/table.py) to the query executor:
+one ``DocSource`` (``protocol.py``) to the query executor:
 
 - positions are the concatenation of each part's live positions, in part order;
 - filters, vector search and text search run per part (each with its own indexes) and merge;
@@ -12,15 +12,15 @@ one ``DocSource`` (lagoon/index/sources/table.py) to the query executor:
   single-index BM25 over the live documents;
 - ties and orderings use global ranks computed over the concatenated columns.
 
-``MaskedSource`` restricts a source built over all rows of a part (cached once per part) to the
-rows live in one snapshot, without rebuilding its derived data. Pure: no I/O.
+Parts are restricted to their live rows before they get here (``masked.MaskedSource`` for runs of
+WAL entries, ``segment.SegmentSource`` for segments). Pure: no I/O.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from contextlib import AbstractContextManager
-from typing import Any, Protocol, TypeVar
+from typing import Any, TypeVar
 
 import numpy as np
 import pyarrow as pa
@@ -28,7 +28,8 @@ import pyarrow as pa
 from lagoon.index.cache import OnceCache
 from lagoon.index.cancel import checkpoint
 from lagoon.index.filters.tree import Filter
-from lagoon.index.sources.table import LiveDocs, dense_rank, sort_positions
+from lagoon.index.sources.protocol import DocSource
+from lagoon.index.sources.ranks import dense_rank, rank_of_order, sort_positions
 from lagoon.index.text.bm25 import TermStats
 from lagoon.index.vector.kernels import topk_smallest
 from lagoon.index.vector.plan import DEFAULT_RECALL_TARGET, AnnPart, RecallCurve, plan_and_search
@@ -38,166 +39,11 @@ from lagoon.tracing import tracer
 T = TypeVar("T")
 
 
-class PartSource(Protocol):
-    """A DocSource plus what a composite needs to merge parts exactly."""
-
-    @property
-    def schema(self) -> Schema: ...
-
-    @property
-    def num_docs(self) -> int: ...
-
-    def filter_mask(self, flt: Filter | None) -> np.ndarray: ...
-
-    def vector_topk(
-        self,
-        attr: str,
-        query: np.ndarray,
-        metric: str,
-        k: int,
-        mask: np.ndarray | None,
-        *,
-        approximate: bool = False,
-    ) -> tuple[np.ndarray, np.ndarray]: ...
-
-    def bm25_local_stats(self, attr: str, query: str | Sequence[str], last_as_prefix: bool) -> TermStats: ...
-
-    def bm25_scores_with(
-        self, attr: str, query: str | Sequence[str], last_as_prefix: bool, stats: TermStats
-    ) -> np.ndarray: ...
-
-    def bm25_sparse_with(
-        self, attr: str, query: str | Sequence[str], last_as_prefix: bool, stats: TermStats
-    ) -> tuple[np.ndarray, np.ndarray]: ...
-
-    def bm25_topk_with(
-        self,
-        attr: str,
-        query: str | Sequence[str],
-        last_as_prefix: bool,
-        stats: TermStats,
-        k: int,
-        mask: np.ndarray | None = None,
-    ) -> tuple[np.ndarray, np.ndarray]: ...
-
-    def column(self, attr: str) -> pa.ChunkedArray: ...
-
-    def fetch_rows(self, positions: np.ndarray, attributes: Sequence[str]) -> pa.Table: ...
-
-    def logical_bytes(self, attributes: Sequence[str]) -> int: ...
-
-    def non_null_count(self, attr: str) -> int: ...
-
-
-class MaskedSource:
-    """The rows of ``base`` where ``live`` is set; position p is base row ``rows[p]``."""
-
-    def __init__(self, base: LiveDocs, live: np.ndarray) -> None:
-        self.base = base
-        self.live = np.asarray(live, dtype=bool)
-        self.all_live = bool(self.live.all())
-        self.rows = np.flatnonzero(self.live).astype(np.int64)
-        self._cache = OnceCache()
-
-    @property
-    def schema(self) -> Schema:
-        return self.base.schema
-
-    @property
-    def num_docs(self) -> int:
-        return int(self.rows.shape[0])
-
-    def _restrict(self, full: np.ndarray) -> np.ndarray:
-        return full if self.all_live else full[self.rows]
-
-    def _local(self, base_rows: np.ndarray) -> np.ndarray:
-        if self.all_live:
-            return base_rows
-        return np.searchsorted(self.rows, base_rows).astype(np.int64)
-
-    def filter_mask(self, flt: Filter | None) -> np.ndarray:
-        if flt is None:
-            return np.ones(self.num_docs, dtype=bool)
-        return self._restrict(self.base.filter_mask(flt))
-
-    def vector_topk(
-        self,
-        attr: str,
-        query: np.ndarray,
-        metric: str,
-        k: int,
-        mask: np.ndarray | None,
-        *,
-        approximate: bool = False,
-    ) -> tuple[np.ndarray, np.ndarray]:
-        if self.all_live:
-            return self.base.vector_topk(attr, query, metric, k, mask, approximate=approximate)
-        full = np.zeros(self.base.num_docs, dtype=bool)
-        full[self.rows if mask is None else self.rows[mask]] = True
-        pos, dist = self.base.vector_topk(attr, query, metric, k, full, approximate=approximate)
-        return self._local(pos), dist
-
-    def bm25_local_stats(self, attr: str, query: str | Sequence[str], last_as_prefix: bool) -> TermStats:
-        return self.base.bm25_local_stats(attr, query, last_as_prefix, None if self.all_live else self.live)
-
-    def bm25_scores_with(
-        self, attr: str, query: str | Sequence[str], last_as_prefix: bool, stats: TermStats
-    ) -> np.ndarray:
-        live = None if self.all_live else self.live
-        return self._restrict(self.base.bm25_scores_with(attr, query, last_as_prefix, stats, live))
-
-    def bm25_sparse_with(
-        self, attr: str, query: str | Sequence[str], last_as_prefix: bool, stats: TermStats
-    ) -> tuple[np.ndarray, np.ndarray]:
-        live = None if self.all_live else self.live
-        rows, scores = self.base.bm25_sparse_with(attr, query, last_as_prefix, stats, live)
-        return self._local(rows), scores
-
-    def bm25_topk_with(
-        self,
-        attr: str,
-        query: str | Sequence[str],
-        last_as_prefix: bool,
-        stats: TermStats,
-        k: int,
-        mask: np.ndarray | None = None,
-    ) -> tuple[np.ndarray, np.ndarray]:
-        if self.all_live:
-            cand = None if mask is None else np.asarray(mask, dtype=bool)
-        else:
-            cand = np.zeros(self.base.num_docs, dtype=bool)
-            cand[self.rows if mask is None else self.rows[np.asarray(mask, dtype=bool)]] = True
-        rows, scores = self.base.bm25_topk_with(attr, query, last_as_prefix, stats, k, cand)
-        return self._local(rows), scores
-
-    def token_match(self, attr: str, op: str, query: Any, params: Any) -> np.ndarray:
-        return self._restrict(self.base.token_match(attr, op, query, params))
-
-    def column(self, attr: str) -> pa.ChunkedArray:
-        if self.all_live:
-            return self.base.column(attr)
-        return self._cache.get("column", attr, lambda: self.base.column(attr).take(pa.array(self.rows)))
-
-    def fetch_rows(self, positions: np.ndarray, attributes: Sequence[str]) -> pa.Table:
-        rows = positions if self.all_live else self.rows[np.asarray(positions, dtype=np.int64)]
-        return self.base.fetch_rows(rows, attributes)
-
-    def logical_bytes(self, attributes: Sequence[str]) -> int:
-        total = self.base.logical_bytes(attributes)
-        n = self.base.num_docs
-        return total if self.all_live or n == 0 else int(total * self.num_docs / n)
-
-    def non_null_count(self, attr: str) -> int:
-        if self.all_live:
-            return self.base.non_null_count(attr)
-        return self.num_docs - int(self.column(attr).null_count)
-
-
 class CompositeSource:
     """Several parts (oldest first, already restricted to live rows) as one DocSource."""
 
     def __init__(
-        self, schema: Schema, parts: Sequence[PartSource], recall_target: float = DEFAULT_RECALL_TARGET
+        self, schema: Schema, parts: Sequence[DocSource], recall_target: float = DEFAULT_RECALL_TARGET
     ) -> None:
         self._schema = schema
         self.parts = [p for p in parts if p.num_docs > 0]
@@ -312,57 +158,44 @@ class CompositeSource:
         self.last_plan = info
         return pos, dist
 
-    def bm25_scores(self, attr: str, query: str | Sequence[str], last_as_prefix: bool) -> np.ndarray:
-        if not self.parts:
-            return np.zeros(0, dtype=np.float64)
-        stats = TermStats.total([p.bm25_local_stats(attr, query, last_as_prefix) for p in self.parts])
-        return self._concat(
-            [p.bm25_scores_with(attr, query, last_as_prefix, stats) for p in self.parts], np.float64
-        )
+    def bm25_stats(self, attr: str, query: str | Sequence[str], last_as_prefix: bool) -> TermStats:
+        return TermStats.total([p.bm25_stats(attr, query, last_as_prefix) for p in self.parts])
 
-    def bm25_sparse(
-        self, attr: str, query: str | Sequence[str], last_as_prefix: bool
+    def bm25(
+        self,
+        attr: str,
+        query: str | Sequence[str],
+        last_as_prefix: bool,
+        *,
+        stats: TermStats | None = None,
+        k: int | None = None,
+        mask: np.ndarray | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
-        if not self.parts:
-            return np.zeros(0, np.int64), np.zeros(0, np.float64)
-        stats = TermStats.total([p.bm25_local_stats(attr, query, last_as_prefix) for p in self.parts])
-        positions, scores = [], []
-        for i, (offset, p) in enumerate(zip(self.offsets[:-1], self.parts, strict=True)):
-            with self._part(i, "bm25"):
-                pos, sc = p.bm25_sparse_with(attr, query, last_as_prefix, stats)
-            positions.append(np.asarray(pos, dtype=np.int64) + offset)
-            scores.append(sc)
-        return np.concatenate(positions), np.concatenate(scores)
-
-    def bm25_topk(
-        self, attr: str, query: str | Sequence[str], last_as_prefix: bool, k: int, mask: np.ndarray | None
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """Each part's top-k superset (with ties), with the global statistics: the union holds the
+        """Every part scored with the statistics of the whole snapshot (summed over the parts'
+        live rows unless given); with ``k``, each part's top-k superset: their union holds the
         global top k."""
         if not self.parts:
             return np.zeros(0, np.int64), np.zeros(0, np.float64)
-        stats = TermStats.total([p.bm25_local_stats(attr, query, last_as_prefix) for p in self.parts])
+        if stats is None:
+            stats = self.bm25_stats(attr, query, last_as_prefix)
         positions, scores = [], []
+        operation = "bm25" if k is None else "bm25 top-k"
         for i, (p, m) in enumerate(zip(self.parts, self._slices(mask), strict=True)):
             if m is not None and not m.any():
                 continue
-            with self._part(i, "bm25 top-k"):
-                pos, sc = p.bm25_topk_with(attr, query, last_as_prefix, stats, k, m)
+            with self._part(i, operation):
+                pos, sc = p.bm25(attr, query, last_as_prefix, stats=stats, k=k, mask=m)
             positions.append(np.asarray(pos, dtype=np.int64) + self.offsets[i])
             scores.append(sc)
         if not positions:
             return np.zeros(0, np.int64), np.zeros(0, np.float64)
         return np.concatenate(positions), np.concatenate(scores)
 
-    def id_rank(self) -> np.ndarray:
-        def build() -> np.ndarray:
-            order = sort_positions(self.column("id"))
-            rank = np.empty(self._n, dtype=np.int64)
-            rank[order] = np.arange(self._n, dtype=np.int64)
-            rank.setflags(write=False)
-            return rank
+    def token_match(self, attr: str, op: str, query: Any, params: Any) -> np.ndarray:
+        return self._concat([p.token_match(attr, op, query, params) for p in self.parts], bool)
 
-        return self._cache.get("id_rank", "", build)
+    def id_rank(self) -> np.ndarray:
+        return self._cache.get("id_rank", "", lambda: rank_of_order(sort_positions(self.column("id"))))
 
     def sort_rank(self, attr: str) -> np.ndarray:
         if attr == "id":
@@ -425,7 +258,7 @@ class _ExactPart:
     curve: RecallCurve | None = None
 
     def __init__(
-        self, part: PartSource, attr: str, q: np.ndarray, metric: str, k: int, mask: np.ndarray | None
+        self, part: DocSource, attr: str, q: np.ndarray, metric: str, k: int, mask: np.ndarray | None
     ) -> None:
         self._p, self._args, self._mask = part, (attr, q, metric, k), mask
         self.n_cand = part.non_null_count(attr) if mask is None else int(np.count_nonzero(mask))

@@ -1,13 +1,12 @@
-"""LiveDocs: a snapshot's live documents as one Arrow table, plus cached derived data.
+"""LiveDocs: documents held as one Arrow table (a run of unindexed WAL entries), plus cached derived
+data, as a ``DocSource`` (``protocol.py``).
 
-The engine builds a ``LiveDocs`` from the WAL (and later from segments) and hands it to the query
-executor. It is immutable: the table never changes after construction, so every derived structure
+The engine builds a ``LiveDocs`` per run of WAL entries and restricts it to one snapshot's live
+rows with ``masked.MaskedSource``. It is immutable: the table never changes after construction, so every derived structure
 (float32 vector matrices, text postings, sort ranks, id order) is computed at most once, lazily, and
 shared by all the queries that use the snapshot (thread-safe: one lock per cache entry).
 
-Row positions (0..num_docs-1) are the handles the executor passes around. The executor talks to a
-snapshot only through the ``DocSource`` protocol below (filter_mask, vector_topk, bm25_scores,
-order ranks, column, fetch_rows): an index-backed implementation can provide the same operations.
+Row positions (0..num_docs-1) are the handles the executor passes around.
 
 Invariants: ``table`` has an ``id`` column (uint64, string or binary(16); unique) and one column per
 schema attribute typed ``AttrType.arrow_type()`` (columns absent from the input are added as nulls).
@@ -17,103 +16,25 @@ Hot paths are vectorised: one matmul + argpartition per vector query, postings p
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from functools import partial
-from typing import Any, Protocol, TypeVar
+from typing import Any, TypeVar
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from lagoon.errors import InternalError
 from lagoon.index.cache import OnceCache
 from lagoon.index.filters.tree import Filter
+from lagoon.index.sources.ranks import dense_rank, rank_of_order, sort_positions
+from lagoon.index.sources.rows import bm25_on_rows, bm25_stats_on_rows
 from lagoon.index.text.bm25 import TermStats
 from lagoon.index.text.textindex import TextIndex, build_text_index
-from lagoon.index.vector.kernels import exact_dist, inner_products, topk_smallest
+from lagoon.index.vector.kernels import VectorMatrix, exact_dist, inner_products, topk_smallest, vector_matrix
 from lagoon.schema import Schema, id_arrow_type
 
 T = TypeVar("T")
 
 _GATHER_FRACTION = 0.3  # below this share of candidates, gather their rows instead of scanning all
-
-
-class DocSource(Protocol):
-    """What the executor needs from a snapshot. Positions index the snapshot's documents."""
-
-    @property
-    def schema(self) -> Schema: ...
-
-    @property
-    def num_docs(self) -> int: ...
-
-    def filter_mask(self, flt: Filter | None) -> np.ndarray:
-        """bool[num_docs]: documents matching ``flt`` (all True for None)."""
-        ...
-
-    def vector_topk(
-        self,
-        attr: str,
-        query: np.ndarray,
-        metric: str,
-        k: int,
-        mask: np.ndarray | None,
-        *,
-        approximate: bool = False,
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """The ``k`` nearest documents with a vector among ``mask``: (positions, float64 distances),
-        ascending distance, ties by id."""
-        ...
-
-    def bm25_scores(self, attr: str, query: str | Sequence[str], last_as_prefix: bool) -> np.ndarray:
-        """float64[num_docs]: BM25 score of every document (0 where nothing matches)."""
-        ...
-
-    def bm25_sparse(
-        self, attr: str, query: str | Sequence[str], last_as_prefix: bool
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """The documents ``bm25_scores`` scores above 0: (positions ascending, int64; float64
-        scores), without touching the others."""
-        ...
-
-    def bm25_topk(
-        self, attr: str, query: str | Sequence[str], last_as_prefix: bool, k: int, mask: np.ndarray | None
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """A superset of the ``k`` best BM25 documents among ``mask`` (None: all): every document
-        scoring at least the k-th best score, with exact scores, as (positions, scores); usually
-        far fewer than ``bm25_sparse`` returns."""
-        ...
-
-    def id_rank(self) -> np.ndarray:
-        """int64[num_docs]: each document's rank in ascending id order (unique)."""
-        ...
-
-    def sort_rank(self, attr: str) -> np.ndarray:
-        """int64[num_docs]: dense ascending rank of the attribute's value; null ranks lowest (0)."""
-        ...
-
-    def column(self, attr: str) -> pa.ChunkedArray: ...
-
-    def fetch_rows(self, positions: np.ndarray, attributes: Sequence[str]) -> pa.Table:
-        """The ``id`` column and ``attributes`` of the documents at ``positions``, in that order."""
-        ...
-
-    def logical_bytes(self, attributes: Sequence[str]) -> int:
-        """Logical size of the named columns (and ids) over all documents, for billing."""
-        ...
-
-    def non_null_count(self, attr: str) -> int:
-        """Documents with a value for ``attr`` (without reading vector data)."""
-        ...
-
-
-@dataclass(frozen=True, slots=True)
-class VectorMatrix:
-    """A vector column as float32 rows. Rows without a vector are zeros with ``valid`` False."""
-
-    matrix: np.ndarray  # float32 (n, dims), C-contiguous
-    valid: np.ndarray  # bool (n,)
-    all_valid: bool
 
 
 class LiveDocs:
@@ -154,14 +75,7 @@ class LiveDocs:
         return self._cached("id_order", "", lambda: sort_positions(self._table.column("id")))
 
     def id_rank(self) -> np.ndarray:
-        def build() -> np.ndarray:
-            order = self.id_order()
-            rank = np.empty(self._n, dtype=np.int64)
-            rank[order] = np.arange(self._n, dtype=np.int64)
-            rank.setflags(write=False)
-            return rank
-
-        return self._cached("id_rank", "", build)
+        return self._cached("id_rank", "", lambda: rank_of_order(self.id_order()))
 
     def sort_rank(self, attr: str) -> np.ndarray:
         if attr == "id":
@@ -188,7 +102,7 @@ class LiveDocs:
     # ----------------------------------------------------------------------------------- vectors
 
     def vectors(self, attr: str) -> VectorMatrix:
-        return self._cached("vectors", attr, lambda: _vector_matrix(self._table.column(attr)))
+        return self._cached("vectors", attr, lambda: vector_matrix(self._table.column(attr)))
 
     def _unit_vectors(self, attr: str) -> np.ndarray:
         def build() -> np.ndarray:
@@ -278,58 +192,20 @@ class LiveDocs:
             "text", attr, lambda: build_text_index(self._schema, attr, self._table.column(attr))
         )
 
-    def bm25_scores(self, attr: str, query: str | Sequence[str], last_as_prefix: bool) -> np.ndarray:
-        return self.text_index(attr).bm25(query, last_as_prefix=last_as_prefix)
-
-    def bm25_sparse(
-        self, attr: str, query: str | Sequence[str], last_as_prefix: bool
-    ) -> tuple[np.ndarray, np.ndarray]:
-        return self.text_index(attr).bm25_sparse(query, last_as_prefix=last_as_prefix)
-
-    def bm25_topk(
-        self, attr: str, query: str | Sequence[str], last_as_prefix: bool, k: int, mask: np.ndarray | None
-    ) -> tuple[np.ndarray, np.ndarray]:
-        return self.text_index(attr).bm25_topk(query, k, None, mask, last_as_prefix=last_as_prefix)
-
-    def bm25_topk_with(
+    def bm25(
         self,
         attr: str,
         query: str | Sequence[str],
         last_as_prefix: bool,
-        stats: TermStats,
-        k: int,
-        candidates: np.ndarray | None = None,
+        *,
+        stats: TermStats | None = None,
+        k: int | None = None,
+        mask: np.ndarray | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
-        """``bm25_topk`` with the given (global) statistics, among ``candidates`` rows."""
-        return self.text_index(attr).bm25_topk(query, k, stats, candidates, last_as_prefix=last_as_prefix)
+        return bm25_on_rows(self.text_index(attr), None, query, last_as_prefix, stats=stats, k=k, mask=mask)
 
-    def bm25_local_stats(
-        self, attr: str, query: str | Sequence[str], last_as_prefix: bool, live: np.ndarray | None = None
-    ) -> TermStats:
-        """This source's share of the BM25 statistics (over ``live`` rows; None = all)."""
-        return self.text_index(attr).stats(query, last_as_prefix=last_as_prefix, live=live)
-
-    def bm25_scores_with(
-        self,
-        attr: str,
-        query: str | Sequence[str],
-        last_as_prefix: bool,
-        stats: TermStats,
-        live: np.ndarray | None = None,
-    ) -> np.ndarray:
-        """BM25 scores computed with the given (global) statistics; 0 outside ``live``."""
-        return self.text_index(attr).bm25(query, last_as_prefix=last_as_prefix, stats=stats, live=live)
-
-    def bm25_sparse_with(
-        self,
-        attr: str,
-        query: str | Sequence[str],
-        last_as_prefix: bool,
-        stats: TermStats,
-        live: np.ndarray | None = None,
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """``bm25_scores_with`` as (rows ascending, scores) of the rows scored above 0."""
-        return self.text_index(attr).bm25_sparse(query, last_as_prefix=last_as_prefix, stats=stats, live=live)
+    def bm25_stats(self, attr: str, query: str | Sequence[str], last_as_prefix: bool) -> TermStats:
+        return bm25_stats_on_rows(self.text_index(attr), None, query, last_as_prefix)
 
     def token_match(self, attr: str, op: str, query: Any, params: Any) -> np.ndarray:
         return self.text_index(attr).match(op, query, dict(params or {}))
@@ -369,50 +245,3 @@ def _conform(schema: Schema, table: pa.Table) -> pa.Table:
         if name not in out.column_names:
             out = out.append_column(name, pa.nulls(n, a.type.arrow_type()))
     return out
-
-
-def sort_positions(col: pa.ChunkedArray) -> np.ndarray:
-    arr = col.combine_chunks() if col.num_chunks != 1 else col.chunk(0)
-    if pa.types.is_fixed_size_binary(arr.type):
-        arr = arr.cast(pa.binary())
-    idx = pc.sort_indices(arr)
-    return np.asarray(idx.to_numpy(zero_copy_only=False), dtype=np.int64)
-
-
-def dense_rank(col: pa.ChunkedArray) -> np.ndarray:
-    """Dense ascending ranks with nulls lowest: null -> 0, smallest value -> 1 (when nulls exist)."""
-    if len(col) == 0:
-        return np.empty(0, dtype=np.int64)
-    arr = col.combine_chunks() if col.num_chunks != 1 else col.chunk(0)
-    if pa.types.is_fixed_size_binary(arr.type):
-        arr = arr.cast(pa.binary())
-    if pa.types.is_null(arr.type):
-        return np.zeros(len(arr), dtype=np.int64)
-    ranks = pc.rank(arr, sort_keys=[("v", "ascending", "at_start")], tiebreaker="dense")
-    out = np.asarray(ranks.to_numpy(zero_copy_only=False), dtype=np.int64)
-    if arr.null_count:
-        out -= 1  # nulls share rank 1 and come first; shift so null == 0
-    out.setflags(write=False)
-    return out
-
-
-def _vector_matrix(col: pa.ChunkedArray) -> VectorMatrix:
-    arr = col.combine_chunks() if col.num_chunks != 1 else col.chunk(0)
-    n = len(arr)
-    if pa.types.is_null(arr.type):
-        return VectorMatrix(np.zeros((n, 0), dtype=np.float32), np.zeros(n, dtype=bool), False)
-    if not pa.types.is_fixed_size_list(arr.type):
-        raise InternalError(f"vector column has type {arr.type}, expected a fixed-size list")
-    dims = arr.type.list_size
-    child = arr.values.slice(arr.offset * dims, n * dims)
-    flat = child.to_numpy(zero_copy_only=False)
-    matrix = np.ascontiguousarray(flat.reshape(n, dims), dtype=np.float32)
-    if arr.null_count:
-        valid = np.asarray(arr.is_valid().to_numpy(zero_copy_only=False), dtype=bool)
-        matrix = np.array(matrix, dtype=np.float32, copy=True)
-        matrix[~valid] = 0.0
-    else:
-        valid = np.ones(n, dtype=bool)
-    matrix.setflags(write=False)
-    valid.setflags(write=False)
-    return VectorMatrix(matrix, valid, bool(valid.all()))

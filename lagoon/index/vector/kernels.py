@@ -12,9 +12,13 @@ from __future__ import annotations
 import contextlib
 import threading
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
+
+from lagoon.errors import InternalError
 
 
 def topk_smallest(values: np.ndarray, tiebreak: np.ndarray, k: int) -> np.ndarray:
@@ -103,3 +107,34 @@ def one_omp_thread(faiss: Any) -> Iterator[None]:
         if previous != 1:
             faiss.omp_set_num_threads(previous)
             _THREAD.single = False
+
+
+@dataclass(frozen=True, slots=True)
+class VectorMatrix:
+    """A vector column as float32 rows. Rows without a vector are zeros with ``valid`` False."""
+
+    matrix: np.ndarray  # float32 (n, dims), C-contiguous
+    valid: np.ndarray  # bool (n,)
+    all_valid: bool
+
+
+def vector_matrix(col: pa.ChunkedArray) -> VectorMatrix:
+    arr = col.combine_chunks() if col.num_chunks != 1 else col.chunk(0)
+    n = len(arr)
+    if pa.types.is_null(arr.type):
+        return VectorMatrix(np.zeros((n, 0), dtype=np.float32), np.zeros(n, dtype=bool), False)
+    if not pa.types.is_fixed_size_list(arr.type):
+        raise InternalError(f"vector column has type {arr.type}, expected a fixed-size list")
+    dims = arr.type.list_size
+    child = arr.values.slice(arr.offset * dims, n * dims)
+    flat = child.to_numpy(zero_copy_only=False)
+    matrix = np.ascontiguousarray(flat.reshape(n, dims), dtype=np.float32)
+    if arr.null_count:
+        valid = np.asarray(arr.is_valid().to_numpy(zero_copy_only=False), dtype=bool)
+        matrix = np.array(matrix, dtype=np.float32, copy=True)
+        matrix[~valid] = 0.0
+    else:
+        valid = np.ones(n, dtype=bool)
+    matrix.setflags(write=False)
+    valid.setflags(write=False)
+    return VectorMatrix(matrix, valid, bool(valid.all()))

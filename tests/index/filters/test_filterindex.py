@@ -13,6 +13,7 @@ import pyarrow as pa
 from lagoon.format.wal import OP_COLUMN
 from lagoon.index.filters.filterindex import FilterIndex
 from lagoon.index.filters.parse import parse_filter
+from lagoon.index.sources.segment import SegmentSource
 from lagoon.index.sources.table import LiveDocs
 from tests.index.segment.helpers import UUIDS, build, by_id, open_built, random_table, rich_schema
 
@@ -54,7 +55,7 @@ def test_random_leaves_match_scan() -> None:
     table = random_table(rng, 800, schema, nulls=0.3)
     reader = open_built(build(table, schema), schema)
     live = ~reader.tombstones() & (rng.random(800) < 0.7)
-    src = reader.source(live)
+    src = SegmentSource(reader, live)
     ref = LiveDocs(schema, by_id(table).filter(pa.array(live)).drop_columns(["$seq", OP_COLUMN]))
     attrs = ["n", "u", "f", "s", "dt", "uu", "weird name/é"]
     present = {}

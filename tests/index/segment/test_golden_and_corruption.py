@@ -18,6 +18,8 @@ from lagoon.format.manifest import SegmentRef
 from lagoon.format.segment import READER_VERSION, file_checksum, head_length
 from lagoon.index.filters.parse import parse_filter
 from lagoon.index.segment.read import LazyFile, SegmentReader
+from lagoon.index.sources.protocol import dense_scores
+from lagoon.index.sources.segment import SegmentSource
 from tests.index.segment import golden_data
 from tests.index.segment.helpers import build, by_id, random_table, rich_schema
 
@@ -65,7 +67,7 @@ def test_golden_files_open_and_answer_queries(layout: str) -> None:
         assert got.column(name).to_pylist() == expected.column(name).to_pylist(), name
     assert reader.ids().to_pylist() == ["a", "b", "c", "d", "e"]
     assert reader.tombstones().tolist() == [False, False, False, True, False]
-    src = reader.source(~reader.tombstones())
+    src = SegmentSource(reader, ~reader.tombstones())
     assert src.num_docs == 4
     pos, dist = src.vector_topk("vector", np.array([0.6, 0.8, 0], np.float32), "cosine_distance", 3, None)
     assert src.fetch_rows(pos, []).column("id").to_pylist() == ["b", "a", "c"]
@@ -75,7 +77,9 @@ def test_golden_files_open_and_answer_queries(layout: str) -> None:
     )
     assert src.fetch_rows(pos, []).column("id").to_pylist() == ["c", "a", "b"]
     assert dist.tolist() == pytest.approx([0.0, 3.3125, 8.0])
-    scores = src.bm25_scores("title", "lagoon running", False)  # stemmed: runs ~ running
+    scores = dense_scores(
+        src.num_docs, *src.bm25("title", "lagoon running", False)
+    )  # stemmed: runs ~ running
     assert (scores > 0).tolist() == [False, True, True, False]
     assert scores[2] > scores[1]  # "c" has both terms
     mask = src.filter_mask(parse_filter(["And", [["year", "Eq", 2021], ["price", "Lt", 5]]], src.schema))

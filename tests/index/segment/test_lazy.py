@@ -15,6 +15,7 @@ from lagoon.format.segment import head_length
 from lagoon.format.wal import OP_COLUMN
 from lagoon.index.segment.build import SEQ_COLUMN, BuiltSegment
 from lagoon.index.segment.read import LazyFile, SegmentReader
+from lagoon.index.sources.segment import SegmentSource
 from lagoon.index.vector.ivf import WHOLE_FILE_FRACTION
 from lagoon.schema import Schema, apply_schema_update
 from tests.index.segment.data import queries, vectors
@@ -93,7 +94,7 @@ def test_lazy_index_answers_like_the_whole_file(segment: tuple[BuiltSegment, Sch
     np.testing.assert_array_equal(vi_l.cord, vi_e.cord)
     np.testing.assert_array_equal(vi_l.row_cluster, vi_e.row_cluster)
 
-    src_e, src_l = eager.source(np.ones(N, bool)), lazy.source(np.ones(N, bool))
+    src_e, src_l = SegmentSource(eager, np.ones(N, bool)), SegmentSource(lazy, np.ones(N, bool))
     rng = np.random.default_rng(3)
     for i, q in enumerate(queries(12, DIM)):
         got = src_l.vector_topk("v", q, "euclidean_squared", 10, None, approximate=True)
@@ -125,7 +126,7 @@ def test_lazy_index_answers_like_the_whole_file(segment: tuple[BuiltSegment, Sch
     # on a cold index, a scan needing more than WHOLE_FILE_FRACTION of the blocks: one whole read
     assert WHOLE_FILE_FRACTION < 1.0
     cold_blocks = Blocks(built.files["vec.v"])
-    cold = lazy_reader(built, schema, cold_blocks).source(np.ones(N, bool))
+    cold = SegmentSource(lazy_reader(built, schema, cold_blocks), np.ones(N, bool))
     got = cold.vector_topk("v", q, "euclidean_squared", 10, None, approximate=False)
     np.testing.assert_array_equal(got[0], want[0])
     assert cold_blocks.whole_calls == 1 and cold_blocks.ranges_calls == []
@@ -139,7 +140,7 @@ def test_hydrate_completes_a_lazy_index(segment: tuple[BuiltSegment, Schema]) ->
     assert vi is not None and lazy.lazy_vector_files() == {"vec.v": vi}
     vi.hydrate(built.files["vec.v"])
     assert vi.loaded_fraction == 1.0 and lazy.lazy_vector_files() == {}
-    src = lazy.source(np.ones(N, bool))
+    src = SegmentSource(lazy, np.ones(N, bool))
     src.vector_topk("v", queries(1, DIM)[0], "euclidean_squared", 10, None, approximate=True)
     assert blocks.ranges_calls == [] and blocks.whole_calls == 0
 
@@ -150,14 +151,14 @@ def test_a_corrupt_block_or_head_is_detected(segment: tuple[BuiltSegment, Schema
     head_bytes = built.ref.info["files"]["vec.v"]["head_bytes"]
     blocks = Blocks(data, corrupt_at=len(data) // 2)  # inside some block
     lazy = lazy_reader(built, schema, blocks)
-    src = lazy.source(np.ones(N, bool))
+    src = SegmentSource(lazy, np.ones(N, bool))
     with pytest.raises(DataCorruption, match="checksum"):  # ranged: every probe until it hits the bad block
         for q in queries(200, DIM):
             src.vector_topk("v", q, "euclidean_squared", 10, None, approximate=True)
     blocks.corrupt_at = None  # a good answer later is served: nothing bad was kept
     q = queries(1, DIM, seed=8)[0]
-    want = (
-        open_built(built, schema).source(np.ones(N, bool)).vector_topk("v", q, "euclidean_squared", 10, None)
+    want = SegmentSource(open_built(built, schema), np.ones(N, bool)).vector_topk(
+        "v", q, "euclidean_squared", 10, None
     )
     np.testing.assert_array_equal(src.vector_topk("v", q, "euclidean_squared", 10, None)[0], want[0])
 

@@ -12,7 +12,8 @@ import pytest
 from lagoon.errors import InternalError
 from lagoon.format.segment import attr_file_suffix, file_checksum
 from lagoon.format.wal import OP_COLUMN
-from lagoon.index.segment import SEQ_COLUMN, build_segment, new_segment_id
+from lagoon.index.segment.build import SEQ_COLUMN, build_segment, new_segment_id
+from lagoon.index.sources.segment import SegmentSource
 from lagoon.schema import Schema, apply_schema_update
 from tests.index.segment.helpers import build, by_id, open_built, random_table, rich_schema
 
@@ -81,7 +82,7 @@ def test_empty_and_all_tombstone_segments() -> None:
     empty = random_table(np.random.default_rng(0), 0, schema)
     reader = open_built(build(empty, schema), schema)
     assert reader.num_rows == 0 and reader.table().num_rows == 0
-    src = reader.source(np.zeros(0, bool))
+    src = SegmentSource(reader, np.zeros(0, bool))
     assert src.num_docs == 0
     assert (
         src.vector_topk("v", np.ones(8, np.float32), "cosine_distance", 5, None, approximate=True)[0].size

@@ -13,7 +13,8 @@ import pytest
 
 from lagoon.format.wal import OP_COLUMN
 from lagoon.index.filters.parse import parse_filter
-from lagoon.index.segment.read import SegmentSource
+from lagoon.index.sources.protocol import DocSource, dense_scores
+from lagoon.index.sources.segment import SegmentSource
 from lagoon.index.sources.table import LiveDocs
 from lagoon.index.text.bm25 import TermStats
 from lagoon.query.execute import execute_query
@@ -33,7 +34,7 @@ def pair(id_type: str, seed: int, *, all_live: bool = False) -> tuple[SegmentSou
     if not all_live:
         live &= rng.random(N) < 0.8  # shadowed by newer parts
     expected = by_id(table).filter(pa.array(live))
-    return reader.source(live), LiveDocs(schema, expected.drop_columns(["$seq", OP_COLUMN])), live
+    return SegmentSource(reader, live), LiveDocs(schema, expected.drop_columns(["$seq", OP_COLUMN])), live
 
 
 def same_rows(a: dict[str, Any], b: dict[str, Any]) -> None:
@@ -154,22 +155,27 @@ def test_indexed_leaves_do_not_scan(monkeypatch: pytest.MonkeyPatch) -> None:
         assert np.array_equal(src.filter_mask(flt), ref.filter_mask(flt)), f
 
 
+def dense(
+    src: DocSource, attr: str, query: str, last_as_prefix: bool, stats: TermStats | None = None
+) -> np.ndarray:
+    """Every document's BM25 score (0 where nothing matches)."""
+    return dense_scores(src.num_docs, *src.bm25(attr, query, last_as_prefix, stats=stats))
+
+
 def test_bm25_with_external_stats() -> None:
     src, ref, _ = pair("uint", 5)
     q = "lagoon vector runs"
-    local = src.bm25_local_stats("title", q, False)
-    assert np.array_equal(src.bm25_scores_with("title", q, False, local), ref.bm25_scores("title", q, False))
-    assert np.array_equal(src.bm25_scores("title", q, False), ref.bm25_scores("title", q, False))
+    local = src.bm25_stats("title", q, False)
+    assert np.array_equal(dense(src, "title", q, False, stats=local), dense(ref, "title", q, False))
+    assert np.array_equal(dense(src, "title", q, False), dense(ref, "title", q, False))
     # global stats from two sources add up; scoring with them changes idf, as a composite would
-    other = src.bm25_local_stats("title", q, False)
+    other = src.bm25_stats("title", q, False)
     total = TermStats.total([local, other])
     assert total.n_docs == 2 * local.n_docs and np.array_equal(total.df, 2 * local.df)
-    scaled = src.bm25_scores_with("title", q, False, total)
-    assert scaled.shape == (src.num_docs,) and np.array_equal(
-        scaled > 0, ref.bm25_scores("title", q, False) > 0
-    )
-    prefix = src.bm25_scores("title", "lagoon ri", True)
-    assert np.array_equal(prefix, ref.bm25_scores("title", "lagoon ri", True))
+    scaled = dense(src, "title", q, False, stats=total)
+    assert scaled.shape == (src.num_docs,) and np.array_equal(scaled > 0, dense(ref, "title", q, False) > 0)
+    prefix = dense(src, "title", "lagoon ri", True)
+    assert np.array_equal(prefix, dense(ref, "title", "lagoon ri", True))
 
 
 def test_token_match_and_fetch_rows() -> None:
@@ -220,9 +226,9 @@ def test_live_mask_must_match_rows() -> None:
     from lagoon.errors import InternalError
 
     with pytest.raises(InternalError):
-        src.reader.source(live[:-1])
+        SegmentSource(src.reader, live[:-1])
     with pytest.raises(InternalError):
-        src.reader.source(live.astype(np.int8))
+        SegmentSource(src.reader, live.astype(np.int8))
 
 
 def test_concurrent_queries_agree_with_sequential() -> None:
@@ -236,7 +242,7 @@ def test_concurrent_queries_agree_with_sequential() -> None:
     def work(i: int) -> tuple[list[int], list[float], list[bool]]:
         mask = src.filter_mask(flt)
         pos, _ = src.vector_topk("v", qs[i], "cosine_distance", 5, mask, approximate=True)
-        scores = src.bm25_scores("title", "lagoon index", False)
+        scores = dense(src, "title", "lagoon index", False)
         return pos.tolist(), scores.tolist(), mask.tolist()
 
     sequential = [work(i) for i in range(16)]

@@ -12,6 +12,7 @@ from lagoon.format.wal import OP_COLUMN
 from lagoon.index.filters.parse import parse_filter
 from lagoon.index.segment.build import SEQ_COLUMN
 from lagoon.index.segment.read import SegmentReader
+from lagoon.index.sources.segment import SegmentSource
 from lagoon.index.vector.ivf import CALIBRATION_KS, TARGET_RECALL
 from lagoon.schema import Schema, apply_schema_update
 from tests.index.segment.data import exact_topk, queries, recall_at_k, vectors
@@ -48,7 +49,7 @@ def check_recall(n: int, nq: int) -> dict[str, float]:
     bucket = np.asarray(reader.column("bucket").to_numpy())
     results: dict[str, float] = {}
     # filters uncorrelated with the vectors
-    src = reader.source(np.ones(n, bool))
+    src = SegmentSource(reader, np.ones(n, bool))
     for label, flt in [("all", None), ("50%", 500), ("10%", 100), ("1%", 10)]:
         mask = None if flt is None else src.filter_mask(parse_filter(["bucket", "Lt", flt], schema))
         if mask is not None:
@@ -59,7 +60,7 @@ def check_recall(n: int, nq: int) -> dict[str, float]:
     # a third of the rows are shadowed by newer parts: positions are of the live rows
     live = np.ones(n, bool)
     live[bucket % 3 == 0] = False
-    part = reader.source(live)
+    part = SegmentSource(reader, live)
     rows = np.flatnonzero(live)
     truth = exact_topk(base, qs, 10, live)
     found = [rows[part.vector_topk("v", q, "cosine_distance", 10, None, approximate=True)[0]] for q in qs]
