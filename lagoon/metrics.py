@@ -4,12 +4,18 @@ Declared once, at import, on the default registry: the server's ``/metrics`` exp
 registry after its own, so these series appear there for ``--embedded-indexer`` servers; a
 standalone worker has no HTTP endpoint of its own (there is no setting for one).
 
-Series (namespace label values are ``org/namespace``; a namespace's series are removed when it
-leaves the indexing queue, so their number follows the active namespaces, not all of them):
+Series (namespace label values are ``org/namespace``). Every namespace the indexing process
+knows (from the queue, or from its sweep of the bucket at start and then hourly) has all three
+gauges and the failure counter, also while it is idle (0, not absent); its series are removed only
+when a sweep no longer finds the namespace in the bucket:
 
-- ``lagoon_indexing_lag_seconds{namespace}``  age of the oldest unindexed WAL entry (0 when none)
+- ``lagoon_indexing_lag_seconds{namespace}``  age of the oldest unindexed WAL entry (0 when none);
+  keeps growing while indexing the namespace fails (from the entry's time, or the time the
+  namespace was queued when its tail cannot even be read)
 - ``lagoon_wal_tail_bytes{namespace}``        encoded bytes of the unindexed WAL tail
 - ``lagoon_segment_count{namespace}``         segments in the latest manifest
+- ``lagoon_indexing_failures_total{namespace}`` indexing passes of the namespace that failed (an
+  unreadable WAL entry or segment, the store down, a bug); the log says why
 - ``lagoon_compaction_running``               compactions in progress in this process
 - ``lagoon_compaction_total{outcome}``        committed | aborted | failed
 - ``lagoon_index_builds_total{outcome}``      committed | aborted | failed
@@ -50,6 +56,11 @@ CACHE_MISSES = Counter(
     ["layer"],
 )
 GC_DELETED_OBJECTS = Counter("lagoon_gc_deleted_objects_total", "Objects deleted by the garbage collector.")
+INDEXING_FAILURES = Counter(
+    "lagoon_indexing_failures_total",
+    "Indexing passes of a namespace that failed (see the worker log for why).",
+    ["namespace"],
+)
 
 for _outcome in OUTCOMES:  # export every outcome from the start, so dashboards see zeros
     COMPACTION_TOTAL.labels(outcome=_outcome)
@@ -63,18 +74,32 @@ def namespace_label(org: str, namespace: str) -> str:
     return f"{org}/{namespace}"
 
 
-def observe_namespace(label: str, *, lag_seconds: float, tail_bytes: int, segments: int | None) -> None:
-    INDEXING_LAG.labels(namespace=label).set(max(0.0, lag_seconds))
-    WAL_TAIL_BYTES.labels(namespace=label).set(tail_bytes)
+def know_namespace(label: str) -> None:
+    """Export every per-namespace series of ``label`` (at 0 where nothing was observed yet)."""
+    INDEXING_LAG.labels(namespace=label)
+    WAL_TAIL_BYTES.labels(namespace=label)
+    SEGMENT_COUNT.labels(namespace=label)
+    INDEXING_FAILURES.labels(namespace=label)
+
+
+def observe_namespace(
+    label: str, *, lag_seconds: float | None, tail_bytes: int | None, segments: int | None
+) -> None:
+    """Set the gauges of ``label`` that are given (None: leave as they are)."""
+    know_namespace(label)
+    if lag_seconds is not None:
+        INDEXING_LAG.labels(namespace=label).set(max(0.0, lag_seconds))
+    if tail_bytes is not None:
+        WAL_TAIL_BYTES.labels(namespace=label).set(tail_bytes)
     if segments is not None:
         SEGMENT_COUNT.labels(namespace=label).set(segments)
 
 
 def forget_namespace(label: str) -> None:
-    """Drop a namespace's series (it left the queue: nothing to index)."""
-    for gauge in (INDEXING_LAG, WAL_TAIL_BYTES, SEGMENT_COUNT):
+    """Drop a namespace's series (it is gone from the bucket)."""
+    for metric in (INDEXING_LAG, WAL_TAIL_BYTES, SEGMENT_COUNT, INDEXING_FAILURES):
         try:
-            gauge.remove(label)
+            metric.remove(label)
         except KeyError:
             pass
 
@@ -83,12 +108,14 @@ __all__ = [
     "COMPACTION_RUNNING",
     "COMPACTION_TOTAL",
     "GC_DELETED_OBJECTS",
+    "INDEXING_FAILURES",
     "INDEXING_LAG",
     "INDEX_BUILDS_TOTAL",
     "OUTCOMES",
     "SEGMENT_COUNT",
     "WAL_TAIL_BYTES",
     "forget_namespace",
+    "know_namespace",
     "namespace_label",
     "observe_namespace",
 ]

@@ -8,7 +8,7 @@ runs one ``weed mini`` process (master, volume, filer and S3 gateway in one) bou
   ``http port + 10000`` for gRPC, so every http port is picked such that port + 10000 is free too,
   and that is the gRPC port given;
 - telemetry, the admin UI, WebDAV and the Iceberg / Lance endpoints are off; unix sockets live in
-  the data folder (not in /tmp);
+  the data folder (not in /tmp); buckets are not created by a PUT (as on AWS: NoSuchBucket);
 - credentials are on: ``AWS_ACCESS_KEY_ID`` / ``AWS_SECRET_ACCESS_KEY`` are in the environment of
   the first start, so the S3 gateway checks every request's signature (a wrong secret gets 403);
 - ``weed mini`` saves the flags of its first run in ``DIR/mini.options`` and reads them back on
@@ -136,6 +136,7 @@ class SeaweedFS:
             "-master.telemetry=false",
             "-admin.ui=false",
             "-webdav=false",
+            "-s3.autoCreateBucket=false",  # like AWS: a PUT to a missing bucket is NoSuchBucket
             "-s3.port.iceberg=0",
             "-s3.port.lance=0",
             f"-volume.max={self.volume_max}",

@@ -399,7 +399,11 @@ class Database:
 
     @at_boundary
     async def hint_cache_warm(self, namespace: str, *, org: str = DEFAULT_ORG) -> dict[str, Any]:
+        """Start loading the namespace in the background (202); 404 if it does not exist (checked
+        without loading it: CURRENT, a manifest probe and the WAL tail's schema fields)."""
         h = self.handle(org, namespace)
+        if not await h.state.exists():
+            raise NotFound(f"namespace '{namespace}' was not found")
         task = asyncio.create_task(h.state.snapshot(strong=True))
         task.add_done_callback(lambda t: t.exception() if not t.cancelled() else None)
         return {"status": "ACCEPTED", "message": "cache warming started"}

@@ -88,6 +88,10 @@ class IndexerLoop:
         self.manifests = ManifestCache()
         self.states: dict[str, NamespaceState] = {}
         self.maintenance: dict[str, float] = {}  # "org/ns" -> monotonic time the next GC is due
+        # "org/ns" -> time (ms, writer clock) of its oldest unindexed entry as last known: the lag
+        # gauge keeps growing from it while indexing the namespace fails
+        self.oldest_ms: dict[str, int] = {}
+        self.known: set[str] = set()  # namespaces with exported series (metrics.know_namespace)
         self._next_sweep = float("-inf")
         self._task: asyncio.Task[None] | None = None
         self._stopping: asyncio.Event | None = None
@@ -160,6 +164,9 @@ class IndexerLoop:
             log_event(log, "could not read the indexing queue", level=logging.WARNING, error=repr(e))
             queued = {}
         names = set(queued)
+        for name, enqueued_ms in queued.items():
+            self._know(name)
+            self.oldest_ms.setdefault(name, enqueued_ms)
         if clock.monotonic() >= self._next_sweep:
             try:
                 names |= await self._sweep()
@@ -183,8 +190,8 @@ class IndexerLoop:
                 report.errors += 1
                 log_event(log, "could not update the indexing queue", level=logging.WARNING, error=repr(e))
             for n in report.removed:
-                metrics.forget_namespace(n)
                 self.states.pop(n, None)
+                self.oldest_ms.pop(n, None)
         now = clock.monotonic()
         due = sorted(n for n, t in self.maintenance.items() if t <= now)
         await asyncio.gather(*(self._maintain_guarded(n, report, sem) for n in due))
@@ -214,6 +221,10 @@ class IndexerLoop:
                 tail_bytes=outcome.tail_bytes,
                 segments=outcome.segments,
             )
+            if outcome.status == "idle" and outcome.head <= outcome.indexed_through:
+                self.oldest_ms.pop(name, None)
+            elif outcome.lag_seconds > 0:
+                self.oldest_ms[name] = self.components.clock.now_ms() - int(outcome.lag_seconds * 1000)
             if outcome.status in ("committed", "aborted"):
                 # Our view is behind the manifest now: start from the bucket next time.
                 self.states.pop(name, None)
@@ -222,6 +233,17 @@ class IndexerLoop:
                 await self._compact(keys, name, report)
                 fresh = self.states[name] = indexing_state(keys, self.store, self.settings, self.components)
                 await fresh.refresh()
+                segments = len(fresh.manifest.segments) if fresh.manifest else 0
+                metrics.observe_namespace(name, lag_seconds=None, tail_bytes=None, segments=segments)
+                oldest = fresh.tail.oldest_unindexed_ms
+                if fresh.head > fresh.indexed_through and oldest is not None:
+                    self.oldest_ms[name] = oldest
+                    lag = (self.components.clock.now_ms() - oldest) / 1000
+                    metrics.observe_namespace(
+                        name, lag_seconds=lag, tail_bytes=fresh.tail.unindexed_bytes, segments=None
+                    )
+                else:
+                    self.oldest_ms.pop(name, None)
                 if fresh.head == fresh.indexed_through:
                     report.indexed[name] = IndexOutcome(
                         "idle",
@@ -235,8 +257,28 @@ class IndexerLoop:
                     metrics.observe_namespace(name, lag_seconds=0.0, tail_bytes=0, segments=None)
         except Exception as e:
             report.errors += 1
-            self.states.pop(name, None)
+            failed = self.states.pop(name, None)
+            self._failed(name, failed)
             log_event(log, "indexing failed", level=logging.WARNING, namespace=name, error=repr(e))
+
+    def _know(self, name: str) -> None:
+        if name not in self.known:
+            self.known.add(name)
+            metrics.know_namespace(name)
+
+    def _failed(self, name: str, state: NamespaceState | None) -> None:
+        """Count the failure; the lag keeps growing from the oldest unindexed entry we know of
+        (the failed view's, else the last one observed, else the time the namespace was queued)."""
+        self._know(name)
+        metrics.INDEXING_FAILURES.labels(namespace=name).inc()
+        if state is not None and state.tail.oldest_unindexed_ms is not None:
+            self.oldest_ms[name] = min(
+                self.oldest_ms.get(name, state.tail.oldest_unindexed_ms), state.tail.oldest_unindexed_ms
+            )
+        oldest = self.oldest_ms.get(name)
+        if oldest is not None:
+            lag = (self.components.clock.now_ms() - oldest) / 1000
+            metrics.observe_namespace(name, lag_seconds=lag, tail_bytes=None, segments=None)
 
     async def _compact(self, keys: NamespaceKeys, name: str, report: PassReport) -> None:
         for _ in range(MAX_COMPACTIONS_PER_PASS):
@@ -321,11 +363,26 @@ class IndexerLoop:
                     continue
                 name = queue_name(keys)
                 found.add(name)
-                if await self._has_tail(keys):
+                try:
+                    tail = await self._has_tail(keys, name)
+                except Exception as e:  # one unreadable namespace must not end the sweep
+                    self._failed(name, None)
+                    log_event(
+                        log,
+                        "sweep could not read a namespace",
+                        level=logging.WARNING,
+                        namespace=name,
+                        error=repr(e),
+                    )
+                    continue
+                if tail:
                     with_tail.add(name)
         now = self.components.clock.monotonic()
         for name in found:
             self.maintenance.setdefault(name, now)
+        for gone in self.known - found - set(self.oldest_ms):
+            metrics.forget_namespace(gone)
+            self.known.discard(gone)
         if with_tail:
             await self.queue.add(with_tail)
         log_event(log, "namespace sweep", namespaces=len(found), with_tail=len(with_tail))
@@ -341,11 +398,21 @@ class IndexerLoop:
                 return out
             after = page[-1]
 
-    async def _has_tail(self, keys: NamespaceKeys) -> bool:
+    async def _has_tail(self, keys: NamespaceKeys, name: str) -> bool:
+        """Does the namespace have unindexed entries? Exports its series on the way: the segment
+        count of its latest manifest, and for a tail the age of its first entry (store clock)."""
         latest = await manifest_store.read_latest(self.store, keys)
+        self._know(name)
+        metrics.observe_namespace(
+            name, lag_seconds=None, tail_bytes=None, segments=len(latest.segments) if latest else 0
+        )
         start = latest.indexed_through if latest else 0
-        async for _ in self.store.list(keys.wal_prefix, start_after=keys.wal(start)):
+        async for meta in self.store.list(keys.wal_prefix, start_after=keys.wal(start)):
+            first_ms = int(meta.last_modified.timestamp() * 1000)
+            self.oldest_ms[name] = min(self.oldest_ms.get(name, first_ms), first_ms)
             return True
+        if name not in self.oldest_ms:
+            metrics.observe_namespace(name, lag_seconds=0.0, tail_bytes=0, segments=None)
         return False
 
 

@@ -388,7 +388,8 @@ async def healthz(request: Request) -> Response:
 
 async def readyz(request: Request) -> Response:
     """Readiness: the engine is open, the server is not draining, the keys file (if any) is
-    readable, and the object store answers a cheap request (HEAD of a key that does not exist)."""
+    readable, and the object store takes a write and reads it back (``engine/health.py``: a
+    missing bucket, refused credentials, a read-only bucket and an unreachable store all fail)."""
     state = server_state(request)
     problem = ""
     if state.draining:

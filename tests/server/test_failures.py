@@ -366,12 +366,12 @@ def test_malformed_bodies_are_400(fake: TestClient, content: bytes, fragment: st
 
 
 class UnreachableStore(MemoryStore):
-    async def head(self, key: str) -> Any:
+    async def put(self, key: str, data: bytes, mode: Any = "overwrite") -> Any:
         raise StoreUnavailable("connection refused")
 
 
 class HangingStore(MemoryStore):
-    async def head(self, key: str) -> Any:
+    async def put(self, key: str, data: bytes, mode: Any = "overwrite") -> Any:
         await asyncio.sleep(30)
 
 

@@ -319,6 +319,7 @@ def test_list_namespaces_pages(client: TestClient) -> None:
 
 def test_hint_cache_warm(docs: TestClient) -> None:
     assert ok(docs.get("/v1/namespaces/docs/hint_cache_warm"), 202)["status"] == "ACCEPTED"
+    assert_error(docs.get("/v1/namespaces/never-written/hint_cache_warm"), 404, "not found")
 
 
 def test_recall(docs: TestClient) -> None:
