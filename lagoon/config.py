@@ -420,7 +420,9 @@ class LimitsSettings(_Section):
     max_namespaces: int | None = Field(
         default=None,
         gt=0,
-        description="Namespaces per org; unset = unlimited.",
+        description="Namespaces per org; unset = unlimited. Checked by compare-and-swap on the org's "
+        "namespace count, without listing the org; soft only by the drift of crashed creations, "
+        "which the worker's sweep and lagoon repair recount.",
         json_schema_extra=_cost("Unset: an org can create namespaces (and storage costs) without bound."),
     )
     max_query_work: float = Field(

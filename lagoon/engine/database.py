@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from lagoon.config import Settings
+from lagoon.engine.catalog import Catalog
 from lagoon.engine.components import Components
 from lagoon.engine.errors import at_boundary, translate
 from lagoon.engine.executor import QueryExecutor
@@ -28,8 +29,15 @@ from lagoon.engine.segment_io import SegmentIO, resolve_cache_dir
 from lagoon.engine.state import NamespaceState
 from lagoon.engine.tail import SegmentLike, Snapshot
 from lagoon.engine.writer import Committer, Op
-from lagoon.errors import Forbidden, InvalidRequest, NotFound, TooManyRequests
-from lagoon.format.keys import DEFAULT_ORG, NamespaceKeys, check_namespace, namespace_from_prefix, org_prefix
+from lagoon.errors import InvalidRequest, NotFound, TooManyRequests
+from lagoon.format.keys import (
+    DEFAULT_ORG,
+    NAMESPACE_RE,
+    NamespaceKeys,
+    check_namespace,
+    namespace_from_prefix,
+    org_prefix,
+)
 from lagoon.format.manifest import SegmentRef
 from lagoon.index import cancel
 from lagoon.index.sources.protocol import DocSource
@@ -78,6 +86,8 @@ class Database:
         self.segment_io = SegmentIO(store, settings.cache, cache_dir=resolve_cache_dir(settings) or "")
         # A sample of ANN queries is re-run exactly in the background: lagoon_ann_recall{namespace}.
         self.recall = RecallMonitor(settings.ann)
+        # Namespace markers and per-org counts: listing in O(page), the namespace limit by CAS.
+        self.catalog = Catalog(store, self.components)
 
     # -- plumbing --------------------------------------------------------------------------------
 
@@ -159,33 +169,34 @@ class Database:
         req = await asyncio.to_thread(parse_write, body, schema) if offload else parse_write(body, schema)
         op = Op(kind="write", body=body, request=req, parsed_against=schema)
         creates = op.request is not None and bool(op.request.upserts or op.request.create_namespace)
-        if creates and not h.state.current().exists:
-            await self._check_namespace_quota(org, namespace)
+        creates = creates and not h.state.current().exists
+        if creates:
+            await self.catalog.before_create(
+                org,
+                namespace,
+                limit=self.settings.limits.max_namespaces,
+                count_existing=lambda: self._count_namespaces(org, namespace),
+            )
         result = await h.committer.submit(op)
+        if creates:
+            await self.catalog.after_create(org, namespace)
         result.setdefault("performance", {})["server_total_ms"] = round(
             (time.perf_counter() - started) * 1000
         )
         return result
 
-    async def _check_namespace_quota(self, org: str, namespace: str) -> None:
-        """``limits.max_namespaces``: refuse to create one more namespace in a full org. Counted
-        from the listing when a write would create a namespace; concurrent creations on several
-        nodes may overshoot by a few (a soft limit)."""
-        limit = self.settings.limits.max_namespaces
-        if limit is None:
-            return
+    async def _count_namespaces(self, org: str, namespace: str) -> int:
+        """The namespaces of ``org`` other than ``namespace``, the slow way (every folder read):
+        only while the org's catalog is not complete (engine/catalog.py), up to the limit."""
+        limit = self.settings.limits.max_namespaces or 0
         count, cursor = 0, None
         while count < limit:
-            page = await self.list_namespaces(org=org, cursor=cursor, page_size=1000)
+            page = await self._list_by_folders(org, "", cursor, 1000)
             count += sum(1 for n in page["namespaces"] if n["id"] != namespace)
             cursor = page.get("next_cursor")
             if not cursor:
                 break
-        if count >= limit:
-            raise Forbidden(
-                f"org '{org}' already has {limit} namespaces (limits.max_namespaces); "
-                f"delete one or raise the limit to create '{namespace}'"
-            )
+        return count
 
     async def _check_backpressure(self, h: NamespaceHandle) -> None:
         """429 while the namespace's unindexed WAL tail exceeds ``indexer.max_unindexed_bytes``
@@ -252,6 +263,11 @@ class Database:
         await self.snapshot(org, namespace, strong=True)
         h = self.handle(org, namespace)
         await h.committer.submit(Op(kind="truncate"))
+
+        async def exists() -> bool:
+            return (await h.state.snapshot(strong=True)).exists
+
+        await self.catalog.after_delete(org, namespace, exists=exists)
         return {"status": "OK"}
 
     @at_boundary
@@ -412,16 +428,38 @@ class Database:
     async def list_namespaces(
         self, *, org: str = DEFAULT_ORG, prefix: str = "", cursor: str | None = None, page_size: int = 100
     ) -> dict[str, Any]:
-        """Namespaces of ``org`` whose name starts with ``prefix``, in key order ("name/").
+        """Namespaces of ``org`` whose name starts with ``prefix``, in name order.
 
-        The cursor is the last name of the previous page. A namespace is listed while it exists
-        (deleted ones are skipped): for a candidate this node has not loaded, that costs CURRENT,
-        a manifest probe and a WAL listing (``NamespaceState.exists``), never its segments.
+        The cursor is the last name of the previous page. From the org's catalog (one GET of its
+        record, one LIST of its markers: engine/catalog.py), whatever the org holds; in an org
+        whose catalog is not complete yet (it predates the catalog and no sweep or repair has
+        reconciled it), from its namespace folders, each checked to exist.
         """
         if not 1 <= page_size <= 1000:
             raise InvalidRequest("page_size: expected 1..1000")
         if cursor is not None:
             check_namespace(cursor)
+        if prefix and not _valid_prefix(prefix):
+            return {"namespaces": []}
+        try:
+            names = await self.catalog.page(org, prefix=prefix, after=cursor, limit=page_size + 1)
+        except StorageError as e:
+            raise translate(e, "listing namespaces") from e
+        if names is None:
+            return await self._list_by_folders(org, prefix, cursor, page_size)
+        page = names[:page_size]
+        out: dict[str, Any] = {"namespaces": [{"id": n} for n in page]}
+        if len(names) > page_size:
+            out["next_cursor"] = page[-1]
+        return out
+
+    async def _list_by_folders(
+        self, org: str, prefix: str, cursor: str | None, page_size: int
+    ) -> dict[str, Any]:
+        """The listing of an org without a complete catalog: namespace folders in key order
+        ("name/"), each checked to exist (deleted ones are skipped): for a candidate this node
+        has not loaded, that costs CURRENT, a manifest probe and a WAL listing
+        (``NamespaceState.exists``), never its segments."""
         base = org_prefix(org)
         after = base + cursor + "/" if cursor else None
         names: list[str] = []
@@ -455,6 +493,11 @@ class Database:
         if len(names) > page_size or (more and page):
             out["next_cursor"] = page[-1]
         return out
+
+
+def _valid_prefix(prefix: str) -> bool:
+    """Could a namespace name start with ``prefix``?"""
+    return len(prefix) <= 128 and NAMESPACE_RE.fullmatch(prefix) is not None
 
 
 def _valid_name(name: str) -> bool:

@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from lagoon import metrics
 from lagoon.config import Settings
 from lagoon.engine import manifest_store
+from lagoon.engine.catalog import Catalog
 from lagoon.engine.compactor import compact_namespace, pick_inputs
 from lagoon.engine.components import Components
 from lagoon.engine.gc import DEFAULT_RETAIN_VERSIONS, ManifestCache, collect_garbage
@@ -38,7 +39,7 @@ from lagoon.engine.indexer import IndexOutcome, index_namespace, indexing_state
 from lagoon.engine.queue import IndexingQueue, parse_queue_name, queue_name
 from lagoon.engine.segment_io import SegmentIO
 from lagoon.engine.state import NamespaceState
-from lagoon.format.keys import CLUSTER_PREFIX, NamespaceKeys, namespace_from_prefix
+from lagoon.format.keys import CLUSTER_PREFIX, ORG_RE, NamespaceKeys, namespace_from_prefix
 from lagoon.logs import log_event
 from lagoon.storage.base import ObjectStore
 
@@ -84,6 +85,7 @@ class IndexerLoop:
         self.retain_versions = retain_versions
         self.sweep_interval = sweep_interval_secs
         self.queue = IndexingQueue(store, self.components)
+        self.catalog = Catalog(store, self.components)
         self.segment_io = SegmentIO(store, settings.cache)
         self.manifests = ManifestCache()
         self.states: dict[str, NamespaceState] = {}
@@ -348,14 +350,17 @@ class IndexerLoop:
     # -- discovery sweep -----------------------------------------------------------------------------
 
     async def _sweep(self) -> set[str]:
-        """List every namespace once: queue those with an unindexed tail, and schedule a GC pass
-        for all of them (orphans and pending deletes survive worker restarts)."""
+        """List every namespace once: queue those with an unindexed tail, schedule a GC pass for
+        all of them (orphans and pending deletes survive worker restarts), and reconcile each
+        org's namespace catalog with the namespaces that exist (engine/catalog.py)."""
         found: set[str] = set()
         with_tail: set[str] = set()
         orgs = await self._list_prefixes("")
         for org_prefix in orgs:
-            if org_prefix == CLUSTER_PREFIX:
+            org = org_prefix.rstrip("/")
+            if org_prefix == CLUSTER_PREFIX or not ORG_RE.fullmatch(org):
                 continue
+            existing: list[str] = []
             for ns_prefix in await self._list_prefixes(org_prefix):
                 try:
                     keys = NamespaceKeys.of(org_prefix.rstrip("/"), namespace_from_prefix(ns_prefix))
@@ -363,6 +368,8 @@ class IndexerLoop:
                     continue
                 name = queue_name(keys)
                 found.add(name)
+                if await self._exists(keys):
+                    existing.append(keys.namespace)
                 try:
                     tail = await self._has_tail(keys, name)
                 except Exception as e:  # one unreadable namespace must not end the sweep
@@ -377,6 +384,16 @@ class IndexerLoop:
                     continue
                 if tail:
                     with_tail.add(name)
+            try:
+                await self.catalog.reconcile(org, existing)
+            except Exception as e:
+                log_event(
+                    log,
+                    "could not reconcile the namespace catalog",
+                    level=logging.WARNING,
+                    org=org,
+                    error=repr(e),
+                )
         now = self.components.clock.monotonic()
         for name in found:
             self.maintenance.setdefault(name, now)
@@ -397,6 +414,14 @@ class IndexerLoop:
             if len(page) < _LIST_PAGE:
                 return out
             after = page[-1]
+
+    async def _exists(self, keys: NamespaceKeys) -> bool:
+        """Does the namespace exist? One that cannot be read counts as existing (its catalog
+        marker is kept: a namespace missing from listings would be missed by backups)."""
+        try:
+            return await NamespaceState(keys, self.store, self.settings, self.components).exists()
+        except Exception:
+            return True
 
     async def _has_tail(self, keys: NamespaceKeys, name: str) -> bool:
         """Does the namespace have unindexed entries? Exports its series on the way: the segment

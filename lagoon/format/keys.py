@@ -6,7 +6,9 @@ Layout under the store's prefix (the storage backend applies ``storage.prefix``)
     {org}/{ns}/manifest/{ver:020d}.json    immutable manifest versions; ver is dense 1, 2, 3, ...
     {org}/{ns}/manifest/CURRENT            hint: latest known manifest version (plain PUT, may lag)
     {org}/{ns}/seg/{segment_id}/{file}     immutable segment files (ids never reused)
-    _lagoon/...                            cluster-wide objects
+    _lagoon/...                            cluster-wide objects, among them:
+    _lagoon/catalog/{org}/ns/{ns}          namespace marker (listing: docs/formats/catalog.md)
+    _lagoon/catalog/{org}/count.json       the org's namespace count
 
 Org names match ``[a-z0-9][a-z0-9-]{0,62}`` so they never collide with ``_lagoon/``; namespace
 names match ``[A-Za-z0-9-_.]{1,128}`` and are not ``.`` or ``..``. Nothing else concatenates keys.
@@ -104,3 +106,25 @@ def namespace_from_prefix(prefix: str) -> str:
 
 def queue_key() -> str:
     return f"{CLUSTER_PREFIX}queue/indexing.json"
+
+
+CATALOG_PREFIX = f"{CLUSTER_PREFIX}catalog/"
+
+
+def catalog_markers_prefix(org: str) -> str:
+    """``_lagoon/catalog/{org}/ns/``: one marker object per existing namespace of ``org``."""
+    return f"{CATALOG_PREFIX}{check_org(org)}/ns/"
+
+
+def catalog_marker(org: str, namespace: str) -> str:
+    return f"{catalog_markers_prefix(org)}{check_namespace(namespace)}"
+
+
+def catalog_org(org: str) -> str:
+    """``_lagoon/catalog/{org}/count.json``: the org's namespace count and completeness."""
+    return f"{CATALOG_PREFIX}{check_org(org)}/count.json"
+
+
+def namespace_from_marker(key: str) -> str:
+    """'_lagoon/catalog/default/ns/docs' -> 'docs'."""
+    return key.rsplit("/", 1)[-1]

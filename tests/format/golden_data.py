@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
+from lagoon.format.catalog import Marker, OrgCatalog, encode_marker, encode_org
 from lagoon.format.manifest import Manifest, PendingDelete, SegmentRef, encode_manifest
 from lagoon.format.wal import OP_COLUMN, WalEntry, encode_entry
 from lagoon.schema import AttrType
@@ -80,7 +81,19 @@ def manifest() -> Manifest:
     )
 
 
+def catalog_marker() -> Marker:
+    return Marker(org="default", namespace="docs", created_at_ms=1_764_000_000_000, writer="node-golden")
+
+
+def catalog_org() -> OrgCatalog:
+    return OrgCatalog(
+        count=3, complete=True, updated_ms=1_764_000_000_000, nonce="00112233445566778899aabbccddeeff"
+    )
+
+
 if __name__ == "__main__":
     out = Path(sys.argv[1])
     (out / "wal.bin").write_bytes(encode_entry(wal_entry()))
     (out / "manifest.json").write_bytes(encode_manifest(manifest()))
+    (out / "catalog-marker.json").write_bytes(encode_marker(catalog_marker()))
+    (out / "catalog-org.json").write_bytes(encode_org(catalog_org()))
