@@ -17,14 +17,18 @@ from typing import Any, Final
 
 import pyarrow as pa
 
-from lagoon.errors import InvalidRequest
+from lagoon.errors import DataCorruption, InvalidRequest
 
 SCALARS = ("string", "int", "uint", "float", "bool", "datetime", "uuid")
 ID_TYPES = ("uint", "uuid", "string")
 DISTANCE_METRICS = ("cosine_distance", "euclidean_squared")
 MAX_DIMS = 10_752
+"""Largest vector a write may declare or infer. Persisted schemas are read with any positive
+dimension (an older build may have stored more): limits are write-time policy."""
 MAX_ATTR_NAME_BYTES = 128
 MAX_ATTRIBUTES = 1024
+MAX_STORED_DIMS = 1 << 24
+"""A persisted vector type above this is damage, not an old limit."""
 _VECTOR_RE = re.compile(r"^\[(\d+)\](f32|f16|i8)$")
 
 
@@ -38,13 +42,16 @@ class AttrType:
     dtype: str = ""
 
     @staticmethod
-    def parse(text: Any, *, where: str = "type") -> AttrType:
+    def parse(text: Any, *, where: str = "type", stored: bool = False) -> AttrType:
+        """The type a type name denotes. ``stored``: the name comes from persisted data, where
+        any positive vector dimension is read (write limits are checked when data is written)."""
         if not isinstance(text, str):
-            raise InvalidRequest(f"{where}: expected a type name string, got {text!r}")
+            raise InvalidRequest(f"{where}: expected a type name string, got {text!r:.60}")
         m = _VECTOR_RE.match(text)
         if m:
-            dims = int(m.group(1))
-            if not 1 <= dims <= MAX_DIMS:
+            digits = m.group(1)
+            dims = int(digits) if len(digits) <= 9 else MAX_STORED_DIMS + 1
+            if not 1 <= dims <= (MAX_STORED_DIMS if stored else MAX_DIMS):
                 raise InvalidRequest(f"{where}: vector dimensions must be 1..{MAX_DIMS}, got {dims}")
             return AttrType("vector", dims=dims, dtype=m.group(2))
         if text.startswith("[]") and text[2:] in SCALARS:
@@ -155,8 +162,42 @@ class Schema:
 
     @staticmethod
     def from_storage(data: dict[str, Any]) -> Schema:
-        attrs = {n: _attr_from_json(n, j, existing=None) for n, j in data.get("attributes", {}).items()}
-        return Schema(data.get("id_type"), attrs, data.get("distance_metric"))
+        """The schema persisted in a WAL entry or manifest. What a write could have stored is
+        read (also values beyond today's write limits, e.g. an older build's vector dimensions);
+        anything else raises ``DataCorruption``, never a client error."""
+        try:
+            if not isinstance(data, dict):
+                raise InvalidRequest(f"expected an object, got {type(data).__name__}")
+            raw_attrs = data.get("attributes") or {}
+            if not isinstance(raw_attrs, dict):
+                raise InvalidRequest("attributes: expected an object")
+            attrs = {n: _attr_from_json(n, j, existing=None, stored=True) for n, j in raw_attrs.items()}
+            id_type, metric = data.get("id_type"), data.get("distance_metric")
+            if id_type is not None and id_type not in ID_TYPES:
+                raise InvalidRequest(f"id_type: unknown id type {id_type!r:.40}")
+            if metric is not None and metric not in DISTANCE_METRICS:
+                raise InvalidRequest(f"distance_metric: unknown metric {metric!r:.40}")
+        except InvalidRequest as e:
+            raise DataCorruption(f"stored schema is unreadable: {e.message}") from None
+        return Schema(id_type, attrs, metric)
+
+
+def check_writable(schema: Schema) -> None:
+    """``InvalidRequest`` unless a write may store ``schema``: every attribute within the write
+    limits (names, types, dimensions, count) and the schema read back from its stored form equal
+    to itself. The last step of validating any write or schema change: what is stored is then
+    exactly what readers will see."""
+    if len(schema.attributes) > MAX_ATTRIBUTES:
+        raise InvalidRequest(f"schema: more than {MAX_ATTRIBUTES} attributes")
+    for name, attr in schema.attributes.items():
+        check_attr_name(name)
+        AttrType.parse(str(attr.type), where=f"schema.{name}.type")
+    try:
+        again = Schema.from_storage(schema.to_storage())
+    except DataCorruption as e:
+        raise InvalidRequest(f"schema: {e.message}") from None
+    if again != schema:
+        raise InvalidRequest("schema: this combination of options cannot be stored")
 
 
 def check_attr_name(name: Any) -> str:
@@ -169,8 +210,11 @@ def check_attr_name(name: Any) -> str:
     return name
 
 
-def _attr_from_json(name: str, spec: Any, existing: AttributeSchema | None) -> AttributeSchema:
-    """Parse one attribute's schema spec (a type string or a config object)."""
+def _attr_from_json(
+    name: str, spec: Any, existing: AttributeSchema | None, *, stored: bool = False
+) -> AttributeSchema:
+    """Parse one attribute's schema spec (a type string or a config object); ``stored``: read
+    from persisted data (see ``AttrType.parse``)."""
     where = f"schema.{name}"
     if isinstance(spec, str):
         spec = {"type": spec}
@@ -180,7 +224,7 @@ def _attr_from_json(name: str, spec: Any, existing: AttributeSchema | None) -> A
     if unknown:
         raise InvalidRequest(f"{where}: unknown option(s) {', '.join(sorted(unknown))}")
     if "type" in spec:
-        atype = AttrType.parse(spec["type"], where=f"{where}.type")
+        atype = AttrType.parse(spec["type"], where=f"{where}.type", stored=stored)
         if existing is not None and existing.type != atype:
             raise InvalidRequest(
                 f"{where}: type is {existing.type}, cannot change it to {atype} "

@@ -20,7 +20,7 @@ import numpy as np
 import pyarrow as pa
 
 from lagoon.errors import InvalidRequest
-from lagoon.schema import AttrType, id_arrow_type
+from lagoon.schema import MAX_DIMS, AttrType, id_arrow_type
 
 U64_MAX = 2**64 - 1
 I64_MIN, I64_MAX = -(2**63), 2**63 - 1
@@ -281,10 +281,17 @@ def infer_type(name: str, value: Any) -> AttrType | None:
     if value is None:
         return None
     if name == "vector":
+        dims = None
         if isinstance(value, list):
-            return AttrType("vector", dims=len(value), dtype="f32") if value else None
-        if isinstance(value, str):
-            return AttrType("vector", dims=len(decode_base64_vector(value, where=name)), dtype="f32")
+            dims = len(value)
+        elif isinstance(value, str):
+            dims = len(decode_base64_vector(value, where=name))
+        if dims is not None:
+            if not 1 <= dims <= MAX_DIMS:
+                raise InvalidRequest(
+                    f"attribute {name!r}: a vector of {dims} dimensions; vectors have 1..{MAX_DIMS}"
+                )
+            return AttrType("vector", dims=dims, dtype="f32")
     if isinstance(value, bool):
         return AttrType("bool")
     if isinstance(value, int):

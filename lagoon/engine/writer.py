@@ -391,7 +391,7 @@ class Committer:
                 settings=dict(resolver.settings) if settings_changed else None,
                 docs=docs,
             )
-            data = encode_entry(entry)
+            data = encode_entry(entry, resolver.schema)
             fp.hit("wal.before_put")
             outcome_kind = await self._put(seq, data)
             if outcome_kind == "lost":

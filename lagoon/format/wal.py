@@ -14,9 +14,11 @@ from typing import Any
 
 import msgspec
 import pyarrow as pa
+import pyarrow.compute as pc
 
-from lagoon.errors import DataCorruption
+from lagoon.errors import DataCorruption, InternalError, LagoonError
 from lagoon.format.framing import decode_frame, encode_frame
+from lagoon.schema import Schema, id_arrow_type
 
 MAGIC = b"LGWL"
 FORMAT_VERSION = 1
@@ -75,7 +77,64 @@ def table_from_ipc(data: bytes, *, what: str) -> pa.Table:
         raise DataCorruption(f"{what}: unreadable document table ({e})") from None
 
 
-def encode_entry(entry: WalEntry) -> bytes:
+def check_entry(entry: WalEntry, schema: Schema | None) -> None:
+    """Raise ``DataCorruption`` unless ``entry`` is one a reader can fold: its schema (if any)
+    parses, and its document table has ``id`` and ``$op`` (0 or 1) columns and only columns of
+    attributes of the schema in effect after it (``schema``: the entry's own, or the one in
+    effect before it; None = not known here, only the structure is checked), each of exactly
+    the attribute's type, with every id once. The writer runs it before every PUT and readers
+    on every entry they fold, so both sides agree on what a valid entry is."""
+    effective = Schema.from_storage(entry.schema) if entry.schema is not None else schema
+    docs = entry.docs
+    if docs is None:
+        return
+    names = docs.column_names
+    if "id" not in names or OP_COLUMN not in names:
+        raise DataCorruption("document table lacks the id or $op column")
+    if len(set(names)) != len(names):
+        raise DataCorruption("document table has a column twice")
+    ops = docs.column(OP_COLUMN)
+    if ops.type != pa.uint8() or ops.null_count:
+        raise DataCorruption("document table: $op must be a uint8 column without nulls")
+    if docs.num_rows and not pc.all(pc.less_equal(ops, OP_DELETE)).as_py():
+        raise DataCorruption("document table: unknown $op value")
+    ids = docs.column("id")
+    if ids.null_count:
+        raise DataCorruption("document table: null id")
+    if pc.count_distinct(ids).as_py() != docs.num_rows:
+        raise DataCorruption("document table: an id appears more than once")
+    if effective is None:
+        return
+    if effective.id_type is None:
+        if docs.num_rows:
+            raise DataCorruption("document table with rows in a namespace without an id type")
+        return
+    if ids.type != id_arrow_type(effective.id_type):
+        raise DataCorruption(
+            f"document table: id column of type {ids.type}, the schema says {effective.id_type}"
+        )
+    for name in names:
+        if name in ("id", OP_COLUMN):
+            continue
+        attr = effective.attributes.get(name)
+        if attr is None:
+            raise DataCorruption(f"document table: column {name[:80]!r} is not an attribute of the schema")
+        want = attr.type.arrow_type()
+        if docs.schema.field(name).type != want:
+            raise DataCorruption(
+                f"document table: column {name[:80]!r} has type {docs.schema.field(name).type}, "
+                f"the schema says {attr.type}"
+            )
+
+
+def encode_entry(entry: WalEntry, schema: Schema | None = None) -> bytes:
+    """The bytes of ``entry``. ``schema``: the schema in effect before it, when the entry does
+    not carry its own; the entry is checked first (``check_entry``), so no byte that a reader
+    would refuse is ever produced: a failure is a bug of the caller (``InternalError``)."""
+    try:
+        check_entry(entry, schema)
+    except LagoonError as e:
+        raise InternalError(f"refusing to write an invalid WAL entry: {e.message}") from None
     body = _Body(
         seq=entry.seq,
         nonce=entry.nonce,
@@ -103,9 +162,7 @@ def decode_entry(data: bytes, *, what: str = "wal entry") -> WalEntry:
     except (msgspec.DecodeError, msgspec.ValidationError) as e:
         raise DataCorruption(f"{what}: unreadable body ({e})") from None
     docs = table_from_ipc(body.docs, what=what) if body.docs else None
-    if docs is not None and ("id" not in docs.column_names or OP_COLUMN not in docs.column_names):
-        raise DataCorruption(f"{what}: document table lacks the id or $op column")
-    return WalEntry(
+    entry = WalEntry(
         seq=body.seq,
         nonce=body.nonce,
         created_at_ms=body.created_at_ms,
@@ -116,3 +173,8 @@ def decode_entry(data: bytes, *, what: str = "wal entry") -> WalEntry:
         settings=body.settings,
         docs=docs,
     )
+    try:
+        check_entry(entry, None)
+    except DataCorruption as e:
+        raise DataCorruption(f"{what}: {e.message}") from None
+    return entry

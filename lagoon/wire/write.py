@@ -20,6 +20,7 @@ from lagoon.schema import (
     Schema,
     apply_schema_update,
     check_attr_name,
+    check_writable,
 )
 from lagoon.values import Id, coerce_id, coerce_value, infer_type
 
@@ -314,6 +315,7 @@ def parse_write(body: Any, schema: Schema) -> WriteRequest:
     if create is True and new_schema.id_type is None:
         new_schema = replace(new_schema, id_type="uint")
 
+    check_writable(new_schema)
     logical = (
         sum(_doc_bytes(d) for _, d in upserts) + sum(_doc_bytes(d) for _, d in patches) + 8 * len(deletes)
     )
