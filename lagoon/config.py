@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextvars
 import datetime as dt
+import difflib
 import json
 import math
 import os
@@ -38,6 +39,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    PrivateAttr,
     SecretBytes,
     SecretStr,
     ValidationError,
@@ -523,6 +525,7 @@ class Settings(BaseSettings):
     auth: AuthSettings = AuthSettings()
     limits: LimitsSettings = LimitsSettings()
     observability: ObservabilitySettings = ObservabilitySettings()
+    _ignored_env: list[str] = PrivateAttr(default_factory=list)
 
     @classmethod
     def settings_customise_sources(
@@ -568,7 +571,7 @@ def load_settings(
     env = _lagoon_environ() if environ else {}
     path = config_file if config_file is not None else (env.get(CONFIG_ENV_VAR) or None)
     toml = _read_toml(Path(path)) if path is not None else None
-    problems = _unknown_env_vars(env)
+    problems, ignored = _unknown_env_vars(env)
     problems += _unknown_keys(toml or {}, f"in {path}")
     problems += _unknown_keys(overrides or {}, "on the command line")
     if problems:
@@ -576,7 +579,9 @@ def load_settings(
     plain_overrides = {section: dict(values) for section, values in (overrides or {}).items()}
     token = _SOURCES.set(_Sources(environ=environ, toml=toml))
     try:
-        return Settings(**cast(dict[str, Any], plain_overrides))
+        settings = Settings(**cast(dict[str, Any], plain_overrides))
+        settings._ignored_env = ignored
+        return settings
     except ValidationError as e:
         raise InvalidRequest(_describe(e, toml, path, env, plain_overrides)) from None
     except ValueError as e:  # e.g. an environment value pydantic-settings cannot decode
@@ -607,24 +612,62 @@ def _read_toml(path: Path) -> dict[str, Any]:
         raise InvalidRequest(f"cannot read config file {path}: {e.strerror or e}") from None
 
 
-def _unknown_env_vars(env: Mapping[str, str]) -> list[str]:
-    """pydantic-settings ignores LAGOON_* variables that match no field; we refuse them (typos)."""
+def _unknown_env_vars(env: Mapping[str, str]) -> tuple[list[str], list[str]]:
+    """(problems, ignored) among the LAGOON_* variables.
+
+    Only ``LAGOON_<SECTION>__<KEY>`` names are settings: such a name with an unknown section or
+    key is a problem (a typo: refused, with the nearest setting as a suggestion), as is a name that
+    is exactly a section (``LAGOON_STORAGE``). Any other ``LAGOON_*`` name is not a setting and is
+    ignored (returned in ``ignored``, with a suggestion when it is close to one): Kubernetes
+    injects ``<SERVICE>_SERVICE_HOST``, ``<SERVICE>_PORT=tcp://...`` and more for every Service,
+    so a Service named ``lagoon-server`` gives every pod ``LAGOON_SERVER_PORT``."""
     known = sections()
-    problems = []
+    problems: list[str] = []
+    ignored: list[str] = []
     for name in sorted(env):
         if name == CONFIG_ENV_VAR:
             continue
-        section, sep, key = name[len(ENV_PREFIX) :].lower().partition("__")
-        if section not in known:
-            problems.append(f"unknown setting section '{section}' (from environment variable {name})")
-        elif not sep:
+        rest = name[len(ENV_PREFIX) :].lower()
+        section, sep, key = rest.partition("__")
+        if not sep or not section:
+            if rest in known:
+                problems.append(
+                    f"environment variable {name} sets a whole section; set one key at a time, "
+                    f"e.g. {env_var_name(rest, next(iter(known[rest].model_fields)))}"
+                )
+            else:
+                ignored.append(name + _suggestion(rest))
+        elif section not in known:
             problems.append(
-                f"environment variable {name} sets a whole section; set one key at a time, "
-                f"e.g. {env_var_name(section, next(iter(known[section].model_fields)))}"
+                f"unknown setting section '{section}' (from environment variable {name})"
+                + _suggestion(rest.replace("__", "_", 1))
             )
         elif key not in known[section].model_fields:
-            problems.append(f"unknown setting '{section}.{key}' (from environment variable {name})")
-    return problems
+            problems.append(
+                f"unknown setting '{section}.{key}' (from environment variable {name})"
+                + _suggestion(f"{section}_{key}")
+            )
+    return problems, ignored
+
+
+def _suggestion(flat: str) -> str:
+    """'; did you mean LAGOON_S__K?' for the setting whose ``section_key`` is closest to ``flat``."""
+    candidates = {
+        f"{s}_{k}": env_var_name(s, k) for s, model in sections().items() for k in model.model_fields
+    }
+    close = difflib.get_close_matches(flat, list(candidates), n=1, cutoff=0.85)
+    return f"; did you mean {candidates[close[0]]}?" if close else ""
+
+
+IGNORED_ENV_WARNING = (
+    "ignoring environment variables that are not settings (settings are LAGOON_<SECTION>__<KEY>)"
+)
+
+
+def ignored_environment(settings: Settings) -> list[str]:
+    """The ``LAGOON_*`` variables ``load_settings`` ignored (not settings), with suggestions; the
+    programs log them once, in one warning (``IGNORED_ENV_WARNING``), after logging is set up."""
+    return list(settings._ignored_env)
 
 
 def _unknown_keys(data: Mapping[str, Any], where: str) -> list[str]:

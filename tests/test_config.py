@@ -249,7 +249,6 @@ def test_unknown_env_key_is_rejected(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.mark.parametrize(
     ("name", "expected"),
     [
-        ("LAGOON_STORAGEX", "storagex"),
         ("LAGOON_FOO__BAR", "'foo'"),
         ("LAGOON_STORAGE", "set one key at a time"),
         ("LAGOON_STORAGE__BUCKET__X", "storage.bucket__x"),
@@ -473,3 +472,89 @@ def test_table_lists_every_key_with_its_env_var() -> None:
         for key in model.model_fields:
             assert f"`{section}.{key}`" in table
             assert f"`{config.env_var_name(section, key)}`" in table
+
+
+KUBERNETES_SERVICE_LINKS = {
+    "LAGOON_SERVER_SERVICE_HOST": "10.96.0.12",
+    "LAGOON_SERVER_SERVICE_PORT": "8080",
+    "LAGOON_SERVER_SERVICE_PORT_HTTP": "8080",
+    "LAGOON_SERVER_PORT": "tcp://10.96.0.12:8080",
+    "LAGOON_SERVER_PORT_8080_TCP": "tcp://10.96.0.12:8080",
+    "LAGOON_SERVER_PORT_8080_TCP_PROTO": "tcp",
+    "LAGOON_SERVER_PORT_8080_TCP_PORT": "8080",
+    "LAGOON_SERVER_PORT_8080_TCP_ADDR": "10.96.0.12",
+}
+
+
+def test_kubernetes_service_link_variables_are_ignored(monkeypatch: pytest.MonkeyPatch) -> None:
+    from lagoon.config import ignored_environment
+
+    for name, value in KUBERNETES_SERVICE_LINKS.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("LAGOON_STORAGE__BUCKET", "still-read")
+    settings = load_settings()
+    assert settings.storage.bucket == "still-read"
+    assert ignored_environment(settings) == sorted(KUBERNETES_SERVICE_LINKS)
+
+
+def test_near_misses_get_a_suggestion(monkeypatch: pytest.MonkeyPatch) -> None:
+    from lagoon.config import ignored_environment
+
+    monkeypatch.setenv("LAGOON_STORAG__BUCKET", "x")
+    assert "did you mean LAGOON_STORAGE__BUCKET?" in error_of()
+    monkeypatch.delenv("LAGOON_STORAG__BUCKET")
+    monkeypatch.setenv("LAGOON_STORAGE__BUKET", "x")
+    assert "did you mean LAGOON_STORAGE__BUCKET?" in error_of()
+    monkeypatch.delenv("LAGOON_STORAGE__BUKET")
+    monkeypatch.setenv("LAGOON_STORAGE_BUCKET", "x")  # one underscore: not a setting, but close to one
+    assert ignored_environment(load_settings()) == [
+        "LAGOON_STORAGE_BUCKET; did you mean LAGOON_STORAGE__BUCKET?"
+    ]
+
+
+def test_names_without_a_double_underscore_are_ignored(monkeypatch: pytest.MonkeyPatch) -> None:
+    from lagoon.config import ignored_environment
+
+    monkeypatch.setenv("LAGOON_STORAGEX", "1")
+    assert ignored_environment(load_settings()) == ["LAGOON_STORAGEX"]
+
+
+def test_server_boots_with_service_links_and_warns_once(tmp_path: Path) -> None:
+    """lagoon-server with every service-link variable of the shipped Service: ready, one warning."""
+    import json
+    import os
+    import subprocess
+    import sys
+    import time
+
+    import httpx
+
+    from tests.server.conftest import free_port, server_env
+
+    port = free_port()
+    env = server_env(tmp_path / "data", LAGOON_SERVER__PROCESSES="1", LAGOON_OBSERVABILITY__LOG_LEVEL="info")
+    env.update(KUBERNETES_SERVICE_LINKS)
+    exe = Path(sys.executable).parent / "lagoon-server"
+    proc = subprocess.Popen(
+        [str(exe), "--listen", f"127.0.0.1:{port}"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    )
+    try:
+        deadline = time.monotonic() + 60
+        ready = False
+        while time.monotonic() < deadline and proc.poll() is None:
+            try:
+                ready = httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200
+            except httpx.HTTPError:
+                pass
+            if ready:
+                break
+            time.sleep(0.1)
+        assert ready, f"exit {proc.poll()}"
+    finally:
+        proc.terminate()
+        out, _ = proc.communicate(timeout=30)
+    lines = [json.loads(line) for line in out.decode().splitlines() if line.startswith("{")]
+    warnings = [x for x in lines if x["logger"] == "lagoon.config"]
+    assert len(warnings) == 1 and warnings[0]["level"] == "warning", warnings
+    assert warnings[0]["variables"] == sorted(KUBERNETES_SERVICE_LINKS)
+    assert os.path.isdir(tmp_path / "data")

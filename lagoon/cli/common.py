@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 
 import click
 
-from lagoon.config import Settings, load_settings, to_toml
+from lagoon.config import IGNORED_ENV_WARNING, Settings, ignored_environment, load_settings, to_toml
 from lagoon.errors import LagoonError
 from lagoon.logs import configure_logging, log_event
 
@@ -159,6 +159,11 @@ def run_component(module_name: str, settings: Settings, program: str) -> int:
         raise RunError(f"cannot start {program}: {module_name}.run is not part of this build")
     configure_logging(settings.observability)
     log_event(logging.getLogger(module_name), f"{program} starting", version=version())
+    ignored = ignored_environment(settings)
+    if ignored:
+        log_event(
+            logging.getLogger("lagoon.config"), IGNORED_ENV_WARNING, level=logging.WARNING, variables=ignored
+        )
     try:
         result = run(settings)
     except KeyboardInterrupt:
