@@ -100,8 +100,8 @@ class ServerSettings(_Section):
         default=10,
         ge=0,
         le=19,
-        description="CPU niceness of the embedded indexer's process when there are several serving "
-        "processes: indexing gets the cores queries leave idle.",
+        description="CPU niceness added to the node's own for the embedded indexer's process when there "
+        "are several serving processes (at most 19): indexing gets the cores queries leave idle.",
         json_schema_extra=_cost("Higher lets a busy node's index lag grow; 0 lets indexing take query CPU."),
     )
     max_body_bytes: int = Field(

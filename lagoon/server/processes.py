@@ -161,7 +161,10 @@ class Supervisor:
         os.close(ready_w)
         if role == "indexer":  # at once, before it does any work (its threads inherit it)
             with contextlib.suppress(OSError):
-                os.setpriority(os.PRIO_PROCESS, proc.pid, self.settings.server.indexer_nice)
+                # Relative to the supervisor's own niceness: a node already started under `nice`
+                # keeps the indexer below its serving children, and never raises its priority.
+                base = os.getpriority(os.PRIO_PROCESS, 0)
+                os.setpriority(os.PRIO_PROCESS, proc.pid, min(19, base + self.settings.server.indexer_nice))
         assert proc.stdin is not None
         with contextlib.suppress(BrokenPipeError):
             proc.stdin.write(pickle.dumps(settings))

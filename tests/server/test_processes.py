@@ -95,7 +95,8 @@ def test_processes_serve_one_node(tmp_path: Path) -> None:
     try:
         r = roles(server.proc.pid)
         assert set(r) == {"server-0", "server-1", "indexer"}, server.log()
-        assert nice_of(r["indexer"]) == 10 and nice_of(r["server-0"]) == 0
+        own = os.getpriority(os.PRIO_PROCESS, 0)
+        assert nice_of(r["indexer"]) == min(19, own + 10) and nice_of(r["server-0"]) == own
 
         # writes and strong reads on fresh connections, spread over both processes
         for i in range(12):
