@@ -49,7 +49,7 @@ from lagoon.index.filters.filterindex import build_filter_index, indexable
 from lagoon.index.text.analyze import Analyzer
 from lagoon.index.text.bm25 import build_postings
 from lagoon.index.text.postings_v2 import encode_postings_v2
-from lagoon.index.vector.ivf import build_vec_file
+from lagoon.index.vector.build import build_vec_file
 from lagoon.schema import AttrType, FtsConfig, Schema, id_arrow_type
 
 SEQ_COLUMN = "$seq"  # uint64: WAL seq of the row's version

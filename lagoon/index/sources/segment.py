@@ -24,9 +24,9 @@ from lagoon.index.segment.read import SegmentReader
 from lagoon.index.sources.ranks import dense_rank
 from lagoon.index.sources.rows import LiveRows, bm25_on_rows, bm25_stats_on_rows, read_only
 from lagoon.index.text.bm25 import TermStats
-from lagoon.index.vector.ivf import ProbeSearch
 from lagoon.index.vector.kernels import VectorMatrix
 from lagoon.index.vector.plan import DEFAULT_RECALL_TARGET, RecallCurve
+from lagoon.index.vector.probe import ProbeSearch
 from lagoon.schema import Schema
 
 _NEGATIVE = {"NotEq": "Eq", "NotIn": "In"}

@@ -13,7 +13,7 @@ from lagoon.index.filters.parse import parse_filter
 from lagoon.index.segment.build import SEQ_COLUMN
 from lagoon.index.segment.read import SegmentReader
 from lagoon.index.sources.segment import SegmentSource
-from lagoon.index.vector.ivf import CALIBRATION_KS, TARGET_RECALL
+from lagoon.index.vector.build import CALIBRATION_KS, TARGET_RECALL
 from lagoon.schema import Schema, apply_schema_update
 from tests.index.segment.data import exact_topk, queries, recall_at_k, vectors
 from tests.index.segment.helpers import build, open_built
