@@ -16,6 +16,7 @@ and recall is 1 by construction): at most ``target + 0.02 + TOL``.
 from __future__ import annotations
 
 import random
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -73,10 +74,11 @@ def check(
 @pytest.mark.parametrize("style", ["one", "tiered", "sorted", "random"])
 def test_benchmark_vectors_euclidean(style: str) -> None:
     """60k-style data (64-d, euclidean_squared, as the benchmark generator makes it), one layout per
-    style; the unfiltered recall of an indexed layout also stays below the overshoot bound."""
+    style (seeded by a stable hash of the style's name: the same layout in every process); the
+    unfiltered recall of an indexed layout also stays below the overshoot bound."""
     n = 36_000
     base, qs = vectors(n, 64), queries(NQ, 64)
-    layout = L.random_layout(random.Random(hash(style) % 1000), n, style=style)
+    layout = L.random_layout(random.Random(zlib.crc32(style.encode()) % 1000), n, style=style)
     res = check(base, qs, layout, "euclidean_squared", ("none", "50%", "10%", "1%"))
     if style == "one":
         assert res["none"] <= TARGET + 0.02 + TOL, res
