@@ -38,6 +38,7 @@ from lagoon.index.vector.probe import GATHER_FRACTION, ProbeSearch
 from lagoon.index.vector.quantized import QUANTIZED_FIRST_PASS, CodePass, first_pass_width
 
 WHOLE_FILE_FRACTION = 0.5  # a lazy index needing more of its block bytes than this fetches the file
+_ENCODE_CHUNK = 65_536  # vectors encoded to 8-bit codes per call when a whole index loads
 
 
 class BlockSource(Protocol):
@@ -200,13 +201,16 @@ class VectorIndex:
                 x = self._space(0, self.n_vectors)
                 self._sq_range = (x.min(axis=0), x.max(axis=0))
             vmin, vmax = self._sq_range
-            self._codes = CodePass(self.dims, self.n_clusters, self.metric, vmin, vmax)
-        starts, ends = self.list_ptr[clusters], self.list_ptr[clusters + 1]
-        idx = gather_runs(starts, ends - starts)
-        if idx.shape[0] == 0:
+            self._codes = CodePass(self.n_vectors, self.dims, self.metric, vmin, vmax)
+        if clusters.shape[0] == self.n_clusters:  # every cluster: in chunks of contiguous rows
+            for lo in range(0, self.n_vectors, _ENCODE_CHUNK):
+                hi = min(self.n_vectors, lo + _ENCODE_CHUNK)
+                self._codes.add(lo, self._space(lo, hi))
             return
-        ids = self.cord[idx]
-        self._codes.add(self._space_of(idx), ids, self.row_cluster[ids])
+        for c in clusters.tolist():
+            lo, hi = int(self.list_ptr[c]), int(self.list_ptr[c + 1])
+            if hi > lo:
+                self._codes.add(lo, self._space(lo, hi))
 
     def _space(self, lo: int, hi: int) -> np.ndarray:
         return self._space_of(np.arange(lo, hi))
@@ -240,7 +244,8 @@ class VectorIndex:
 
     @property
     def nbytes(self) -> int:
-        return int(self.cvec.nbytes + self.cord.nbytes + self.row_to_c.nbytes + self.centroids.nbytes)
+        codes = 0 if self._codes is None else int(self._codes.codes.nbytes)
+        return int(self.cvec.nbytes + codes + self.cord.nbytes + self.row_to_c.nbytes + self.centroids.nbytes)
 
     def rows_matrix(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(float32 (len(rows), dims) with zeros where a row has no vector, bool valid)."""
@@ -403,9 +408,11 @@ class VectorIndex:
         assert self._codes is not None
         if cand is not None and bitmap is None:
             bitmap = np.packbits(cand, bitorder="little")
-        n_rows = 0 if cand is None else int(cand.shape[0])
-        rows = self._codes.search(self._query_vector(q, metric), probe, width, n_rows, bitmap)
-        return self.best_of(q, metric, k, np.sort(self.row_to_c[rows]))
+        starts = self.list_ptr[probe]
+        idx = self._codes.search(
+            self._query_vector(q, metric), starts, self.list_ptr[probe + 1], width, self.cord, bitmap
+        )
+        return self.best_of(q, metric, k, np.sort(idx))
 
     def best_of(self, q: np.ndarray, metric: str, k: int, idx: np.ndarray) -> np.ndarray:
         """Indices (into ``cvec``) of the ``k`` best of ``idx`` by exact float32 distance, best

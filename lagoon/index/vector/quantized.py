@@ -1,25 +1,43 @@
 """The 8-bit first pass of an IVF probe.
 
-A probe that would rank more than ``max(RERANK_FACTOR·k, RERANK_MIN)`` candidates first scans
-their 8-bit codes (faiss ``IndexIVFScalarQuantizer`` over the loaded clusters of one index, ids =
-segment rows, a candidate mask as an ``IDSelectorBitmap``) and keeps that many; the caller then
-ranks those exactly. A quarter of the bytes to scan, and recall as with full vectors (only a true
-neighbour ranked below the cut by its codes is lost). The codes quantize each dimension over the
-file's stored value range (``sq_min``/``sq_max``) of the clustering space (unit vectors for
-cosine), not residuals. The search runs with one OpenMP thread on the calling thread.
+A probe that would rank more than ``max(RERANK_FACTOR·k, RERANK_MIN)`` candidates first scores
+their 8-bit codes and keeps that many; the caller then ranks those exactly. A quarter of the
+bytes to scan, and recall as with full vectors (only a true neighbour ranked below the cut by its
+codes is lost).
+
+Codes. Each dimension is quantized over the file's stored value range (``sq_min``/``sq_max``) of
+the clustering space (unit vectors for cosine), not residuals: faiss's ``ScalarQuantizer``
+(``QT_8bit``) encodes, and a vector decodes as ``x_t = min_t + (c_t + 0.5) · s_t`` with
+``s_t = (max_t - min_t) / 255``. The codes are kept here, in cluster order (row ``j`` of
+``codes`` is ``cvec[j]``), filled in as clusters load.
+
+Scan (``sq8_topk``, numba, one thread, no GIL). For inner products (cosine) the score of a code
+is ``Σ (q_t · s_t) · c_t`` (the constant ``Σ q_t (min_t + 0.5 s_t)`` does not change the order);
+for squared euclidean distance it is ``-Σ (b_t - s_t · c_t)²`` with ``b_t = q_t - min_t - 0.5 s_t``.
+With a candidate mask (a packed bitmap over segment rows), each probed cluster's candidates are
+picked first (one bit test per row, branch-free) and only they are scored: a selective filter
+costs a test per row of the probed clusters, not a code scan (a cluster where more than a quarter
+of the rows are candidates is scored contiguously, which vectorises better). The best ``width``
+are kept in a binary heap.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar, cast
 
+import numba
 import numpy as np
-
-from lagoon.index.vector.kernels import one_omp_thread
 
 QUANTIZED_FIRST_PASS = True  # probe with 8-bit codes, then rank the best RERANK_FACTOR·k exactly
 RERANK_FACTOR = 8
 RERANK_MIN = 64
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def _jit(fn: _F) -> _F:
+    return cast(_F, numba.njit(cache=True, nogil=True, fastmath=True)(fn))
 
 
 def first_pass_width(k: int) -> int:
@@ -28,71 +46,211 @@ def first_pass_width(k: int) -> int:
 
 
 class CodePass:
-    """The 8-bit codes of one index's loaded clusters (added cluster by cluster as they load)."""
+    """The 8-bit codes of one index's vectors (cluster order; rows of clusters not loaded yet are
+    never scanned)."""
 
-    def __init__(self, dims: int, n_clusters: int, metric: str, vmin: np.ndarray, vmax: np.ndarray) -> None:
+    def __init__(self, n_vectors: int, dims: int, metric: str, vmin: np.ndarray, vmax: np.ndarray) -> None:
         import faiss
 
-        fmetric = faiss.METRIC_INNER_PRODUCT if metric == "cosine_distance" else faiss.METRIC_L2
-        index = faiss.IndexIVFScalarQuantizer(
-            faiss.IndexFlat(dims, fmetric),
-            dims,
-            n_clusters,
-            faiss.ScalarQuantizer.QT_8bit,
-            fmetric,
-            False,  # codes of the vectors themselves, not of residuals
-        )
-        trained = np.concatenate([vmin, np.maximum(vmax - vmin, 1e-12)]).astype(np.float32)
-        faiss.copy_array_to_vector(trained, index.sq.trained)
-        index.is_trained = True
-        self._index: Any = index
+        self.l2 = metric != "cosine_distance"
+        self.vmin = np.ascontiguousarray(vmin, dtype=np.float32)
+        vdiff = np.maximum(np.asarray(vmax, np.float32) - self.vmin, np.float32(1e-12))
+        self.step = np.ascontiguousarray(vdiff / np.float32(255.0), dtype=np.float32)
+        sq = faiss.ScalarQuantizer(dims, faiss.ScalarQuantizer.QT_8bit)
+        trained = np.concatenate([self.vmin, vdiff]).astype(np.float32)
+        faiss.copy_array_to_vector(trained, sq.trained)
+        self._sq: Any = sq
+        self.codes = np.zeros((n_vectors, dims), np.uint8)
 
-    def add(self, x: np.ndarray, rows: np.ndarray, clusters: np.ndarray) -> None:
-        """Add vectors ``x`` (clustering space, f32) of segment ``rows`` in ``clusters``."""
-        import faiss
-
-        x = np.ascontiguousarray(x, dtype=np.float32)
-        ids = np.ascontiguousarray(rows, dtype=np.int64)
-        assign = np.ascontiguousarray(clusters, dtype=np.int64)
-        self._index.add_core(x.shape[0], faiss.swig_ptr(x), faiss.swig_ptr(ids), faiss.swig_ptr(assign))
+    def add(self, lo: int, x: np.ndarray) -> None:
+        """Encode the vectors ``x`` (clustering space, f32) of ``cvec[lo : lo + len(x)]``."""
+        if x.shape[0]:
+            codes = self._sq.compute_codes(np.ascontiguousarray(x, dtype=np.float32))
+            self.codes[lo : lo + x.shape[0]] = np.asarray(codes, np.uint8).reshape(x.shape[0], -1)
 
     def search(
         self,
         qv: np.ndarray,
-        probe: np.ndarray,
+        starts: np.ndarray,
+        ends: np.ndarray,
         width: int,
-        n_rows: int,
+        cord: np.ndarray,
         bitmap: np.ndarray | None,
     ) -> np.ndarray:
-        """Segment rows of the best ``width`` codes of the clusters ``probe`` for the query vector
-        ``qv`` (unit for cosine), among the rows set in ``bitmap`` (little-endian packed bits over
-        ``n_rows``; None = all)."""
-        import faiss
-
-        q = np.ascontiguousarray(qv, dtype=np.float32).reshape(1, -1)
-        params = faiss.SearchParametersIVF()
-        params.nprobe = int(probe.shape[0])
-        if bitmap is not None:
-            params.sel = faiss.IDSelectorBitmap(n_rows, faiss.swig_ptr(bitmap))
-        assign = np.ascontiguousarray(probe, dtype=np.int64).reshape(1, -1)
-        cdist = np.zeros(assign.shape, np.float32)
-        dist = np.empty((1, width), np.float32)
-        labels = np.empty((1, width), np.int64)
-        with one_omp_thread(faiss):
-            self._index.search_preassigned_c(
-                1,
-                faiss.swig_ptr(q),
-                width,
-                faiss.swig_ptr(assign),
-                faiss.swig_ptr(cdist),
-                faiss.swig_ptr(dist),
-                faiss.swig_ptr(labels),
-                False,
-                params,
-            )
-        del bitmap  # (kept alive until the search is done)
-        out: np.ndarray = labels[0][labels[0] >= 0]
+        """Indices (into ``codes``, unordered) of the best ``width`` codes in the runs
+        ``[starts[i], ends[i])`` for the query vector ``qv`` (unit for cosine), among the rows
+        (``cord[j]`` for code ``j``) set in ``bitmap`` (little-endian packed bits; None = all)."""
+        q = np.ascontiguousarray(qv, dtype=np.float32).reshape(-1)
+        if self.l2:
+            a = self.step
+            b = (q - self.vmin - np.float32(0.5) * self.step).astype(np.float32)
+        else:
+            a = (q * self.step).astype(np.float32)
+            b = a
+        longest = int((ends - starts).max()) if starts.shape[0] else 0
+        heap_s = np.empty(width, np.float32)
+        heap_i = np.empty(width, np.int64)
+        buf = np.empty(max(1, longest), np.float32)
+        ibuf = np.empty(max(1, longest), np.int64)
+        masked = bitmap is not None
+        bits = bitmap if bitmap is not None else np.zeros(1, np.uint8)
+        n = sq8_topk(
+            self.codes,
+            np.ascontiguousarray(starts, dtype=np.int64),
+            np.ascontiguousarray(ends, dtype=np.int64),
+            cord,
+            bits,
+            masked,
+            a,
+            b,
+            self.l2,
+            width,
+            heap_s,
+            heap_i,
+            buf,
+            ibuf,
+        )
+        out: np.ndarray = heap_i[:n]
         return out
 
 
-__all__ = ["QUANTIZED_FIRST_PASS", "RERANK_FACTOR", "RERANK_MIN", "CodePass", "first_pass_width"]
+@_jit
+def _push(heap_s: Any, heap_i: Any, size: int, width: int, s: float, j: int) -> int:
+    """Offer (score ``s``, index ``j``) to the min-heap of the best ``width`` scores."""
+    if size < width:
+        k = size
+        size += 1
+        while k > 0:
+            p = (k - 1) >> 1
+            if heap_s[p] <= s:
+                break
+            heap_s[k] = heap_s[p]
+            heap_i[k] = heap_i[p]
+            k = p
+        heap_s[k] = s
+        heap_i[k] = j
+        return size
+    if s <= heap_s[0]:
+        return size
+    k = 0
+    while True:
+        c = 2 * k + 1
+        if c >= size:
+            break
+        if c + 1 < size and heap_s[c + 1] < heap_s[c]:
+            c += 1
+        if heap_s[c] >= s:
+            break
+        heap_s[k] = heap_s[c]
+        heap_i[k] = heap_i[c]
+        k = c
+    heap_s[k] = s
+    heap_i[k] = j
+    return size
+
+
+@_jit
+def _scores_run(codes: Any, lo: int, hi: int, a: Any, b: Any, l2: bool, out: Any) -> None:
+    d = codes.shape[1]
+    if l2:
+        for j in range(lo, hi):
+            s = np.float32(0.0)
+            for t in range(d):
+                e = b[t] - a[t] * np.float32(codes[j, t])
+                s -= e * e
+            out[j - lo] = s
+    else:
+        for j in range(lo, hi):
+            s = np.float32(0.0)
+            for t in range(d):
+                s += a[t] * np.float32(codes[j, t])
+            out[j - lo] = s
+
+
+@_jit
+def sq8_topk(
+    codes: Any,
+    starts: Any,
+    ends: Any,
+    cord: Any,
+    bitmap: Any,
+    masked: bool,
+    a: Any,
+    b: Any,
+    l2: bool,
+    width: int,
+    heap_s: Any,
+    heap_i: Any,
+    buf: Any,
+    ibuf: Any,
+) -> int:
+    """The best ``width`` codes of the runs (see ``CodePass.search``) into ``heap_i``; returns
+    how many were kept (fewer than ``width`` when the runs hold fewer candidates)."""
+    size = 0
+    d = codes.shape[1]
+    for i in range(starts.shape[0]):
+        lo, hi = starts[i], ends[i]
+        if masked:
+            c = 0
+            for j in range(lo, hi):
+                r = cord[j]
+                ibuf[c] = j
+                c += (bitmap[r >> 3] >> (r & 7)) & 1
+            if 4 * c > hi - lo:  # dense: score the run contiguously (vectorised), keep the candidates
+                _scores_run(codes, lo, hi, a, b, l2, buf)
+                for u in range(c):
+                    j = ibuf[u]
+                    s = buf[j - lo]
+                    if size < width or s > heap_s[0]:
+                        size = _push(heap_s, heap_i, size, width, s, j)
+                continue
+            if l2:
+                for u in range(c):
+                    j = ibuf[u]
+                    s = np.float32(0.0)
+                    for t in range(d):
+                        e = b[t] - a[t] * np.float32(codes[j, t])
+                        s -= e * e
+                    buf[u] = s
+            else:
+                for u in range(c):
+                    j = ibuf[u]
+                    s = np.float32(0.0)
+                    for t in range(d):
+                        s += a[t] * np.float32(codes[j, t])
+                    buf[u] = s
+            for u in range(c):
+                s = buf[u]
+                if size < width or s > heap_s[0]:
+                    size = _push(heap_s, heap_i, size, width, s, ibuf[u])
+        else:
+            _scores_run(codes, lo, hi, a, b, l2, buf)
+            for j in range(lo, hi):
+                s = buf[j - lo]
+                if size < width or s > heap_s[0]:
+                    size = _push(heap_s, heap_i, size, width, s, j)
+    return size
+
+
+def warm_kernels() -> None:
+    """Compile (or load from numba's cache) the scan for both metrics, with and without a mask."""
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((64, 8)).astype(np.float32)
+    for metric in ("cosine_distance", "euclidean_squared"):
+        cp = CodePass(64, 8, metric, x.min(axis=0), x.max(axis=0))
+        cp.add(0, x)
+        cord = np.arange(64, dtype=np.int64)
+        starts, ends = np.array([0, 32], np.int64), np.array([32, 64], np.int64)
+        cp.search(x[0], starts, ends, 4, cord, None)
+        cp.search(x[0], starts, ends, 4, cord, np.packbits(np.ones(64, bool), bitorder="little"))
+
+
+__all__ = [
+    "QUANTIZED_FIRST_PASS",
+    "RERANK_FACTOR",
+    "RERANK_MIN",
+    "CodePass",
+    "first_pass_width",
+    "sq8_topk",
+    "warm_kernels",
+]
