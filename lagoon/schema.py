@@ -22,6 +22,10 @@ from lagoon.errors import DataCorruption, InvalidRequest
 SCALARS = ("string", "int", "uint", "float", "bool", "datetime", "uuid")
 ID_TYPES = ("uint", "uuid", "string")
 DISTANCE_METRICS = ("cosine_distance", "euclidean_squared")
+SPARSE_METRICS = ("dot_product",)
+SPARSE_TYPE = "{}f16"
+MAX_SPARSE_DIMS = 1024
+"""Most non-zero dimensions one written sparse vector may hold (turbopuffer's published limit)."""
 MAX_DIMS = 10_752
 """Largest vector a write may declare or infer. Persisted schemas are read with any positive
 dimension (an older build may have stored more): limits are write-time policy."""
@@ -47,6 +51,8 @@ class AttrType:
         any positive vector dimension is read (write limits are checked when data is written)."""
         if not isinstance(text, str):
             raise InvalidRequest(f"{where}: expected a type name string, got {text!r:.60}")
+        if text == SPARSE_TYPE:
+            return AttrType("sparse", dtype="f16")
         m = _VECTOR_RE.match(text)
         if m:
             digits = m.group(1)
@@ -60,19 +66,28 @@ class AttrType:
             return AttrType(text)
         raise InvalidRequest(
             f"{where}: unknown type {text!r}; expected one of {', '.join(SCALARS)}, "
-            "their arrays ([]string, ...), [N]f32, [N]f16 or [N]i8"
+            "their arrays ([]string, ...), [N]f32, [N]f16, [N]i8 or {}f16 (sparse)"
         )
 
     @property
     def is_vector(self) -> bool:
         return self.kind == "vector"
 
+    @property
+    def is_sparse(self) -> bool:
+        """A sparse vector (``{}f16``): dimension ids (u32) with f16 weights."""
+        return self.kind == "sparse"
+
     def __str__(self) -> str:
+        if self.is_sparse:
+            return SPARSE_TYPE
         if self.is_vector:
             return f"[{self.dims}]{self.dtype}"
         return f"[]{self.kind}" if self.array else self.kind
 
     def arrow_type(self) -> pa.DataType:
+        if self.is_sparse:
+            return pa.map_(pa.uint32(), pa.float16())
         if self.is_vector:
             return pa.list_(_VECTOR_ARROW[self.dtype], self.dims)
         scalar = _ARROW_SCALARS[self.kind]
@@ -104,10 +119,13 @@ class AttributeSchema:
     regex: bool = False
     glob: bool = False
     fuzzy: bool = False  # the Fuzzy filter (approximate substring match) is allowed
+    sparse_knn: dict[str, Any] | None = None  # {"distance_metric": "dot_product"} for indexed {}f16
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"type": str(self.type)}
-        if self.type.is_vector:
+        if self.type.is_sparse:
+            out["sparse_knn"] = dict(self.sparse_knn) if self.sparse_knn is not None else False
+        elif self.type.is_vector:
             out["ann"] = dict(self.ann) if self.ann is not None else False
         else:
             out["filterable"] = self.filterable
@@ -135,6 +153,9 @@ class Schema:
 
     def vector_columns(self) -> list[str]:
         return [n for n, a in self.attributes.items() if a.type.is_vector]
+
+    def sparse_columns(self) -> list[str]:
+        return [n for n, a in self.attributes.items() if a.type.is_sparse]
 
     def fts_columns(self) -> list[str]:
         return [n for n, a in self.attributes.items() if a.full_text_search is not None]
@@ -220,7 +241,9 @@ def _attr_from_json(
         spec = {"type": spec}
     if not isinstance(spec, dict):
         raise InvalidRequest(f"{where}: expected a type string or an object, got {spec!r}")
-    unknown = set(spec) - {"type", "filterable", "full_text_search", "ann", "regex", "glob", "fuzzy"}
+    unknown = set(spec) - {
+        "type", "filterable", "full_text_search", "ann", "regex", "glob", "fuzzy", "sparse_knn",
+    }  # fmt: skip
     if unknown:
         raise InvalidRequest(f"{where}: unknown option(s) {', '.join(sorted(unknown))}")
     if "type" in spec:
@@ -281,9 +304,40 @@ def _attr_from_json(
         flags[flag] = fv
     if flags["fuzzy"] and (atype.kind != "string" or atype.is_vector):
         raise InvalidRequest(f"{where}.fuzzy: only string and []string attributes; {name!r} is {atype}")
-    if atype.is_vector:
+    sparse_knn = _sparse_knn(where, spec, atype, base.sparse_knn, new=existing is None)
+    if atype.is_vector or atype.is_sparse:
         filterable = False
-    return AttributeSchema(atype, filterable, fts, ann, flags["regex"], flags["glob"], flags["fuzzy"])
+    return AttributeSchema(
+        atype, filterable, fts, ann, flags["regex"], flags["glob"], flags["fuzzy"], sparse_knn
+    )
+
+
+def _sparse_knn(
+    where: str, spec: dict[str, Any], atype: AttrType, current: dict[str, Any] | None, *, new: bool
+) -> dict[str, Any] | None:
+    """The ``sparse_knn`` option: only on ``{}f16``; on by default (dot product, the only metric)."""
+    if "sparse_knn" not in spec:
+        return {"distance_metric": "dot_product"} if new and atype.is_sparse else current
+    v = spec["sparse_knn"]
+    if not atype.is_sparse:
+        if v in (False, None):
+            return None
+        raise InvalidRequest(f"{where}.sparse_knn: only sparse vector attributes ({SPARSE_TYPE}) have it")
+    if v in (False, None):
+        return None
+    if v is True:
+        return {"distance_metric": "dot_product"}
+    if not isinstance(v, dict):
+        raise InvalidRequest(f"{where}.sparse_knn: expected true, false or an object")
+    unknown = set(v) - {"distance_metric"}
+    if unknown:
+        raise InvalidRequest(f"{where}.sparse_knn: unknown option(s) {', '.join(sorted(unknown))}")
+    metric = v.get("distance_metric", "dot_product")
+    if metric not in SPARSE_METRICS:
+        raise InvalidRequest(
+            f"{where}.sparse_knn.distance_metric: expected {', '.join(SPARSE_METRICS)}, got {metric!r:.40}"
+        )
+    return {"distance_metric": metric}
 
 
 def apply_schema_update(schema: Schema, update: Any) -> Schema:

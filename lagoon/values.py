@@ -20,7 +20,7 @@ import numpy as np
 import pyarrow as pa
 
 from lagoon.errors import InvalidRequest
-from lagoon.schema import MAX_DIMS, AttrType, id_arrow_type
+from lagoon.schema import MAX_DIMS, MAX_SPARSE_DIMS, AttrType, id_arrow_type
 
 U64_MAX = 2**64 - 1
 I64_MIN, I64_MAX = -(2**63), 2**63 - 1
@@ -65,6 +65,48 @@ def coerce_vector(value: Any, atype: AttrType, *, where: str, query: bool = Fals
             f"{where}: a {atype} vector holds integers from {I8_MIN} to {I8_MAX}, got {value!r:.80}"
         )
     return arr
+
+
+U32_MAX = 2**32 - 1
+F16_MAX = 65504.0
+
+
+def coerce_sparse(value: Any, *, where: str, query: bool = False) -> list[tuple[int, float]]:
+    """A sparse vector ``{"dim": weight, ...}`` -> ``[(dim, weight), ...]`` sorted by dim.
+
+    Dimensions are decimal integers 0..2^32-1 (JSON object keys are strings); weights are finite
+    numbers, within f16's range for a stored vector (``query`` vectors may hold any finite
+    number). A stored vector holds at most ``MAX_SPARSE_DIMS`` dimensions."""
+    if not isinstance(value, dict):
+        raise InvalidRequest(
+            f'{where}: expected a sparse vector object {{"dimension": weight, ...}}, got {value!r:.60}'
+        )
+    if not query and len(value) > MAX_SPARSE_DIMS:
+        raise InvalidRequest(
+            f"{where}: a sparse vector holds at most {MAX_SPARSE_DIMS} dimensions, got {len(value)}"
+        )
+    out: dict[int, float] = {}
+    for key, w in value.items():
+        if isinstance(key, int) and not isinstance(key, bool):
+            dim = key
+        elif isinstance(key, str) and key.isascii() and key.isdigit() and len(key) <= 10:
+            dim = int(key)
+        else:
+            raise InvalidRequest(
+                f"{where}: sparse dimension {key!r:.40} is not an integer from 0 to {U32_MAX}"
+            )
+        if not 0 <= dim <= U32_MAX:
+            raise InvalidRequest(f"{where}: sparse dimension {dim} is not an integer from 0 to {U32_MAX}")
+        if dim in out:
+            raise InvalidRequest(f"{where}: sparse dimension {dim} appears more than once")
+        if isinstance(w, bool) or not isinstance(w, int | float) or not math.isfinite(float(w)):
+            raise InvalidRequest(
+                f"{where}[{key!r:.20}]: a sparse weight must be a finite number, got {w!r:.40}"
+            )
+        if not query and abs(float(w)) > F16_MAX:
+            raise InvalidRequest(f"{where}[{key!r:.20}]: weight {w} is beyond the f16 range (±{F16_MAX:g})")
+        out[dim] = float(w)
+    return sorted(out.items())
 
 
 def _int8_values(arr: np.ndarray) -> bool:
@@ -142,6 +184,8 @@ def coerce_value(value: Any, atype: AttrType, *, where: str) -> Any:
         return None
     if atype.is_vector:
         return coerce_vector(value, atype, where=where)
+    if atype.is_sparse:
+        return coerce_sparse(value, where=where)
     if atype.array:
         if not isinstance(value, list):
             raise InvalidRequest(f"{where}: expected an array of {atype.kind}, got {value!r:.60}")
@@ -204,6 +248,8 @@ def arrow_value_to_json(value: Any, atype: AttrType, vector_encoding: str = "flo
     """A Python value taken from an Arrow column (``.as_py()``) -> its JSON wire form."""
     if value is None:
         return None
+    if atype.is_sparse:
+        return {str(int(d)): float(w) for d, w in value}
     if atype.is_vector:
         arr = np.asarray(value, dtype=np.float32)
         if vector_encoding == "base64":
@@ -260,6 +306,8 @@ def canonical_from_arrow(value: Any, atype: AttrType) -> Any:
         return None
     if atype.is_vector:
         return np.asarray(value, dtype=np.float32)
+    if atype.is_sparse:
+        return [(int(d), float(w)) for d, w in value]
     if atype.kind == "datetime":
         if atype.array:
             return [None if v is None else _datetime_to_ms(v) for v in value]

@@ -8,6 +8,7 @@ magic, format versions, body length, CRC-32C trailer), with a magic per kind of 
     vec.<attr>    b"LGSV"   IVF index + every vector of one vector attribute, cluster by cluster
     fts.<attr>    b"LGST"   postings of one full-text attribute (terms, docs, tfs, positions)
     flt.<attr>    b"LGSF"   sorted values -> rows of one filterable scalar attribute
+    spv.<attr>    b"LGSP"   inverted index (dimension -> rows, weights) of one sparse vector attribute
 
 The binary bodies (vec, fts, flt) share one layout: ``u32 meta_length``, ``u32 meta_crc32c``, the
 meta (UTF-8 JSON object), zero padding up to a multiple of 64 bytes counted from the start of the
@@ -48,6 +49,7 @@ MAGIC_DOCS = b"LGSD"
 MAGIC_VEC = b"LGSV"
 MAGIC_FTS = b"LGST"
 MAGIC_FLT = b"LGSF"
+MAGIC_SPV = b"LGSP"
 
 DOCS_FILE = "docs"
 ALIGN = 64
@@ -76,6 +78,10 @@ def fts_file(attr: str) -> str:
 
 def flt_file(attr: str) -> str:
     return f"flt.{attr_file_suffix(attr)}"
+
+
+def spv_file(attr: str) -> str:
+    return f"spv.{attr_file_suffix(attr)}"
 
 
 def align(n: int) -> int:

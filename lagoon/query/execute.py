@@ -9,6 +9,8 @@ Semantics (docs/query.md has the user-facing version):
 - filters are applied first; every ranking only sees matching documents;
 - vector rank: exact nearest neighbours for both ANN and kNN; ``$dist`` is cosine distance
   (1 − cos) or squared euclidean; documents without a vector are excluded;
+- sparse rank (SparseKNN): dot product, highest first, ``$dist`` = the dot product; only
+  documents sharing a dimension with the query;
 - score rank (BM25, Sum, Max, Product, filters-as-scores): highest first, ``$dist`` = score,
   documents scoring 0 are excluded; BM25 statistics cover all live documents, not just the filtered;
 - order by attributes: nulls first ascending and last descending, no ``$dist``;
@@ -53,6 +55,7 @@ from lagoon.wire.query import (
     ScoreClause,
     ScoreExpr,
     ScoreRank,
+    SparseRank,
     SumClause,
     VectorDistExpr,
     VectorRank,
@@ -178,7 +181,7 @@ def _account_scan(req: QueryRequest, src: DocSource, stats: _Stats) -> None:
 
 def ranking_attributes(req: QueryRequest) -> set[str]:
     r = req.rank_by
-    if isinstance(r, VectorRank):
+    if isinstance(r, VectorRank | SparseRank):
         return {r.attr}
     if isinstance(r, OrderBy):
         return {k.attr for k in r.keys} | (set(req.per.attributes) if req.per else set())
@@ -212,6 +215,11 @@ def rank(req: QueryRequest, src: DocSource) -> Ranked:
         mask = src.filter_mask(req.filters) if req.filters is not None else None
         pos, dist = src.vector_topk(r.attr, r.vector, r.metric, want, mask, approximate=r.mode == "ANN")
         return Ranked(pos[req.offset :], dist[req.offset :])
+    if isinstance(r, SparseRank):  # dot product, highest first; only documents sharing a dimension
+        mask = src.filter_mask(req.filters) if req.filters is not None else None
+        cand, sc = src.sparse(r.attr, r.dims, r.weights, k=want, mask=mask)
+        top = topk_smallest(-sc, src.id_rank()[cand], want)
+        return Ranked(cand[top][req.offset :], sc[top][req.offset :])
     if isinstance(r, ScoreRank):
         mask = src.filter_mask(req.filters) if req.filters is not None else None
         single = _single_bm25(r.clause)

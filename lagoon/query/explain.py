@@ -25,6 +25,7 @@ from lagoon.wire.query import (
     SaturateClause,
     ScoreClause,
     ScoreRank,
+    SparseRank,
     SumClause,
     VectorRank,
 )
@@ -72,6 +73,12 @@ def _plan(q: QueryRequest, live: DocSource) -> list[str]:
             f"rank: {r.mode} on {r.attr!r} ({typ}, {r.metric}), exact: one float32 matmul over "
             f"{present} vectors x {len(r.vector)} dims, argpartition top {q.offset + q.limit}; "
             "documents without a vector excluded; $dist ascending"
+        )
+    elif isinstance(r, SparseRank):
+        out.append(
+            f"rank: SparseKNN on {r.attr!r} ({{}}f16, dot_product) over the postings of "
+            f"{r.dims.shape[0]} query dimensions (segments: spv index, MaxScore top "
+            f"{q.offset + q.limit}; WAL tail: in-memory index); $dist = dot product, descending"
         )
     elif isinstance(r, ScoreRank):
         if uses_attributes(r.clause):

@@ -31,7 +31,7 @@ from lagoon.errors import InvalidRequest
 from lagoon.index.filters.parse import parse_filter
 from lagoon.index.filters.tree import Filter
 from lagoon.schema import DISTANCE_METRICS, AttributeSchema, Schema
-from lagoon.values import coerce_vector, parse_datetime
+from lagoon.values import coerce_sparse, coerce_vector, parse_datetime
 
 MAX_TOP_K = 10_000
 MAX_QUERIES = 16
@@ -100,6 +100,16 @@ class VectorRank:
     mode: str  # "ANN" or "kNN"; both are exact in the exhaustive executor
     vector: np.ndarray
     metric: str  # "cosine_distance" | "euclidean_squared"
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class SparseRank:
+    """``[attr, "SparseKNN", {dim: weight}]``: the documents of sparse attribute ``attr`` sharing a
+    dimension with the query, by dot product, highest first (``$dist`` = the dot product)."""
+
+    attr: str
+    dims: np.ndarray  # uint32, ascending
+    weights: np.ndarray  # float64, aligned with dims
 
 
 @dataclass(frozen=True, slots=True)
@@ -200,7 +210,7 @@ class OrderBy:
     keys: tuple[OrderKey, ...]
 
 
-Ranking = VectorRank | ScoreRank | OrderBy
+Ranking = VectorRank | ScoreRank | OrderBy | SparseRank
 
 
 @dataclass(frozen=True, slots=True)
@@ -502,8 +512,35 @@ def _parse_rank_by(v: Any, schema: Schema, metric: str | None, *, where: str) ->
     if len(v) >= 2 and isinstance(v[1], str) and v[1] in ("ANN", "kNN"):
         return _parse_vector_rank(v, schema, metric, where=where)
     if len(v) >= 2 and v[1] == "SparseKNN":
-        raise InvalidRequest(f"{where}: SparseKNN (sparse vectors) is not supported by Lagoon")
+        return _parse_sparse_rank(v, schema, where=where)
     return ScoreRank(_parse_clause(v, schema, where=where, depth=0))
+
+
+def _parse_sparse_rank(v: list[Any], schema: Schema, *, where: str) -> SparseRank:
+    if len(v) != 3:
+        raise InvalidRequest(
+            f'{where}: expected [attribute, "SparseKNN", {{dimension: weight}}], got {len(v)} elements'
+        )
+    attr, _, value = v
+    if not isinstance(attr, str):
+        raise InvalidRequest(f"{where}[0]: expected a sparse vector attribute name, got {_short(attr)}")
+    a = schema.get(attr)
+    if a is None:
+        have = schema.sparse_columns()
+        hint = (
+            f"sparse attributes: {', '.join(have)}"
+            if have
+            else "the namespace has no sparse vector attribute"
+        )
+        raise InvalidRequest(f"{where}[0]: unknown sparse vector attribute {attr!r} ({hint})")
+    if not a.type.is_sparse:
+        raise InvalidRequest(
+            f"{where}[0]: SparseKNN needs a sparse vector attribute ({{}}f16); {attr!r} has type {a.type}"
+        )
+    pairs = coerce_sparse(value, where=f"{where}[2]", query=True)
+    dims = np.asarray([d for d, _ in pairs], dtype=np.uint32)
+    weights = np.asarray([w for _, w in pairs], dtype=np.float64)
+    return SparseRank(attr, dims, weights)
 
 
 def _parse_order_key(v: Any, schema: Schema, *, where: str) -> OrderKey:
@@ -514,7 +551,7 @@ def _parse_order_key(v: Any, schema: Schema, *, where: str) -> OrderKey:
         raise InvalidRequest(f"{where}: order must be 'asc' or 'desc', got {_short(direction)}")
     if attr != "id":
         a = _attribute(schema, attr, where=where)
-        if a.type.is_vector or a.type.array:
+        if a.type.is_vector or a.type.is_sparse or a.type.array:
             raise InvalidRequest(
                 f"{where}: cannot order by {attr!r} of type {a.type}; only scalar attributes can be ordered"
             )
@@ -937,7 +974,7 @@ def _parse_limits(body: dict[str, Any], schema: Schema, p: str) -> tuple[int, Pe
         if name == "id":
             continue
         a = _attribute(schema, name, where=f"{w}.attributes")
-        if a.type.is_vector or a.type.array:
+        if a.type.is_vector or a.type.is_sparse or a.type.array:
             raise InvalidRequest(
                 f"{w}.attributes: {name!r} has type {a.type}; only scalar attributes can be used"
             )
@@ -1064,7 +1101,7 @@ def _parse_group_by(v: Any, schema: Schema, *, where: str) -> tuple[GroupKey, ..
         elif isinstance(entry, str):
             if entry != "id":
                 a = _attribute(schema, entry, where=w)
-                if a.type.is_vector or a.type.array:
+                if a.type.is_vector or a.type.is_sparse or a.type.array:
                     hint = f' (use {{"{entry}": ["ForEachUnique", "{entry}"]}})' if a.type.array else ""
                     raise InvalidRequest(f"{w}: cannot group by {entry!r} of type {a.type}{hint}")
             key = GroupKey(entry, entry)

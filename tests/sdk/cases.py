@@ -462,6 +462,40 @@ def i8_steps() -> list[Step]:
     ]  # fmt: skip
 
 
+SPARSE_DOCS = [
+    {"id": 1, "sv": {"1": 0.5, "7": 2.0}},
+    {"id": 2, "sv": {"7": 1.0, "9": 0.25}},
+    {"id": 3, "sv": {"3": 4.0}},
+    {"id": 4, "sv": {"1": 1.5, "9": 1.0}},
+]
+SPARSE_Q = {"1": 2.0, "7": 1.0, "9": 4.0}
+
+
+def dot(a: dict[str, float], b: dict[str, float]) -> float:
+    return sum(w * b[d] for d, w in a.items() if d in b)
+
+
+def sparse_steps() -> list[Step]:
+    shared = {d["id"]: dot(d["sv"], SPARSE_Q) for d in SPARSE_DOCS if set(d["sv"]) & set(SPARSE_Q)}
+    schema = {"sv": {"type": "{}f16", "sparse_knn": {"distance_metric": "dot_product"}}}
+    return [
+        _s("sparse", "write", "write", {"upsert_rows": SPARSE_DOCS, "schema": schema},
+           fields(rows_upserted=4), namespace="sp", representative=True),
+        _s("sparse", "sparse_knn", "query", {"rank_by": ["sv", "SparseKNN", SPARSE_Q], "top_k": 10},
+           rows(ranked(shared)), namespace="sp", representative=True),
+        _s("sparse", "top_k_include", "query",
+           {"rank_by": ["sv", "SparseKNN", SPARSE_Q], "top_k": 1, "include_attributes": ["sv"]},
+           rows([{"id": 4, "$dist": dot(SPARSE_DOCS[3]["sv"], SPARSE_Q), "sv": {"1": 1.5, "9": 1.0}}]),
+           namespace="sp"),
+        _s("sparse", "schema", "schema", None,
+           predicate(lambda s: s["sv"]["type"] == "{}f16"
+                     and s["sv"]["sparse_knn"]["distance_metric"] == "dot_product", "{}f16 with dot_product"),
+           namespace="sp"),
+        _s("sparse", "bad_dimension_400", "write", {"upsert_rows": [{"id": 9, "sv": {"x": 1.0}}]},
+           error(400, "not an integer"), namespace="sp"),
+    ]  # fmt: skip
+
+
 def all_steps() -> list[Step]:
     """Every step, in run order (later areas read the namespaces earlier ones wrote)."""
     return [
@@ -474,6 +508,7 @@ def all_steps() -> list[Step]:
         *fuzzy_steps(),
         *metric_steps(),
         *i8_steps(),
+        *sparse_steps(),
         *namespace_steps(),
     ]
 

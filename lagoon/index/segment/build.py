@@ -13,7 +13,8 @@ Invariants of a built segment (docs/formats/segment.md is the normative spec):
 - ``docs`` holds id, $seq, $op and every non-vector attribute; each vector attribute has a
   ``vec.<attr>`` file (IVF, cluster by cluster), each full-text attribute an ``fts.<attr>`` file
   (postings with positions, document ordinal = row), each filterable ordered scalar a
-  ``flt.<attr>`` file (sorted values -> rows) unless the column is entirely null;
+  ``flt.<attr>`` file (sorted values -> rows) unless the column is entirely null, each sparse
+  vector attribute with ``sparse_knn`` an ``spv.<attr>`` file (dimension -> rows and weights);
 - tombstones are rows like the others (null attributes, ``$op`` = 1): they shadow older versions
   until compaction drops them.
 
@@ -42,10 +43,12 @@ from lagoon.format.segment import (
     flt_file,
     frame,
     fts_file,
+    spv_file,
     vec_file,
 )
 from lagoon.format.wal import OP_COLUMN, OP_DELETE, OP_UPSERT
 from lagoon.index.filters.filterindex import build_filter_index, indexable
+from lagoon.index.sparse import build_sparse_index, encode_spv
 from lagoon.index.text.analyze import Analyzer
 from lagoon.index.text.bm25 import build_postings
 from lagoon.index.text.postings_v2 import encode_postings_v2
@@ -133,6 +136,12 @@ def build_segment(
         data, summary = encode_postings_v2(name, config.to_json(), postings, k1=config.k1, b=config.b)
         files[fts_file(name)] = data
         summaries[fts_file(name)] = summary
+
+    for name in sorted(schema.sparse_columns()):
+        if schema.attributes[name].sparse_knn is None:
+            continue
+        index = build_sparse_index(docs.column(name), n)
+        files[spv_file(name)], summaries[spv_file(name)] = encode_spv(name, index)
 
     for name in sorted(schema.attributes):
         a = schema.attributes[name]

@@ -33,6 +33,7 @@ from lagoon.format.segment import (
     MAGIC_DOCS,
     MAGIC_FLT,
     MAGIC_FTS,
+    MAGIC_SPV,
     MAGIC_VEC,
     SectionFile,
     flt_file,
@@ -40,12 +41,14 @@ from lagoon.format.segment import (
     open_frame,
     open_head,
     open_sections,
+    spv_file,
     vec_file,
 )
 from lagoon.format.wal import OP_COLUMN, OP_DELETE
 from lagoon.index.cache import OnceCache
 from lagoon.index.filters.filterindex import FilterIndex, indexable
 from lagoon.index.segment.build import SEQ_COLUMN, fts_config
+from lagoon.index.sparse import SparseIndex, build_sparse_index, open_spv
 from lagoon.index.text.analyze import Analyzer
 from lagoon.index.text.blockpostings import BlockPostings
 from lagoon.index.text.bm25 import (
@@ -102,8 +105,10 @@ class SegmentReader:
         fts: dict[str, SectionFile],
         flt: dict[str, SectionFile],
         fts_sources: dict[str, BlockSource] | None = None,
+        spv: dict[str, SectionFile] | None = None,
     ) -> None:
         self.ref = ref
+        self._spv = spv or {}
         self._fts_sources = fts_sources or {}
         self.schema = schema
         self.num_rows = int(docs.num_rows)
@@ -126,6 +131,7 @@ class SegmentReader:
         vectors: dict[str, VectorIndex] = {}
         fts: dict[str, SectionFile] = {}
         flt: dict[str, SectionFile] = {}
+        spv: dict[str, SectionFile] = {}
         fts_sources: dict[str, BlockSource] = {}
         sections: list[tuple[str, bytes, SectionFile]] = []
         lazy: dict[str, LazyFile] = {}
@@ -148,7 +154,7 @@ class SegmentReader:
                 docs = _read_docs(fv.body(), what, ref.rows)
             else:
                 kind = name.split(".", 1)[0]
-                magic = {"vec": MAGIC_VEC, "fts": MAGIC_FTS, "flt": MAGIC_FLT}.get(kind)
+                magic = {"vec": MAGIC_VEC, "fts": MAGIC_FTS, "flt": MAGIC_FLT, "spv": MAGIC_SPV}.get(kind)
                 if magic is None:  # a kind this version does not know: verify the frame, ignore it
                     open_frame(data, magic=data[:4], what=what, size=size, crc32c=crc)
                     continue
@@ -175,11 +181,15 @@ class SegmentReader:
                 fts[attr] = sf
                 if name in lazy:
                     fts_sources[attr] = lazy[name].blocks
+            elif magic == MAGIC_SPV:
+                if name != spv_file(attr):
+                    raise DataCorruption(f"{sf.what}: holds attribute {attr!r}, not the file's")
+                spv[attr] = sf
             else:
                 if name != flt_file(attr):
                     raise DataCorruption(f"{sf.what}: holds attribute {attr!r}, not the file's")
                 flt[attr] = sf
-        return SegmentReader(ref, schema, docs, vectors, fts, flt, fts_sources)
+        return SegmentReader(ref, schema, docs, vectors, fts, flt, fts_sources, spv)
 
     # ----------------------------------------------------------------------------------- rows
 
@@ -328,6 +338,19 @@ class SegmentReader:
             return TextIndex(attr, t.config, t.postings, analyzer=t.analyzer)
 
         return self._cache.get("textindex", attr, build)
+
+    def sparse_index(self, attr: str) -> SparseIndex:
+        """The attribute's inverted index over every row: the ``spv`` file's, or built from the
+        ``docs`` column when the segment has none (built before ``sparse_knn`` was enabled)."""
+
+        def build() -> SparseIndex:
+            sf = self._spv.get(attr)
+            a = self.schema.attributes.get(attr)
+            if sf is not None and a is not None and a.type.is_sparse:
+                return open_spv(sf, self.num_rows)
+            return build_sparse_index(self.column(attr), self.num_rows)
+
+        return self._cache.get("spv", attr, build)
 
     def filter_index(self, attr: str) -> FilterIndex | None:
         """The attribute's filter index, or None (no file, not indexable, or another type now)."""

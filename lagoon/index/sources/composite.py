@@ -191,6 +191,29 @@ class CompositeSource:
             return np.zeros(0, np.int64), np.zeros(0, np.float64)
         return np.concatenate(positions), np.concatenate(scores)
 
+    def sparse(
+        self,
+        attr: str,
+        dims: np.ndarray,
+        weights: np.ndarray,
+        *,
+        k: int | None = None,
+        mask: np.ndarray | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Every part through its own index; with ``k`` each part's superset of its k best, whose
+        union holds the k best overall (dot products need no shared statistics)."""
+        positions, scores = [], []
+        for i, (p, m) in enumerate(zip(self.parts, self._slices(mask), strict=True)):
+            if m is not None and not m.any():
+                continue
+            with self._part(i, "sparse"):
+                pos, sc = p.sparse(attr, dims, weights, k=k, mask=m)
+            positions.append(np.asarray(pos, dtype=np.int64) + self.offsets[i])
+            scores.append(np.asarray(sc, dtype=np.float64))
+        if not positions:
+            return np.zeros(0, np.int64), np.zeros(0, np.float64)
+        return np.concatenate(positions), np.concatenate(scores)
+
     def token_match(self, attr: str, op: str, query: Any, params: Any) -> np.ndarray:
         return self._concat([p.token_match(attr, op, query, params) for p in self.parts], bool)
 

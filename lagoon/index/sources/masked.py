@@ -16,7 +16,7 @@ import pyarrow as pa
 from lagoon.index.cache import OnceCache
 from lagoon.index.filters.tree import Filter
 from lagoon.index.sources.ranks import dense_rank, rank_of_order
-from lagoon.index.sources.rows import LiveRows, bm25_on_rows, bm25_stats_on_rows
+from lagoon.index.sources.rows import LiveRows, bm25_on_rows, bm25_stats_on_rows, sparse_on_rows
 from lagoon.index.sources.table import LiveDocs
 from lagoon.index.text.bm25 import TermStats
 from lagoon.schema import Schema
@@ -75,6 +75,17 @@ class MaskedSource:
 
     def token_match(self, attr: str, op: str, query: Any, params: Any) -> np.ndarray:
         return self.rows.restrict(self.base.token_match(attr, op, query, params))
+
+    def sparse(
+        self,
+        attr: str,
+        dims: np.ndarray,
+        weights: np.ndarray,
+        *,
+        k: int | None = None,
+        mask: np.ndarray | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        return sparse_on_rows(self.base.sparse_index(attr), self.rows, dims, weights, k=k, mask=mask)
 
     def id_rank(self) -> np.ndarray:
         if self.rows.all_live:

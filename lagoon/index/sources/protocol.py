@@ -71,6 +71,21 @@ class DocSource(Protocol):
         """This source's share of the BM25 statistics of ``query`` (its documents only)."""
         ...
 
+    def sparse(
+        self,
+        attr: str,
+        dims: np.ndarray,
+        weights: np.ndarray,
+        *,
+        k: int | None = None,
+        mask: np.ndarray | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Dot products of the sparse query (``dims`` uint32 ascending, ``weights`` float64) with
+        the documents of sparse attribute ``attr`` that share a dimension with it, as (positions
+        ascending, float64 scores); ``k``: a superset of the ``k`` best, exact scores (as for
+        ``bm25``); ``mask`` restricts the documents."""
+        ...
+
     def token_match(self, attr: str, op: str, query: Any, params: Any) -> np.ndarray:
         """bool[num_docs] for ContainsAllTokens / ContainsAnyToken / ContainsTokenSequence."""
         ...

@@ -16,6 +16,7 @@ from functools import cached_property
 import numpy as np
 
 from lagoon.errors import InternalError
+from lagoon.index.sparse import SparseIndex
 from lagoon.index.text.bm25 import TermStats
 from lagoon.index.text.textindex import TextIndex
 
@@ -113,6 +114,25 @@ def bm25_on_rows(
     return (docs if rows is None else rows.positions(docs)), scores
 
 
+def sparse_on_rows(
+    index: SparseIndex,
+    rows: LiveRows | None,
+    dims: np.ndarray,
+    weights: np.ndarray,
+    *,
+    k: int | None = None,
+    mask: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """``DocSource.sparse`` for a source whose sparse index covers all rows of a part (``rows``
+    None: every row is live and positions are rows)."""
+    if rows is None:
+        row_mask = None if mask is None else np.asarray(mask, dtype=bool)
+    else:
+        row_mask = rows.row_mask(mask)
+    found, scores = index.search(dims, weights, row_mask, k)
+    return (found if rows is None else rows.positions(found)), scores
+
+
 def bm25_stats_on_rows(
     text: TextIndex, rows: LiveRows | None, query: str | Sequence[str], last_as_prefix: bool
 ) -> TermStats:
@@ -120,4 +140,4 @@ def bm25_stats_on_rows(
     return text.stats(query, last_as_prefix=last_as_prefix, live=None if rows is None else rows.live_mask)
 
 
-__all__ = ["LiveRows", "bm25_on_rows", "bm25_stats_on_rows", "read_only"]
+__all__ = ["LiveRows", "bm25_on_rows", "bm25_stats_on_rows", "read_only", "sparse_on_rows"]

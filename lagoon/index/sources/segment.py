@@ -22,7 +22,7 @@ from lagoon.index.filters.ops import TOKEN_OPS
 from lagoon.index.filters.tree import And, Condition, Filter, Not, Or
 from lagoon.index.segment.read import SegmentReader
 from lagoon.index.sources.ranks import dense_rank
-from lagoon.index.sources.rows import LiveRows, bm25_on_rows, bm25_stats_on_rows, read_only
+from lagoon.index.sources.rows import LiveRows, bm25_on_rows, bm25_stats_on_rows, read_only, sparse_on_rows
 from lagoon.index.text.bm25 import TermStats
 from lagoon.index.vector.kernels import VectorMatrix
 from lagoon.index.vector.plan import DEFAULT_RECALL_TARGET, RecallCurve
@@ -257,6 +257,18 @@ class SegmentSource:
     def token_match(self, attr: str, op: str, query: Any, params: Any) -> np.ndarray:
         """bool[num_docs] for ContainsAllTokens / ContainsAnyToken / ContainsTokenSequence."""
         return self.live_rows.restrict(self.reader.text_index(attr).match(op, query, dict(params or {})))
+
+    def sparse(
+        self,
+        attr: str,
+        dims: np.ndarray,
+        weights: np.ndarray,
+        *,
+        k: int | None = None,
+        mask: np.ndarray | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Scored through the segment's ``spv`` index: only the query dimensions' postings."""
+        return sparse_on_rows(self.reader.sparse_index(attr), self.live_rows, dims, weights, k=k, mask=mask)
 
 
 class SegmentAnnPart:

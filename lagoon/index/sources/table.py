@@ -26,7 +26,8 @@ from lagoon.errors import InternalError
 from lagoon.index.cache import OnceCache
 from lagoon.index.filters.tree import Filter
 from lagoon.index.sources.ranks import dense_rank, rank_of_order, sort_positions
-from lagoon.index.sources.rows import bm25_on_rows, bm25_stats_on_rows
+from lagoon.index.sources.rows import bm25_on_rows, bm25_stats_on_rows, sparse_on_rows
+from lagoon.index.sparse import SparseIndex, build_sparse_index
 from lagoon.index.text.bm25 import TermStats
 from lagoon.index.text.textindex import TextIndex, build_text_index
 from lagoon.index.vector.kernels import VectorMatrix, exact_dist, inner_products, topk_smallest, vector_matrix
@@ -209,6 +210,20 @@ class LiveDocs:
 
     def token_match(self, attr: str, op: str, query: Any, params: Any) -> np.ndarray:
         return self.text_index(attr).match(op, query, dict(params or {}))
+
+    def sparse_index(self, attr: str) -> SparseIndex:
+        return self._cached("sparse", attr, lambda: build_sparse_index(self._table.column(attr), self._n))
+
+    def sparse(
+        self,
+        attr: str,
+        dims: np.ndarray,
+        weights: np.ndarray,
+        *,
+        k: int | None = None,
+        mask: np.ndarray | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        return sparse_on_rows(self.sparse_index(attr), None, dims, weights, k=k, mask=mask)
 
     # ----------------------------------------------------------------------------------- rows
 

@@ -101,5 +101,40 @@ def write_i8(directory: Path) -> None:
     (directory / "ref.json").write_bytes(orjson.dumps(built.ref.to_json(), option=orjson.OPT_INDENT_2))
 
 
+# ``golden/v1-sparse/``: a ``{}f16`` sparse vector column (in ``docs``) and its ``spv`` file.
+SPARSE_SCHEMA = Schema.from_storage(
+    {
+        "id_type": "uint",
+        "distance_metric": None,
+        "attributes": {"s": {"type": "{}f16", "sparse_knn": {"distance_metric": "dot_product"}}},
+    }
+)
+SPARSE_SEGMENT_ID = "1764000000000-000000000000005a"
+SPARSE_VALUES = {1: [(0, 0.5), (4_000_000_000, 2.0)], 2: [(3, 1.25)], 3: None, 4: [(0, -1.0), (3, 0.75)]}
+
+
+def sparse_table() -> pa.Table:
+    ids = [4, 2, 1, 3]
+    return pa.table(
+        {
+            "id": pa.array(ids, pa.uint64()),
+            SEQ_COLUMN: pa.array([2, 2, 2, 2], pa.uint64()),
+            OP_COLUMN: pa.array([0, 0, 0, 0], pa.uint8()),
+            "s": pa.array([SPARSE_VALUES[i] for i in ids], pa.map_(pa.uint32(), pa.float16())),
+        }
+    )
+
+
+def write_sparse(directory: Path) -> None:
+    built = build_segment(
+        sparse_table(), SPARSE_SCHEMA, segment_id=SPARSE_SEGMENT_ID, level=0, seq_from=2, seq_to=2
+    )
+    directory.mkdir(parents=True, exist_ok=False)
+    for name, data in built.files.items():
+        (directory / name).write_bytes(data)
+    (directory / "ref.json").write_bytes(orjson.dumps(built.ref.to_json(), option=orjson.OPT_INDENT_2))
+
+
 if __name__ == "__main__":
-    (write_i8 if len(sys.argv) > 2 and sys.argv[2] == "i8" else write)(Path(sys.argv[1]))
+    kind = sys.argv[2] if len(sys.argv) > 2 else ""
+    {"i8": write_i8, "sparse": write_sparse}.get(kind, write)(Path(sys.argv[1]))
