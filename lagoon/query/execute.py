@@ -214,7 +214,7 @@ def rank(req: QueryRequest, src: DocSource) -> Ranked:
     if isinstance(r, VectorRank):
         mask = src.filter_mask(req.filters) if req.filters is not None else None
         pos, dist = src.vector_topk(r.attr, r.vector, r.metric, want, mask, approximate=r.mode == "ANN")
-        return Ranked(pos[req.offset :], dist[req.offset :])
+        return Ranked(pos[req.offset :], r.dist(dist)[req.offset :])
     if isinstance(r, SparseRank):  # dot product, highest first; only documents sharing a dimension
         mask = src.filter_mask(req.filters) if req.filters is not None else None
         cand, sc = src.sparse(r.attr, r.dims, r.weights, k=want, mask=mask)

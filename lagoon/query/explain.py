@@ -69,10 +69,15 @@ def _plan(q: QueryRequest, live: DocSource) -> list[str]:
         a = live.schema.get(r.attr)
         present = live.non_null_count(r.attr)
         typ = str(a.type) if a is not None else "?"
+        multi = (
+            f"{r.n_vectors} query vectors searched as one, their distances summed; "
+            if r.n_vectors > 1
+            else ""
+        )
         out.append(
             f"rank: {r.mode} on {r.attr!r} ({typ}, {r.metric}), exact: one float32 matmul over "
             f"{present} vectors x {len(r.vector)} dims, argpartition top {q.offset + q.limit}; "
-            "documents without a vector excluded; $dist ascending"
+            f"{multi}documents without a vector excluded; $dist ascending"
         )
     elif isinstance(r, SparseRank):
         out.append(

@@ -100,6 +100,18 @@ class VectorRank:
     mode: str  # "ANN" or "kNN"; both are exact in the exhaustive executor
     vector: np.ndarray
     metric: str  # "cosine_distance" | "euclidean_squared"
+    # A multi-vector query (``n_vectors`` > 1) is searched as the one ``vector`` that ranks
+    # documents the same way; ``$dist`` = ``scale`` × distance(vector, doc) + ``offset`` is the
+    # sum of the query vectors' distances (see ``multi_vector_query``).
+    n_vectors: int = 1
+    scale: float = 1.0
+    offset: float = 0.0
+
+    def dist(self, d: np.ndarray) -> np.ndarray:
+        """``$dist`` from the distances of ``vector`` (the identity for one query vector)."""
+        if self.n_vectors == 1:
+            return d
+        return np.asarray(self.scale * np.asarray(d, np.float64) + self.offset, dtype=np.float64)
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -571,15 +583,53 @@ def _parse_vector_rank(v: list[Any], schema: Schema, metric: str | None, *, wher
         raise InvalidRequest(f"{where}[0]: unknown vector attribute {attr!r} ({hint})")
     if not a.type.is_vector:
         raise InvalidRequest(f"{where}[0]: attribute {attr!r} has type {a.type}, not a vector type")
-    if isinstance(value, list) and value and isinstance(value[0], list):
-        raise InvalidRequest(f"{where}[2]: multi-vector queries are not supported; send one vector")
     if isinstance(value, list) and value and isinstance(value[0], str):
         raise InvalidRequest(f"{where}[2]: query expressions (e.g. Embed) are not supported; send a vector")
-    vec = coerce_vector(value, a.type, where=f"{where}[2]", query=True)
     if metric is None:
         ann_metric = (a.ann or {}).get("distance_metric")
         metric = ann_metric or schema.distance_metric or "cosine_distance"
+    if isinstance(value, list) and value and isinstance(value[0], list | str):
+        if len(value) > MAX_QUERY_VECTORS:
+            raise InvalidRequest(
+                f"{where}[2]: a multi-vector query has at most {MAX_QUERY_VECTORS} vectors, got {len(value)}"
+            )
+        vectors = [
+            coerce_vector(v, a.type, where=f"{where}[2][{i}]", query=True) for i, v in enumerate(value)
+        ]
+        if len(vectors) > 1:
+            vec, scale, offset = multi_vector_query(np.stack(vectors), metric)
+            return VectorRank(attr, mode, vec, metric, len(vectors), scale, offset)
+        return VectorRank(attr, mode, vectors[0], metric)
+    vec = coerce_vector(value, a.type, where=f"{where}[2]", query=True)
     return VectorRank(attr, mode, vec, metric)
+
+
+MAX_QUERY_VECTORS = 256
+"""Most vectors one multi-vector ANN/kNN query may hold."""
+
+
+def multi_vector_query(q: np.ndarray, metric: str) -> tuple[np.ndarray, float, float]:
+    """A multi-vector query (float32 (n, dims)) as one vector ``v`` and ``scale``, ``offset`` with
+    ``Σᵢ dist(qᵢ, d) = scale · dist(v, d) + offset`` for every document vector ``d``: the sum of
+    the query vectors' distances (late interaction, MaxSim, with one vector per document: each
+    query vector's best match is the document's vector). So the sum ranks documents exactly as
+    one search for ``v``, which the vector index answers.
+
+    - euclidean_squared: ``Σ‖qᵢ − d‖² = n‖d − m‖² + Σ‖qᵢ‖² − n‖m‖²`` with ``m`` the mean;
+    - cosine_distance: ``Σ(1 − q̂ᵢ·d̂) = n − |s| + |s|·(1 − ŝ·d̂)`` with ``s = Σ q̂ᵢ`` (a zero query
+      vector has distance 1 from everything and adds 0 to ``s``; a zero document vector has
+      distance 1 from everything, which the formula keeps)."""
+    n = q.shape[0]
+    q64 = q.astype(np.float64)
+    if metric == "euclidean_squared":
+        m = q64.mean(axis=0)
+        offset = float((q64 * q64).sum() - n * float(m @ m))
+        return m.astype(np.float32), float(n), max(offset, 0.0)
+    norms = np.linalg.norm(q64, axis=1)
+    units = np.divide(q64, norms[:, None], out=np.zeros_like(q64), where=norms[:, None] > 0)
+    s = units.sum(axis=0)
+    length = float(np.linalg.norm(s))
+    return s.astype(np.float32), length, float(n) - length
 
 
 def _parse_clause(v: Any, schema: Schema, *, where: str, depth: int) -> ScoreClause:

@@ -445,6 +445,26 @@ def metric_steps() -> list[Step]:
     ]  # fmt: skip
 
 
+def multi_vector_steps() -> list[Step]:
+    """Multi-vector queries on the ``pm`` namespace of ``metric_steps``: $dist = Σ of distances."""
+    qa, qb = [[0.0, 0.0], [2.0, 0.0]], [[1.0, 0.0], [1.0, 1.0]]
+    a = {1: [0.0, 0.0], 2: [3.0, 4.0]}
+    b = {1: [1.0, 0.0], 2: [0.0, 1.0]}
+    return [
+        _s("multivector", "ann_euclidean", "query", {"rank_by": ["a", "ANN", qa]},
+           rows(ranked({i: sum(euclid(v, q) for q in qa) for i, v in a.items()}, descending=False)),
+           namespace="pm", representative=True),
+        _s("multivector", "ann_cosine", "query", {"rank_by": ["b", "ANN", qb], "top_k": 1},
+           rows(ranked({i: sum(cosine(v, q) for q in qb) for i, v in b.items()}, descending=False, top=1)),
+           namespace="pm"),
+        _s("multivector", "knn_filtered", "query",
+           {"rank_by": ["a", "kNN", qa], "filters": ["id", "Eq", 2]},
+           rows([{"id": 2, "$dist": sum(euclid(a[2], q) for q in qa)}]), namespace="pm"),
+        _s("multivector", "mixed_dims_400", "query", {"rank_by": ["a", "ANN", [[0.0, 0.0], [1.0]]]},
+           error(400, "dimensions"), namespace="pm"),
+    ]  # fmt: skip
+
+
 def i8_steps() -> list[Step]:
     rows_ = [{"id": i, "v": [i, -i, 127 - i]} for i in range(1, 5)]
     q = [2.5, -2.5, 124.5]
@@ -507,6 +527,7 @@ def all_steps() -> list[Step]:
         *highlight_steps(),
         *fuzzy_steps(),
         *metric_steps(),
+        *multi_vector_steps(),
         *i8_steps(),
         *sparse_steps(),
         *namespace_steps(),
