@@ -1,52 +1,26 @@
-"""Settings: every configuration key Lagoon reads, with its default, its meaning and its cost.
+"""The settings models: one section class per ``[section]``, ``Settings`` over them, and the
+names of the ``LAGOON_*`` environment variables.
 
-Sources, lowest to highest precedence: defaults < ``lagoon.toml`` (path from ``--config`` or
-``LAGOON_CONFIG``) < ``LAGOON_*`` environment variables (``__`` nests: ``LAGOON_STORAGE__BUCKET``)
-< command-line flags (``overrides``). Sources merge key by key: an environment variable replaces one
-key of a section and leaves the file's other keys of that section alone.
-
-Invariants:
-- ``load_settings`` is the only code that reads the environment or the config file for
-  configuration; constructing ``Settings(...)`` directly uses defaults and its arguments only, so
-  tests are not affected by the developer's environment.
-- Unknown keys (in the file, in ``LAGOON_*`` variables, in overrides) and wrong types fail at load
-  time with ``InvalidRequest`` naming the key and where it came from; nothing is silently ignored.
-- Every field has a description and a cost (``json_schema_extra={"cost": ...}``); the table in
-  ``docs/configuration.md`` is generated from them (``settings_table_markdown``) and a test keeps
-  it in sync.
-- Credentials are never read from here: the S3 backend uses the standard AWS credential chain.
-  ``redacted_dict`` masks anything secret-looking so printed or logged configuration never leaks one.
+Every field has a description and a cost (``json_schema_extra={"cost": ...}``), from which
+``lagoon.config.docs`` generates the table of docs/configuration.md. ``Settings(...)`` built
+directly reads only its arguments and the defaults; ``lagoon.config.loader.load_settings`` sets
+``SOURCES`` for the one construction that may also read the environment and the config file.
 """
 
 from __future__ import annotations
 
 import contextvars
-import datetime as dt
-import difflib
-import json
-import math
-import os
-import re
-import tomllib
-import typing
-import urllib.parse
-from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, Literal, cast
+from typing import Any, Literal
 
 from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
     PrivateAttr,
-    SecretBytes,
-    SecretStr,
-    ValidationError,
     field_validator,
     model_validator,
 )
-from pydantic.fields import FieldInfo
 from pydantic_settings import (
     BaseSettings,
     InitSettingsSource,
@@ -54,13 +28,9 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
-from lagoon.errors import InvalidRequest
-
 ENV_PREFIX = "LAGOON_"
 CONFIG_ENV_VAR = "LAGOON_CONFIG"
 """The one ``LAGOON_*`` variable that is not a setting: the path of the config file."""
-
-REDACTED = "**********"
 
 
 def _cost(text: str) -> dict[str, Any]:
@@ -485,14 +455,14 @@ class ObservabilitySettings(_Section):
 
 
 @dataclass(frozen=True)
-class _Sources:
+class Sources:
     """What ``Settings.__init__`` may read besides its arguments; set only by ``load_settings``."""
 
     environ: bool = False
     toml: dict[str, Any] | None = None
 
 
-_SOURCES: contextvars.ContextVar[_Sources | None] = contextvars.ContextVar(
+SOURCES: contextvars.ContextVar[Sources | None] = contextvars.ContextVar(
     "lagoon_settings_sources", default=None
 )
 
@@ -536,7 +506,7 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        current = _SOURCES.get() or _Sources()
+        current = SOURCES.get() or Sources()
         sources: list[PydanticBaseSettingsSource] = [init_settings]
         if current.environ:
             sources.append(env_settings)
@@ -556,380 +526,6 @@ def sections() -> dict[str, type[BaseModel]]:
     return out
 
 
-def load_settings(
-    config_file: str | os.PathLike[str] | None = None,
-    overrides: Mapping[str, Mapping[str, Any]] | None = None,
-    *,
-    environ: bool = True,
-) -> Settings:
-    """Resolve settings: defaults < TOML file < LAGOON_* environment < ``overrides`` (CLI flags).
-
-    ``config_file`` defaults to ``$LAGOON_CONFIG`` (when ``environ``); the file must exist.
-    ``environ=False`` ignores the environment entirely (``LAGOON_CONFIG`` included).
-    Raises InvalidRequest naming the offending key and its source on unknown keys or bad values.
-    """
-    env = _lagoon_environ() if environ else {}
-    path = config_file if config_file is not None else (env.get(CONFIG_ENV_VAR) or None)
-    toml = _read_toml(Path(path)) if path is not None else None
-    problems, ignored = _unknown_env_vars(env)
-    problems += _unknown_keys(toml or {}, f"in {path}")
-    problems += _unknown_keys(overrides or {}, "on the command line")
-    if problems:
-        raise InvalidRequest("invalid configuration: " + "; ".join(problems))
-    plain_overrides = {section: dict(values) for section, values in (overrides or {}).items()}
-    token = _SOURCES.set(_Sources(environ=environ, toml=toml))
-    try:
-        settings = Settings(**cast(dict[str, Any], plain_overrides))
-        settings._ignored_env = ignored
-        return settings
-    except ValidationError as e:
-        raise InvalidRequest(_describe(e, toml, path, env, plain_overrides)) from None
-    except ValueError as e:  # e.g. an environment value pydantic-settings cannot decode
-        raise InvalidRequest(f"invalid configuration: {e}") from None
-    finally:
-        _SOURCES.reset(token)
-
-
-def _lagoon_environ() -> dict[str, str]:
-    """The LAGOON_* variables, names upper-cased (pydantic-settings matches them case-insensitively)."""
-    return {k.upper(): v for k, v in os.environ.items() if k.upper().startswith(ENV_PREFIX)}
-
-
 def env_var_name(section: str, key: str) -> str:
     """The environment variable that sets ``section.key``, e.g. ``LAGOON_STORAGE__BUCKET``."""
     return f"{ENV_PREFIX}{section.upper()}__{key.upper()}"
-
-
-def _read_toml(path: Path) -> dict[str, Any]:
-    try:
-        with path.open("rb") as f:
-            return tomllib.load(f)
-    except FileNotFoundError:
-        raise InvalidRequest(f"config file not found: {path}") from None
-    except tomllib.TOMLDecodeError as e:
-        raise InvalidRequest(f"config file {path} is not valid TOML: {e}") from None
-    except OSError as e:
-        raise InvalidRequest(f"cannot read config file {path}: {e.strerror or e}") from None
-
-
-def _unknown_env_vars(env: Mapping[str, str]) -> tuple[list[str], list[str]]:
-    """(problems, ignored) among the LAGOON_* variables.
-
-    Only ``LAGOON_<SECTION>__<KEY>`` names are settings: such a name with an unknown section or
-    key is a problem (a typo: refused, with the nearest setting as a suggestion), as is a name that
-    is exactly a section (``LAGOON_STORAGE``). Any other ``LAGOON_*`` name is not a setting and is
-    ignored (returned in ``ignored``, with a suggestion when it is close to one): Kubernetes
-    injects ``<SERVICE>_SERVICE_HOST``, ``<SERVICE>_PORT=tcp://...`` and more for every Service,
-    so a Service named ``lagoon-server`` gives every pod ``LAGOON_SERVER_PORT``."""
-    known = sections()
-    problems: list[str] = []
-    ignored: list[str] = []
-    for name in sorted(env):
-        if name == CONFIG_ENV_VAR:
-            continue
-        rest = name[len(ENV_PREFIX) :].lower()
-        section, sep, key = rest.partition("__")
-        if not sep or not section:
-            if rest in known:
-                problems.append(
-                    f"environment variable {name} sets a whole section; set one key at a time, "
-                    f"e.g. {env_var_name(rest, next(iter(known[rest].model_fields)))}"
-                )
-            else:
-                ignored.append(name + _suggestion(rest))
-        elif section not in known:
-            problems.append(
-                f"unknown setting section '{section}' (from environment variable {name})"
-                + _suggestion(rest.replace("__", "_", 1))
-            )
-        elif key not in known[section].model_fields:
-            problems.append(
-                f"unknown setting '{section}.{key}' (from environment variable {name})"
-                + _suggestion(f"{section}_{key}")
-            )
-    return problems, ignored
-
-
-def _suggestion(flat: str) -> str:
-    """'; did you mean LAGOON_S__K?' for the setting whose ``section_key`` is closest to ``flat``."""
-    candidates = {
-        f"{s}_{k}": env_var_name(s, k) for s, model in sections().items() for k in model.model_fields
-    }
-    close = difflib.get_close_matches(flat, list(candidates), n=1, cutoff=0.85)
-    return f"; did you mean {candidates[close[0]]}?" if close else ""
-
-
-IGNORED_ENV_WARNING = (
-    "ignoring environment variables that are not settings (settings are LAGOON_<SECTION>__<KEY>)"
-)
-
-
-def ignored_environment(settings: Settings) -> list[str]:
-    """The ``LAGOON_*`` variables ``load_settings`` ignored (not settings), with suggestions; the
-    programs log them once, in one warning (``IGNORED_ENV_WARNING``), after logging is set up."""
-    return list(settings._ignored_env)
-
-
-def _unknown_keys(data: Mapping[str, Any], where: str) -> list[str]:
-    known = sections()
-    problems = []
-    for section, values in data.items():
-        if section not in known:
-            problems.append(f"unknown setting section '{section}' {where}")
-        elif not isinstance(values, Mapping):
-            problems.append(f"'{section}' must be a section ([{section}]) {where}, got {values!r}")
-        else:
-            problems += [
-                f"unknown setting '{section}.{key}' {where}"
-                for key in values
-                if key not in known[section].model_fields
-            ]
-    return problems
-
-
-def _describe(
-    e: ValidationError,
-    toml: Mapping[str, Any] | None,
-    path: str | os.PathLike[str] | None,
-    env: Mapping[str, str],
-    overrides: Mapping[str, Mapping[str, Any]],
-) -> str:
-    parts = []
-    for err in e.errors():
-        loc = [str(p) for p in err["loc"]]
-        key = ".".join(loc)
-        where = ""
-        if len(loc) >= 2:
-            section, name = loc[0], loc[1]
-            if name in overrides.get(section, {}):
-                where = " (from the command line)"
-            elif env_var_name(section, name) in env:
-                where = f" (from environment variable {env_var_name(section, name)})"
-            elif toml is not None and name in (toml.get(section) or {}):
-                where = f" (from {path})"
-        msg = err["msg"].removeprefix("Value error, ")
-        if len(loc) == 1 and err["type"] == "value_error":  # a section-level check names its keys
-            parts.append(msg)
-        elif len(loc) >= 2 and is_secret_name(loc[1]):
-            parts.append(f"setting '{key}'{where}: {msg}")
-        else:
-            parts.append(f"setting '{key}'{where}: {msg} (got {err.get('input')!r})")
-    return "invalid configuration: " + "; ".join(parts)
-
-
-# --- printing --------------------------------------------------------------------------------
-
-_SECRET_NAME = re.compile(
-    r"secret|passw(or)?d|token|credential|private_key|access_key|api_key|authorization|^key$", re.I
-)
-_API_KEY_IN_TEXT = re.compile(r"\b(lgn_[A-Za-z0-9]+_)[A-Za-z0-9_-]+")
-
-
-def is_secret_name(name: str) -> bool:
-    """True for names that usually hold a secret (``token``, ``password``, ``authorization``, ...)."""
-    return bool(_SECRET_NAME.search(name))
-
-
-def redact_text(text: str) -> str:
-    """``text`` with secrets masked: the secret part of anything shaped like an API key
-    (``lgn_<id>_<secret>``; the id stays, it is not secret), and in URLs the password and the
-    values of secret-looking query parameters."""
-    text = _API_KEY_IN_TEXT.sub(lambda m: m.group(1) + REDACTED, text)
-    return _redact_url(text) if "://" in text else text
-
-
-def _redact_value(name: str, value: Any) -> Any:
-    if isinstance(value, SecretStr | SecretBytes):
-        return REDACTED if value.get_secret_value() else ""
-    if is_secret_name(name) and value not in (None, ""):
-        return REDACTED
-    if isinstance(value, str):
-        return redact_text(value)
-    return value
-
-
-def _redact_url(value: str) -> str:
-    try:
-        parts = urllib.parse.urlsplit(value)
-        password = parts.password
-    except ValueError:
-        return value
-    if password is not None:
-        host = parts.netloc.rpartition("@")[2]
-        parts = parts._replace(netloc=f"{parts.username or ''}:{REDACTED}@{host}")
-    if parts.query:
-        query = urllib.parse.parse_qsl(parts.query, keep_blank_values=True)
-        if any(is_secret_name(k) for k, _ in query):
-            masked = [(k, REDACTED if is_secret_name(k) else v) for k, v in query]
-            parts = parts._replace(query=urllib.parse.urlencode(masked, safe="*"))
-    return urllib.parse.urlunsplit(parts)
-
-
-def redacted_dict(settings: BaseModel) -> dict[str, dict[str, Any]]:
-    """``{section: {key: value}}`` of ``settings`` with anything secret-looking masked.
-
-    Masked: ``SecretStr``/``SecretBytes`` values, values of keys whose name looks secret (token,
-    password, secret, ...), Lagoon API keys inside strings and passwords inside URLs. Settings hold
-    no secrets by design; this keeps it so for anything printed, even if one is added later.
-    """
-    out: dict[str, dict[str, Any]] = {}
-    for section_name in type(settings).model_fields:
-        section = getattr(settings, section_name)
-        if not isinstance(section, BaseModel):
-            raise TypeError(f"{section_name} is not a section")
-        out[section_name] = {
-            key: _redact_value(key, getattr(section, key)) for key in type(section).model_fields
-        }
-    return out
-
-
-def to_json(settings: BaseModel) -> str:
-    """The redacted settings as indented JSON (``null`` for unset optional keys)."""
-    return json.dumps(redacted_dict(settings), indent=2)
-
-
-def to_toml(settings: BaseModel, *, header: str = "") -> str:
-    """The redacted settings as a TOML document that ``load_settings`` reads back unchanged."""
-    return dumps_toml(redacted_dict(settings), header=header)
-
-
-def dumps_toml(tables: Mapping[str, Mapping[str, Any]], *, header: str = "") -> str:
-    """A TOML document of flat tables of scalars (str, bool, int, float, datetime).
-
-    ``None`` has no TOML spelling: such a key is written as a comment, so reading the document back
-    leaves it unset. Table names that are not bare keys are quoted.
-    """
-    lines = [f"# {line}".rstrip() for line in header.splitlines()]
-    for name, values in tables.items():
-        if lines:
-            lines.append("")
-        lines.append(f"[{_toml_key(name)}]")
-        for key, value in values.items():
-            if value is None:
-                lines.append(f"# {_toml_key(key)} is unset")
-            else:
-                lines.append(f"{_toml_key(key)} = {toml_value(value)}")
-    return "\n".join(lines) + "\n"
-
-
-_BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
-
-
-def _toml_key(key: str) -> str:
-    return key if _BARE_KEY.fullmatch(key) else toml_value(key)
-
-
-def toml_value(value: Any) -> str:
-    """One TOML scalar. Raises TypeError for anything else (tables here are flat by design)."""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, float):
-        if math.isnan(value):
-            return "nan"
-        if math.isinf(value):
-            return "inf" if value > 0 else "-inf"
-        return repr(value)
-    if isinstance(value, str):
-        return '"' + "".join(_toml_char(c) for c in value) + '"'
-    if isinstance(value, dt.datetime):
-        if value.tzinfo is None:
-            raise TypeError("naive datetimes are ambiguous; give a timezone")
-        text = value.astimezone(dt.UTC).isoformat(timespec="microseconds" if value.microsecond else "seconds")
-        return text.replace("+00:00", "Z")
-    raise TypeError(f"cannot write {type(value).__name__} as a TOML scalar")
-
-
-_TOML_ESCAPES = {'"': '\\"', "\\": "\\\\", "\b": "\\b", "\t": "\\t", "\n": "\\n", "\f": "\\f", "\r": "\\r"}
-
-
-def _toml_char(c: str) -> str:
-    if c in _TOML_ESCAPES:
-        return _TOML_ESCAPES[c]
-    if ord(c) < 0x20 or ord(c) == 0x7F:
-        return f"\\u{ord(c):04x}"
-    return c
-
-
-# --- documentation ---------------------------------------------------------------------------
-
-
-def field_cost(info: FieldInfo) -> str:
-    """The documented cost of a setting (empty if it has none, which the tests refuse)."""
-    extra = info.json_schema_extra
-    cost = extra.get("cost") if isinstance(extra, dict) else None
-    return cost if isinstance(cost, str) else ""
-
-
-def _type_name(info: FieldInfo) -> str:
-    annotation = info.annotation
-    args = typing.get_args(annotation)
-    if typing.get_origin(annotation) is Literal:
-        return " \\| ".join(json.dumps(a) for a in args)
-    if type(None) in args:
-        inner = [a for a in args if a is not type(None)]
-        return " \\| ".join(getattr(a, "__name__", str(a)) for a in inner) + " (optional)"
-    return getattr(annotation, "__name__", str(annotation))
-
-
-def _default_text(info: FieldInfo) -> str:
-    default = info.get_default(call_default_factory=True)
-    if default is None:
-        return "unset"
-    if isinstance(default, bool):
-        return f"`{str(default).lower()}`"
-    if isinstance(default, str):
-        return f'`"{default}"`'
-    if isinstance(default, int) and default >= 1024**2 and default % 1024**2 == 0:
-        human = f"{default // 1024**3} GiB" if default % 1024**3 == 0 else f"{default // 1024**2} MiB"
-        return f"`{default}` ({human})"
-    return f"`{default}`"
-
-
-def settings_table_markdown() -> str:
-    """The Markdown table of every setting, as embedded in docs/configuration.md."""
-    rows = [
-        "| Key | Environment variable | Type | Default | Meaning | Cost |",
-        "|---|---|---|---|---|---|",
-    ]
-    for section, model in sections().items():
-        for key, info in model.model_fields.items():
-            cells = [
-                f"`{section}.{key}`",
-                f"`{env_var_name(section, key)}`",
-                _type_name(info),
-                _default_text(info),
-                (info.description or "").replace("|", "\\|"),
-                field_cost(info).replace("|", "\\|"),
-            ]
-            rows.append("| " + " | ".join(cells) + " |")
-    return "\n".join(rows) + "\n"
-
-
-__all__ = [
-    "CONFIG_ENV_VAR",
-    "ENV_PREFIX",
-    "REDACTED",
-    "AuthSettings",
-    "CacheSettings",
-    "IndexerSettings",
-    "LimitsSettings",
-    "ManifestSettings",
-    "ObservabilitySettings",
-    "ServerSettings",
-    "Settings",
-    "StorageSettings",
-    "dumps_toml",
-    "env_var_name",
-    "field_cost",
-    "is_secret_name",
-    "load_settings",
-    "redact_text",
-    "redacted_dict",
-    "sections",
-    "settings_table_markdown",
-    "to_json",
-    "to_toml",
-    "toml_value",
-]
