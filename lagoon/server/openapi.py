@@ -440,13 +440,13 @@ def _with_example(body: dict[str, Any], example: Any) -> dict[str, Any]:
     return body
 
 
-def build_openapi() -> dict[str, Any]:
-    """The OpenAPI document as a dict."""
+def _document_paths() -> dict[str, Any]:
+    """Writes, queries and branches of one namespace."""
     query_body = _with_example(_body(_ref("Query")), _QUERY_EXAMPLE)
     write_links = {
         f"then_{op_id}": {"operationId": op_id, "parameters": _SAME_NAMESPACE} for op_id in _AFTER_WRITE
     }
-    paths: dict[str, Any] = {
+    return {
         "/v2/namespaces/{namespace}": {
             "post": _op(
                 "write",
@@ -495,6 +495,12 @@ def build_openapi() -> dict[str, Any]:
                 errors=("404", "501"),
             )
         },
+    }
+
+
+def _namespace_paths() -> dict[str, Any]:
+    """Metadata, schema, listing, cache warming and the recall probe."""
+    return {
         "/v2/namespaces/{namespace}/metadata": {
             "get": _op("getMetadata", "Namespace metadata.", "200", _ref("NamespaceMetadata"))
         },
@@ -562,6 +568,12 @@ def build_openapi() -> dict[str, Any]:
                 body=_body(_RECALL_BODY, required=False),
             )
         },
+    }
+
+
+def _operations_paths() -> dict[str, Any]:
+    """Health, readiness, metrics and this document (no namespace, no auth)."""
+    return {
         "/healthz": {
             "get": _op("healthz", "Liveness.", "200", _STATUS, ns=False, security=False, tags=("operations",))
         },
@@ -608,6 +620,52 @@ def build_openapi() -> dict[str, Any]:
             )
         },
     }
+
+
+def _components() -> dict[str, Any]:
+    """Security scheme, the namespace path parameter and the named schemas."""
+    return {
+        "securitySchemes": {
+            "bearerAuth": {"type": "http", "scheme": "bearer", "bearerFormat": "lgn_<id>_<secret>"}
+        },
+        "parameters": {
+            "namespace": {
+                "name": "namespace",
+                "in": "path",
+                "required": True,
+                "description": "Namespace name: [A-Za-z0-9-_.]{1,128}, not '.' or '..'.",
+                "schema": {"type": "string", "pattern": NAMESPACE_PATTERN},
+                "example": "docs",
+            }
+        },
+        "schemas": {
+            "ErrorResponse": {
+                "type": "object",
+                "properties": {"status": {"const": "error"}, "error": {"type": "string"}},
+                "required": ["status", "error"],
+            },
+            "Id": _ID,
+            "Vector": _VECTOR,
+            "Filter": _FILTER,
+            "RankBy": _RANK_BY,
+            "Row": _ROW,
+            "Columns": _COLUMNS,
+            "AttributeSchema": _ATTRIBUTE_SCHEMA,
+            "AttributeSchemaConfig": _ATTRIBUTE_SCHEMA_CONFIG,
+            "Write": _WRITE,
+            "WriteResult": _WRITE_RESULT,
+            "Query": _QUERY,
+            "QueryResult": _QUERY_RESULT,
+            "QueryBilling": _QUERY_BILLING,
+            "QueryPerformance": _QUERY_PERFORMANCE,
+            "NamespaceMetadata": _METADATA,
+        },
+    }
+
+
+def build_openapi() -> dict[str, Any]:
+    """The OpenAPI document as a dict."""
+    paths: dict[str, Any] = {**_document_paths(), **_namespace_paths(), **_operations_paths()}
     return {
         "openapi": "3.1.0",
         "info": {
@@ -620,43 +678,7 @@ def build_openapi() -> dict[str, Any]:
         "security": [{"bearerAuth": []}],
         "tags": [{"name": "namespaces"}, {"name": "operations"}],
         "paths": paths,
-        "components": {
-            "securitySchemes": {
-                "bearerAuth": {"type": "http", "scheme": "bearer", "bearerFormat": "lgn_<id>_<secret>"}
-            },
-            "parameters": {
-                "namespace": {
-                    "name": "namespace",
-                    "in": "path",
-                    "required": True,
-                    "description": "Namespace name: [A-Za-z0-9-_.]{1,128}, not '.' or '..'.",
-                    "schema": {"type": "string", "pattern": NAMESPACE_PATTERN},
-                    "example": "docs",
-                }
-            },
-            "schemas": {
-                "ErrorResponse": {
-                    "type": "object",
-                    "properties": {"status": {"const": "error"}, "error": {"type": "string"}},
-                    "required": ["status", "error"],
-                },
-                "Id": _ID,
-                "Vector": _VECTOR,
-                "Filter": _FILTER,
-                "RankBy": _RANK_BY,
-                "Row": _ROW,
-                "Columns": _COLUMNS,
-                "AttributeSchema": _ATTRIBUTE_SCHEMA,
-                "AttributeSchemaConfig": _ATTRIBUTE_SCHEMA_CONFIG,
-                "Write": _WRITE,
-                "WriteResult": _WRITE_RESULT,
-                "Query": _QUERY,
-                "QueryResult": _QUERY_RESULT,
-                "QueryBilling": _QUERY_BILLING,
-                "QueryPerformance": _QUERY_PERFORMANCE,
-                "NamespaceMetadata": _METADATA,
-            },
-        },
+        "components": _components(),
     }
 
 
