@@ -1,6 +1,6 @@
 """ANN recall at the default, over random segment layouts: does the namespace's target hold?
 
-Each run builds one namespace through the real engine with a random layout (tests/ann/layouts.py:
+Each run builds one namespace through the real engine with a random layout (tests/index/vector/layouts.py:
 one big segment, many tiny ones, tiered with compaction, random; a random unindexed tail; heavy
 deletes and updates; or data written in an order correlated with the vectors), then sends the
 held-out queries as default ANN queries (``Database.query``, eventual consistency, top-10),
@@ -32,8 +32,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.ann_bench import threads  # noqa: E402
-from tests.ann import layouts as L  # noqa: E402
 from tests.index.segment.data import queries, vectors  # noqa: E402
+from tests.index.vector import layouts as L  # noqa: E402
 
 SWEEP = [1, 2, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128, 160, 192, 256, 320, 384, 512, 768, 1024]
 

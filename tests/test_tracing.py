@@ -28,7 +28,7 @@ from lagoon.format.keys import NamespaceKeys
 from lagoon.storage.instrumented import InstrumentedStore
 from lagoon.storage.memory import MemoryStore
 from lagoon.tracing import traces_url
-from tests.lifecycle.helpers import components
+from tests.engine.lifecycle.helpers import components
 
 
 class Capture(SpanProcessor):

@@ -44,7 +44,7 @@ from lagoon.storage import ObjectNotFound, ObjectStore, RetryingStore, S3Store
 from tests.conftest import S3Server
 from tests.deploy.test_alert_rules import unexported_rule_series
 from tests.e2e.cluster import Cluster
-from tests.lifecycle.helpers import dangling, live_view, segment_ids_in_store, wal_seqs
+from tests.engine.lifecycle.helpers import dangling, live_view, segment_ids_in_store, wal_seqs
 
 pytestmark = [pytest.mark.s3, pytest.mark.anyio]
 

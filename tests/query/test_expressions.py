@@ -17,7 +17,7 @@ from lagoon.engine.database import Database
 from lagoon.engine.indexer import index_namespace
 from lagoon.errors import InvalidRequest
 from lagoon.storage.memory import MemoryStore
-from tests.lifecycle.helpers import KEYS, NS, components, make_settings
+from tests.engine.lifecycle.helpers import KEYS, NS, components, make_settings
 
 pytestmark = pytest.mark.anyio
 

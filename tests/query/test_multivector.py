@@ -17,7 +17,7 @@ from lagoon.errors import InvalidRequest
 from lagoon.index.vector.kernels import exact_dist
 from lagoon.storage.memory import MemoryStore
 from lagoon.wire.query import multi_vector_query
-from tests.lifecycle.helpers import KEYS, NS, components, make_settings
+from tests.engine.lifecycle.helpers import KEYS, NS, components, make_settings
 
 SCHEMA = {
     "a": {"type": "[2]f32", "ann": {"distance_metric": "euclidean_squared"}},

@@ -20,7 +20,7 @@ from lagoon.format.segment import MAGIC_SPV, open_sections
 from lagoon.index.sparse import BLOCK, build_sparse_index, encode_spv, open_spv
 from lagoon.schema import AttrType
 from lagoon.storage.memory import MemoryStore
-from tests.lifecycle.helpers import KEYS, NS, components, make_settings
+from tests.engine.lifecycle.helpers import KEYS, NS, components, make_settings
 
 SCHEMA = {"sv": {"type": "{}f16", "sparse_knn": {"distance_metric": "dot_product"}}, "cat": "string"}
 DOCS = [

@@ -22,7 +22,7 @@ from lagoon.cli import common, main, server, worker
 from lagoon.config import Settings, load_settings
 from lagoon.logs import _LagoonHandler
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 
 

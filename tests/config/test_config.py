@@ -25,7 +25,7 @@ from lagoon.config import (
 )
 from lagoon.errors import InvalidRequest
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 # Verbatim from the deployment guide (§2): every key an operator copies from it must load.
 GUIDE_TOML = """

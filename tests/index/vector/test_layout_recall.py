@@ -1,10 +1,10 @@
 """ANN recall at the default holds for the namespace whatever its segment layout.
 
-Namespaces are built through the real engine (tests/ann/layouts.py) with adversarial layouts —
+Namespaces are built through the real engine (tests/index/vector/layouts.py) with adversarial layouts —
 one big segment after a full compaction, many tiny segments, tiered compaction with an unindexed
 tail, heavy deletes and updates, and data written in an order correlated with the vectors (each
 segment holds a part of the space) — on the benchmark generator's vectors, and on real sentence
-embeddings (all-MiniLM-L6-v2 over the machine's own text, tests/ann/data). Ground truth is numpy
+embeddings (all-MiniLM-L6-v2 over the machine's own text, tests/index/vector/data). Ground truth is numpy
 over the live vectors.
 
 Tolerance: the target is an expectation; the mean over ``NQ`` queries has a standard error of
@@ -22,8 +22,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.ann import layouts as L
 from tests.index.segment.data import queries, vectors
+from tests.index.vector import layouts as L
 
 TARGET = 0.95
 TOL = 0.015

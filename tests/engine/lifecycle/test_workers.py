@@ -48,7 +48,7 @@ from .helpers import (
 )
 
 pytestmark = pytest.mark.anyio
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 GRACE = 1.5
 
 
@@ -178,7 +178,7 @@ def _spawn(root: str, node: str, settings: dict[str, Any], log: Path, *extra: st
         return subprocess.Popen(
             [
                 sys.executable,
-                str(REPO / "tests/lifecycle/worker_proc.py"),
+                str(REPO / "tests/engine/lifecycle/worker_proc.py"),
                 root,
                 node,
                 json.dumps(settings),

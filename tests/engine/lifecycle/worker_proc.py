@@ -1,6 +1,6 @@
 """A worker process for the multi-process lifecycle test (not a test module).
 
-    python tests/lifecycle/worker_proc.py STORE NODE SETTINGS_JSON [FAILPOINT]
+    python tests/engine/lifecycle/worker_proc.py STORE NODE SETTINGS_JSON [FAILPOINT]
 
 Runs an ``IndexerLoop`` over STORE (a folder: ``FsStore(STORE)``; ``s3://bucket/prefix?...``: the
 full S3 store stack, credentials from the environment) until SIGTERM, logging JSON events to stdout. With
