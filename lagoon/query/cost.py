@@ -36,6 +36,68 @@ NFA_STEPS_PER_ATOM = 4
 PATTERN_OPS = frozenset({"Regex", "Glob", "NotGlob", "IGlob", "NotIGlob", "Fuzzy"})
 
 
+def _escape_end(regex: str, i: int) -> int:
+    """The index after the escape at ``regex[i] == "\\"`` (``\\x{..}``, ``\\p{..}``, ``\\pL`` included)."""
+    n = len(regex)
+    j = i + 2
+    if j <= n and regex[i + 1] in "xpP" and j < n and regex[j] == "{":
+        end = regex.find("}", j)
+        j = n if end < 0 else end + 1
+    elif j <= n and regex[i + 1] in "pP":
+        j = min(n, j + 1)
+    return j
+
+
+def _class_end(regex: str, i: int) -> int:
+    """The index after the character class opened at ``regex[i] == "["`` (``[:alpha:]`` inside)."""
+    n = len(regex)
+    j = i + 1
+    if j < n and regex[j] == "^":
+        j += 1
+    if j < n and regex[j] == "]":
+        j += 1
+    while j < n and regex[j] != "]":
+        if regex[j] == "\\":
+            j += 1
+        elif regex[j] == "[" and regex.startswith("[:", j):
+            end = regex.find(":]", j + 2)
+            j = j if end < 0 else end + 1
+        j += 1
+    return j + 1
+
+
+def _group_start(regex: str, i: int, stack: list[list[int]]) -> int:
+    """Open the group at ``regex[i] == "("`` (a new frame on ``stack``); the index after its
+    ``(?…:`` / ``(?P<name>`` prefix. A bare flag group ``(?i)`` opens no frame."""
+    n = len(regex)
+    stack.append([0, 0, 0, 0])
+    i += 1
+    if regex.startswith("?", i):  # (?:…), (?P<name>…), (?i) flags
+        while i < n and regex[i] not in ":)" and not (regex[i] == ">" and regex[i - 1] != "?"):
+            i += 1
+        if i < n and regex[i] in ":>":
+            i += 1
+        elif i < n and regex[i] == ")":  # a bare flag group: not a group at all
+            stack.pop()
+            i += 1
+    return i
+
+
+def _counted_repeat(regex: str, i: int, top: list[int]) -> int | None:
+    """Apply the counted repetition ``{m}``, ``{m,}`` or ``{m,n}`` at ``regex[i]`` to the last atom
+    of frame ``top``; the index after it, or None when the brace is a literal."""
+    end = regex.find("}", i)
+    body = regex[i + 1 : end] if end > 0 else ""
+    lo, sep, hi = body.partition(",")
+    if not (end > 0 and lo.strip().isdigit() and (not hi.strip() or hi.strip().isdigit())):
+        return None
+    times = max(int(lo), int(hi) if hi.strip() else int(lo) + 1)
+    extra = max(0, times - 1)
+    top[0] += top[2] * extra
+    top[1] += top[3] * extra + (1 if sep and not hi.strip() else 0)
+    return end + 1
+
+
 def _pattern_size(regex: str) -> tuple[int, int]:
     """(expanded atoms, unbounded loops) of an RE2 pattern; a lenient scan, never raises."""
     # Each frame: [atoms so far in this group, loops so far, atoms of the last atom, loops of it]
@@ -51,40 +113,13 @@ def _pattern_size(regex: str) -> tuple[int, int]:
     while i < n:
         c = regex[i]
         if c == "\\":
-            j = i + 2
-            if j <= n and regex[i + 1] in "xpP" and j < n and regex[j] == "{":
-                end = regex.find("}", j)
-                j = n if end < 0 else end + 1
-            elif j <= n and regex[i + 1] in "pP":
-                j = min(n, j + 1)
             atom(1)
-            i = j
+            i = _escape_end(regex, i)
         elif c == "[":
-            j = i + 1
-            if j < n and regex[j] == "^":
-                j += 1
-            if j < n and regex[j] == "]":
-                j += 1
-            while j < n and regex[j] != "]":
-                if regex[j] == "\\":
-                    j += 1
-                elif regex[j] == "[" and regex.startswith("[:", j):
-                    end = regex.find(":]", j + 2)
-                    j = j if end < 0 else end + 1
-                j += 1
             atom(2)  # a class is a few instructions (UTF-8 ranges)
-            i = j + 1
+            i = _class_end(regex, i)
         elif c == "(":
-            stack.append([0, 0, 0, 0])
-            i += 1
-            if regex.startswith("?", i):  # (?:…), (?P<name>…), (?i) flags
-                while i < n and regex[i] not in ":)" and not (regex[i] == ">" and regex[i - 1] != "?"):
-                    i += 1
-                if i < n and regex[i] in ":>":
-                    i += 1
-                elif i < n and regex[i] == ")":  # a bare flag group: not a group at all
-                    stack.pop()
-                    i += 1
+            i = _group_start(regex, i, stack)
         elif c == ")":
             if len(stack) > 1:
                 size, loops = stack.pop()[:2]
@@ -94,27 +129,14 @@ def _pattern_size(regex: str) -> tuple[int, int]:
             i += 1  # alternatives add up: keep counting in the same frame
             stack[-1][2:] = [0, 0]
         elif c in "*+":
-            top = stack[-1]
-            top[1] += 1
+            stack[-1][1] += 1
             i += 1
             if i < n and regex[i] == "?":
                 i += 1
         elif c == "?":
             i += 1
-        elif c == "{":
-            end = regex.find("}", i)
-            body = regex[i + 1 : end] if end > 0 else ""
-            lo, sep, hi = body.partition(",")
-            if end > 0 and lo.strip().isdigit() and (not hi.strip() or hi.strip().isdigit()):
-                times = max(int(lo), int(hi) if hi.strip() else int(lo) + 1)
-                top = stack[-1]
-                extra = max(0, times - 1)
-                top[0] += top[2] * extra
-                top[1] += top[3] * extra + (1 if sep and not hi.strip() else 0)
-                i = end + 1
-            else:
-                atom(1)
-                i += 1
+        elif c == "{" and (after := _counted_repeat(regex, i, stack[-1])) is not None:
+            i = after
         else:
             atom(1)
             i += 1
