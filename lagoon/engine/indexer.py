@@ -349,6 +349,61 @@ def indexed_manifest(
     )
 
 
+def read_view(state: NamespaceState) -> IndexView:
+    """The namespace's indexing view, read from ``state`` with no await in between."""
+    return IndexView(
+        base=state.manifest,
+        entries=tuple(e for e, _ in state.entries if e.seq > state.indexed_through),
+        head=state.head,
+        tail_bytes=sum(s for e, s in state.entries if e.seq > state.indexed_through),
+        schema=state.tail.schema,
+        settings=dict(state.tail.settings),
+        created_at_namespace_ms=state.tail.created_at_ms,
+    )
+
+
+def _outcome(view: IndexView, lag: float, status: str, **kw: Any) -> IndexOutcome:
+    """An outcome of indexing ``view``; version, indexed_through and segments default to the base's."""
+    base = view.base
+    return IndexOutcome(
+        status=status,
+        version=kw.pop("version", base.version if base else 0),
+        indexed_through=kw.pop("indexed_through", view.indexed_through),
+        head=view.head,
+        tail_bytes=view.tail_bytes,
+        lag_seconds=lag,
+        segments=kw.pop("segments", len(base.segments) if base else 0),
+        **kw,
+    )
+
+
+def _segment_builder(view: IndexView, fold: Fold) -> Callable[[str], BuiltSegment]:
+    """Builds the level-0 segment of the folded tail under a given id (again, to rehome it)."""
+
+    def build(segment_id: str) -> BuiltSegment:
+        return build_segment(
+            fold.table,
+            view.schema,
+            segment_id=segment_id,
+            level=0,
+            seq_from=view.indexed_through + 1,
+            seq_to=view.head,
+        )
+
+    return build
+
+
+async def _commit(store: ObjectStore, keys: NamespaceKeys, new: Manifest) -> str | None:
+    """Commit ``new``: None, or why not (another writer took its version first)."""
+    try:
+        await manifest_store.commit(store, keys, new)
+    except ManifestConflict as e:
+        metrics.INDEX_BUILDS_TOTAL.labels(outcome="aborted").inc()
+        log_event(log, "index build lost the manifest race", namespace=keys.root, version=new.version)
+        return str(e)
+    return None
+
+
 async def _index(
     store: ObjectStore,
     keys: NamespaceKeys,
@@ -360,49 +415,18 @@ async def _index(
 ) -> IndexOutcome:
     fp = components.failpoints
     await state.refresh()
-    view = IndexView(  # no await between these reads: one consistent view
-        base=state.manifest,
-        entries=tuple(e for e, _ in state.entries if e.seq > state.indexed_through),
-        head=state.head,
-        tail_bytes=sum(s for e, s in state.entries if e.seq > state.indexed_through),
-        schema=state.tail.schema,
-        settings=dict(state.tail.settings),
-        created_at_namespace_ms=state.tail.created_at_ms,
-    )
+    view = read_view(state)
     base, head = view.base, view.head
     decision, lag = plan_index(view, components.clock.now_ms(), settings, force=force)
-
-    def outcome(status: str, **kw: Any) -> IndexOutcome:
-        return IndexOutcome(
-            status=status,
-            version=kw.pop("version", base.version if base else 0),
-            indexed_through=kw.pop("indexed_through", view.indexed_through),
-            head=head,
-            tail_bytes=view.tail_bytes,
-            lag_seconds=lag,
-            segments=kw.pop("segments", len(base.segments) if base else 0),
-            **kw,
-        )
-
     if decision != "build":
-        return outcome(decision)
+        return _outcome(view, lag, decision)
 
     fold = await asyncio.to_thread(
         fold_entries, view.entries, view.schema, older_data=bool(base and base.segments)
     )
+    build = _segment_builder(view, fold)
     built: BuiltSegment | None = None
     started = components.clock.monotonic()
-
-    def build(segment_id: str) -> BuiltSegment:
-        return build_segment(
-            fold.table,
-            view.schema,
-            segment_id=segment_id,
-            level=0,
-            seq_from=view.indexed_through + 1,
-            seq_to=head,
-        )
-
     if fold.table.num_rows:
         built = await asyncio.to_thread(build, new_segment_id(components.clock.now_ms(), components.rng))
         started = components.clock.monotonic()  # GC ages our files from here (their timestamps)
@@ -414,15 +438,15 @@ async def _index(
     rows = fold.table.num_rows
     if built is not None and not upload_fresh(components, settings, started):
         metrics.INDEX_BUILDS_TOTAL.labels(outcome="aborted").inc()
-        return outcome(
-            "aborted", reason="upload older than half the GC grace period", segment_id=seg_id_or_none
+        return _outcome(
+            view,
+            lag,
+            "aborted",
+            reason="upload older than half the GC grace period",
+            segment_id=seg_id_or_none,
         )
-    try:
-        await manifest_store.commit(store, keys, new)
-    except ManifestConflict as e:
-        metrics.INDEX_BUILDS_TOTAL.labels(outcome="aborted").inc()
-        log_event(log, "index build lost the manifest race", namespace=keys.root, version=new.version)
-        return outcome("aborted", reason=str(e), segment_id=seg_id_or_none)
+    if (lost := await _commit(store, keys, new)) is not None:
+        return _outcome(view, lag, "aborted", reason=lost, segment_id=seg_id_or_none)
     fp.hit("indexer.after_commit")
     if built is not None and not upload_fresh(components, settings, started):
         await rehome(store, keys, settings, components, seg_io, built.ref, build)
@@ -437,7 +461,9 @@ async def _index(
         rows=rows,
         truncated=fold.truncated_at is not None,
     )
-    return outcome(
+    return _outcome(
+        view,
+        lag,
         "committed",
         version=new.version,
         indexed_through=head,
@@ -460,6 +486,7 @@ __all__ = [
     "indexing_state",
     "newest_per_id",
     "plan_index",
+    "read_view",
     "rehome",
     "segment_record",
     "store_time_ms",
