@@ -23,6 +23,11 @@ SCALARS = ("string", "int", "uint", "float", "bool", "datetime", "uuid")
 ID_TYPES = ("uint", "uuid", "string")
 DISTANCE_METRICS = ("cosine_distance", "euclidean_squared")
 SPARSE_METRICS = ("dot_product",)
+EMBED_MODEL = "all-minilm-l6-v2"
+"""The one local embedding model (lagoon/index/embed.py, the optional 'embed' extra)."""
+EMBED_MODEL_ALIASES = (EMBED_MODEL, "all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2")
+EMBED_DIMS = 384
+MAX_EMBEDDED_ATTRIBUTES = 4
 SPARSE_TYPE = "{}f16"
 MAX_SPARSE_DIMS = 1024
 """Most non-zero dimensions one written sparse vector may hold (turbopuffer's published limit)."""
@@ -120,6 +125,7 @@ class AttributeSchema:
     glob: bool = False
     fuzzy: bool = False  # the Fuzzy filter (approximate substring match) is allowed
     sparse_knn: dict[str, Any] | None = None  # {"distance_metric": "dot_product"} for indexed {}f16
+    embed: dict[str, Any] | None = None  # {"model", "attribute", "dims"}: text embedded on upsert
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"type": str(self.type)}
@@ -137,6 +143,8 @@ class AttributeSchema:
             out["glob"] = True
         if self.fuzzy:
             out["fuzzy"] = True
+        if self.embed is not None:
+            out["embed"] = dict(self.embed)
         return out
 
 
@@ -210,8 +218,10 @@ def check_writable(schema: Schema) -> None:
     exactly what readers will see."""
     if len(schema.attributes) > MAX_ATTRIBUTES:
         raise InvalidRequest(f"schema: more than {MAX_ATTRIBUTES} attributes")
+    computed = embed_targets(schema)
     for name, attr in schema.attributes.items():
-        check_attr_name(name)
+        if name not in computed or not name.startswith("$embed_"):
+            check_attr_name(name)
         AttrType.parse(str(attr.type), where=f"schema.{name}.type")
     try:
         again = Schema.from_storage(schema.to_storage())
@@ -242,7 +252,7 @@ def _attr_from_json(
     if not isinstance(spec, dict):
         raise InvalidRequest(f"{where}: expected a type string or an object, got {spec!r}")
     unknown = set(spec) - {
-        "type", "filterable", "full_text_search", "ann", "regex", "glob", "fuzzy", "sparse_knn",
+        "type", "filterable", "full_text_search", "ann", "regex", "glob", "fuzzy", "sparse_knn", "embed",
     }  # fmt: skip
     if unknown:
         raise InvalidRequest(f"{where}: unknown option(s) {', '.join(sorted(unknown))}")
@@ -305,11 +315,47 @@ def _attr_from_json(
     if flags["fuzzy"] and (atype.kind != "string" or atype.is_vector):
         raise InvalidRequest(f"{where}.fuzzy: only string and []string attributes; {name!r} is {atype}")
     sparse_knn = _sparse_knn(where, spec, atype, base.sparse_knn, new=existing is None)
+    embed = _embed_option(name, spec["embed"], atype) if "embed" in spec else base.embed
     if atype.is_vector or atype.is_sparse:
         filterable = False
     return AttributeSchema(
-        atype, filterable, fts, ann, flags["regex"], flags["glob"], flags["fuzzy"], sparse_knn
+        atype, filterable, fts, ann, flags["regex"], flags["glob"], flags["fuzzy"], sparse_knn, embed
     )
+
+
+def embed_target(name: str) -> str:
+    """The vector attribute an embedded string attribute writes to when it names none."""
+    return f"$embed_{name}"
+
+
+def _embed_option(name: str, v: Any, atype: AttrType) -> dict[str, Any] | None:
+    """``embed``: a model name or ``{"model", "attribute"?, "dims"?}``; ``null`` removes it."""
+    where = f"schema.{name}.embed"
+    if v is None:
+        return None
+    if atype != AttrType("string"):
+        raise InvalidRequest(f"{where}: only string attributes can be embedded; {name!r} is {atype}")
+    if isinstance(v, str):
+        v = {"model": v}
+    if not isinstance(v, dict) or "model" not in v or set(v) - {"model", "attribute", "dims"}:
+        raise InvalidRequest(
+            f'{where}: expected a model name or {{"model": ..., "attribute"?: ..., "dims"?: ...}}'
+        )
+    if v["model"] not in EMBED_MODEL_ALIASES:
+        raise InvalidRequest(
+            f"{where}.model: unknown embedding model {v['model']!r:.60}; this server has {EMBED_MODEL!r}"
+        )
+    dims = v.get("dims", EMBED_DIMS)
+    if dims != EMBED_DIMS or isinstance(dims, bool):
+        raise InvalidRequest(
+            f"{where}.dims: {EMBED_MODEL} embeds at {EMBED_DIMS} dimensions, got {dims!r:.20}"
+        )
+    target = v.get("attribute", embed_target(name))
+    if not isinstance(target, str) or not target or target == name:
+        raise InvalidRequest(
+            f"{where}.attribute: expected the name of a vector attribute, got {target!r:.60}"
+        )
+    return {"model": EMBED_MODEL, "attribute": target, "dims": EMBED_DIMS}
 
 
 def _sparse_knn(
@@ -340,6 +386,33 @@ def _sparse_knn(
     return {"distance_metric": metric}
 
 
+def _add_embed_targets(attrs: dict[str, AttributeSchema]) -> None:
+    """Every embedded attribute's target: created as ``[384]f32`` (cosine) when missing, checked
+    to be a vector of the model's dimensions otherwise."""
+    embedded = [(n, a.embed) for n, a in attrs.items() if a.embed is not None]
+    if len(embedded) > MAX_EMBEDDED_ATTRIBUTES:
+        raise InvalidRequest(f"schema: at most {MAX_EMBEDDED_ATTRIBUTES} embedded attributes per namespace")
+    for name, cfg in embedded:
+        target = cfg["attribute"]
+        have = attrs.get(target)
+        if have is None:
+            if not target.startswith("$embed_"):
+                check_attr_name(target)
+            attrs[target] = AttributeSchema(
+                AttrType("vector", dims=EMBED_DIMS, dtype="f32"),
+                filterable=False,
+                ann={"distance_metric": "cosine_distance"},
+            )
+        elif have.type != AttrType("vector", dims=EMBED_DIMS, dtype="f32"):
+            raise InvalidRequest(
+                f"schema.{name}.embed.attribute: {target!r} is {have.type}; embeddings need [{EMBED_DIMS}]f32"
+            )
+
+
+def embed_targets(schema: Schema) -> set[str]:
+    return {a.embed["attribute"] for a in schema.attributes.values() if a.embed is not None}
+
+
 def apply_schema_update(schema: Schema, update: Any) -> Schema:
     """Merge a write's (or POST schema's) ``schema`` object into ``schema``. Validates everything."""
     if not isinstance(update, dict):
@@ -362,6 +435,7 @@ def apply_schema_update(schema: Schema, update: Any) -> Schema:
             attrs.pop(name, None)
             continue
         attrs[name] = _attr_from_json(name, spec, attrs.get(name))
+    _add_embed_targets(attrs)
     if len(attrs) > MAX_ATTRIBUTES:
         raise InvalidRequest(f"schema: more than {MAX_ATTRIBUTES} attributes")
     return replace(schema, id_type=id_type, attributes=attrs)

@@ -69,3 +69,16 @@ def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
 def s3_prefix() -> str:
     """A fresh key prefix inside the test bucket, so tests never see each other's objects."""
     return f"t-{uuid.uuid4().hex[:12]}/"
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests marked ``embed`` need the optional embed extra (the local model); where it is not
+    installed they are deselected (``scripts/test-embed`` installs it and runs them)."""
+    from lagoon.index import embed
+
+    if embed.available():
+        return
+    kept = [item for item in items if item.get_closest_marker("embed") is None]
+    if len(kept) != len(items):
+        config.hook.pytest_deselected(items=[item for item in items if item.get_closest_marker("embed")])
+        items[:] = kept

@@ -49,7 +49,7 @@ from lagoon.schema import Schema
 from lagoon.storage.base import ObjectStore, StorageError
 from lagoon.tracing import tracer
 from lagoon.wire.query import MultiQueryRequest, QueryRequest, parse_request
-from lagoon.wire.write import parse_write
+from lagoon.wire.write import embeds, parse_write
 
 _LIST_PARALLELISM = 16
 
@@ -166,6 +166,7 @@ class Database:
             return await self._copy_from(org, namespace, body, started)
         await self._check_backpressure(h)
         schema = h.state.current().schema
+        offload = offload or embeds(body, schema)  # the embedding model runs while validating
         req = await asyncio.to_thread(parse_write, body, schema) if offload else parse_write(body, schema)
         op = Op(kind="write", body=body, request=req, parsed_against=schema)
         creates = op.request is not None and bool(op.request.upserts or op.request.create_namespace)

@@ -43,6 +43,7 @@ from lagoon.wire.query import (
     BM25Clause,
     ConstClause,
     DistClause,
+    EmbedExpr,
     FilterClause,
     HighlightExpr,
     MaxClause,
@@ -136,6 +137,8 @@ def add_computed(
             values = [None if np.isnan(x) else float(x) for x in scores.tolist()]
         elif isinstance(expr, HighlightExpr):
             values = highlight_rows(src, expr, pos)
+        elif isinstance(expr, EmbedExpr):
+            values = [expr.vector.tolist()] * len(rows)
         else:  # pragma: no cover - the parser produces no other expression
             raise InternalError(f"compute_attributes: unsupported expression {type(expr).__name__}")
         for row, v in zip(rows, values, strict=True):

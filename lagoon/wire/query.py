@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from lagoon.errors import InvalidRequest
+from lagoon.index import embed
 from lagoon.index.filters.parse import parse_filter
 from lagoon.index.filters.tree import Filter
 from lagoon.schema import DISTANCE_METRICS, AttributeSchema, Schema
@@ -260,6 +261,13 @@ class VectorDistExpr:
     metric: str
 
 
+@dataclass(frozen=True, slots=True, eq=False)
+class EmbedExpr:
+    """``["Embed", text, {"model"?}]`` in compute_attributes: the text's embedding on every row."""
+
+    vector: np.ndarray
+
+
 @dataclass(frozen=True, slots=True)
 class ScoreExpr:
     """A rank expression evaluated for each returned row (BM25, Saturate, a filter, …)."""
@@ -279,7 +287,7 @@ class HighlightExpr:
     include_offsets: str | None = None
 
 
-ComputedExpr = VectorDistExpr | ScoreExpr | HighlightExpr
+ComputedExpr = VectorDistExpr | ScoreExpr | HighlightExpr | EmbedExpr
 
 
 @dataclass(frozen=True, slots=True)
@@ -583,8 +591,12 @@ def _parse_vector_rank(v: list[Any], schema: Schema, metric: str | None, *, wher
         raise InvalidRequest(f"{where}[0]: unknown vector attribute {attr!r} ({hint})")
     if not a.type.is_vector:
         raise InvalidRequest(f"{where}[0]: attribute {attr!r} has type {a.type}, not a vector type")
-    if isinstance(value, list) and value and isinstance(value[0], str):
-        raise InvalidRequest(f"{where}[2]: query expressions (e.g. Embed) are not supported; send a vector")
+    if isinstance(value, list) and value and value[0] == "Embed":
+        value = _embed_expr(value, schema, attr, where=f"{where}[2]")
+    elif isinstance(value, list) and value and isinstance(value[0], str) and len(value) > 1:
+        raise InvalidRequest(
+            f'{where}[2]: unknown query expression {value[0]!r:.40}; send a vector or ["Embed", text]'
+        )
     if metric is None:
         ann_metric = (a.ann or {}).get("distance_metric")
         metric = ann_metric or schema.distance_metric or "cosine_distance"
@@ -604,6 +616,35 @@ def _parse_vector_rank(v: list[Any], schema: Schema, metric: str | None, *, wher
     return VectorRank(attr, mode, vec, metric)
 
 
+def _embed_expr(v: list[Any], schema: Schema, attr: str | None, *, where: str) -> np.ndarray:
+    """``["Embed", text, {"model"?}]`` -> the text's embedding (lagoon/index/embed.py). The model is
+    the given one, else the one of the string attribute whose ``embed`` writes into ``attr``."""
+    if len(v) not in (2, 3) or not isinstance(v[1], str):
+        raise InvalidRequest(f'{where}: expected ["Embed", text] or ["Embed", text, {{"model": ...}}]')
+    params = v[2] if len(v) == 3 else {}
+    if not isinstance(params, dict) or set(params) - {"model"}:
+        raise InvalidRequest(f'{where}[2]: expected {{"model": name}}, got {_short(params)}')
+    model = params.get("model")
+    if model is None and attr is not None:
+        model = next(
+            (
+                a.embed["model"]
+                for a in schema.attributes.values()
+                if a.embed and a.embed.get("attribute") == attr
+            ),
+            None,
+        )
+    if model is None:
+        why = f"no attribute embeds into {attr!r}" if attr is not None else "name it in compute_attributes"
+        raise InvalidRequest(f'{where}: Embed needs a model ({{"model": {embed.MODEL!r}}}): {why}')
+    if len(v[1]) > MAX_EMBED_CHARS:
+        raise InvalidRequest(f"{where}[1]: text to embed is longer than {MAX_EMBED_CHARS} characters")
+    embed.check_model(model, where=where)
+    vector: np.ndarray = embed.embed(str(model), [v[1]], where=where)[0]
+    return vector
+
+
+MAX_EMBED_CHARS = 8_192
 MAX_QUERY_VECTORS = 256
 """Most vectors one multi-vector ANN/kNN query may hold."""
 
@@ -837,9 +878,7 @@ def _parse_computed(
         if expr[0] == "Highlight":
             out.append((name, _parse_highlight(expr, schema, rank_by, where=w)))
         elif expr[0] == "Embed":
-            raise InvalidRequest(
-                f"{w}: Embed needs a server-side embedding model, which this server does not have"
-            )
+            out.append((name, EmbedExpr(_embed_expr(expr, schema, None, where=w))))
         elif len(expr) == 3 and expr[1] == "VectorDist":
             rank = _parse_vector_rank([expr[0], "kNN", expr[2]], schema, metric, where=w)
             out.append((name, VectorDistExpr(rank.attr, rank.vector, rank.metric)))
@@ -1196,7 +1235,10 @@ def _parse_consistency(v: Any, *, where: str) -> Consistency:
 
 def _parse_rerank(v: Any, n_queries: int) -> RrfRerank:
     if isinstance(v, dict):
-        raise InvalidRequest('rerank_by: model reranking is not supported by Lagoon; use ["RRF"]')
+        raise InvalidRequest(
+            "rerank_by: model reranking is not supported: this server ships no reranking model "
+            '(docs/compatibility.md); use ["RRF"]'
+        )
     if not isinstance(v, list) or not v or v[0] != "RRF" or len(v) > 2:
         raise InvalidRequest(
             f'rerank_by: expected ["RRF"] or ["RRF", {{"rank_constant": k, "weights": [...]}}], got {_short(v)}'

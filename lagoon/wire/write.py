@@ -11,6 +11,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from lagoon.errors import InvalidRequest
+from lagoon.index import embed
 from lagoon.index.filters.parse import parse_filter
 from lagoon.index.filters.tree import Filter
 from lagoon.schema import (
@@ -168,6 +169,48 @@ def _coerce_doc(doc: dict[str, Any], schema: Schema, where: str, *, patch: bool)
     return ident, out
 
 
+MAX_EMBEDDED_ROWS = 128
+"""Most documents one write may carry for embedded attributes (each is embedded in the request)."""
+
+
+def embeds(body: Any, schema: Schema) -> bool:
+    """Whether validating ``body`` may run the embedding model (callers then validate off the
+    event loop): the schema, or the body's schema change, has an embedded attribute."""
+    if any(a.embed is not None for a in schema.attributes.values()):
+        return True
+    spec = body.get("schema") if isinstance(body, dict) else None
+    return isinstance(spec, dict) and any(isinstance(v, dict) and v.get("embed") for v in spec.values())
+
+
+def _embed_upserts(upserts: list[tuple[Id, Doc]], patches: list[tuple[Id, Doc]], schema: Schema) -> None:
+    """Set each embedded attribute's target vector from its text (lagoon/index/embed.py): the
+    embedding of a non-null text, null for a null or absent one. Patches cannot change an
+    embedded text (re-upsert the document), and nobody writes a target directly."""
+    embedded = [(n, a.embed) for n, a in sorted(schema.attributes.items()) if a.embed is not None]
+    if not embedded:
+        return
+    embed.check_model(embedded[0][1]["model"], where=f"schema.{embedded[0][0]}.embed")
+    for name, cfg in embedded:
+        target = cfg["attribute"]
+        for _, doc in patches:
+            if name in doc or target in doc:
+                raise InvalidRequest(
+                    f"patch: {name!r} is embedded into {target!r}; upsert the whole document to change it"
+                )
+        texts = [(doc, doc.get(name)) for _, doc in upserts]
+        wanted = [(doc, t) for doc, t in texts if t is not None]
+        if len(wanted) > MAX_EMBEDDED_ROWS:
+            raise InvalidRequest(
+                f"upsert: at most {MAX_EMBEDDED_ROWS} documents per write carry embedded attribute {name!r}"
+            )
+        for doc, _ in texts:
+            doc[target] = None
+        if wanted:
+            vectors = embed.embed(cfg["model"], [str(t) for _, t in wanted], where=f"schema.{name}.embed")
+            for (doc, _), v in zip(wanted, vectors, strict=True):
+                doc[target] = v
+
+
 def _doc_bytes(doc: Doc) -> int:
     n = 8
     for k, v in doc.items():
@@ -255,6 +298,7 @@ def parse_write(body: Any, schema: Schema) -> WriteRequest:
 
     upserts = [_coerce_doc(d, new_schema, w, patch=False) for w, d in upsert_docs]
     patches = [_coerce_doc(d, new_schema, w, patch=True) for w, d in patch_docs]
+    _embed_upserts(upserts, patches, new_schema)
     deletes = [
         coerce_id(d, new_schema.id_type, where=f"deletes[{i}]")[0] for i, d in enumerate(deletes_raw or [])
     ]

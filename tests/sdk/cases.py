@@ -516,6 +516,23 @@ def sparse_steps() -> list[Step]:
     ]  # fmt: skip
 
 
+def embed_steps() -> list[Step]:
+    """The answers that do not depend on the optional embed extra (tests/query/test_embed.py has
+    the model's own checks)."""
+    return [
+        _s("embed", "unknown_model_query_400", "query",
+           {"rank_by": ["vector", "ANN", ["Embed", "quick fox", {"model": "no-such-model"}]]},
+           error(400, "unknown embedding model"), representative=True),
+        _s("embed", "unknown_model_schema_400", "write",
+           {"upsert_rows": [{"id": 1, "t": "x"}], "schema": {"t": {"type": "string", "embed": "no-such-model"}}},
+           error(400, "unknown embedding model"), namespace="emb"),
+        _s("embed", "rerank_model_400", "multi_query",
+           {"queries": [{"rank_by": ["title", "BM25", "fox"], "top_k": 3}],
+            "rerank_by": {"attribute": "title", "model": "some-reranker", "query": "fox"}},
+           error(400, "no reranking model")),
+    ]  # fmt: skip
+
+
 def all_steps() -> list[Step]:
     """Every step, in run order (later areas read the namespaces earlier ones wrote)."""
     return [
@@ -530,6 +547,7 @@ def all_steps() -> list[Step]:
         *multi_vector_steps(),
         *i8_steps(),
         *sparse_steps(),
+        *embed_steps(),
         *namespace_steps(),
     ]
 

@@ -210,7 +210,10 @@ def test_multi_query() -> None:
         ({"rank_by": ["vector", "ANN", "AAAAPwAAgD4="]}, ("rank_by[2]", "2 dimensions")),
         ({"rank_by": ["vector", "ANN", "!!notbase64"]}, ("rank_by[2]", "base64")),
         ({"rank_by": ["vector", "ANN", [[1, 2, 3], [1, 2]]]}, ("rank_by[2][1]", "dimensions")),
-        ({"rank_by": ["vector", "ANN", ["Embed", "hi"]]}, ("not supported",)),
+        (
+            {"rank_by": ["vector", "ANN", ["Embed", "hi"]]},
+            ("Embed needs a model", "no attribute embeds into 'vector'"),
+        ),
         ({"rank_by": ["nope", "ANN", [1, 2, 3]]}, ("unknown vector attribute 'nope'", "vector, emb16")),
         ({"rank_by": ["cat", "kNN", [1, 2, 3]]}, ("'cat' has type string, not a vector",)),
         ({"rank_by": ["vector", "ANN", [1, 2, 3], {}]}, ("3 elements",)),
