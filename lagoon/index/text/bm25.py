@@ -577,6 +577,67 @@ PRUNE_MAX_FRACTION = 0.25
 """``score_query_topk`` gives up pruning once its candidate lists hold this share of the postings."""
 
 
+def _scoring_units(
+    postings: Postings,
+    terms: Sequence[str],
+    weights: FloatArray,
+    prefixes: Sequence[str],
+    avgdl: float,
+    k1: float,
+    b: float,
+) -> tuple[list[U32Array], list[U32Array | None], list[float], list[float]]:
+    """``score_query_topk``'s scoring units in query-term order (the order sums are taken in), the
+    prefix bonus last: (posting lists, their tfs (None: the prefix bonus), weights, score bounds)."""
+    max_tf, min_dl = postings.term_bounds
+    a0, max_sat = postings.term_max_saturation(k1, b)
+    stretch = max(1.0, avgdl / a0) if a0 > 0 and avgdl > 0 else math.inf
+    lists: list[U32Array] = []
+    tfs_of: list[U32Array | None] = []
+    unit_w: list[float] = []
+    bounds: list[float] = []
+    for i, t in enumerate(terms):
+        tid = postings.term_id(t)
+        if tid is None:
+            continue
+        docs, tfs = postings.postings(tid)
+        lists.append(docs)
+        tfs_of.append(tfs)
+        unit_w.append(float(weights[i]))
+        loose = float(score(max_tf[tid], min_dl[tid], float(weights[i]), avgdl, k1, b))
+        bounds.append(min(loose, float(weights[i]) * float(max_sat[tid]) * stretch))
+    if prefixes:
+        pdocs = _prefix_docs(postings, prefixes)
+        lists.append(pdocs)
+        tfs_of.append(None)
+        unit_w.append(PREFIX_SCORE)
+        bounds.append(PREFIX_SCORE)
+    return lists, tfs_of, unit_w, bounds
+
+
+def _score_candidates(
+    cand: IntArray | U32Array,
+    dl: npt.NDArray[np.unsignedinteger],  # type: ignore[type-arg]
+    lists: list[U32Array],
+    tfs_of: list[U32Array | None],
+    unit_w: list[float],
+    avgdl: float,
+    k1: float,
+    b: float,
+) -> FloatArray:
+    """Exact scores of the sorted documents ``cand`` (lengths ``dl``): each unit's contribution found
+    by binary search into its list, summed in unit order (as ``score_query`` sums them)."""
+    acc = np.zeros(cand.shape[0], np.float64)
+    for unit_docs, unit_tfs, w in zip(lists, tfs_of, unit_w, strict=True):
+        at = np.searchsorted(unit_docs, cand)
+        hit = at < unit_docs.shape[0]
+        hit[hit] = unit_docs[at[hit]] == cand[hit]
+        if unit_tfs is None:
+            acc[hit] += PREFIX_SCORE
+        else:
+            acc[hit] += score(unit_tfs[at[hit]], dl[hit], w, avgdl, k1, b)
+    return acc
+
+
 def score_query_topk(
     postings: Postings,
     query_terms: Sequence[str],
@@ -610,30 +671,7 @@ def score_query_topk(
         return np.zeros(0, np.int64), np.zeros(0, np.float64)
     weights = stats.idf() * query_weight(qtf, k3)
     avgdl = stats.avgdl
-    max_tf, min_dl = postings.term_bounds
-    a0, max_sat = postings.term_max_saturation(k1, b)
-    stretch = max(1.0, avgdl / a0) if a0 > 0 and avgdl > 0 else math.inf
-    # scoring units in query-term order (the order sums are taken in), the prefix bonus last
-    lists: list[U32Array] = []
-    tfs_of: list[U32Array | None] = []
-    unit_w: list[float] = []
-    bounds: list[float] = []
-    for i, t in enumerate(terms):
-        tid = postings.term_id(t)
-        if tid is None:
-            continue
-        docs, tfs = postings.postings(tid)
-        lists.append(docs)
-        tfs_of.append(tfs)
-        unit_w.append(float(weights[i]))
-        loose = float(score(max_tf[tid], min_dl[tid], float(weights[i]), avgdl, k1, b))
-        bounds.append(min(loose, float(weights[i]) * float(max_sat[tid]) * stretch))
-    if prefixes:
-        pdocs = _prefix_docs(postings, prefixes)
-        lists.append(pdocs)
-        tfs_of.append(None)
-        unit_w.append(PREFIX_SCORE)
-        bounds.append(PREFIX_SCORE)
+    lists, tfs_of, unit_w, bounds = _scoring_units(postings, terms, weights, prefixes, avgdl, k1, b)
     total = sum(d.shape[0] for d in lists)
     if len(lists) < 2:
         return score_query(*full, prefixes=prefixes, k1=k1, b=b, k3=k3)
@@ -648,16 +686,7 @@ def score_query_topk(
             cand = cand[candidates[cand]]
         if cand.shape[0] < k:
             continue
-        acc = np.zeros(cand.shape[0], np.float64)
-        dl = postings.doc_len[cand]
-        for unit_docs, unit_tfs, w in zip(lists, tfs_of, unit_w, strict=True):
-            at = np.searchsorted(unit_docs, cand)
-            hit = at < unit_docs.shape[0]
-            hit[hit] = unit_docs[at[hit]] == cand[hit]
-            if unit_tfs is None:
-                acc[hit] += PREFIX_SCORE
-            else:
-                acc[hit] += score(unit_tfs[at[hit]], dl[hit], w, avgdl, k1, b)
+        acc = _score_candidates(cand, postings.doc_len[cand], lists, tfs_of, unit_w, avgdl, k1, b)
         theta = float(np.partition(acc, acc.shape[0] - k)[acc.shape[0] - k])
         if rest_bound * (1.0 + 1e-9) < theta:  # (margin: sums of bounds taken in another order)
             keep = acc >= theta
