@@ -23,7 +23,7 @@ from lagoon.engine.indexer import index_namespace
 from lagoon.errors import InvalidRequest
 from lagoon.index import embed
 from lagoon.storage.memory import MemoryStore
-from tests.lifecycle.helpers import KEYS, NS, components, make_settings
+from tests.engine.lifecycle.helpers import KEYS, NS, components, make_settings
 
 REF = json.loads((Path(__file__).parent / "data" / "minilm_reference.json").read_text())
 TEXTS: list[str] = REF["texts"]
