@@ -175,6 +175,94 @@ def _contrib(w: float, tf: float, dl: float, avgdl: float, k1: float, b: float) 
     return w * tf / (tf + norm)
 
 
+@_inline
+def _block_best(
+    docs: np.ndarray,
+    tfs: np.ndarray,
+    doc_len: np.ndarray,
+    s: int,
+    e: int,
+    base: int,
+    a0: float,
+    k1: float,
+    b: float,
+) -> tuple[int, int, int, int, bool]:
+    """(largest gap, largest tf - 1, best tf, best length, near tie) of the block ``docs[s:e]``
+    whose gaps count from ``base``: the best pair has the largest saturation; ``near`` when another
+    pair saturates within 1e-12 of it (scaled scores might order them otherwise)."""
+    mg = 0
+    mt = 0
+    best = -1.0
+    best_tf = 0
+    best_dl = 0
+    p = base - 1
+    for i in range(s, e):
+        g = int(docs[i]) - p - 1
+        p = int(docs[i])
+        if g > mg:
+            mg = g
+        tv = int(tfs[i]) - 1
+        if tv > mt:
+            mt = tv
+        tf = float(tfs[i])
+        dl = float(doc_len[docs[i]])
+        sat = _contrib(1.0, tf, dl, a0, k1, b)
+        if sat > best:
+            best = sat
+            best_tf = int(tfs[i])
+            best_dl = int(doc_len[docs[i]])
+    near = False
+    for i in range(s, e):
+        if int(tfs[i]) != best_tf or int(doc_len[docs[i]]) != best_dl:
+            sat = _contrib(1.0, float(tfs[i]), float(doc_len[docs[i]]), a0, k1, b)
+            if sat >= best * (1.0 - 1e-12):
+                near = True
+    return mg, mt, best_tf, best_dl, near
+
+
+@_inline
+def _write_block(
+    out: np.ndarray,
+    cur: int,
+    docs: np.ndarray,
+    tfs: np.ndarray,
+    s: int,
+    e: int,
+    base: int,
+    wd: int,
+    wt: int,
+    best_tf: int,
+    best_dl: int,
+    near: bool,
+) -> int:
+    """Write the block ``docs[s:e]`` at ``out[cur]`` (header words, then the gaps from ``base`` in
+    ``wd`` bits and tf - 1 in ``wt`` bits, one stream); the index after it."""
+    n = e - s
+    out[cur] = np.uint32(wd | (wt << 8) | (NEAR_TIE if near else 0))
+    if best_tf <= 0xFFFF and best_dl <= 0xFFFF:
+        out[cur + 1] = np.uint32(best_tf | (best_dl << 16))
+    else:
+        out[cur + 1] = np.uint32(NO_PAIR)
+    st = cur + HEADER_WORDS
+    p = base - 1
+    for i in range(s, e):
+        put_bits(out, st, i - s, wd, int(docs[i]) - p - 1)
+        p = int(docs[i])
+    tstart = n * wd
+    for i in range(s, e):
+        # tf bits continue the same stream after the n gaps
+        pb = tstart + (i - s) * wt
+        if wt > 0:
+            v = int(tfs[i]) - 1
+            wi = st + (pb >> 5)
+            sh = pb & 31
+            x = np.uint64(v) << np.uint64(sh)
+            out[wi] |= np.uint32(x & np.uint64(0xFFFFFFFF))
+            if sh + wt > 32:
+                out[wi + 1] |= np.uint32(x >> np.uint64(32))
+    return st + (n * (wd + wt) + 31) // 32
+
+
 @_jit
 def encode_postings(
     term_ptr: np.ndarray,
@@ -201,8 +289,7 @@ def encode_postings(
     for t in range(n_terms):
         lo = term_ptr[t]
         hi = term_ptr[t + 1]
-        df = hi - lo
-        nb = (df + BLOCK - 1) // BLOCK
+        nb = (hi - lo + BLOCK - 1) // BLOCK
         rec = o
         area = o
         if nb > 1:
@@ -212,60 +299,11 @@ def encode_postings(
         for j in range(nb):
             s = lo + j * BLOCK
             e = min(hi, s + BLOCK)
-            n = e - s
             base = prev_last + 1
-            mg = 0
-            mt = 0
-            best = -1.0
-            best_tf = 0
-            best_dl = 0
-            p = base - 1
-            for i in range(s, e):
-                g = int(docs[i]) - p - 1
-                p = int(docs[i])
-                if g > mg:
-                    mg = g
-                tv = int(tfs[i]) - 1
-                if tv > mt:
-                    mt = tv
-                tf = float(tfs[i])
-                dl = float(doc_len[docs[i]])
-                sat = _contrib(1.0, tf, dl, a0, k1, b)
-                if sat > best:
-                    best = sat
-                    best_tf = int(tfs[i])
-                    best_dl = int(doc_len[docs[i]])
-            near = False  # another pair within 1e-12: scaled scores might order them otherwise
-            for i in range(s, e):
-                if int(tfs[i]) != best_tf or int(doc_len[docs[i]]) != best_dl:
-                    sat = _contrib(1.0, float(tfs[i]), float(doc_len[docs[i]]), a0, k1, b)
-                    if sat >= best * (1.0 - 1e-12):
-                        near = True
-            wd = bit_width(mg)
-            wt = bit_width(mt)
-            out[cur] = np.uint32(wd | (wt << 8) | (NEAR_TIE if near else 0))
-            if best_tf <= 0xFFFF and best_dl <= 0xFFFF:
-                out[cur + 1] = np.uint32(best_tf | (best_dl << 16))
-            else:
-                out[cur + 1] = np.uint32(NO_PAIR)
-            st = cur + HEADER_WORDS
-            p = base - 1
-            for i in range(s, e):
-                put_bits(out, st, i - s, wd, int(docs[i]) - p - 1)
-                p = int(docs[i])
-            tstart = n * wd
-            for i in range(s, e):
-                # tf bits continue the same stream after the n gaps
-                pb = tstart + (i - s) * wt
-                if wt > 0:
-                    v = int(tfs[i]) - 1
-                    wi = st + (pb >> 5)
-                    sh = pb & 31
-                    x = np.uint64(v) << np.uint64(sh)
-                    out[wi] |= np.uint32(x & np.uint64(0xFFFFFFFF))
-                    if sh + wt > 32:
-                        out[wi + 1] |= np.uint32(x >> np.uint64(32))
-            cur = st + (n * (wd + wt) + 31) // 32
+            mg, mt, best_tf, best_dl, near = _block_best(docs, tfs, doc_len, s, e, base, a0, k1, b)
+            cur = _write_block(
+                out, cur, docs, tfs, s, e, base, bit_width(mg), bit_width(mt), best_tf, best_dl, near
+            )
             prev_last = int(docs[e - 1])
             if nb > 1:
                 out[rec + j] = np.uint32(prev_last)
