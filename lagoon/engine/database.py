@@ -168,6 +168,8 @@ class Database:
         schema = h.state.current().schema
         offload = offload or embeds(body, schema)  # the embedding model runs while validating
         req = await asyncio.to_thread(parse_write, body, schema) if offload else parse_write(body, schema)
+        if req.encryption is not None and req.encryption.get("mode") == "customer-managed":
+            self._check_cmek(req.encryption["key_name"])
         op = Op(kind="write", body=body, request=req, parsed_against=schema)
         creates = op.request is not None and bool(op.request.upserts or op.request.create_namespace)
         creates = creates and not h.state.current().exists
@@ -185,6 +187,29 @@ class Database:
             (time.perf_counter() - started) * 1000
         )
         return result
+
+    def _check_cmek(self, key_name: str) -> None:
+        """A customer-managed key is honoured when this server already encrypts every object it
+        writes with that KMS key (storage.sse = aws:kms, storage.sse_kms_key_id = the key): every
+        object of the namespace is then encrypted with it. Anything else is a 400 saying why,
+        before anything is written (per-namespace keys are not implemented; docs/compatibility.md)."""
+        st = self.settings.storage
+        if st.backend != "s3":
+            raise InvalidRequest(
+                f"encryption: a customer-managed key needs the s3 storage backend with SSE-KMS; this "
+                f"server stores on the {st.backend} backend, which cannot encrypt with a KMS key"
+            )
+        if st.sse != "aws:kms" or st.sse_kms_key_id != key_name:
+            current = (
+                f"SSE-KMS with key {st.sse_kms_key_id!r}"
+                if st.sse == "aws:kms"
+                else (f"SSE {st.sse}" if st.sse else "no server-side encryption")
+            )
+            raise InvalidRequest(
+                f"encryption: key {key_name!r} cannot be used: this server writes every object with "
+                f"{current}; a namespace can name only the server's own KMS key (storage.sse = "
+                "'aws:kms' with storage.sse_kms_key_id = that key); per-namespace keys are not implemented"
+            )
 
     async def _count_namespaces(self, org: str, namespace: str) -> int:
         """The namespaces of ``org`` other than ``namespace``, the slow way (every folder read):
@@ -390,7 +415,7 @@ class Database:
             "approx_row_count": src.num_docs,
             "created_at": _iso(snap.created_at_ms),
             "updated_at": _iso(snap.updated_at_ms),
-            "encryption": {"mode": "default"},
+            "encryption": dict(snap.settings.get("encryption") or {"mode": "default"}),
             "index": {
                 "status": "updating",
                 "unindexed_bytes": unindexed,

@@ -182,10 +182,16 @@ class _Resolver:
             raise NotFound("namespace not found")
         saved_overlay, saved_schema = dict(self.overlay), self.schema
         try:
-            return self._apply_write(req)
+            out = self._apply_write(req)
         except LagoonError:
             self.overlay, self.schema = saved_overlay, saved_schema
             raise
+        if req.encryption is not None:  # persisted with the namespace's settings (WAL entry)
+            if req.encryption.get("mode") == "customer-managed":
+                self.settings["encryption"] = dict(req.encryption)
+            else:
+                self.settings.pop("encryption", None)
+        return out
 
     def _apply_write(self, req: WriteRequest) -> _Outcome:
         out = _Outcome()

@@ -72,6 +72,8 @@ class WriteRequest:
     return_affected_ids: bool = False
     create_namespace: bool | None = None
     logical_bytes: int = 0
+    # {"mode": "default"} or {"mode": "customer-managed", "key_name": K}; None: not in the request
+    encryption: dict[str, str] | None = None
 
     @property
     def writes_documents(self) -> bool:
@@ -255,11 +257,7 @@ def parse_write(body: Any, schema: Schema) -> WriteRequest:
     unknown = set(body) - WRITE_KEYS
     if unknown:
         raise InvalidRequest(f"unknown write field(s): {', '.join(sorted(unknown))}")
-    if body.get("encryption") not in (None, {"mode": "default"}):
-        raise InvalidRequest(
-            "encryption: only {'mode': 'default'} is supported; Lagoon uses the object store's "
-            "server-side encryption (storage.sse)"
-        )
+    encryption = parse_encryption(body.get("encryption"))
     new_schema = schema
     if body.get("schema") is not None:
         new_schema = apply_schema_update(new_schema, body["schema"])
@@ -379,7 +377,38 @@ def parse_write(body: Any, schema: Schema) -> WriteRequest:
         return_affected_ids=_bool(body, "return_affected_ids"),
         create_namespace=create,
         logical_bytes=logical,
+        encryption=encryption,
     )
+
+
+def parse_encryption(v: Any) -> dict[str, str] | None:
+    """A write's ``encryption``: ``{"mode": "default"}``, ``{"mode": "customer-managed",
+    "key_name": K}`` or the older ``{"cmek": {"key_name": K}}`` / ``{"sse": true}``. Whether this
+    server can honour a customer-managed key is the engine's decision (it knows the store)."""
+    if v is None:
+        return None
+    if not isinstance(v, dict):
+        raise InvalidRequest(
+            'encryption: expected {"mode": "default"} or {"mode": "customer-managed", "key_name": ...}'
+        )
+    if v in ({"mode": "default"}, {"sse": True}):
+        return {"mode": "default"}
+    if set(v) == {"cmek"} and isinstance(v["cmek"], dict):
+        v = {"mode": "customer-managed", **v["cmek"]}
+    if v.get("mode") != "customer-managed" or set(v) - {"mode", "key_name", "encryption_context"}:
+        raise InvalidRequest(
+            'encryption: expected {"mode": "default"} or {"mode": "customer-managed", "key_name": ...}, '
+            f"got {str(v)[:80]}"
+        )
+    key = v.get("key_name")
+    if not isinstance(key, str) or not key:
+        raise InvalidRequest("encryption.key_name: expected the KMS key's id, ARN or alias")
+    if v.get("encryption_context"):
+        raise InvalidRequest(
+            "encryption.encryption_context: not supported; the server's KMS requests carry no "
+            "per-namespace context (docs/compatibility.md)"
+        )
+    return {"mode": "customer-managed", "key_name": key}
 
 
 def _coerce_patch(patch: dict[str, Any], schema: Schema) -> Doc:

@@ -297,7 +297,7 @@ def namespace_steps() -> list[Step]:
            error(400, "sharding"), namespace="sh"),
         _s("namespace", "cmek_400", "write",
            {"upsert_rows": [{"id": 1}], "encryption": {"mode": "customer-managed", "key_name": "k"}},
-           error(400, "encryption"), namespace="enc"),
+           error(400, "needs the s3 storage backend"), namespace="enc"),
         _s("namespace", "delete_all", "delete_all", None, fields(status="OK"), namespace="cp", **r),
         _s("namespace", "deleted_not_exists", "exists", None, value(False), namespace="cp", **r),
         _s("namespace", "query_missing_404", "query", {"rank_by": ["id", "asc"]}, error(404), namespace="cp"),
