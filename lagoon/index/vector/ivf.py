@@ -38,6 +38,7 @@ from lagoon.index.vector.probe import GATHER_FRACTION, ProbeSearch
 from lagoon.index.vector.quantized import QUANTIZED_FIRST_PASS, CodePass, first_pass_width
 
 WHOLE_FILE_FRACTION = 0.5  # a lazy index needing more of its block bytes than this fetches the file
+SCAN_CODES_ABOVE = 4  # ANN scans of more candidates than this x the first pass's width use the codes
 _ENCODE_CHUNK = 65_536  # vectors encoded to 8-bit codes per call when a whole index loads
 
 
@@ -184,11 +185,15 @@ class VectorIndex:
                 self._complete = True
 
     def _fill_region(self, region: np.ndarray, *, verify_blocks: bool) -> None:
+        """Load every cluster not loaded yet from the blocks ``region``; they are marked loaded
+        only once their vectors *and* codes are in place (a query running meanwhile in another
+        thread skips or fetches what is not marked, never scans a half-filled cluster)."""
         todo = np.flatnonzero(~self._loaded)
         for c in todo.tolist():
             o, n = int(self._head.offsets[c]), int(self._lengths[c])
-            self._fill_block(c, region[o : o + n], verify=verify_blocks, quantize=False)
+            self._fill_block(c, region[o : o + n], verify=verify_blocks, quantize=False, mark=False)
         self._quantize(todo)
+        self._loaded[todo] = True
         self._complete = True
 
     def _quantize(self, clusters: np.ndarray) -> None:
@@ -222,9 +227,12 @@ class VectorIndex:
             x = x * self.aux[idx][:, None]
         return x
 
-    def _fill_block(self, c: int, block: np.ndarray, *, verify: bool, quantize: bool = True) -> None:
+    def _fill_block(
+        self, c: int, block: np.ndarray, *, verify: bool, quantize: bool = True, mark: bool = True
+    ) -> None:
         """Copy block ``c`` into ``cvec`` (and its norms into ``aux``); checks its ordinals against
-        ``cord`` and, when ``verify``, its CRC-32C against the table of contents."""
+        ``cord`` and, when ``verify``, its CRC-32C against the table of contents. ``quantize``:
+        encode its codes; ``mark``: then mark it loaded (the caller does both otherwise)."""
         lo, hi = int(self.list_ptr[c]), int(self.list_ptr[c + 1])
         vec = vecfile.block_vectors(self._head, c, block, self.cord[lo:hi], verify=verify)
         out = self.cvec[lo:hi]
@@ -238,7 +246,8 @@ class VectorIndex:
             self.aux[lo:hi] = sq
         if quantize:
             self._quantize(np.array([c], np.int64))
-        self._loaded[c] = True
+        if mark:
+            self._loaded[c] = True
 
     # ------------------------------------------------------------------------------------- rows
 
@@ -284,7 +293,8 @@ class VectorIndex:
         n_cand = m if cidx is None else int(cidx.shape[0])
         if n_cand == 0 or k <= 0:
             return np.empty(0, np.int64), np.empty(0, np.float64)
-        self._ensure(None if cidx is None else self.row_cluster[self.cord[cidx]])
+        if not self._complete:
+            self._ensure(None if cidx is None else self.row_cluster[self.cord[cidx]])
         if cidx is not None and n_cand < GATHER_FRACTION * m:
             idx = np.sort(cidx)  # memory order: the rows are read front to back
             dist = self._dist(q, metric, idx)
@@ -297,6 +307,26 @@ class VectorIndex:
             dist[~keep] = np.inf
         top = topk_smallest(dist, self.cord, min(k, n_cand))
         return self.finish(top, q, metric)
+
+    def scan(
+        self, query: np.ndarray, metric: str, k: int, cand: np.ndarray | None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The ANN side of an exact scan: a candidate set of at most ``GATHER_FRACTION`` of the
+        vectors and several times the first pass's width is scanned by its 8-bit codes, the best
+        ``first_pass_width(k)`` ranked exactly (a quarter of the bytes; a true neighbour is lost
+        only when its code ranks it below that cut). Anything else: ``exact``."""
+        width = first_pass_width(k)
+        if self._codes is None or metric != self.metric or cand is None:
+            return self.exact(query, metric, k, cand)
+        cidx = self.candidates(cand)
+        n_cand = int(cidx.shape[0])
+        if n_cand >= GATHER_FRACTION * self.n_vectors or n_cand <= SCAN_CODES_ABOVE * width:
+            return self.exact(query, metric, k, cand, cidx=cidx)
+        if not self._complete:
+            self._ensure(self.row_cluster[self.cord[cidx]])
+        q = np.ascontiguousarray(query, dtype=np.float32).reshape(-1)
+        best = self._codes.search_of(self._query_vector(q, metric), np.sort(cidx), width)
+        return self.finish(self.best_of(q, metric, k, np.sort(best)), q, metric)
 
     def cluster_counts(self, cand: np.ndarray) -> np.ndarray:
         """int64[n_clusters]: rows of each cluster that ``cand`` (bool over rows) keeps. One
@@ -378,6 +408,8 @@ class VectorIndex:
         cand: np.ndarray | None,
         probe: np.ndarray,
         bitmap: np.ndarray | None = None,
+        *,
+        dense: bool = False,
     ) -> np.ndarray:
         """Cluster-order indices of the best ``k`` candidates (kept by ``cand``) of the clusters
         ``probe``, best first (f32 distances, ties by row)."""
@@ -386,7 +418,7 @@ class VectorIndex:
         if self._codes is not None and metric == self.metric:
             width = first_pass_width(k)
             if int(self.sizes[probe].sum()) > width:
-                return self._probe_quantized(q, metric, k, cand, probe, width, bitmap)
+                return self._probe_quantized(q, metric, k, cand, probe, width, bitmap, dense=dense)
         starts = self.list_ptr[probe]
         idx = gather_runs(starts, self.list_ptr[probe + 1] - starts)
         if cand is not None:
@@ -402,6 +434,8 @@ class VectorIndex:
         probe: np.ndarray,
         width: int,
         bitmap: np.ndarray | None = None,
+        *,
+        dense: bool = False,
     ) -> np.ndarray:
         """``probe_clusters`` with the 8-bit first pass (lagoon/index/vector/quantized.py) keeping
         the best ``width`` candidates (masked by ``cand``), which are then ranked exactly."""
@@ -410,7 +444,13 @@ class VectorIndex:
             bitmap = np.packbits(cand, bitorder="little")
         starts = self.list_ptr[probe]
         idx = self._codes.search(
-            self._query_vector(q, metric), starts, self.list_ptr[probe + 1], width, self.cord, bitmap
+            self._query_vector(q, metric),
+            starts,
+            self.list_ptr[probe + 1],
+            width,
+            self.cord,
+            bitmap,
+            dense=dense,
         )
         return self.best_of(q, metric, k, np.sort(idx))
 

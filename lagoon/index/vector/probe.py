@@ -14,9 +14,9 @@ from typing import Protocol
 
 import numpy as np
 
-from lagoon.format.segment import gather_runs
 from lagoon.index.vector import plan as _plan
 from lagoon.index.vector.plan import RecallCurve
+from lagoon.index.vector.quantized import DENSE_MASK
 
 EXACT_BELOW_ROWS = 2000  # masks keeping fewer rows than max(this, fraction · vectors) go exact
 EXACT_BELOW_FRACTION = 0.02
@@ -25,6 +25,22 @@ CANDIDATE_MARGIN = 2.0  # expected masked candidates in the probed clusters >= m
 SEEN_SAMPLE = 2048  # candidates of newly scanned clusters are counted on about this many rows
 ANTI_CORRELATED = 0.7  # probed clusters holding < this x the mask's share of candidates: follow the mask
 GATHER_FRACTION = 0.3  # an exact scan of fewer candidates than this share gathers them (else: all)
+
+
+def _sampled_count(cand: np.ndarray, cord: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> int:
+    """Candidates (``cand[cord[j]]``) in the runs ``[starts[i], ends[i])``, estimated on an evenly
+    spaced sample of about ``SEEN_SAMPLE`` of their positions (every ``step``-th position of the
+    runs laid end to end, times ``step``), without gathering every position."""
+    lengths = ends - starts
+    cum = np.cumsum(lengths)
+    total = int(cum[-1]) if cum.shape[0] else 0
+    if total == 0:
+        return 0
+    step = max(1, total // SEEN_SAMPLE)
+    pos = np.arange(0, total, step, dtype=np.int64)
+    run = np.searchsorted(cum, pos, side="right")
+    idx = starts[run] + pos - (cum[run] - lengths[run])
+    return int(np.count_nonzero(cand[cord[idx]])) * step
 
 
 class ProbedIndex(Protocol):
@@ -45,6 +61,10 @@ class ProbedIndex(Protocol):
         self, query: np.ndarray, metric: str, k: int, cand: np.ndarray | None
     ) -> tuple[np.ndarray, np.ndarray]: ...
 
+    def scan(
+        self, query: np.ndarray, metric: str, k: int, cand: np.ndarray | None
+    ) -> tuple[np.ndarray, np.ndarray]: ...
+
     def centroid_dist(self, q: np.ndarray, metric: str) -> np.ndarray: ...
 
     def probe_clusters(
@@ -55,6 +75,8 @@ class ProbedIndex(Protocol):
         cand: np.ndarray | None,
         probe: np.ndarray,
         bitmap: np.ndarray | None = None,
+        *,
+        dense: bool = False,
     ) -> np.ndarray: ...
 
     def best_of(self, q: np.ndarray, metric: str, k: int, idx: np.ndarray) -> np.ndarray: ...
@@ -108,7 +130,7 @@ class ProbeSearch:
 
     def exact(self) -> tuple[np.ndarray, np.ndarray]:
         if self._exact is None:
-            self._exact = self.vi.exact(self.q, self.metric, self.k, self.cand)
+            self._exact = self.vi.scan(self.q, self.metric, self.k, self.cand)
         return self._exact
 
     def probe(self, nprobe: int) -> tuple[np.ndarray, np.ndarray]:
@@ -161,11 +183,11 @@ class ProbeSearch:
         if self.cand is not None:
             if self._bitmap is None:
                 self._bitmap = np.packbits(self.cand, bitorder="little")
-            starts = vi.list_ptr[new]
-            idx = gather_runs(starts, vi.list_ptr[new + 1] - starts)
-            step = max(1, idx.shape[0] // SEEN_SAMPLE)  # an evenly spaced sample estimates the count
-            self._seen += int(np.count_nonzero(self.cand[vi.cord[idx[::step]]])) * step
-        self._sel.append(vi.probe_clusters(self.q, self.metric, self.k, self.cand, new, self._bitmap))
+            self._seen += _sampled_count(self.cand, vi.cord, vi.list_ptr[new], vi.list_ptr[new + 1])
+        dense = self.sigma > DENSE_MASK
+        self._sel.append(
+            vi.probe_clusters(self.q, self.metric, self.k, self.cand, new, self._bitmap, dense=dense)
+        )
 
     def _best(self) -> np.ndarray:
         if not self._sel:

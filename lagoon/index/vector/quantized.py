@@ -16,7 +16,8 @@ is ``Σ (q_t · s_t) · c_t`` (the constant ``Σ q_t (min_t + 0.5 s_t)`` does no
 for squared euclidean distance it is ``-Σ (b_t - s_t · c_t)²`` with ``b_t = q_t - min_t - 0.5 s_t``.
 With a candidate mask (a packed bitmap over segment rows), each probed cluster's candidates are
 picked first (one bit test per row, branch-free) and only they are scored: a selective filter
-costs a test per row of the probed clusters, not a code scan (a cluster where more than a quarter
+costs a test per row of the probed clusters, not a code scan; a mask keeping most rows
+(``DENSE_MASK``) is tested after scoring, and only for the codes that would enter the heap (a cluster where more than a quarter
 of the rows are candidates is scored contiguously, which vectorises better). The best ``width``
 are kept in a binary heap.
 """
@@ -32,6 +33,7 @@ import numpy as np
 QUANTIZED_FIRST_PASS = True  # probe with 8-bit codes, then rank the best RERANK_FACTOR·k exactly
 RERANK_FACTOR = 8
 RERANK_MIN = 64
+DENSE_MASK = 0.3  # masks keeping more than this share of the rows: score codes first, test bits after
 
 _F = TypeVar("_F", bound=Callable[..., Any])
 
@@ -76,17 +78,14 @@ class CodePass:
         width: int,
         cord: np.ndarray,
         bitmap: np.ndarray | None,
+        *,
+        dense: bool = False,
     ) -> np.ndarray:
         """Indices (into ``codes``, unordered) of the best ``width`` codes in the runs
         ``[starts[i], ends[i])`` for the query vector ``qv`` (unit for cosine), among the rows
-        (``cord[j]`` for code ``j``) set in ``bitmap`` (little-endian packed bits; None = all)."""
-        q = np.ascontiguousarray(qv, dtype=np.float32).reshape(-1)
-        if self.l2:
-            a = self.step
-            b = (q - self.vmin - np.float32(0.5) * self.step).astype(np.float32)
-        else:
-            a = (q * self.step).astype(np.float32)
-            b = a
+        (``cord[j]`` for code ``j``) set in ``bitmap`` (little-endian packed bits; None = all).
+        ``dense``: most rows are candidates (see ``DENSE_MASK``)."""
+        a, b = self._coefficients(qv)
         longest = int((ends - starts).max()) if starts.shape[0] else 0
         heap_s = np.empty(width, np.float32)
         heap_i = np.empty(width, np.int64)
@@ -101,6 +100,7 @@ class CodePass:
             cord,
             bits,
             masked,
+            dense,
             a,
             b,
             self.l2,
@@ -113,9 +113,27 @@ class CodePass:
         out: np.ndarray = heap_i[:n]
         return out
 
+    def _coefficients(self, qv: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        q = np.ascontiguousarray(qv, dtype=np.float32).reshape(-1)
+        if self.l2:
+            return self.step, (q - self.vmin - np.float32(0.5) * self.step).astype(np.float32)
+        a = (q * self.step).astype(np.float32)
+        return a, a
+
+    def search_of(self, qv: np.ndarray, idx: np.ndarray, width: int) -> np.ndarray:
+        """Indices (unordered) of the best ``width`` of the codes ``idx``."""
+        a, b = self._coefficients(qv)
+        heap_s = np.empty(width, np.float32)
+        heap_i = np.empty(width, np.int64)
+        n = sq8_topk_of(
+            self.codes, np.ascontiguousarray(idx, dtype=np.int64), a, b, self.l2, width, heap_s, heap_i
+        )
+        out: np.ndarray = heap_i[:n]
+        return out
+
 
 @_jit
-def _push(heap_s: Any, heap_i: Any, size: int, width: int, s: float, j: int) -> int:
+def _push(heap_s: Any, heap_i: Any, size: int, width: int, s: Any, j: int) -> int:
     """Offer (score ``s``, index ``j``) to the min-heap of the best ``width`` scores."""
     if size < width:
         k = size
@@ -175,6 +193,7 @@ def sq8_topk(
     cord: Any,
     bitmap: Any,
     masked: bool,
+    dense: bool,
     a: Any,
     b: Any,
     l2: bool,
@@ -190,7 +209,15 @@ def sq8_topk(
     d = codes.shape[1]
     for i in range(starts.shape[0]):
         lo, hi = starts[i], ends[i]
-        if masked:
+        if masked and dense:  # most rows are candidates: score first, test the bit of the best only
+            _scores_run(codes, lo, hi, a, b, l2, buf)
+            for j in range(lo, hi):
+                s = buf[j - lo]
+                if size < width or s > heap_s[0]:
+                    r = cord[j]
+                    if (bitmap[r >> 3] >> (r & 7)) & 1:
+                        size = _push(heap_s, heap_i, size, width, s, j)
+        elif masked:
             c = 0
             for j in range(lo, hi):
                 r = cord[j]
@@ -232,6 +259,26 @@ def sq8_topk(
     return size
 
 
+@_jit
+def sq8_topk_of(codes: Any, idx: Any, a: Any, b: Any, l2: bool, width: int, heap_s: Any, heap_i: Any) -> int:
+    """``sq8_topk`` over the codes ``idx`` (a candidate list) instead of runs of clusters."""
+    size = 0
+    d = codes.shape[1]
+    for u in range(idx.shape[0]):
+        j = idx[u]
+        s = np.float32(0.0)
+        if l2:
+            for t in range(d):
+                e = b[t] - a[t] * np.float32(codes[j, t])
+                s -= e * e
+        else:
+            for t in range(d):
+                s += a[t] * np.float32(codes[j, t])
+        if size < width or s > heap_s[0]:
+            size = _push(heap_s, heap_i, size, width, s, j)
+    return size
+
+
 def warm_kernels() -> None:
     """Compile (or load from numba's cache) the scan for both metrics, with and without a mask."""
     rng = np.random.default_rng(0)
@@ -242,15 +289,20 @@ def warm_kernels() -> None:
         cord = np.arange(64, dtype=np.int64)
         starts, ends = np.array([0, 32], np.int64), np.array([32, 64], np.int64)
         cp.search(x[0], starts, ends, 4, cord, None)
-        cp.search(x[0], starts, ends, 4, cord, np.packbits(np.ones(64, bool), bitorder="little"))
+        bits = np.packbits(np.ones(64, bool), bitorder="little")
+        cp.search(x[0], starts, ends, 4, cord, bits)
+        cp.search(x[0], starts, ends, 4, cord, bits, dense=True)
+        cp.search_of(x[0], np.arange(0, 64, 3, dtype=np.int64), 4)
 
 
 __all__ = [
+    "DENSE_MASK",
     "QUANTIZED_FIRST_PASS",
     "RERANK_FACTOR",
     "RERANK_MIN",
     "CodePass",
     "first_pass_width",
     "sq8_topk",
+    "sq8_topk_of",
     "warm_kernels",
 ]

@@ -17,6 +17,7 @@ from lagoon.index.segment.build import SEQ_COLUMN, BuiltSegment
 from lagoon.index.segment.read import LazyFile, SegmentReader
 from lagoon.index.sources.segment import SegmentSource
 from lagoon.index.vector.ivf import WHOLE_FILE_FRACTION
+from lagoon.index.vector.quantized import CodePass
 from lagoon.schema import Schema, apply_schema_update
 from tests.index.segment.data import queries, vectors
 from tests.index.segment.helpers import build, open_built
@@ -143,6 +144,32 @@ def test_hydrate_completes_a_lazy_index(segment: tuple[BuiltSegment, Schema]) ->
     src = SegmentSource(lazy, np.ones(N, bool))
     src.vector_topk("v", queries(1, DIM)[0], "euclidean_squared", 10, None, approximate=True)
     assert blocks.ranges_calls == [] and blocks.whole_calls == 0
+
+
+def test_hydrate_marks_clusters_loaded_only_with_their_codes(
+    segment: tuple[BuiltSegment, Schema], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Background hydration runs in a thread beside queries, which scan any cluster marked
+    loaded without taking the lock: a cluster must not be marked before its 8-bit codes are
+    encoded (a query would rank it by missing codes: the recall drop of a busy machine)."""
+    built, schema = segment
+    lazy = lazy_reader(built, schema, Blocks(built.files["vec.v"]))
+    vi = lazy.vector_index("v")
+    assert vi is not None
+    src = SegmentSource(lazy, np.ones(N, bool))
+    src.vector_topk("v", queries(1, DIM)[0], "euclidean_squared", 10, None, approximate=True)
+    assert 0 < vi.loaded_fraction < 1.0
+    seen: list[bool] = []
+    original = CodePass.add
+
+    def add(self: CodePass, lo: int, x: np.ndarray) -> None:
+        clusters = np.unique(vi.row_cluster[vi.cord[lo : lo + x.shape[0]]])
+        seen.append(bool(vi._loaded[clusters].any()))
+        original(self, lo, x)
+
+    monkeypatch.setattr(CodePass, "add", add)
+    vi.hydrate(built.files["vec.v"])
+    assert seen and not any(seen) and vi.loaded_fraction == 1.0
 
 
 def test_a_corrupt_block_or_head_is_detected(segment: tuple[BuiltSegment, Schema]) -> None:
