@@ -18,6 +18,7 @@ superset of the k best rows, each with its exact score (the contract of ``DocSou
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 import pyarrow as pa
@@ -26,6 +27,11 @@ from lagoon.errors import DataCorruption
 from lagoon.format.segment import gather_runs
 
 BLOCK = 128
+MAXSCORE_MIN_POSTINGS = 1 << 19
+"""Below this many postings over the query's dimensions, scoring them all (a few vectorised numpy
+passes) is as fast or faster than MaxScore's bookkeeping: on 1M rows (40 dimensions of ~170k
+postings each; ``bench/sparse_bench.py --wide-lists``, docs/benchmarks.md) MaxScore took 0.96-1.26x
+the time of scoring everything at ~340k postings, 0.53-1.11x at 0.86M-1.7M and 0.59-0.63x at 3.4M."""
 
 
 def _ro(a: np.ndarray) -> np.ndarray:
@@ -47,8 +53,9 @@ class SparseIndex:
     def n_postings(self) -> int:
         return int(self.rows.shape[0])
 
-    @property
+    @cached_property
     def nonnegative(self) -> bool:
+        """Every stored weight is >= 0 (MaxScore's bounds need it); computed once."""
         return bool(self.weights.size == 0 or float(self.weights.min()) >= 0.0)
 
     def check(self, what: str) -> None:
@@ -95,9 +102,12 @@ class SparseIndex:
         qweights: np.ndarray,
         row_mask: np.ndarray | None = None,
         k: int | None = None,
+        *,
+        maxscore_min_postings: int = MAXSCORE_MIN_POSTINGS,
     ) -> tuple[np.ndarray, np.ndarray]:
         """(rows ascending, float64 dot products) of the rows sharing a dimension with the query
-        (among ``row_mask``); with ``k``, a superset of the k best of them (module docstring)."""
+        (among ``row_mask``); with ``k``, a superset of the k best of them (module docstring),
+        pruned with MaxScore when the query's dimensions hold ``maxscore_min_postings`` or more."""
         empty = np.zeros(0, np.int64), np.zeros(0, np.float64)
         if self.dims.size == 0 or qdims.size == 0:
             return empty
@@ -107,8 +117,10 @@ class SparseIndex:
         slots, qw = slot_c[hit].astype(np.int64), np.asarray(qweights, np.float64)[hit]
         if slots.size == 0:
             return empty
-        if k is not None and k > 0 and slots.size > 1 and bool(np.all(qw > 0)) and self.nonnegative:
-            return self._maxscore(slots, qw, row_mask, k)
+        total = int((self.offsets[slots + 1] - self.offsets[slots]).sum())
+        prune = k is not None and k > 0 and slots.size > 1 and total >= maxscore_min_postings
+        if prune and bool(np.all(qw > 0)) and self.nonnegative:
+            return self._maxscore(slots, qw, row_mask, int(k or 0))
         return self._exact(slots, qw, row_mask)
 
     def _postings(
