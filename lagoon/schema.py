@@ -428,6 +428,8 @@ def apply_schema_update(schema: Schema, update: Any) -> Schema:
                 raise InvalidRequest(f"schema.id: the namespace's id type is {id_type}, cannot change to {t}")
             id_type = t
             continue
+        if name.startswith("$embed_") and name[len("$embed_") :] in (set(update) | set(attrs)):
+            continue  # a computed embedding target (echoed back from GET schema): recreated below
         check_attr_name(name)
         if isinstance(spec, dict) and spec.get("drop") is True:
             if set(spec) != {"drop"}:

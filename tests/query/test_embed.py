@@ -135,3 +135,36 @@ async def test_embedding_without_the_extra_is_a_400(monkeypatch: pytest.MonkeyPa
             },
         )
     await database.close()
+
+
+def test_embed_schema_targets_and_echo() -> None:
+    """The schema option alone (no model needed): the target is created, a GET schema echoed back
+    as an update is the same schema, and nobody may declare a ``$embed_`` attribute of their own."""
+    from lagoon.schema import Schema, apply_schema_update
+
+    s = apply_schema_update(
+        Schema(), {"text": {"type": "string", "embed": "sentence-transformers/all-MiniLM-L6-v2"}}
+    )
+    echoed = s.to_json()
+    assert echoed["$embed_text"] == {"type": "[384]f32", "ann": {"distance_metric": "cosine_distance"}}
+    assert echoed["text"]["embed"] == {"model": "all-minilm-l6-v2", "attribute": "$embed_text", "dims": 384}
+    echoed.pop("id", None)
+    assert apply_schema_update(Schema(), echoed) == s
+    named = apply_schema_update(
+        Schema(), {"t": {"type": "string", "embed": {"model": "all-minilm-l6-v2", "attribute": "v"}}}
+    )
+    assert str(named.attributes["v"].type) == "[384]f32" and "$embed_t" not in named.attributes
+    with pytest.raises(InvalidRequest, match="may not start with"):
+        apply_schema_update(Schema(), {"$embed_x": "[384]f32"})
+    with pytest.raises(InvalidRequest, match=r"\[384\]f32"):
+        apply_schema_update(
+            Schema(),
+            {
+                "v": "[3]f32",
+                "t": {"type": "string", "embed": {"model": "all-minilm-l6-v2", "attribute": "v"}},
+            },
+        )
+    with pytest.raises(InvalidRequest, match="at most 4"):
+        apply_schema_update(
+            Schema(), {f"t{i}": {"type": "string", "embed": "all-minilm-l6-v2"} for i in range(5)}
+        )
