@@ -419,6 +419,7 @@ def apply_schema_update(schema: Schema, update: Any) -> Schema:
         raise InvalidRequest("schema: expected an object mapping attribute names to types")
     id_type = schema.id_type
     attrs = dict(schema.attributes)
+    new = 0
     for name, spec in update.items():
         if name == "id":
             t = spec.get("type") if isinstance(spec, dict) else spec
@@ -436,10 +437,18 @@ def apply_schema_update(schema: Schema, update: Any) -> Schema:
                 raise InvalidRequest(f"schema.{name}: 'drop' cannot be combined with other options")
             attrs.pop(name, None)
             continue
+        if name not in schema.attributes:
+            new += 1
+            if new > MAX_ATTRIBUTES:  # per request: stop before validating the rest of a huge schema
+                raise InvalidRequest(
+                    f"schema.{name}: a request may add at most {MAX_ATTRIBUTES} attributes to a namespace"
+                )
         attrs[name] = _attr_from_json(name, spec, attrs.get(name))
     _add_embed_targets(attrs)
     if len(attrs) > MAX_ATTRIBUTES:
-        raise InvalidRequest(f"schema: more than {MAX_ATTRIBUTES} attributes")
+        raise InvalidRequest(
+            f"schema: the namespace would have {len(attrs)} attributes; at most {MAX_ATTRIBUTES} are allowed"
+        )
     return replace(schema, id_type=id_type, attributes=attrs)
 
 

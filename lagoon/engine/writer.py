@@ -262,22 +262,42 @@ class _Resolver:
             return None
         schema = self.schema
         items = list(self.overlay.items())
-        ids = [i for i, _ in items]
+        n = len(items)
         ops = [OP_DELETE if d is None else OP_UPSERT for _, d in items]
-        present: set[str] = set()
-        for _, d in items:
-            if d is not None:
-                present.update(d)
+        # One pass over the values actually present: a column that few documents set costs what
+        # its values cost here, and is scattered into its rows by Arrow (no per-cell Python work).
+        present: dict[str, tuple[list[int], list[Any]]] = {}
+        for row, (_, d) in enumerate(items):
+            if d is None:
+                continue
+            for name, value in d.items():
+                if value is None:
+                    continue
+                col = present.get(name)
+                if col is None:
+                    col = present[name] = ([], [])
+                col[0].append(row)
+                col[1].append(value)
         cols: dict[str, pa.Array] = {
-            "id": ids_to_arrow(ids, schema.id_type or "uint"),
+            "id": ids_to_arrow([i for i, _ in items], schema.id_type or "uint"),
             OP_COLUMN: pa.array(ops, type=pa.uint8()),
         }
         for name in sorted(present):
             attr = schema.attributes.get(name)
             if attr is None:
                 continue  # the attribute was dropped later in the group
-            cols[name] = column_to_arrow([None if d is None else d.get(name) for _, d in items], attr.type)
+            rows, values = present[name]
+            cols[name] = _scatter(column_to_arrow(values, attr.type), rows, n)
         return pa.table(cols)
+
+
+def _scatter(values: pa.Array, rows: list[int], n: int) -> pa.Array:
+    """An array of ``n`` slots holding ``values[k]`` at ``rows[k]`` and null elsewhere."""
+    if len(rows) == n:
+        return values
+    index = np.full(n, -1, dtype=np.int64)
+    index[np.asarray(rows, dtype=np.int64)] = np.arange(len(rows), dtype=np.int64)
+    return values.take(pa.array(index, mask=index < 0))
 
 
 class Committer:

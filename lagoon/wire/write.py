@@ -16,6 +16,7 @@ from lagoon.index.filters.parse import parse_filter
 from lagoon.index.filters.tree import Filter
 from lagoon.schema import (
     DISTANCE_METRICS,
+    MAX_ATTRIBUTES,
     AttributeSchema,
     AttrType,
     Schema,
@@ -128,6 +129,7 @@ def _bool(body: dict[str, Any], key: str, default: bool = False) -> bool:
 def _infer_new_attributes(schema: Schema, docs: list[tuple[str, Any]], is_patch: list[bool]) -> Schema:
     """Add types for attributes the schema lacks, inferred from every value in the request."""
     seen: dict[str, AttrType] = {}
+    room = MAX_ATTRIBUTES - len(schema.attributes)
     for (where, doc), _ in zip(docs, is_patch, strict=True):
         for name, value in doc.items():
             if name == "id" or name in schema.attributes:
@@ -137,6 +139,14 @@ def _infer_new_attributes(schema: Schema, docs: list[tuple[str, Any]], is_patch:
             if t is None:
                 continue
             prev = seen.get(name)
+            if prev is None and len(seen) >= room:
+                # Checked as each new name appears: a request with many more costs no more to refuse.
+                raise InvalidRequest(
+                    f"{where}.{name}: this write would give the namespace more than {MAX_ATTRIBUTES} "
+                    f"attributes ({len(schema.attributes)} in its schema, {len(seen) + 1} new ones "
+                    f"inferred from this request's documents so far); at most {MAX_ATTRIBUTES} are "
+                    "allowed per namespace (docs/limits.md)"
+                )
             if prev is None or prev == t:
                 seen[name] = t
             elif {prev.kind, t.kind} == {"int", "float"} and prev.array == t.array:
