@@ -32,7 +32,9 @@ def snapshot(root: Path) -> dict[str, str]:
 
 
 def wal_bytes(root: Path, ns: str) -> int:
-    return sum(p.stat().st_size for p in root.rglob("*") if p.is_file() and "/wal/" in str(p) and f"/{ns}/" in str(p))
+    return sum(
+        p.stat().st_size for p in root.rglob("*") if p.is_file() and "/wal/" in str(p) and f"/{ns}/" in str(p)
+    )
 
 
 @pytest.fixture
@@ -70,19 +72,30 @@ def test_many_rows_each_with_a_new_attribute_are_refused_at_once(client: TestCli
 
 def test_limit_counts_the_namespace_existing_attributes(client: TestClient, bucket: Path) -> None:
     base = MAX_ATTRIBUTES - 10
-    r = client.post("/v2/namespaces/full", json={"upsert_rows": [{"id": 0, **{f"a{i}": i for i in range(base)}}]})
+    r = client.post(
+        "/v2/namespaces/full", json={"upsert_rows": [{"id": 0, **{f"a{i}": i for i in range(base)}}]}
+    )
     assert r.status_code == 200, r.text
     before = snapshot(bucket)
-    r = client.post("/v2/namespaces/full", json={"upsert_rows": [{"id": 1, **{f"b{i}": i for i in range(11)}}]})
+    r = client.post(
+        "/v2/namespaces/full", json={"upsert_rows": [{"id": 1, **{f"b{i}": i for i in range(11)}}]}
+    )
     assert r.status_code == 400, r.text
     assert f"{base} in its schema" in r.json()["error"]
     after = snapshot(bucket)
-    assert after == before, {k: (before.get(k), after.get(k)) for k in set(before) | set(after) if before.get(k) != after.get(k)}
+    assert after == before, {
+        k: (before.get(k), after.get(k)) for k in set(before) | set(after) if before.get(k) != after.get(k)
+    }
     # exactly up to the limit is accepted, and the namespace keeps working
-    r = client.post("/v2/namespaces/full", json={"upsert_rows": [{"id": 1, **{f"b{i}": i for i in range(10)}}]})
+    r = client.post(
+        "/v2/namespaces/full", json={"upsert_rows": [{"id": 1, **{f"b{i}": i for i in range(10)}}]}
+    )
     assert r.status_code == 200, r.text
     assert len(client.get("/v1/namespaces/full/schema").json()) == MAX_ATTRIBUTES + 1  # + id
-    q = client.post("/v2/namespaces/full/query", json={"rank_by": ["id", "asc"], "filters": ["b9", "Eq", 9], "include_attributes": ["b9"]})
+    q = client.post(
+        "/v2/namespaces/full/query",
+        json={"rank_by": ["id", "asc"], "filters": ["b9", "Eq", 9], "include_attributes": ["b9"]},
+    )
     assert q.status_code == 200 and [row["id"] for row in q.json()["rows"]] == [1], q.text
 
 
@@ -108,12 +121,15 @@ def test_sparse_columns_cost_the_wal_what_their_values_cost(client: TestClient, 
     # every value reads back where it was written
     for i in (0, 7, n - 1):
         q = client.post(
-            "/v2/namespaces/sparse/query", json={"rank_by": ["id", "asc"], "filters": [f"c{i}", "Eq", i], "include_attributes": [f"c{i}"]},
+            "/v2/namespaces/sparse/query",
+            json={"rank_by": ["id", "asc"], "filters": [f"c{i}", "Eq", i], "include_attributes": [f"c{i}"]},
         )
         assert q.status_code == 200 and q.json()["rows"] == [{"id": i, f"c{i}": i}], q.text
 
 
-def test_many_rows_over_few_sparse_attributes_stay_smaller_than_the_request(client: TestClient, bucket: Path) -> None:
+def test_many_rows_over_few_sparse_attributes_stay_smaller_than_the_request(
+    client: TestClient, bucket: Path
+) -> None:
     rows = [{"id": r, f"c{r % 100}": r} for r in range(10_000)]
     body = json.dumps({"upsert_rows": rows}).encode()
     r = client.post("/v2/namespaces/few", content=body, headers={"content-type": "application/json"})
