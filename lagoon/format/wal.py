@@ -67,8 +67,9 @@ def is_sparse(table: pa.Table) -> bool:
     as a full-width slot, so such a table is compressed: a column that one document in ten
     thousand sets then costs about what its values do, not rows x width."""
     attrs = [c for c in table.column_names if c not in ("id", OP_COLUMN)]
-    cells = table.num_rows * len(attrs)
-    return cells >= SPARSE_MIN_CELLS and 2 * sum(table.column(c).null_count for c in attrs) > cells
+    cells: int = table.num_rows * len(attrs)
+    nulls: int = sum(int(table.column(c).null_count) for c in attrs)
+    return cells >= SPARSE_MIN_CELLS and 2 * nulls > cells
 
 
 SPARSE_MIN_CELLS = 256
