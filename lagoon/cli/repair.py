@@ -1,4 +1,4 @@
-"""``lagoon repair``: verify namespaces in the bucket and fix the CURRENT hint (``lagoon.engine.ops.repair``).
+"""``lagoon repair``: check namespaces in the bucket like fsck and fix what is safe (``lagoon.engine.ops.repair``).
 
 Exit 0 when no error remains (warnings such as orphans allowed), 1 otherwise; with ``--dry-run``
 nothing is changed, so a fixable error still exits 1. The store layer is imported when the
@@ -48,7 +48,7 @@ def command(
     config_file: str | None,
     assignments: tuple[str, ...],
 ) -> None:
-    """Verify manifests, CURRENT, segments, WAL and orphans; rewrite a bad CURRENT hint."""
+    """Verify manifests, CURRENT, segments, WAL, strays and orphans; fix what is safe (fsck)."""
     if all_orgs and (org is not None or namespace is not None):
         raise click.UsageError("--all-orgs checks every namespace of every org: drop --org/--namespace")
     from lagoon.cli.runtime import run_with_store

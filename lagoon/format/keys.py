@@ -9,6 +9,7 @@ Layout under the store's prefix (the storage backend applies ``storage.prefix``)
     _lagoon/...                            cluster-wide objects, among them:
     _lagoon/catalog/{org}/ns/{ns}          namespace marker (listing: docs/formats/catalog.md)
     _lagoon/catalog/{org}/count.json       the org's namespace count
+    _lagoon/quarantine/{org}/{ns}/{ms}/... objects ``lagoon repair`` moved aside (docs/operations.md)
 
 Org names match ``[a-z0-9][a-z0-9-]{0,62}`` so they never collide with ``_lagoon/``; namespace
 names match ``[A-Za-z0-9-_.]{1,128}`` and are not ``.`` or ``..``. Nothing else concatenates keys.
@@ -128,3 +129,12 @@ def catalog_org(org: str) -> str:
 def namespace_from_marker(key: str) -> str:
     """'_lagoon/catalog/default/ns/docs' -> 'docs'."""
     return key.rsplit("/", 1)[-1]
+
+
+QUARANTINE_PREFIX = f"{CLUSTER_PREFIX}quarantine/"
+
+
+def quarantine_key(keys: NamespaceKeys, relative: str, stamp_ms: int) -> str:
+    """``_lagoon/quarantine/{org}/{ns}/{stamp_ms}/{relative}``: where ``lagoon repair`` moves a
+    damaged or stray object of a namespace (``relative``: its key below the namespace root)."""
+    return f"{QUARANTINE_PREFIX}{keys.org}/{keys.namespace}/{stamp_ms:013d}/{relative}"

@@ -1,44 +1,77 @@
-"""``lagoon repair``: verify each namespace's objects in the bucket, and fix what is safe to fix.
+"""``lagoon repair``: a file-system check of each namespace in the bucket, and the fixes that are safe.
 
-Like LevelDB's ``RepairDB``, it reads what is there and trusts nothing it has not verified; unlike
-it, it rewrites nothing but the one object that is only ever a hint. Per namespace
-(``{org}/{ns}/``), in this order (docs/operations.md has the operator's version):
+It reads what is there and trusts nothing it has not verified. Per namespace (``{org}/{ns}/``),
+in this order (docs/operations.md has the operator's version, with every finding and its fix):
 
-1. Manifest chain (``manifest/``): every listed version, plus any a forward probe finds past the
-   listing, is fetched and decoded (magic, format version, CRC-32C, version number); the versions
-   from the oldest surviving one to the latest must be dense (GC deletes oldest first) and each
-   must name its predecessor's nonce as parent (``stats.parent_nonce``) when it records one.
-2. CURRENT hint: missing (while versions exist), garbled, ahead of the latest version, below the
-   oldest surviving version, or lagging. Ahead is harmful: committers would take every new version
-   for an unreachable fork, so indexing stalls; below the oldest surviving version, readers
-   starting from it find no manifest at all.
-3. Segments: every file the latest manifest lists exists (HEAD) with the listed size.
-4. WAL: the entries after the latest manifest's ``indexed_through`` are dense up to the head
-   (LIST, then a forward probe) and each decodes (frame checksum, seq matches its key).
-5. Orphans: objects under ``seg/`` that the latest manifest neither references nor lists as
-   pending deletion, grouped by segment, with their age (younger than ``indexer.gc_grace_secs``
-   may be an upload in progress).
+1. Inventory: one LIST of the namespace's folder. Every object is of a known kind (WAL entry,
+   manifest version, CURRENT, segment file) or a stray.
+2. Manifest chain: every version is fetched and decoded (magic, format version, CRC-32C, version
+   number, ``format/invariants.py``); the versions from the oldest to the latest must be dense and
+   each must name its predecessor's nonce as parent.
+3. CURRENT hint: missing, garbled, ahead of the latest version, below the oldest, or lagging.
+4. Segments: every file of every segment the latest manifest lists is fetched and checked (size
+   and CRC-32C against the manifest, then the segment is opened: frames, sections, meta).
+5. WAL: the entries after ``indexed_through`` are dense up to the head, each decodes and passes
+   ``check_entry`` against the schema in effect before it.
+6. Strays: objects under the namespace that are of no Lagoon kind (junk folders, editor files,
+   a file in a live segment's folder that the manifest does not list).
+7. Orphans: segment folders nothing references (reported; GC removes them after the grace period).
 
-A namespace that shows a problem is inspected again (up to three times) if its latest manifest
-version moved meanwhile: an indexer, compactor or GC running concurrently can make a single pass
-see a half-updated picture, never two consistent ones.
+Fixes (not with ``dry_run``), each safe while servers and workers run:
 
-Fixes (not with ``dry_run``): only CURRENT. Missing, lagging or below-oldest hints are advanced
-with the committers' own monotonic compare-and-swap (``manifest_store.advance_hint``); garbled or
-ahead hints are rewritten to the latest version with If-Match on the etag just read, after probing
-once more that no newer version appeared. Never touched: manifests, WAL entries, segment files,
-orphans, anything outside ``manifest/CURRENT``. Problems there are reported with what they mean.
+- a missing or corrupt manifest version that CURRENT holds a verified copy of is restored from it
+  (create-if-absent, or If-Match on the corrupt bytes' etag);
+- a corrupt latest version (no copy) is moved aside: the namespace falls back to the version
+  before it, whose WAL entries are read again (nothing lost while they exist);
+- a hole in the chain: the versions below it are moved aside (readers start from CURRENT; every
+  version above the hole supersedes them);
+- CURRENT: advanced with the committers' monotonic compare-and-swap, or rewritten with If-Match
+  when garbled or ahead;
+- a damaged segment is rebuilt under a new id, from its own intact files (an ``fts``/``flt``
+  index is derived from ``docs``), else row by row from the WAL entries its rows came from, else
+  its rows are lost: they become tombstones (older versions of those documents do not come back)
+  and the report names the WAL seqs and the number of documents. The new segment replaces the old
+  in a new manifest version (create-if-absent: a concurrent commit makes repair look again); the
+  old files go to ``pending_delete`` like any replaced segment, so GC removes them later;
+- a torn or corrupt WAL entry in the unindexed tail is copied to the quarantine and its slot is
+  replaced (If-Match) by an empty entry, which readers fold as nothing and writers see as taken;
+  a missing entry in the tail is filled with an empty entry (create-if-absent). The report says
+  what the damaged entry held, as far as it can be read;
+- strays are moved to the quarantine.
+
+"Moved aside" means copied to ``_lagoon/quarantine/{org}/{ns}/{store time ms}/{relative key}``,
+then deleted. Nothing a retained manifest references is ever deleted. After fixing, the namespace
+is inspected again (up to ``MAX_ROUNDS`` rounds of fixes), so the report ends with its true state;
+a second run finds nothing to fix (idempotent).
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Iterable, Sequence
+import dataclasses
+import struct
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar
 
-from lagoon.engine.manifest_store import advance_hint, read_version
+import msgspec
+import numpy as np
+import pyarrow as pa
+
+from lagoon.engine import manifest_store
+from lagoon.engine.components import Components
+from lagoon.engine.indexer import (
+    align,
+    fold_entries,
+    newest_per_id,
+    segment_record,
+    store_time_ms,
+    target_schema,
+)
+from lagoon.engine.manifest_store import ManifestConflict, advance_hint, read_version
+from lagoon.engine.segment_io import SegmentIO, verify_file
 from lagoon.errors import DataCorruption, LagoonError
+from lagoon.format.framing import HEADER_LEN, TRAILER_LEN
 from lagoon.format.invariants import manifest_problems, successor_problems
 from lagoon.format.keys import (
     CLUSTER_PREFIX,
@@ -49,10 +82,16 @@ from lagoon.format.keys import (
     org_prefix,
     parse_manifest_version,
     parse_wal_seq,
+    quarantine_key,
 )
-from lagoon.format.manifest import Manifest, decode_manifest, encode_manifest
-from lagoon.format.wal import decode_entry
+from lagoon.format.manifest import Manifest, SegmentRef, decode_manifest, encode_manifest
+from lagoon.format.segment import DOCS_FILE
+from lagoon.format.wal import OP_COLUMN, OP_DELETE, WalEntry, check_entry, decode_entry, encode_entry
+from lagoon.index.segment.build import SEQ_COLUMN, build_segment, new_segment_id
+from lagoon.index.segment.read import SegmentReader
+from lagoon.schema import Schema
 from lagoon.storage.base import (
+    AlreadyExists,
     IfMatch,
     ObjectMeta,
     ObjectNotFound,
@@ -64,22 +103,33 @@ from lagoon.storage.base import (
 
 Severity = Literal["error", "warning", "info"]
 T = TypeVar("T")
+Action = Callable[[], Awaitable[str]]
 
 _PARALLELISM = 16
 MAX_PASSES = 3
+MAX_ROUNDS = 5
 _SHOWN = 10
+REPAIR_WRITER = "lagoon-repair"
+DOCS_WHOLE = "segment"  # how a problem of the segment as a whole (not one file) is named
+
+
+class FixFailed(Exception):
+    """A fix could not be applied (the message says why); the next round or run retries."""
 
 
 @dataclass
 class Finding:
     check: str
-    """``manifests`` | ``current`` | ``segments`` | ``wal`` | ``orphans`` | ``namespace``."""
+    """``manifests`` | ``current`` | ``segments`` | ``wal`` | ``strays`` | ``orphans`` | ``namespace``."""
     severity: Severity
     message: str
     fix: str = ""
     """What repair does about it ("" = nothing it may do)."""
     fixed: bool = False
     fix_error: str = ""
+    lost_documents: int = 0
+    """Documents no object in the bucket holds any more (set by segment and WAL fixes)."""
+    action: Action | None = field(default=None, repr=False, compare=False)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -89,6 +139,7 @@ class Finding:
             "fix": self.fix,
             "fixed": self.fixed,
             "fix_error": self.fix_error,
+            "lost_documents": self.lost_documents,
         }
 
 
@@ -102,15 +153,24 @@ class NamespaceReport:
     wal_head: int = 0
     segments: int = 0
     passes: int = 1
+    rounds: int = 0
     findings: list[Finding] = field(default_factory=list)
+    remaining: list[Finding] | None = None
+    """Errors of the final inspection after fixing (None: nothing was fixed, ``findings`` tells)."""
 
     @property
     def errors(self) -> list[Finding]:
+        if self.remaining is not None:
+            return [f for f in self.remaining if f.severity == "error" and not f.fixed]
         return [f for f in self.findings if f.severity == "error" and not f.fixed]
 
     @property
     def ok(self) -> bool:
         return not self.errors
+
+    @property
+    def lost_documents(self) -> int:
+        return sum(f.lost_documents for f in self.findings if f.fixed)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -123,7 +183,10 @@ class NamespaceReport:
             "wal_head": self.wal_head,
             "segments": self.segments,
             "passes": self.passes,
+            "rounds": self.rounds,
+            "lost_documents": self.lost_documents,
             "findings": [f.to_json() for f in self.findings],
+            "remaining": [f.to_json() for f in self.errors],
         }
 
 
@@ -149,6 +212,7 @@ class RepairReport:
             "dry_run": self.dry_run,
             "ok": self.ok,
             "fixes_applied": self.fixes_applied,
+            "lost_documents": sum(n.lost_documents for n in self.namespaces),
             "namespaces": [n.to_json() for n in self.namespaces],
         }
 
@@ -159,7 +223,14 @@ class RepairReport:
             state = f"{manifest}, indexed through {n.indexed_through}, WAL head {n.wal_head}, {n.segments} segments"
             problems = [f for f in n.findings if f.severity != "info"]
             errors = n.errors
-            verdict = "OK" if not problems else (_n(len(errors), "error") if errors else "OK with warnings")
+            if errors:
+                verdict = _n(len(errors), "error") + (" remain" if n.remaining is not None else "")
+            elif not problems:
+                verdict = "OK"
+            elif all(f.fixed for f in problems):
+                verdict = "repaired"
+            else:
+                verdict = "OK with warnings"
             lines.append(f"{n.org}/{n.namespace}: {verdict} ({state})")
             for f in n.findings:
                 label = "FIXED" if f.fixed else f.severity.upper()
@@ -171,6 +242,12 @@ class RepairReport:
                     if f.fix_error:
                         line += f" (fix failed: {f.fix_error})"
                 lines.append(line)
+            if n.remaining is not None:
+                for f in n.errors:
+                    if f not in n.findings:
+                        lines.append(f"  {'ERROR':<7} {f.check}: {f.message} (after repair)")
+            if n.lost_documents:
+                lines.append(f"  documents no object in the bucket holds any more: {n.lost_documents}")
         bad = sum(not n.ok for n in self.namespaces)
         summary = f"Checked {_n(len(self.namespaces), 'namespace')}: {bad} with errors"
         if self.dry_run:
@@ -201,14 +278,23 @@ async def _exists(store: ObjectStore, key: str) -> ObjectMeta | None:
         return None
 
 
+async def _get(store: ObjectStore, key: str) -> tuple[bytes, str | None] | None:
+    """The object's bytes and etag (None when it is missing)."""
+    try:
+        meta = await store.head(key)
+        return await store.get(key), meta.etag
+    except ObjectNotFound:
+        return None
+
+
 def _n(count: int, singular: str, plural: str = "") -> str:
     return f"{count} {singular if count == 1 else (plural or singular + 's')}"
 
 
-def _spans(numbers: Sequence[int]) -> str:
+def _spans(numbers: Iterable[int]) -> str:
     """[3, 4, 5, 9] -> "3..5, 9"."""
     out: list[str] = []
-    nums = sorted(numbers)
+    nums = sorted(set(numbers))
     i = 0
     while i < len(nums):
         j = i
@@ -230,6 +316,16 @@ def _size(n: int) -> str:
     return f"{value:.1f} GiB"
 
 
+def _age(secs: float) -> str:
+    if secs < 120:
+        return f"{max(secs, 0):.0f} s"
+    if secs < 7200:
+        return f"{secs / 60:.0f} min"
+    if secs < 172800:
+        return f"{secs / 3600:.0f} h"
+    return f"{secs / 86400:.0f} d"
+
+
 def _parse_hint(raw: bytes) -> int | None:
     """The version CURRENT names (it holds a copy of that manifest, or the older decimal form);
     None when it is garbled."""
@@ -245,18 +341,102 @@ def _parse_hint(raw: bytes) -> int | None:
     return value if value >= 0 else None
 
 
-async def _copy_differs(store: ObjectStore, keys: NamespaceKeys, raw: bytes, version: int) -> bool:
-    """Does CURRENT hold a manifest copy other than the stored version (readers would use it)?"""
+def _hint_copy(raw: bytes) -> Manifest | None:
     if not raw.lstrip().startswith(b"{"):
-        return False
+        return None
     try:
-        stored = await read_version(store, keys, version)
-    except (ObjectNotFound, DataCorruption):
-        return False  # reported by the manifest checks
-    return decode_manifest(raw, what="CURRENT").nonce != stored.nonce
+        return decode_manifest(raw, what="CURRENT")
+    except DataCorruption:
+        return None
 
 
-# --- one pass over a namespace ---------------------------------------------------------------
+async def _quarantine(store: ObjectStore, keys: NamespaceKeys, key: str, data: bytes | None = None) -> str:
+    """Copy ``key`` to the quarantine (its bytes, read now unless given); returns the copy's key."""
+    if data is None:
+        data = await store.get(key)
+    stamp = await store_time_ms(store)
+    target = quarantine_key(keys, key[len(keys.root) :], stamp)
+    await store.put(target, data, PutMode.OVERWRITE)
+    return target
+
+
+async def _move_aside(store: ObjectStore, keys: NamespaceKeys, key: str) -> str:
+    target = await _quarantine(store, keys, key)
+    await store.delete(key)
+    return target
+
+
+def _void_entry(seq: int, components: Components) -> bytes:
+    """An entry that changes nothing: what readers fold for a quarantined or lost slot."""
+    return encode_entry(
+        WalEntry(
+            seq=seq,
+            nonce=components.nonce(),
+            created_at_ms=components.clock.now_ms(),
+            writer=REPAIR_WRITER,
+            requests=0,
+        )
+    )
+
+
+class _LooseBody(msgspec.Struct, kw_only=True, forbid_unknown_fields=False):
+    seq: int = 0
+    writer: str = ""
+    created_at_ms: int = 0
+    requests: int = 0
+    truncate: bool = False
+    docs: bytes = b""
+
+
+def describe_entry(raw: bytes) -> str:
+    """What a damaged WAL entry held, as far as its bytes still tell (no checksum trusted)."""
+    if len(raw) < HEADER_LEN:
+        return f"{len(raw)} bytes, not even a frame header"
+    magic, _fmt, _min_reader, _min_writer, _flags, header_len, body_len, _ = struct.unpack_from(
+        "<4sHHHHIQQ", raw
+    )
+    whole = header_len + body_len + TRAILER_LEN
+    parts = [f"{len(raw)} of {whole} bytes" if len(raw) != whole else f"{len(raw)} bytes"]
+    if magic != b"LGWL":
+        parts.append(f"magic {magic!r}")
+        return ", ".join(parts)
+    body = raw[header_len : header_len + body_len]
+    try:
+        loose = msgspec.msgpack.decode(body, type=_LooseBody)
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        parts.append("body unreadable")
+        return ", ".join(parts)
+    parts.append(f"seq {loose.seq}, {_n(loose.requests, 'request')} by {loose.writer or '?'}")
+    if loose.truncate:
+        parts.append("a namespace deletion")
+    if loose.docs:
+        try:
+            with pa.ipc.open_stream(pa.py_buffer(loose.docs)) as reader:
+                table = reader.read_all()
+            ids = table.column("id").to_pylist() if "id" in table.column_names else []
+            shown = ", ".join(str(i) for i in ids[:_SHOWN]) + (" ..." if len(ids) > _SHOWN else "")
+            parts.append(f"{_n(table.num_rows, 'document row')} (ids {shown})")
+        except (pa.ArrowException, ValueError, OSError):
+            parts.append("document table unreadable")
+    else:
+        parts.append("no documents")
+    return ", ".join(parts)
+
+
+def _entry_rows(raw: bytes) -> int:
+    """Document rows a damaged entry held, if its table still reads (else 0: unknown)."""
+    try:
+        body = raw[HEADER_LEN:-TRAILER_LEN] if len(raw) > HEADER_LEN + TRAILER_LEN else b""
+        loose = msgspec.msgpack.decode(body, type=_LooseBody)
+        if not loose.docs:
+            return 0
+        with pa.ipc.open_stream(pa.py_buffer(loose.docs)) as reader:
+            return int(reader.read_all().num_rows)
+    except (msgspec.DecodeError, msgspec.ValidationError, pa.ArrowException, ValueError, OSError):
+        return 0
+
+
+# --- one inspection --------------------------------------------------------------------------
 
 
 @dataclass
@@ -265,70 +445,148 @@ class _Hint:
     raw: bytes = b""
     value: int | None = None
     etag: str | None = None
+    copy: Manifest | None = None
+
+
+@dataclass
+class _Context:
+    store: ObjectStore
+    keys: NamespaceKeys
+    grace_secs: float
+    components: Components
+    dry_run: bool
 
 
 @dataclass
 class _Pass:
+    ctx: _Context
     report: NamespaceReport
+    inventory: dict[str, ObjectMeta] = field(default_factory=dict)
+    manifests: dict[int, Manifest] = field(default_factory=dict)
     latest: Manifest | None = None
     top: int = 0
     oldest: int = 0
     hint: _Hint = field(default_factory=_Hint)
 
-    def add(self, check: str, severity: Severity, message: str, fix: str = "") -> Finding:
-        f = Finding(check, severity, message, fix)
+    def add(
+        self, check: str, severity: Severity, message: str, fix: str = "", action: Action | None = None
+    ) -> Finding:
+        f = Finding(check, severity, message, fix, action=action)
         self.report.findings.append(f)
         return f
 
+    @property
+    def store(self) -> ObjectStore:
+        return self.ctx.store
 
-async def _check_manifests(store: ObjectStore, keys: NamespaceKeys, p: _Pass) -> dict[int, Manifest]:
-    versions: set[int] = set()
-    unknown: list[str] = []
-    async for meta in store.list(keys.manifest_prefix):
-        v = parse_manifest_version(meta.key)
-        if v is not None:
-            versions.add(v)
-        elif meta.key != keys.current:
-            unknown.append(meta.key)
+    @property
+    def keys(self) -> NamespaceKeys:
+        return self.ctx.keys
+
+
+async def _take_inventory(p: _Pass) -> None:
+    async for meta in p.store.list(p.keys.root):
+        p.inventory[meta.key] = meta
+
+
+async def _read_hint(p: _Pass) -> None:
+    got = await _get(p.store, p.keys.current)
+    hint = p.hint
+    if got is not None:
+        hint.present, (hint.raw, hint.etag) = True, got
+        hint.value = _parse_hint(hint.raw)
+        hint.copy = _hint_copy(hint.raw)
+
+
+async def _check_manifests(p: _Pass) -> None:
+    store, keys = p.store, p.keys
+    versions = {v for k in p.inventory if (v := parse_manifest_version(k)) is not None}
     top = max(versions, default=0)
     while await _exists(store, keys.manifest(top + 1)) is not None:
         top += 1
         versions.add(top)
         p.add("manifests", "warning", f"LIST did not show manifest v{top}, a probe found it (listing lag?)")
-    if unknown:
-        p.add("manifests", "warning", f"unexpected objects under manifest/: {', '.join(unknown[:_SHOWN])}")
+    copy = p.hint.copy
+    if copy is not None and copy.version > top and not manifest_problems(copy):
+        # CURRENT holds a verified copy of a version that no longer exists: restore it.
+        p.add(
+            "manifests",
+            "error",
+            f"manifest v{copy.version} is missing, but CURRENT names it and holds a verified copy",
+            f"restore manifest v{copy.version} from CURRENT's copy",
+            _restore_action(p, copy, None),
+        )
     p.top, p.oldest = top, min(versions, default=0)
     p.report.latest_version, p.report.oldest_version = top, p.oldest
     if not versions:
-        return {}
+        return
 
-    async def load(v: int) -> tuple[int, Manifest | None, str]:
+    async def load(v: int) -> tuple[int, Manifest | None, str, str | None]:
+        meta = await _exists(store, keys.manifest(v))
+        if meta is None:
+            return v, None, "deleted while being checked", None
         try:
-            return v, await read_version(store, keys, v), ""
+            return v, await read_version(store, keys, v), "", meta.etag
         except ObjectNotFound:
-            return v, None, "deleted while being checked"
+            return v, None, "deleted while being checked", None
         except LagoonError as e:  # DataCorruption, IncompatibleFormat
-            return v, None, str(e)
+            return v, None, str(e), meta.etag
 
-    manifests: dict[int, Manifest] = {}
-    for v, m, problem in await _bounded(load(v) for v in sorted(versions)):
+    corrupt: list[int] = []
+    for v, m, problem, etag in await _bounded(load(v) for v in sorted(versions)):
         if m is not None:
-            manifests[v] = m
+            p.manifests[v] = m
             for broken in manifest_problems(m):
                 p.add("manifests", "error", f"manifest v{v} breaks an invariant: {broken}")
+            continue
+        if problem == "deleted while being checked":
+            continue
+        corrupt.append(v)
+        if copy is not None and copy.version == v and not manifest_problems(copy):
+            p.add(
+                "manifests",
+                "error",
+                f"manifest v{v} is unreadable: {problem}",
+                f"restore manifest v{v} from CURRENT's verified copy",
+                _restore_action(p, copy, etag),
+            )
+        elif v == top and v > 1:
+            p.add(
+                "manifests",
+                "error",
+                f"manifest v{v} is unreadable: {problem} (the namespace cannot be read)",
+                f"move v{v} aside; the namespace falls back to v{v - 1} and re-reads the WAL after it",
+                _move_manifest_action(p, v, etag),
+            )
+        elif v == top:
+            p.add(
+                "manifests",
+                "error",
+                f"manifest v{v} is unreadable: {problem} (the namespace cannot be read)",
+                f"move v{v} aside; the namespace is read from its WAL",
+                _move_manifest_action(p, v, etag),
+            )
         else:
-            meaning = "the namespace cannot be read" if v == top else "readers of this version fail"
-            p.add("manifests", "error", f"manifest v{v} is unreadable: {problem} ({meaning})")
+            p.add(
+                "manifests",
+                "error",
+                f"manifest v{v} is unreadable: {problem} (readers of this version fail)",
+                f"move v{v} aside (v{top} supersedes it)",
+                _move_manifest_action(p, v, etag),
+            )
     holes = [v for v in range(p.oldest, top + 1) if v not in versions]
     if holes:
+        below = [v for v in sorted(versions) if v < max(holes)]
         p.add(
             "manifests",
             "error",
             f"manifest versions {_spans(holes)} are missing between v{p.oldest} and v{top}: readers "
             "probing forward stop at the first hole and miss every later version",
+            f"move the versions below the hole aside ({_spans(below)}; v{top} supersedes them)",
+            _move_below_hole_action(p, max(holes)),
         )
     for v in range(p.oldest, top):
-        older, newer = manifests.get(v), manifests.get(v + 1)
+        older, newer = p.manifests.get(v), p.manifests.get(v + 1)
         if older is None or newer is None:
             continue
         for broken in successor_problems(older, newer):
@@ -342,23 +600,65 @@ async def _check_manifests(store: ObjectStore, keys: NamespaceKeys, p: _Pass) ->
                 f"manifest v{v + 1} names parent nonce {str(parent)[:16]}, not v{v}'s {older.nonce[:16]}: "
                 "the chain forks (a zombie committer re-created a deleted version?)",
             )
-    p.latest = manifests.get(top)
-    return manifests
+    p.latest = p.manifests.get(top)
 
 
-async def _check_hint(store: ObjectStore, keys: NamespaceKeys, p: _Pass) -> None:
-    hint = p.hint
-    meta = await _exists(store, keys.current)
-    if meta is not None:
+def _restore_action(p: _Pass, copy: Manifest, etag: str | None) -> Action:
+    async def run() -> str:
+        key = p.keys.manifest(copy.version)
+        mode = IfMatch(etag) if etag is not None else PutMode.CREATE
         try:
-            hint.raw = await store.get(keys.current)
-            hint.present, hint.etag = True, meta.etag
-        except ObjectNotFound:
-            pass
-    hint.value = _parse_hint(hint.raw) if hint.present else None
-    if hint.value is not None and await _copy_differs(store, keys, hint.raw, hint.value):
-        hint.value = None  # treated as garbled: rewritten from the stored version
+            if etag is not None:
+                await _quarantine(p.store, p.keys, key)
+            await p.store.put(key, encode_manifest(copy), mode)
+        except (AlreadyExists, PreconditionFailed):
+            raise FixFailed(f"{key} changed meanwhile") from None
+        return f"manifest v{copy.version} restored from CURRENT's copy"
+
+    return run
+
+
+def _move_manifest_action(p: _Pass, version: int, etag: str | None) -> Action:
+    async def run() -> str:
+        key = p.keys.manifest(version)
+        if version == p.top and await _exists(p.store, p.keys.manifest(version + 1)) is not None:
+            raise FixFailed(f"manifest v{version + 1} appeared meanwhile")
+        meta = await _exists(p.store, key)
+        if meta is None or (etag is not None and meta.etag != etag):
+            raise FixFailed(f"{key} changed meanwhile")
+        target = await _move_aside(p.store, p.keys, key)
+        return f"moved to {target}"
+
+    return run
+
+
+def _move_below_hole_action(p: _Pass, hole: int) -> Action:
+    async def run() -> str:
+        moved = []
+        for v in sorted(x for x in p.manifests.keys() | set(range(p.oldest, hole)) if x < hole):
+            key = p.keys.manifest(v)
+            if await _exists(p.store, key) is None:
+                continue
+            await _move_aside(p.store, p.keys, key)
+            moved.append(v)
+        return f"versions {_spans(moved)} moved to the quarantine" if moved else "nothing left below the hole"
+
+    return run
+
+
+async def _check_hint(p: _Pass) -> None:
+    hint = p.hint
+    if (
+        hint.present
+        and hint.value is not None
+        and hint.copy is not None
+        and hint.value in p.manifests
+        and hint.copy.nonce != p.manifests[hint.value].nonce
+    ):
+        hint.value = None  # a foreign copy: readers would use it instead of the stored version
     top, oldest = p.top, p.oldest
+    if hint.copy is not None and hint.copy.version > top and not manifest_problems(hint.copy):
+        return  # the manifest check restores the version from this copy first
     if not hint.present:
         if top:
             p.add(
@@ -366,6 +666,7 @@ async def _check_hint(store: ObjectStore, keys: NamespaceKeys, p: _Pass) -> None
                 "warning",
                 f"CURRENT is missing (latest manifest v{top})",
                 f"create CURRENT = {top}",
+                _advance_hint_action(p),
             )
         return
     if hint.value is None:
@@ -374,6 +675,7 @@ async def _check_hint(store: ObjectStore, keys: NamespaceKeys, p: _Pass) -> None
             "error",
             f"CURRENT is garbled ({hint.raw[:40]!r}); readers then probe from v1",
             f"rewrite CURRENT to {top}",
+            _rewrite_hint_action(p),
         )
     elif hint.value > top:
         latest = f"the latest manifest is v{top}" if top else "there is no manifest"
@@ -383,6 +685,7 @@ async def _check_hint(store: ObjectStore, keys: NamespaceKeys, p: _Pass) -> None
             f"CURRENT names v{hint.value} but {latest}: committers take every new version for an "
             "unreachable fork, so indexing stalls",
             f"rewrite CURRENT to {top}",
+            _rewrite_hint_action(p),
         )
     elif top and hint.value < oldest:
         p.add(
@@ -391,6 +694,7 @@ async def _check_hint(store: ObjectStore, keys: NamespaceKeys, p: _Pass) -> None
             f"CURRENT names v{hint.value}, below the oldest surviving version v{oldest}: readers "
             "starting from it find no manifest",
             f"advance CURRENT to {top}",
+            _advance_hint_action(p),
         )
     elif hint.value < top:
         p.add(
@@ -398,66 +702,310 @@ async def _check_hint(store: ObjectStore, keys: NamespaceKeys, p: _Pass) -> None
             "info",
             f"CURRENT lags (v{hint.value}, latest v{top}); readers probe forward",
             f"advance CURRENT to {top}",
+            _advance_hint_action(p),
         )
 
 
-async def _check_segments(store: ObjectStore, keys: NamespaceKeys, p: _Pass) -> None:
+def _latest_or_top(p: _Pass) -> Manifest | int:
+    return p.latest if p.latest is not None and p.latest.version == p.top else p.top
+
+
+async def _hint_healthy(p: _Pass) -> str:
+    after = _parse_hint(await p.store.get(p.keys.current))
+    if (
+        after is not None
+        and after >= p.top
+        and (after == 0 or await _exists(p.store, p.keys.manifest(after)))
+    ):
+        return f"CURRENT now names v{after}"
+    raise FixFailed(f"CURRENT reads {after!r} afterwards; re-run repair")
+
+
+def _advance_hint_action(p: _Pass) -> Action:
+    async def run() -> str:
+        await advance_hint(p.store, p.keys, _latest_or_top(p))
+        return await _hint_healthy(p)
+
+    return run
+
+
+def _rewrite_hint_action(p: _Pass) -> Action:
+    async def run() -> str:
+        top, hint = p.top, p.hint
+        # Replace exactly the bytes judged bad, and only while no newer version exists.
+        if await _exists(p.store, p.keys.manifest(top + 1)) is not None:
+            raise FixFailed(f"manifest v{top + 1} appeared meanwhile; re-run repair")
+        mode = IfMatch(hint.etag) if hint.etag is not None else PutMode.OVERWRITE
+        latest = _latest_or_top(p)
+        data = encode_manifest(latest) if isinstance(latest, Manifest) else str(top).encode()
+        try:
+            await p.store.put(p.keys.current, data, mode)
+        except PreconditionFailed:
+            raise FixFailed("CURRENT changed while repairing; re-run repair") from None
+        return await _hint_healthy(p)
+
+    return run
+
+
+# --- segments --------------------------------------------------------------------------------
+
+
+@dataclass
+class _BadSegment:
+    ref: SegmentRef
+    bad: dict[str, str]  # file name -> what is wrong ("" key: the segment as a whole)
+
+
+async def _verify_segment(p: _Pass, ref: SegmentRef, schema: Schema) -> _BadSegment | None:
+    store, keys = p.store, p.keys
+    names = sorted(ref.files)
+    blobs = await _bounded(_get(store, keys.segment_file(ref.id, n)) for n in names)
+    bad: dict[str, str] = {}
+    files: dict[str, bytes] = {}
+    for name, got in zip(names, blobs, strict=True):
+        spec = ref.files[name]
+        if got is None:
+            bad[name] = "missing"
+            continue
+        data = got[0]
+        if "size" in spec and len(data) != spec["size"]:
+            bad[name] = f"{len(data)} bytes, the manifest says {spec['size']}"
+        elif not verify_file(ref, name, data):
+            bad[name] = "checksum mismatch"
+        else:
+            files[name] = data
+    if DOCS_FILE not in ref.files:
+        bad[""] = f"the manifest lists no {DOCS_FILE!r} file"
+    if not bad:
+        try:
+            await asyncio.to_thread(SegmentReader.from_files, ref, files, schema)
+        except LagoonError as e:
+            bad[""] = f"does not open: {e}"
+    return _BadSegment(ref, bad) if bad else None
+
+
+async def _check_segments(p: _Pass) -> None:
     m = p.latest
     if m is None:
         return
     p.report.segments = len(m.segments)
-    files = [(ref.id, name, spec) for ref in m.segments for name, spec in sorted(ref.files.items())]
     for ref in m.segments:
-        if not ref.files:
-            p.add("segments", "warning", f"segment {ref.id} lists no files")
         if ref.seq_to > m.indexed_through:
             p.add(
                 "segments",
                 "error",
                 f"segment {ref.id} covers WAL seqs up to {ref.seq_to}, beyond indexed_through {m.indexed_through}",
             )
-    metas = await _bounded(_exists(store, keys.segment_file(sid, name)) for sid, name, _ in files)
-    missing = [f"{sid}/{name}" for (sid, name, _), meta in zip(files, metas, strict=True) if meta is None]
-    wrong = [
-        f"{sid}/{name} ({meta.size} bytes, manifest says {spec['size']})"
-        for (sid, name, spec), meta in zip(files, metas, strict=True)
-        if meta is not None and "size" in spec and meta.size != spec["size"]
-    ]
-    if missing:
-        p.add(
-            "segments",
-            "error",
-            f"{_n(len(missing), 'file')} referenced by manifest v{m.version} missing (dangling): "
-            f"{', '.join(missing[:_SHOWN])}{' ...' if len(missing) > _SHOWN else ''}; queries fail until "
-            "they are restored (bucket versioning) or the namespace is re-imported",
-        )
-    if wrong:
-        p.add(
-            "segments",
-            "error",
-            f"{_n(len(wrong), 'segment file')} with the wrong size: {', '.join(wrong[:_SHOWN])}",
-        )
+    schema = Schema.from_storage(m.schema) if m.schema else Schema()
+    damaged: list[_BadSegment] = []
+    for ref in m.segments:  # one segment in memory at a time
+        bad = await _verify_segment(p, ref, schema)
+        if bad is not None:
+            damaged.append(bad)
+    if not damaged:
+        return
+    what = "; ".join(
+        f"{b.ref.id} ({', '.join(f'{n or DOCS_WHOLE}: {why}' for n, why in sorted(b.bad.items()))})"
+        for b in damaged[:_SHOWN]
+    )
+    finding = p.add(
+        "segments",
+        "error",
+        f"{_n(len(damaged), 'damaged segment')} in manifest v{m.version}: {what}; queries that need them fail",
+        "rebuild each from its intact files or the WAL entries it covers (else its lost rows become "
+        "tombstones) and commit a new manifest version",
+    )
+    finding.action = _rebuild_action(p, m, schema, damaged, finding)
 
 
-async def _check_wal(store: ObjectStore, keys: NamespaceKeys, p: _Pass) -> None:
+async def _wal_entry(store: ObjectStore, keys: NamespaceKeys, seq: int) -> WalEntry | None:
+    """A WAL entry if it exists and reads (a damaged one is not a source: None)."""
+    try:
+        entry = decode_entry(await store.get(keys.wal(seq)), what=keys.wal(seq))
+    except (ObjectNotFound, LagoonError):
+        return None
+    return entry if entry.seq == seq else None
+
+
+@dataclass
+class _Salvage:
+    table: pa.Table | None  # rows of the replacement segment (None: drop the segment)
+    source: str
+    lost_rows: int = 0
+    lost_seqs: tuple[int, ...] = ()
+
+
+async def _salvage(p: _Pass, bad: _BadSegment, schema: Schema) -> _Salvage:
+    """The rows of a damaged segment, from the best source still in the bucket (module docstring)."""
+    store, keys, ref = p.store, p.keys, bad.ref
+    target = target_schema(schema)
+    derived = {n for n in bad.bad if n.startswith(("fts.", "flt."))}
+    vec_bad = {n for n in bad.bad if n.startswith("vec.")}
+    docs_ok = DOCS_FILE not in bad.bad and "" not in bad.bad and not (set(bad.bad) - derived - vec_bad)
+    reader: SegmentReader | None = None
+    if docs_ok:
+        good = {n: s for n, s in ref.files.items() if n not in bad.bad}
+        sub = dataclasses.replace(ref, files=good)
+        blobs = await _bounded(store.get(keys.segment_file(ref.id, n)) for n in sorted(good))
+        try:
+            reader = await asyncio.to_thread(
+                SegmentReader.from_files, sub, dict(zip(sorted(good), blobs, strict=True)), schema
+            )
+        except LagoonError:
+            reader = None
+    if reader is not None:
+        lost_vec_attrs = {
+            a for a, at in schema.attributes.items() if at.type.is_vector and _vec_name(a) in vec_bad
+        }
+        keep = [a for a in schema.attributes if a not in lost_vec_attrs]
+        table = align(reader.table(keep), target)
+        if not lost_vec_attrs:
+            return _Salvage(table, "its intact files (derived indexes rebuilt)")
+        # Upserts lost a vector: take each such row from the WAL entry it came from.
+        ops = np.asarray(table.column(OP_COLUMN).to_numpy(zero_copy_only=False))
+        seqs = np.asarray(table.column(SEQ_COLUMN).to_numpy(zero_copy_only=False))
+        need = np.flatnonzero(ops != OP_DELETE)
+        ids = table.column("id").to_pylist()
+        keep_mask = np.ones(table.num_rows, dtype=bool)
+        keep_mask[need] = False
+        parts = [table.filter(pa.array(keep_mask))]
+        lost_ids: list[Any] = []
+        lost_row_seqs: list[int] = []
+        lost_seqs: set[int] = set()
+        by_seq: dict[int, list[int]] = {}
+        for row in need:
+            by_seq.setdefault(int(seqs[row]), []).append(int(row))
+        for seq, rows in sorted(by_seq.items()):
+            entry = await _wal_entry(store, keys, seq)
+            wanted = {ids[r] for r in rows}
+            found: set[Any] = set()
+            if entry is not None and entry.docs is not None:
+                docs = entry.docs
+                mask = [i in wanted for i in docs.column("id").to_pylist()]
+                picked = align(docs.filter(pa.array(mask)), target, seq=seq)
+                found = set(picked.column("id").to_pylist())
+                parts.append(picked)
+            missing = [i for i in wanted if i not in found]
+            if missing:
+                lost_ids += missing
+                lost_row_seqs += [seq] * len(missing)
+                lost_seqs.add(seq)
+        if lost_ids:
+            # tombstones: the older versions of these documents (other segments) must not return
+            parts.append(_tombstones(lost_ids, lost_row_seqs, target, schema))
+        merged = newest_per_id(pa.concat_tables(parts)) if parts else target.empty_table()
+        source = "its docs file, vectors from the WAL entries of its rows"
+        return _Salvage(merged, source, len(lost_ids), tuple(sorted(lost_seqs)))
+    entries = [await _wal_entry(store, keys, s) for s in range(ref.seq_from, ref.seq_to + 1)]
+    if all(e is not None for e in entries):
+        fold = fold_entries([e for e in entries if e is not None], schema, older_data=True)
+        return _Salvage(fold.table, f"WAL entries {ref.seq_from}..{ref.seq_to}")
+    missing = [s for s, e in zip(range(ref.seq_from, ref.seq_to + 1), entries, strict=True) if e is None]
+    upserts = ref.info.get("counts", {}).get("upserts", ref.rows) if isinstance(ref.info, dict) else ref.rows
+    return _Salvage(None, "nothing (its docs file and WAL entries are gone)", int(upserts), tuple(missing))
+
+
+def _vec_name(attr: str) -> str:
+    from lagoon.format.segment import vec_file
+
+    return vec_file(attr)
+
+
+def _tombstones(ids: list[Any], seqs: list[int], target: pa.Schema, schema: Schema) -> pa.Table:
+    from lagoon.values import ids_to_arrow
+
+    table = pa.table(
+        {
+            "id": ids_to_arrow(ids, schema.id_type or "uint"),
+            SEQ_COLUMN: pa.array(np.asarray(seqs, dtype=np.uint64)),
+            OP_COLUMN: pa.array(np.full(len(ids), OP_DELETE, dtype=np.uint8)),
+        }
+    )
+    return align(table, target)
+
+
+def _rebuild_action(
+    p: _Pass, m: Manifest, schema: Schema, damaged: list[_BadSegment], finding: Finding
+) -> Action:
+    async def run() -> str:
+        store, keys, comps = p.store, p.keys, p.ctx.components
+        seg_io = SegmentIO(store)
+        started = comps.clock.monotonic()
+        replaced: dict[str, SegmentRef | None] = {}
+        notes: list[str] = []
+        lost = 0
+        for bad in damaged:
+            ref = bad.ref
+            s = await _salvage(p, bad, schema)
+            if s.table is None or s.table.num_rows == 0:
+                replaced[ref.id] = None
+                note = f"{ref.id}: dropped (rows from {s.source})"
+            else:
+                built = await asyncio.to_thread(
+                    build_segment,
+                    s.table,
+                    schema,
+                    segment_id=new_segment_id(comps.clock.now_ms(), comps.rng),
+                    level=ref.level,
+                    seq_from=ref.seq_from,
+                    seq_to=ref.seq_to,
+                )
+                await seg_io.upload(keys, built)
+                replaced[ref.id] = built.ref
+                note = f"{ref.id}: rebuilt as {built.ref.id} from {s.source}"
+            if s.lost_rows:
+                note += (
+                    f"; {_n(s.lost_rows, 'document')} lost (WAL seqs {_spans(s.lost_seqs)} are gone)"
+                    if s.lost_seqs
+                    else f"; {_n(s.lost_rows, 'document')} lost"
+                )
+            lost += s.lost_rows
+            notes.append(note)
+        grace = p.ctx.grace_secs
+        if grace > 0 and comps.clock.monotonic() - started >= grace / 2:
+            raise FixFailed("the rebuild took longer than half the GC grace period; re-run repair")
+        removed_at = await store_time_ms(store)
+        version = m.version + 1
+        segments = tuple(new for s in m.segments if (new := replaced.get(s.id, s)) is not None)
+        new_manifest = manifest_store.next_version(
+            m,
+            comps,
+            segments=segments,
+            pending_delete=(
+                *m.pending_delete,
+                *(segment_record(sid, version, removed_at) for sid in replaced),
+            ),
+        )
+        try:
+            await manifest_store.commit(store, keys, new_manifest)
+        except ManifestConflict as e:
+            raise FixFailed(
+                f"manifest v{version} was committed meanwhile ({e}); the next round looks again"
+            ) from None
+        finding.lost_documents = lost
+        return f"manifest v{version}: " + "; ".join(notes)
+
+    return run
+
+
+# --- WAL -------------------------------------------------------------------------------------
+
+
+async def _check_wal(p: _Pass) -> None:
+    store, keys = p.store, p.keys
     through = p.latest.indexed_through if p.latest is not None else 0
+    if p.latest is None and p.top:
+        # the latest manifest is unreadable: the tail it starts after is unknown
+        p.report.indexed_through = 0
+        return
     p.report.indexed_through = through
-    seqs: set[int] = set()
-    unknown: list[str] = []
-    async for meta in store.list(keys.wal_prefix):
-        seq = parse_wal_seq(meta.key)
-        if seq is None:
-            unknown.append(meta.key)
-        else:
-            seqs.add(seq)
+    seqs = {s for k in p.inventory if (s := parse_wal_seq(k)) is not None and k.startswith(keys.wal_prefix)}
     tail = {s for s in seqs if s > through}
     head = max(tail, default=through)
     while await _exists(store, keys.wal(head + 1)) is not None:
         head += 1
         tail.add(head)
     p.report.wal_head = head
-    if unknown:
-        p.add("wal", "warning", f"unexpected objects under wal/: {', '.join(unknown[:_SHOWN])}")
     missing = [s for s in range(through + 1, head + 1) if s not in tail]
     if missing:
         p.add(
@@ -465,29 +1013,37 @@ async def _check_wal(store: ObjectStore, keys: NamespaceKeys, p: _Pass) -> None:
             "error",
             f"WAL entries {_spans(missing)} are missing between indexed_through {through} and head {head}: "
             f"readers stop at seq {missing[0] - 1}, so the entries after the gap are invisible, and the next "
-            "write would take the missing seq and resurrect the stranded entries out of order; restore the "
-            "missing entries (bucket versioning) before writing again",
+            "write would take the missing seq and resurrect the stranded entries out of order",
+            "fill the missing seqs with empty entries (nothing holds them any more)",
+            _fill_gaps_action(p, missing),
         )
-
-    async def verify(seq: int) -> str:
+    schema = Schema.from_storage(p.latest.schema) if p.latest is not None and p.latest.schema else Schema()
+    for seq in sorted(tail):
         key = keys.wal(seq)
+        got = await _get(store, key)
+        if got is None:
+            continue  # deleted while being checked, or part of the gap
+        raw, etag = got
         try:
-            entry = decode_entry(await store.get(key), what=key)
-        except ObjectNotFound:
-            return ""  # deleted while being checked; the next pass decides
+            entry = decode_entry(raw, what=key)
+            if entry.seq != seq:
+                raise DataCorruption(f"{key}: holds seq {entry.seq}")
+            check_entry(entry, Schema() if entry.truncate else schema)
         except LagoonError as e:
-            return str(e)
-        return "" if entry.seq == seq else f"{key}: holds seq {entry.seq}"
-
-    problems = [msg for msg in await _bounded(verify(s) for s in sorted(tail)) if msg]
-    if problems:
-        p.add(
-            "wal",
-            "error",
-            f"{_n(len(problems), 'unindexed WAL entry', 'unindexed WAL entries')} unreadable: "
-            f"{'; '.join(problems[:_SHOWN])}; reads of "
-            "the namespace fail",
-        )
+            held = describe_entry(raw)
+            finding = p.add(
+                "wal",
+                "error",
+                f"WAL entry {seq} is unreadable: {e} (it held: {held}); reads and writes of the "
+                "namespace stop at it",
+                f"quarantine entry {seq} and mark its seq as empty",
+            )
+            finding.action = _quarantine_entry_action(p, seq, raw, etag, finding)
+            continue
+        if entry.truncate:
+            schema = Schema()
+        if entry.schema is not None:
+            schema = Schema.from_storage(entry.schema)
     folded = len(seqs) - len({s for s in seqs if s > through})
     if folded:
         p.add(
@@ -495,6 +1051,91 @@ async def _check_wal(store: ObjectStore, keys: NamespaceKeys, p: _Pass) -> None:
             "info",
             f"{_n(folded, 'WAL entry', 'WAL entries')} at or below indexed_through {through} awaiting GC",
         )
+
+
+def _fill_gaps_action(p: _Pass, missing: list[int]) -> Action:
+    async def run() -> str:
+        filled = []
+        for seq in missing:
+            try:
+                await p.store.put(p.keys.wal(seq), _void_entry(seq, p.ctx.components), PutMode.CREATE)
+                filled.append(seq)
+            except AlreadyExists:
+                pass  # a writer or a restore filled it meanwhile
+        return f"seqs {_spans(filled)} hold empty entries" if filled else "filled meanwhile"
+
+    return run
+
+
+def _quarantine_entry_action(p: _Pass, seq: int, raw: bytes, etag: str | None, finding: Finding) -> Action:
+    async def run() -> str:
+        key = p.keys.wal(seq)
+        target = await _quarantine(p.store, p.keys, key, raw)
+        mode = IfMatch(etag) if etag is not None else PutMode.OVERWRITE
+        try:
+            await p.store.put(key, _void_entry(seq, p.ctx.components), mode)
+        except PreconditionFailed:
+            raise FixFailed(f"{key} changed meanwhile") from None
+        finding.lost_documents = _entry_rows(raw)
+        return f"copied to {target}; seq {seq} now holds an empty entry"
+
+    return run
+
+
+# --- strays and orphans ----------------------------------------------------------------------
+
+
+def _classify(p: _Pass, key: str) -> str:
+    """``known`` | ``segment`` (under seg/) | ``stray``."""
+    keys = p.keys
+    if key == keys.current:
+        return "known"
+    if key.startswith(keys.manifest_prefix):
+        return "known" if parse_manifest_version(key) is not None and key.count("/") == 3 else "stray"
+    if key.startswith(keys.wal_prefix):
+        return "known" if parse_wal_seq(key) is not None and key.count("/") == 3 else "stray"
+    if key.startswith(keys.segment_prefix):
+        return "segment" if key.count("/") == 4 else "stray"
+    return "stray"
+
+
+async def _check_strays(p: _Pass) -> None:
+    live = {r.id: r for r in (p.latest.segments if p.latest is not None else ())}
+    strays = []
+    for key in sorted(p.inventory):
+        kind = _classify(p, key)
+        if kind == "segment":
+            sid, name = key[len(p.keys.segment_prefix) :].split("/", 1)
+            if sid in live and name not in live[sid].files:
+                strays.append(key)
+        elif kind == "stray":
+            strays.append(key)
+    if not strays:
+        return
+    shown = ", ".join(k[len(p.keys.root) :] for k in strays[:_SHOWN]) + (
+        " ..." if len(strays) > _SHOWN else ""
+    )
+    p.add(
+        "strays",
+        "warning",
+        f"{_n(len(strays), 'object')} of no Lagoon kind under {p.keys.root}: {shown}",
+        "move them to the quarantine",
+        _move_strays_action(p, strays),
+    )
+
+
+def _move_strays_action(p: _Pass, strays: list[str]) -> Action:
+    async def run() -> str:
+        moved = 0
+        for key in strays:
+            try:
+                await _move_aside(p.store, p.keys, key)
+                moved += 1
+            except ObjectNotFound:
+                pass
+        return f"{_n(moved, 'object')} moved to the quarantine"
+
+    return run
 
 
 def _pending(m: Manifest | None, keys: NamespaceKeys) -> tuple[set[str], list[str]]:
@@ -512,30 +1153,24 @@ def _pending(m: Manifest | None, keys: NamespaceKeys) -> tuple[set[str], list[st
     return exact, prefixes
 
 
-async def _check_orphans(
-    store: ObjectStore, keys: NamespaceKeys, p: _Pass, manifests: dict[int, Manifest], grace_secs: float
-) -> None:
-    m = p.latest
+async def _check_orphans(p: _Pass) -> None:
+    m, keys = p.latest, p.keys
     if m is None and p.top:
         return  # the latest manifest is unreadable: cannot tell orphans from live files
-    referenced = {keys.segment_file(r.id, n) for r in (m.segments if m else ()) for n in r.files}
-    older = {
-        keys.segment_file(r.id, n)
-        for v, om in manifests.items()
-        if v != p.top
-        for r in om.segments
-        for n in r.files
-    }
+    live = {r.id for r in (m.segments if m else ())}
+    older = {r.id for v, om in p.manifests.items() if v != p.top for r in om.segments}
     exact, prefixes = _pending(m, keys)
     groups: dict[str, list[ObjectMeta]] = {}
     pending = 0
-    async for meta in store.list(keys.segment_prefix):
-        if meta.key in referenced:
+    for key, meta in sorted(p.inventory.items()):
+        if _classify(p, key) != "segment":
             continue
-        if meta.key in exact or any(meta.key.startswith(pre) for pre in prefixes):
+        segment = key[len(keys.segment_prefix) :].split("/", 1)[0]
+        if segment in live:
+            continue
+        if key in exact or any(key.startswith(pre) for pre in prefixes):
             pending += 1
             continue
-        segment = meta.key[len(keys.segment_prefix) :].split("/", 1)[0]
         groups.setdefault(segment, []).append(meta)
     if pending:
         p.add(
@@ -545,7 +1180,7 @@ async def _check_orphans(
         )
     if not groups:
         return
-    now = await store.now()
+    now = await p.store.now()
     shown = []
     young = 0
     total = 0
@@ -554,82 +1189,73 @@ async def _check_orphans(
         total += size
         newest = max(x.last_modified for x in metas)
         age = (now - newest).total_seconds()
-        young += age < grace_secs
-        note = ", referenced by an older manifest" if any(x.key in older for x in metas) else ""
+        young += age < p.ctx.grace_secs
+        note = ", referenced by an older manifest" if segment in older else ""
         shown.append(f"{segment} ({_n(len(metas), 'file')}, {_size(size)}, {_age(age)} old{note})")
     count = sum(len(v) for v in groups.values())
     text = (
         f"{_n(count, 'object')} in {_n(len(groups), 'segment folder')} ({_size(total)}) referenced neither by "
         f"manifest v{p.top} nor by its pending deletions: {'; '.join(shown[:_SHOWN])}"
         + (f"; ... {len(shown) - _SHOWN} more" if len(shown) > _SHOWN else "")
+        + "; GC removes them once they are older than indexer.gc_grace_secs"
     )
     if young:
-        text += f". {_n(young, 'segment folder')} younger than indexer.gc_grace_secs ({grace_secs:g} s): uploads in progress?"
+        text += f". {_n(young, 'segment folder')} younger than indexer.gc_grace_secs ({p.ctx.grace_secs:g} s): uploads in progress?"
     p.add("orphans", "warning", text)
 
 
-def _age(secs: float) -> str:
-    if secs < 120:
-        return f"{max(secs, 0):.0f} s"
-    if secs < 7200:
-        return f"{secs / 60:.0f} min"
-    if secs < 172800:
-        return f"{secs / 3600:.0f} h"
-    return f"{secs / 86400:.0f} d"
-
-
-async def _inspect(store: ObjectStore, keys: NamespaceKeys, grace_secs: float) -> _Pass:
-    p = _Pass(NamespaceReport(keys.org, keys.namespace))
-    manifests = await _check_manifests(store, keys, p)
-    await _check_hint(store, keys, p)
+async def _inspect(ctx: _Context) -> _Pass:
+    p = _Pass(ctx, NamespaceReport(ctx.keys.org, ctx.keys.namespace))
+    await _take_inventory(p)
+    await _read_hint(p)
+    await _check_manifests(p)
+    await _check_hint(p)
     if p.latest is None and p.top:
         p.add("segments", "info", "skipped: the latest manifest is unreadable")
-    await _check_segments(store, keys, p)
-    await _check_wal(store, keys, p)
-    await _check_orphans(store, keys, p, manifests, grace_secs)
+    await _check_segments(p)
+    await _check_wal(p)
+    await _check_strays(p)
+    await _check_orphans(p)
     return p
 
 
-# --- fixing ----------------------------------------------------------------------------------
+async def _inspect_settled(ctx: _Context) -> _Pass:
+    """An inspection, repeated (up to ``MAX_PASSES``) while a concurrent commit moved the manifest."""
+    p = await _inspect(ctx)
+    passes = 1
+    while passes < MAX_PASSES and any(f.severity == "error" for f in p.report.findings):
+        if await _exists(ctx.store, ctx.keys.manifest(p.top + 1)) is None:
+            break  # nothing moved: the problems are real
+        p = await _inspect(ctx)
+        passes += 1
+    p.report.passes = passes
+    return p
 
 
-async def _fix_hint(store: ObjectStore, keys: NamespaceKeys, p: _Pass) -> None:
-    finding = next((f for f in p.report.findings if f.check == "current" and f.fix), None)
-    if finding is None:
-        return
-    top, hint = p.top, p.hint
-    try:
-        if hint.present and (hint.value is None or hint.value > top):
-            # Replace exactly the bytes judged bad, and only while no newer version exists.
-            if await _exists(store, keys.manifest(top + 1)) is not None:
-                finding.fix_error = f"manifest v{top + 1} appeared meanwhile; re-run repair"
-                return
-            mode = IfMatch(hint.etag) if hint.etag is not None else PutMode.OVERWRITE
-            latest = p.latest if p.latest is not None and p.latest.version == top else None
-            data = encode_manifest(latest) if latest is not None else str(top).encode()
-            await store.put(keys.current, data, mode)
-        else:
-            # missing, lagging, below the oldest: the committers' monotonic CAS
-            await advance_hint(
-                store, keys, p.latest if p.latest is not None and p.latest.version == top else top
-            )
-        after = _parse_hint(await store.get(keys.current))
-    except PreconditionFailed:
-        finding.fix_error = "CURRENT changed while repairing; re-run repair"
-        return
-    except StorageError as e:
-        finding.fix_error = f"{type(e).__name__}: {e}"
-        return
-    healthy = (
-        after is not None
-        and after >= top
-        and (after == 0 or await _exists(store, keys.manifest(after)) is not None)
-    )
-    if healthy:
-        finding.fixed = True
-        finding.fix = f"CURRENT now names v{after}"
-    else:
-        finding.fix_error = f"CURRENT reads {after!r} afterwards; re-run repair"
+# Fixes run in this order within a round: the chain first (a segment fix commits on top of it).
+_FIX_ORDER = {"manifests": 0, "current": 1, "segments": 2, "wal": 3, "strays": 4}
+
+
+async def _apply(findings: Sequence[Finding]) -> bool:
+    """Run the fixes; True if any was applied. When the manifest chain or CURRENT changed, the
+    rest waits for the next inspection (a segment fix commits on top of the chain)."""
+    applied = False
+    chain = ("manifests", "current")
+    for phase in (chain, None):
+        for f in sorted(findings, key=lambda f: _FIX_ORDER.get(f.check, 9)):
+            if f.action is None or f.fixed or (phase is not None) != (f.check in chain):
+                continue
+            try:
+                f.fix = await f.action()
+                f.fixed, f.fix_error = True, ""
+                applied = True
+            except FixFailed as e:
+                f.fix_error = str(e)
+            except (StorageError, LagoonError) as e:
+                f.fix_error = f"{type(e).__name__}: {e}"
+        if applied:
+            return True
+    return applied
 
 
 # --- entry points ----------------------------------------------------------------------------
@@ -642,20 +1268,38 @@ async def check_namespace(
     *,
     dry_run: bool = True,
     grace_secs: float = 3600.0,
+    components: Components | None = None,
 ) -> NamespaceReport:
-    """Verify one namespace (see the module docstring); fix CURRENT unless ``dry_run``."""
-    keys = NamespaceKeys.of(org, namespace)
-    p = await _inspect(store, keys, grace_secs)
-    passes = 1
-    while passes < MAX_PASSES and any(f.severity == "error" for f in p.report.findings):
-        if await _exists(store, keys.manifest(p.top + 1)) is None:
-            break  # nothing moved: the problems are real
-        p = await _inspect(store, keys, grace_secs)
-        passes += 1
-    p.report.passes = passes
-    if not dry_run:
-        await _fix_hint(store, keys, p)
-    return p.report
+    """Verify one namespace (see the module docstring) and, unless ``dry_run``, fix what is safe."""
+    ctx = _Context(store, NamespaceKeys.of(org, namespace), grace_secs, components or Components(), dry_run)
+    p = await _inspect_settled(ctx)
+    report = p.report
+    if dry_run:
+        return report
+    seen = {(f.check, f.message) for f in report.findings}
+    current = p
+    for round_no in range(1, MAX_ROUNDS + 1):
+        fixable = [f for f in current.report.findings if f.action is not None]
+        if not fixable:
+            break
+        applied = await _apply(fixable)
+        report.rounds = round_no
+        current = await _inspect_settled(ctx)
+        for f in current.report.findings:
+            if (f.check, f.message) not in seen and f.action is not None:
+                seen.add((f.check, f.message))
+                report.findings.append(f)  # found once the earlier fixes were made
+        if not applied:
+            break
+    final = current.report
+    for name in ("latest_version", "oldest_version", "indexed_through", "wal_head", "segments"):
+        setattr(report, name, getattr(final, name))
+    if report.rounds:
+        report.remaining = [f for f in final.findings if f.severity == "error"]
+        # the findings of the final inspection that are also listed above are the same object now
+        listed = {(f.check, f.message): f for f in report.findings}
+        report.remaining = [listed.get((f.check, f.message), f) for f in report.remaining]
+    return report
 
 
 async def list_orgs(store: ObjectStore) -> list[str]:
@@ -678,6 +1322,7 @@ async def repair(
     namespace: str | None = None,
     dry_run: bool = True,
     grace_secs: float = 3600.0,
+    components: Components | None = None,
 ) -> RepairReport:
     """Check (and unless ``dry_run`` fix) ``namespace`` of each org, or every namespace.
 
@@ -700,17 +1345,21 @@ async def repair(
                 report.namespaces.append(r)
                 continue
             report.namespaces.append(
-                await check_namespace(store, org, name, dry_run=dry_run, grace_secs=grace_secs)
+                await check_namespace(
+                    store, org, name, dry_run=dry_run, grace_secs=grace_secs, components=components
+                )
             )
     return report
 
 
 __all__ = [
     "MAX_PASSES",
+    "MAX_ROUNDS",
     "Finding",
     "NamespaceReport",
     "RepairReport",
     "check_namespace",
+    "describe_entry",
     "list_namespace_dirs",
     "list_orgs",
     "repair",
