@@ -33,6 +33,32 @@ from lagoon.storage.base import ObjectNotFound, ObjectStore, StorageError
 _FETCH_PARALLELISM = 16
 WAL_SPECULATION = 4  # WAL entries a cold load GETs before its LIST answers
 SegmentLoader = Callable[["NamespaceState", SegmentRef, Schema], Awaitable[SegmentLike]]
+REPAIR_HINT = "run `lagoon repair --dry-run` to see the plan, then `lagoon repair`"
+
+
+class DamagedSegment:
+    """Stands in for a segment of the current manifest whose files are missing or corrupt.
+
+    The namespace stays loaded, so writes that do not need the documents (upserts, deletes by
+    id) still commit: they only append to the WAL. Anything that reads the segment's documents
+    (queries, lookups, conditional writes, patches, filters) raises ``DataCorruption`` naming the
+    damaged object and the repair command. Other namespaces are unaffected."""
+
+    def __init__(self, ref: SegmentRef, problem: str) -> None:
+        self.ref = ref
+        self.problem = problem
+
+    def error(self) -> DataCorruption:
+        return DataCorruption(f"{self.problem}; {REPAIR_HINT}")
+
+    def ids(self) -> Any:
+        raise self.error()
+
+    def tombstones(self) -> Any:
+        raise self.error()
+
+    def __getattr__(self, name: str) -> Any:
+        raise self.error()
 
 
 async def _load_segment(state: NamespaceState, ref: SegmentRef, schema: Schema) -> SegmentLike:
@@ -43,6 +69,11 @@ async def _load_segment(state: NamespaceState, ref: SegmentRef, schema: Schema) 
     blobs = await asyncio.gather(*(state.store.get(state.keys.segment_file(ref.id, n)) for n in names))
     files = dict(zip(names, blobs, strict=True))
     return await asyncio.to_thread(SegmentReader.from_files, ref, files, schema)
+
+
+class _Vanished:
+    def __init__(self, damaged: DamagedSegment) -> None:
+        self.damaged = damaged
 
 
 class NamespaceState:
@@ -111,23 +142,39 @@ class NamespaceState:
             missing = [
                 ref
                 for ref in m.segments
-                if ref.id not in self._segments or self._segments[ref.id][0] != schema
+                if ref.id not in self._segments
+                or self._segments[ref.id][0] != schema
+                or isinstance(self._segments[ref.id][1], DamagedSegment)
             ]
-            try:
-                opened = await asyncio.gather(*(self.segment_loader(self, ref, schema) for ref in missing))
-            except ObjectNotFound:
-                if attempt == 0 and await self._probe_manifest():
-                    self._rebuild_tail()
-                    continue
-                raise DataCorruption(
-                    f"{self.keys.root}: a segment of manifest v{m.version} is missing"
-                ) from None
+            results = await asyncio.gather(*(self._open_one(m, ref, schema) for ref in missing))
+            vanished = any(isinstance(o, _Vanished) for o in results)
+            if vanished and attempt == 0 and await self._probe_manifest():
+                self._rebuild_tail()
+                continue
+            opened: list[SegmentLike] = [o.damaged if isinstance(o, _Vanished) else o for o in results]
             kept = {k: v for k, v in self._segments.items() if k in wanted}
             for ref, reader in zip(missing, opened, strict=True):
                 kept[ref.id] = (schema, reader)
             self._segments = kept
             self._snapshot = None
             return
+
+    async def _open_one(self, m: Manifest, ref: SegmentRef, schema: Schema) -> SegmentLike | _Vanished:
+        """Open one segment; a missing or corrupt file gives a ``DamagedSegment`` (a missing one
+        wrapped in ``_Vanished``: GC after a long pause, so the caller re-resolves the manifest)."""
+        try:
+            return await self.segment_loader(self, ref, schema)
+        except ObjectNotFound as e:
+            key = str(e) or f"{self.keys.segment_prefix}{ref.id}/"
+            problem = f"{key}: a file of segment {ref.id} (manifest v{m.version}) is missing"
+            return _Vanished(DamagedSegment(ref, problem))
+        except DataCorruption as e:
+            problem = f"segment {ref.id} (manifest v{m.version}) is corrupt: {e}"
+            return DamagedSegment(ref, problem)
+
+    def damage(self) -> list[str]:
+        """What is damaged in the current manifest's segments ([] when nothing is)."""
+        return [seg.problem for _, seg in self._segments.values() if isinstance(seg, DamagedSegment)]
 
     async def snapshot(self, *, strong: bool = True) -> Snapshot:
         clock = self.components.clock
