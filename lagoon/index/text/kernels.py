@@ -693,13 +693,14 @@ def _pair_bound(
 ) -> float:
     """Bound of one term's contribution to the documents of a block with this header pair word.
 
-    mode 0: the query's k1/b differ from the file's: saturation <= 1, the bound is w. mode 1: the
+    mode 0: the query's k1/b differ from the file's: saturation <= 1, the bound is w, with slack
+    (``w * tf / (tf + norm)`` can round above w: with k1 = 0 it is w·tf/tf). mode 1: the
     average length is the file's own: the block's best pair gives the exact largest contribution
     (computed as scores are, so no document of the block exceeds it unless the block is flagged
     ``NEAR_TIE``). mode 2: another average length a: the pair's saturation at a0, times
     max(1, a / a0), with slack."""
     if mode == 0 or (pair & 0xFFFFFFFF) == NO_PAIR:
-        return w
+        return w * (1.0 + 1e-12)
     tf = float(pair & 0xFFFF)
     dl = float((pair >> 16) & 0xFFFF)
     if mode == 1:
