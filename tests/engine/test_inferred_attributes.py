@@ -19,15 +19,18 @@ from lagoon.server import create_app
 
 
 def snapshot(root: Path) -> dict[str, str]:
-    """Every object in the bucket folder: key -> content hash. Under ``_lagoon/`` (the nodes' own
-    bookkeeping: readiness probes, the catalog the background sweep reconciles) only presence
-    counts, since those change on their own schedule whatever the clients send."""
+    """The bucket's objects: key -> content hash for the orgs' objects; the catalog's markers by
+    presence only (the background sweep rewrites them on its own schedule). Other ``_lagoon/``
+    objects (the indexing queue, readiness probes) are the nodes' bookkeeping, not namespace state."""
     out = {}
     for d, _, fs in os.walk(root):
         for f in fs:
             p = Path(d, f)
             key = str(p.relative_to(root))
-            out[key] = "" if key.startswith("_lagoon/") else hashlib.sha256(p.read_bytes()).hexdigest()
+            if key.startswith("_lagoon/catalog/"):
+                out[key] = ""
+            elif not key.startswith("_lagoon/"):
+                out[key] = hashlib.sha256(p.read_bytes()).hexdigest()
     return out
 
 
