@@ -448,18 +448,23 @@ def build_rows(
     pos = ranked.positions
     if pos.size == 0:
         return []
-    table = src.fetch_rows(pos, include)
-    if stats is not None:
-        stats.bytes_returned += int(table.nbytes) + (
-            _DIST_BYTES * pos.size if ranked.dists is not None else 0
-        )
-    ids = [id_to_json(v) for v in table.column("id").to_pylist()]
+    attrs = [(name, a) for name in include if (a := src.schema.get(name)) is not None]
     columns: list[tuple[str, list[Any]]] = []
-    for name in include:
-        a = src.schema.get(name)
-        if a is None:
-            continue
-        columns.append((name, column_json(table.column(name), a.type, vector_encoding)))
+    ids: list[Any]
+    if attrs:
+        table = src.fetch_rows(pos, include)
+        returned = int(table.nbytes)
+        ids = [id_to_json(v) for v in table.column("id").to_pylist()]
+        for name, a in attrs:
+            columns.append((name, column_json(table.column(name), a.type, vector_encoding)))
+    else:  # ids only (the common top-k answer): no table is built
+        values = src.id_values(pos)
+        returned = int(values.nbytes)
+        ids = (
+            values.tolist() if isinstance(values, np.ndarray) else [id_to_json(v) for v in values.to_pylist()]
+        )
+    if stats is not None:
+        stats.bytes_returned += returned + (_DIST_BYTES * pos.size if ranked.dists is not None else 0)
     rows: list[dict[str, Any]] = []
     dists = ranked.dists.tolist() if ranked.dists is not None else None
     for i, doc_id in enumerate(ids):

@@ -250,16 +250,33 @@ class SegmentReader:
         return self._cache.get("column", attr, build)
 
     def take(self, rows: np.ndarray, names: Sequence[str]) -> pa.Table:
-        """The named columns ("id" and schema attributes) at ``rows``, in that order."""
-        idx = pa.array(np.asarray(rows, dtype=np.int64))
-        cols: dict[str, pa.Array | pa.ChunkedArray] = {}
+        """The named columns ("id" and schema attributes) at ``rows``, in that order. Unsigned
+        ids are gathered with numpy (a query's top-k rows: no Arrow compute call)."""
+        rows = np.asarray(rows, dtype=np.int64)
+        idx: pa.Array | None = None
+        cols: list[pa.Array | pa.ChunkedArray] = []
         for name in names:
             a = self.schema.attributes.get(name)
             if a is not None and a.type.is_vector:
-                cols[name] = self._vector_array(name, np.asarray(rows, dtype=np.int64))
+                cols.append(self._vector_array(name, rows))
+            elif name == "id" and (ids := self.uint_ids()) is not None:
+                cols.append(pa.array(ids[rows]))
             else:
-                cols[name] = self.column(name).take(idx)
-        return pa.table(cols)
+                if idx is None:
+                    idx = pa.array(rows)
+                cols.append(self.column(name).take(idx))
+        return pa.Table.from_arrays(cols, names=list(names))
+
+    def uint_ids(self) -> np.ndarray | None:
+        """The ids as a read-only uint64 view when they are unsigned integers, else None."""
+
+        def build() -> np.ndarray | None:
+            ids = self.ids()
+            if not pa.types.is_uint64(ids.type) or ids.null_count:
+                return None
+            return _read_only(np.asarray(ids.to_numpy(zero_copy_only=False), dtype=np.uint64))
+
+        return self._cache.get("uint_ids", "", build)
 
     def table(self, columns: Sequence[str] | None = None) -> pa.Table:
         """id, $seq, $op and the attribute columns (all schema attributes when ``columns`` is

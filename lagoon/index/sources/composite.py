@@ -243,6 +243,8 @@ class CompositeSource:
 
     def fetch_rows(self, positions: np.ndarray, attributes: Sequence[str]) -> pa.Table:
         positions = np.asarray(positions, dtype=np.int64)
+        if len(self.parts) == 1:  # the part's positions are ours
+            return self.parts[0].fetch_rows(positions, attributes)
         if self.parts and all(a == "id" for a in attributes):  # ids only: one take of the id column
             return pa.table({"id": self.column("id").take(pa.array(positions))})
         part_of = np.searchsorted(self.offsets, positions, side="right") - 1
@@ -266,6 +268,21 @@ class CompositeSource:
         inverse = np.empty_like(where)
         inverse[where] = np.arange(where.shape[0])
         return table.take(pa.array(inverse))
+
+    def id_values(self, positions: np.ndarray) -> np.ndarray | pa.Array:
+        positions = np.asarray(positions, dtype=np.int64)
+        if len(self.parts) == 1:
+            return self.parts[0].id_values(positions)
+        part_of = np.searchsorted(self.offsets, positions, side="right") - 1
+        pieces = [
+            self.parts[i].id_values(positions[part_of == i] - self.offsets[i]) for i in range(len(self.parts))
+        ]
+        if all(isinstance(p, np.ndarray) for p in pieces):
+            out = np.empty(positions.shape[0], np.uint64)
+            for i, p in enumerate(pieces):
+                out[part_of == i] = p
+            return out
+        return self.column("id").take(pa.array(positions))
 
     def logical_bytes(self, attributes: Sequence[str]) -> int:
         return sum(p.logical_bytes(attributes) for p in self.parts)

@@ -109,6 +109,9 @@ class MaskedSource:
     def fetch_rows(self, positions: np.ndarray, attributes: Sequence[str]) -> pa.Table:
         return self.base.fetch_rows(self.rows.rows_of(positions), attributes)
 
+    def id_values(self, positions: np.ndarray) -> np.ndarray | pa.Array:
+        return self.base.id_values(self.rows.rows_of(positions))
+
     def logical_bytes(self, attributes: Sequence[str]) -> int:
         total = self.base.logical_bytes(attributes)
         n = self.base.num_docs

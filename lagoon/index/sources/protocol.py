@@ -104,6 +104,11 @@ class DocSource(Protocol):
         """The ``id`` column and ``attributes`` of the documents at ``positions``, in that order."""
         ...
 
+    def id_values(self, positions: np.ndarray) -> np.ndarray | pa.Array:
+        """The ids at ``positions``, in that order: a uint64 numpy array for unsigned ids (no
+        Arrow call: the top-k rows of a query), else an Arrow array of the id column's type."""
+        ...
+
     def logical_bytes(self, attributes: Sequence[str]) -> int:
         """Logical size of the named columns (and ids) over all documents, for billing."""
         ...

@@ -98,9 +98,7 @@ def bm25_on_rows(
     """``DocSource.bm25`` for a source whose text index covers all rows of a part (``rows`` None:
     every row is live and positions are rows)."""
     live = None if rows is None else rows.live_mask
-    if stats is None:
-        stats = text.stats(query, last_as_prefix=last_as_prefix, live=live)
-    if k is None:
+    if k is None:  # (stats None: the text index's own over ``live``, computed once inside)
         docs, scores = text.bm25_sparse(query, last_as_prefix=last_as_prefix, stats=stats, live=live)
         positions = docs if rows is None else rows.positions(docs)
         if mask is not None:
@@ -110,7 +108,7 @@ def bm25_on_rows(
     candidates = (
         (None if mask is None else np.asarray(mask, dtype=bool)) if rows is None else rows.row_mask(mask)
     )
-    docs, scores = text.bm25_topk(query, k, stats, candidates, last_as_prefix=last_as_prefix)
+    docs, scores = text.bm25_topk(query, k, stats, candidates, last_as_prefix=last_as_prefix, live=live)
     return (docs if rows is None else rows.positions(docs)), scores
 
 

@@ -82,6 +82,11 @@ class SegmentSource:
         names = ["id", *[a for a in attributes if a != "id" and a in self.schema.attributes]]
         return self.reader.take(rows, names)
 
+    def id_values(self, positions: np.ndarray) -> np.ndarray | pa.Array:
+        rows = self.live_rows.rows_of(positions)
+        ids = self.reader.uint_ids()
+        return ids[rows] if ids is not None else self.reader.ids().take(pa.array(rows))
+
     def non_null_count(self, attr: str) -> int:
         """Live documents with a value for ``attr``; vectors from the index's row map (no
         vector data is read)."""

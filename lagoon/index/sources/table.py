@@ -231,6 +231,11 @@ class LiveDocs:
         cols = ["id", *[a for a in attributes if a != "id"]]
         return self._table.select(cols).take(pa.array(np.asarray(positions, dtype=np.int64)))
 
+    def id_values(self, positions: np.ndarray) -> np.ndarray | pa.Array:
+        pos = np.asarray(positions, dtype=np.int64)
+        ids = self._cached("uint_ids", "", lambda: uint_ids(self._table.column("id")))
+        return ids[pos] if ids is not None else self._table.column("id").take(pa.array(pos))
+
     def logical_bytes(self, attributes: Sequence[str]) -> int:
         names = {"id", *attributes} & set(self._table.column_names)
         return sum(self._cached("nbytes", name, partial(_nbytes, self._table, name)) for name in names)
@@ -242,6 +247,19 @@ class LiveDocs:
 
 
 # --------------------------------------------------------------------------------------------- helpers
+
+
+def uint_ids(col: pa.ChunkedArray | pa.Array) -> np.ndarray | None:
+    """An id column as a read-only uint64 numpy array (one copy at most), or None when the ids
+    are not unsigned integers (or hold a null)."""
+    if not pa.types.is_uint64(col.type) or col.null_count:
+        return None
+    arr = col.combine_chunks() if isinstance(col, pa.ChunkedArray) and col.num_chunks != 1 else col
+    if isinstance(arr, pa.ChunkedArray):
+        arr = arr.chunk(0)
+    out = np.asarray(arr.to_numpy(zero_copy_only=False), dtype=np.uint64)
+    out.setflags(write=False)
+    return out
 
 
 def _nbytes(table: pa.Table, name: str) -> int:

@@ -309,6 +309,7 @@ def block_topk(
     k1: float = 1.2,
     b: float = 0.75,
     k3: float = 8.0,
+    term_ids: Sequence[int | None] | None = None,
 ) -> tuple[IntArray, FloatArray]:
     """The ``k`` best documents of ``candidates`` (None: all) by (score descending, ordinal
     ascending), ascending by ordinal, with the scores ``score_query`` gives them (bit for bit).
@@ -319,7 +320,8 @@ def block_topk(
     length a, a block's saturation ``tf / (tf + k1·(1 - b + b·dl/a))`` is at most the pair's
     saturation at a0 × max(1, a/a0) (the length term shrinks by a0/a at most); with other k1 or b
     the bound is 1 (saturation never exceeds 1). Prefix queries score every match
-    (``score_query``) and keep the k best."""
+    (``score_query``) and keep the k best. ``term_ids``: the term id (or None) of each distinct
+    query term, when the caller has looked them up already."""
     terms, qtf = distinct_terms(query_terms)
     if stats.terms != terms:
         raise InternalError("block_topk: stats were computed for other query terms")
@@ -342,8 +344,10 @@ def block_topk(
     avgdl = stats.avgdl
     tids: list[int] = []
     ws: list[float] = []
+    if term_ids is not None and len(term_ids) != len(terms):
+        raise InternalError("block_topk: one term id per distinct query term")
     for i, t in enumerate(terms):
-        tid = postings.term_id(t)
+        tid = postings.term_id(t) if term_ids is None else term_ids[i]
         if tid is not None:
             tids.append(tid)
             ws.append(float(weights[i]))

@@ -25,6 +25,8 @@ from lagoon.index.text.bm25 import (
     contains_all_tokens,
     contains_any_token,
     contains_token_sequence,
+    corpus_stats,
+    distinct_terms,
     local_stats,
     score_query,
     score_query_topk,
@@ -111,16 +113,34 @@ class TextIndex:
         candidates: np.ndarray | None = None,
         *,
         last_as_prefix: bool = False,
+        live: np.ndarray | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         """A superset of the ``k`` best documents among ``candidates`` with their exact scores
-        (``score_query_topk``). ``stats`` None: this index's own, over all documents."""
+        (``score_query_topk``). ``stats`` None: this index's own, over ``live`` documents (None:
+        all). The query is analysed, and its terms looked up, once."""
         q = self.analyzer.query(query, last_as_prefix=last_as_prefix)
         if q.is_empty:
             return np.zeros(0, np.int64), np.zeros(0, np.float64)
+        terms, _ = distinct_terms(q.terms)
+        tids = [self.postings.term_id(t) for t in terms]
         if stats is None:
-            stats = local_stats(self.postings, q.terms)
-        topk = block_topk if isinstance(self.postings, BlockPostings) else score_query_topk
-        return topk(
+            if live is not None:  # document frequencies over live rows decode the postings
+                self._prefetch(q.terms)
+            stats = _stats_of(self.postings, terms, tids, live)
+        if isinstance(self.postings, BlockPostings):
+            return block_topk(
+                self.postings,
+                q.terms,
+                k,
+                stats,
+                candidates,
+                prefixes=q.prefixes,
+                k1=self.config.k1,
+                b=self.config.b,
+                k3=self.config.k3,
+                term_ids=tids,
+            )
+        return score_query_topk(
             self.postings,  # type: ignore[arg-type]
             q.terms,
             k,
@@ -143,6 +163,20 @@ class TextIndex:
         if op == "ContainsTokenSequence":
             return contains_token_sequence(self.postings, q.terms)
         raise InternalError(f"token matcher: unknown operator {op!r}")
+
+
+def _stats_of(
+    postings: TermIndex, terms: Sequence[str], tids: Sequence[int | None], live: np.ndarray | None
+) -> TermStats:
+    """``local_stats`` of distinct ``terms`` whose term ids (``tids``) are already known."""
+    if live is not None and (live.shape != (postings.n_docs,) or live.dtype != np.bool_):
+        raise InternalError(f"live must be bool[{postings.n_docs}]; got {live.dtype}{live.shape}")
+    n, total = corpus_stats(postings, live)
+    df = np.zeros(len(terms), np.int64)
+    for i, tid in enumerate(tids):
+        if tid is not None:
+            df[i] = postings.df(tid) if live is None else postings.live_df(tid, live)
+    return TermStats(tuple(terms), n, total, df)
 
 
 def build_text_index(schema: Schema, attr: str, column: pa.ChunkedArray | pa.Array) -> TextIndex:

@@ -251,3 +251,21 @@ def test_concurrent_queries_agree_with_sequential() -> None:
     with ThreadPoolExecutor(8) as pool:
         concurrent = list(pool.map(work, range(16)))
     assert concurrent == sequential
+
+
+@pytest.mark.parametrize("id_type", ["uint", "string", "uuid"])
+def test_id_values_are_the_fetched_ids(id_type: str) -> None:
+    """``id_values`` (the ids-only answer: numpy for unsigned ids) returns the ids ``fetch_rows``
+    returns, for a segment, a table and a composite of both, with positions in any order."""
+    from lagoon.index.sources.composite import CompositeSource
+
+    src, ref, _ = pair(id_type, 8)
+    both = CompositeSource(src.schema, [src, ref])
+    for s in (src, ref, both):
+        pos = np.array([s.num_docs - 1, 3, 0, 3, s.num_docs // 2], np.int64)
+        values = s.id_values(pos)
+        assert isinstance(values, np.ndarray) == (id_type == "uint")
+        got = values.tolist() if isinstance(values, np.ndarray) else values.to_pylist()
+        assert got == s.fetch_rows(pos, []).column("id").to_pylist()
+        if id_type == "uint":
+            assert values.dtype == np.uint64
