@@ -238,6 +238,36 @@ def _doc_bytes(doc: Doc) -> int:
     return n
 
 
+MAX_DENSE_FACTOR = 16  # columns may take this many times the request's values ...
+MIN_DENSE_BYTES = 64 << 20  # ... or this much, whichever is larger
+
+
+def _slot_bytes(t: AttrType) -> int:
+    """Bytes an Arrow column of type ``t`` spends on one row, null or not."""
+    if t.is_vector:
+        return t.dims * {"f32": 4, "f16": 2, "i8": 1}.get(t.dtype, 4)
+    return 8
+
+
+def _check_density(docs: list[tuple[Id, Doc]], schema: Schema, logical: int) -> None:
+    """Refuse documents so sparse that their columns (every row holds a slot for every attribute
+    the request sets, null or not) would cost far more memory than the values they carry:
+    100,000 rows each setting a different one of 1,024 attributes is 3 MB of JSON and 800 MB
+    of columns. Bounded by max(16 x the values' bytes, 64 MiB) (docs/limits.md)."""
+    names: set[str] = set()
+    for _, d in docs:
+        names.update(d)
+    dense = len(docs) * sum(_slot_bytes(schema.attributes[n].type) for n in names if n in schema.attributes)
+    limit = max(MAX_DENSE_FACTOR * logical, MIN_DENSE_BYTES)
+    if dense > limit:
+        raise InvalidRequest(
+            f"documents too sparse: {len(docs)} rows setting {len(names)} different attributes would "
+            f"take {dense >> 20} MiB as columns for {logical >> 10} KiB of values (limit: "
+            f"{MAX_DENSE_FACTOR}x the values or {MIN_DENSE_BYTES >> 20} MiB); write documents with "
+            "different attributes in separate requests (docs/limits.md)"
+        )
+
+
 def check_vector_metrics(schema: Schema) -> None:
     """A vector attribute's own ``ann.distance_metric`` must agree with the namespace's top-level
     ``distance_metric`` when both are set (the top-level one applies to every vector attribute
@@ -371,6 +401,7 @@ def parse_write(body: Any, schema: Schema) -> WriteRequest:
     logical = (
         sum(_doc_bytes(d) for _, d in upserts) + sum(_doc_bytes(d) for _, d in patches) + 8 * len(deletes)
     )
+    _check_density(upserts + patches, new_schema, logical)
     return WriteRequest(
         schema=new_schema,
         schema_changed=new_schema != schema,

@@ -144,3 +144,18 @@ def test_many_rows_over_few_sparse_attributes_stay_smaller_than_the_request(
         json={"rank_by": ["id", "asc"], "filters": ["c42", "Eq", 4242], "include_attributes": ["c42"]},
     )
     assert q.status_code == 200 and q.json()["rows"] == [{"id": 4242, "c42": 4242}], q.text
+
+
+def test_documents_too_sparse_for_columns_write_nothing(client: TestClient, bucket: Path) -> None:
+    """9,000 rows spread over 1,024 attributes: 260 KB of JSON, 72 MiB as columns (every row
+    holds a slot for every attribute). Refused up front, naming the sizes; nothing stored."""
+    rows = [{"id": i, f"a{i % MAX_ATTRIBUTES}": i} for i in range(9_000)]
+    r = client.post("/v2/namespaces/sparse", json={"upsert_rows": rows})
+    assert r.status_code == 400, r.text
+    msg = r.json()["error"]
+    assert "too sparse" in msg and "9000 rows" in msg and "docs/limits.md" in msg
+    assert not any("/sparse/" in f"/{k}" for k in snapshot(bucket))
+    # at the bound's other side: a quarter of the rows fits (18 MiB of columns) and is stored
+    r = client.post("/v2/namespaces/sparse", json={"upsert_rows": rows[:2_250]})
+    assert r.status_code == 200, r.text
+    assert r.json()["rows_upserted"] == 2_250
