@@ -424,6 +424,8 @@ class Database:
             if unindexed
             else {"status": "up-to-date"},
             "schema": snap.schema.to_json(),
+            # The commit version: the WAL seq of the latest write (docs/http-api.md, Versions).
+            "version": snap.head,
         }
         pinning = snap.settings.get("pinning")
         if pinning:

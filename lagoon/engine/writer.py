@@ -402,7 +402,7 @@ class Committer:
                 await state.refresh()
                 if state.head == before:
                     for op, outcome in live:
-                        op.future.set_result(self._response(op, outcome))
+                        op.future.set_result(self._response(op, outcome, before))
                     return
                 continue
             seq = snap.head + 1
@@ -444,7 +444,7 @@ class Committer:
             if self.on_commit is not None:
                 self.on_commit(entry, len(data))
             for op, outcome in live:
-                op.future.set_result(self._response(op, outcome))
+                op.future.set_result(self._response(op, outcome, seq))
             return
         err = Conflict(f"could not commit to {state.keys.root} after {MAX_COMMIT_ATTEMPTS} attempts")
         for op in group:
@@ -497,7 +497,10 @@ class Committer:
         return await self.state.store.get(key) == data
 
     @staticmethod
-    def _response(op: Op, outcome: _Outcome) -> dict[str, Any]:
+    def _response(op: Op, outcome: _Outcome, version: int) -> dict[str, Any]:
+        """The acknowledgement; ``version`` is the namespace's commit version once the request is
+        visible: the WAL seq of the entry that holds it (of the head it was checked against, for a
+        request that changed nothing)."""
         req = op.request
         affected = len(outcome.upserted) + len(outcome.patched) + len(outcome.deleted)
         body: dict[str, Any] = {
@@ -505,6 +508,7 @@ class Committer:
             "message": "committed" if op.kind == "write" else "OK",
             "rows_affected": affected,
             "billing": {"billable_logical_bytes_written": req.logical_bytes if req else 0},
+            "version": version,
         }
         if op.kind != "write" or req is None:
             return body

@@ -205,6 +205,7 @@ _WRITE_RESULT = {
         "rows_patched": {"type": "integer", "minimum": 0},
         "rows_deleted": {"type": "integer", "minimum": 0},
         "rows_remaining": {"type": "boolean"},
+        "version": {"type": "integer", "minimum": 0},
         "upserted_ids": {"type": "array", "items": _ID},
         "patched_ids": {"type": "array", "items": _ID},
         "deleted_ids": {"type": "array", "items": _ID},
@@ -315,7 +316,12 @@ _METADATA = {
         "schema": _SCHEMA_CONFIG_MAP,
         "pinning": {"type": "object"},
         "read_only": {"type": "boolean"},
-        "branching": {"type": "object"},
+        "version": {"type": "integer", "minimum": 0},
+        "branching": {
+            "type": "object",
+            "properties": {"parent": {"type": "string"}, "at_version": {"type": "integer", "minimum": 0}},
+            "required": ["parent", "at_version"],
+        },
         "ann_recall": {
             "type": "object",
             "properties": {

@@ -350,6 +350,25 @@ def test_recall(docs: TestClient) -> None:
     assert_error(docs.post("/v1/namespaces/missing/_debug/recall", json={}), 404)
 
 
+def test_versions_grow_with_every_commit(docs: TestClient) -> None:
+    """The commit version is the WAL seq: every write that commits takes the next one, a write
+    that changes nothing answers the current one, and metadata shows the latest."""
+    v0 = ok(docs.get("/v2/namespaces/docs/metadata"))["version"]
+    assert v0 == 1
+    a = ok(docs.post("/v2/namespaces/docs", json={"upsert_rows": [{"id": 9, "title": "nine"}]}))
+    assert a["version"] == v0 + 1
+    b = ok(docs.post("/v2/namespaces/docs", json={"deletes": [9]}))
+    assert b["version"] == v0 + 2
+    noop = ok(docs.post("/v2/namespaces/docs", json={"deletes": [12345]}))
+    assert noop["version"] == v0 + 2 and noop["rows_affected"] == 0
+    assert ok(docs.get("/v2/namespaces/docs/metadata"))["version"] == v0 + 2
+    meta = ok(docs.patch("/v1/namespaces/docs/metadata", json={"read_only": False}))
+    assert meta["version"] == v0 + 3  # a settings change commits too
+    ok(docs.delete("/v2/namespaces/docs"))
+    again = ok(docs.post("/v2/namespaces/docs", json={"upsert_rows": [{"id": 1}]}))
+    assert again["version"] == v0 + 5  # deleting commits a truncating entry: versions never go back
+
+
 def test_branch_copies_current_state(docs: TestClient) -> None:
     r = ok(docs.post("/v2/namespaces/copy/branch", json={"source_namespace": "docs"}))
     assert r["status"] == "OK" and r["rows_affected"] == 5
