@@ -202,12 +202,23 @@ class Catalog:
         return out
 
     async def reconcile(
-        self, org: str, existing: Iterable[str], *, dry_run: bool = False
+        self,
+        org: str,
+        existing: Iterable[str],
+        *,
+        dry_run: bool = False,
+        still_exists: Callable[[str], Awaitable[bool]] | None = None,
     ) -> tuple[list[str], list[str]]:
         """Make the markers of ``org`` match ``existing`` (every namespace of the org that exists,
         as read by the caller from every namespace folder), then recount and mark the org complete.
         Markers of other names are stale (unless younger than ``YOUNG_MARKER_SECS``). Returns
-        (markers added, markers removed); with ``dry_run`` what would be, changing nothing."""
+        (markers added, markers removed); with ``dry_run`` what would be, changing nothing.
+
+        ``existing`` was read before the markers: a namespace deleted in between (its marker
+        already removed by the delete path) would get its marker back. So each added marker is
+        followed by a fresh ``still_exists`` read, and taken out again when the namespace is gone,
+        mirroring the delete path (marker out, then the existence read): whichever of the two acts
+        last sees the other's effect."""
         exist = set(existing)
         have = await self.markers(org)
         added = sorted(exist - set(have))
@@ -216,6 +227,8 @@ class Catalog:
             return added, removed
         for name in added:
             await self._put_marker(org, name)
+            if still_exists is not None and not await still_exists(name):
+                await self.store.delete(catalog_marker(org, name))
         for name in removed:
             await self.store.delete(catalog_marker(org, name))
 

@@ -385,7 +385,9 @@ class IndexerLoop:
                 if tail:
                     with_tail.add(name)
             try:
-                await self.catalog.reconcile(org, existing)
+                await self.catalog.reconcile(
+                    org, existing, still_exists=lambda n, o=org: self._exists(NamespaceKeys.of(o, n))
+                )
             except Exception as e:
                 log_event(
                     log,

@@ -155,3 +155,25 @@ async def test_an_org_that_predates_the_catalog_is_listed_then_reconciled() -> N
     record = await Catalog(store, Components()).read_org("default")
     assert record is not None and record.complete and record.count == len(expected)
     await db.close()
+
+
+async def test_a_sweep_that_read_a_namespace_before_its_delete_does_not_bring_it_back() -> None:
+    """The sweep reads which namespaces exist, then the markers. A delete in between removes the
+    marker; the stale read must not put it back (the namespace would be listed forever)."""
+    store = MemoryStore()
+    db = Database(store, Settings())
+    await create(db, ["keep", "gone"])
+    catalog = Catalog(store, Components())
+    existing = ["keep", "gone"]  # read by the sweep before the delete
+    await db.delete_namespace("gone")
+
+    async def still_exists(name: str) -> bool:
+        return name == "keep"
+
+    added, removed = await catalog.reconcile("default", existing, still_exists=still_exists)
+    assert added == ["gone"] and removed == []  # it did see a missing marker...
+    page = await db.list_namespaces(page_size=100)
+    assert [n["id"] for n in page["namespaces"]] == ["keep"]  # ...and took it out again
+    record = await catalog.read_org("default")
+    assert record is not None and record.complete and record.count == 1
+    await db.close()
