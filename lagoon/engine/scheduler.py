@@ -27,6 +27,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable
 from dataclasses import dataclass, field
+from functools import partial
 
 from lagoon import metrics
 from lagoon.config import Settings
@@ -385,9 +386,7 @@ class IndexerLoop:
                 if tail:
                     with_tail.add(name)
             try:
-                await self.catalog.reconcile(
-                    org, existing, still_exists=lambda n, o=org: self._exists(NamespaceKeys.of(o, n))
-                )
+                await self.catalog.reconcile(org, existing, still_exists=partial(self._exists_in, org))
             except Exception as e:
                 log_event(
                     log,
@@ -416,6 +415,9 @@ class IndexerLoop:
             if len(page) < _LIST_PAGE:
                 return out
             after = page[-1]
+
+    async def _exists_in(self, org: str, namespace: str) -> bool:
+        return await self._exists(NamespaceKeys.of(org, namespace))
 
     async def _exists(self, keys: NamespaceKeys) -> bool:
         """Does the namespace exist? One that cannot be read counts as existing (its catalog
