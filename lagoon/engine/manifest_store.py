@@ -164,8 +164,6 @@ async def commit(store: ObjectStore, keys: NamespaceKeys, manifest: Manifest) ->
     """Create ``manifest`` at its version (see the module docstring). Raises ManifestConflict.
     A manifest that breaks an invariant (``lagoon.format.invariants``) is never written."""
     require(manifest_problems(manifest), keys.manifest(manifest.version))
-    if manifest.version > 1:
-        await _require_base(store, keys, manifest.version - 1)
     try:
         await store.put(keys.manifest(manifest.version), encode_manifest(manifest), PutMode.CREATE)
     except AlreadyExists:
@@ -182,23 +180,6 @@ async def commit(store: ObjectStore, keys: NamespaceKeys, manifest: Manifest) ->
             f"{keys.manifest(manifest.version)} was re-created after GC deleted it (CURRENT is {hint}): "
             "the commit is an unreachable fork"
         )
-
-
-async def _require_base(store: ObjectStore, keys: NamespaceKeys, base: int) -> None:
-    """Refuse to commit on top of a version that does not exist (a broken chain: the base was read
-    from CURRENT's copy, or the version was deleted by hand). Committing would make the hole
-    permanent; ``lagoon repair`` restores the version from CURRENT's copy or closes the hole."""
-    try:
-        await store.head(keys.manifest(base))
-    except ObjectNotFound:
-        try:
-            await store.head(keys.manifest(base + 1))
-        except ObjectNotFound:
-            raise DataCorruption(
-                f"{keys.manifest(base)} is missing, so the manifest chain of {keys.root} is broken: "
-                "refusing to commit on top of it; run `lagoon repair`"
-            ) from None
-        raise ManifestConflict(f"{keys.manifest(base + 1)} already exists") from None
 
 
 async def _successor_names(store: ObjectStore, keys: NamespaceKeys, manifest: Manifest) -> bool:
