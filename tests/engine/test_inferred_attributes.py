@@ -7,7 +7,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import time
 from pathlib import Path
 
 import pytest
@@ -64,13 +63,10 @@ def test_one_document_with_too_many_new_attributes_writes_nothing(client: TestCl
 def test_many_rows_each_with_a_new_attribute_are_refused_at_once(client: TestClient, bucket: Path) -> None:
     """10,000 rows with one new attribute each (a 287 KB body) used to produce an 814 MB WAL entry."""
     rows = [{"id": i, f"attr_{i}": i} for i in range(10_000)]
-    t0 = time.monotonic()
     r = client.post("/v2/namespaces/spray", json={"upsert_rows": rows})
-    elapsed = time.monotonic() - t0
     assert r.status_code == 400, r.text
     assert f"attr_{MAX_ATTRIBUTES}" in r.json()["error"]  # names the first attribute past the limit
     assert not any("/spray/" in f"/{k}" for k in snapshot(bucket))
-    assert elapsed < 30  # generous: the point is that it does not take minutes
 
 
 def test_limit_counts_the_namespace_existing_attributes(client: TestClient, bucket: Path) -> None:
