@@ -14,6 +14,11 @@ Invariants:
 - ``configure_logging`` is idempotent: it replaces the handler it installed before, and touches no
   other handler.
 - Values that are not JSON types are written with ``str()``; a log call never raises.
+- Python warnings (``warnings.warn``, numpy's ``RuntimeWarning`` for an overflow or an invalid
+  value) are log records too: logger ``py.warnings``, level ``warning``, the warning's text as
+  ``msg`` with ``category``, ``filename`` and ``lineno`` fields. Nothing is written raw to stderr,
+  so the JSON stream stays one object per line. The warnings filters still apply (by default a
+  warning is shown once per code location).
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import sys
+import warnings
 from collections.abc import Mapping
 from typing import Any, TextIO
 
@@ -108,6 +114,28 @@ class TextFormatter(logging.Formatter):
         return out
 
 
+_warnings_log = logging.getLogger("py.warnings")
+
+
+def _show_warning(
+    message: Warning | str,
+    category: type[Warning],
+    filename: str,
+    lineno: int,
+    file: TextIO | None = None,
+    line: str | None = None,
+) -> None:
+    """``warnings.showwarning`` replacement: the warning as a structured log record."""
+    log_event(
+        _warnings_log,
+        f"{category.__name__}: {message}",
+        level=logging.WARNING,
+        category=category.__name__,
+        filename=filename,
+        lineno=lineno,
+    )
+
+
 class _LagoonHandler(logging.StreamHandler[TextIO]):
     """Marks the handler ``configure_logging`` owns, so a second call replaces it."""
 
@@ -123,6 +151,7 @@ def configure_logging(observability: ObservabilitySettings, *, stream: TextIO | 
     handler.setFormatter(JsonFormatter() if observability.log_format == "json" else TextFormatter())
     root.addHandler(handler)
     root.setLevel(observability.log_level.upper())
+    warnings.showwarning = _show_warning
 
 
 __all__ = ["JsonFormatter", "TextFormatter", "configure_logging", "log_event", "record_fields"]

@@ -126,3 +126,43 @@ def test_configure_is_idempotent_and_leaves_other_handlers(stream: io.StringIO) 
         assert stream.getvalue().count("once") == 1
     finally:
         root.removeHandler(other)
+
+
+def test_python_and_numpy_warnings_are_json_lines(stream: io.StringIO) -> None:
+    import warnings
+
+    import numpy as np
+
+    configure_logging(ObservabilitySettings(), stream=stream)
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        assert warnings.showwarning.__module__ == "lagoon.logs"
+        warnings.warn("something odd", RuntimeWarning, stacklevel=1)
+        np.float32(3e38) * np.float32(10)  # numpy: overflow encountered in scalar multiply
+    first, second = lines(stream)
+    assert first["logger"] == "py.warnings" and first["level"] == "warning"
+    assert first["msg"] == "RuntimeWarning: something odd" and first["category"] == "RuntimeWarning"
+    assert first["lineno"] > 0 and first["filename"].endswith("test_logs.py")
+    assert second["category"] == "RuntimeWarning" and "overflow" in second["msg"]
+
+
+def test_a_server_process_writes_warnings_as_json_not_to_stderr(tmp_path: Any) -> None:
+    """The process-level hook: stderr stays empty, stdout is JSON only."""
+    import subprocess
+    import sys
+
+    code = (
+        "import numpy as np, warnings\n"
+        "from lagoon.config import ObservabilitySettings\n"
+        "from lagoon.logs import configure_logging\n"
+        "configure_logging(ObservabilitySettings())\n"
+        "np.array([1e308]) * 10\n"
+        "np.log(np.array([-1.0]))\n"
+        "warnings.warn('plain', UserWarning)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr == ""
+    records = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert [r["category"] for r in records] == ["RuntimeWarning", "RuntimeWarning", "UserWarning"]
+    assert all(r["logger"] == "py.warnings" for r in records)
