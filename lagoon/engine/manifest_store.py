@@ -136,6 +136,9 @@ def next_version(base: Manifest | None, components: Components, **changes: Any) 
         "parent_nonce": base.nonce if base else "",
     }
     new = Manifest(**fields, **changes) if base is None else dataclasses.replace(base, **fields, **changes)
+    if new.branch is not None and new.branch.wal:
+        # WAL entries the new version folded are no longer read from other namespaces.
+        new = dataclasses.replace(new, branch=new.branch.clipped(new.indexed_through))
     require(successor_problems(base, new), f"manifest v{new.version}")
     return new
 

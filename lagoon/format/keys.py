@@ -10,6 +10,7 @@ Layout under the store's prefix (the storage backend applies ``storage.prefix``)
     _lagoon/catalog/{org}/ns/{ns}          namespace marker (listing: docs/formats/catalog.md)
     _lagoon/catalog/{org}/count.json       the org's namespace count
     _lagoon/quarantine/{org}/{ns}/{ms}/... objects ``lagoon repair`` moved aside (docs/operations.md)
+    _lagoon/refs/{org}/{owner}/{branch}/{ms}-{nonce}  branch reference markers (docs/rfcs/0007-branches.md)
 
 Org names match ``[a-z0-9][a-z0-9-]{0,62}`` so they never collide with ``_lagoon/``; namespace
 names match ``[A-Za-z0-9-_.]{1,128}`` and are not ``.`` or ``..``. Nothing else concatenates keys.
@@ -85,6 +86,13 @@ class NamespaceKeys:
     def segment_file(self, segment_id: str, name: str) -> str:
         return f"{self.root}seg/{segment_id}/{name}"
 
+    def sibling(self, namespace: str | None) -> NamespaceKeys:
+        """The keys of ``namespace`` in the same org (None: this namespace): where a branch finds
+        the segments and WAL entries its manifest says another namespace owns."""
+        if namespace is None or namespace == self.namespace:
+            return self
+        return NamespaceKeys(self.org, namespace)
+
 
 def org_prefix(org: str) -> str:
     return f"{check_org(org)}/"
@@ -138,3 +146,28 @@ def quarantine_key(keys: NamespaceKeys, relative: str, stamp_ms: int) -> str:
     """``_lagoon/quarantine/{org}/{ns}/{stamp_ms}/{relative}``: where ``lagoon repair`` moves a
     damaged or stray object of a namespace (``relative``: its key below the namespace root)."""
     return f"{QUARANTINE_PREFIX}{keys.org}/{keys.namespace}/{stamp_ms:013d}/{relative}"
+
+
+REFS_PREFIX = f"{CLUSTER_PREFIX}refs/"
+
+
+def refs_prefix(keys: NamespaceKeys) -> str:
+    """``_lagoon/refs/{org}/{owner}/``: the reference markers of the branches that may read the
+    objects of ``keys``'s namespace (its GC re-reads them before deleting; docs/rfcs/0007)."""
+    return f"{REFS_PREFIX}{keys.org}/{keys.namespace}/"
+
+
+def ref_marker(owner: NamespaceKeys, branch: str, stamp_ms: int, nonce: str) -> str:
+    """One branch creation's marker in ``owner``: unique per attempt, so a GC that judged an old
+    marker stale can never delete a newer creation's marker."""
+    return f"{refs_prefix(owner)}{check_namespace(branch)}/{stamp_ms:013d}-{nonce}"
+
+
+def parse_ref_marker(owner: NamespaceKeys, key: str) -> tuple[str, int] | None:
+    """(branch namespace, stamp ms) of a marker key under ``refs_prefix(owner)``, or None."""
+    rest = key[len(refs_prefix(owner)) :] if key.startswith(refs_prefix(owner)) else ""
+    branch, _, name = rest.partition("/")
+    stamp = name.split("-", 1)[0]
+    if not branch or not stamp.isdigit() or not NAMESPACE_RE.fullmatch(branch):
+        return None
+    return branch, int(stamp)

@@ -1,4 +1,4 @@
-"""Manifest format, version 1 (normative spec: docs/formats/manifest.md).
+"""Manifest format, versions 1 and 2 (normative spec: docs/formats/manifest.md).
 
 A manifest version describes a namespace's indexed state completely: schema, settings, the
 segment list and ``indexed_through`` (the highest WAL seq folded into segments). Versions are
@@ -11,6 +11,11 @@ never changed. The object is one JSON document:
 where ``crc32c`` is computed over the canonical encoding of the ``manifest`` value (UTF-8 JSON,
 keys sorted, no whitespace), so the file stays readable with any JSON tool yet any changed byte
 is detected.
+
+Format 2 (docs/rfcs/0007-branches.md) adds copy-on-write branches: a segment may be owned by
+another namespace of the same org (``SegmentRef.owner``), and a ``branch`` record names the parent,
+the version the branch forked at and the WAL ranges it reads from other namespaces. A manifest
+that uses neither is written in format 1, byte for byte as before.
 """
 
 from __future__ import annotations
@@ -27,7 +32,8 @@ MAGIC = "lagoon-manifest"
 FORMAT_VERSION = 1
 MIN_READER_VERSION = 1
 MIN_WRITER_VERSION = 1
-READER_VERSION = 1
+BRANCH_FORMAT_VERSION = 2  # the format (and minimum reader) of a manifest with branch references
+READER_VERSION = 2
 PARENT_NONCE = "parent_nonce"  # DO NOT CHANGE: persisted key inside stats
 
 
@@ -43,9 +49,11 @@ class SegmentRef:
     bytes: int
     files: dict[str, dict[str, int]] = field(default_factory=dict)
     info: dict[str, Any] = field(default_factory=dict)
+    # The namespace (same org) whose ``seg/{id}/`` holds the files; None: this namespace (format 2).
+    owner: str | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        out = {
             "id": self.id,
             "level": self.level,
             "seq_from": self.seq_from,
@@ -55,6 +63,9 @@ class SegmentRef:
             "files": self.files,
             "info": self.info,
         }
+        if self.owner is not None:
+            out["owner"] = self.owner
+        return out
 
     @staticmethod
     def from_json(d: dict[str, Any]) -> SegmentRef:
@@ -67,6 +78,69 @@ class SegmentRef:
             bytes=int(d["bytes"]),
             files={str(k): {str(a): int(b) for a, b in v.items()} for k, v in d.get("files", {}).items()},
             info=dict(d.get("info", {})),
+            owner=None if d.get("owner") is None else str(d["owner"]),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class WalRange:
+    """WAL entries ``first..last`` (inclusive) that a branch reads from ``namespace``'s WAL."""
+
+    namespace: str
+    first: int
+    last: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {"namespace": self.namespace, "from": self.first, "through": self.last}
+
+    @staticmethod
+    def from_json(d: dict[str, Any]) -> WalRange:
+        return WalRange(str(d["namespace"]), int(d["from"]), int(d["through"]))
+
+
+@dataclass(frozen=True, slots=True)
+class Branch:
+    """The lineage of a branch: created from ``parent`` at its version ``at_version`` (a WAL seq).
+
+    ``wal`` lists the entries after ``indexed_through`` (up to ``at_version``) that live in other
+    namespaces' WALs; it shrinks as the branch's own indexer folds them (``clipped``)."""
+
+    parent: str
+    at_version: int
+    created_at_ms: int
+    wal: tuple[WalRange, ...] = ()
+
+    def clipped(self, indexed_through: int) -> Branch:
+        """The same lineage with only the WAL ranges (parts) after ``indexed_through``."""
+        wal = tuple(
+            WalRange(r.namespace, max(r.first, indexed_through + 1), r.last)
+            for r in self.wal
+            if r.last > indexed_through
+        )
+        return Branch(self.parent, self.at_version, self.created_at_ms, wal)
+
+    def wal_owner(self, seq: int) -> str | None:
+        """The namespace whose WAL holds entry ``seq`` (None: the branch's own)."""
+        for r in self.wal:
+            if r.first <= seq <= r.last:
+                return r.namespace
+        return None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "parent": self.parent,
+            "at_version": self.at_version,
+            "created_at_ms": self.created_at_ms,
+            "wal": [r.to_json() for r in self.wal],
+        }
+
+    @staticmethod
+    def from_json(d: dict[str, Any]) -> Branch:
+        return Branch(
+            parent=str(d["parent"]),
+            at_version=int(d["at_version"]),
+            created_at_ms=int(d["created_at_ms"]),
+            wal=tuple(WalRange.from_json(dict(r)) for r in d.get("wal", [])),
         )
 
 
@@ -139,9 +213,17 @@ class Manifest:
     # before it was recorded). Stored inside ``stats`` as ``stats.parent_nonce``.
     parent_nonce: str | None = None
     stats: dict[str, Any] = field(default_factory=dict)  # informational counters, without parent_nonce
+    branch: Branch | None = None  # set on a branch's manifests (format 2)
+
+    @property
+    def format_version(self) -> int:
+        """2 when the manifest refers to other namespaces' objects (a branch), else 1."""
+        if self.branch is not None or any(s.owner is not None for s in self.segments):
+            return BRANCH_FORMAT_VERSION
+        return FORMAT_VERSION
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        out = {
             "version": self.version,
             "nonce": self.nonce,
             "created_at_ms": self.created_at_ms,
@@ -156,6 +238,9 @@ class Manifest:
             if self.parent_nonce is None
             else {**self.stats, PARENT_NONCE: self.parent_nonce},
         }
+        if self.branch is not None:
+            out["branch"] = self.branch.to_json()
+        return out
 
     @staticmethod
     def from_json(d: dict[str, Any]) -> Manifest:
@@ -174,6 +259,7 @@ class Manifest:
             created_at_namespace_ms=d.get("created_at_namespace_ms"),
             parent_nonce=None if parent is None else str(parent),
             stats=stats,
+            branch=None if d.get("branch") is None else Branch.from_json(dict(d["branch"])),
         )
 
 
@@ -183,10 +269,11 @@ def _canonical(value: Any) -> bytes:
 
 def encode_manifest(m: Manifest) -> bytes:
     body = m.to_json()
+    version = m.format_version
     doc = {
         "magic": MAGIC,
-        "format_version": FORMAT_VERSION,
-        "min_reader_version": MIN_READER_VERSION,
+        "format_version": version,
+        "min_reader_version": max(MIN_READER_VERSION, version),
         "min_writer_version": MIN_WRITER_VERSION,
         "crc32c": crc32c(_canonical(body)),
         "manifest": body,

@@ -10,7 +10,7 @@ import numpy as np
 import pyarrow as pa
 
 from lagoon.format.catalog import Marker, OrgCatalog, encode_marker, encode_org
-from lagoon.format.manifest import Manifest, PendingDelete, SegmentRef, encode_manifest
+from lagoon.format.manifest import Branch, Manifest, PendingDelete, SegmentRef, WalRange, encode_manifest
 from lagoon.format.wal import OP_COLUMN, WalEntry, encode_entry
 from lagoon.schema import AttrType
 from lagoon.values import column_to_arrow
@@ -81,6 +81,31 @@ def manifest() -> Manifest:
     )
 
 
+def branch_manifest() -> Manifest:
+    """Format 2: a branch of ``docs`` at version 12 whose first segment is the parent's and whose
+    WAL entries 8..12 are read from the parent's WAL (docs/rfcs/0007-branches.md)."""
+    base = manifest()
+    parent_seg = SegmentRef(**{**base.segments[0].to_json(), "owner": "docs"})
+    return Manifest(
+        version=1,
+        nonce="ffeeddccbbaa99887766554433221100",
+        created_at_ms=1_764_000_100_000,
+        writer="node-golden",
+        indexed_through=7,
+        schema=SCHEMA,
+        settings={},
+        segments=(parent_seg,),
+        created_at_namespace_ms=1_763_000_000_000,
+        parent_nonce="",
+        branch=Branch(
+            parent="docs",
+            at_version=12,
+            created_at_ms=1_764_000_100_000,
+            wal=(WalRange("docs", 8, 12),),
+        ),
+    )
+
+
 def catalog_marker() -> Marker:
     return Marker(org="default", namespace="docs", created_at_ms=1_764_000_000_000, writer="node-golden")
 
@@ -91,7 +116,9 @@ def catalog_org() -> OrgCatalog:
     )
 
 
-if __name__ == "__main__":
+if __name__ == "__main__" and sys.argv[1:2] == ["--v2"]:
+    (Path(sys.argv[2]) / "manifest.json").write_bytes(encode_manifest(branch_manifest()))
+elif __name__ == "__main__":
     out = Path(sys.argv[1])
     (out / "wal.bin").write_bytes(encode_entry(wal_entry()))
     (out / "manifest.json").write_bytes(encode_manifest(manifest()))

@@ -6,6 +6,7 @@ from __future__ import annotations
 import struct
 from pathlib import Path
 
+import orjson
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -133,3 +134,40 @@ def test_unknown_pending_fields_and_the_parent_nonce_survive_a_round_trip() -> N
     assert back.parent_nonce == "ab" * 16 and back.stats == {"rows": 2}
     assert back.pending_delete[-1].segment_id == "x" and back.pending_delete[-1].extra == (("future", [1]),)
     assert back.to_json() == body
+
+
+def test_golden_branch_manifest_v2_opens_and_reencodes() -> None:
+    raw = (GOLDEN / "v2" / "manifest.json").read_bytes()
+    m = manifest.decode_manifest(raw)
+    assert m == golden_data.branch_manifest()
+    assert m.segments[0].owner == "docs" and m.branch is not None
+    assert m.branch.wal_owner(8) == "docs" and m.branch.wal_owner(13) is None
+    assert manifest.encode_manifest(m) == raw
+
+
+def test_branch_references_raise_the_format_and_reader_version() -> None:
+    plain = orjson.loads(manifest.encode_manifest(golden_data.manifest()))
+    branch = orjson.loads(manifest.encode_manifest(golden_data.branch_manifest()))
+    assert (plain["format_version"], plain["min_reader_version"]) == (1, 1)
+    assert (branch["format_version"], branch["min_reader_version"]) == (2, 2)
+    assert "branch" not in plain["manifest"] and "owner" not in plain["manifest"]["segments"][0]
+
+
+def test_branch_wal_ranges_are_clipped_as_the_branch_indexes() -> None:
+    b = manifest.Branch("p", 20, 0, (manifest.WalRange("p", 5, 12), manifest.WalRange("q", 13, 20)))
+    assert b.clipped(4) == b
+    assert b.clipped(9).wal == (manifest.WalRange("p", 10, 12), manifest.WalRange("q", 13, 20))
+    assert b.clipped(12).wal == (manifest.WalRange("q", 13, 20),)
+    assert b.clipped(20).wal == () and b.clipped(20).at_version == 20
+
+
+def test_reference_marker_keys_name_owner_branch_and_stamp() -> None:
+    from lagoon.format.keys import NamespaceKeys, parse_ref_marker, ref_marker, refs_prefix
+
+    owner = NamespaceKeys.of("default", "docs")
+    key = ref_marker(owner, "docs-b", 1_764_000_000_000, "ab12")
+    assert key.startswith(refs_prefix(owner)) and key.startswith("_lagoon/refs/default/docs/")
+    assert parse_ref_marker(owner, key) == ("docs-b", 1_764_000_000_000)
+    assert parse_ref_marker(owner, "_lagoon/refs/default/docs2/x/1-a") is None
+    assert owner.sibling("docs-b").segment_file("s1", "docs.arrow") == "default/docs-b/seg/s1/docs.arrow"
+    assert owner.sibling(None) is owner
