@@ -150,92 +150,133 @@ class VecHead:
         return DTYPES[self.dtype].itemsize
 
 
+@dataclass(frozen=True)
+class _Meta:
+    attr: str
+    dims: int
+    dtype: str
+    metric: str
+    n_vectors: int
+    n_clusters: int
+    nprobe: dict[str, Any]
+    blocks_at: int
+    blocks_len: int
+
+
 def read_head(sf: SectionFile, n_rows: int, *, lazy: bool) -> VecHead:
     """Validate the meta and table of contents of ``sf`` for a segment of ``n_rows`` rows.
     ``lazy``: ``sf`` holds only the head (the row ordinals must come from ``row_cluster``);
     otherwise files older than ``row_cluster`` get them from the blocks."""
+    m = _read_meta(sf, n_rows)
+    offsets, lengths, counts = _read_toc(sf, m)
+    return VecHead(
+        what=sf.what,
+        attr=m.attr,
+        dims=m.dims,
+        dtype=m.dtype,
+        metric=m.metric,
+        n_rows=n_rows,
+        n_vectors=m.n_vectors,
+        n_clusters=m.n_clusters,
+        nprobe=m.nprobe,
+        centroids=np.ascontiguousarray(sf.array("centroids", "<f4").reshape(m.n_clusters, m.dims)),
+        offsets=offsets,
+        lengths=lengths,
+        counts=counts,
+        crcs=sf.array("cluster_crc32c", "<u4") if sf.has("cluster_crc32c") else None,
+        blocks_at=m.blocks_at,
+        blocks_abs=sf.data_start + m.blocks_at,
+        blocks_len=m.blocks_len,
+        cord=_read_cord(sf, m, n_rows, offsets, counts, lazy=lazy),
+        sq_range=_read_sq_range(sf, m.dims),
+    )
+
+
+def _read_meta(sf: SectionFile, n_rows: int) -> _Meta:
+    """The meta's fields, typed and checked against the segment's ``n_rows``."""
     what, meta = sf.what, sf.meta
     try:
-        attr = str(meta["attr"])
-        dims = int(meta["dims"])
-        dtype = str(meta["dtype"])
-        metric = str(meta["metric"])
-        n_vectors = int(meta["n_vectors"])
-        k = int(meta["n_clusters"])
         nprobe = meta["nprobe"]
         pk, pn = list(nprobe["k"]), list(nprobe["nprobe"])
         int(nprobe["default"])
-        blocks_at = int(meta["blocks"]["offset"])
-        blocks_len = int(meta["blocks"]["length"])
+        m = _Meta(
+            attr=str(meta["attr"]),
+            dims=int(meta["dims"]),
+            dtype=str(meta["dtype"]),
+            metric=str(meta["metric"]),
+            n_vectors=int(meta["n_vectors"]),
+            n_clusters=int(meta["n_clusters"]),
+            nprobe=nprobe,
+            blocks_at=int(meta["blocks"]["offset"]),
+            blocks_len=int(meta["blocks"]["length"]),
+        )
         file_rows = int(meta["n_rows"])
     except (KeyError, TypeError, ValueError) as e:
         raise DataCorruption(f"{what}: malformed meta ({e!r})") from None
-    if dtype not in DTYPES or metric not in METRICS or dims < 1:
+    if m.dtype not in DTYPES or m.metric not in METRICS or m.dims < 1:
         raise DataCorruption(f"{what}: unknown dtype, metric or dims")
     if file_rows != n_rows:
         raise DataCorruption(f"{what}: written for {file_rows} rows, the segment has {n_rows}")
     if len(pk) != len(pn) or not pk:
         raise DataCorruption(f"{what}: malformed nprobe table")
-    centroids = np.ascontiguousarray(sf.array("centroids", "<f4").reshape(k, dims))
+    return m
+
+
+def _read_toc(sf: SectionFile, m: _Meta) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(offsets, lengths, counts) of the cluster blocks, int64, checked for consistency."""
     offsets = sf.array("cluster_offset", "<u8").astype(np.int64)
     lengths = sf.array("cluster_length", "<u8").astype(np.int64)
     counts = sf.array("cluster_count", "<u4").astype(np.int64)
+    k = m.n_clusters
     if not (offsets.shape == lengths.shape == counts.shape == (k,)):
-        raise DataCorruption(f"{what}: table of contents does not have one entry per cluster")
-    _, expect_len = block_lengths(counts, dims, DTYPES[dtype].itemsize)
+        raise DataCorruption(f"{sf.what}: table of contents does not have one entry per cluster")
+    _, expect_len = block_lengths(counts, m.dims, DTYPES[m.dtype].itemsize)
     if (
-        int(counts.sum()) != n_vectors
+        int(counts.sum()) != m.n_vectors
         or not np.array_equal(lengths, expect_len)
         or np.any(offsets < 0)
-        or np.any(offsets + lengths > blocks_len)
+        or np.any(offsets + lengths > m.blocks_len)
     ):
-        raise DataCorruption(f"{what}: table of contents is inconsistent")
+        raise DataCorruption(f"{sf.what}: table of contents is inconsistent")
+    return offsets, lengths, counts
+
+
+def _read_cord(
+    sf: SectionFile, m: _Meta, n_rows: int, offsets: np.ndarray, counts: np.ndarray, *, lazy: bool
+) -> np.ndarray:
+    """Row ordinals in cluster order (int64): from ``row_cluster``, or in files written before
+    it from the blocks (an eager open only)."""
+    what, k = sf.what, m.n_clusters
     if sf.has("row_cluster"):
         rc = sf.array("row_cluster", "<u4")
         if rc.shape != (n_rows,) or (n_rows and int(rc.max()) > k):
             raise DataCorruption(f"{what}: row_cluster does not map every row to a cluster")
         if not np.array_equal(np.bincount(rc, minlength=k + 1)[:k], counts):
             raise DataCorruption(f"{what}: row_cluster disagrees with the cluster counts")
-        cord = np.argsort(rc, kind="stable")[:n_vectors].astype(np.int64)
-    elif lazy:
+        out: np.ndarray = np.argsort(rc, kind="stable")[: m.n_vectors].astype(np.int64)
+        return out
+    if lazy:
         raise InternalError(f"{what}: a lazy open needs the row_cluster section")
-    else:  # files written before row_cluster: the ordinals come from the blocks
-        region = sf.region(blocks_at, blocks_len)
-        cord = np.empty(n_vectors, np.int64)
-        lo = 0
-        for c in range(k):
-            o, n = int(offsets[c]), int(counts[c])
-            cord[lo : lo + n] = region[o : o + 4 * n].view("<u4")
-            lo += n
-        if n_vectors and (int(cord.min()) < 0 or int(cord.max()) >= n_rows):
-            raise DataCorruption(f"{what}: row ordinal out of range")
-    sq_range = None
-    if sf.has("sq_min") and sf.has("sq_max"):
-        lo_, hi_ = sf.array("sq_min", "<f4"), sf.array("sq_max", "<f4")
-        if lo_.shape != (dims,) or hi_.shape != (dims,):
-            raise DataCorruption(f"{what}: sq_min / sq_max do not have one value per dimension")
-        sq_range = (lo_.copy(), hi_.copy())
-    return VecHead(
-        what=what,
-        attr=attr,
-        dims=dims,
-        dtype=dtype,
-        metric=metric,
-        n_rows=n_rows,
-        n_vectors=n_vectors,
-        n_clusters=k,
-        nprobe=nprobe,
-        centroids=centroids,
-        offsets=offsets,
-        lengths=lengths,
-        counts=counts,
-        crcs=sf.array("cluster_crc32c", "<u4") if sf.has("cluster_crc32c") else None,
-        blocks_at=blocks_at,
-        blocks_abs=sf.data_start + blocks_at,
-        blocks_len=blocks_len,
-        cord=cord,
-        sq_range=sq_range,
-    )
+    region = sf.region(m.blocks_at, m.blocks_len)
+    cord = np.empty(m.n_vectors, np.int64)
+    lo = 0
+    for c in range(k):
+        o, n = int(offsets[c]), int(counts[c])
+        cord[lo : lo + n] = region[o : o + 4 * n].view("<u4")
+        lo += n
+    if m.n_vectors and (int(cord.min()) < 0 or int(cord.max()) >= n_rows):
+        raise DataCorruption(f"{what}: row ordinal out of range")
+    return cord
+
+
+def _read_sq_range(sf: SectionFile, dims: int) -> tuple[np.ndarray, np.ndarray] | None:
+    """(sq_min, sq_max) of the 8-bit first pass, or None in files written before them."""
+    if not (sf.has("sq_min") and sf.has("sq_max")):
+        return None
+    lo, hi = sf.array("sq_min", "<f4"), sf.array("sq_max", "<f4")
+    if lo.shape != (dims,) or hi.shape != (dims,):
+        raise DataCorruption(f"{sf.what}: sq_min / sq_max do not have one value per dimension")
+    return lo.copy(), hi.copy()
 
 
 def block_vectors(
