@@ -377,6 +377,8 @@ class Database:
             result = await self.executor.run(work, org=org, namespace=namespace, budget=cancel.current())
         perf = result.setdefault("performance", {})
         perf["exhaustive_search_count"] = snap.unindexed_rows
+        if snap.damage:
+            perf["damage"] = list(snap.damage)
         perf["cache_hit_ratio"] = 1.0
         perf["cache_temperature"] = "hot"
         perf["server_total_ms"] = round((time.perf_counter() - started) * 1000)

@@ -48,6 +48,7 @@ from lagoon.engine.components import Components
 from lagoon.engine.manifest_store import ManifestConflict
 from lagoon.engine.segment_io import SegmentIO
 from lagoon.engine.state import NamespaceState
+from lagoon.errors import DataCorruption
 from lagoon.format.keys import NamespaceKeys
 from lagoon.format.manifest import Manifest, PendingDelete, SegmentRef
 from lagoon.format.wal import OP_DELETE, WalEntry
@@ -350,12 +351,16 @@ def indexed_manifest(
 
 
 def read_view(state: NamespaceState) -> IndexView:
-    """The namespace's indexing view, read from ``state`` with no await in between."""
+    """The namespace's indexing view, read from ``state`` with no await in between. It ends
+    before the first damaged WAL entry: folding it would make its loss permanent before
+    `lagoon repair` looked at it (``index_namespace`` fails on it instead)."""
+    head = min(state.damaged, default=state.head + 1) - 1
+    kept = [(e, s) for e, s in state.entries if state.indexed_through < e.seq <= head]
     return IndexView(
         base=state.manifest,
-        entries=tuple(e for e, _ in state.entries if e.seq > state.indexed_through),
-        head=state.head,
-        tail_bytes=sum(s for e, s in state.entries if e.seq > state.indexed_through),
+        entries=tuple(e for e, _ in kept),
+        head=head,
+        tail_bytes=sum(s for _, s in kept),
         schema=state.tail.schema,
         settings=dict(state.tail.settings),
         created_at_namespace_ms=state.tail.created_at_ms,
@@ -415,6 +420,8 @@ async def _index(
 ) -> IndexOutcome:
     fp = components.failpoints
     await state.refresh()
+    if state.indexed_through + 1 in state.damaged:
+        raise DataCorruption(f"indexing waits: {state.wal_damage()[0]}")
     view = read_view(state)
     base, head = view.base, view.head
     decision, lag = plan_index(view, components.clock.now_ms(), settings, force=force)

@@ -15,7 +15,9 @@ that folded it. ``indexer.gc_grace_secs`` must exceed the poll interval by a wid
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 from lagoon.config import Settings
@@ -26,12 +28,14 @@ from lagoon.engine.tail import SegmentLike, Snapshot, Tail
 from lagoon.errors import DataCorruption
 from lagoon.format.keys import NamespaceKeys, parse_wal_seq
 from lagoon.format.manifest import Manifest, SegmentRef, decode_manifest
-from lagoon.format.wal import WalEntry, decode_entry
+from lagoon.format.wal import WalEntry, check_against_schema, decode_entry
+from lagoon.logs import log_event
 from lagoon.schema import Schema
 from lagoon.storage.base import ObjectNotFound, ObjectStore, StorageError
 
 _FETCH_PARALLELISM = 16
 WAL_SPECULATION = 4  # WAL entries a cold load GETs before its LIST answers
+log = logging.getLogger("lagoon.state")
 SegmentLoader = Callable[["NamespaceState", SegmentRef, Schema], Awaitable[SegmentLike]]
 REPAIR_HINT = "run `lagoon repair --dry-run` to see the plan, then `lagoon repair`"
 
@@ -71,6 +75,15 @@ async def _load_segment(state: NamespaceState, ref: SegmentRef, schema: Schema) 
     return await asyncio.to_thread(SegmentReader.from_files, ref, files, schema)
 
 
+@dataclass(frozen=True, slots=True)
+class _WalDamage:
+    """What is wrong with an unindexed WAL entry; ``nonce``: the entry's, when it decoded (then
+    only another entry in its slot, as repair writes, can heal it)."""
+
+    problem: str
+    nonce: bytes | None
+
+
 class _Vanished:
     def __init__(self, damaged: DamagedSegment) -> None:
         self.damaged = damaged
@@ -87,6 +100,11 @@ class NamespaceState:
         self.manifest: Manifest | None = None
         self.tail = Tail()
         self.entries: list[tuple[WalEntry, int]] = []  # unindexed entries with their encoded size
+        # Unindexed WAL entries that do not decode or do not fit the schema, by seq: what is
+        # wrong. Each is folded as an empty entry (what `lagoon repair` makes of it) and named in
+        # every snapshot's ``damage``; re-read every poll interval until it reads (docs/operations.md).
+        self.damaged: dict[int, _WalDamage] = {}
+        self._unreadable: dict[int, str] = {}  # fetched but undecodable, not yet appended
         self._loaded = False
         self._last_refresh_started = -1.0
         self._last_manifest_check = -1.0
@@ -123,7 +141,10 @@ class NamespaceState:
                 if ref.id in self._segments
             )
             self._snapshot = self.tail.snapshot(
-                manifest_version=version, indexed_through=self.indexed_through, segments=segments
+                manifest_version=version,
+                indexed_through=self.indexed_through,
+                segments=segments,
+                damage=self.wal_damage(),
             )
             return self._snapshot
         return snap
@@ -176,6 +197,14 @@ class NamespaceState:
         """What is damaged in the current manifest's segments ([] when nothing is)."""
         return [seg.problem for _, seg in self._segments.values() if isinstance(seg, DamagedSegment)]
 
+    def wal_damage(self) -> tuple[str, ...]:
+        """The damaged unindexed WAL entries this node skipped, in seq order, each message naming
+        the entry and the repair command."""
+        return tuple(
+            f"{self.damaged[q].problem}; the entry is skipped (its documents are not served); {REPAIR_HINT}"
+            for q in sorted(self.damaged)
+        )
+
     async def snapshot(self, *, strong: bool = True) -> Snapshot:
         clock = self.components.clock
         started = clock.monotonic()
@@ -223,6 +252,8 @@ class NamespaceState:
                 first = None if first is None or first[0].seq <= self.indexed_through else first
                 if first is None:
                     first = await self._fetch_one(self.head + 1)
+            if await self._recheck_damage():
+                first = await self._fetch_one(self.head + 1)
         else:
             first = await self._fetch_one(self.head + 1)
         if first is not None:
@@ -350,15 +381,52 @@ class NamespaceState:
         return list(await asyncio.gather(*(get(q) for q in seqs)))
 
     async def _fetch_one(self, seq: int) -> tuple[WalEntry, int] | None:
+        """The entry at ``seq`` with its size, None if absent. An entry that does not decode
+        (read twice: a damaged read is not damage) comes back as an empty stand-in, with the
+        problem kept in ``_unreadable`` until ``_append`` records it."""
         key = self.keys.wal(seq)
-        try:
-            data = await self.store.get(key)
-        except ObjectNotFound:
-            return None
-        entry = decode_entry(data, what=key)
-        if entry.seq != seq:
-            raise DataCorruption(f"{key}: holds seq {entry.seq}")
-        return entry, len(data)
+        problem = ""
+        for _ in range(2):
+            try:
+                data = await self.store.get(key)
+            except ObjectNotFound:
+                return None
+            try:
+                entry = decode_entry(data, what=key)
+                if entry.seq != seq:
+                    raise DataCorruption(f"{key}: holds seq {entry.seq}")
+            except DataCorruption as e:
+                problem = e.message
+                continue
+            self._unreadable.pop(seq, None)
+            return entry, len(data)
+        self._unreadable[seq] = problem
+        return self._stand_in(seq), len(data)
+
+    def _stand_in(self, seq: int, created_at_ms: int | None = None) -> WalEntry:
+        """An empty entry folded in place of a damaged one (what repair makes of its slot),
+        dated like the entry before it (the damaged one is at least that old) or now."""
+        at = self.components.clock.now_ms() if created_at_ms is None else created_at_ms
+        return WalEntry(seq=seq, nonce=b"", created_at_ms=at, writer="", requests=0)
+
+    async def _recheck_damage(self) -> bool:
+        """Read the damaged entries again. If one reads now (repaired, or restored from bucket
+        versioning), the tail is folded again from it: True (the head moved back before it)."""
+        if not self.damaged:
+            return False
+        seqs = sorted(self.damaged)
+        items = await self._fetch_many(seqs)
+        healed = [
+            q
+            for q, item in zip(seqs, items, strict=True)
+            if item is not None and q not in self._unreadable and item[0].nonce != self.damaged[q].nonce
+        ]
+        if not healed:
+            return False
+        self.entries = [(e, s) for e, s in self.entries if e.seq < healed[0]]
+        self.damaged = {q: d for q, d in self.damaged.items() if q < healed[0]}
+        self._rebuild_tail()
+        return True
 
     async def _list_wal_after(self, start: int) -> list[int]:
         """The WAL seqs present after ``start``, ascending (one LIST)."""
@@ -381,21 +449,46 @@ class NamespaceState:
                 break  # a gap: entries must be applied densely; the next probe continues
             self._append(*item)
 
-    def _append(self, entry: WalEntry, size: int) -> None:
+    def _append(self, entry: WalEntry, size: int, *, checked: bool = False) -> None:
+        """Fold the entry at head+1. Unless the caller built it (``checked``), it is checked
+        against the schema the entries before it left; a damaged one is folded as empty."""
         if entry.seq != self.head + 1:
             return
+        problem = self._unreadable.pop(entry.seq, None)
+        nonce = None if problem is not None else entry.nonce
+        if problem is None and not checked:
+            try:
+                check_against_schema(entry, Schema() if entry.truncate else self.tail.schema)
+            except DataCorruption as e:
+                problem = f"{self.keys.wal(entry.seq)}: {e.message}"
+        if problem is not None:
+            entry = self._stand_in(entry.seq, self.tail.updated_at_ms)
+            if entry.seq not in self.damaged:
+                log_event(
+                    log,
+                    "damaged WAL entry skipped",
+                    level=logging.ERROR,
+                    namespace=self.keys.root,
+                    seq=entry.seq,
+                    problem=problem,
+                    fix=REPAIR_HINT,
+                )
+            self.damaged[entry.seq] = _WalDamage(problem, nonce)
         self.entries.append((entry, size))
         self.tail.apply(entry, size)
 
     def _rebuild_tail(self) -> None:
         """The manifest advanced: keep only the entries after its indexed_through."""
         m = self.manifest
-        assert m is not None
-        self.entries = [(e, s) for e, s in self.entries if e.seq > m.indexed_through]
-        tail = Tail(Schema.from_storage(m.schema) if m.schema else Schema(), m.settings)
-        tail.head = m.indexed_through
-        tail.created_at_ms = m.created_at_namespace_ms
-        tail.updated_at_ms = m.created_at_ms  # no newer write than the manifest's fold is known
+        through = m.indexed_through if m else 0
+        self.entries = [(e, s) for e, s in self.entries if e.seq > through]
+        self.damaged = {q: d for q, d in self.damaged.items() if q > through}
+        tail = Tail()
+        if m is not None:
+            tail = Tail(Schema.from_storage(m.schema) if m.schema else Schema(), m.settings)
+            tail.head = m.indexed_through
+            tail.created_at_ms = m.created_at_namespace_ms
+            tail.updated_at_ms = m.created_at_ms  # no newer write than the manifest's fold is known
         for e, s in self.entries:
             if e.seq == tail.head + 1:
                 tail.apply(e, s)
@@ -405,8 +498,8 @@ class NamespaceState:
     # -- writing -------------------------------------------------------------------------------
 
     def committed(self, entry: WalEntry, size: int) -> None:
-        """A WAL entry this node just created at head+1."""
-        self._append(entry, size)
+        """A WAL entry this node just created at head+1 (checked when it was encoded)."""
+        self._append(entry, size, checked=True)
 
     async def ensure_loaded(self) -> None:
         if not self._loaded:

@@ -167,6 +167,7 @@ class Tail:
         manifest_version: int,
         indexed_through: int,
         segments: tuple[SegmentLike, ...] = (),
+        damage: tuple[str, ...] = (),
     ) -> Snapshot:
         self._shared = set(range(len(self.masks)))
         runs = tuple(self._run(lo, hi) for lo, hi in self._blocks())
@@ -185,6 +186,7 @@ class Tail:
             unindexed_bytes=self.unindexed_bytes,
             unindexed_rows=self.unindexed_rows,
             oldest_unindexed_ms=self.oldest_unindexed_ms,
+            damage=damage,
         )
 
 
@@ -226,6 +228,7 @@ class Snapshot:
     unindexed_bytes: int
     unindexed_rows: int
     oldest_unindexed_ms: int | None = None
+    damage: tuple[str, ...] = ()  # damaged WAL entries folded as empty (messages name each one)
     _source: CompositeSource | None = field(default=None, repr=False)
 
     @property

@@ -99,7 +99,13 @@ def check_entry(entry: WalEntry, schema: Schema | None) -> None:
     effect before it; None = not known here, only the structure is checked), each of exactly
     the attribute's type, with every id once. The writer runs it before every PUT and readers
     on every entry they fold, so both sides agree on what a valid entry is."""
-    effective = Schema.from_storage(entry.schema) if entry.schema is not None else schema
+    check_structure(entry)
+    if schema is not None or entry.schema is not None:
+        check_against_schema(entry, schema or Schema())
+
+
+def check_structure(entry: WalEntry) -> None:
+    """The schema-independent half of ``check_entry`` (``decode_entry`` runs it)."""
     docs = entry.docs
     if docs is None:
         return
@@ -118,8 +124,18 @@ def check_entry(entry: WalEntry, schema: Schema | None) -> None:
         raise DataCorruption("document table: null id")
     if pc.count_distinct(ids).as_py() != docs.num_rows:
         raise DataCorruption("document table: an id appears more than once")
-    if effective is None:
+
+
+def check_against_schema(entry: WalEntry, before: Schema) -> None:
+    """The schema half of ``check_entry``: the entry's schema parses and its columns are those
+    of the schema in effect after it (its own, else ``before``: the one in effect before it;
+    for a truncating entry that is the empty schema), with their exact types. Readers run it on
+    every entry they fold, in seq order, with the schema the entries before it left."""
+    effective = Schema.from_storage(entry.schema) if entry.schema is not None else before
+    docs = entry.docs
+    if docs is None:
         return
+    ids = docs.column("id")
     if effective.id_type is None:
         if docs.num_rows:
             raise DataCorruption("document table with rows in a namespace without an id type")
@@ -128,7 +144,7 @@ def check_entry(entry: WalEntry, schema: Schema | None) -> None:
         raise DataCorruption(
             f"document table: id column of type {ids.type}, the schema says {effective.id_type}"
         )
-    for name in names:
+    for name in docs.column_names:
         if name in ("id", OP_COLUMN):
             continue
         attr = effective.attributes.get(name)
@@ -189,7 +205,7 @@ def decode_entry(data: bytes, *, what: str = "wal entry") -> WalEntry:
         docs=docs,
     )
     try:
-        check_entry(entry, None)
+        check_structure(entry)
     except DataCorruption as e:
         raise DataCorruption(f"{what}: {e.message}") from None
     return entry

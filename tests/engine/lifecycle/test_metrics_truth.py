@@ -41,8 +41,12 @@ async def test_failing_namespace_lag_grows_and_healthy_ones_read_zero() -> None:
     torn = (await store.get(keys.wal(2)))[:-7]
     await store.put(keys.wal(2), torn, PutMode.OVERWRITE)
 
-    # a fresh worker (as after a restart): finds everything by its sweep
+    # a fresh worker (as after a restart): finds everything by its sweep; it folds the entry
+    # before the torn one, then fails on the torn one in every pass (never folds it away)
     worker = IndexerLoop(store, settings, components("i2"))
+    await worker.run_once(force=True)
+    assert sample("lagoon_segment_count", broken) == 1.0
+    assert sample("lagoon_indexing_failures_total", broken) == 0.0
     await worker.run_once(force=True)
     lag1 = sample("lagoon_indexing_lag_seconds", broken)
     fails1 = sample("lagoon_indexing_failures_total", broken)
@@ -60,7 +64,7 @@ async def test_failing_namespace_lag_grows_and_healthy_ones_read_zero() -> None:
         assert sample("lagoon_wal_tail_bytes", ns) == 0.0, ns
         assert sample("lagoon_segment_count", ns) == 1.0, ns
         assert sample("lagoon_indexing_failures_total", ns) == 0.0, ns
-    assert sample("lagoon_segment_count", broken) == 0.0
+    assert sample("lagoon_segment_count", broken) == 1.0
 
     # steady writes: the series never disappears between passes once the tail is indexed
     for i in range(3):
