@@ -10,6 +10,10 @@ Commit protocol (``commit``):
    a compare-and-swap (``lagoon.storage.cas``) replaces it only if it holds a lower version. A plain PUT would let a committer that paused
    between steps 1 and 2 move the hint backwards, possibly below versions GC has deleted since —
    readers would then start from a missing version.
+0. Base check. The base version must exist: one that is missing while CURRENT and the next
+   version show nothing newer means a broken chain (a version lost, its copy read from CURRENT),
+   and the commit is refused with ``DataCorruption`` (run ``lagoon repair``); one that GC deleted
+   because the chain moved on is a lost race (``ManifestConflict``), as in step 1.
 3. Lineage check. Old versions are deleted by GC, so create-if-absent alone cannot stop a zombie
    whose base is ancient from *re*-creating a deleted version number (a fork nobody else reads).
    After step 1: if the hint is at most our version, nothing above us existed, so no version we
@@ -167,6 +171,8 @@ async def commit(store: ObjectStore, keys: NamespaceKeys, manifest: Manifest) ->
     """Create ``manifest`` at its version (see the module docstring). Raises ManifestConflict.
     A manifest that breaks an invariant (``lagoon.format.invariants``) is never written."""
     require(manifest_problems(manifest), keys.manifest(manifest.version))
+    if manifest.version > 1:
+        await _require_base(store, keys, manifest.version - 1)
     try:
         await store.put(keys.manifest(manifest.version), encode_manifest(manifest), PutMode.CREATE)
     except AlreadyExists:
@@ -183,6 +189,30 @@ async def commit(store: ObjectStore, keys: NamespaceKeys, manifest: Manifest) ->
             f"{keys.manifest(manifest.version)} was re-created after GC deleted it (CURRENT is {hint}): "
             "the commit is an unreachable fork"
         )
+
+
+async def _require_base(store: ObjectStore, keys: NamespaceKeys, base: int) -> None:
+    """Refuse to build on a version that does not exist. Missing because the chain moved on (GC
+    deletes a version only below CURRENT and below a newer version): a lost race, like any
+    other (``ManifestConflict``; the caller reloads and aborts or redoes its work). Missing while
+    nothing newer exists (deleted by hand or lost, and the base read from CURRENT's copy):
+    the chain is broken, and committing would make the hole permanent (``DataCorruption``;
+    ``lagoon repair`` restores the version from CURRENT's copy or closes the hole)."""
+    try:
+        await store.head(keys.manifest(base))
+        return
+    except ObjectNotFound:
+        pass
+    if await read_hint(store, keys) > base:
+        raise ManifestConflict(f"{keys.manifest(base)} was deleted: the chain moved past it")
+    try:
+        await store.head(keys.manifest(base + 1))
+    except ObjectNotFound:
+        raise DataCorruption(
+            f"{keys.manifest(base)} is missing and nothing newer exists, so the manifest chain of "
+            f"{keys.root} is broken: refusing to commit on top of it; run `lagoon repair`"
+        ) from None
+    raise ManifestConflict(f"{keys.manifest(base + 1)} already exists")
 
 
 async def _successor_names(store: ObjectStore, keys: NamespaceKeys, manifest: Manifest) -> bool:
