@@ -20,6 +20,7 @@ from typing import Any
 from lagoon.config import Settings
 from lagoon.engine.catalog import Catalog
 from lagoon.engine.components import Components
+from lagoon.engine.copy import Copies
 from lagoon.engine.errors import at_boundary, translate
 from lagoon.engine.executor import QueryExecutor
 from lagoon.engine.nodelock import NodeCommitLocks
@@ -28,7 +29,7 @@ from lagoon.engine.recall_monitor import RecallMonitor
 from lagoon.engine.segment_io import SegmentIO, resolve_cache_dir
 from lagoon.engine.state import NamespaceState
 from lagoon.engine.tail import SegmentLike, Snapshot
-from lagoon.engine.writer import Committer, Op
+from lagoon.engine.writer import Committer, Op, copying
 from lagoon.errors import InvalidRequest, NotFound, TooManyRequests
 from lagoon.format.keys import (
     DEFAULT_ORG,
@@ -88,6 +89,8 @@ class Database:
         self.recall = RecallMonitor(settings.ann)
         # Namespace markers and per-org counts: listing in O(page), the namespace limit by CAS.
         self.catalog = Catalog(store, self.components)
+        # Copies between namespaces: operations whose state lives in the bucket (engine/copy.py).
+        self.copies = Copies(self)
 
     # -- plumbing --------------------------------------------------------------------------------
 
@@ -143,6 +146,7 @@ class Database:
 
     async def close(self) -> None:
         self._closed = True
+        await self.copies.close()
         await asyncio.gather(*(h.committer.drain() for h in self._handles.values()))
         self.executor.close()
         await self.enqueuer.close()
@@ -162,8 +166,12 @@ class Database:
         started = time.perf_counter()
         h = self.handle(org, namespace)
         await h.state.ensure_loaded()
-        if isinstance(body, dict) and (body.get("copy_from_namespace") or body.get("branch_from_namespace")):
+        if isinstance(body, dict) and body.get("copy_from_namespace"):
+            return await self._copy_now(org, namespace, body, started)
+        if isinstance(body, dict) and body.get("branch_from_namespace"):
             return await self._copy_from(org, namespace, body, started)
+        if copying(h.state.current().settings):  # a dead copy is removed before the write is refused
+            await self.copies.settle_destination(org, namespace, h.state.current().settings)
         await self._check_backpressure(h)
         schema = h.state.current().schema
         offload = offload or embeds(body, schema)  # the embedding model runs while validating
@@ -187,6 +195,63 @@ class Database:
             (time.perf_counter() - started) * 1000
         )
         return result
+
+    async def _copy_now(
+        self, org: str, namespace: str, body: dict[str, Any], started: float
+    ) -> dict[str, Any]:
+        """``copy_from_namespace``: a copy operation, awaited (engine/copy.py)."""
+        others = set(body) - {"copy_from_namespace"}
+        if others:
+            raise InvalidRequest(f"copy_from_namespace cannot be combined with {', '.join(sorted(others))}")
+        op = await self.copies.start(org, namespace, body["copy_from_namespace"], "copy_from_namespace")
+        result = await self.copies.wait(op)
+        result.setdefault("performance", {})["server_total_ms"] = round(
+            (time.perf_counter() - started) * 1000
+        )
+        return result
+
+    @at_boundary
+    async def start_copy(self, namespace: str, body: Any, *, org: str = DEFAULT_ORG) -> dict[str, Any]:
+        """``start_copy_from``: start copying another namespace into ``namespace``; the operation
+        token to poll (``poll_copy``)."""
+        check_namespace(namespace)
+        spec = body  # the SDKs nest the parameters under copy_from_namespace, as for copy_from
+        if isinstance(body, dict) and "copy_from_namespace" in body:
+            others = set(body) - {"copy_from_namespace"}
+            if others:
+                raise InvalidRequest(f"start_copy_from: unknown field(s) {', '.join(sorted(others))}")
+            spec = body["copy_from_namespace"]
+        op = await self.copies.start(org, namespace, spec, "start_copy_from")
+        return {"token": op.token}
+
+    @at_boundary
+    async def poll_copy(self, namespace: str, token: str, *, org: str = DEFAULT_ORG) -> dict[str, Any]:
+        """``poll_copy_from``: the copy operation's status (any node answers; engine/copy.py)."""
+        check_namespace(namespace)
+        return await self.copies.poll(org, namespace, token)
+
+    async def check_create(self, org: str, namespace: str, encryption: dict[str, str] | None) -> None:
+        """What a write that creates ``namespace`` checks first: the encryption it asks for, the
+        org's namespace limit."""
+        if encryption is not None and encryption.get("mode") == "customer-managed":
+            self._check_cmek(encryption["key_name"])
+        await self.catalog.before_create(
+            org,
+            namespace,
+            limit=self.settings.limits.max_namespaces,
+            count_existing=lambda: self._count_namespaces(org, namespace),
+        )
+
+    async def created(self, org: str, namespace: str) -> None:
+        await self.catalog.after_create(org, namespace)
+
+    async def deleted(self, org: str, namespace: str) -> None:
+        state = self.handle(org, namespace).state
+
+        async def exists() -> bool:
+            return (await state.snapshot(strong=True)).exists
+
+        await self.catalog.after_delete(org, namespace, exists=exists)
 
     def _check_cmek(self, key_name: str) -> None:
         """A customer-managed key is honoured when this server already encrypts every object it

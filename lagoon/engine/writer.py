@@ -68,6 +68,10 @@ class Op:
     request: WriteRequest | None = None
     parsed_against: Schema | None = None
     settings: dict[str, Any] | None = None
+    # A precondition checked at commit time against the namespace as the group sees it (its
+    # settings, whether it exists); raises to refuse the op. Set by a copy's own writes, which
+    # are the only ones a namespace under copy accepts (``copying``).
+    expect: Callable[[dict[str, Any], bool], None] | None = None
     future: asyncio.Future[dict[str, Any]] = field(
         default_factory=lambda: asyncio.get_running_loop().create_future()
     )
@@ -79,6 +83,13 @@ class _Outcome:
     patched: list[Id] = field(default_factory=list)
     deleted: list[Id] = field(default_factory=list)
     rows_remaining: bool = False
+
+
+def copying(settings: dict[str, Any]) -> bool:
+    """True while a copy into the namespace is running: its settings hold the copy's marker
+    ``{"copy": {"operation": token, "source": name, "running": true}}`` (engine/copy.py)."""
+    mark = settings.get("copy")
+    return isinstance(mark, dict) and mark.get("running") is True
 
 
 class _Resolver:
@@ -161,6 +172,14 @@ class _Resolver:
     # -- applying requests ------------------------------------------------------------------------
 
     def apply(self, op: Op) -> _Outcome:
+        if op.expect is not None:
+            op.expect(self.settings, self.exists())
+        elif op.kind != "truncate" and copying(self.settings):
+            raise Conflict(
+                f"a copy into this namespace is running (operation {self.settings['copy'].get('operation')}); "
+                "the namespace accepts writes once it has finished (poll the operation, or delete the namespace "
+                "to abandon the copy)"
+            )
         if op.kind == "truncate":
             self.overlay.clear()
             self.truncate = True
@@ -186,6 +205,8 @@ class _Resolver:
         except LagoonError:
             self.overlay, self.schema = saved_overlay, saved_schema
             raise
+        if op.settings:  # a copy's own writes carry its marker (``copying``)
+            self.settings.update(op.settings)
         if req.encryption is not None:  # persisted with the namespace's settings (WAL entry)
             if req.encryption.get("mode") == "customer-managed":
                 self.settings["encryption"] = dict(req.encryption)

@@ -11,6 +11,7 @@ Layout under the store's prefix (the storage backend applies ``storage.prefix``)
     _lagoon/catalog/{org}/count.json       the org's namespace count
     _lagoon/quarantine/{org}/{ns}/{ms}/... objects ``lagoon repair`` moved aside (docs/operations.md)
     _lagoon/refs/{org}/{owner}/{branch}/{ms}-{nonce}  branch reference markers (docs/rfcs/0007-branches.md)
+    _lagoon/operations/{org}/{ns}/{token}.json  an asynchronous operation (docs/formats/operations.md)
 
 Org names match ``[a-z0-9][a-z0-9-]{0,62}`` so they never collide with ``_lagoon/``; namespace
 names match ``[A-Za-z0-9-_.]{1,128}`` and are not ``.`` or ``..``. Nothing else concatenates keys.
@@ -171,3 +172,15 @@ def parse_ref_marker(owner: NamespaceKeys, key: str) -> tuple[str, int] | None:
     if not branch or not stamp.isdigit() or not NAMESPACE_RE.fullmatch(branch):
         return None
     return branch, int(stamp)
+
+
+OPERATIONS_PREFIX = f"{CLUSTER_PREFIX}operations/"
+OPERATION_TOKEN_RE = re.compile(r"^[0-9a-f]{32}$")
+
+
+def operation_key(org: str, namespace: str, token: str) -> str:
+    """``_lagoon/operations/{org}/{ns}/{token}.json``: one asynchronous operation (a copy) whose
+    destination is ``namespace``; ``token`` is 32 lowercase hex digits (``OPERATION_TOKEN_RE``)."""
+    if not OPERATION_TOKEN_RE.fullmatch(token):
+        raise InvalidRequest(f"invalid operation token {token!r:.80}")
+    return f"{OPERATIONS_PREFIX}{check_org(org)}/{check_namespace(namespace)}/{token}.json"

@@ -504,6 +504,52 @@ def _document_paths() -> dict[str, Any]:
     }
 
 
+_COPY_SPEC = {
+    "type": "object",
+    "properties": {
+        "source_namespace": {"type": "string"},
+        "dest_encryption": {"type": "object"},
+        "source_api_key": {"type": "string", "description": "Not supported (400)."},
+        "source_region": {"type": "string", "description": "Not supported (400)."},
+    },
+    "required": ["source_namespace"],
+}
+_START_COPY_BODY = {
+    "description": "The SDKs send the parameters nested under copy_from_namespace; a top-level "
+    "source_namespace is accepted too.",
+    "anyOf": [
+        {
+            "type": "object",
+            "properties": {"copy_from_namespace": _COPY_SPEC},
+            "required": ["copy_from_namespace"],
+        },
+        _COPY_SPEC,
+    ],
+}
+_TOKEN_PARAM = {
+    "name": "token",
+    "in": "path",
+    "required": True,
+    "description": "The token start_copy_from answered (32 lowercase hex digits).",
+    "schema": {"type": "string"},
+}
+_TIME = {"type": "string", "format": "date-time"}
+_COPY_OPERATION = {
+    "type": "object",
+    "properties": {
+        "status": {"enum": ["running", "finished"]},
+        "start_time": _TIME,
+        "finish_time": _TIME,
+        "progress": {"type": "string"},
+        "result": {
+            "description": '{"success": WriteResult} or {"error": {"status_code", "detail": ErrorResponse}}',
+            "type": "object",
+        },
+    },
+    "required": ["status", "start_time"],
+}
+
+
 def _namespace_paths() -> dict[str, Any]:
     """Metadata, schema, listing, cache warming and the recall probe."""
     return {
@@ -563,6 +609,27 @@ def _namespace_paths() -> dict[str, Any]:
                     "properties": {"status": {"const": "ACCEPTED"}, "message": {"type": "string"}},
                     "required": ["status"],
                 },
+            )
+        },
+        "/v2/namespaces/{namespace}/async": {
+            "post": _op(
+                "startCopyFrom",
+                "Start copying source_namespace into this (new) namespace; answers the operation's "
+                "token at once (poll it with pollCopyFrom).",
+                "200",
+                {"type": "object", "properties": {"token": {"type": "string"}}, "required": ["token"]},
+                body=_body(_START_COPY_BODY),
+                errors=("400", "404", "409"),
+            )
+        },
+        "/v1/namespaces/{namespace}/operations/{token}": {
+            "get": _op(
+                "pollCopyFrom",
+                "The status of a copy operation: running (with progress) or finished (with the "
+                "copy's write result or its error). Any node answers.",
+                "200",
+                _COPY_OPERATION,
+                params=[_TOKEN_PARAM],
             )
         },
         "/v1/namespaces/{namespace}/_debug/recall": {

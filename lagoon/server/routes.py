@@ -279,6 +279,30 @@ async def branch(request: Request) -> Response:
     return json_response(with_server_timing(request, result))
 
 
+async def start_copy_from(request: Request) -> Response:
+    """``POST /v2/namespaces/{ns}/async`` (the SDKs' ``start_copy_from``): start copying another
+    namespace into this one; answers the operation token once the destination is claimed."""
+    state, ctx = server_state(request), context(request)
+    principal = authorize(request, "writer", "copying a namespace", namespace=request.path_params.get("ns"))
+    ns = namespace_param(request)
+    body, _ = await json_object(request)
+    state.check_accepting_writes(ctx.arrived_draining)
+    db = state.engine()
+    result = await run_with_deadline(ctx, db.start_copy(ns, body, org=principal.org), mutation=True)
+    audit_change(request, "start_copy", principal, source_namespace=body.get("source_namespace"), **result)
+    return json_response(result)
+
+
+async def poll_copy_from(request: Request) -> Response:
+    """``GET /v1/namespaces/{ns}/operations/{token}`` (``poll_copy_from``): the copy's status."""
+    state, ctx = server_state(request), context(request)
+    principal = authorize(request, "reader", "polling an operation", namespace=request.path_params.get("ns"))
+    ns = namespace_param(request)
+    token = str(request.path_params.get("token", ""))
+    db = state.engine()
+    return json_response(await run_with_deadline(ctx, db.poll_copy(ns, token, org=principal.org)))
+
+
 # --- namespaces: metadata and schema ---------------------------------------------------------
 
 
@@ -424,6 +448,10 @@ ROUTES = [
     Route("/v2/namespaces" + NS + "/query", query, methods=["POST"], name="query"),
     Route("/v2/namespaces" + NS + "/explain_query", explain_query, methods=["POST"], name="explain_query"),
     Route("/v2/namespaces" + NS + "/branch", branch, methods=["POST"], name="branch"),
+    Route("/v2/namespaces" + NS + "/async", start_copy_from, methods=["POST"], name="start_copy_from"),
+    Route(
+        "/v1/namespaces" + NS + "/operations/{token}", poll_copy_from, methods=["GET"], name="poll_copy_from"
+    ),
     Route("/v2/namespaces" + NS + "/metadata", metadata, methods=["GET"], name="metadata"),
     Route("/v1/namespaces" + NS + "/metadata", metadata, methods=["GET"], name="metadata_v1"),
     Route("/v1/namespaces" + NS + "/metadata", update_metadata, methods=["PATCH"], name="update_metadata"),

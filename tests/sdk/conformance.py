@@ -255,15 +255,35 @@ def run_python(steps: Sequence[Step], base_url: str, prefix: str) -> dict[str, A
                     out[step.key] = ns.exists()
                     continue
                 fn = getattr(ns, step.method)
-                res = fn(params["token"]) if step.method == "poll_copy_from" else fn(**params)
-                out[step.key] = _plain(res)
+                if step.method == "poll_copy_from":
+                    out[step.key] = _poll(fn, _earlier(params["token"], step.area, out), params)
+                    continue
+                out[step.key] = _plain(fn(**params))
             except turbopuffer.APIStatusError as e:
                 out[step.key] = {"__error__": {"status": e.status_code, "body": e.body}}
-            except turbopuffer.APIError as e:
+            except (turbopuffer.APIError, ValueError) as e:  # ValueError: the SDK refused the call
                 out[step.key] = {"__error__": {"status": None, "body": str(e)}}
     finally:
         client.close()
     return out
+
+
+def _earlier(value: str, area: str, out: dict[str, Any]) -> str:
+    """``"@token:<step>"``: the token an earlier step of the same area returned."""
+    if value.startswith("@token:"):
+        earlier = out.get(f"{area}/{value[7:]}")
+        return str(earlier.get("token", "")) if isinstance(earlier, dict) else ""
+    return value
+
+
+def _poll(fn: Callable[..., Any], token: str, params: dict[str, Any], timeout: float = 60.0) -> Any:
+    """``poll_copy_from(token)``; with ``until_finished``, again until the status is finished."""
+    deadline = time.monotonic() + timeout
+    while True:
+        res = _plain(fn(token))
+        if not params.get("until_finished") or res.get("status") != "running" or time.monotonic() > deadline:
+            return res
+        time.sleep(0.2)
 
 
 def _plain(res: Any) -> Any:
