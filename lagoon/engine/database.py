@@ -18,11 +18,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from lagoon.config import Settings
+from lagoon.engine import branch as branches
 from lagoon.engine.catalog import Catalog
 from lagoon.engine.components import Components
 from lagoon.engine.copy import Copies
 from lagoon.engine.errors import at_boundary, translate
 from lagoon.engine.executor import QueryExecutor
+from lagoon.engine.indexer import store_time_ms
 from lagoon.engine.nodelock import NodeCommitLocks
 from lagoon.engine.queue import Enqueuer, IndexingQueue
 from lagoon.engine.recall_monitor import RecallMonitor
@@ -169,7 +171,7 @@ class Database:
         if isinstance(body, dict) and body.get("copy_from_namespace"):
             return await self._copy_now(org, namespace, body, started)
         if isinstance(body, dict) and body.get("branch_from_namespace"):
-            return await self._copy_from(org, namespace, body, started)
+            return await self.branch(namespace, _branch_source(body), org=org)
         if copying(h.state.current().settings):  # a dead copy is removed before the write is refused
             await self.copies.settle_destination(org, namespace, h.state.current().settings)
         await self._check_backpressure(h)
@@ -303,51 +305,64 @@ class Database:
                 retry_after=max(1.0, self.settings.indexer.poll_interval_secs),
             )
 
-    async def _copy_from(
-        self, org: str, namespace: str, body: dict[str, Any], started: float
+    @at_boundary
+    async def branch(
+        self, namespace: str, source: str, *, at_version: int | None = None, org: str = DEFAULT_ORG
     ) -> dict[str, Any]:
-        key = "copy_from_namespace" if body.get("copy_from_namespace") else "branch_from_namespace"
-        spec = body[key]
-        if isinstance(spec, dict):
-            extra = set(spec) - {"source_namespace"}
-            if extra:
-                raise InvalidRequest(
-                    f"{key}: {', '.join(sorted(extra))} not supported; Lagoon copies within one deployment"
-                )
-            spec = spec.get("source_namespace")
-        if not isinstance(spec, str):
-            raise InvalidRequest(f"{key}: expected a source namespace name")
-        others = set(body) - {key}
-        if others:
-            raise InvalidRequest(f"{key} cannot be combined with {', '.join(sorted(others))}")
-        dest = await self.handle(org, namespace).state.snapshot(strong=True)
-        if dest.exists:
-            raise InvalidRequest(f"{key}: the destination namespace '{namespace}' must be empty")
-        src = await self.snapshot(org, check_namespace(spec), strong=True)
-        table = src.live_table()
-        rows = table.to_pylist()
-        schema = src.schema
-        upserts = []
-        from lagoon.values import arrow_value_to_json, id_to_json
-
-        for r in rows:
-            doc: dict[str, Any] = {"id": id_to_json(r.pop("id"))}
-            for k, v in r.items():
-                attr = schema.attributes.get(k)
-                if attr is not None and v is not None:
-                    doc[k] = arrow_value_to_json(v, attr.type)
-            upserts.append(doc)
-        wbody: dict[str, Any] = {"schema": schema.to_json(), "create_namespace": True}
-        if schema.distance_metric:
-            wbody["distance_metric"] = schema.distance_metric
-        if upserts:
-            wbody["upsert_rows"] = upserts
-        result = await self.write(namespace, wbody, org=org)
-        result["message"] = f"copied {len(upserts)} documents from '{spec}'"
-        result.setdefault("performance", {})["server_total_ms"] = round(
-            (time.perf_counter() - started) * 1000
+        """Create ``namespace`` as a copy-on-write branch of ``source`` at ``at_version`` (default:
+        its current version): one manifest and a few small markers, whatever the source's size
+        (docs/rfcs/0007-branches.md)."""
+        started = time.perf_counter()
+        if check_namespace(source) == namespace:
+            raise InvalidRequest("branch: a namespace cannot be branched from itself")
+        src = await self.snapshot(org, source, strong=True)
+        if at_version is not None and at_version > src.head:
+            raise InvalidRequest(f"at_version {at_version}: namespace '{source}' is at version {src.head}")
+        h = self.handle(org, namespace)
+        if (await h.state.snapshot(strong=True)).exists:
+            raise InvalidRequest(f"branch: the destination namespace '{namespace}' must not exist")
+        await self.catalog.before_create(
+            org,
+            namespace,
+            limit=self.settings.limits.max_namespaces,
+            count_existing=lambda: self._count_namespaces(org, namespace),
         )
-        return result
+        version = src.head if at_version is None else at_version
+        src_keys = self.handle(org, source).state.keys
+        try:
+            at = await branches.create_branch(
+                self.store, self.settings, self.components, src_keys, h.state.keys, version, src.head
+            )
+        except BaseException:
+            await self.catalog.after_delete(org, namespace, exists=lambda: h.state.exists())
+            raise
+        await self.catalog.after_create(org, namespace)
+        await h.state.refresh_manifest()
+        if at.version > at.indexed_through:
+            self.enqueuer.notify(h.state.keys)  # the inherited tail is indexed like any other
+        return {
+            "status": "OK",
+            "message": f"branched from '{source}' at version {at.version} ({len(at.segments())} segments shared)",
+            # The documents the branch starts with (known for a branch at the current version).
+            "rows_affected": src.source().num_docs if at.version == src.head else 0,
+            "billing": {"billable_logical_bytes_written": 0},
+            "version": at.version,
+            "performance": {"server_total_ms": round((time.perf_counter() - started) * 1000)},
+        }
+
+    async def snapshot_at(self, org: str, namespace: str, version: int, *, strong: bool = True) -> Snapshot:
+        """The namespace as of ``version`` (a Lagoon extension: ``at_version`` on queries), read
+        into a view of its own; the node's live view is not touched."""
+        snap = await self.snapshot(org, namespace, strong=strong)
+        if version == snap.head:
+            return snap
+        keys = self.handle(org, namespace).state.keys
+        now = await store_time_ms(self.store)
+        at = await branches.resolve_version(self.store, keys, version, snap.head, self.settings, now)
+        past = NamespaceState(keys, self.store, self.settings, self.components)
+        past.segment_loader = self._open_segment
+        await past.load_at(at.manifest(), version)
+        return past.current()
 
     @at_boundary
     async def delete_namespace(self, namespace: str, *, org: str = DEFAULT_ORG) -> dict[str, Any]:
@@ -425,8 +440,13 @@ class Database:
             "lagoon.query",
             attributes={"lagoon.namespace": namespace, "lagoon.org": org, "lagoon.strong": strong},
         ):
+            at_version, body = _at_version(body)
             with tracer.start_as_current_span("lagoon.snapshot"):
-                snap = await self.snapshot(org, namespace, strong=strong)
+                snap = (
+                    await self.snapshot(org, namespace, strong=strong)
+                    if at_version is None
+                    else await self.snapshot_at(org, namespace, at_version, strong=strong)
+                )
             src = snap.source()
             if snap.settings.get("ann_recall_target") is None:  # the node's default target
                 src.recall_target = self.settings.ann.recall_target
@@ -494,6 +514,9 @@ class Database:
             # The commit version: the WAL seq of the latest write (docs/http-api.md, Versions).
             "version": snap.head,
         }
+        lineage = branches.branching(self.handle(org, namespace).state.manifest)
+        if lineage is not None:
+            out["branching"] = lineage
         pinning = snap.settings.get("pinning")
         if pinning:
             out["pinning"] = {"replicas": pinning.get("replicas", 1)}
@@ -607,3 +630,34 @@ def _iso(ms: int | None) -> str:
     from lagoon.values import format_datetime
 
     return format_datetime(ms or 0)
+
+
+def _branch_source(body: dict[str, Any]) -> str:
+    """The source of the write route's ``branch_from_namespace`` (a name or {"source_namespace"})."""
+    spec = body["branch_from_namespace"]
+    if isinstance(spec, dict):
+        extra = set(spec) - {"source_namespace"}
+        if extra:
+            raise InvalidRequest(f"branch_from_namespace: {', '.join(sorted(extra))} not supported")
+        spec = spec.get("source_namespace")
+    if not isinstance(spec, str):
+        raise InvalidRequest("branch_from_namespace: expected a source namespace name")
+    others = set(body) - {"branch_from_namespace"}
+    if others:
+        raise InvalidRequest(f"branch_from_namespace cannot be combined with {', '.join(sorted(others))}")
+    return spec
+
+
+def parse_at_version(value: Any) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise InvalidRequest(
+            f"at_version: expected a positive integer (a namespace version), got {value!r:.40}"
+        )
+    return value
+
+
+def _at_version(body: Any) -> tuple[int | None, Any]:
+    """A query's ``at_version`` (Lagoon extension) and the body without it."""
+    if not isinstance(body, dict) or body.get("at_version") is None:
+        return None, body
+    return parse_at_version(body["at_version"]), {k: v for k, v in body.items() if k != "at_version"}

@@ -15,6 +15,10 @@ What it deletes (one namespace per call, ``collect_garbage``; the decisions are 
   than the grace period (the latest is never deleted), oldest first.
 - **WAL entries** up to the highest ``wal_through`` of the eligible WAL records (all at or below
   the latest ``indexed_through``).
+- **Nothing a branch still references** (docs/rfcs/0007-branches.md, ``engine/refs.py``): before
+  every delete batch the branches named by the namespace's reference markers are re-read; their
+  segments and WAL entries stay, and nothing is deleted while a branch creation is in flight.
+  Markers older than the grace period whose branch refers to nothing here are deleted.
 
 Why this never deletes anything live, even when run by a zombie (a GC paused for any time at any
 point, then resumed with stale decisions):
@@ -52,7 +56,7 @@ from typing import Any
 
 from lagoon import metrics
 from lagoon.config import Settings
-from lagoon.engine import manifest_store
+from lagoon.engine import manifest_store, refs
 from lagoon.engine.components import Components
 from lagoon.engine.indexer import store_time_ms
 from lagoon.engine.manifest_store import ManifestConflict
@@ -230,7 +234,8 @@ class _Observation:
     newest_file: dict[str, int]
 
 
-async def _list_versions(store: ObjectStore, keys: NamespaceKeys) -> dict[int, int]:
+async def list_version_times(store: ObjectStore, keys: NamespaceKeys) -> dict[int, int]:
+    """Every manifest version present with its store time (ms): one LIST."""
     version_time: dict[int, int] = {}
     async for meta in store.list(keys.manifest_prefix):
         v = parse_manifest_version(meta.key)
@@ -274,7 +279,7 @@ async def collect_garbage(
         return out
 
     # 2. Manifest versions: which are retained, and the segments they reference.
-    version_time = await _list_versions(store, keys)
+    version_time = await list_version_times(store, keys)
     versions = plan_versions(version_time, latest.version, now, grace_ms, retain_versions)
     referenced: set[str] = {s.id for s in latest.segments}
     for v in sorted(versions.retained):
@@ -283,16 +288,18 @@ async def collect_garbage(
             referenced.update(s.id for s in m.segments)
     cache.forget_below(keys, min(versions.retained, default=latest.version))
 
-    # 3-4. Pending records and orphan segment files past grace.
+    # 3-4. Pending records and orphan segment files past grace; what branches still reference.
     files, newest_file = await _list_segment_files(store, keys)
-    plan = plan_deletions(latest, referenced, version_time, newest_file, now, grace_ms)
+    branch_refs = await refs.read_references(store, keys, now, grace_ms)
+    plan = plan_deletions(latest, referenced | branch_refs.segments, version_time, newest_file, now, grace_ms)
     out.more_later = versions.more_later or plan.more_later
 
-    # 5. Delete, re-validating against the latest manifest before every batch.
-    run = _Deletion(store, keys, components, latest, out)
+    # 5. Delete, re-validating against the latest manifest (and the branches) before every batch.
+    run = _Deletion(store, keys, components, latest, out, (now, grace_ms))
     done_records = await run.segments(plan, files)
     done_records += await run.wal(plan)
     await run.versions(versions, retain_versions)
+    out.deleted += await refs.delete_stale(store, branch_refs)
 
     # 6. Drop the records of what was deleted (a new version; rebasing is fine: it only removes
     #    records of objects that are gone).
@@ -321,10 +328,20 @@ class _Deletion:
         components: Components,
         latest: Manifest,
         out: GcOutcome,
+        clock: tuple[int, int],
     ) -> None:
         self.store, self.keys, self.out = store, keys, out
         self.failpoints = components.failpoints
         self.view = latest
+        self.now, self.grace_ms = clock
+
+    async def branches(self) -> refs.References:
+        """What the branches reference, read after the manifest re-read (docs/rfcs/0007): a
+        creation whose marker this misses started after it and refuses what it would need."""
+        found = await refs.read_references(self.store, self.keys, self.now, self.grace_ms)
+        if found.in_flight or found.branches:
+            self.out.more_later = True
+        return found
 
     async def revalidate(self) -> Manifest:
         # Ages were judged on the clock reading of step 1, taken before this read: that is the
@@ -338,11 +355,14 @@ class _Deletion:
         seg_ids = sorted(plan.pending_doomed | plan.orphans)
         for batch_ids in [seg_ids[i : i + 64] for i in range(0, len(seg_ids), 64)]:
             allowed = still_deletable(batch_ids, plan, await self.revalidate())
+            branch_refs = await self.branches()
+            allowed = [] if branch_refs.in_flight else [s for s in allowed if s not in branch_refs.segments]
             self.failpoints.hit("gc.before_delete")
             for chunk in _batches([k for sid in allowed for k in files.get(sid, [])]):
                 self.out.deleted += await _delete_all(self.store, chunk)
             done += [r for r in plan.seg_records if r.segment_id in allowed]
-        # Records of pending segments whose files are all gone already (deleted by an earlier pass).
+        # Records of pending segments whose files are all gone already (deleted by an earlier pass,
+        # or owned by another namespace: a branch's record of its parent's segment).
         done += [
             r for r in plan.seg_records if r.segment_id in plan.pending_doomed and r.segment_id not in files
         ]
@@ -353,7 +373,10 @@ class _Deletion:
             return []
         through = max(w for r in plan.wal_records if (w := r.wal_seq) is not None)
         m = await self.revalidate()
-        through = min(through, m.indexed_through)
+        branch_refs = await self.branches()
+        if branch_refs.in_flight:
+            return []
+        through = branch_refs.keeps_wal(min(through, m.indexed_through))
         doomed_wal = []
         async for meta in self.store.list(self.keys.wal_prefix):
             seq = parse_wal_seq(meta.key)
@@ -411,6 +434,7 @@ __all__ = [
     "ManifestCache",
     "VersionPlan",
     "collect_garbage",
+    "list_version_times",
     "plan_deletions",
     "plan_versions",
     "still_deletable",

@@ -436,6 +436,8 @@ class IndexerLoop:
             name, lag_seconds=None, tail_bytes=None, segments=len(latest.segments) if latest else 0
         )
         start = latest.indexed_through if latest else 0
+        if latest is not None and latest.branch is not None and latest.branch.wal:
+            return True  # a branch's fork range, read from its parent's WAL, awaits its indexer
         async for meta in self.store.list(keys.wal_prefix, start_after=keys.wal(start)):
             first_ms = int(meta.last_modified.timestamp() * 1000)
             self.oldest_ms[name] = min(self.oldest_ms.get(name, first_ms), first_ms)

@@ -259,6 +259,7 @@ class SegmentIO:
 
     async def _file(self, keys: NamespaceKeys, ref: SegmentRef, name: str) -> bytes:
         """One whole file: disk cache, else the store (then filled into the disk cache)."""
+        keys = keys.sibling(ref.owner)  # a branch reads its parent's segments where they are
         ckey = self.cache_key(keys, ref.id)
         if self.disk is not None:
             data = await asyncio.to_thread(self.disk.load, ckey, ref, name)
@@ -286,6 +287,7 @@ class SegmentIO:
         GET, in parallel with the other files): queries then fetch only the cluster blocks they
         probe, or the postings pages of their terms, while the whole file is fetched in the
         background and handed to the index (and the disk cache)."""
+        keys = keys.sibling(ref.owner)  # a branch reads its parent's segments where they are
         ckey = self.cache_key(keys, ref.id)
         cached = self.memory.get(ckey) or {}
         if cached:
@@ -328,6 +330,7 @@ class SegmentIO:
         """The checksummed head of a ``vec`` or ``fts`` file: one ranged GET when the manifest records its
         length (``info.files[name].head_bytes``), else a 64 KiB read and, if the head is longer,
         a second one. None when the file has no such head."""
+        keys = keys.sibling(ref.owner)  # a branch reads its parent's segments where they are
         key = keys.segment_file(ref.id, name)
         hint = ((ref.info or {}).get("files") or {}).get(name, {}).get("head_bytes")
         first = hint if isinstance(hint, int) and 0 < hint <= size else min(size, HEAD_GUESS_BYTES)
@@ -343,6 +346,7 @@ class SegmentIO:
 
     async def whole(self, keys: NamespaceKeys, ref: SegmentRef, name: str) -> bytes:
         """One whole file (verified); concurrent callers share one fetch."""
+        keys = keys.sibling(ref.owner)  # a branch reads its parent's segments where they are
         fkey = (*self.cache_key(keys, ref.id), name)
         fut = self._inflight.get(fkey)
         if fut is None:
@@ -353,12 +357,14 @@ class SegmentIO:
     async def ranges(
         self, keys: NamespaceKeys, name: str, ref: SegmentRef, ranges: list[tuple[int, int]]
     ) -> list[bytes]:
+        keys = keys.sibling(ref.owner)  # a branch reads its parent's segments where they are
         key = keys.segment_file(ref.id, name)
         return await self.store.get_ranges(key, ranges)
 
     async def _hydrate(self, keys: NamespaceKeys, ref: SegmentRef, reader: SegmentReader) -> None:
         """Fetch the whole of every lazily opened vector and text file (through the disk cache)
         and hand it to its index. Failures are logged; queries keep using ranged reads."""
+        keys = keys.sibling(ref.owner)  # a branch reads its parent's segments where they are
         try:
             for name, vi in reader.lazy_vector_files().items():
                 data = await self.whole(keys, ref, name)
@@ -380,13 +386,13 @@ class SegmentIO:
         disk = self.disk
         if disk is None:
             return
-        current = {self.cache_key(keys, ref.id) for ref in refs}
+        current = {self.cache_key(keys.sibling(ref.owner), ref.id) for ref in refs}
         for stale in disk.pinned_of(keys.org, keys.namespace):
             if stale not in current or not pinned:  # compacted away, or unpinned
                 disk.unpin(stale)
                 self._warming.discard(stale)
         for ref in refs:
-            ckey = self.cache_key(keys, ref.id)
+            ckey = self.cache_key(keys.sibling(ref.owner), ref.id)
             if not pinned:
                 disk.unpin(ckey)
                 self._warming.discard(ckey)
@@ -399,6 +405,7 @@ class SegmentIO:
 
     async def _warm(self, keys: NamespaceKeys, ref: SegmentRef) -> None:
         """Every file of a pinned segment into the disk cache (already there: just verified)."""
+        keys = keys.sibling(ref.owner)  # a branch reads its parent's segments where they are
         try:
             for name in ref.files:
                 await self._file(keys, ref, name)

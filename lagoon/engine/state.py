@@ -27,7 +27,7 @@ from lagoon.engine.errors import translate
 from lagoon.engine.tail import SegmentLike, Snapshot, Tail
 from lagoon.errors import DataCorruption
 from lagoon.format.keys import NamespaceKeys, parse_wal_seq
-from lagoon.format.manifest import Manifest, SegmentRef, decode_manifest
+from lagoon.format.manifest import Branch, Manifest, SegmentRef, decode_manifest
 from lagoon.format.wal import WalEntry, check_against_schema, decode_entry
 from lagoon.logs import log_event
 from lagoon.schema import Schema
@@ -70,7 +70,8 @@ async def _load_segment(state: NamespaceState, ref: SegmentRef, schema: Schema) 
     from lagoon.index.segment.read import SegmentReader
 
     names = sorted(ref.files)
-    blobs = await asyncio.gather(*(state.store.get(state.keys.segment_file(ref.id, n)) for n in names))
+    owner = state.keys.sibling(ref.owner)
+    blobs = await asyncio.gather(*(state.store.get(owner.segment_file(ref.id, n)) for n in names))
     files = dict(zip(names, blobs, strict=True))
     return await asyncio.to_thread(SegmentReader.from_files, ref, files, schema)
 
@@ -231,6 +232,12 @@ class NamespaceState:
                 raise translate(e, f"while reading {self.keys.root}") from e
             self._last_refresh_started = started
 
+    async def refresh_manifest(self) -> None:
+        """``refresh`` that also probes for newer manifest versions, however recent the last
+        probe was (a writer that found a branch creation's fence needs the branch's manifest)."""
+        self._last_manifest_check = float("-inf")
+        await self.refresh()
+
     async def _probe(self, started: float) -> None:
         poll = self.settings.manifest.poll_interval_ms / 1000
         if not self._loaded:
@@ -324,8 +331,8 @@ class NamespaceState:
             m = await manifest_store.read_latest(self.store, self.keys)
             through = m.indexed_through if m else 0
             id_type = Schema.from_storage(m.schema).id_type if m and m.schema else None
-            seqs = await self._list_wal_after(through)
-            for item in await self._fetch_many(seqs):
+            seqs = await self._list_wal_after(through, m)
+            for item in await self._fetch_many(seqs, m):
                 if item is None:
                     continue
                 entry = item[0]
@@ -370,21 +377,34 @@ class NamespaceState:
             raise DataCorruption(f"{key}: holds version {m.version}")
         return m
 
-    async def _fetch_many(self, seqs: list[int]) -> list[tuple[WalEntry, int] | None]:
+    async def _fetch_many(
+        self, seqs: list[int], m: Manifest | None = None
+    ) -> list[tuple[WalEntry, int] | None]:
         """``_fetch_one`` of every seq, ``_FETCH_PARALLELISM`` at a time, in order."""
         sem = asyncio.Semaphore(_FETCH_PARALLELISM)
 
         async def get(seq: int) -> tuple[WalEntry, int] | None:
             async with sem:
-                return await self._fetch_one(seq)
+                return await self._fetch_one(seq, m)
 
         return list(await asyncio.gather(*(get(q) for q in seqs)))
 
-    async def _fetch_one(self, seq: int) -> tuple[WalEntry, int] | None:
+    def _branch(self, m: Manifest | None = None) -> Branch | None:
+        m = m or self.manifest
+        return m.branch if m is not None else None
+
+    def wal_key(self, seq: int, m: Manifest | None = None) -> str:
+        """Where WAL entry ``seq`` lives: a branch reads the entries of its fork range from the
+        namespace its manifest names (docs/rfcs/0007-branches.md), the rest from its own WAL."""
+        branch = self._branch(m)
+        owner = branch.wal_owner(seq) if branch is not None else None
+        return self.keys.sibling(owner).wal(seq)
+
+    async def _fetch_one(self, seq: int, m: Manifest | None = None) -> tuple[WalEntry, int] | None:
         """The entry at ``seq`` with its size, None if absent. An entry that does not decode
         (read twice: a damaged read is not damage) comes back as an empty stand-in, with the
         problem kept in ``_unreadable`` until ``_append`` records it."""
-        key = self.keys.wal(seq)
+        key = self.wal_key(seq, m)
         problem = ""
         for _ in range(2):
             try:
@@ -428,14 +448,16 @@ class NamespaceState:
         self._rebuild_tail()
         return True
 
-    async def _list_wal_after(self, start: int) -> list[int]:
-        """The WAL seqs present after ``start``, ascending (one LIST)."""
-        seqs = []
+    async def _list_wal_after(self, start: int, m: Manifest | None = None) -> list[int]:
+        """The WAL seqs present after ``start``, ascending (one LIST; a branch's fork range, which
+        its owners' GC keeps, is listed from the manifest)."""
+        branch = self._branch(m)
+        seqs = [q for r in (branch.wal if branch else ()) for q in range(max(r.first, start + 1), r.last + 1)]
         async for meta in self.store.list(self.keys.wal_prefix, start_after=self.keys.wal(start)):
             seq = parse_wal_seq(meta.key)
-            if seq is not None and seq > start:
-                seqs.append(seq)
-        return seqs
+            if seq is not None and seq > start and (branch is None or branch.wal_owner(seq) is None):
+                seqs.append(seq)  # (an own entry inside the fork range is the creation's fence)
+        return sorted(seqs)
 
     async def _fetch_tail_by_listing(self) -> None:
         """Fetch every WAL entry after the head (one LIST, then parallel GETs)."""
@@ -494,6 +516,22 @@ class NamespaceState:
                 tail.apply(e, s)
         self.tail = tail
         self._snapshot = None
+
+    async def load_at(self, m: Manifest, version: int) -> None:
+        """Load the state ``m`` (a past version's manifest, ``engine/branch.py``) plus the WAL
+        entries after it through ``version``; a missing entry means the version was collected."""
+        from lagoon.errors import InvalidRequest
+
+        self.manifest = m
+        self._rebuild_tail()
+        await self._open_segments()
+        for item in await self._fetch_many(list(range(m.indexed_through + 1, version + 1))):
+            if item is None:
+                raise InvalidRequest(
+                    f"at_version {version}: a WAL entry of that version was collected meanwhile"
+                )
+            self._append(*item)
+        self._loaded = True
 
     # -- writing -------------------------------------------------------------------------------
 

@@ -77,6 +77,9 @@ class Tail:
         self.unindexed_rows = 0
         self.oldest_unindexed_ms: int | None = None
         self.truncated_at: int | None = None  # seq of a truncate inside the tail, if any
+        # created_at_ms of a branch creation's fence (wal/1 of a new branch) whose manifest this
+        # view does not have yet: writers must not build on it (docs/rfcs/0007-branches.md).
+        self.branch_fence_ms: int | None = None
         self._shared: set[int] = set()  # masks referenced by a snapshot: copy before writing
         self._runs: dict[tuple[int, int, int], Run] = {}
 
@@ -89,6 +92,9 @@ class Tail:
             self.settings = {}
             self.created_at_ms = None
             self.truncated_at = entry.seq
+            self.branch_fence_ms = None
+        if entry.branch is not None:
+            self.branch_fence_ms = entry.created_at_ms
         if entry.schema is not None:
             self.schema = Schema.from_storage(entry.schema)
         if entry.settings is not None:

@@ -400,6 +400,8 @@ class Committer:
             self.attempts += 1
             if state.manifest_age() * 1000 >= state.settings.manifest.poll_interval_ms:
                 await state.refresh()
+            if state.tail.branch_fence_ms is not None:
+                await self._await_branch(state)
             snap = state.current()
             resolver = _Resolver(snap, self.token_matcher_factory)
             live: list[tuple[Op, _Outcome]] = []
@@ -471,6 +473,23 @@ class Committer:
         for op in group:
             if not op.future.done():
                 op.future.set_exception(err)
+
+    async def _await_branch(self, state: NamespaceState) -> None:
+        """The view ends in a branch creation's fence (wal/1 of a new branch) without the branch's
+        manifest: building on it would put this write inside the branch's fork range, where no
+        reader looks. Read the manifest; while the creation may still commit (the fence is
+        younger than the grace period) answer 503; an older fence is a failed creation's (it
+        commits within grace/2 or not at all) and is built on like an empty entry."""
+        await state.refresh_manifest()
+        fence = state.tail.branch_fence_ms
+        if fence is None:
+            return
+        grace_ms = state.settings.indexer.gc_grace_secs * 1000
+        if self.components.clock.now_ms() - fence <= grace_ms:
+            raise Unavailable(
+                f"namespace '{state.keys.namespace}' is being created as a branch; retry in a moment",
+                retry_after=1.0,
+            )
 
     async def _put(self, seq: int, data: bytes) -> str:
         """Create the slot. Returns "committed" or "lost" (someone else holds the slot)."""

@@ -43,6 +43,13 @@ class _Body(msgspec.Struct, kw_only=True, forbid_unknown_fields=False):
     docs: bytes = b""
 
 
+class _FenceBody(_Body, kw_only=True, forbid_unknown_fields=False):
+    """A body that also carries ``branch`` (only entries that set it are written with this
+    struct, so every other entry keeps its bytes). Readers decode every entry with it."""
+
+    branch: dict[str, Any] | None = None
+
+
 @dataclass(frozen=True, slots=True)
 class WalEntry:
     """One decoded WAL entry. ``docs`` is None when the entry changes no documents."""
@@ -56,6 +63,10 @@ class WalEntry:
     schema: dict[str, Any] | None = None  # full schema (storage form) after this entry, if changed
     settings: dict[str, Any] | None = None  # full namespace settings after this entry, if changed
     docs: pa.Table | None = None
+    # Set on the entry a branch creation fences slot 1 of the new namespace with (no documents):
+    # {"parent", "at_version"}; until the branch's manifest is readable, writers must not build on
+    # it (docs/rfcs/0007-branches.md).
+    branch: dict[str, Any] | None = None
 
     @property
     def num_docs(self) -> int:
@@ -166,7 +177,7 @@ def encode_entry(entry: WalEntry, schema: Schema | None = None) -> bytes:
         check_entry(entry, schema)
     except LagoonError as e:
         raise InternalError(f"refusing to write an invalid WAL entry: {e.message}") from None
-    body = _Body(
+    body = (_Body if entry.branch is None else _FenceBody)(
         seq=entry.seq,
         nonce=entry.nonce,
         created_at_ms=entry.created_at_ms,
@@ -176,6 +187,7 @@ def encode_entry(entry: WalEntry, schema: Schema | None = None) -> bytes:
         schema=entry.schema,
         settings=entry.settings,
         docs=b"" if entry.docs is None else table_to_ipc(entry.docs, compress=is_sparse(entry.docs)),
+        **({} if entry.branch is None else {"branch": entry.branch}),
     )
     return encode_frame(
         MAGIC,
@@ -189,7 +201,7 @@ def encode_entry(entry: WalEntry, schema: Schema | None = None) -> bytes:
 def decode_entry(data: bytes, *, what: str = "wal entry") -> WalEntry:
     frame = decode_frame(data, magic=MAGIC, reader_version=READER_VERSION, what=what)
     try:
-        body = msgspec.msgpack.decode(frame.body, type=_Body)
+        body = msgspec.msgpack.decode(frame.body, type=_FenceBody)
     except (msgspec.DecodeError, msgspec.ValidationError) as e:
         raise DataCorruption(f"{what}: unreadable body ({e})") from None
     docs = table_from_ipc(body.docs, what=what) if body.docs else None
@@ -203,6 +215,7 @@ def decode_entry(data: bytes, *, what: str = "wal entry") -> WalEntry:
         schema=body.schema,
         settings=body.settings,
         docs=docs,
+        branch=body.branch,
     )
     try:
         check_structure(entry)

@@ -237,6 +237,11 @@ _QUERY_FIELDS: dict[str, Any] = {
 _QUERY_CONFIG: dict[str, Any] = {
     "consistency": {"type": "object", "properties": {"level": {"enum": ["strong", "eventual"]}}},
     "vector_encoding": {"enum": ["float", "base64"]},
+    "at_version": {
+        "type": "integer",
+        "minimum": 1,
+        "description": "Lagoon: answer from the namespace as of this version (while retained).",
+    },
 }
 _QUERY = {
     "type": "object",
@@ -493,12 +498,12 @@ def _document_paths() -> dict[str, Any]:
         "/v2/namespaces/{namespace}/branch": {
             "post": _op(
                 "branchNamespace",
-                "Lagoon: create this namespace as a branch of source_namespace (today a full copy of "
-                "its current state; at_version answers 501).",
+                "Lagoon: create this namespace as a copy-on-write branch of source_namespace at "
+                "at_version (default: its current version); nothing of the source is copied.",
                 "200",
                 _ref("WriteResult"),
                 body=_body(_BRANCH_BODY),
-                errors=("404", "501"),
+                errors=("400", "404"),
             )
         },
     }

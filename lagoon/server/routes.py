@@ -26,6 +26,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from lagoon.auth import AUTH_OFF_PRINCIPAL, Principal, Role
+from lagoon.engine.database import parse_at_version
 from lagoon.engine.health import probe_store
 from lagoon.errors import Forbidden, InvalidRequest, LagoonError, Unauthorized, Unavailable
 from lagoon.format.keys import check_namespace
@@ -253,8 +254,9 @@ async def delete_namespace(request: Request) -> Response:
 
 
 async def branch(request: Request) -> Response:
-    """Lagoon's branch route. Without ``at_version`` it is the write route's ``branch_from_namespace``
-    (today a full copy of the source's current state); ``at_version`` needs real branching: 501."""
+    """Lagoon's branch route: create the namespace as a copy-on-write branch of ``source_namespace``
+    at ``at_version`` (default: its current version); the write route's ``branch_from_namespace``
+    is the same without ``at_version`` (docs/rfcs/0007-branches.md)."""
     state, ctx = server_state(request), context(request)
     principal = authorize(request, "writer", "branching a namespace", namespace=request.path_params.get("ns"))
     ns = namespace_param(request)
@@ -266,15 +268,11 @@ async def branch(request: Request) -> Response:
     if not isinstance(source, str):
         raise InvalidRequest("source_namespace: expected the name of the namespace to branch from")
     check_namespace(source)
-    if body.get("at_version") is not None:
-        raise NotImplementedByServer(
-            "branching at a past version (at_version) is not implemented yet; omit at_version to branch "
-            "from the source's current state"
-        )
+    at_version = None if body.get("at_version") is None else parse_at_version(body["at_version"])
     state.check_accepting_writes(ctx.arrived_draining)
     db = state.engine()
-    wbody = {"branch_from_namespace": {"source_namespace": source}}
-    result = await run_with_deadline(ctx, db.write(ns, wbody, org=principal.org), mutation=True)
+    call = db.branch(ns, source, at_version=at_version, org=principal.org)
+    result = await run_with_deadline(ctx, call, mutation=True)
     audit_change(request, "branch_namespace", principal, result, source_namespace=source)
     return json_response(with_server_timing(request, result))
 

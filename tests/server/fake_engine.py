@@ -51,6 +51,12 @@ class FakeEngine:
     async def write(self, namespace: str, body: Any, *, org: str, offload: bool = False) -> dict[str, Any]:
         return dict(await self._call("write", namespace, body, org, WRITE_OK))
 
+    async def branch(
+        self, namespace: str, source: str, *, at_version: int | None = None, org: str
+    ) -> dict[str, Any]:
+        body = {"source_namespace": source, "at_version": at_version}
+        return dict(await self._call("branch", namespace, body, org, WRITE_OK))
+
     async def query(self, namespace: str, body: Any, *, org: str) -> dict[str, Any]:
         self.active_queries += 1
         self.max_active_queries = max(self.max_active_queries, self.active_queries)

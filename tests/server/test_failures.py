@@ -85,9 +85,15 @@ def test_engine_errors_map_to_statuses(
         assert r.headers["x-should-retry"] == "false"
 
 
-def test_not_implemented_branch_at_version(fake: TestClient) -> None:
-    r = fake.post("/v2/namespaces/b/branch", json={"source_namespace": "a", "at_version": 3})
-    assert_error(r, 501, "at_version")
+def test_branch_at_version_reaches_the_engine(fake: TestClient, engine: FakeEngine) -> None:
+    assert (
+        fake.post("/v2/namespaces/b/branch", json={"source_namespace": "a", "at_version": 3}).status_code
+        == 200
+    )
+    assert engine.calls[-1] == ("branch", "b", {"source_namespace": "a", "at_version": 3}, "default")
+    for bad in (0, -1, "3", True, 1.5):
+        r = fake.post("/v2/namespaces/b/branch", json={"source_namespace": "a", "at_version": bad})
+        assert_error(r, 400, "at_version")
 
 
 def test_branch_body_validation(fake: TestClient) -> None:

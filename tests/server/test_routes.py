@@ -369,12 +369,14 @@ def test_versions_grow_with_every_commit(docs: TestClient) -> None:
     assert again["version"] == v0 + 5  # deleting commits a truncating entry: versions never go back
 
 
-def test_branch_copies_current_state(docs: TestClient) -> None:
+def test_branch_shares_the_current_state(docs: TestClient) -> None:
     r = ok(docs.post("/v2/namespaces/copy/branch", json={"source_namespace": "docs"}))
     assert r["status"] == "OK" and r["rows_affected"] == 5
     ok(docs.post("/v2/namespaces/docs", json={"deletes": [1, 2, 3]}))
     assert ok(docs.get("/v2/namespaces/copy/metadata"))["approx_row_count"] == 5
-    assert_error(docs.post("/v2/namespaces/copy/branch", json={"source_namespace": "docs"}), 400, "empty")
+    assert_error(
+        docs.post("/v2/namespaces/copy/branch", json={"source_namespace": "docs"}), 400, "must not exist"
+    )
     assert_error(docs.post("/v2/namespaces/other/branch", json={"source_namespace": "missing"}), 404)
     r = ok(
         docs.post(
