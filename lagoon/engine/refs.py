@@ -23,7 +23,6 @@ from lagoon.format.keys import NamespaceKeys, parse_ref_marker, ref_marker, refs
 from lagoon.format.manifest import Manifest
 from lagoon.storage.base import ObjectNotFound, ObjectStore, PutMode
 
-
 # S3 store clocks are Last-Modified times, truncated to the second: a marker's stamp may read up to
 # this much older than the creation really is.
 CLOCK_RESOLUTION_MS = 1000
