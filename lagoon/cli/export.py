@@ -35,16 +35,23 @@ def command(
     namespace: str, out: str, org: str, page_size: int, config_file: str | None, assignments: tuple[str, ...]
 ) -> None:
     """Export a namespace's schema and live documents as JSON lines (a backup `lagoon import` reads)."""
+    from lagoon.cli.progress import TransferProgress
     from lagoon.cli.runtime import run_with_database
     from lagoon.engine.ops.transfer import export_to_path
 
     settings = command_settings(config_file, assignments)
 
     async def run(db: Database) -> ExportStats:
-        return await export_to_path(db, namespace, out, org=org, page_size=page_size)
+        total = (await db.metadata(namespace, org=org))["approx_row_count"]
+        with TransferProgress(f"export {namespace}", total_documents=total) as bar:
+            return await export_to_path(db, namespace, out, org=org, page_size=page_size, progress=bar.update)
 
-    with run_errors("export"):
-        stats = run_with_database(settings, run)
+    try:
+        with run_errors("export"):
+            stats = run_with_database(settings, run)
+    except KeyboardInterrupt:
+        click.echo("Interrupted: no export file was written (run the export again).", err=True)
+        raise click.exceptions.Exit(130) from None
     where = "stdout" if out == "-" else out
     click.echo(
         f"Exported {stats.documents} documents of {org}/{namespace} to {where} ({stats.bytes} bytes).",

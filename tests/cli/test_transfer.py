@@ -354,3 +354,53 @@ def test_cli_errors_exit_nonzero(tmp_path: Path) -> None:
     assert bad_name.exit_code == 2
     no_file = run_lagoon(["import", "--namespace", "a", "--in", str(tmp_path / "absent.jsonl")], root=root)
     assert no_file.exit_code == 1 and "absent.jsonl" in no_file.stderr
+
+
+async def test_failed_first_batch_leaves_no_namespace(db: Database) -> None:
+    await fill(db, "src", [doc(i) for i in range(1, 6)])
+    lines = await export_lines(db, "src")
+    lines[2]["count"] = "not a number"
+    with pytest.raises(InvalidRequest, match="line 3") as info:
+        await import_namespace(db, "dst", encode(lines), batch_rows=10)
+    assert "--resume" not in str(info.value)  # nothing landed: nothing to resume
+    with pytest.raises(NotFound):
+        await db.get_schema("dst")
+    assert [n["id"] for n in (await db.list_namespaces())["namespaces"]] == ["src"]
+
+
+async def test_failed_import_says_how_to_resume_and_resume_skips_what_landed(db: Database) -> None:
+    await fill(db, "src", [doc(i) for i in range(1, 31)])
+    lines = await export_lines(db, "src")
+    bad = [dict(line) for line in lines]
+    bad[25]["count"] = "oops"  # in the third batch of 10
+    with pytest.raises(InvalidRequest, match="20 documents of 'dst' were imported before this") as info:
+        await import_namespace(db, "dst", encode(bad), batch_rows=10)
+    assert "--resume" in str(info.value)
+    with pytest.raises(InvalidRequest, match="already exists"):
+        await import_namespace(db, "dst", encode(lines), batch_rows=10)
+    writes: list[int] = []
+    real_write = db.write
+
+    async def counting_write(namespace: str, body: Any, *, org: str = "default") -> dict[str, Any]:
+        writes.append(len(body.get("upsert_rows", [])))
+        return await real_write(namespace, body, org=org)
+
+    db.write = counting_write  # type: ignore[method-assign]
+    stats = await import_namespace(db, "dst", encode(lines), batch_rows=10, resume=True)
+    assert stats.skipped == 20 and stats.documents == 30 and stats.complete and writes == [10]
+    for q in QUERIES:
+        assert rows_of(await db.query("dst", q)) == rows_of(await db.query("src", q))
+
+
+async def test_import_reports_progress(db: Database) -> None:
+    await fill(db, "src", [doc(i) for i in range(1, 26)])
+    lines = encode(await export_lines(db, "src"))
+    seen: list[tuple[int, int]] = []
+    await import_namespace(db, "dst", lines, batch_rows=10, progress=lambda d, b: seen.append((d, b)))
+    assert [d for d, _ in seen] == [10, 20, 25]
+    assert seen[-1][1] == sum(len(line) for line in lines)
+    exported: list[tuple[int, int]] = []
+    await export_namespace(
+        db, "dst", io.BytesIO(), page_size=10, progress=lambda d, b: exported.append((d, b))
+    )
+    assert [d for d, _ in exported] == [10, 20, 25]

@@ -21,12 +21,15 @@ one page whatever the namespace size. Each page is a strongly consistent read, b
 a whole is not a point-in-time snapshot: a document written during the export may or may not be
 in it. For an exact copy, stop writers first (e.g. ``PATCH .../metadata {"read_only": true}``).
 
-Import creates the namespace with the header's schema and distance metric (one write with
-``create_namespace: true``, so an empty export restores an empty namespace), then upserts the
-documents in batches (default 1,000 rows per write, each batch atomic). Retryable errors (429,
-503, 409) are retried with backoff; upserts are idempotent, so re-running a failed import with
-``allow_existing`` completes it. Importing into an existing namespace is refused unless
-``allow_existing`` is set.
+Import upserts the documents in batches (default 1,000 rows per write, each batch atomic); the
+first batch carries the header's schema and distance metric with ``create_namespace: true``, so
+the namespace comes into existence with its first documents and an import that fails before any
+batch landed leaves no namespace behind (an empty export restores an empty namespace with one
+create-only write at the end). Retryable errors (429, 503, 409) are retried with backoff. An
+import that fails (or is interrupted) after some batches landed says how many, and ``resume``
+continues it: batches whose documents are all in the namespace already are skipped (one count
+query per batch), the others written again (upserts are idempotent). Importing into an existing
+namespace is refused unless ``resume`` or ``allow_existing`` (upsert everything) is set.
 """
 
 from __future__ import annotations
@@ -74,6 +77,11 @@ def _dumps(value: Any) -> bytes:
     return orjson.dumps(value) + b"\n"
 
 
+Progress = Callable[[int, int], None]
+"""``progress(documents, bytes)``: called after each page exported or batch imported, with the
+totals so far (bytes: of the file written or read)."""
+
+
 # --- export ----------------------------------------------------------------------------------
 
 
@@ -97,6 +105,7 @@ async def export_namespace(
     *,
     org: str = DEFAULT_ORG,
     page_size: int = DEFAULT_PAGE_SIZE,
+    progress: Progress | None = None,
 ) -> ExportStats:
     """Write the header, every live document and the end marker of ``namespace`` to ``out``.
 
@@ -134,6 +143,8 @@ async def export_namespace(
         for row in rows:
             emit(_export_row(row))
         stats.documents += len(rows)
+        if progress is not None:
+            progress(stats.documents, stats.bytes)
         if len(rows) < page_size:
             break
         last = rows[-1]["id"]
@@ -148,17 +159,20 @@ async def export_to_path(
     *,
     org: str = DEFAULT_ORG,
     page_size: int = DEFAULT_PAGE_SIZE,
+    progress: Progress | None = None,
 ) -> ExportStats:
     """``export_namespace`` into ``path`` (``-`` = stdout). A file is written as ``<path>.partial``
     and renamed at the end, so an interrupted export never leaves a file that looks complete."""
     if path == STDIO:
-        stats = await export_namespace(db, namespace, sys.stdout.buffer, org=org, page_size=page_size)
+        stats = await export_namespace(
+            db, namespace, sys.stdout.buffer, org=org, page_size=page_size, progress=progress
+        )
         sys.stdout.buffer.flush()
         return stats
     partial = path + ".partial"
     try:
         with open(partial, "wb") as f:
-            stats = await export_namespace(db, namespace, f, org=org, page_size=page_size)
+            stats = await export_namespace(db, namespace, f, org=org, page_size=page_size, progress=progress)
             f.flush()
             os.fsync(f.fileno())
         os.replace(partial, path)
@@ -183,6 +197,8 @@ class ImportStats:
     batches: int = 0
     retries: int = 0
     created: bool = False
+    skipped: int = 0
+    """Documents of batches a resumed import found in the namespace already (not written again)."""
     complete: bool = False
     """The file ended with an end marker whose count matched."""
     source_namespace: str = ""
@@ -248,90 +264,99 @@ async def _write_with_retry(
             await sleep(e.retry_after if e.retry_after is not None else min(10.0, 0.25 * 2**attempt))
 
 
-async def import_namespace(
-    db: Database,
-    namespace: str,
-    lines: Iterable[str | bytes],
-    *,
-    org: str = DEFAULT_ORG,
-    batch_rows: int = DEFAULT_BATCH_ROWS,
-    allow_existing: bool = False,
-    source: str = "input",
-    attempts: int = DEFAULT_WRITE_ATTEMPTS,
-    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
-) -> ImportStats:
-    """Recreate ``namespace`` from the lines of an export (see the module docstring).
+@dataclass
+class _Importer:
+    """One import's state: the pending batch, where it came from, what has landed."""
 
-    Errors name ``source`` and the line number. Raises InvalidRequest when the namespace exists
-    and ``allow_existing`` is false, or for a malformed file; engine errors of a batch are
-    re-labelled with the line of the offending row.
-    """
-    if not 1 <= batch_rows <= MAX_BATCH_ROWS:
-        raise InvalidRequest(f"batch size: expected 1..{MAX_BATCH_ROWS}, got {batch_rows}")
-    check_namespace(namespace)
-    numbered = _numbered(lines)
-    first = next(numbered, None)
-    if first is None:
-        raise ImportFileError(f"{source}: empty file (expected a Lagoon export)")
-    header = parse_header(_parse_line(first[1], f"{source} line {first[0]}"), f"{source} line {first[0]}")
-    stats = ImportStats(namespace, source_namespace=header.namespace)
+    db: Database
+    namespace: str
+    org: str
+    source: str
+    stats: ImportStats
+    create: dict[str, Any]  # schema, distance_metric, create_namespace: sent with the first write
+    attempts: int
+    sleep: Callable[[float], Awaitable[None]]
+    resume: bool
+    progress: Progress | None
+    exists: bool
+    bytes_read: int = 0
+    batch: list[dict[str, Any]] = field(default_factory=list)
+    lines: list[int] = field(default_factory=list)
 
-    try:
-        await db.get_schema(namespace, org=org)
-        exists = True
-    except NotFound:
-        exists = False
-    if exists and not allow_existing:
-        raise InvalidRequest(
-            f"namespace '{namespace}' already exists; import into a new namespace, or allow upserting "
-            "into the existing one (--allow-existing)"
+    async def write(self, body: dict[str, Any]) -> None:
+        await _write_with_retry(
+            lambda: self.db.write(self.namespace, body, org=self.org),
+            self.stats,
+            attempts=self.attempts,
+            sleep=self.sleep,
         )
 
-    create: dict[str, Any] = {"schema": header.schema, "create_namespace": True}
-    if header.distance_metric:
-        create["distance_metric"] = header.distance_metric
-    await _write_with_retry(
-        lambda: db.write(namespace, create, org=org), stats, attempts=attempts, sleep=sleep
-    )
-    stats.created = not exists
+    async def present(self) -> bool:
+        """On resume: every document of the batch is in the namespace already (a batch is one
+        atomic write, so it landed whole or not at all)."""
+        ids = [row["id"] for row in self.batch]
+        body = {"filters": ["id", "In", ids], "aggregate_by": {"n": ["Count"]}}
+        found = await self.db.query(self.namespace, body, org=self.org)
+        return bool(found.get("aggregations", {}).get("n") == len(set(map(str, ids))))
 
-    batch: list[dict[str, Any]] = []
-    batch_lines: list[int] = []
-
-    async def flush() -> None:
-        if not batch:
+    async def flush(self) -> None:
+        if not self.batch:
             return
-        body = {"upsert_rows": list(batch)}
-        try:
-            await _write_with_retry(
-                lambda: db.write(namespace, body, org=org), stats, attempts=attempts, sleep=sleep
-            )
-        except InvalidRequest as e:
-            raise type(e)(_locate(str(e), batch_lines, source)) from None
-        stats.documents += len(batch)
-        stats.batches += 1
-        batch.clear()
-        batch_lines.clear()
+        if self.resume and self.exists and await self.present():
+            self.stats.skipped += len(self.batch)
+        else:
+            body: dict[str, Any] = {**self.create, "upsert_rows": list(self.batch)}
+            try:
+                await self.write(body)
+            except InvalidRequest as e:
+                raise type(e)(_locate(str(e), self.lines, self.source)) from None
+            self.create = {}  # the namespace has its schema now; later batches are plain upserts
+            self.stats.created = self.stats.created or not self.exists
+            self.exists = True
+            self.stats.batches += 1
+        self.stats.documents += len(self.batch)
+        self.batch.clear()
+        self.lines.clear()
+        if self.progress is not None:
+            self.progress(self.stats.documents, self.bytes_read)
 
-    end: dict[str, Any] | None = None
-    for number, line in numbered:
-        where = f"{source} line {number}"
-        if end is not None:
-            raise ImportFileError(f"{where}: data after the end marker")
-        value = _parse_line(line, where)
-        if isinstance(value, dict) and END_KEY in value:
-            end = value
-            continue
-        if isinstance(value, dict) and HEADER_KEY in value:
-            raise ImportFileError(f"{where}: a second export header (concatenated files?)")
-        if not isinstance(value, dict) or "id" not in value:
-            raise ImportFileError(f'{where}: expected a document object with an "id"')
-        batch.append(value)
-        batch_lines.append(number)
-        if len(batch) >= batch_rows:
-            await flush()
-    await flush()
+    async def add(self, number: int, value: dict[str, Any], batch_rows: int) -> None:
+        self.batch.append(value)
+        self.lines.append(number)
+        if len(self.batch) >= batch_rows:
+            await self.flush()
 
+    async def finish(self) -> None:
+        """The last batch; an export without documents still creates its (empty) namespace."""
+        await self.flush()
+        if self.create and not self.exists:
+            await self.write(self.create)
+            self.stats.created = True
+
+
+async def _exists(db: Database, namespace: str, org: str) -> bool:
+    try:
+        await db.get_schema(namespace, org=org)
+        return True
+    except NotFound:
+        return False
+
+
+def _document(line: str | bytes, where: str, end: dict[str, Any] | None) -> tuple[Any, bool]:
+    """A document line parsed, or the end marker (second value True); ImportFileError else."""
+    if end is not None:
+        raise ImportFileError(f"{where}: data after the end marker")
+    value = _parse_line(line, where)
+    if isinstance(value, dict) and END_KEY in value:
+        return value, True
+    if isinstance(value, dict) and HEADER_KEY in value:
+        raise ImportFileError(f"{where}: a second export header (concatenated files?)")
+    if not isinstance(value, dict) or "id" not in value:
+        raise ImportFileError(f'{where}: expected a document object with an "id"')
+    return value, False
+
+
+def _check_end(end: dict[str, Any] | None, stats: ImportStats, source: str) -> None:
     if end is None:
         stats.warnings.append(
             f"{source} has no end marker: it may be truncated (or was not written by lagoon export)"
@@ -343,6 +368,80 @@ async def import_namespace(
         )
     else:
         stats.complete = True
+
+
+def _with_resume_hint(e: LagoonError, stats: ImportStats, namespace: str) -> LagoonError:
+    """The error, plus what landed before it and how to go on from there."""
+    if stats.batches == 0:
+        return e
+    hint = (
+        f"; {stats.documents} documents of '{namespace}' were imported before this (each batch is "
+        "atomic): fix the cause and re-run the import with --resume to continue"
+    )
+    out = type(e)(str(e) + hint)
+    out.retry_after = e.retry_after
+    return out
+
+
+async def import_namespace(
+    db: Database,
+    namespace: str,
+    lines: Iterable[str | bytes],
+    *,
+    org: str = DEFAULT_ORG,
+    batch_rows: int = DEFAULT_BATCH_ROWS,
+    allow_existing: bool = False,
+    resume: bool = False,
+    source: str = "input",
+    attempts: int = DEFAULT_WRITE_ATTEMPTS,
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    progress: Progress | None = None,
+    stats: ImportStats | None = None,
+) -> ImportStats:
+    """Recreate ``namespace`` from the lines of an export (see the module docstring).
+
+    Errors name ``source`` and the line number. Raises InvalidRequest when the namespace exists
+    and neither ``allow_existing`` nor ``resume`` is set, or for a malformed file; engine errors
+    of a batch are re-labelled with the line of the offending row. The namespace comes into
+    existence with the first batch (schema included), so an import that fails before any batch
+    landed leaves nothing behind; one that fails later says how many documents landed and to
+    re-run with ``resume``, which skips the batches already there (checked by id). ``stats``
+    (optional) is filled as the import goes, so a caller that is interrupted knows how far it got.
+    """
+    if not 1 <= batch_rows <= MAX_BATCH_ROWS:
+        raise InvalidRequest(f"batch size: expected 1..{MAX_BATCH_ROWS}, got {batch_rows}")
+    check_namespace(namespace)
+    numbered = _numbered(lines)
+    first = next(numbered, None)
+    if first is None:
+        raise ImportFileError(f"{source}: empty file (expected a Lagoon export)")
+    header = parse_header(_parse_line(first[1], f"{source} line {first[0]}"), f"{source} line {first[0]}")
+    stats = stats if stats is not None else ImportStats(namespace)
+    stats.namespace, stats.source_namespace = namespace, header.namespace
+    exists = await _exists(db, namespace, org)
+    if exists and not (allow_existing or resume):
+        raise InvalidRequest(
+            f"namespace '{namespace}' already exists; import into a new namespace, continue an "
+            "interrupted import (--resume), or upsert into the existing one (--allow-existing)"
+        )
+    create: dict[str, Any] = {"schema": header.schema, "create_namespace": True}
+    if header.distance_metric:
+        create["distance_metric"] = header.distance_metric
+    imp = _Importer(db, namespace, org, source, stats, create, attempts, sleep, resume, progress, exists)
+    imp.bytes_read = len(first[1])
+    end: dict[str, Any] | None = None
+    try:
+        for number, line in numbered:
+            imp.bytes_read += len(line)
+            value, is_end = _document(line, f"{source} line {number}", end)
+            if is_end:
+                end = value
+            else:
+                await imp.add(number, value, batch_rows)
+        await imp.finish()
+    except LagoonError as e:
+        raise _with_resume_hint(e, stats, namespace) from None
+    _check_end(end, stats, source)
     return stats
 
 
@@ -362,22 +461,23 @@ async def import_from_path(
     org: str = DEFAULT_ORG,
     batch_rows: int = DEFAULT_BATCH_ROWS,
     allow_existing: bool = False,
+    resume: bool = False,
+    progress: Progress | None = None,
+    stats: ImportStats | None = None,
 ) -> ImportStats:
     """``import_namespace`` reading ``path`` (``-`` = stdin) line by line."""
+    options: dict[str, Any] = {
+        "org": org,
+        "batch_rows": batch_rows,
+        "allow_existing": allow_existing,
+        "resume": resume,
+        "progress": progress,
+        "stats": stats,
+    }
     if path == STDIO:
-        return await import_namespace(
-            db,
-            namespace,
-            sys.stdin.buffer,
-            org=org,
-            batch_rows=batch_rows,
-            allow_existing=allow_existing,
-            source="stdin",
-        )
+        return await import_namespace(db, namespace, sys.stdin.buffer, source="stdin", **options)
     with open(path, "rb") as f:
-        return await import_namespace(
-            db, namespace, f, org=org, batch_rows=batch_rows, allow_existing=allow_existing, source=path
-        )
+        return await import_namespace(db, namespace, f, source=path, **options)
 
 
 __all__ = [
