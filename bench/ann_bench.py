@@ -20,6 +20,7 @@ at start: one builds with default threads, one serves queries with LANCE_CPU_THR
 measured inside it, without the pipe).
 
     .venv/bin/python bench/ann_bench.py [--n 1000000] [--nq 500] [--systems lagoon,faiss,lancedb]
+        [--cache /tmp/ann_bench_cache]   # reuse built indexes and ground truth across runs
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ import ctypes
 import glob
 import json
 import os
+import pickle
 import random
 import subprocess
 import sys
@@ -127,6 +129,23 @@ def clock(fn: Callable[[], np.ndarray]) -> tuple[np.ndarray, float]:
     return ids, (time.perf_counter() - t0) * 1000.0
 
 
+def cached(cache: Path | None, name: str, build: Callable[[], tuple[Any, float]]) -> tuple[Any, float]:
+    """``build()`` -> (value, seconds), or both from ``cache/name`` when an earlier run with the
+    same ``--cache`` stored them (the reported build time is then the stored one)."""
+    if cache is None:
+        return build()
+    path = cache / name
+    if path.exists():
+        with path.open("rb") as f:
+            value, seconds = pickle.load(f)
+        return value, seconds
+    value, seconds = build()
+    cache.mkdir(parents=True, exist_ok=True)
+    with path.open("wb") as f:
+        pickle.dump((value, seconds), f, protocol=pickle.HIGHEST_PROTOCOL)
+    return value, seconds
+
+
 # --------------------------------------------------------------------------------------------- systems
 
 
@@ -146,7 +165,7 @@ class System:
 class Lagoon(System):
     name = "lagoon"
 
-    def __init__(self, base: np.ndarray, qs: np.ndarray, k: int) -> None:
+    def __init__(self, base: np.ndarray, qs: np.ndarray, k: int, cache: Path | None = None) -> None:
         import pyarrow as pa
 
         from lagoon.format.wal import OP_COLUMN
@@ -168,11 +187,15 @@ class Lagoon(System):
             }
         )
         threads(2)
-        t0 = time.perf_counter()
-        built = build_segment(
-            table, schema, segment_id=new_segment_id(0, random.Random(0)), level=0, seq_from=1, seq_to=1
-        )
-        self.build_s = time.perf_counter() - t0
+
+        def build() -> tuple[Any, float]:
+            t0 = time.perf_counter()
+            seg = build_segment(
+                table, schema, segment_id=new_segment_id(0, random.Random(0)), level=0, seq_from=1, seq_to=1
+            )
+            return seg, time.perf_counter() - t0
+
+        built, self.build_s = cached(cache, "lagoon-segment.pickle", build)
         t0 = time.perf_counter()
         reader = SegmentReader.from_files(built.ref, built.files, schema)
         load_s = time.perf_counter() - t0
@@ -198,23 +221,28 @@ class Lagoon(System):
 class Faiss(System):
     name = "faiss IndexIVFFlat"
 
-    def __init__(self, base: np.ndarray, qs: np.ndarray, k: int) -> None:
+    def __init__(self, base: np.ndarray, qs: np.ndarray, k: int, cache: Path | None = None) -> None:
         import faiss
 
         n = base.shape[0]
         self.nlist = round(4 * np.sqrt(n))
         threads(2)
-        t0 = time.perf_counter()
-        index = faiss.IndexIVFFlat(faiss.IndexFlatIP(DIM), DIM, self.nlist, faiss.METRIC_INNER_PRODUCT)
-        index.cp.niter = 12
-        index.cp.seed = 1234
-        index.cp.min_points_per_centroid = 1
-        index.cp.max_points_per_centroid = 1 << 30
-        rng = np.random.default_rng(1234)  # the sample Lagoon's builder draws
-        sample = base[np.sort(rng.choice(n, min(n, 64 * self.nlist, 100_000), replace=False))]
-        index.train(sample)
-        index.add(base)
-        self.build_s = time.perf_counter() - t0
+
+        def build() -> tuple[bytes, float]:
+            t0 = time.perf_counter()
+            index = faiss.IndexIVFFlat(faiss.IndexFlatIP(DIM), DIM, self.nlist, faiss.METRIC_INNER_PRODUCT)
+            index.cp.niter = 12
+            index.cp.seed = 1234
+            index.cp.min_points_per_centroid = 1
+            index.cp.max_points_per_centroid = 1 << 30
+            rng = np.random.default_rng(1234)  # the sample Lagoon's builder draws
+            sample = base[np.sort(rng.choice(n, min(n, 64 * self.nlist, 100_000), replace=False))]
+            index.train(sample)
+            index.add(base)
+            return bytes(faiss.serialize_index(index)), time.perf_counter() - t0
+
+        data, self.build_s = cached(cache, "faiss-ivfflat.pickle", build)
+        index = faiss.deserialize_index(np.frombuffer(data, np.uint8))
         self.index_bytes = int(faiss.serialize_index(index).nbytes)
         print(f"  faiss: build {self.build_s:.1f} s, nlist {self.nlist}", flush=True)
         self.index, self.qs, self.k = index, qs, k
@@ -366,6 +394,13 @@ def main() -> None:
     ap.add_argument(
         "--queries-file", type=Path, default=None, help="held-out query vectors (.npy) for --data"
     )
+    ap.add_argument(
+        "--cache",
+        type=Path,
+        default=None,
+        help="keep the built Lagoon segment, faiss index and ground truth here and reuse them in later "
+        "runs with the same data (a 1M build takes minutes); delete the folder after a build change",
+    )
     ap.add_argument("--lance-worker", type=Path, help=argparse.SUPPRESS)
     ap.add_argument("mode", nargs="?", help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -386,15 +421,17 @@ def main() -> None:
         base = vectors(args.n, DIM)
         qs = queries(args.nq, DIM)
     threads(2)
-    truth = exact_topk(base, qs, args.k)
+    source = "calibrated" if args.data is None else args.data.stem
+    cache = None if args.cache is None else args.cache / f"{source}-n{args.n}-d{DIM}-q{args.nq}-k{args.k}"
+    truth, _ = cached(cache, "truth.pickle", lambda: (exact_topk(base, qs, args.k), 0.0))
     print(f"data + ground truth: {time.perf_counter() - t0:.1f} s", flush=True)
     with tempfile.TemporaryDirectory(prefix="ann_bench_") as tmp:
         systems: list[System] = []
         for name in args.systems.split(","):
             if name == "lagoon":
-                systems.append(Lagoon(base, qs, args.k))
+                systems.append(Lagoon(base, qs, args.k, cache))
             elif name == "faiss":
-                systems.append(Faiss(base, qs, args.k))
+                systems.append(Faiss(base, qs, args.k, cache))
             elif name == "lancedb":
                 systems.append(Lance(Path(tmp), base, qs, args.k))
             else:
@@ -423,7 +460,9 @@ def main() -> None:
             label = f"lagoon (adaptive), filter {frac:.0%}"
             searches[label] = lagoon.search(None, mask)
             probes[label] = "auto"
-            truths[label] = exact_topk(base, qs, args.k, mask)
+            truths[label], _ = cached(
+                cache, f"truth-{frac}.pickle", lambda mask=mask: (exact_topk(base, qs, args.k, mask), 0.0)
+            )
         results = timed(searches, args.nq)
         by_name = {s.name: s for s in systems}
         rows = []

@@ -18,8 +18,9 @@ With a candidate mask (a packed bitmap over segment rows), each probed cluster's
 picked first (one bit test per row, branch-free) and only they are scored: a selective filter
 costs a test per row of the probed clusters, not a code scan; a mask keeping most rows
 (``DENSE_MASK``) is tested after scoring, and only for the codes that would enter the heap (a cluster where more than a quarter
-of the rows are candidates is scored contiguously, which vectorises better). The best ``width``
-are kept in a binary heap.
+of the rows are candidates is scored contiguously, which vectorises better). Scattered
+candidates (a sparse cluster, a candidate list) are scored four rows at a time so that their
+memory loads overlap. The best ``width`` are kept in a binary heap.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ import numpy as np
 QUANTIZED_FIRST_PASS = True  # probe with 8-bit codes, then rank the best RERANK_FACTOR·k exactly
 RERANK_FACTOR = 8
 RERANK_MIN = 64
+_CHUNK = 4096  # candidates of a list scored per kernel call into one buffer
 DENSE_MASK = 0.3  # masks keeping more than this share of the rows: score codes first, test bits after
 
 _F = TypeVar("_F", bound=Callable[..., Any])
@@ -186,6 +188,57 @@ def _scores_run(codes: Any, lo: int, hi: int, a: Any, b: Any, l2: bool, out: Any
 
 
 @_jit
+def _score_one(codes: Any, j: int, a: Any, b: Any, l2: bool) -> Any:
+    s = np.float32(0.0)
+    if l2:
+        for t in range(codes.shape[1]):
+            e = b[t] - a[t] * np.float32(codes[j, t])
+            s -= e * e
+    else:
+        for t in range(codes.shape[1]):
+            s += a[t] * np.float32(codes[j, t])
+    return s
+
+
+@_jit
+def _scores_of(codes: Any, idx: Any, lo: int, hi: int, a: Any, b: Any, l2: bool, out: Any) -> None:
+    """Scores of the scattered codes ``idx[lo:hi]`` into ``out[0 : hi - lo]``, four rows at a
+    time: their loads overlap (a row scored alone waits for memory, a gathered candidate set is
+    latency-bound, about 3x slower per row than a contiguous run)."""
+    d = codes.shape[1]
+    u = lo
+    while u + 4 <= hi:
+        j0, j1, j2, j3 = idx[u], idx[u + 1], idx[u + 2], idx[u + 3]
+        s0 = s1 = s2 = s3 = np.float32(0.0)
+        if l2:
+            for t in range(d):
+                at, bt = a[t], b[t]
+                e0 = bt - at * np.float32(codes[j0, t])
+                e1 = bt - at * np.float32(codes[j1, t])
+                e2 = bt - at * np.float32(codes[j2, t])
+                e3 = bt - at * np.float32(codes[j3, t])
+                s0 -= e0 * e0
+                s1 -= e1 * e1
+                s2 -= e2 * e2
+                s3 -= e3 * e3
+        else:
+            for t in range(d):
+                at = a[t]
+                s0 += at * np.float32(codes[j0, t])
+                s1 += at * np.float32(codes[j1, t])
+                s2 += at * np.float32(codes[j2, t])
+                s3 += at * np.float32(codes[j3, t])
+        out[u - lo] = s0
+        out[u - lo + 1] = s1
+        out[u - lo + 2] = s2
+        out[u - lo + 3] = s3
+        u += 4
+    while u < hi:
+        out[u - lo] = _score_one(codes, idx[u], a, b, l2)
+        u += 1
+
+
+@_jit
 def sq8_topk(
     codes: Any,
     starts: Any,
@@ -206,7 +259,6 @@ def sq8_topk(
     """The best ``width`` codes of the runs (see ``CodePass.search``) into ``heap_i``; returns
     how many were kept (fewer than ``width`` when the runs hold fewer candidates)."""
     size = 0
-    d = codes.shape[1]
     for i in range(starts.shape[0]):
         lo, hi = starts[i], ends[i]
         if masked and dense:  # most rows are candidates: score first, test the bit of the best only
@@ -231,21 +283,7 @@ def sq8_topk(
                     if size < width or s > heap_s[0]:
                         size = _push(heap_s, heap_i, size, width, s, j)
                 continue
-            if l2:
-                for u in range(c):
-                    j = ibuf[u]
-                    s = np.float32(0.0)
-                    for t in range(d):
-                        e = b[t] - a[t] * np.float32(codes[j, t])
-                        s -= e * e
-                    buf[u] = s
-            else:
-                for u in range(c):
-                    j = ibuf[u]
-                    s = np.float32(0.0)
-                    for t in range(d):
-                        s += a[t] * np.float32(codes[j, t])
-                    buf[u] = s
+            _scores_of(codes, ibuf, 0, c, a, b, l2, buf)
             for u in range(c):
                 s = buf[u]
                 if size < width or s > heap_s[0]:
@@ -263,19 +301,14 @@ def sq8_topk(
 def sq8_topk_of(codes: Any, idx: Any, a: Any, b: Any, l2: bool, width: int, heap_s: Any, heap_i: Any) -> int:
     """``sq8_topk`` over the codes ``idx`` (a candidate list) instead of runs of clusters."""
     size = 0
-    d = codes.shape[1]
-    for u in range(idx.shape[0]):
-        j = idx[u]
-        s = np.float32(0.0)
-        if l2:
-            for t in range(d):
-                e = b[t] - a[t] * np.float32(codes[j, t])
-                s -= e * e
-        else:
-            for t in range(d):
-                s += a[t] * np.float32(codes[j, t])
-        if size < width or s > heap_s[0]:
-            size = _push(heap_s, heap_i, size, width, s, j)
+    buf = np.empty(_CHUNK, np.float32)
+    for lo in range(0, idx.shape[0], _CHUNK):
+        hi = min(idx.shape[0], lo + _CHUNK)
+        _scores_of(codes, idx, lo, hi, a, b, l2, buf)
+        for u in range(hi - lo):
+            s = buf[u]
+            if size < width or s > heap_s[0]:
+                size = _push(heap_s, heap_i, size, width, s, idx[lo + u])
     return size
 
 
