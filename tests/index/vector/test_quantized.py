@@ -27,7 +27,7 @@ def _scores(cp: CodePass, q: np.ndarray) -> np.ndarray:
     c = cp.codes.astype(np.float64)
     if cp.l2:
         b = q.astype(np.float64) - cp.vmin - 0.5 * cp.step
-        out: np.ndarray = -(((b[None, :] - cp.step[None, :] * c)) ** 2).sum(axis=1)
+        out: np.ndarray = -((b[None, :] - cp.step[None, :] * c) ** 2).sum(axis=1)
         return out
     out = (c * (q * cp.step)[None, :]).sum(axis=1)
     return out
