@@ -422,6 +422,17 @@ def parse_write(body: Any, schema: Schema) -> WriteRequest:
     )
 
 
+def canonical_upserts(upserts: list[tuple[Id, Doc]], schema: Schema) -> WriteRequest:
+    """A write of documents already canonical under ``schema`` (read back from the columns of a
+    namespace with this very schema, e.g. by a copy): nothing to validate, infer or embed."""
+    return WriteRequest(
+        schema=schema,
+        schema_changed=False,
+        upserts=upserts,
+        logical_bytes=sum(_doc_bytes(d) for _, d in upserts),
+    )
+
+
 def parse_encryption(v: Any) -> dict[str, str] | None:
     """A write's ``encryption``: ``{"mode": "default"}``, ``{"mode": "customer-managed",
     "key_name": K}`` or the older ``{"cmek": {"key_name": K}}`` / ``{"sse": true}``. Whether this

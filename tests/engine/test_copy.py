@@ -81,13 +81,13 @@ def small_batches(monkeypatch: pytest.MonkeyPatch) -> None:
 def gate(monkeypatch: pytest.MonkeyPatch) -> Iterator[threading.Event]:
     """Batches wait for the event (set it to let the copy go on)."""
     event = threading.Event()
-    real = copy_mod.rows_body
+    real = copy_mod.read_batch
 
     def gated(*args: Any) -> dict[str, Any]:
         assert event.wait(30)
         return real(*args)
 
-    monkeypatch.setattr(copy_mod, "rows_body", gated)
+    monkeypatch.setattr(copy_mod, "read_batch", gated)
     yield event
     event.set()
 
@@ -177,7 +177,7 @@ async def test_failed_copy_leaves_no_destination(db: Database, monkeypatch: pyte
     def broken(*args: Any) -> dict[str, Any]:
         raise InvalidRequest("simulated failure while reading the source")
 
-    monkeypatch.setattr(copy_mod, "rows_body", broken)
+    monkeypatch.setattr(copy_mod, "read_batch", broken)
     with pytest.raises(InvalidRequest, match="simulated failure"):
         await db.write("dst", {"copy_from_namespace": "src"})
     with pytest.raises(NotFound):
@@ -241,3 +241,19 @@ async def test_cold_node_copies_from_segments(store: MemoryStore, small_batches:
         assert await rows(cold, "dst") == want
     finally:
         await cold.close()
+
+
+async def test_every_type_and_id_kind_copies_exactly(db: Database, small_batches: None) -> None:
+    from tests.cli.test_transfer import QUERIES, SCHEMA, doc
+
+    await db.write("all", {"upsert_rows": [doc(i) for i in range(1, 60)], "schema": SCHEMA,
+                           "distance_metric": "cosine_distance"})  # fmt: skip
+    await db.write("all", {"deletes": [3, 4]})
+    await db.write("dst", {"copy_from_namespace": "all"})
+    assert await db.get_schema("dst") == await db.get_schema("all")
+    for q in QUERIES:
+        assert (await db.query("dst", q))["rows"] == (await db.query("all", q))["rows"]
+    uuids = [{"id": str(__import__("uuid").UUID(int=i)), "t": f"x{i}"} for i in range(1, 50)]
+    await db.write("u", {"upsert_rows": uuids})
+    await db.write("ucp", {"copy_from_namespace": "u"})
+    assert await rows(db, "ucp") == await rows(db, "u")
