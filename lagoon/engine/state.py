@@ -10,6 +10,13 @@ an existing head), and a folded entry is only deleted by GC a grace period after
 that folded it was committed. A node whose manifest view is younger than that grace period
 therefore cannot miss an entry because it was deleted: it either sees it or sees the manifest
 that folded it. ``indexer.gc_grace_secs`` must exceed the poll interval by a wide margin.
+
+A bucket can also go back (restored from an older backup, recreated empty). Every refresh of a
+loaded namespace therefore HEADs, beside its probe, the newest object its view rests on (the WAL
+entry at the head, else the manifest version) and compares its size: if it is gone or different,
+the node drops everything it cached for the namespace and loads it again (``_reload``), so strong
+reads never answer from state the bucket no longer holds, and commits (which refresh at least
+every poll interval) do not create entries past the bucket's real head.
 """
 
 from __future__ import annotations
@@ -106,6 +113,7 @@ class NamespaceState:
         # every snapshot's ``damage``; re-read every poll interval until it reads (docs/operations.md).
         self.damaged: dict[int, _WalDamage] = {}
         self._unreadable: dict[int, str] = {}  # fetched but undecodable, not yet appended
+        self._manifest_size = (0, 0)  # (version, bytes) of the last manifest version read
         self._loaded = False
         self._last_refresh_started = -1.0
         self._last_manifest_check = -1.0
@@ -239,12 +247,65 @@ class NamespaceState:
         await self.refresh()
 
     async def _probe(self, started: float) -> None:
-        poll = self.settings.manifest.poll_interval_ms / 1000
         if not self._loaded:
             await self._cold_load()
             self._last_manifest_check = started
             self._loaded = True
             return
+        witness = self._witness()
+        held = asyncio.ensure_future(self._still_held(*witness)) if witness else None
+        try:
+            await self._probe_loaded(started)
+        except BaseException:
+            if held is not None:
+                held.cancel()
+            raise
+        if held is not None and not await held:
+            await self._reload(witness[0] if witness else "")
+
+    def _witness(self) -> tuple[str, int | None] | None:
+        """The newest object this node's view rests on, with its size when known: the WAL entry
+        at the head, else the manifest version (None: the node knows of nothing)."""
+        if self.head > self.indexed_through and self.entries and self.entries[-1][0].seq == self.head:
+            return self.keys.wal(self.head), self.entries[-1][1]
+        if self.manifest is not None:
+            version, size = self._manifest_size
+            return self.keys.manifest(
+                self.manifest.version
+            ), size if version == self.manifest.version else None
+        return None
+
+    async def _still_held(self, key: str, size: int | None) -> bool:
+        """Does the bucket still hold ``key`` (of ``size`` bytes)? A store error is not an answer
+        here (the probe beside it reports it)."""
+        try:
+            meta = await self.store.head(key)
+        except ObjectNotFound:
+            return False
+        except StorageError:
+            return True
+        return size is None or meta.size == size
+
+    async def _reload(self, witness: str) -> None:
+        """The bucket went back (restored from an older backup, or recreated): the object this
+        node's view rested on is gone or different. Forget everything and load again, so no read
+        answers, and no commit builds on, state the bucket no longer holds."""
+        log_event(
+            log,
+            "the bucket no longer holds what this node read: cached state dropped",
+            level=logging.WARNING,
+            namespace=self.keys.root,
+            missing=witness,
+            head=self.head,
+            manifest_version=self.manifest.version if self.manifest else 0,
+        )
+        self.manifest, self.tail, self.entries = None, Tail(), []
+        self.damaged, self._unreadable = {}, {}
+        self._segments, self._snapshot = {}, None
+        await self._cold_load()
+
+    async def _probe_loaded(self, started: float) -> None:
+        poll = self.settings.manifest.poll_interval_ms / 1000
         if started - self._last_manifest_check >= poll:
             grace = self.settings.indexer.gc_grace_secs
             if 0 < grace / 2 <= started - self._last_manifest_check and await self._jump_to_hint():
@@ -372,9 +433,11 @@ class NamespaceState:
 
     async def _read_manifest(self, version: int) -> Manifest:
         key = self.keys.manifest(version)
-        m = decode_manifest(await self.store.get(key), what=key)
+        data = await self.store.get(key)
+        m = decode_manifest(data, what=key)
         if m.version != version:
             raise DataCorruption(f"{key}: holds version {m.version}")
+        self._manifest_size = (version, len(data))
         return m
 
     async def _fetch_many(

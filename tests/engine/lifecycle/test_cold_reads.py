@@ -55,7 +55,11 @@ class TimedStore:
         loop = asyncio.get_running_loop()
         start = loop.time()
         await asyncio.sleep(LATENCY)
-        result = await coro_fn()
+        try:
+            result = await coro_fn()
+        except Exception:  # a 404 is a round trip too
+            self.calls.append(Call(op, key, start, loop.time(), 0))
+            raise
         self.calls.append(Call(op, key, start, loop.time(), size(result)))
         return result
 

@@ -75,7 +75,9 @@ async def test_a_cold_bm25_query_needs_three_round_trips_and_the_terms_pages() -
     rows = (await db.query(NS, flt))["rows"]
     assert 11 in [r["id"] for r in rows]
     later = timed.calls[before:]
-    assert round_trips(later) <= 1 and all(c.op != "get" for c in later if c.key == fts_key)
+    # one round trip for the strong read's refresh (the WAL probe and the check that the bucket
+    # still holds the node's head, in parallel), one for the ranges
+    assert round_trips(later) <= 2 and all(c.op != "get" for c in later if c.key == fts_key)
     await db.close()
 
 
