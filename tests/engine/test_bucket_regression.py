@@ -50,14 +50,14 @@ async def test_a_node_drops_its_cache_when_the_bucket_goes_back(tmp_path: Path, 
     root, backup = tmp_path / "bucket", tmp_path / "backup"
     store = FsStore(str(root))
     node = Database(store, _settings())
-    await _write(node, range(0, 3), "old")
+    await _write(node, range(3), "old")
     if indexed:
         assert (
             await index_namespace(store, KEYS, _settings(), Components(), force=True)
         ).status == "committed"
     shutil.copytree(root, backup)
     await _write(node, range(3, 6), "new")
-    await _write(node, range(0, 1), "new")
+    await _write(node, range(1), "new")
     if indexed:
         assert (
             await index_namespace(store, KEYS, _settings(), Components(), force=True)
@@ -84,7 +84,7 @@ async def test_a_bucket_that_grew_again_after_the_restore_is_read_again(tmp_path
     root, backup = tmp_path / "bucket", tmp_path / "backup"
     store = FsStore(str(root))
     node = Database(store, _settings())
-    await _write(node, range(0, 2), "old")
+    await _write(node, range(2), "old")
     shutil.copytree(root, backup)
     await _write(node, range(2, 3), "lost")
     assert await _read(node) == {0: "old", 1: "old", 2: "lost"}
