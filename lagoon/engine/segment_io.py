@@ -35,7 +35,7 @@ from lagoon.errors import DataCorruption, InternalError
 from lagoon.format.framing import TRAILER_LEN
 from lagoon.format.keys import NamespaceKeys
 from lagoon.format.manifest import SegmentRef
-from lagoon.format.segment import crc32c_of, head_length
+from lagoon.format.segment import DOCS_FILE, DOCS_FORMAT_VERSION, crc32c_of, head_length
 from lagoon.index.segment.build import BuiltSegment
 from lagoon.index.segment.read import LazyFile, SegmentReader
 from lagoon.schema import Schema
@@ -44,6 +44,9 @@ from lagoon.storage.base import AlreadyExists, ObjectStore, PutMode
 _PARALLELISM = 8
 _TMP = ".tmp-"
 LAZY_MIN_BYTES = 1 << 20  # smaller vec and fts files are fetched whole
+# smaller (version 2) docs files are fetched whole: their batches cost one more round trip after
+# the query, which only pays when the file would take longer than that to transfer
+DOCS_LAZY_MIN_BYTES = 4 << 20
 HEAD_GUESS_BYTES = 64 << 10  # first ranged read of a vec file whose head length is not recorded
 log = logging.getLogger("lagoon.segments")
 _T = TypeVar("_T")
@@ -228,6 +231,7 @@ class SegmentIO:
         self._tasks: set[asyncio.Task[None]] = set()
         self.hydrate = True  # fetch lazily opened vec files whole in the background
         self.lazy_min_bytes = LAZY_MIN_BYTES
+        self.docs_lazy_min_bytes = DOCS_LAZY_MIN_BYTES
         self._inflight: dict[tuple[str, str, str, str], asyncio.Future[bytes]] = {}
 
     @staticmethod
@@ -283,10 +287,11 @@ class SegmentIO:
         Files come from the memory LRU (which keeps a segment's non-vector files: the reader
         uses them without copying), the disk cache, or the store. Vector files are never kept in
         the memory LRU: the index holds them decoded. With ``lazy`` (the query path), a large
-        ``vec`` or (version 2) ``fts`` file that no cache holds is opened from its head (one ranged
-        GET, in parallel with the other files): queries then fetch only the cluster blocks they
-        probe, or the postings pages of their terms, while the whole file is fetched in the
-        background and handed to the index (and the disk cache)."""
+        ``vec``, (version 2) ``fts`` or (version 2) ``docs`` file that no cache holds is opened from
+        its head (one ranged GET, in parallel with the other files): queries then fetch only the
+        cluster blocks they probe, the postings pages of their terms, or the batches of the rows
+        they return, while the whole file is fetched in the background and handed to the reader
+        (and the disk cache)."""
         keys = keys.sibling(ref.owner)  # a branch reads its parent's segments where they are
         ckey = self.cache_key(keys, ref.id)
         cached = self.memory.get(ckey) or {}
@@ -300,8 +305,7 @@ class SegmentIO:
             if name in cached:
                 return name, cached[name]
             size = ref.files[name].get("size")
-            lazy_kind = name.startswith(("vec.", "fts."))
-            if lazy and lazy_kind and isinstance(size, int) and size >= self.lazy_min_bytes:
+            if lazy and isinstance(size, int) and size >= self._lazy_threshold(ref, name):
                 if self.disk is not None:
                     data = await asyncio.to_thread(self.disk.load, ckey, ref, name)
                     if data is not None:
@@ -316,9 +320,19 @@ class SegmentIO:
         opened: dict[str, bytes | LazyFile] = dict(await asyncio.gather(*(one(n) for n in ref.files)))
         reader = await asyncio.to_thread(SegmentReader.from_files, ref, opened, schema)
         self.memory.put(ckey, _memory_files(opened))
-        if (reader.lazy_vector_files() or reader.lazy_text_files()) and self.hydrate:
+        if (reader.lazy_vector_files() or reader.lazy_text_files() or reader.lazy_docs()) and self.hydrate:
             self._background(self._hydrate(keys, ref, reader))
         return reader
+
+    def _lazy_threshold(self, ref: SegmentRef, name: str) -> float:
+        """The size from which a file is opened from its head: vec and fts files, and docs files
+        of version 2 (the manifest's ``info.files.docs.format``; version 1 has no head)."""
+        if name.startswith(("vec.", "fts.")):
+            return self.lazy_min_bytes
+        info = ((ref.info or {}).get("files") or {}).get(name) or {}
+        if name == DOCS_FILE and info.get("format") == DOCS_FORMAT_VERSION:
+            return self.docs_lazy_min_bytes
+        return float("inf")
 
     def _background(self, coro: Coroutine[Any, Any, None]) -> None:
         """Run ``coro`` as a task this object tracks (``pending``) and cancels on ``close``."""
@@ -372,12 +386,20 @@ class SegmentIO:
             for name in reader.lazy_text_files():
                 data = await self.whole(keys, ref, name)
                 await asyncio.to_thread(reader.hydrate_text, name, data)
-                ckey = self.cache_key(keys, ref.id)
-                self.memory.put(ckey, {**(self.memory.get(ckey) or {}), name: data})
+                self._remember(keys, ref, name, data)
+            if reader.lazy_docs():
+                data = await self.whole(keys, ref, DOCS_FILE)
+                await asyncio.to_thread(reader.hydrate_docs, data)
+                self._remember(keys, ref, DOCS_FILE, data)
         except asyncio.CancelledError:
             raise
         except Exception as e:  # background work: log it, never crash the node
             log.warning("segment_hydrate_failed", extra={"segment": ref.id, "error": repr(e)})
+
+    def _remember(self, keys: NamespaceKeys, ref: SegmentRef, name: str, data: bytes) -> None:
+        """Add a whole file that arrived in the background to the segment's memory LRU entry."""
+        ckey = self.cache_key(keys, ref.id)
+        self.memory.put(ckey, {**(self.memory.get(ckey) or {}), name: data})
 
     def pin(self, keys: NamespaceKeys, refs: Sequence[SegmentRef], pinned: bool) -> None:
         """Keep (or stop keeping) these segments of a pinned namespace on disk: they are exempt
@@ -445,7 +467,7 @@ def resolve_cache_dir(settings: Settings) -> str | None:
 
 
 class _Blocks:
-    """``BlockSource`` of a lazily opened ``vec`` file: blocking calls from a query thread,
+    """``BlockSource`` of a lazily opened ``vec``, ``fts`` or ``docs`` file: blocking calls from a query thread,
     served by the node's event loop."""
 
     def __init__(

@@ -4,7 +4,8 @@ docs/formats/segment.md).
 Every segment file is one object wrapped in the common Lagoon frame (``lagoon.format.framing``:
 magic, format versions, body length, CRC-32C trailer), with a magic per kind of file:
 
-    docs          b"LGSD"   Arrow IPC file: id, $seq, $op and the non-vector attributes, by id
+    docs          b"LGSD"   id, $seq, $op and the non-vector attributes, by id (v1: an Arrow IPC file;
+                            v2: a sectioned body, attributes in batches read by range)
     vec.<attr>    b"LGSV"   IVF index + every vector of one vector attribute, cluster by cluster
     fts.<attr>    b"LGST"   postings of one full-text attribute (terms, docs, tfs, positions)
     flt.<attr>    b"LGSF"   sorted values -> rows of one filterable scalar attribute
@@ -43,7 +44,8 @@ FORMAT_VERSION = 1
 MIN_READER_VERSION = 1
 MIN_WRITER_VERSION = 1
 READER_VERSION = 2  # highest segment format this build reads
-FTS_FORMAT_VERSION = 2  # fts files are written in version 2 (docs/formats/fts-v2.md); others in 1
+FTS_FORMAT_VERSION = 2  # fts files are written in version 2 (docs/formats/fts-v2.md)
+DOCS_FORMAT_VERSION = 2  # the docs file is written in version 2 (docs/formats/docs-v2.md); others in 1
 
 MAGIC_DOCS = b"LGSD"
 MAGIC_VEC = b"LGSV"

@@ -10,7 +10,8 @@ the manifest will list (sizes, checksums, counts). The caller uploads each file 
 Invariants of a built segment (docs/formats/segment.md is the normative spec):
 - rows are sorted by id (uint numerically, string by UTF-8 bytes, uuid by its 16 bytes), so row
   order is id order in every file and id lookups are binary searches;
-- ``docs`` holds id, $seq, $op and every non-vector attribute; each vector attribute has a
+- ``docs`` holds id, $seq, $op and every non-vector attribute (version 2: keys in the head, the
+  attributes in batches of 1,024 rows; lagoon/index/segment/docs.py); each vector attribute has a
   ``vec.<attr>`` file (IVF, cluster by cluster), each full-text attribute an ``fts.<attr>`` file
   (postings with positions, document ordinal = row), each filterable ordered scalar a
   ``flt.<attr>`` file (sorted values -> rows) unless the column is entirely null, each sparse
@@ -36,18 +37,16 @@ from lagoon.errors import InternalError
 from lagoon.format.manifest import SegmentRef
 from lagoon.format.segment import (
     DOCS_FILE,
-    FORMAT_VERSION,
-    FTS_FORMAT_VERSION,
-    MAGIC_DOCS,
+    DOCS_FORMAT_VERSION,
     file_checksum,
     flt_file,
-    frame,
     fts_file,
     spv_file,
     vec_file,
 )
 from lagoon.format.wal import OP_COLUMN, OP_DELETE, OP_UPSERT
 from lagoon.index.filters.filterindex import build_filter_index, indexable
+from lagoon.index.segment.docs import SEQ_COLUMN, encode_docs  # SEQ_COLUMN: uint64 WAL seq of the row
 from lagoon.index.sparse import build_sparse_index, encode_spv
 from lagoon.index.text.analyze import Analyzer
 from lagoon.index.text.bm25 import build_postings
@@ -55,7 +54,6 @@ from lagoon.index.text.postings_v2 import encode_postings_v2
 from lagoon.index.vector.build import build_vec_file
 from lagoon.schema import AttrType, FtsConfig, Schema, id_arrow_type
 
-SEQ_COLUMN = "$seq"  # uint64: WAL seq of the row's version
 __all__ = [
     "OP_COLUMN",
     "SEQ_COLUMN",
@@ -67,10 +65,8 @@ __all__ = [
     "vector_metric",
 ]
 
-DOCS_BATCH_ROWS = 65_536
 MAX_ROWS = 2**32 - 1  # row ordinals are u32 in the vec, fts and flt files
 DEFAULT_METRIC = "cosine_distance"
-SCHEMA_METADATA_KEY = b"lagoon.schema"
 
 
 @dataclass(frozen=True)
@@ -112,8 +108,7 @@ def build_segment(
 
     plain = [name for name in sorted(schema.attributes) if not schema.attributes[name].type.is_vector]
     docs_table = docs.select(["id", SEQ_COLUMN, OP_COLUMN, *plain])
-    files[DOCS_FILE] = frame(MAGIC_DOCS, _docs_ipc(docs_table, schema))
-    summaries[DOCS_FILE] = {"kind": "docs", "columns": docs_table.num_columns}
+    files[DOCS_FILE], summaries[DOCS_FILE] = encode_docs(docs_table, schema)
 
     for name in sorted(schema.vector_columns()):
         a = schema.attributes[name]
@@ -154,7 +149,7 @@ def build_segment(
     ops = np.asarray(docs.column(OP_COLUMN).to_numpy(zero_copy_only=False))
     tombstones = int(np.count_nonzero(ops == OP_DELETE))
     info = {
-        "format_version": FTS_FORMAT_VERSION if schema.fts_columns() else FORMAT_VERSION,
+        "format_version": DOCS_FORMAT_VERSION,
         "id_type": schema.id_type,
         "counts": {"rows": n, "upserts": n - tombstones, "tombstones": tombstones},
         "files": summaries,
@@ -229,17 +224,6 @@ def sort_by_id(table: pa.Table) -> pa.Table:
         if pc.any(same).as_py():
             raise InternalError("build_segment: an id occurs more than once")
     return out
-
-
-def _docs_ipc(table: pa.Table, schema: Schema) -> bytes:
-    import orjson
-
-    meta = {SCHEMA_METADATA_KEY: orjson.dumps(schema.to_storage(), option=orjson.OPT_SORT_KEYS)}
-    table = table.replace_schema_metadata(meta)
-    sink = pa.BufferOutputStream()
-    with pa.ipc.new_file(sink, table.schema) as writer:
-        writer.write_table(table, max_chunksize=DOCS_BATCH_ROWS)
-    return bytes(sink.getvalue())
 
 
 def _vector_matrix(col: pa.ChunkedArray, atype: AttrType) -> tuple[np.ndarray, np.ndarray]:

@@ -48,6 +48,7 @@ from lagoon.format.wal import OP_COLUMN, OP_DELETE
 from lagoon.index.cache import OnceCache
 from lagoon.index.filters.filterindex import FilterIndex, indexable
 from lagoon.index.segment.build import SEQ_COLUMN, fts_config
+from lagoon.index.segment.docs import DocsStore, open_docs, open_docs_head
 from lagoon.index.sparse import SparseIndex, build_sparse_index, open_spv
 from lagoon.index.text.analyze import Analyzer
 from lagoon.index.text.blockpostings import BlockPostings
@@ -59,7 +60,7 @@ from lagoon.index.text.postings import decode_postings, same_stopwords
 from lagoon.index.text.postings_v2 import hydrate_postings_v2, open_postings_v2
 from lagoon.index.text.textindex import TextIndex
 from lagoon.index.vector.ivf import BlockSource, VectorIndex
-from lagoon.schema import FtsConfig, Schema, id_arrow_type
+from lagoon.schema import FtsConfig, Schema
 
 T = TypeVar("T")
 
@@ -100,7 +101,7 @@ class SegmentReader:
         self,
         ref: SegmentRef,
         schema: Schema,
-        docs: pa.Table,
+        docs: DocsStore,
         vectors: dict[str, VectorIndex],
         fts: dict[str, SectionFile],
         flt: dict[str, SectionFile],
@@ -111,7 +112,7 @@ class SegmentReader:
         self._spv = spv or {}
         self._fts_sources = fts_sources or {}
         self.schema = schema
-        self.num_rows = int(docs.num_rows)
+        self.num_rows = docs.num_rows
         self._docs = docs
         self._vectors = vectors
         self._fts = fts
@@ -122,12 +123,12 @@ class SegmentReader:
 
     @staticmethod
     def from_files(ref: SegmentRef, files: Mapping[str, bytes | LazyFile], schema: Schema) -> SegmentReader:
-        """Verify and open the files of ``ref`` (file name -> bytes as stored, or for a ``vec``
-        file a ``LazyFile``: its head and where to fetch its blocks)."""
+        """Verify and open the files of ``ref`` (file name -> bytes as stored, or for a ``vec``,
+        v2 ``fts`` or v2 ``docs`` file a ``LazyFile``: its head and where to fetch the rest)."""
         seg = f"segment {ref.id}"
         if DOCS_FILE not in ref.files:
             raise DataCorruption(f"{seg}: the manifest lists no {DOCS_FILE!r} file")
-        docs: pa.Table | None = None
+        docs: DocsStore | None = None
         vectors: dict[str, VectorIndex] = {}
         fts: dict[str, SectionFile] = {}
         flt: dict[str, SectionFile] = {}
@@ -142,16 +143,18 @@ class SegmentReader:
                 raise DataCorruption(f"{what}: missing")
             size, crc = expected.get("size"), expected.get("crc32c")
             if isinstance(data, LazyFile):
-                if name.split(".", 1)[0] not in ("vec", "fts") or not isinstance(size, int):
-                    raise InternalError(f"{what}: only vec and fts files with a known size open lazily")
-                lazy_magic = MAGIC_VEC if name.startswith("vec.") else MAGIC_FTS
+                if name.split(".", 1)[0] not in ("vec", "fts", DOCS_FILE) or not isinstance(size, int):
+                    raise InternalError(f"{what}: only vec, fts and docs files with a known size open lazily")
+                lazy_magic = _LAZY_MAGIC[name.split(".", 1)[0]]
                 head = open_head(data.head, magic=lazy_magic, what=what, size=size)
+                if name == DOCS_FILE:
+                    docs = open_docs_head(head, data.blocks, rows=ref.rows)
+                    continue
                 lazy[name] = data
                 sections.append((name, lazy_magic, head))
                 continue
             if name == DOCS_FILE:
-                fv = open_frame(data, magic=MAGIC_DOCS, what=what, size=size, crc32c=crc)
-                docs = _read_docs(fv.body(), what, ref.rows)
+                docs = open_docs(data, what=what, rows=ref.rows, size=size, crc32c=crc)
             else:
                 kind = name.split(".", 1)[0]
                 magic = {"vec": MAGIC_VEC, "fts": MAGIC_FTS, "flt": MAGIC_FLT, "spv": MAGIC_SPV}.get(kind)
@@ -195,14 +198,14 @@ class SegmentReader:
 
     def ids(self) -> pa.Array:
         """The id column in row order (ascending id)."""
-        return self._cache.get("ids", "", lambda: _single(self._docs.column("id")))
+        return self._cache.get("ids", "", lambda: _single(self._docs.keys.column("id")))
 
     def seqs(self) -> np.ndarray:
         """uint64 WAL seq of each row's version."""
         return self._cache.get(
             "seqs",
             "",
-            lambda: _read_only(np.asarray(self._docs.column(SEQ_COLUMN).to_numpy(), dtype=np.uint64)),
+            lambda: _read_only(np.asarray(self._docs.keys.column(SEQ_COLUMN).to_numpy(), dtype=np.uint64)),
         )
 
     def tombstones(self) -> np.ndarray:
@@ -210,7 +213,7 @@ class SegmentReader:
         return self._cache.get(
             "tombstones",
             "",
-            lambda: _read_only(np.asarray(self._docs.column(OP_COLUMN).to_numpy()) == OP_DELETE),
+            lambda: _read_only(np.asarray(self._docs.keys.column(OP_COLUMN).to_numpy()) == OP_DELETE),
         )
 
     def lookup(self, ids: pa.Array | pa.ChunkedArray) -> np.ndarray:
@@ -243,7 +246,7 @@ class SegmentReader:
             if a.type.is_vector:
                 return pa.chunked_array([self._vector_array(attr, None)])
             t = a.type.arrow_type()
-            if attr in self._docs.column_names and self._docs.column(attr).type == t:
+            if self._stored(attr):
                 return self._docs.column(attr)
             return pa.chunked_array([pa.nulls(self.num_rows, t)])
 
@@ -251,21 +254,30 @@ class SegmentReader:
 
     def take(self, rows: np.ndarray, names: Sequence[str]) -> pa.Table:
         """The named columns ("id" and schema attributes) at ``rows``, in that order. Unsigned
-        ids are gathered with numpy (a query's top-k rows: no Arrow compute call)."""
+        ids are gathered with numpy (a query's top-k rows: no Arrow compute call); stored
+        attributes come from the docs file in one call (a lazily opened file fetches only the
+        batches holding ``rows``)."""
         rows = np.asarray(rows, dtype=np.int64)
-        idx: pa.Array | None = None
-        cols: list[pa.Array | pa.ChunkedArray] = []
+        cols: dict[str, pa.Array | pa.ChunkedArray] = {}
+        stored = [n for n in names if n != "id" and self._stored(n)]
+        cols.update(zip(stored, self._docs.take(rows, stored), strict=True))
         for name in names:
             a = self.schema.attributes.get(name)
+            if name in cols:
+                continue
             if a is not None and a.type.is_vector:
-                cols.append(self._vector_array(name, rows))
-            elif name == "id" and (ids := self.uint_ids()) is not None:
-                cols.append(pa.array(ids[rows]))
+                cols[name] = self._vector_array(name, rows)
+            elif name == "id":
+                ids = self.uint_ids()
+                cols[name] = pa.array(ids[rows]) if ids is not None else self.ids().take(pa.array(rows))
             else:
-                if idx is None:
-                    idx = pa.array(rows)
-                cols.append(self.column(name).take(idx))
-        return pa.Table.from_arrays(cols, names=list(names))
+                cols[name] = self.column(name).take(pa.array(rows))
+        return pa.Table.from_arrays([cols[n] for n in names], names=list(names))
+
+    def _stored(self, attr: str) -> bool:
+        """Does the docs file hold ``attr`` with the type the current schema gives it?"""
+        a = self.schema.attributes.get(attr)
+        return a is not None and not a.type.is_vector and self._docs.column_type(attr) == a.type.arrow_type()
 
     def uint_ids(self) -> np.ndarray | None:
         """The ids as a read-only uint64 view when they are unsigned integers, else None."""
@@ -284,8 +296,8 @@ class SegmentReader:
         names = list(self.schema.attributes) if columns is None else [c for c in columns if c not in _SYSTEM]
         cols: dict[str, pa.ChunkedArray] = {
             "id": self.column("id"),
-            SEQ_COLUMN: self._docs.column(SEQ_COLUMN),
-            OP_COLUMN: self._docs.column(OP_COLUMN),
+            SEQ_COLUMN: self._docs.keys.column(SEQ_COLUMN),
+            OP_COLUMN: self._docs.keys.column(OP_COLUMN),
         }
         for name in names:
             cols[name] = self.column(name)
@@ -390,9 +402,26 @@ class SegmentReader:
                 vi = self.vector_index(attr)
                 itemsize = {"f32": 4, "f16": 2, "i8": 1}[a.type.dtype]
                 return 0 if vi is None else vi.n_vectors * a.type.dims * itemsize
+            if attr != "id" and self._stored(attr):
+                return self._docs.nbytes(attr)
             return int(self.column(attr).nbytes)
 
         return self._cache.get("nbytes", attr, build)
+
+    def null_count(self, attr: str) -> int:
+        """Rows without a value for the non-vector attribute ``attr`` (from the docs file's
+        summaries: no column is read)."""
+        if attr == "id":
+            return 0
+        return self._docs.null_count(attr) if self._stored(attr) else self.num_rows
+
+    def lazy_docs(self) -> bool:
+        """Was the docs file opened from its head, with batches still to fetch?"""
+        return self._docs.lazy
+
+    def hydrate_docs(self, data: bytes) -> None:
+        """Hand the whole (verified) docs file to a reader that opened it from its head."""
+        self._docs.hydrate(data)
 
     def _vector_array(self, attr: str, rows: np.ndarray | None) -> pa.Array:
         a = self.schema.attributes[attr]
@@ -410,6 +439,7 @@ class SegmentReader:
 
 
 _SYSTEM = ("id", SEQ_COLUMN, OP_COLUMN)
+_LAZY_MAGIC = {"vec": MAGIC_VEC, "fts": MAGIC_FTS, DOCS_FILE: MAGIC_DOCS}
 
 
 def _single(col: pa.ChunkedArray | pa.Array) -> pa.Array:
@@ -420,25 +450,6 @@ def _single(col: pa.ChunkedArray | pa.Array) -> pa.Array:
             return pa.array([], type=col.type)
         return col.combine_chunks()
     return col
-
-
-def _read_docs(body: memoryview, what: str, rows: int) -> pa.Table:
-    try:
-        with pa.ipc.open_file(pa.py_buffer(body)) as reader:
-            table = reader.read_all()
-        table.validate(full=True)
-    except (pa.ArrowException, ValueError, OSError) as e:
-        raise DataCorruption(f"{what}: unreadable Arrow IPC file ({e})") from None
-    names = table.column_names
-    if names[:3] != ["id", SEQ_COLUMN, OP_COLUMN]:
-        raise DataCorruption(f"{what}: the first columns are not id, $seq, $op")
-    if table.column(SEQ_COLUMN).type != pa.uint64() or table.column(OP_COLUMN).type != pa.uint8():
-        raise DataCorruption(f"{what}: $seq or $op has the wrong type")
-    if table.column("id").type not in (id_arrow_type("uint"), id_arrow_type("string"), id_arrow_type("uuid")):
-        raise DataCorruption(f"{what}: id column of type {table.column('id').type}")
-    if table.num_rows != rows:
-        raise DataCorruption(f"{what}: {table.num_rows} rows, the manifest says {rows}")
-    return table
 
 
 __all__ = ["SegmentReader", "SegmentText"]

@@ -96,6 +96,8 @@ class SegmentSource:
             if vi is None:
                 return 0
             return int(np.count_nonzero(vi.valid if self.all_live else vi.valid[self.rows]))
+        if self.all_live:  # from the docs file's column summaries: no column is read
+            return self._n - self.reader.null_count(attr)
         return self._n - int(self.column(attr).null_count)
 
     def logical_bytes(self, attributes: Sequence[str]) -> int:

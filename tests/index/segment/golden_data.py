@@ -1,6 +1,7 @@
 """The content of the committed segment golden files: ``tests/index/segment/golden/v1/`` (the first
 v1 layout), ``v1-head/`` (v1 with the additive vec-file head, ``row_cluster`` and ``sq_min`` /
-``sq_max``) and ``v2/`` (``fts`` files in format version 2: docs/formats/fts-v2.md). Run this
+``sq_max``), ``v2/`` (``fts`` files in format version 2: docs/formats/fts-v2.md) and ``v2-docs/``
+(the ``docs`` file in format version 2 too: docs/formats/docs-v2.md). Run this
 module to write a directory ONLY when adding a new format version or layout;
 committed files are never rewritten (every later Lagoon must still open them)."""
 
@@ -14,7 +15,7 @@ import orjson
 import pyarrow as pa
 
 from lagoon.format.wal import OP_COLUMN
-from lagoon.index.segment.build import SEQ_COLUMN, build_segment
+from lagoon.index.segment.build import SEQ_COLUMN, BuiltSegment, build_segment
 from lagoon.schema import Schema
 
 SCHEMA = Schema.from_storage(
@@ -59,8 +60,12 @@ def table() -> pa.Table:
     )
 
 
+def build() -> BuiltSegment:
+    return build_segment(table(), SCHEMA, segment_id=SEGMENT_ID, level=0, seq_from=3, seq_to=7)
+
+
 def write(directory: Path) -> None:
-    built = build_segment(table(), SCHEMA, segment_id=SEGMENT_ID, level=0, seq_from=3, seq_to=7)
+    built = build()
     directory.mkdir(parents=True, exist_ok=False)
     for name, data in built.files.items():
         (directory / name).write_bytes(data)

@@ -26,6 +26,7 @@ from tests.index.segment.helpers import build, by_id, random_table, rich_schema
 GOLDEN = Path(__file__).parent / "golden" / "v1"
 GOLDEN_HEAD = Path(__file__).parent / "golden" / "v1-head"
 GOLDEN_V2 = Path(__file__).parent / "golden" / "v2"
+GOLDEN_V2_DOCS = Path(__file__).parent / "golden" / "v2-docs"
 
 
 def golden_files(directory: Path = GOLDEN) -> tuple[SegmentRef, dict[str, bytes]]:
@@ -46,14 +47,17 @@ class _WholeBytes:
         return self.data
 
 
-@pytest.mark.parametrize("layout", ["v1", "v1-head", "v1-head lazy", "v2", "v2 lazy"])
+@pytest.mark.parametrize(
+    "layout", ["v1", "v1-head", "v1-head lazy", "v2", "v2 lazy", "v2-docs", "v2-docs lazy"]
+)
 def test_golden_files_open_and_answer_queries(layout: str) -> None:
-    directory = {"v1": GOLDEN, "v2": GOLDEN_V2}.get(layout.split()[0], GOLDEN_HEAD)
+    directory = {"v1": GOLDEN, "v2": GOLDEN_V2, "v2-docs": GOLDEN_V2_DOCS}.get(layout.split()[0], GOLDEN_HEAD)
     ref, files = golden_files(directory)
     assert set(files) == {"docs", "vec.vector", "vec.half", "fts.title", "flt.year", "flt.price"}
     assert ref.info["format_version"] == (2 if layout.startswith("v2") else 1)
     opened: dict[str, bytes | LazyFile] = dict(files)
     lazy = ("vec.vector", "vec.half") + (("fts.title",) if layout.startswith("v2") else ())
+    lazy += ("docs",) if layout.startswith("v2-docs") else ()
     for name in lazy:
         head = head_length(files[name][:4096], what=name)
         assert (head is None) == (layout == "v1")
@@ -196,3 +200,16 @@ def test_consistent_garbage_never_escapes_as_another_error() -> None:
             except DataCorruption:
                 outcomes["corrupt"] += 1
     assert outcomes["corrupt"] > 0
+
+
+def test_golden_v2_docs_is_what_the_builder_writes_and_damage_is_detected() -> None:
+    ref, files = golden_files(GOLDEN_V2_DOCS)
+    assert ref.info["files"]["docs"]["format"] == 2
+    built = golden_data.build()
+    assert built.files["docs"] == files["docs"]  # the builder still writes the committed bytes
+    data = files["docs"]
+    for where in (5, HEADER_LEN + 1, len(data) // 2, len(data) - 1):
+        bad = bytearray(data)
+        bad[where] ^= 0x40
+        with pytest.raises(DataCorruption, match="docs"):
+            SegmentReader.from_files(ref, {**files, "docs": bytes(bad)}, golden_data.SCHEMA)
