@@ -321,6 +321,19 @@ class ManifestSettings(_Section):
         description="Staleness bound of eventually consistent reads on this node.",
         json_schema_extra=_cost("Lower: fresher reads, more GET requests per active namespace per node."),
     )
+    outage_staleness_ms: int = Field(
+        default=60_000,
+        ge=0,
+        description=(
+            "While the object store is unreachable, eventually consistent reads of a namespace "
+            "this node has loaded keep answering from its cached view for this long after its "
+            "last successful refresh (performance.staleness_ms and performance.store_unreachable "
+            "say so); later, and always for strong reads, they fail with 503. 0 = they fail at once."
+        ),
+        json_schema_extra=_cost(
+            "Higher: eventual reads ride out longer outages, on older data; 0: no stale answers."
+        ),
+    )
 
 
 class AnnSettings(_Section):

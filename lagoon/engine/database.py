@@ -464,6 +464,11 @@ class Database:
         perf["exhaustive_search_count"] = snap.unindexed_rows
         if snap.damage:
             perf["damage"] = list(snap.damage)
+        if not strong:
+            state = self.handle(org, namespace).state
+            perf["staleness_ms"] = state.staleness_ms()
+            if state.unreachable_since is not None:
+                perf["store_unreachable"] = True
         perf["cache_hit_ratio"] = 1.0
         perf["cache_temperature"] = "hot"
         perf["server_total_ms"] = round((time.perf_counter() - started) * 1000)

@@ -32,7 +32,7 @@ from lagoon.engine import manifest_store
 from lagoon.engine.components import Components
 from lagoon.engine.errors import translate
 from lagoon.engine.tail import SegmentLike, Snapshot, Tail
-from lagoon.errors import DataCorruption
+from lagoon.errors import DataCorruption, Unavailable
 from lagoon.format.keys import NamespaceKeys, parse_wal_seq
 from lagoon.format.manifest import Branch, Manifest, SegmentRef, decode_manifest
 from lagoon.format.wal import WalEntry, check_against_schema, decode_entry
@@ -124,6 +124,9 @@ class NamespaceState:
         self.segment_loader: SegmentLoader = _load_segment
         self.pinned = False  # the namespace's pinning setting as the node last saw it
         self.pinned_at: tuple[bool, int] | None = None  # (pinned, manifest version) last applied
+        # monotonic time the store stopped answering this namespace's refreshes (None: it answers);
+        # eventual reads meanwhile answer from the cached view (manifest.outage_staleness_ms)
+        self.unreachable_since: float | None = None
 
     # -- reading -------------------------------------------------------------------------------
 
@@ -221,8 +224,23 @@ class NamespaceState:
             poll = self.settings.manifest.poll_interval_ms / 1000
             if started - self._last_refresh_started < poll:
                 return self.current()
+            try:
+                await self.refresh(started)
+            except Unavailable:
+                bound = self.settings.manifest.outage_staleness_ms / 1000
+                if clock.monotonic() - self._last_refresh_started > bound:
+                    raise
+                self.unreachable_since = self.unreachable_since or started
+                return self.current()
+            self.unreachable_since = None
+            return self.current()
         await self.refresh(started)
+        self.unreachable_since = None
         return self.current()
+
+    def staleness_ms(self) -> int:
+        """Age of this node's view: time since its last successful refresh started."""
+        return max(0, round((self.components.clock.monotonic() - self._last_refresh_started) * 1000))
 
     async def refresh(self, not_before: float | None = None) -> None:
         """Bring the state up to date with the bucket, by a probe that started at or after

@@ -271,6 +271,20 @@ _QUERY_PERFORMANCE = {
         "exhaustive_search_count": {"type": "integer", "minimum": 0},
         "query_execution_ms": {"type": "integer", "minimum": 0},
         "server_total_ms": {"type": "integer", "minimum": 0},
+        "staleness_ms": {
+            "type": "integer",
+            "minimum": 0,
+            "description": "eventual reads: age of the node's view (time since its last refresh)",
+        },
+        "store_unreachable": {
+            "type": "boolean",
+            "description": "eventual reads answered from the cached view while the store is down",
+        },
+        "damage": {
+            "type": "array",
+            "items": {"type": "string"},
+            "description": "damaged WAL entries skipped (each names the entry and `lagoon repair`)",
+        },
     },
     "required": [
         "approx_namespace_size",
