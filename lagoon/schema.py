@@ -39,6 +39,9 @@ MAX_ATTRIBUTES = 1024
 MAX_STORED_DIMS = 1 << 24
 """A persisted vector type above this is damage, not an old limit."""
 _VECTOR_RE = re.compile(r"^\[(\d+)\](f32|f16|i8)$")
+_MULTIVECTOR_RE = re.compile(r"^\[\]\[(\d+)\](f32)$")
+MULTIVECTOR = "multivector"
+"""``[][N]f32``: a list of N-dim vectors per document (late interaction, ``ann.late_interaction``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,18 +68,30 @@ class AttrType:
             if not 1 <= dims <= (MAX_STORED_DIMS if stored else MAX_DIMS):
                 raise InvalidRequest(f"{where}: vector dimensions must be 1..{MAX_DIMS}, got {dims}")
             return AttrType("vector", dims=dims, dtype=m.group(2))
+        m = _MULTIVECTOR_RE.match(text)
+        if m:
+            digits = m.group(1)
+            dims = int(digits) if len(digits) <= 9 else MAX_STORED_DIMS + 1
+            if not 1 <= dims <= (MAX_STORED_DIMS if stored else MAX_DIMS):
+                raise InvalidRequest(f"{where}: vector dimensions must be 1..{MAX_DIMS}, got {dims}")
+            return AttrType(MULTIVECTOR, dims=dims, dtype=m.group(2))
         if text.startswith("[]") and text[2:] in SCALARS:
             return AttrType(text[2:], array=True)
         if text in SCALARS:
             return AttrType(text)
         raise InvalidRequest(
             f"{where}: unknown type {text!r}; expected one of {', '.join(SCALARS)}, "
-            "their arrays ([]string, ...), [N]f32, [N]f16, [N]i8 or {}f16 (sparse)"
+            "their arrays ([]string, ...), [N]f32, [N]f16, [N]i8, [][N]f32 (multi-vector) or {}f16 (sparse)"
         )
 
     @property
     def is_vector(self) -> bool:
         return self.kind == "vector"
+
+    @property
+    def is_multivector(self) -> bool:
+        """A list of vectors per document (``[][N]f32``), ranked by late interaction."""
+        return self.kind == MULTIVECTOR
 
     @property
     def is_sparse(self) -> bool:
@@ -88,6 +103,8 @@ class AttrType:
             return SPARSE_TYPE
         if self.is_vector:
             return f"[{self.dims}]{self.dtype}"
+        if self.is_multivector:
+            return f"[][{self.dims}]{self.dtype}"
         return f"[]{self.kind}" if self.array else self.kind
 
     def arrow_type(self) -> pa.DataType:
@@ -95,6 +112,8 @@ class AttrType:
             return pa.map_(pa.uint32(), pa.float16())
         if self.is_vector:
             return pa.list_(_VECTOR_ARROW[self.dtype], self.dims)
+        if self.is_multivector:
+            return pa.list_(pa.list_(_VECTOR_ARROW[self.dtype], self.dims))
         scalar = _ARROW_SCALARS[self.kind]
         return pa.list_(scalar) if self.array else scalar
 
@@ -131,7 +150,7 @@ class AttributeSchema:
         out: dict[str, Any] = {"type": str(self.type)}
         if self.type.is_sparse:
             out["sparse_knn"] = dict(self.sparse_knn) if self.sparse_knn is not None else False
-        elif self.type.is_vector:
+        elif self.type.is_vector or self.type.is_multivector:
             out["ann"] = dict(self.ann) if self.ann is not None else False
         else:
             out["filterable"] = self.filterable
@@ -282,30 +301,7 @@ def _attr_from_json(
     filterable = spec.get("filterable", base.filterable if existing else filterable_default)
     if not isinstance(filterable, bool):
         raise InvalidRequest(f"{where}.filterable: expected true or false")
-    ann = base.ann
-    if "ann" in spec:
-        v = spec["ann"]
-        if not atype.is_vector and v not in (False, None):
-            raise InvalidRequest(
-                f"{where}.ann: only vector attributes ([N]f32, [N]f16, [N]i8) can be indexed"
-            )
-        if v is True:
-            ann = {}
-        elif v in (False, None):
-            ann = None
-        elif isinstance(v, dict):
-            unknown = set(v) - {"distance_metric"}
-            if unknown:
-                raise InvalidRequest(f"{where}.ann: unknown option(s) {', '.join(sorted(unknown))}")
-            if "distance_metric" in v and v["distance_metric"] not in DISTANCE_METRICS:
-                raise InvalidRequest(
-                    f"{where}.ann.distance_metric: expected one of {', '.join(DISTANCE_METRICS)}"
-                )
-            ann = dict(v)
-        else:
-            raise InvalidRequest(f"{where}.ann: expected true, false or an object")
-    elif existing is None and atype.is_vector:
-        ann = {}
+    ann = _ann_option(where, spec, atype, base.ann, new=existing is None)
     flags = {}
     for flag in ("regex", "glob", "fuzzy"):
         fv = spec.get(flag, getattr(base, flag))
@@ -316,11 +312,52 @@ def _attr_from_json(
         raise InvalidRequest(f"{where}.fuzzy: only string and []string attributes; {name!r} is {atype}")
     sparse_knn = _sparse_knn(where, spec, atype, base.sparse_knn, new=existing is None)
     embed = _embed_option(name, spec["embed"], atype) if "embed" in spec else base.embed
-    if atype.is_vector or atype.is_sparse:
+    if atype.is_vector or atype.is_sparse or atype.is_multivector:
         filterable = False
     return AttributeSchema(
         atype, filterable, fts, ann, flags["regex"], flags["glob"], flags["fuzzy"], sparse_knn, embed
     )
+
+
+def _ann_option(
+    where: str, spec: dict[str, Any], atype: AttrType, base: dict[str, Any] | None, *, new: bool
+) -> Any:
+    """``ann``: true / false / ``{distance_metric?, late_interaction?}``. A vector column is
+    indexed unless it says false; a ``[][N]f32`` column is ranked only with
+    ``{"late_interaction": true}`` (turbopuffer requires it for ANN on such columns), which no
+    other type takes."""
+    if "ann" not in spec:
+        return {} if new and atype.is_vector else base
+    v = spec["ann"]
+    if v in (False, None):
+        return None
+    if not (atype.is_vector or atype.is_multivector):
+        raise InvalidRequest(
+            f"{where}.ann: only vector attributes ([N]f32, [N]f16, [N]i8, [][N]f32) can be indexed"
+        )
+    if v is True:
+        if atype.is_multivector:
+            raise InvalidRequest(
+                f'{where}.ann: a {atype} attribute is indexed with {{"late_interaction": true}}'
+            )
+        return {}
+    if not isinstance(v, dict):
+        raise InvalidRequest(f"{where}.ann: expected true, false or an object")
+    unknown = set(v) - {"distance_metric", "late_interaction"}
+    if unknown:
+        raise InvalidRequest(f"{where}.ann: unknown option(s) {', '.join(sorted(unknown))}")
+    if "distance_metric" in v and v["distance_metric"] not in DISTANCE_METRICS:
+        raise InvalidRequest(f"{where}.ann.distance_metric: expected one of {', '.join(DISTANCE_METRICS)}")
+    late = v.get("late_interaction", False)
+    if not isinstance(late, bool):
+        raise InvalidRequest(f"{where}.ann.late_interaction: expected true or false")
+    if late != atype.is_multivector:
+        raise InvalidRequest(
+            f"{where}.ann.late_interaction: only valid (and required) on [][N]f32 multi-vector attributes, "
+            f"not {atype}"
+        )
+    out = {k: v[k] for k in ("distance_metric",) if k in v}
+    return {**out, "late_interaction": True} if late else out
 
 
 def embed_target(name: str) -> str:

@@ -67,6 +67,24 @@ def coerce_vector(value: Any, atype: AttrType, *, where: str, query: bool = Fals
     return arr
 
 
+MAX_MULTIVECTOR_VECTORS = 1024
+"""Most vectors one ``[][N]f32`` value may hold."""
+
+
+def coerce_multivector(value: Any, atype: AttrType, *, where: str) -> list[list[float]]:
+    """A ``[][N]f32`` value (an array of 1..``MAX_MULTIVECTOR_VECTORS`` vectors, each a number
+    array or base64 string of N dimensions) -> its canonical form: lists of float32 values."""
+    if not isinstance(value, list) or not value:
+        raise InvalidRequest(f"{where}: expected a non-empty array of {atype.dims}-dimension vectors")
+    if len(value) > MAX_MULTIVECTOR_VECTORS:
+        raise InvalidRequest(
+            f"{where}: at most {MAX_MULTIVECTOR_VECTORS} vectors per value, got {len(value)}"
+        )
+    rows = [coerce_vector(v, atype, where=f"{where}[{i}]") for i, v in enumerate(value)]
+    out: list[list[float]] = np.stack(rows).tolist()
+    return out
+
+
 U32_MAX = 2**32 - 1
 F16_MAX = 65504.0
 
@@ -186,6 +204,8 @@ def coerce_value(value: Any, atype: AttrType, *, where: str) -> Any:
         return coerce_vector(value, atype, where=where)
     if atype.is_sparse:
         return coerce_sparse(value, where=where)
+    if atype.is_multivector:
+        return coerce_multivector(value, atype, where=where)
     if atype.array:
         if not isinstance(value, list):
             raise InvalidRequest(f"{where}: expected an array of {atype.kind}, got {value!r:.60}")

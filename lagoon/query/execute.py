@@ -34,6 +34,7 @@ from lagoon.errors import InternalError
 from lagoon.index.fusion import rrf_fuse
 from lagoon.index.sources.protocol import DocSource, dense_scores
 from lagoon.index.vector.kernels import exact_dist, topk_smallest
+from lagoon.index.vector.late import late_interaction_distances
 from lagoon.query.aggregate import group_codes, run_aggregation
 from lagoon.query.highlight import highlight_rows
 from lagoon.schema import AttrType
@@ -46,6 +47,7 @@ from lagoon.wire.query import (
     EmbedExpr,
     FilterClause,
     HighlightExpr,
+    LateInteractionRank,
     MaxClause,
     MultiQueryRequest,
     OrderBy,
@@ -184,7 +186,7 @@ def _account_scan(req: QueryRequest, src: DocSource, stats: _Stats) -> None:
 
 def ranking_attributes(req: QueryRequest) -> set[str]:
     r = req.rank_by
-    if isinstance(r, VectorRank | SparseRank):
+    if isinstance(r, VectorRank | SparseRank | LateInteractionRank):
         return {r.attr}
     if isinstance(r, OrderBy):
         return {k.attr for k in r.keys} | (set(req.per.attributes) if req.per else set())
@@ -218,6 +220,14 @@ def rank(req: QueryRequest, src: DocSource) -> Ranked:
         mask = src.filter_mask(req.filters) if req.filters is not None else None
         pos, dist = src.vector_topk(r.attr, r.vector, r.metric, want, mask, approximate=r.mode == "ANN")
         return Ranked(pos[req.offset :], r.dist(dist)[req.offset :])
+    if isinstance(r, LateInteractionRank):  # exact scan: every document with a value
+        dist = late_interaction_distances(src.column(r.attr), r.queries, r.metric, r.dims)
+        keep = np.isfinite(dist)
+        if req.filters is not None:
+            keep &= src.filter_mask(req.filters)
+        cand = np.flatnonzero(keep)
+        top = topk_smallest(dist[cand], src.id_rank()[cand], want)
+        return Ranked(cand[top][req.offset :], dist[cand][top][req.offset :])
     if isinstance(r, SparseRank):  # dot product, highest first; only documents sharing a dimension
         mask = src.filter_mask(req.filters) if req.filters is not None else None
         cand, sc = src.sparse(r.attr, r.dims, r.weights, k=want, mask=mask)

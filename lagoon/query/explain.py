@@ -17,6 +17,7 @@ from lagoon.wire.query import (
     ConstClause,
     DistClause,
     FilterClause,
+    LateInteractionRank,
     MaxClause,
     MultiQueryRequest,
     OrderBy,
@@ -65,7 +66,14 @@ def _plan(q: QueryRequest, live: DocSource) -> list[str]:
     else:
         out.append("filter: none")
     r = q.rank_by
-    if isinstance(r, VectorRank):
+    if isinstance(r, LateInteractionRank):
+        out.append(
+            f"rank: late interaction on {r.attr!r} ([][{r.dims}]f32, {r.metric}), exact: "
+            f"{len(r.queries)} query vectors x every stored vector of {live.non_null_count(r.attr)} "
+            "documents, sum over query vectors of the closest document vector's distance; "
+            "documents without a value excluded; $dist ascending"
+        )
+    elif isinstance(r, VectorRank):
         a = live.schema.get(r.attr)
         present = live.non_null_count(r.attr)
         typ = str(a.type) if a is not None else "?"

@@ -31,7 +31,7 @@ from lagoon.errors import InvalidRequest
 from lagoon.index import embed
 from lagoon.index.filters.parse import parse_filter
 from lagoon.index.filters.tree import Filter
-from lagoon.schema import DISTANCE_METRICS, AttributeSchema, Schema
+from lagoon.schema import DISTANCE_METRICS, AttributeSchema, AttrType, Schema
 from lagoon.values import coerce_sparse, coerce_vector, parse_datetime
 
 MAX_TOP_K = 10_000
@@ -223,7 +223,19 @@ class OrderBy:
     keys: tuple[OrderKey, ...]
 
 
-Ranking = VectorRank | ScoreRank | OrderBy | SparseRank
+@dataclass(frozen=True, slots=True, eq=False)
+class LateInteractionRank:
+    """``[attr, "ANN"|"kNN", [[...], ...]]`` on a ``[][N]f32`` attribute with
+    ``ann.late_interaction``: documents by ``Σᵢ minⱼ dist(qᵢ, dⱼ)`` (index/vector/late.py)."""
+
+    attr: str
+    mode: str
+    queries: np.ndarray  # float32 (n, dims)
+    metric: str
+    dims: int
+
+
+Ranking = VectorRank | ScoreRank | OrderBy | SparseRank | LateInteractionRank
 
 
 @dataclass(frozen=True, slots=True)
@@ -530,6 +542,9 @@ def _parse_rank_by(v: Any, schema: Schema, metric: str | None, *, where: str) ->
     if len(v) == 2 and isinstance(v[1], str) and v[1] in ("asc", "desc"):
         return OrderBy((_parse_order_key(v, schema, where=where),))
     if len(v) >= 2 and isinstance(v[1], str) and v[1] in ("ANN", "kNN"):
+        target = schema.get(v[0]) if isinstance(v[0], str) else None
+        if target is not None and target.type.is_multivector:
+            return _parse_late_rank(v, schema, metric, where=where)
         return _parse_vector_rank(v, schema, metric, where=where)
     if len(v) >= 2 and v[1] == "SparseKNN":
         return _parse_sparse_rank(v, schema, where=where)
@@ -614,6 +629,40 @@ def _parse_vector_rank(v: list[Any], schema: Schema, metric: str | None, *, wher
         return VectorRank(attr, mode, vectors[0], metric)
     vec = coerce_vector(value, a.type, where=f"{where}[2]", query=True)
     return VectorRank(attr, mode, vec, metric)
+
+
+def _parse_late_rank(v: list[Any], schema: Schema, metric: str | None, *, where: str) -> LateInteractionRank:
+    if len(v) != 3:
+        raise InvalidRequest(f'{where}: expected [attribute, "{v[1]}", vectors] (3 elements), got {len(v)}')
+    attr, mode, value = v
+    a = schema.attributes[attr]
+    if not (a.ann or {}).get("late_interaction"):
+        raise InvalidRequest(
+            f"{where}[0]: {attr!r} ({a.type}) is not indexed for late interaction; declare it with "
+            '{"ann": {"late_interaction": true}} to rank by it'
+        )
+    if (
+        isinstance(value, list)
+        and value
+        and isinstance(value[0], int | float)
+        and not isinstance(value[0], bool)
+    ):
+        value = [value]  # one query vector
+    if not isinstance(value, list) or not value:
+        raise InvalidRequest(
+            f"{where}[2]: expected a non-empty array of {a.type.dims}-dimension query vectors"
+        )
+    if len(value) > MAX_QUERY_VECTORS:
+        raise InvalidRequest(
+            f"{where}[2]: a multi-vector query has at most {MAX_QUERY_VECTORS} vectors, got {len(value)}"
+        )
+    vt = AttrType("vector", dims=a.type.dims, dtype="f32")
+    queries = np.stack(
+        [coerce_vector(q, vt, where=f"{where}[2][{i}]", query=True) for i, q in enumerate(value)]
+    )
+    if metric is None:
+        metric = (a.ann or {}).get("distance_metric") or schema.distance_metric or "cosine_distance"
+    return LateInteractionRank(attr, mode, queries, metric, a.type.dims)
 
 
 def _embed_expr(v: list[Any], schema: Schema, attr: str | None, *, where: str) -> np.ndarray:

@@ -276,7 +276,7 @@ def check_vector_metrics(schema: Schema) -> None:
     if top is None:
         return
     for name, a in sorted(schema.attributes.items()):
-        own = (a.ann or {}).get("distance_metric") if a.type.is_vector else None
+        own = (a.ann or {}).get("distance_metric") if a.type.is_vector or a.type.is_multivector else None
         if own is not None and own != top:
             raise InvalidRequest(
                 f"schema.{name}.ann.distance_metric: {name!r} declares {own} but the namespace's "
@@ -357,7 +357,8 @@ def parse_write(body: Any, schema: Schema) -> WriteRequest:
         bare = [
             n
             for n, a in sorted(new_schema.attributes.items())
-            if a.type.is_vector and not (a.ann or {}).get("distance_metric")
+            if (a.type.is_vector or (a.type.is_multivector and a.ann))
+            and not (a.ann or {}).get("distance_metric")
         ]
         missing = [k for k in bare if any(d.get(k) is not None for _, d in upserts)]
         if missing:

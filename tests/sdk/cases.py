@@ -474,6 +474,47 @@ def multi_vector_steps() -> list[Step]:
     ]  # fmt: skip
 
 
+def late_interaction_steps() -> list[Step]:
+    """``[][N]f32`` multi-vector attributes (``ann.late_interaction``): stored, returned, ranked by
+    $dist = Σ over query vectors of the distance to the document's closest vector."""
+    emb = {1: [[1.0, 0.0], [0.0, 1.0]], 2: [[2.0, 1.0]], 3: [[-1.0, 0.0], [0.0, -1.0], [1.0, 3.0]]}
+    q = [[1.0, 0.0], [1.0, 1.0]]
+    docs = [{"id": i, "emb": v} for i, v in emb.items()] + [{"id": 4}]
+    schema = {"emb": {"type": "[][2]f32", "ann": {"late_interaction": True}}}
+
+    def maxsim(metric: Any) -> dict[int, float]:
+        return {i: sum(min(metric(d, qv) for d in ds) for qv in q) for i, ds in emb.items()}
+
+    return [
+        _s("late_interaction", "write", "write",
+           {"upsert_rows": docs, "schema": schema, "distance_metric": "cosine_distance"},
+           fields(rows_upserted=4), namespace="li", representative=True),
+        _s("late_interaction", "schema", "schema", None,
+           predicate(lambda r: r["emb"]["type"] == "[][2]f32" and r["emb"]["ann"]["late_interaction"] is True,
+                     "[][2]f32 with ann.late_interaction"), namespace="li"),
+        _s("late_interaction", "returned", "query",
+           {"rank_by": ["id", "asc"], "include_attributes": ["emb"], "top_k": 3},
+           rows([{"id": i, "emb": v} for i, v in emb.items()]), namespace="li"),
+        _s("late_interaction", "ann_cosine", "query", {"rank_by": ["emb", "ANN", q]},
+           rows(ranked(maxsim(cosine), descending=False)), namespace="li", representative=True),
+        _s("late_interaction", "knn_filtered", "query",
+           {"rank_by": ["emb", "kNN", q], "filters": ["id", "Gte", 2]},
+           rows(ranked({i: d for i, d in maxsim(cosine).items() if i >= 2}, descending=False)), namespace="li"),
+        _s("late_interaction", "euclidean", "write",
+           {"upsert_rows": docs, "schema": schema, "distance_metric": "euclidean_squared"},
+           fields(rows_upserted=4), namespace="li2"),
+        _s("late_interaction", "ann_euclidean", "query", {"rank_by": ["emb", "ANN", q], "top_k": 2},
+           rows(ranked(maxsim(euclid), descending=False, top=2)), namespace="li2"),
+        _s("late_interaction", "needs_option_400", "write",
+           {"upsert_rows": docs, "schema": {"emb": {"type": "[][2]f32", "ann": True}}},
+           error(400, "late_interaction"), namespace="li3"),
+        _s("late_interaction", "wrong_dims_400", "write", {"upsert_rows": [{"id": 9, "emb": [[1.0, 2.0, 3.0]]}]},
+           error(400, "dimensions"), namespace="li"),
+        _s("late_interaction", "filter_400", "query", {"rank_by": ["id", "asc"], "filters": ["emb", "Eq", 1]},
+           error(400, "cannot be filtered"), namespace="li"),
+    ]  # fmt: skip
+
+
 def i8_steps() -> list[Step]:
     rows_ = [{"id": i, "v": [i, -i, 127 - i]} for i in range(1, 5)]
     q = [2.5, -2.5, 124.5]
@@ -554,6 +595,7 @@ def all_steps() -> list[Step]:
         *fuzzy_steps(),
         *metric_steps(),
         *multi_vector_steps(),
+        *late_interaction_steps(),
         *i8_steps(),
         *sparse_steps(),
         *embed_steps(),

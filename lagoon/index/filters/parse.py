@@ -188,13 +188,13 @@ class _Parser:
         spec = self.schema.get(name)
         if spec is None:
             return None
-        if spec.type.is_vector or spec.type.is_sparse:
+        if spec.type.is_vector or spec.type.is_sparse or spec.type.is_multivector:
             raise self.error(f"$ref_new {name!r} is a vector attribute, which filters cannot compare")
         return spec.type
 
     def check_allowed(self, attr: str, op: str, spec: AttributeSchema) -> None:
         t = spec.type
-        if t.is_vector or t.is_sparse:
+        if t.is_vector or t.is_sparse or t.is_multivector:
             raise self.error(f"attribute {attr!r} is a vector ({t}); vectors cannot be filtered")
         if op in TOKEN_OPS:
             if spec.full_text_search is None:
