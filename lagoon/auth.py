@@ -329,7 +329,9 @@ class KeyStore:
                 except KeysFileError as e:
                     self._keys, self._error = None, str(e)
             if self._keys is None:
-                raise Unavailable(f"API keys cannot be checked: {self._error}")
+                raise Unavailable(
+                    "API keys cannot be checked: the keys file changed and cannot be read", detail=self._error
+                )
             return self._keys
 
     def authenticate(self, bearer: str) -> Principal:

@@ -27,10 +27,12 @@ class LagoonError(Exception):
     status: int = 500
     retryable: bool = False
 
-    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+    def __init__(self, message: str, *, retry_after: float | None = None, detail: str = "") -> None:
         super().__init__(message)
         self.message = message
         self.retry_after = retry_after
+        self.detail = detail
+        """For the operator's log only (store URLs, object keys, paths): never sent to a client."""
 
     def __str__(self) -> str:
         return self.message

@@ -366,15 +366,20 @@ class Database:
 
     @at_boundary
     async def delete_namespace(self, namespace: str, *, org: str = DEFAULT_ORG) -> dict[str, Any]:
+        """Delete the namespace: ``{"status": "OK", "rows_deleted": N}``, N the documents it held
+        (left out when its data could not be read)."""
         await self.snapshot(org, namespace, strong=True)
         h = self.handle(org, namespace)
-        await h.committer.submit(Op(kind="truncate"))
+        done = await h.committer.submit(Op(kind="truncate"))
 
         async def exists() -> bool:
             return (await h.state.snapshot(strong=True)).exists
 
         await self.catalog.after_delete(org, namespace, exists=exists)
-        return {"status": "OK"}
+        out: dict[str, Any] = {"status": "OK"}
+        if "rows_deleted" in done:
+            out["rows_deleted"] = done["rows_deleted"]
+        return out
 
     @at_boundary
     async def update_schema(self, namespace: str, schema: Any, *, org: str = DEFAULT_ORG) -> dict[str, Any]:

@@ -7,11 +7,15 @@ around an operation, ``translate`` where an exception is re-raised by hand, and 
 ``Database`` method, so that the shells (server, CLI, embedded API) only ever see ``LagoonError``. The mapping:
 
 - transient errors (timeouts, throttling, short reads, races the store reports) -> ``Unavailable``
-  (503, retryable), "object store unavailable <doing>: <detail>";
+  (503, retryable), "object store unavailable <doing>";
 - any other storage error (access denied, a refused key, a 404 for an object the engine expected)
   -> ``Unavailable`` as well, worded "object store error <doing>": the request did nothing and may
   work once the store is repaired; a reader never answers from an object it could not read
   (docs/design.md §9.3).
+
+The storage error's own text (object keys, the store's URL, bucket, file paths) goes to the
+error's ``detail``, which the shells log and never show a client; ``doing`` names what was being
+done in the client's terms (a namespace, never a key).
 """
 
 from __future__ import annotations
@@ -31,9 +35,10 @@ R = TypeVar("R")
 def translate(e: StorageError, doing: str) -> LagoonError:
     """The public error for ``e``, raised while ``doing`` (e.g. "while reading org/ns/")."""
     where = f" {doing}" if doing else ""
+    detail = f"{type(e).__name__}: {e}"
     if e.transient:
-        return Unavailable(f"object store unavailable{where}: {e}")
-    return Unavailable(f"object store error{where}: {e}")
+        return Unavailable(f"object store unavailable{where}; retry", detail=detail)
+    return Unavailable(f"object store error{where}", detail=detail)
 
 
 @contextmanager

@@ -5,8 +5,9 @@ reads it back, within a timeout. A write is the only cheap request that tells ev
 that matters apart from health: a missing bucket (S3 answers a HEAD of a missing key in a missing
 bucket with a bodiless 404, indistinguishable from "object not found"), a bucket or folder that
 is read-only, credentials the store refuses, and a store that does not answer. Each becomes
-``Unavailable`` with a message naming the cause, so the shells never see storage errors. Nothing
-is cached: a store that recovers is ready again at the next probe.
+``Unavailable`` with a message naming the kind of cause (the store's own text, which names the
+bucket, URL or path, is the error's ``detail``: for the log), so the shells never see storage
+errors. Nothing is cached: a store that recovers is ready again at the next probe.
 
 Cost: one PUT and one GET per probe (a kubelet probing every 10 s costs ~17,000 requests a day per
 server process).
@@ -23,15 +24,16 @@ from lagoon.storage.base import AccessDenied, ObjectNotFound, ObjectStore, PutMo
 PROBE_KEY = "_lagoon/readyz-probe"
 
 
-def _cause(e: StorageError) -> str:
+def _cause(e: StorageError) -> Unavailable:
     text = str(e)
+    detail = f"{type(e).__name__}: {text[:500]}"
     if "NoSuchBucket" in text:
-        return f"the bucket does not exist ({text[:200]})"
+        return Unavailable("the bucket does not exist", detail=detail)
     if isinstance(e, AccessDenied):
-        return f"the store refused the credentials or the write ({text[:200]})"
+        return Unavailable("the store refused the credentials or the write", detail=detail)
     if e.transient:
-        return f"object store unreachable: {type(e).__name__}: {text[:200]}"
-    return f"object store error: {type(e).__name__}: {text[:200]}"
+        return Unavailable("object store unreachable", detail=detail)
+    return Unavailable("object store error", detail=detail)
 
 
 async def probe_store(store: ObjectStore, *, timeout_secs: float) -> None:
@@ -49,9 +51,9 @@ async def probe_store(store: ObjectStore, *, timeout_secs: float) -> None:
         # vanished between the two requests
         raise Unavailable("object store lost the probe object it just stored (bucket deleted?)") from None
     except StorageError as e:
-        raise Unavailable(_cause(e)) from None
+        raise _cause(e) from None
     except OSError as e:  # a local folder that vanished or became unwritable under the fs backend
-        raise Unavailable(f"object store error: {type(e).__name__}: {e}") from None
+        raise Unavailable("object store error", detail=f"{type(e).__name__}: {e}") from None
 
 
 __all__ = ["PROBE_KEY", "probe_store"]

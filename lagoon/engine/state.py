@@ -255,7 +255,7 @@ class NamespaceState:
             try:
                 await self._probe(started)
             except StorageError as e:
-                raise translate(e, f"while reading {self.keys.root}") from e
+                raise translate(e, f"while reading namespace '{self.keys.namespace}'") from e
             self._last_refresh_started = started
 
     async def refresh_manifest(self) -> None:
@@ -420,7 +420,7 @@ class NamespaceState:
                 if entry.schema is not None:
                     id_type = Schema.from_storage(entry.schema).id_type
         except StorageError as e:
-            raise translate(e, f"while reading {self.keys.root}") from e
+            raise translate(e, f"while reading namespace '{self.keys.namespace}'") from e
         return id_type is not None
 
     async def _jump_to_hint(self) -> bool:

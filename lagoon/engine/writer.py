@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -77,12 +78,31 @@ class Op:
     )
 
 
+CommitWatch = Callable[[dict[str, Any]], None]
+COMMIT_WATCH: contextvars.ContextVar[CommitWatch | None] = contextvars.ContextVar(
+    "lagoon_commit_watch", default=None
+)
+"""Set by a shell around a mutation (the server's audit log): called with the acknowledgement of
+each request the mutation submits once its commit landed — also when that happens after the
+caller stopped waiting (deadline, disconnect), so every committed change can be accounted for."""
+
+
+def _watch_done(watch: CommitWatch) -> Callable[[asyncio.Future[dict[str, Any]]], None]:
+    def done(future: asyncio.Future[dict[str, Any]]) -> None:
+        if not future.cancelled() and future.exception() is None:
+            watch(future.result())
+
+    return done
+
+
 @dataclass
 class _Outcome:
     upserted: list[Id] = field(default_factory=list)
     patched: list[Id] = field(default_factory=list)
     deleted: list[Id] = field(default_factory=list)
     rows_remaining: bool = False
+    documents: int | None = None
+    """A truncate: the documents the namespace held (None when its data could not be read)."""
 
 
 def copying(settings: dict[str, Any]) -> bool:
@@ -120,6 +140,16 @@ class _Resolver:
 
     def exists(self) -> bool:
         return self.schema.id_type is not None
+
+    def _documents(self) -> int | None:
+        """The documents of the snapshot (writes of the same group before this one not counted);
+        None when its data cannot be read: a damaged namespace can still be deleted."""
+        if not self.exists():
+            return 0
+        try:
+            return int(self.snap.source().num_docs)
+        except LagoonError:
+            return None
 
     # -- evaluation helpers ----------------------------------------------------------------------
 
@@ -181,11 +211,12 @@ class _Resolver:
                 "to abandon the copy)"
             )
         if op.kind == "truncate":
+            documents = self._documents()
             self.overlay.clear()
             self.truncate = True
             self.schema = Schema()
             self.settings = {}
-            return _Outcome()
+            return _Outcome(documents=documents)
         if op.kind == "settings":
             if not self.exists():
                 raise NotFound("namespace not found")
@@ -346,6 +377,9 @@ class Committer:
         self.attempts = 0
 
     async def submit(self, op: Op) -> dict[str, Any]:
+        watch = COMMIT_WATCH.get()
+        if watch is not None:
+            op.future.add_done_callback(_watch_done(watch))
         self._queue.append(op)
         if self._task is None or self._task.done():
             self._task = asyncio.create_task(self._run())
@@ -385,7 +419,7 @@ class Committer:
         try:
             await self._commit(group)
         except BaseException as e:  # the node "crashed" (failpoint) or a bug: fail the group
-            err = e if isinstance(e, LagoonError) else Unavailable(f"commit failed: {e!r}")
+            err = e if isinstance(e, LagoonError) else Unavailable("commit failed; retry", detail=repr(e))
             for op in group:
                 if not op.future.done():
                     op.future.set_exception(err)
@@ -469,7 +503,9 @@ class Committer:
             for op, outcome in live:
                 op.future.set_result(self._response(op, outcome, seq))
             return
-        err = Conflict(f"could not commit to {state.keys.root} after {MAX_COMMIT_ATTEMPTS} attempts")
+        err = Conflict(
+            f"could not commit to namespace '{state.keys.namespace}' after {MAX_COMMIT_ATTEMPTS} attempts"
+        )
         for op in group:
             if not op.future.done():
                 op.future.set_exception(err)
@@ -501,7 +537,7 @@ class Committer:
             return "committed" if await self._holds(key, data) else "lost"
         except StorageError as e:
             if not e.transient:
-                raise translate(e, f"writing {key}") from e
+                raise translate(e, f"committing to namespace '{self.state.keys.namespace}'") from e
         # Ambiguous: settle what the slot holds.
         try:
             if await self._holds(key, data):
@@ -510,7 +546,7 @@ class Committer:
         except ObjectNotFound:
             pass
         except StorageError as e:
-            raise translate(e, f"writing {key}") from e
+            raise translate(e, f"committing to namespace '{self.state.keys.namespace}'") from e
         fence = encode_entry(
             WalEntry(
                 seq=seq,
@@ -526,7 +562,7 @@ class Committer:
         except AlreadyExists:
             fenced = False
         except StorageError as e:
-            raise translate(e, f"writing {key}") from e
+            raise translate(e, f"committing to namespace '{self.state.keys.namespace}'") from e
         if not fenced and await self._holds(key, data):
             return "committed"
         return "lost"  # the slot holds the fence or another writer's entry: retry after refresh
@@ -550,6 +586,8 @@ class Committer:
             "billing": {"billable_logical_bytes_written": req.logical_bytes if req else 0},
             "version": version,
         }
+        if op.kind == "truncate" and outcome.documents is not None:
+            body["rows_deleted"] = outcome.documents
         if op.kind != "write" or req is None:
             return body
         if req.upserts:

@@ -103,6 +103,7 @@ def create_app(
         queries=QueryLimiter(settings.server.max_concurrent_queries, query_queue_wait_secs),
         rates=RateLimiter(settings.limits),
         audit=AuditLog(settings.observability.audit_log),
+        redact=ServerState.redactor_for(settings),
     )
     make_engine = engine_factory or _default_engine
 

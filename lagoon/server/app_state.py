@@ -17,6 +17,7 @@ from lagoon.auth import KeyStore
 from lagoon.config import Settings
 from lagoon.errors import Unavailable
 from lagoon.server.audit import AuditLog
+from lagoon.server.errors import Redactor
 from lagoon.server.limits import QueryLimiter, RateLimiter
 from lagoon.server.metrics import ServerMetrics
 from lagoon.storage.base import ObjectStore
@@ -73,6 +74,23 @@ class ServerState:
     draining: bool = False
     """Set when the stop signal arrives: mutations arriving later get 503, /readyz turns 503."""
     background: set[asyncio.Task[Any]] = field(default_factory=set)
+    redact: Redactor = field(default_factory=Redactor)
+    """Applied to every 5xx message a client gets (``lagoon.server.errors``)."""
+
+    @staticmethod
+    def redactor_for(settings: Settings) -> Redactor:
+        """This deployment's storage names: bucket, endpoint, local folders, file paths."""
+        st = settings.storage
+        return Redactor(
+            [
+                st.bucket,
+                st.endpoint,
+                st.root,
+                settings.cache.dir,
+                settings.auth.keys_file,
+                settings.observability.audit_log,
+            ]
+        )
 
     def engine(self) -> Engine:
         if self.db is None:

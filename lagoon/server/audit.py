@@ -1,5 +1,11 @@
 """The audit log: one JSON line per namespace change, write, and auth denial.
 
+Every committed change is recorded, whatever its client was answered: ``MutationAudit`` around a
+mutation records its answer (status 200 and the counts) when it succeeds; when it does not (the
+deadline passed, the client went away, a step after the commit failed), each commit that landed
+for it — also one that lands later — is recorded with ``"acknowledged": false`` and the status the
+client got (``engine/writer.py: COMMIT_WATCH`` reports the commits).
+
 ``observability.audit_log`` names an append-only JSONL file; empty turns auditing off. A line is
 ``{"ts", "request_id", "key_id", "org", "action", "namespace", "status", ...counts}``: who (key id,
 never the key), what, when, where, and how many documents. Lines are appended with one ``write``
@@ -11,15 +17,19 @@ full) is logged as an error and never fails the request whose change is already 
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import logging
 import os
 import threading
+from collections.abc import Callable
+from types import TracebackType
 from typing import IO, Any
 
 import orjson
 
-from lagoon.errors import InvalidRequest
+from lagoon.engine.writer import COMMIT_WATCH
+from lagoon.errors import InvalidRequest, LagoonError
 
 log = logging.getLogger("lagoon.server.audit")
 
@@ -73,4 +83,48 @@ class AuditLog:
                 )
 
 
-__all__ = ["AUDITED_COUNTS", "AuditLog"]
+def counts(result: Any) -> dict[str, Any]:
+    """The audited document counts of an engine result."""
+    return {k: result.get(k) for k in AUDITED_COUNTS} if isinstance(result, dict) else {}
+
+
+class MutationAudit:
+    """Audits one mutation request (see the module docstring). ``record(status, result, **extra)``
+    writes one line; use as a context manager around the engine call, then call ``answered``."""
+
+    def __init__(self, record: Callable[..., None]) -> None:
+        self._record = record
+        self._landed: list[dict[str, Any]] = []
+        self._failed_status = 0
+        self._token: Any = None
+
+    def __enter__(self) -> MutationAudit:
+        self._token = COMMIT_WATCH.set(self._committed)
+        return self
+
+    def __exit__(
+        self, typ: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        COMMIT_WATCH.reset(self._token)
+        if exc is None:
+            return
+        if isinstance(exc, LagoonError):
+            self._failed_status = exc.status
+        else:
+            self._failed_status = 499 if isinstance(exc, asyncio.CancelledError) else 500
+        for result in self._landed:
+            self._record(self._failed_status, result, acknowledged=False)
+        self._landed.clear()
+
+    def _committed(self, result: dict[str, Any]) -> None:
+        if self._failed_status:  # landed after the client was answered
+            self._record(self._failed_status, result, acknowledged=False)
+        else:
+            self._landed.append(result)
+
+    def answered(self, result: Any, **extra: Any) -> None:
+        self._landed.clear()
+        self._record(200, result, **extra)
+
+
+__all__ = ["AUDITED_COUNTS", "AuditLog", "MutationAudit", "counts"]

@@ -12,12 +12,17 @@ with the status of the ``lagoon.errors`` class that was raised. Rules:
   status with our body.
 - Anything else is a bug: 500 with the request id and nothing more in the body; the traceback goes
   to the log (the caller logs it; this module never logs).
+- A client never sees where or how the data is stored: a 5xx message passes through ``Redactor``,
+  which replaces URLs, filesystem paths, object keys (anything shaped ``a/b/c``) and the configured
+  bucket, endpoint and local paths with ``<redacted>``. The full text and the error's ``detail``
+  go to the request's log line (``internal_text``), under its request id.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+import re
+from collections.abc import Iterable, Mapping
 
 import orjson
 from starlette.exceptions import HTTPException
@@ -31,6 +36,38 @@ JSON = "application/json"
 def error_body(message: str) -> bytes:
     """turbopuffer's error body."""
     return orjson.dumps({"status": "error", "error": message})
+
+
+_URL = re.compile(r"\b[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"<>]+")
+_PATH = re.compile(r"(?<![\w.~-])/(?:[^\s/'\"<>]+/)+[^\s'\"<>,;)]*")
+_OBJECT_KEY = re.compile(r"(?<![\w/.-])[\w.=-]+(?:/[\w.=-]*){2,}")
+REDACTED = "<redacted>"
+
+
+class Redactor:
+    """Takes storage locations out of a client-facing message (see the module docstring).
+
+    ``names`` are this deployment's own: bucket, endpoint, local folders, file paths."""
+
+    def __init__(self, names: Iterable[str] = ()) -> None:
+        words = sorted({n for n in names if len(n) >= 3}, key=len, reverse=True)
+        self._names = (
+            re.compile("|".join(rf"(?<![\w-]){re.escape(w)}(?![\w-])" for w in words)) if words else None
+        )
+
+    def __call__(self, message: str) -> str:
+        out = _URL.sub(REDACTED, message)
+        if self._names is not None:
+            out = self._names.sub(REDACTED, out)
+        out = _PATH.sub(REDACTED, out)
+        return _OBJECT_KEY.sub(REDACTED, out)
+
+
+def internal_text(exc: BaseException) -> str:
+    """The whole story of ``exc`` for the log: its message and, for a LagoonError, its detail."""
+    text = f"{type(exc).__name__}: {exc}"
+    detail = getattr(exc, "detail", "")
+    return f"{text} [{detail}]" if detail else text
 
 
 def retry_headers(seconds: float) -> dict[str, str]:
@@ -83,4 +120,14 @@ def response_for(exc: BaseException, request_id: str) -> Response:
     return error_response(status, message, headers)
 
 
-__all__ = ["JSON", "classify", "error_body", "error_response", "response_for", "retry_headers"]
+__all__ = [
+    "JSON",
+    "REDACTED",
+    "Redactor",
+    "classify",
+    "error_body",
+    "error_response",
+    "internal_text",
+    "response_for",
+    "retry_headers",
+]

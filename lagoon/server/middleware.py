@@ -38,7 +38,7 @@ from lagoon.errors import LagoonError, Unavailable
 from lagoon.index.cancel import Budget
 from lagoon.logs import log_event
 from lagoon.server.body import BodyDecoder, too_large
-from lagoon.server.errors import classify, error_response
+from lagoon.server.errors import classify, error_response, internal_text
 
 if TYPE_CHECKING:
     from lagoon.server.app_state import ServerState
@@ -165,6 +165,9 @@ class LagoonMiddleware:
             status, message, extra, is_bug = classify(exc, ctx.request_id)
             if is_bug:
                 bug = exc
+            if status >= 500:  # the log gets the whole story; the client no storage locations
+                ctx.fields["error"] = internal_text(exc)
+                message = state.redact(message)
             if status == 413:
                 extra["connection"] = "close"  # the rest of the body is never read
             if not started_response:

@@ -17,6 +17,7 @@ are ignored.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from typing import Any
 
@@ -31,8 +32,9 @@ from lagoon.engine.health import probe_store
 from lagoon.errors import Forbidden, InvalidRequest, LagoonError, Unauthorized, Unavailable
 from lagoon.format.keys import check_namespace
 from lagoon.index.cancel import Budget, budget_scope
+from lagoon.logs import log_event
 from lagoon.server.app_state import ServerState
-from lagoon.server.audit import AUDITED_COUNTS
+from lagoon.server.audit import MutationAudit, counts
 from lagoon.server.body import parse_json_object
 from lagoon.server.errors import JSON, error_body
 from lagoon.server.metrics import CONTENT_TYPE, query_kind
@@ -41,6 +43,7 @@ from lagoon.server.openapi import openapi_json
 from lagoon.server.recall import evaluate_recall
 
 READY_TIMEOUT_SECS = 2.0
+readiness_log = logging.getLogger("lagoon.server.readiness")
 _JSON_OPTS = orjson.OPT_SERIALIZE_NUMPY
 
 
@@ -166,24 +169,27 @@ def has_drops(schema: Any) -> bool:
     )
 
 
-def audit_change(
-    request: Request, action: str, principal: Principal, result: Any = None, **extra: Any
-) -> None:
-    state = server_state(request)
-    if not state.audit.enabled:
-        return
-    ctx = context(request)
-    counts = {k: result.get(k) for k in AUDITED_COUNTS} if isinstance(result, dict) else {}
-    state.audit.record(
-        action,
-        request_id=ctx.request_id,
-        key_id=principal.key_id or None,
-        org=principal.org,
-        namespace=ctx.namespace,
-        status=200,
-        **counts,
-        **extra,
-    )
+def audited(request: Request, action: str, principal: Principal, **extra: Any) -> MutationAudit:
+    """The audit of one mutation request (``server/audit.py``: every committed change is
+    recorded, whatever the client is answered)."""
+    state, ctx = server_state(request), context(request)
+
+    def record(status: int, result: Any, **more: Any) -> None:
+        if not state.audit.enabled:
+            return
+        state.audit.record(
+            action,
+            request_id=ctx.request_id,
+            key_id=principal.key_id or None,
+            org=principal.org,
+            namespace=ctx.namespace,
+            status=status,
+            **counts(result),
+            **extra,
+            **more,
+        )
+
+    return MutationAudit(record)
 
 
 # --- namespaces: data ------------------------------------------------------------------------
@@ -200,12 +206,13 @@ async def write(request: Request) -> Response:
     state.rates.check_write_bytes(principal.key_id or principal.org, size)
     db = state.engine()
     call = db.write(ns, body, org=principal.org, offload=size > OFFLOAD_WRITE_BYTES)
-    result = await run_with_deadline(ctx, call, mutation=True)
-    ctx.fields["rows_affected"] = result.get("rows_affected")
     action = (
         "copy_namespace" if body.get("copy_from_namespace") or body.get("branch_from_namespace") else "write"
     )
-    audit_change(request, action, principal, result)
+    with audited(request, action, principal) as audit:
+        result = await run_with_deadline(ctx, call, mutation=True)
+    audit.answered(result)
+    ctx.fields["rows_affected"] = result.get("rows_affected")
     return json_response(with_server_timing(request, result))
 
 
@@ -248,9 +255,10 @@ async def delete_namespace(request: Request) -> Response:
     ns = namespace_param(request)
     state.check_accepting_writes(ctx.arrived_draining)
     db = state.engine()
-    result = await run_with_deadline(ctx, db.delete_namespace(ns, org=principal.org), mutation=True)
-    audit_change(request, "delete_namespace", principal)
-    return json_response(result)
+    with audited(request, "delete_namespace", principal) as audit:
+        result = await run_with_deadline(ctx, db.delete_namespace(ns, org=principal.org), mutation=True)
+    audit.answered(result)
+    return json_response({"status": result.get("status", "OK")})  # turbopuffer's body: no counts
 
 
 async def branch(request: Request) -> Response:
@@ -272,8 +280,9 @@ async def branch(request: Request) -> Response:
     state.check_accepting_writes(ctx.arrived_draining)
     db = state.engine()
     call = db.branch(ns, source, at_version=at_version, org=principal.org)
-    result = await run_with_deadline(ctx, call, mutation=True)
-    audit_change(request, "branch_namespace", principal, result, source_namespace=source)
+    with audited(request, "branch_namespace", principal, source_namespace=source) as audit:
+        result = await run_with_deadline(ctx, call, mutation=True)
+    audit.answered(result)
     return json_response(with_server_timing(request, result))
 
 
@@ -286,8 +295,9 @@ async def start_copy_from(request: Request) -> Response:
     body, _ = await json_object(request)
     state.check_accepting_writes(ctx.arrived_draining)
     db = state.engine()
-    result = await run_with_deadline(ctx, db.start_copy(ns, body, org=principal.org), mutation=True)
-    audit_change(request, "start_copy", principal, source_namespace=body.get("source_namespace"), **result)
+    with audited(request, "start_copy", principal, source_namespace=body.get("source_namespace")) as audit:
+        result = await run_with_deadline(ctx, db.start_copy(ns, body, org=principal.org), mutation=True)
+    audit.answered(None, **result)
     return json_response(result)
 
 
@@ -319,8 +329,9 @@ async def update_metadata(request: Request) -> Response:
     body, _ = await json_object(request)
     state.check_accepting_writes(ctx.arrived_draining)
     db = state.engine()
-    result = await run_with_deadline(ctx, db.update_metadata(ns, body, org=principal.org), mutation=True)
-    audit_change(request, "update_metadata", principal, changes=sorted(body))
+    with audited(request, "update_metadata", principal, changes=sorted(body)) as audit:
+        result = await run_with_deadline(ctx, db.update_metadata(ns, body, org=principal.org), mutation=True)
+    audit.answered(None)
     return json_response(result)
 
 
@@ -341,8 +352,9 @@ async def update_schema(request: Request) -> Response:
         require(request, principal, "admin", "dropping attributes", namespace=ns)
     state.check_accepting_writes(ctx.arrived_draining)
     db = state.engine()
-    result = await run_with_deadline(ctx, db.update_schema(ns, body, org=principal.org), mutation=True)
-    audit_change(request, "update_schema", principal, attributes=sorted(body))
+    with audited(request, "update_schema", principal, attributes=sorted(body)) as audit:
+        result = await run_with_deadline(ctx, db.update_schema(ns, body, org=principal.org), mutation=True)
+    audit.answered(None)
     return json_response(result)
 
 
@@ -411,23 +423,57 @@ async def healthz(request: Request) -> Response:
 async def readyz(request: Request) -> Response:
     """Readiness: the engine is open, the server is not draining, the keys file (if any) is
     readable, and the object store takes a write and reads it back (``engine/health.py``: a
-    missing bucket, refused credentials, a read-only bucket and an unreachable store all fail)."""
+    missing bucket, refused credentials, a read-only bucket and an unreachable store all fail).
+
+    Not ready: the body gives a coarse reason (starting, shutting down, object store unavailable,
+    API keys unavailable); a caller with a valid API key — any caller when auth is off, where every
+    caller may do everything — gets the cause (missing bucket, refused credentials, ...); the log
+    line gets the store's own text (URL, bucket, path)."""
     state = server_state(request)
-    problem = ""
+    coarse, problem, detail = await _readiness(state)
+    if not coarse:
+        return json_response({"status": "ready"})
+    log_event(
+        readiness_log,
+        "not ready",
+        level=logging.WARNING,
+        request_id=context(request).request_id,
+        reason=problem,
+        detail=detail or None,
+    )
+    shown = f"{coarse} ({problem})" if problem != coarse and _may_see_cause(request) else coarse
+    return Response(error_body(f"not ready: {shown}"), status_code=503, media_type=JSON)
+
+
+async def _readiness(state: ServerState) -> tuple[str, str, str]:
+    """``(coarse reason, cause, detail)``; all empty when ready."""
     if state.draining:
-        problem = "the server is shutting down"
-    elif state.db is None or state.store is None:
-        problem = "the server is starting"
-    else:
+        return "the server is shutting down", "the server is shutting down", ""
+    if state.db is None or state.store is None:
+        return "the server is starting", "the server is starting", ""
+    if state.keys is not None:
         try:
-            if state.keys is not None:
-                state.keys.keys()
-            await probe_store(state.store, timeout_secs=READY_TIMEOUT_SECS)
+            state.keys.keys()
         except Unavailable as e:
-            problem = str(e) or type(e).__name__
-    if problem:
-        return Response(error_body(f"not ready: {problem}"), status_code=503, media_type=JSON)
-    return json_response({"status": "ready"})
+            return "API keys unavailable", e.message, e.detail
+    try:
+        await probe_store(state.store, timeout_secs=READY_TIMEOUT_SECS)
+    except Unavailable as e:
+        return "object store unavailable", e.message, e.detail
+    return "", "", ""
+
+
+def _may_see_cause(request: Request) -> bool:
+    keys, header = server_state(request).keys, request.headers.get("authorization")
+    if keys is None:
+        return True
+    if not header:
+        return False
+    try:
+        keys.authenticate(header)
+    except LagoonError:
+        return False
+    return True
 
 
 async def metrics(request: Request) -> Response:

@@ -181,7 +181,7 @@ async def test_namespace_lifecycle() -> None:
     await db.write("ns", {"upsert_rows": [{"id": 1, "a": "x"}]})
     meta = await db.metadata("ns")
     assert meta["approx_row_count"] == 1 and meta["index"]["status"] == "updating"
-    assert (await db.delete_namespace("ns")) == {"status": "OK"}
+    assert (await db.delete_namespace("ns")) == {"status": "OK", "rows_deleted": 1}
     with pytest.raises(NotFound):
         await db.query("ns", {"rank_by": ["id", "asc"], "top_k": 10})
     other = db_on(store, "n2")

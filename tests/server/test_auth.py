@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -13,6 +15,7 @@ from starlette.testclient import TestClient
 
 from lagoon.auth import create_key, revoke_key
 from lagoon.logs import JsonFormatter
+from lagoon.storage.memory import MemoryStore
 
 from .conftest import assert_error, memory_settings
 
@@ -151,6 +154,7 @@ def test_audit_log_records_changes_and_denials(authed: TestClient, keys: Keys, t
         ("denied", 401),
         ("delete_namespace", 200),
     ]
+    assert lines[3]["rows_deleted"] == 2  # the documents the deleted namespace held
     write = lines[0]
     assert write["key_id"] == keys.keys["acme-writer"].split("_")[1]
     assert write["org"] == "acme" and write["namespace"] == "ns" and write["rows_upserted"] == 2
@@ -187,3 +191,45 @@ def test_bad_keys_file_fails_at_creation(tmp_path: Path) -> None:
     (tmp_path / "keys.toml").write_text("not toml [")
     with pytest.raises(KeysFileError):
         create_app(memory_settings(auth={"keys_file": str(tmp_path / "keys.toml")}))
+
+
+class SlowWalStore(MemoryStore):
+    """Every WAL write takes ``delay`` seconds (a slow store); everything else is immediate."""
+
+    delay = 0.0
+
+    async def put(self, key: str, data: bytes, mode: Any = "overwrite") -> Any:
+        if "/wal/" in key and self.delay:
+            await asyncio.sleep(self.delay)
+        return await super().put(key, data, mode)
+
+
+def test_a_commit_that_lands_after_the_deadline_is_audited(
+    make_client: MakeClient, keys: Keys, tmp_path: Path
+) -> None:
+    """The client got 503 (not acknowledged), the commit landed anyway: the audit log has it."""
+    store = SlowWalStore()
+    settings = memory_settings(
+        auth={"keys_file": str(keys.path)},
+        observability={"audit_log": str(tmp_path / "audit.jsonl")},
+        server={"request_timeout_secs": 0.5},
+    )
+    client = make_client(settings, store=store)
+    h = keys.headers("acme-admin")
+    assert client.post("/v2/namespaces/ns", json={"upsert_rows": [{"id": 1}]}, headers=h).status_code == 200
+    store.delay = 1.5
+    r = client.post("/v2/namespaces/ns", json={"upsert_rows": [{"id": 2}, {"id": 3}]}, headers=h)
+    assert r.status_code == 503, r.text
+    rid = r.headers["x-request-id"]
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and not any(x["request_id"] == rid for x in audit_lines(tmp_path)):
+        time.sleep(0.1)
+    store.delay = 0.0
+    late = [x for x in audit_lines(tmp_path) if x["request_id"] == rid]
+    assert len(late) == 1, audit_lines(tmp_path)
+    assert late[0]["action"] == "write" and late[0]["status"] == 503 and late[0]["acknowledged"] is False
+    assert late[0]["rows_upserted"] == 2 and late[0]["org"] == "acme"
+    q = client.post("/v2/namespaces/ns/query", json={"aggregate_by": {"c": ["Count"]}}, headers=h)
+    assert q.json()["aggregations"]["c"] == 3  # it is committed
+    client.delete("/v2/namespaces/ns", headers=h)
+    assert audit_lines(tmp_path)[-1]["rows_deleted"] == 3
