@@ -12,6 +12,7 @@ import click
 from lagoon.cli.common import config_option, set_option
 from lagoon.cli.support import command_settings, namespace_option, org_option, run_errors
 from lagoon.engine.ops import defaults
+from lagoon.errors import DataCorruption
 
 if TYPE_CHECKING:
     from lagoon.engine.database import Database
@@ -29,10 +30,22 @@ if TYPE_CHECKING:
     show_default=True,
     help="Documents fetched per query page (bounds memory).",
 )
+@click.option(
+    "--salvage",
+    is_flag=True,
+    help="Export what is readable from a damaged namespace and list what was skipped "
+    "(without it, a damaged namespace is refused).",
+)
 @config_option
 @set_option
 def command(
-    namespace: str, out: str, org: str, page_size: int, config_file: str | None, assignments: tuple[str, ...]
+    namespace: str,
+    out: str,
+    org: str,
+    page_size: int,
+    salvage: bool,
+    config_file: str | None,
+    assignments: tuple[str, ...],
 ) -> None:
     """Export a namespace's schema and live documents as JSON lines (a backup `lagoon import` reads)."""
     from lagoon.cli.progress import TransferProgress
@@ -42,9 +55,14 @@ def command(
     settings = command_settings(config_file, assignments)
 
     async def run(db: Database) -> ExportStats:
-        total = (await db.metadata(namespace, org=org))["approx_row_count"]
+        try:
+            total = (await db.metadata(namespace, org=org))["approx_row_count"]
+        except DataCorruption:
+            total = None  # the count needs the damaged part; the export says what to do
         with TransferProgress(f"export {namespace}", total_documents=total) as bar:
-            return await export_to_path(db, namespace, out, org=org, page_size=page_size, progress=bar.update)
+            return await export_to_path(
+                db, namespace, out, org=org, page_size=page_size, progress=bar.update, salvage=salvage
+            )
 
     try:
         with run_errors("export"):
@@ -53,6 +71,8 @@ def command(
         click.echo("Interrupted: no export file was written (run the export again).", err=True)
         raise click.exceptions.Exit(130) from None
     where = "stdout" if out == "-" else out
+    for what in stats.skipped:
+        click.echo(f"Skipped (damaged): {what}", err=True)
     click.echo(
         f"Exported {stats.documents} documents of {org}/{namespace} to {where} ({stats.bytes} bytes).",
         err=True,

@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import datetime as dt
 import os
 import re
@@ -48,9 +49,12 @@ import orjson
 
 from lagoon.engine.database import Database
 from lagoon.engine.ops import defaults
-from lagoon.errors import InvalidRequest, LagoonError, NotFound
+from lagoon.engine.state import DamagedSegment
+from lagoon.engine.tail import Snapshot
+from lagoon.errors import DataCorruption, InvalidRequest, LagoonError, NotFound
 from lagoon.format.keys import DEFAULT_ORG, check_namespace
-from lagoon.wire.query import MAX_TOP_K
+from lagoon.query.execute import execute_query
+from lagoon.wire.query import MAX_TOP_K, parse_request
 
 EXPORT_FORMAT = 1
 HEADER_KEY = "lagoon_export"
@@ -78,6 +82,7 @@ def _dumps(value: Any) -> bytes:
 
 
 Progress = Callable[[int, int], None]
+PageReader = Callable[[dict[str, Any]], Awaitable[list[dict[str, Any]]]]
 """``progress(documents, bytes)``: called after each page exported or batch imported, with the
 totals so far (bytes: of the file written or read)."""
 
@@ -91,6 +96,47 @@ class ExportStats:
     documents: int = 0
     pages: int = 0
     bytes: int = 0
+    skipped: list[str] = field(default_factory=list)  # --salvage: the damage left out
+
+
+def _damage(snap: Snapshot) -> list[str]:
+    """What of ``snap`` cannot be read: damaged segments (with the WAL seqs they cover) and the
+    damaged WAL entries the node already folds as empty."""
+    out = [
+        f"{seg.problem} (its documents, from WAL seqs {seg.ref.seq_from}..{seg.ref.seq_to}, are "
+        "missing; older versions of them, if any segment holds one, may appear instead)"
+        for seg in snap.segments
+        if isinstance(seg, DamagedSegment)
+    ]
+    return out + list(snap.damage)
+
+
+def _readable(snap: Snapshot) -> Snapshot:
+    """``snap`` without its damaged segments (a salvage reads the rest)."""
+    kept = tuple(seg for seg in snap.segments if not isinstance(seg, DamagedSegment))
+    return dataclasses.replace(snap, segments=kept, _source=None)
+
+
+def _page_reader(db: Database, namespace: str, org: str, snap: Snapshot | None) -> PageReader:
+    """Reads one page of rows: by ``Database.query`` (strong, one read per page), or, for a
+    salvage, from the readable part of one snapshot."""
+
+    async def by_query(body: dict[str, Any]) -> list[dict[str, Any]]:
+        rows: list[dict[str, Any]] = (await db.query(namespace, body, org=org))["rows"]
+        return rows
+
+    if snap is None:
+        return by_query
+    src = snap.source()
+
+    async def salvaged(body: dict[str, Any]) -> list[dict[str, Any]]:
+        def work() -> list[dict[str, Any]]:
+            rows: list[dict[str, Any]] = execute_query(parse_request(body, snap.schema), src)["rows"]
+            return rows
+
+        return await asyncio.to_thread(work)
+
+    return salvaged
 
 
 def _export_row(row: dict[str, Any]) -> dict[str, Any]:
@@ -106,16 +152,28 @@ async def export_namespace(
     org: str = DEFAULT_ORG,
     page_size: int = DEFAULT_PAGE_SIZE,
     progress: Progress | None = None,
+    salvage: bool = False,
 ) -> ExportStats:
     """Write the header, every live document and the end marker of ``namespace`` to ``out``.
 
-    Raises NotFound if the namespace does not exist.
+    Raises NotFound if the namespace does not exist, and DataCorruption if part of it is
+    damaged, unless ``salvage``: then what is readable is exported from one snapshot, and what
+    was skipped is listed in ``ExportStats.skipped`` and in the end marker.
     """
     if not 1 <= page_size <= MAX_TOP_K:
         raise InvalidRequest(f"page size: expected 1..{MAX_TOP_K}, got {page_size}")
     check_namespace(namespace)
     snap = await db.snapshot(org, namespace, strong=True)
-    schema = await db.get_schema(namespace, org=org)
+    damage = _damage(snap)
+    if damage and not salvage:
+        raise DataCorruption(
+            f"{org}/{namespace} is damaged: {damage[0]}"
+            + (f" (and {len(damage) - 1} more)" if len(damage) > 1 else "")
+            + "; `lagoon export --salvage` exports what is readable and lists what it skips, "
+            "or run `lagoon repair` first"
+        )
+    read_page = _page_reader(db, namespace, org, _readable(snap) if salvage else None)
+    schema = snap.schema.to_json()
     header = {
         HEADER_KEY: EXPORT_FORMAT,
         "namespace": namespace,
@@ -125,7 +183,9 @@ async def export_namespace(
         "exported_at": dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
         "lagoon_version": _version(),
     }
-    stats = ExportStats(namespace)
+    if salvage:
+        header["salvage"] = True
+    stats = ExportStats(namespace, skipped=damage)
 
     def emit(value: Any) -> None:
         data = _dumps(value)
@@ -138,7 +198,7 @@ async def export_namespace(
         body: dict[str, Any] = {"rank_by": ["id", "asc"], "top_k": page_size, "include_attributes": True}
         if last is not None:
             body["filters"] = ["id", "Gt", last]
-        rows = (await db.query(namespace, body, org=org))["rows"]
+        rows = await read_page(body)
         stats.pages += 1
         for row in rows:
             emit(_export_row(row))
@@ -148,7 +208,10 @@ async def export_namespace(
         if len(rows) < page_size:
             break
         last = rows[-1]["id"]
-    emit({END_KEY: EXPORT_FORMAT, "documents": stats.documents})
+    end: dict[str, Any] = {END_KEY: EXPORT_FORMAT, "documents": stats.documents}
+    if salvage:
+        end["skipped"] = damage
+    emit(end)
     return stats
 
 
@@ -160,19 +223,22 @@ async def export_to_path(
     org: str = DEFAULT_ORG,
     page_size: int = DEFAULT_PAGE_SIZE,
     progress: Progress | None = None,
+    salvage: bool = False,
 ) -> ExportStats:
     """``export_namespace`` into ``path`` (``-`` = stdout). A file is written as ``<path>.partial``
     and renamed at the end, so an interrupted export never leaves a file that looks complete."""
     if path == STDIO:
         stats = await export_namespace(
-            db, namespace, sys.stdout.buffer, org=org, page_size=page_size, progress=progress
+            db, namespace, sys.stdout.buffer, org=org, page_size=page_size, progress=progress, salvage=salvage
         )
         sys.stdout.buffer.flush()
         return stats
     partial = path + ".partial"
     try:
         with open(partial, "wb") as f:
-            stats = await export_namespace(db, namespace, f, org=org, page_size=page_size, progress=progress)
+            stats = await export_namespace(
+                db, namespace, f, org=org, page_size=page_size, progress=progress, salvage=salvage
+            )
             f.flush()
             os.fsync(f.fileno())
         os.replace(partial, path)
