@@ -83,9 +83,8 @@ def encode_docs(table: pa.Table, schema: Schema) -> tuple[bytes, dict[str, Any]]
     keys = table.select(list(KEY_COLUMNS)).combine_chunks()
     attrs = table.drop_columns(list(KEY_COLUMNS)).combine_chunks()
     keys_ipc, _ = _ipc_stream(keys, max(n, 1), COMPRESSION)
-    region, ends = _ipc_stream(attrs, BATCH_ROWS, COMPRESSION)
-    if attrs.num_columns == 0:
-        ends = ends[:1]  # no attribute columns: no batches
+    # no attribute columns: no batches (the region is the schema and the end-of-stream marker)
+    region, ends = _ipc_stream(attrs if attrs.num_columns else attrs.schema, BATCH_ROWS, COMPRESSION)
     w = SectionWriter()
     w.add_bytes("keys", keys_ipc)
     w.add_bytes("schema", region[: ends[0]])
@@ -198,6 +197,8 @@ class DocsStore:
         """Stored attribute columns ``names`` at ``rows`` (any order, repeats allowed)."""
         rows = np.asarray(rows, dtype=np.int64)
         whole = self._attrs
+        if not names:  # ids only: nothing to fetch
+            return []
         if whole is not None:
             table, local = whole, rows
         elif not rows.size:
@@ -313,7 +314,7 @@ def open_docs(
     start, end = layout.region
     region = pa.py_buffer(data)[start:end]
     attrs = _read_ipc(lambda: pa.ipc.open_stream(region).read_all(), what)
-    if attrs.schema != layout.schema or attrs.num_rows != (rows if layout.starts.size else 0):
+    if attrs.schema != layout.schema or (attrs.num_columns and attrs.num_rows != rows):
         raise DataCorruption(f"{what}: the batches do not match the head's schema and row count")
     attrs = attrs.combine_chunks()  # decoded anyway: one chunk per column, so takes are O(rows taken)
     return DocsStore(what, keys, attrs, layout)

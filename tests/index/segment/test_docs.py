@@ -179,3 +179,13 @@ def test_gather_over_many_chunks_equals_take() -> None:
     col = pa.chunked_array([values.slice(s, 333) for s in range(0, 5000, 333)])
     for rows in (rng.integers(0, 5000, 40), np.array([4999, 0, 0, 333, 332]), np.empty(0, np.int64)):
         assert _gather(col, rows).to_pylist() == values.take(pa.array(rows, pa.int64())).to_pylist()
+
+
+def test_a_file_without_attribute_columns() -> None:
+    """Only keys (a namespace of vectors alone): no batches; whole and head reads agree."""
+    table = docs_table(3000, seed=7).select(["id", "$seq", "$op"])
+    data, summary = encode_docs(table, SCHEMA)
+    assert summary["batches"] == 0
+    for store in (open_docs(data, what="docs", rows=3000), lazy(data, 3000)[0]):
+        assert store.keys.equals(table)  # type: ignore[attr-defined]
+        assert store.take(np.array([5, 1]), []) == []  # type: ignore[attr-defined]
