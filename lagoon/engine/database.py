@@ -32,7 +32,7 @@ from lagoon.engine.segment_io import SegmentIO, resolve_cache_dir
 from lagoon.engine.state import NamespaceState
 from lagoon.engine.tail import SegmentLike, Snapshot
 from lagoon.engine.writer import Committer, Op, copying
-from lagoon.errors import InvalidRequest, NotFound, TooManyRequests
+from lagoon.errors import DataCorruption, InvalidRequest, NotFound, TooManyRequests
 from lagoon.format.keys import (
     DEFAULT_ORG,
     NAMESPACE_RE,
@@ -76,6 +76,8 @@ class Database:
         self.settings = settings
         self.components = components or Components()
         self._handles: OrderedDict[tuple[str, str], NamespaceHandle] = OrderedDict()
+        # Namespaces whose data this node found unreadable at its last read: flagged in listings.
+        self._damaged: set[tuple[str, str]] = set()
         self._closed = False
         # the serving processes of one node commit a namespace in turn (engine/nodelock.py)
         self.turns: NodeCommitLocks | None = None
@@ -135,7 +137,12 @@ class Database:
     @at_boundary
     async def snapshot(self, org: str, namespace: str, *, strong: bool = True) -> Snapshot:
         state = self.handle(org, namespace).state
-        snap = await state.snapshot(strong=strong)
+        try:
+            snap = await state.snapshot(strong=strong)
+        except DataCorruption:
+            self._damaged.add((org, namespace))  # listing flags it (a later good read clears it)
+            raise
+        self._damaged.discard((org, namespace))
         if not snap.exists:
             raise NotFound(f"namespace '{namespace}' was not found")
         pinned = bool(snap.settings.get("pinning"))
@@ -576,10 +583,17 @@ class Database:
         if names is None:
             return await self._list_by_folders(org, prefix, cursor, page_size)
         page = names[:page_size]
-        out: dict[str, Any] = {"namespaces": [{"id": n} for n in page]}
+        out: dict[str, Any] = {"namespaces": [self._entry(org, n) for n in page]}
         if len(names) > page_size:
             out["next_cursor"] = page[-1]
         return out
+
+    def _entry(self, org: str, name: str, damaged: bool = False) -> dict[str, Any]:
+        """A listing entry: ``{"id"}``, plus ``"damaged": true`` for a namespace whose data could
+        not be read (it stays listed and deletable; `lagoon repair` fixes it)."""
+        if damaged or (org, name) in self._damaged:
+            return {"id": name, "damaged": True}
+        return {"id": name}
 
     async def _list_by_folders(
         self, org: str, prefix: str, cursor: str | None, page_size: int
@@ -593,13 +607,19 @@ class Database:
         names: list[str] = []
         sem = asyncio.Semaphore(_LIST_PARALLELISM)
 
+        damaged: set[str] = set()
+
         async def alive(name: str) -> bool:
             async with sem:
-                h = self._handles.get((org, name))
-                if h is not None:
-                    return await h.state.exists()
-                keys = NamespaceKeys.of(org, name)  # not kept: listing must not load namespaces
-                return await NamespaceState(keys, self.store, self.settings, self.components).exists()
+                try:
+                    h = self._handles.get((org, name))
+                    if h is not None:
+                        return await h.state.exists()
+                    keys = NamespaceKeys.of(org, name)  # not kept: listing must not load namespaces
+                    return await NamespaceState(keys, self.store, self.settings, self.components).exists()
+                except DataCorruption:  # one unreadable namespace must not fail the org's listing
+                    damaged.add(name)
+                    return True
 
         batch_size = max(page_size, 100)
         more = True
@@ -617,7 +637,7 @@ class Database:
             flags = await asyncio.gather(*(alive(c) for c in candidates))
             names += [c for c, ok in zip(candidates, flags, strict=True) if ok]
         page = names[:page_size]
-        out: dict[str, Any] = {"namespaces": [{"id": n} for n in page]}
+        out: dict[str, Any] = {"namespaces": [self._entry(org, n, n in damaged) for n in page]}
         if len(names) > page_size or (more and page):
             out["next_cursor"] = page[-1]
         return out

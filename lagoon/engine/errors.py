@@ -25,9 +25,10 @@ from collections.abc import Callable, Coroutine, Iterator
 from contextlib import contextmanager
 from typing import Any, ParamSpec, TypeVar
 
-from lagoon.errors import LagoonError, Unavailable
+from lagoon.errors import DataCorruption, LagoonError, Unavailable
 from lagoon.storage.base import StorageError
 
+REPAIR_HINT = "run `lagoon repair --dry-run` to see the plan, then `lagoon repair`"
 P = ParamSpec("P")
 R = TypeVar("R")
 
@@ -59,6 +60,11 @@ def at_boundary(fn: Callable[P, Coroutine[Any, Any, R]]) -> Callable[P, Coroutin
             return await fn(*args, **kwargs)
         except StorageError as e:
             raise translate(e, "") from e
+        except DataCorruption as e:
+            if "lagoon repair" not in e.message:
+                e.message = f"{e.message}; {REPAIR_HINT}"
+                e.args = (e.message,)
+            raise
 
     return wrapper
 

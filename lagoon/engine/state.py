@@ -30,7 +30,7 @@ from typing import Any
 from lagoon.config import Settings
 from lagoon.engine import manifest_store
 from lagoon.engine.components import Components
-from lagoon.engine.errors import translate
+from lagoon.engine.errors import REPAIR_HINT, translate
 from lagoon.engine.tail import SegmentLike, Snapshot, Tail
 from lagoon.errors import DataCorruption, Unavailable
 from lagoon.format.keys import NamespaceKeys, parse_wal_seq
@@ -44,7 +44,6 @@ _FETCH_PARALLELISM = 16
 WAL_SPECULATION = 4  # WAL entries a cold load GETs before its LIST answers
 log = logging.getLogger("lagoon.state")
 SegmentLoader = Callable[["NamespaceState", SegmentRef, Schema], Awaitable[SegmentLike]]
-REPAIR_HINT = "run `lagoon repair --dry-run` to see the plan, then `lagoon repair`"
 
 
 class DamagedSegment:

@@ -422,7 +422,11 @@ _LIST_RESULT = {
     "properties": {
         "namespaces": {
             "type": "array",
-            "items": {"type": "object", "properties": {"id": {"type": "string"}}, "required": ["id"]},
+            "items": {
+                "type": "object",
+                "properties": {"id": {"type": "string"}, "damaged": {"const": True}},
+                "required": ["id"],
+            },
         },
         "next_cursor": {"type": "string"},
     },
