@@ -256,6 +256,7 @@ async def run_with_deadline(
     mutation: bool = False,
     budget: Budget | None = None,
     receive: Receive | None = None,
+    late: str | None = None,
 ) -> T:
     """Await ``call`` until the request's deadline; past it, 503 (see the module docstring).
 
@@ -267,6 +268,7 @@ async def run_with_deadline(
     committed write is never answered with a retryable status. A mutation answered 503 was not
     acknowledged; it may still have been applied if its commit was already in flight (retrying
     it is safe: upserts, patches and deletes are idempotent and conditions are evaluated again).
+    ``late`` replaces what the 503 says became of the call (a copy goes on, for instance).
     """
     task: asyncio.Future[T] = asyncio.ensure_future(call)
     watch = asyncio.ensure_future(_disconnected(receive)) if receive is not None else None
@@ -293,7 +295,7 @@ async def run_with_deadline(
         return task.result()  # finished in time, or finished before the cancellation landed
     if gone:
         raise ClientDisconnected("the client closed the connection; the query was stopped")
-    what = "the write was not acknowledged" if mutation else "the request was cancelled"
+    what = late or ("the write was not acknowledged" if mutation else "the request was cancelled")
     raise Unavailable(
         f"request deadline of {ctx.timeout:g}s (server.request_timeout_secs) exceeded; {what}",
         retry_after=1.0,

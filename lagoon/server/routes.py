@@ -157,6 +157,12 @@ async def json_object(request: Request) -> tuple[dict[str, Any], int]:
     return parse_json_object(raw), len(raw)
 
 
+COPY_GOES_ON = (
+    "the copy goes on in the background (engine/copy.py): retry the same request to wait for its "
+    "result, or use start_copy_from / poll_copy_from"
+)
+
+
 def query_budget(ctx: RequestContext) -> Budget:
     """The cancellation budget of a query: its request's deadline (evaluation checks it)."""
     return Budget(time.monotonic() + max(ctx.remaining(), 0.0), timeout=ctx.timeout)
@@ -209,8 +215,9 @@ async def write(request: Request) -> Response:
     action = (
         "copy_namespace" if body.get("copy_from_namespace") or body.get("branch_from_namespace") else "write"
     )
+    late = COPY_GOES_ON if body.get("copy_from_namespace") else None
     with audited(request, action, principal) as audit:
-        result = await run_with_deadline(ctx, call, mutation=True)
+        result = await run_with_deadline(ctx, call, mutation=True, late=late)
     audit.answered(result)
     ctx.fields["rows_affected"] = result.get("rows_affected")
     return json_response(with_server_timing(request, result))
@@ -295,7 +302,9 @@ async def start_copy_from(request: Request) -> Response:
     body, _ = await json_object(request)
     state.check_accepting_writes(ctx.arrived_draining)
     db = state.engine()
-    with audited(request, "start_copy", principal, source_namespace=body.get("source_namespace")) as audit:
+    spec = body.get("copy_from_namespace", body)  # the SDKs nest the parameters
+    source = spec.get("source_namespace") if isinstance(spec, dict) else spec
+    with audited(request, "start_copy", principal, source_namespace=source) as audit:
         result = await run_with_deadline(ctx, db.start_copy(ns, body, org=principal.org), mutation=True)
     audit.answered(None, **result)
     return json_response(result)
