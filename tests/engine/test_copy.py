@@ -244,7 +244,7 @@ async def test_cold_node_copies_from_segments(store: MemoryStore, small_batches:
 
 
 async def test_every_type_and_id_kind_copies_exactly(db: Database, small_batches: None) -> None:
-    from tests.cli.test_transfer import QUERIES, SCHEMA, doc
+    from tests.engine.ops.test_transfer import QUERIES, SCHEMA, doc
 
     await db.write("all", {"upsert_rows": [doc(i) for i in range(1, 60)], "schema": SCHEMA,
                            "distance_metric": "cosine_distance"})  # fmt: skip

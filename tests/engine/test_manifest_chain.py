@@ -14,7 +14,7 @@ from lagoon.engine.manifest_store import ManifestConflict, advance_hint, commit,
 from lagoon.engine.ops.repair import check_namespace
 from lagoon.errors import DataCorruption
 from lagoon.storage import MemoryStore
-from tests.cli.test_repair import COMPONENTS, build
+from tests.engine.ops.test_repair import COMPONENTS, build
 
 pytestmark = pytest.mark.anyio
 

@@ -39,6 +39,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import itertools
 import json
 import os
 import queue
@@ -72,6 +73,12 @@ DEFAULT_THREADS = defaults.DOCTOR_THREADS
 DEFAULT_MAX_SKEW_SECS = defaults.DOCTOR_MAX_SKEW_SECS
 DEFAULT_SWITCH_INTERVAL = 1e-6
 INCONCLUSIVE_LIMIT = 0.1
+MIN_CONTENDED_ROUNDS = 60
+"""Contended rounds (two or more writers' PUTs in flight at once) a race wants: a store that lets
+two writers win in 5 % of contended rounds then fails it with 95 % probability. A race without a
+violation is inconclusive either way (it cannot prove atomicity); with fewer rounds it says so
+twice, and the report names the detection bound."""
+DETECTION_PROBABILITY = 0.95
 """A race check fails when more than this fraction of its rounds had every writer erroring."""
 
 CHECKS: dict[str, str] = {
@@ -116,17 +123,35 @@ class DoctorReport:
     def failed(self) -> list[CheckResult]:
         return [c for c in self.checks if c.status == "fail"]
 
+    @property
+    def inconclusive(self) -> list[CheckResult]:
+        """Checks that passed on too little evidence to vouch for the guarantee (races with too
+        few contended rounds)."""
+        return [c for c in self.checks if c.status == "warn" and "inconclusive" in c.detail]
+
     def get(self, name: str) -> CheckResult | None:
         return next((c for c in self.checks if c.name == name), None)
 
     def to_json(self) -> dict[str, Any]:
-        return {"target": self.target, "ok": self.ok, "checks": [c.to_json() for c in self.checks]}
+        return {
+            "target": self.target,
+            "ok": self.ok,
+            "inconclusive": [c.name for c in self.inconclusive],
+            "checks": [c.to_json() for c in self.checks],
+        }
 
     def render(self) -> str:
         lines = [f"lagoon doctor: {self.target}"]
         for c in self.checks:
             lines.append(f"{c.status.upper():<5} {c.name}: {c.detail}")
-        if self.ok:
+        if self.ok and self.inconclusive:
+            lines.append(
+                "OK, INCONCLUSIVE: " + ", ".join(c.name for c in self.inconclusive) + " found no "
+                "double winner, which cannot prove that the store's conditional writes are atomic; "
+                "every other check passed. Use a store that documents atomic conditional writes "
+                "(docs/operations.md lists known results)."
+            )
+        elif self.ok:
             lines.append("OK: the store provides every guarantee Lagoon relies on.")
         else:
             lines.append(
@@ -339,6 +364,8 @@ class ThreadRacers:
         self._done = threading.Barrier(count + 1, timeout=timeout)
         self._task: RaceTask | None = None
         self._results: list[Outcome | None] = [None] * count
+        self._spans: list[tuple[float, float]] = [(0.0, 0.0)] * count
+        self.contended = 0  # rounds in which two or more of these threads' PUTs were in flight at once
         self._threads = [
             threading.Thread(target=self._run, args=(i,), name=f"lagoon-doctor-{tag}-{i}", daemon=True)
             for i in range(count)
@@ -355,10 +382,12 @@ class ThreadRacers:
                 if task is None:
                     return
                 payload = f"{self._tag}/{index}/{task.round}/{task.op}/{secrets.token_hex(8)}".encode()
+                began = time.monotonic()
                 try:
                     self._results[index] = loop.run_until_complete(_attempt(self._store, task, payload))
                 except Exception as e:  # a bug in a store wrapper must not hang the barrier
                     self._results[index] = ("error", payload.decode(), f"{type(e).__name__}: {e}")
+                self._spans[index] = (began, time.monotonic())
                 self._done.wait()
         except threading.BrokenBarrierError:
             return
@@ -370,6 +399,8 @@ class ThreadRacers:
         self._task = task
         self._start.wait()
         self._done.wait()
+        if _overlapping(self._spans):
+            self.contended += 1
         return [r if r is not None else ("error", "", "no result") for r in self._results]
 
     def close(self) -> None:
@@ -380,6 +411,12 @@ class ThreadRacers:
         self._done.abort()
         for t in self._threads:
             t.join(timeout=5)
+
+
+def _overlapping(spans: Sequence[tuple[float, float]]) -> bool:
+    """Whether two of the (start, end) intervals overlap."""
+    ordered = sorted(spans)
+    return any(b[0] < a[1] for a, b in itertools.pairwise(ordered))
 
 
 class PeerError(Exception):
@@ -494,6 +531,7 @@ def _who(payload: str) -> str:
 @dataclass
 class _RaceTally:
     rounds: int = 0
+    contended: int = 0
     violations: list[str] = field(default_factory=list)
     inconclusive: int = 0
     errors: int = 0
@@ -591,16 +629,20 @@ def _race(store: ObjectStore, options: DoctorOptions, base: str, etags: bool) ->
             sys.setswitchinterval(options.switch_interval)
         for r in range(options.rounds):
             key = f"{base}race/{r:06d}"
+            before = racers.contended
             outcomes = one_round(RaceTask("create", key, r))
             created = run(content_of(key))
             creates.record(r, outcomes, created, None)
+            creates.contended += racers.contended - before
             if not etags or created is None:
                 continue
             etag = run(store.head(key)).etag
             if etag is None:
                 continue
+            before = racers.contended
             outcomes = one_round(RaceTask("if-match", key, r, etag))
             matches.record(r, outcomes, run(content_of(key)), created)
+            matches.contended += racers.contended - before
     except (PeerError, threading.BrokenBarrierError, StorageError) as e:
         detail = f"the race could not finish: {type(e).__name__}: {e}"
         return [CheckResult("create-race", "fail", detail), CheckResult("if-match-race", "fail", detail)]
@@ -636,8 +678,30 @@ def _verdict(name: str, tally: _RaceTally, writers: int, where: str) -> CheckRes
         )
     if tally.rounds == 0:
         return CheckResult(name, "skip", "no rounds ran")
-    status: Status = "warn" if tally.errors else "pass"
-    return CheckResult(name, status, f"{head}: exactly one winner in every round{errors}")
+    confidence = _confidence(tally.contended)
+    scarce = (
+        f" too little contention ({MIN_CONTENDED_ROUNDS} contended rounds wanted; run more --rounds);"
+        if tally.contended < MIN_CONTENDED_ROUNDS
+        else ""
+    )
+    return CheckResult(
+        name,
+        "warn",
+        f"{head}: exactly one winner in every round, but inconclusive:{scarce} {confidence}; a race "
+        "can show that conditional writes are broken, never that they are atomic (a check-then-act "
+        f"store such as moto passes it most of the time){errors}",
+    )
+
+
+def _confidence(contended: int) -> str:
+    """What ``contended`` rounds without a violation rule out (at ``DETECTION_PROBABILITY``)."""
+    if contended == 0:
+        return "no round was contended, so the race proves nothing"
+    rate = 1 - (1 - DETECTION_PROBABILITY) ** (1 / contended)
+    return (
+        f"{contended} contended rounds: a store that let two writers win in {rate:.1%} or more of "
+        f"contended rounds would have failed with {DETECTION_PROBABILITY:.0%} probability"
+    )
 
 
 # --- entry point -----------------------------------------------------------------------------
