@@ -183,6 +183,17 @@ def _invalid_entry(root: Path, seq: int) -> None:
     p.write_bytes(data)
 
 
+def _fork(root: Path) -> None:
+    """GC deleted v1 and v2; a zombie still holding v1 re-created v2 on top of it (a fork below
+    v3, which was built on the real v2)."""
+    from lagoon.engine.manifest_store import next_version
+    from lagoon.format.manifest import decode_manifest, encode_manifest
+
+    v1 = decode_manifest(_path(root, KEYS.manifest(1)).read_bytes())
+    _path(root, KEYS.manifest(1)).unlink()
+    _path(root, KEYS.manifest(2)).write_bytes(encode_manifest(next_version(v1, Components())))
+
+
 def cases() -> list[tuple[str, Damage, set[int]]]:
     out: list[tuple[str, Damage, set[int]]] = []
     for letter in "AC":
@@ -209,6 +220,7 @@ def cases() -> list[tuple[str, Damage, set[int]]]:
         simple("current-behind", lambda r, s: _path(r, KEYS.current).write_bytes(b"1"), set()),
         simple("current-garbled", lambda r, s: _path(r, KEYS.current).write_bytes(b"\x00garbage{"), set()),
         simple("wal-invalid-old-build", lambda r, s: _invalid_entry(r, 9), {9}),
+        simple("manifest-fork", lambda r, s: _fork(r), set()),
     ]
 
     def strays(root: Path, segs: dict[str, str]) -> None:

@@ -594,11 +594,16 @@ async def _check_manifests(p: _Pass) -> None:
                 p.add("manifests", "error", f"manifest v{v + 1} does not follow v{v}: {broken}")
         parent = newer.parent_nonce
         if parent and parent != older.nonce:
+            # v+1 was built on another v: this v is a re-creation of a version GC had deleted (a
+            # zombie committer's), below the chain readers follow. v+1 supersedes it and
+            # everything below it, as GC would have decided.
             p.add(
                 "manifests",
                 "error",
                 f"manifest v{v + 1} names parent nonce {str(parent)[:16]}, not v{v}'s {older.nonce[:16]}: "
-                "the chain forks (a zombie committer re-created a deleted version?)",
+                f"the chain forks (v{v} was re-created after GC deleted it, by a zombie committer)",
+                f"move v{v} and the versions below it aside (v{v + 1} supersedes them)",
+                _move_below_hole_action(p, v + 1),
             )
     p.latest = p.manifests.get(top)
 

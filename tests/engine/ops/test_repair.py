@@ -20,6 +20,7 @@ from lagoon.engine.ops.repair import NamespaceReport, check_namespace, repair
 from lagoon.format.keys import NamespaceKeys
 from lagoon.format.manifest import PendingDelete, encode_manifest
 from lagoon.storage import MemoryStore, ObjectMeta, ObjectStore
+from lagoon.storage.base import PutMode
 from tests.engine.ops.test_doctor import Wrapper
 
 pytestmark = pytest.mark.anyio
@@ -190,3 +191,34 @@ async def test_repair_walks_every_namespace_and_org(store: MemoryStore) -> None:
     assert fixed.ok and fixed.fixes_applied == 1 and "FIXED" in fixed.render()
     missing = await repair(store, orgs=["default"], namespace="nope")
     assert not missing.ok and "no objects under this namespace" in missing.render()
+
+
+async def test_a_fork_left_by_a_zombie_is_moved_aside(store: MemoryStore) -> None:
+    """GC deleted v1 and v2 (CURRENT at v3); a zombie that still held v1 re-created v2 on top of
+    it (as a committer without the base check would). v3 was built on the real v2, so the chain
+    forks at v2: repair moves v2 aside, readers and committers go on from v3, nothing is lost."""
+    keys = await build(store)
+    v1, v3 = await read_version(store, keys, 1), await read_version(store, keys, 3)
+    want = await _ids(store)
+    await store.delete(keys.manifest(1))
+    await store.delete(keys.manifest(2))
+    await store.put(keys.manifest(2), encode_manifest(next_version(v1, COMPONENTS)), PutMode.CREATE)
+    report = await check_namespace(store, "default", "docs", dry_run=True)
+    assert not report.ok and any("the chain forks" in f for f in findings(report, "error"))
+    report = await check_namespace(store, "default", "docs", dry_run=False)
+    assert report.ok, findings(report)
+    assert any("moved to the quarantine" in f.fix for f in report.findings if f.fixed)
+    assert not [m async for m in store.list(keys.manifest(2))]
+    again = await check_namespace(store, "default", "docs", dry_run=False)
+    assert again.ok and again.rounds == 0
+    assert await _ids(store) == want
+    await commit(store, keys, next_version(v3, COMPONENTS))  # committers go on from v3
+
+
+async def _ids(store: MemoryStore) -> list[int]:
+    db = Database(store, Settings())
+    try:
+        res = await db.query("docs", {"rank_by": ["id", "asc"], "top_k": 100})
+        return [r["id"] for r in res["rows"]]
+    finally:
+        await db.close()
