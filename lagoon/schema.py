@@ -145,6 +145,7 @@ class AttributeSchema:
     fuzzy: bool = False  # the Fuzzy filter (approximate substring match) is allowed
     sparse_knn: dict[str, Any] | None = None  # {"distance_metric": "dot_product"} for indexed {}f16
     embed: dict[str, Any] | None = None  # {"model", "attribute", "dims"}: text embedded on upsert
+    store: bool = True  # False: indexed for full-text search only, the raw value is not kept (RFC 0008)
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"type": str(self.type)}
@@ -164,6 +165,8 @@ class AttributeSchema:
             out["fuzzy"] = True
         if self.embed is not None:
             out["embed"] = dict(self.embed)
+        if not self.store:
+            out["store"] = False
         return out
 
 
@@ -272,6 +275,7 @@ def _attr_from_json(
         raise InvalidRequest(f"{where}: expected a type string or an object, got {spec!r}")
     unknown = set(spec) - {
         "type", "filterable", "full_text_search", "ann", "regex", "glob", "fuzzy", "sparse_knn", "embed",
+        "store",
     }  # fmt: skip
     if unknown:
         raise InvalidRequest(f"{where}: unknown option(s) {', '.join(sorted(unknown))}")
@@ -314,8 +318,18 @@ def _attr_from_json(
     embed = _embed_option(name, spec["embed"], atype) if "embed" in spec else base.embed
     if atype.is_vector or atype.is_sparse or atype.is_multivector:
         filterable = False
+    store = _store_option(where, spec, existing, fts, filterable=filterable, flags=flags, embed=embed)
     return AttributeSchema(
-        atype, filterable, fts, ann, flags["regex"], flags["glob"], flags["fuzzy"], sparse_knn, embed
+        atype,
+        filterable and store,
+        fts,
+        ann,
+        flags["regex"],
+        flags["glob"],
+        flags["fuzzy"],
+        sparse_knn,
+        embed,
+        store,
     )
 
 
@@ -358,6 +372,65 @@ def _ann_option(
         )
     out = {k: v[k] for k in ("distance_metric",) if k in v}
     return {**out, "late_interaction": True} if late else out
+
+
+def _store_option(
+    where: str,
+    spec: dict[str, Any],
+    existing: AttributeSchema | None,
+    fts: dict[str, Any] | None,
+    *,
+    filterable: bool,
+    flags: dict[str, bool],
+    embed: dict[str, Any] | None,
+) -> bool:
+    """``store`` (RFC 0008): false keeps only the full-text index of the attribute, so it is
+    fixed at creation, needs ``full_text_search``, excludes every option that reads the value, and
+    the analysis cannot change later (re-tokenising needs the raw values)."""
+    store = spec.get("store", existing.store if existing is not None else True)
+    if not isinstance(store, bool):
+        raise InvalidRequest(f"{where}.store: expected true or false")
+    if existing is not None and store != existing.store:
+        raise InvalidRequest(
+            f"{where}.store: fixed when the attribute is created (it is {str(existing.store).lower()}); "
+            "drop the attribute or write to a new namespace to change it"
+        )
+    if store:
+        return True
+    if fts is None:
+        raise InvalidRequest(
+            f"{where}.store: false needs full_text_search (only a full-text index can stand in for the value)"
+        )
+    used = [k for k in ("filterable", "regex", "glob", "fuzzy") if spec.get(k) is True]
+    if embed is not None:
+        used.append("embed")
+    if used:
+        raise InvalidRequest(
+            f"{where}: {', '.join(used)} need(s) the stored value; not allowed with store: false"
+        )
+    old = existing.full_text_search if existing is not None else None
+    if old is not None:
+        before = FtsConfig.from_json(old, attribute=where)
+        after = FtsConfig.from_json(fts, attribute=where)
+        if before is not None and after is not None and before.analysis_key() != after.analysis_key():
+            raise InvalidRequest(
+                f"{where}.full_text_search: the analysis of an attribute with store: false cannot "
+                "change (its raw values are not kept to re-index them); only k1, b and k3 can"
+            )
+    return False
+
+
+def unstored_message(name: str) -> str:
+    """Why a request cannot read the value of an attribute with ``store: false``."""
+    return (
+        f"attribute {name!r} has store: false: its raw value is not kept, only its full-text index "
+        "(rank by BM25, or filter with ContainsAllTokens, ContainsAnyToken or ContainsTokenSequence)"
+    )
+
+
+def unstored(schema: Schema) -> list[str]:
+    """The attributes with ``store: false`` (RFC 0008), sorted."""
+    return sorted(n for n, a in schema.attributes.items() if not a.store)
 
 
 def embed_target(name: str) -> str:

@@ -33,6 +33,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import pyarrow as pa
 
 from lagoon import metrics
@@ -53,9 +54,11 @@ from lagoon.engine.manifest_store import ManifestConflict
 from lagoon.engine.segment_io import SegmentIO
 from lagoon.format.keys import NamespaceKeys
 from lagoon.format.manifest import Manifest, SegmentRef
-from lagoon.index.segment.build import BuiltSegment, build_segment, new_segment_id
+from lagoon.index.segment.build import BuiltSegment, build_segment, new_segment_id, sort_by_id
+from lagoon.index.segment.read import SegmentReader
+from lagoon.index.text.bm25 import Postings, merge_postings
 from lagoon.logs import log_event
-from lagoon.schema import Schema
+from lagoon.schema import Schema, unstored
 from lagoon.storage.base import ObjectStore
 
 log = logging.getLogger("lagoon.compactor")
@@ -95,12 +98,50 @@ def tombstone_bound(segments: Sequence[SegmentRef], inputs: Sequence[SegmentRef]
     return min(others) if others else None
 
 
-def merge_tables(tables: Sequence[pa.Table], schema: Schema, bound: int | None) -> pa.Table:
-    """Newest row per id across ``tables``; tombstones below ``bound`` dropped (None: all)."""
+def merge_tables(
+    tables: Sequence[pa.Table], schema: Schema, bound: int | None, *, provenance: bool = False
+) -> pa.Table:
+    """Newest row per id across ``tables``; tombstones below ``bound`` dropped (None: all).
+    ``provenance``: sorted by id, with the ``PROVENANCE`` columns (input table, row in it)."""
     target = target_schema(schema)
     parts = [align(t, target) for t in tables]
+    if provenance:
+        parts = [_with_provenance(t, i) for i, t in enumerate(parts)]
     merged = pa.concat_tables(parts) if parts else target.empty_table()
-    return drop_tombstones_below(newest_per_id(merged), bound).combine_chunks()
+    out = drop_tombstones_below(newest_per_id(merged), bound).combine_chunks()
+    if provenance:
+        out = sort_by_id(out) if parts else _with_provenance(out, 0)
+    return out
+
+
+PROVENANCE = ("$part", "$row")
+
+
+def _with_provenance(table: pa.Table, part: int) -> pa.Table:
+    n = table.num_rows
+    table = table.append_column(PROVENANCE[0], pa.array(np.full(n, part, dtype=np.int64)))
+    return table.append_column(PROVENANCE[1], pa.array(np.arange(n, dtype=np.int64)))
+
+
+def merged_postings(
+    readers: Sequence[SegmentReader], merged: pa.Table, names: Sequence[str]
+) -> dict[str, Postings]:
+    """The postings of attributes with ``store: false`` (RFC 0008) over the rows of ``merged``
+    (``merge_tables(..., provenance=True)``): their values are gone, so the inputs' postings are
+    merged instead of re-tokenising."""
+    part = np.asarray(merged.column(PROVENANCE[0]).to_numpy(), dtype=np.int64)
+    row = np.asarray(merged.column(PROVENANCE[1]).to_numpy(), dtype=np.int64)
+    maps = []
+    for i, r in enumerate(readers):
+        m = np.full(r.num_rows, -1, dtype=np.int64)
+        sel = np.flatnonzero(part == i)
+        m[row[sel]] = sel
+        maps.append(m)
+    out = {}
+    for name in names:
+        parts = [r.plain_postings(name) for r in readers]
+        out[name] = merge_postings(parts, maps, merged.num_rows)
+    return out
 
 
 def _replace(
@@ -176,13 +217,24 @@ async def _compact(
     schema = Schema.from_storage(base.schema) if base.schema else Schema()
     bound = tombstone_bound(base.segments, inputs)
     readers = await asyncio.gather(*(seg_io.open(keys, s, schema) for s in inputs))
-    merged = await asyncio.to_thread(lambda: merge_tables([r.table() for r in readers], schema, bound))
+    names = unstored(schema)
+    merged = await asyncio.to_thread(
+        lambda: merge_tables([r.table() for r in readers], schema, bound, provenance=bool(names))
+    )
+    postings = await asyncio.to_thread(merged_postings, readers, merged, names) if names else {}
+    merged = merged.drop_columns(list(PROVENANCE)) if names else merged
     seq_from = min(s.seq_from for s in inputs)
     seq_to = max(s.seq_to for s in inputs)
 
     def build(segment_id: str) -> BuiltSegment:
         return build_segment(
-            merged, schema, segment_id=segment_id, level=level + 1, seq_from=seq_from, seq_to=seq_to
+            merged,
+            schema,
+            segment_id=segment_id,
+            level=level + 1,
+            seq_from=seq_from,
+            seq_to=seq_to,
+            postings=postings,
         )
 
     built: BuiltSegment | None = None

@@ -65,7 +65,7 @@ from lagoon.errors import (
 )
 from lagoon.format.keys import OPERATION_TOKEN_RE, check_namespace, operation_key
 from lagoon.format.operation import COPY, FINISHED, Operation, decode_operation, encode_operation
-from lagoon.schema import Schema
+from lagoon.schema import Schema, unstored
 from lagoon.storage.base import ObjectNotFound, ObjectStore, PutMode, StorageError
 from lagoon.storage.cas import Keep, Write, update
 from lagoon.values import Id, canonical_from_arrow, format_datetime
@@ -283,6 +283,11 @@ class Copies:
         if dest.exists:
             return await self._join(org, namespace, req, dest, what)
         src = await self.host.snapshot(org, req.source, strong=True)
+        if unstored(src.schema):
+            raise InvalidRequest(
+                f"{what}: the source namespace has attributes with store: false "
+                f"({', '.join(map(repr, unstored(src.schema)))}); their values are not kept, so it cannot be copied"
+            )
         total = await self.host.executor.run(lambda: src.source().num_docs, org=org, namespace=req.source)
         await self.host.check_create(org, namespace, req.encryption)
         now = self._now()

@@ -31,7 +31,7 @@ from lagoon.errors import InvalidRequest
 from lagoon.index import embed
 from lagoon.index.filters.parse import parse_filter
 from lagoon.index.filters.tree import Filter
-from lagoon.schema import DISTANCE_METRICS, AttributeSchema, AttrType, Schema
+from lagoon.schema import DISTANCE_METRICS, AttributeSchema, AttrType, Schema, unstored_message
 from lagoon.values import coerce_sparse, coerce_vector, parse_datetime
 
 MAX_TOP_K = 10_000
@@ -1033,7 +1033,7 @@ def _parse_bm25(v: list[Any], schema: Schema, *, where: str) -> BM25Clause:
     attr = v[0]
     if not isinstance(attr, str):
         raise InvalidRequest(f"{where}[0]: expected an attribute name, got {_short(attr)}")
-    a = _attribute(schema, attr, where=f"{where}[0]")
+    a = _attribute(schema, attr, where=f"{where}[0]", value=False)
     if a.full_text_search is None:
         raise InvalidRequest(
             f"{where}[0]: attribute {attr!r} is not full-text indexed; enable full_text_search in its schema"
@@ -1148,11 +1148,11 @@ def _parse_include(body: dict[str, Any], schema: Schema, p: str) -> tuple[str, .
         if not isinstance(exc, list) or not all(isinstance(x, str) for x in exc):
             raise InvalidRequest(f"{p}exclude_attributes: expected an array of attribute names")
         drop = set(exc)
-        return tuple(n for n in schema.attributes if n not in drop)
+        return tuple(n for n, a in schema.attributes.items() if n not in drop and a.store)
     if inc is None or inc is False:
         return ()
     if inc is True:
-        return tuple(schema.attributes)
+        return tuple(n for n, a in schema.attributes.items() if a.store)
     if not isinstance(inc, list) or not all(isinstance(x, str) for x in inc):
         raise InvalidRequest(f"{p}include_attributes: expected true, false or an array of attribute names")
     unknown = [n for n in inc if n != "id" and schema.get(n) is None]
@@ -1163,6 +1163,8 @@ def _parse_include(body: dict[str, Any], schema: Schema, p: str) -> tuple[str, .
         )
     out: list[str] = []
     for n in inc:
+        if n != "id" and not schema.attributes[n].store:
+            raise InvalidRequest(f"{p}include_attributes: {unstored_message(n)}")
         if n != "id" and n not in out:
             out.append(n)
     return tuple(out)
@@ -1317,12 +1319,16 @@ def _parse_rerank(v: Any, n_queries: int) -> RrfRerank:
     return RrfRerank(float(k), ws)
 
 
-def _attribute(schema: Schema, name: Any, *, where: str) -> AttributeSchema:
+def _attribute(schema: Schema, name: Any, *, where: str, value: bool = True) -> AttributeSchema:
+    """The schema of attribute ``name``; ``value``: the request reads its values, which an
+    attribute with ``store: false`` does not keep (a 400)."""
     if not isinstance(name, str):
         raise InvalidRequest(f"{where}: expected an attribute name, got {_short(name)}")
     a = schema.get(name)
     if a is None:
         raise InvalidRequest(f"{where}: unknown attribute {name!r}" + _known_hint(schema))
+    if value and not a.store:
+        raise InvalidRequest(f"{where}: {unstored_message(name)}")
     return a
 
 

@@ -23,6 +23,7 @@ from lagoon.schema import (
     apply_schema_update,
     check_attr_name,
     check_writable,
+    unstored,
 )
 from lagoon.values import Id, coerce_id, coerce_value, infer_type
 
@@ -383,6 +384,8 @@ def parse_write(body: Any, schema: Schema) -> WriteRequest:
         new_schema = _infer_new_attributes(new_schema, [("patch_by_filter.patch", patch)], [True])
         pdoc = _coerce_patch(patch, new_schema)
         pbf = (parse_filter(spec["filters"], new_schema, where="patch_by_filter.filters"), pdoc)
+        _check_unstored_patches([("patch_by_filter.patch", patch)], new_schema)
+    _check_unstored_patches(patch_docs, new_schema)
 
     conds: dict[str, Filter | None] = {}
     for key in ("upsert_condition", "patch_condition", "delete_condition"):
@@ -462,6 +465,20 @@ def parse_encryption(v: Any) -> dict[str, str] | None:
             "per-namespace context (docs/compatibility.md)"
         )
     return {"mode": "customer-managed", "key_name": key}
+
+
+def _check_unstored_patches(docs: list[tuple[str, Any]], schema: Schema) -> None:
+    """A patch is resolved into a whole document from the current one, whose attributes with
+    ``store: false`` (RFC 0008) are not kept once indexed: a patch must set them all, or it would
+    drop the document's tokens."""
+    names = unstored(schema)
+    for where, doc in docs if names else ():
+        missing = [n for n in names if n not in doc]
+        if missing:
+            raise InvalidRequest(
+                f"{where}: {', '.join(map(repr, missing))} has store: false, so a patch cannot keep "
+                "its current value; set it in the patch or upsert the whole document"
+            )
 
 
 def _coerce_patch(patch: dict[str, Any], schema: Schema) -> Doc:

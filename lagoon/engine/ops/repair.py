@@ -85,11 +85,12 @@ from lagoon.format.keys import (
     quarantine_key,
 )
 from lagoon.format.manifest import Manifest, SegmentRef, decode_manifest, encode_manifest
-from lagoon.format.segment import DOCS_FILE
+from lagoon.format.segment import DOCS_FILE, fts_file
 from lagoon.format.wal import OP_COLUMN, OP_DELETE, WalEntry, check_entry, decode_entry, encode_entry
 from lagoon.index.segment.build import SEQ_COLUMN, build_segment, new_segment_id
 from lagoon.index.segment.read import SegmentReader
-from lagoon.schema import Schema
+from lagoon.index.text.bm25 import Postings
+from lagoon.schema import Schema, unstored
 from lagoon.storage.base import (
     AlreadyExists,
     IfMatch,
@@ -838,6 +839,7 @@ class _Salvage:
     source: str
     lost_rows: int = 0
     lost_seqs: tuple[int, ...] = ()
+    postings: dict[str, Postings] = dataclasses.field(default_factory=dict)  # of store: false attributes
 
 
 async def _salvage(p: _Pass, bad: _BadSegment, schema: Schema) -> _Salvage:
@@ -862,10 +864,13 @@ async def _salvage(p: _Pass, bad: _BadSegment, schema: Schema) -> _Salvage:
         lost_vec_attrs = {
             a for a, at in schema.attributes.items() if at.type.is_vector and _vec_name(a) in vec_bad
         }
+        # store: false (RFC 0008): the value is only in the fts file; a damaged one comes from the WAL
+        lost_vec_attrs |= {a for a in unstored(schema) if fts_file(a) in derived}
         keep = [a for a in schema.attributes if a not in lost_vec_attrs]
         table = align(reader.table(keep), target)
         if not lost_vec_attrs:
-            return _Salvage(table, "its intact files (derived indexes rebuilt)")
+            kept = {a: reader.plain_postings(a) for a in unstored(schema)}
+            return _Salvage(table, "its intact files (derived indexes rebuilt)", postings=kept)
         # Upserts lost a vector: take each such row from the WAL entry it came from.
         ops = np.asarray(table.column(OP_COLUMN).to_numpy(zero_copy_only=False))
         seqs = np.asarray(table.column(SEQ_COLUMN).to_numpy(zero_copy_only=False))
@@ -954,6 +959,7 @@ def _rebuild_action(
                     level=ref.level,
                     seq_from=ref.seq_from,
                     seq_to=ref.seq_to,
+                    postings=s.postings,
                 )
                 await seg_io.upload(keys, built)
                 replaced[ref.id] = built.ref

@@ -54,6 +54,7 @@ from lagoon.engine.tail import Snapshot
 from lagoon.errors import DataCorruption, InvalidRequest, LagoonError, NotFound
 from lagoon.format.keys import DEFAULT_ORG, check_namespace
 from lagoon.query.execute import execute_query
+from lagoon.schema import unstored
 from lagoon.wire.query import MAX_TOP_K, parse_request
 
 EXPORT_FORMAT = 1
@@ -164,6 +165,11 @@ async def export_namespace(
         raise InvalidRequest(f"page size: expected 1..{MAX_TOP_K}, got {page_size}")
     check_namespace(namespace)
     snap = await db.snapshot(org, namespace, strong=True)
+    if unstored(snap.schema):
+        raise InvalidRequest(
+            f"export: {namespace!r} has attributes with store: false ({', '.join(map(repr, unstored(snap.schema)))}); "
+            "their values are not kept, so an export could not restore them"
+        )
     damage = _damage(snap)
     if damage and not salvage:
         raise DataCorruption(

@@ -37,7 +37,7 @@ from lagoon.index.filters.ops import (
     json_snippet,
 )
 from lagoon.index.filters.tree import And, Condition, Filter, Not, Or
-from lagoon.schema import AttributeSchema, AttrType, Schema
+from lagoon.schema import AttributeSchema, AttrType, Schema, unstored_message
 from lagoon.values import coerce_id, coerce_scalar
 
 # --------------------------------------------------------------------------------------------
@@ -190,6 +190,8 @@ class _Parser:
             return None
         if spec.type.is_vector or spec.type.is_sparse or spec.type.is_multivector:
             raise self.error(f"$ref_new {name!r} is a vector attribute, which filters cannot compare")
+        if not spec.store:
+            raise self.error(f"$ref_new: {unstored_message(name)}")
         return spec.type
 
     def check_allowed(self, attr: str, op: str, spec: AttributeSchema) -> None:
@@ -200,6 +202,8 @@ class _Parser:
             if spec.full_text_search is None:
                 raise self.error(f"{op} needs full_text_search enabled on attribute {attr!r}")
             return
+        if not spec.store:
+            raise self.error(unstored_message(attr))
         if op == "Fuzzy":
             if not spec.fuzzy:
                 raise self.error(f"Fuzzy needs fuzzy: true in the schema of attribute {attr!r}")

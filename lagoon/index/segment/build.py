@@ -26,6 +26,7 @@ The segment id comes from ``new_segment_id`` with the caller's clock and rng.
 from __future__ import annotations
 
 import random
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -49,7 +50,7 @@ from lagoon.index.filters.filterindex import build_filter_index, indexable
 from lagoon.index.segment.docs import SEQ_COLUMN, encode_docs  # SEQ_COLUMN: uint64 WAL seq of the row
 from lagoon.index.sparse import build_sparse_index, encode_spv
 from lagoon.index.text.analyze import Analyzer
-from lagoon.index.text.bm25 import build_postings
+from lagoon.index.text.bm25 import Postings, build_postings
 from lagoon.index.text.postings_v2 import encode_postings_v2
 from lagoon.index.vector.build import build_vec_file
 from lagoon.schema import AttrType, FtsConfig, Schema, id_arrow_type
@@ -96,9 +97,18 @@ def fts_config(schema: Schema, attr: str) -> FtsConfig:
 
 
 def build_segment(
-    table: pa.Table, schema: Schema, *, segment_id: str, level: int, seq_from: int, seq_to: int
+    table: pa.Table,
+    schema: Schema,
+    *,
+    segment_id: str,
+    level: int,
+    seq_from: int,
+    seq_to: int,
+    postings: Mapping[str, Postings] | None = None,
 ) -> BuiltSegment:
-    """Build every file of a segment from ``table`` (see the module docstring)."""
+    """Build every file of a segment from ``table`` (see the module docstring). ``postings``:
+    full-text postings already built over the rows in id order (compaction and repair pass those
+    of attributes with ``store: false``, whose values ``table`` no longer holds)."""
     docs = sort_by_id(_conform(table, schema))
     n = docs.num_rows
     if n > MAX_ROWS:
@@ -106,7 +116,9 @@ def build_segment(
     files: dict[str, bytes] = {}
     summaries: dict[str, dict[str, Any]] = {}
 
-    plain = [name for name in sorted(schema.attributes) if not schema.attributes[name].type.is_vector]
+    plain = [  # attributes with store: false are indexed below but not kept (RFC 0008)
+        name for name, a in sorted(schema.attributes.items()) if not a.type.is_vector and a.store
+    ]
     docs_table = docs.select(["id", SEQ_COLUMN, OP_COLUMN, *plain])
     files[DOCS_FILE], summaries[DOCS_FILE] = encode_docs(docs_table, schema)
 
@@ -126,9 +138,15 @@ def build_segment(
 
     for name in sorted(schema.fts_columns()):
         config = fts_config(schema, name)
-        values = docs.column(name).to_pylist()
-        postings = build_postings(Analyzer(config).analyze_many(values), with_positions=True)
-        data, summary = encode_postings_v2(name, config.to_json(), postings, k1=config.k1, b=config.b)
+        built_postings = (postings or {}).get(name)
+        if built_postings is None:
+            values = docs.column(name).to_pylist()
+            built_postings = build_postings(Analyzer(config).analyze_many(values), with_positions=True)
+        elif built_postings.n_docs != n:
+            raise InternalError(
+                f"build_segment: postings of {name!r} cover {built_postings.n_docs} rows, not {n}"
+            )
+        data, summary = encode_postings_v2(name, config.to_json(), built_postings, k1=config.k1, b=config.b)
         files[fts_file(name)] = data
         summaries[fts_file(name)] = summary
 

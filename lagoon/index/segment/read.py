@@ -326,11 +326,13 @@ class SegmentReader:
             sf = self._fts.get(attr)
             if sf is not None:
                 built_with = FtsConfig.from_json(sf.meta.get("config") or False, attribute=attr)
-                if (
+                same = (
                     built_with is not None
                     and built_with.analysis_key() == config.analysis_key()
                     and same_stopwords(sf.meta, config)
-                ):
+                )
+                # store: false keeps no values to re-tokenise: the persisted postings are all there is
+                if same or not self.schema.attributes[attr].store:
                     postings: Postings | BlockPostings
                     if sf.version >= 2:
                         _, postings = open_postings_v2(sf, self.num_rows, self._fts_sources.get(attr))
@@ -342,6 +344,12 @@ class SegmentReader:
             return SegmentText(attr, config, analyzer, rebuilt, False)
 
         return self._cache.get("text", attr, build)
+
+    def plain_postings(self, attr: str) -> Postings:
+        """``text(attr)``'s postings uncompressed (compaction and repair merge or reuse those of
+        attributes with ``store: false``)."""
+        p = self.text(attr).postings
+        return p if isinstance(p, Postings) else p.to_postings()
 
     def lazy_text_files(self) -> list[str]:
         """The ``fts`` files opened from their head whose pages are not all loaded yet."""
