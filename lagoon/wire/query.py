@@ -373,8 +373,56 @@ def parse_query(
     which inherits them from the root and may not set them itself."""
     if not isinstance(body, dict):
         raise InvalidRequest(f"{where}: expected a JSON object, got {_kind(body)}")
-    sub = vector_encoding is not None
     p = "" if where == "query" else f"{where}."
+    _check_query_fields(body, where, p, sub=vector_encoding is not None)
+    metric = body.get("distance_metric")
+    if metric is not None and metric not in DISTANCE_METRICS:
+        raise InvalidRequest(
+            f"{p}distance_metric: expected one of {', '.join(DISTANCE_METRICS)}, got {metric!r}"
+        )
+    rank_by: Ranking | None = None
+    if body.get("rank_by") is not None:
+        rank_by = _parse_rank_by(body["rank_by"], schema, metric, where=f"{p}rank_by")
+        if isinstance(rank_by, ScoreRank):
+            _check_nonnegative(rank_by.clause, schema, clamped=False, where=f"{p}rank_by")
+    filters = None
+    if body.get("filters") is not None:
+        filters = parse_filter(body["filters"], schema, where=f"{p}filters")
+    aggregations, group_keys = _parse_aggregation(body, schema, rank_by, p)
+    limit, per, offset = _parse_paging(body, schema, rank_by, bool(aggregations), p)
+    include = _parse_include(body, schema, p)
+    computed: tuple[tuple[str, ComputedExpr], ...] = ()
+    if body.get("compute_attributes") is not None:
+        if aggregations:
+            raise InvalidRequest(f"{p}compute_attributes: cannot be combined with aggregate_by")
+        computed = _parse_computed(
+            body["compute_attributes"], schema, rank_by, metric, where=f"{p}compute_attributes"
+        )
+    enc = vector_encoding or _parse_vector_encoding(body.get("vector_encoding"), where=f"{p}vector_encoding")
+    cons = consistency or _parse_consistency(body.get("consistency"), where=f"{p}consistency")
+    disable_cache = body.get("disable_cache", False)
+    if not isinstance(disable_cache, bool):
+        raise InvalidRequest(f"{p}disable_cache: expected true or false")
+    return QueryRequest(
+        rank_by=rank_by,
+        filters=filters,
+        limit=limit,
+        offset=offset,
+        per=per,
+        include=include,
+        aggregations=aggregations,
+        group_by=tuple(k.name for k in group_keys),
+        consistency=cons,
+        vector_encoding=enc,
+        distance_metric=metric,
+        disable_cache=disable_cache,
+        computed=computed,
+        group_keys=group_keys,
+    )
+
+
+def _check_query_fields(body: dict[str, Any], where: str, p: str, *, sub: bool) -> None:
+    """Unsupported, root-only (in a sub-query) and unknown fields are 400s naming them."""
     for key in body:
         if key in _UNSUPPORTED_FIELDS:
             raise InvalidRequest(f"{p}{key}: {_UNSUPPORTED_FIELDS[key]}")
@@ -387,38 +435,24 @@ def parse_query(
             f"expected some of {', '.join(_QUERY_FIELDS)}"
         )
 
-    metric = body.get("distance_metric")
-    if metric is not None and metric not in DISTANCE_METRICS:
-        raise InvalidRequest(
-            f"{p}distance_metric: expected one of {', '.join(DISTANCE_METRICS)}, got {metric!r}"
-        )
 
-    rank_by: Ranking | None = None
-    if body.get("rank_by") is not None:
-        rank_by = _parse_rank_by(body["rank_by"], schema, metric, where=f"{p}rank_by")
-        if isinstance(rank_by, ScoreRank):
-            _check_nonnegative(rank_by.clause, schema, clamped=False, where=f"{p}rank_by")
-
-    filters = None
-    if body.get("filters") is not None:
-        filters = parse_filter(body["filters"], schema, where=f"{p}filters")
-
+def _parse_aggregation(
+    body: dict[str, Any], schema: Schema, rank_by: Ranking | None, p: str
+) -> tuple[tuple[Aggregation, ...], tuple[GroupKey, ...]]:
+    """``aggregate_by`` and ``group_by``, and the query's mode: an aggregation or a ranking."""
     aggregations: tuple[Aggregation, ...] = ()
     if body.get("aggregate_by") is not None:
         aggregations = _parse_aggregate_by(body["aggregate_by"], schema, where=f"{p}aggregate_by")
-    group_by: tuple[str, ...] = ()
     group_keys: tuple[GroupKey, ...] = ()
     if body.get("group_by") is not None:
         if not aggregations:
             raise InvalidRequest(f"{p}group_by: requires aggregate_by")
         group_keys = _parse_group_by(body["group_by"], schema, where=f"{p}group_by")
-        group_by = tuple(k.name for k in group_keys)
-        clash = sorted({a.label for a in aggregations} & set(group_by))
+        clash = sorted({a.label for a in aggregations} & {k.name for k in group_keys})
         if clash:
             raise InvalidRequest(
                 f"{p}aggregate_by: label(s) {', '.join(map(repr, clash))} clash with group_by attributes"
             )
-
     if aggregations:
         if rank_by is not None:
             raise InvalidRequest(f"{p}aggregate_by: cannot be combined with rank_by")
@@ -430,7 +464,13 @@ def parse_query(
             f"{p}rank_by: required unless aggregate_by is given "
             '(e.g. ["vector", "ANN", [...]], ["text", "BM25", "query"] or ["id", "asc"])'
         )
+    return aggregations, group_keys
 
+
+def _parse_paging(
+    body: dict[str, Any], schema: Schema, rank_by: Ranking | None, aggregating: bool, p: str
+) -> tuple[int, PerLimit | None, int]:
+    """``limit`` / ``top_k`` (with ``limit.per``) and ``offset``."""
     limit, per = _parse_limits(body, schema, p)
     if per is not None and not isinstance(rank_by, OrderBy):
         raise InvalidRequest(
@@ -438,40 +478,9 @@ def parse_query(
             '(rank_by [attr, "asc"|"desc"]), not for vector, BM25 or aggregation queries'
         )
     offset = _parse_offset(body.get("offset"), where=f"{p}offset")
-    if offset and aggregations:
+    if offset and aggregating:
         raise InvalidRequest(f"{p}offset: requires rank_by; it cannot be used with aggregate_by")
-
-    include = _parse_include(body, schema, p)
-    computed: tuple[tuple[str, ComputedExpr], ...] = ()
-    if body.get("compute_attributes") is not None:
-        if aggregations:
-            raise InvalidRequest(f"{p}compute_attributes: cannot be combined with aggregate_by")
-        computed = _parse_computed(
-            body["compute_attributes"], schema, rank_by, metric, where=f"{p}compute_attributes"
-        )
-
-    enc = vector_encoding or _parse_vector_encoding(body.get("vector_encoding"), where=f"{p}vector_encoding")
-    cons = consistency or _parse_consistency(body.get("consistency"), where=f"{p}consistency")
-    disable_cache = body.get("disable_cache", False)
-    if not isinstance(disable_cache, bool):
-        raise InvalidRequest(f"{p}disable_cache: expected true or false")
-
-    return QueryRequest(
-        rank_by=rank_by,
-        filters=filters,
-        limit=limit,
-        offset=offset,
-        per=per,
-        include=include,
-        aggregations=aggregations,
-        group_by=group_by,
-        consistency=cons,
-        vector_encoding=enc,
-        distance_metric=metric,
-        disable_cache=disable_cache,
-        computed=computed,
-        group_keys=group_keys,
-    )
+    return limit, per, offset
 
 
 def parse_multi_query(body: dict[str, Any], schema: Schema) -> MultiQueryRequest:
