@@ -123,6 +123,17 @@ def _with_provenance(table: pa.Table, part: int) -> pa.Table:
     return table.append_column(PROVENANCE[1], pa.array(np.arange(n, dtype=np.int64)))
 
 
+def _merge_inputs(
+    readers: Sequence[SegmentReader], schema: Schema, bound: int | None
+) -> tuple[pa.Table, dict[str, Postings]]:
+    """The merged rows of the inputs, and the merged postings of attributes with ``store: false``."""
+    names = unstored(schema)
+    merged = merge_tables([r.table() for r in readers], schema, bound, provenance=bool(names))
+    if not names:
+        return merged, {}
+    return merged.drop_columns(list(PROVENANCE)), merged_postings(readers, merged, names)
+
+
 def merged_postings(
     readers: Sequence[SegmentReader], merged: pa.Table, names: Sequence[str]
 ) -> dict[str, Postings]:
@@ -217,12 +228,7 @@ async def _compact(
     schema = Schema.from_storage(base.schema) if base.schema else Schema()
     bound = tombstone_bound(base.segments, inputs)
     readers = await asyncio.gather(*(seg_io.open(keys, s, schema) for s in inputs))
-    names = unstored(schema)
-    merged = await asyncio.to_thread(
-        lambda: merge_tables([r.table() for r in readers], schema, bound, provenance=bool(names))
-    )
-    postings = await asyncio.to_thread(merged_postings, readers, merged, names) if names else {}
-    merged = merged.drop_columns(list(PROVENANCE)) if names else merged
+    merged, postings = await asyncio.to_thread(_merge_inputs, readers, schema, bound)
     seq_from = min(s.seq_from for s in inputs)
     seq_to = max(s.seq_to for s in inputs)
 

@@ -145,6 +145,16 @@ def _export_row(row: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in row.items() if v is not None and not k.startswith("$")}
 
 
+def _check_exportable(snap: Snapshot, namespace: str) -> None:
+    """Attributes with ``store: false`` (RFC 0008) keep no values: an export would lose them."""
+    names = unstored(snap.schema)
+    if names:
+        raise InvalidRequest(
+            f"export: {namespace!r} has attributes with store: false ({', '.join(map(repr, names))}); "
+            "their values are not kept, so an export could not restore them"
+        )
+
+
 async def export_namespace(
     db: Database,
     namespace: str,
@@ -165,11 +175,7 @@ async def export_namespace(
         raise InvalidRequest(f"page size: expected 1..{MAX_TOP_K}, got {page_size}")
     check_namespace(namespace)
     snap = await db.snapshot(org, namespace, strong=True)
-    if unstored(snap.schema):
-        raise InvalidRequest(
-            f"export: {namespace!r} has attributes with store: false ({', '.join(map(repr, unstored(snap.schema)))}); "
-            "their values are not kept, so an export could not restore them"
-        )
+    _check_exportable(snap, namespace)
     damage = _damage(snap)
     if damage and not salvage:
         raise DataCorruption(

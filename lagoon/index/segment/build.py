@@ -137,18 +137,9 @@ def build_segment(
         summaries[vec_file(name)] = built.summary
 
     for name in sorted(schema.fts_columns()):
-        config = fts_config(schema, name)
-        built_postings = (postings or {}).get(name)
-        if built_postings is None:
-            values = docs.column(name).to_pylist()
-            built_postings = build_postings(Analyzer(config).analyze_many(values), with_positions=True)
-        elif built_postings.n_docs != n:
-            raise InternalError(
-                f"build_segment: postings of {name!r} cover {built_postings.n_docs} rows, not {n}"
-            )
-        data, summary = encode_postings_v2(name, config.to_json(), built_postings, k1=config.k1, b=config.b)
-        files[fts_file(name)] = data
-        summaries[fts_file(name)] = summary
+        files[fts_file(name)], summaries[fts_file(name)] = _fts_file(
+            docs, schema, name, (postings or {}).get(name)
+        )
 
     for name in sorted(schema.sparse_columns()):
         if schema.attributes[name].sparse_knn is None:
@@ -186,6 +177,20 @@ def build_segment(
 
 
 # --------------------------------------------------------------------------------------------- helpers
+
+
+def _fts_file(
+    docs: pa.Table, schema: Schema, name: str, postings: Postings | None
+) -> tuple[bytes, dict[str, Any]]:
+    """The ``fts`` file of ``name``: from ``postings`` when given, else tokenised from the column."""
+    config = fts_config(schema, name)
+    n = docs.num_rows
+    if postings is None:
+        values = docs.column(name).to_pylist()
+        postings = build_postings(Analyzer(config).analyze_many(values), with_positions=True)
+    elif postings.n_docs != n:
+        raise InternalError(f"build_segment: postings of {name!r} cover {postings.n_docs} rows, not {n}")
+    return encode_postings_v2(name, config.to_json(), postings, k1=config.k1, b=config.b)
 
 
 def _conform(table: pa.Table, schema: Schema) -> pa.Table:
