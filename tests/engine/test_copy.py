@@ -117,7 +117,7 @@ async def test_async_copy_poll_from_another_node(db: Database, store: MemoryStor
     token = (await db.start_copy("dst", {"copy_from_namespace": {"source_namespace": "src"}}))["token"]
     other = node(store, "b")
     try:
-        for _ in range(200):
+        for _ in range(1200):  # up to a minute on a busy machine
             status = await other.poll_copy("dst", token)
             if status["status"] == "finished":
                 break
@@ -257,3 +257,45 @@ async def test_every_type_and_id_kind_copies_exactly(db: Database, small_batches
     await db.write("u", {"upsert_rows": uuids})
     await db.write("ucp", {"copy_from_namespace": "u"})
     assert await rows(db, "ucp") == await rows(db, "u")
+
+
+@pytest.mark.parametrize("backend", ["fs", pytest.param("s3", marks=pytest.mark.s3)])
+async def test_operations_on_real_stores(backend: str, request: pytest.FixtureRequest, tmp_path: Any) -> None:
+    """The record's create-if-absent and If-Match rewrites, the claim and the settle of a dead
+    node's copy on the local folder and on a real S3 server (SeaweedFS)."""
+    from lagoon.storage import FsStore
+    from tests.storage.conftest import make_s3_store
+
+    if backend == "fs":
+        real: Any = FsStore(tmp_path / "store")
+    else:
+        real = make_s3_store(request.getfixturevalue("s3_server"), request.getfixturevalue("s3_prefix"))
+    event = threading.Event()
+    real_batch = copy_mod.read_batch
+
+    def gated(*args: Any) -> Any:
+        assert event.wait(30)
+        return real_batch(*args)
+
+    mp = pytest.MonkeyPatch()
+    mp.setattr(copy_mod, "read_batch", gated)
+    a = node(real, "a")
+    b = node(real, "b", AheadClock(int(copy_mod.LEASE_SECS * 1000) + 5_000))
+    try:
+        await fill(a, n=60)
+        token = (await a.start_copy("dst", {"source_namespace": "src"}))["token"]
+        status = await b.poll_copy("dst", token)
+        assert status["status"] == "finished" and status["result"]["error"]["status_code"] == 503
+        with pytest.raises(NotFound):
+            await b.metadata("dst")
+        event.set()
+        mp.undo()
+        assert (await b.write("dst", {"copy_from_namespace": "src"}))["rows_affected"] == 60
+        assert await rows(b, "dst") == await rows(a, "src")
+        keys = [m.key async for m in real.list(OPERATIONS_PREFIX)]
+        assert len(keys) == 2 and any(token in k for k in keys)
+    finally:
+        event.set()
+        mp.undo()
+        await a.close()
+        await b.close()
