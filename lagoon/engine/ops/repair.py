@@ -763,7 +763,7 @@ class _BadSegment:
 
 
 async def _verify_segment(p: _Pass, ref: SegmentRef, schema: Schema) -> _BadSegment | None:
-    store, keys = p.store, p.keys
+    store, keys = p.store, p.keys.sibling(ref.owner)  # a branch's segment may be its parent's
     names = sorted(ref.files)
     blobs = await _bounded(_get(store, keys.segment_file(ref.id, n)) for n in names)
     bad: dict[str, str] = {}
@@ -853,7 +853,8 @@ async def _salvage(p: _Pass, bad: _BadSegment, schema: Schema) -> _Salvage:
     if docs_ok:
         good = {n: s for n, s in ref.files.items() if n not in bad.bad}
         sub = dataclasses.replace(ref, files=good)
-        blobs = await _bounded(store.get(keys.segment_file(ref.id, n)) for n in sorted(good))
+        owner = keys.sibling(ref.owner)
+        blobs = await _bounded(store.get(owner.segment_file(ref.id, n)) for n in sorted(good))
         try:
             reader = await asyncio.to_thread(
                 SegmentReader.from_files, sub, dict(zip(sorted(good), blobs, strict=True)), schema
@@ -1011,13 +1012,17 @@ async def _check_wal(p: _Pass) -> None:
         return
     p.report.indexed_through = through
     seqs = {s for k in p.inventory if (s := parse_wal_seq(k)) is not None and k.startswith(keys.wal_prefix)}
-    tail = {s for s in seqs if s > through}
-    head = max(tail, default=through)
+    # A branch reads its fork range from other namespaces' WALs (docs/rfcs/0007-branches.md); its
+    # own entry in that range is the creation's fence, which no reader folds.
+    fork = p.latest.branch.wal if p.latest is not None and p.latest.branch is not None else ()
+    located = {q: r.namespace for r in fork for q in range(max(r.first, through + 1), r.last + 1)}
+    tail = {s for s in seqs if s > through and s not in located}
+    head = max(tail | set(located), default=through)
     while await _exists(store, keys.wal(head + 1)) is not None:
         head += 1
         tail.add(head)
     p.report.wal_head = head
-    missing = [s for s in range(through + 1, head + 1) if s not in tail]
+    missing = [s for s in range(through + 1, head + 1) if s not in tail and s not in located]
     if missing:
         p.add(
             "wal",
@@ -1029,9 +1034,12 @@ async def _check_wal(p: _Pass) -> None:
             _fill_gaps_action(p, missing),
         )
     schema = Schema.from_storage(p.latest.schema) if p.latest is not None and p.latest.schema else Schema()
-    for seq in sorted(tail):
-        key = keys.wal(seq)
+    for seq in sorted(tail | set(located)):
+        key = keys.sibling(located.get(seq)).wal(seq)
         got = await _get(store, key)
+        if got is None and seq in located:
+            p.add("wal", "error", f"WAL entry {seq} of the branch's fork range is missing ({key})")
+            continue
         if got is None:
             continue  # deleted while being checked, or part of the gap
         raw, etag = got
@@ -1042,6 +1050,11 @@ async def _check_wal(p: _Pass) -> None:
             check_entry(entry, Schema() if entry.truncate else schema)
         except LagoonError as e:
             held = describe_entry(raw)
+            if seq in located:  # the owner's entry: its own repair quarantines it
+                p.add(
+                    "wal", "error", f"WAL entry {seq} of the branch's fork range ({key}) is unreadable: {e}"
+                )
+                continue
             finding = p.add(
                 "wal",
                 "error",

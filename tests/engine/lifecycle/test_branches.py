@@ -320,3 +320,27 @@ async def test_branches_survive_workers_and_gc_running_concurrently(bucket: Buck
     finally:
         await asyncio.gather(*(loop.stop() for loop in loops))
         await db.close()
+
+
+async def test_repair_finds_nothing_to_fix_in_branches_and_their_source() -> None:
+    """``lagoon repair`` reads a branch's segments and fork range where its owners keep them: a
+    healthy branch (and its source) are reported clean, and fixing changes no byte."""
+    from lagoon.engine.ops.repair import repair
+
+    store = MemoryStore()
+    settings = make_settings(gc_grace_secs=GRACE)
+    db, model = await _source(store, settings)
+    await db.write(NS, {"schema": {"extra": "string"}, "upsert_rows": [{"id": 1, "extra": "x"}]})
+    await db.branch("b", NS)
+    await db.write("b", {"upsert_rows": [{"id": 7000, "extra": "y"}]})
+    await db.branch("c", "b")
+    before = {m.key: m.size async for m in store.list("default/")}
+    for dry_run in (True, False):
+        report = await repair(store, orgs=["default"], dry_run=dry_run, components=components("r"))
+        assert {n.namespace: [f.message for f in n.errors] for n in report.namespaces} == {
+            NS: [],
+            "b": [],
+            "c": [],
+        }
+    assert {m.key: m.size async for m in store.list("default/")} == before
+    await db.close()
