@@ -329,7 +329,7 @@ async def test_repair_finds_nothing_to_fix_in_branches_and_their_source() -> Non
 
     store = MemoryStore()
     settings = make_settings(gc_grace_secs=GRACE)
-    db, model = await _source(store, settings)
+    db, _ = await _source(store, settings)
     await db.write(NS, {"schema": {"extra": "string"}, "upsert_rows": [{"id": 1, "extra": "x"}]})
     await db.branch("b", NS)
     await db.write("b", {"upsert_rows": [{"id": 7000, "extra": "y"}]})
