@@ -410,19 +410,23 @@ class VectorIndex:
         bitmap: np.ndarray | None = None,
         *,
         dense: bool = False,
+        seen: np.ndarray | None = None,
     ) -> np.ndarray:
         """Cluster-order indices of the best ``k`` candidates (kept by ``cand``) of the clusters
-        ``probe``, best first (f32 distances, ties by row)."""
+        ``probe``, best first (f32 distances, ties by row). ``seen`` (int64[1]): unless ``dense``,
+        the candidates in the probed clusters are added to ``seen[0]``."""
         probe = np.sort(probe)  # ascending cluster = ascending memory: sequential reads
         self._ensure(probe)
         if self._codes is not None and metric == self.metric:
             width = first_pass_width(k)
             if int(self.sizes[probe].sum()) > width:
-                return self._probe_quantized(q, metric, k, cand, probe, width, bitmap, dense=dense)
+                return self._probe_quantized(q, metric, k, cand, probe, width, bitmap, dense=dense, seen=seen)
         starts = self.list_ptr[probe]
         idx = gather_runs(starts, self.list_ptr[probe + 1] - starts)
         if cand is not None:
             idx = idx[cand[self.cord[idx]]]
+            if seen is not None and not dense:
+                seen[0] += idx.shape[0]
         return self.best_of(q, metric, k, idx)
 
     def _probe_quantized(
@@ -436,6 +440,7 @@ class VectorIndex:
         bitmap: np.ndarray | None = None,
         *,
         dense: bool = False,
+        seen: np.ndarray | None = None,
     ) -> np.ndarray:
         """``probe_clusters`` with the 8-bit first pass (lagoon/index/vector/quantized.py) keeping
         the best ``width`` candidates (masked by ``cand``), which are then ranked exactly."""
@@ -451,6 +456,7 @@ class VectorIndex:
             self.cord,
             bitmap,
             dense=dense,
+            seen=seen,
         )
         return self.best_of(q, metric, k, np.sort(idx))
 

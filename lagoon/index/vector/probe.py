@@ -16,31 +16,15 @@ import numpy as np
 
 from lagoon.index.vector import plan as _plan
 from lagoon.index.vector.plan import RecallCurve
-from lagoon.index.vector.quantized import DENSE_MASK
+from lagoon.index.vector.quantized import DENSE_MASK, sampled_count
 
 EXACT_BELOW_ROWS = 2000  # masks keeping fewer rows than max(this, fraction · vectors) go exact
 EXACT_BELOW_FRACTION = 0.02
 EXACT_ABOVE_PROBE_FRACTION = 0.5  # probing at least this share of clusters: scan exactly instead
 CANDIDATE_MARGIN = 2.0  # expected masked candidates in the probed clusters >= margin · k
-SEEN_SAMPLE = 2048  # candidates of newly scanned clusters are counted on about this many rows
+SEEN_SAMPLE = 512  # a dense mask's candidates in newly scanned clusters: counted on this many rows
 ANTI_CORRELATED = 0.7  # probed clusters holding < this x the mask's share of candidates: follow the mask
 GATHER_FRACTION = 0.3  # an exact scan of fewer candidates than this share gathers them (else: all)
-
-
-def _sampled_count(cand: np.ndarray, cord: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> int:
-    """Candidates (``cand[cord[j]]``) in the runs ``[starts[i], ends[i])``, estimated on an evenly
-    spaced sample of about ``SEEN_SAMPLE`` of their positions (every ``step``-th position of the
-    runs laid end to end, times ``step``), without gathering every position."""
-    lengths = ends - starts
-    cum = np.cumsum(lengths)
-    total = int(cum[-1]) if cum.shape[0] else 0
-    if total == 0:
-        return 0
-    step = max(1, total // SEEN_SAMPLE)
-    pos = np.arange(0, total, step, dtype=np.int64)
-    run = np.searchsorted(cum, pos, side="right")
-    idx = starts[run] + pos - (cum[run] - lengths[run])
-    return int(np.count_nonzero(cand[cord[idx]])) * step
 
 
 class ProbedIndex(Protocol):
@@ -77,6 +61,7 @@ class ProbedIndex(Protocol):
         bitmap: np.ndarray | None = None,
         *,
         dense: bool = False,
+        seen: np.ndarray | None = None,
     ) -> np.ndarray: ...
 
     def best_of(self, q: np.ndarray, metric: str, k: int, idx: np.ndarray) -> np.ndarray: ...
@@ -180,14 +165,23 @@ class ProbeSearch:
             return
         if count_rows:
             self._rows += int(vi.sizes[new].sum())
+        dense = self.sigma > DENSE_MASK
+        counted: np.ndarray | None = None
         if self.cand is not None:
             if self._bitmap is None:
                 self._bitmap = np.packbits(self.cand, bitorder="little")
-            self._seen += _sampled_count(self.cand, vi.cord, vi.list_ptr[new], vi.list_ptr[new + 1])
-        dense = self.sigma > DENSE_MASK
+            if dense:  # the kernel tests only the best codes' bits: estimate on a sample
+                starts, ends = vi.list_ptr[new], vi.list_ptr[new + 1]
+                self._seen += sampled_count(starts, ends, vi.cord, self._bitmap, SEEN_SAMPLE)
+            else:  # the kernel picks the candidates: counted exactly on the way
+                counted = np.zeros(1, np.int64)
         self._sel.append(
-            vi.probe_clusters(self.q, self.metric, self.k, self.cand, new, self._bitmap, dense=dense)
+            vi.probe_clusters(
+                self.q, self.metric, self.k, self.cand, new, self._bitmap, dense=dense, seen=counted
+            )
         )
+        if counted is not None:
+            self._seen += int(counted[0])
 
     def _best(self) -> np.ndarray:
         if not self._sel:

@@ -82,11 +82,13 @@ class CodePass:
         bitmap: np.ndarray | None,
         *,
         dense: bool = False,
+        seen: np.ndarray | None = None,
     ) -> np.ndarray:
         """Indices (into ``codes``, unordered) of the best ``width`` codes in the runs
         ``[starts[i], ends[i])`` for the query vector ``qv`` (unit for cosine), among the rows
         (``cord[j]`` for code ``j``) set in ``bitmap`` (little-endian packed bits; None = all).
-        ``dense``: most rows are candidates (see ``DENSE_MASK``)."""
+        ``dense``: most rows are candidates (see ``DENSE_MASK``). ``seen`` (int64[1]): a sparse
+        mask's candidates in the runs are added to ``seen[0]`` (counted on the way)."""
         a, b = self._coefficients(qv)
         longest = int((ends - starts).max()) if starts.shape[0] else 0
         heap_s = np.empty(width, np.float32)
@@ -95,6 +97,7 @@ class CodePass:
         ibuf = np.empty(max(1, longest), np.int64)
         masked = bitmap is not None
         bits = bitmap if bitmap is not None else np.zeros(1, np.uint8)
+        counter = np.zeros(1, np.int64)
         n = sq8_topk(
             self.codes,
             np.ascontiguousarray(starts, dtype=np.int64),
@@ -111,7 +114,10 @@ class CodePass:
             heap_i,
             buf,
             ibuf,
+            counter,
         )
+        if seen is not None:
+            seen[0] += counter[0]
         out: np.ndarray = heap_i[:n]
         return out
 
@@ -255,9 +261,11 @@ def sq8_topk(
     heap_i: Any,
     buf: Any,
     ibuf: Any,
+    counter: Any,
 ) -> int:
     """The best ``width`` codes of the runs (see ``CodePass.search``) into ``heap_i``; returns
-    how many were kept (fewer than ``width`` when the runs hold fewer candidates)."""
+    how many were kept (fewer than ``width`` when the runs hold fewer candidates). A sparse mask
+    (``masked and not dense``) adds the candidates it picked to ``counter[0]``."""
     size = 0
     for i in range(starts.shape[0]):
         lo, hi = starts[i], ends[i]
@@ -275,6 +283,7 @@ def sq8_topk(
                 r = cord[j]
                 ibuf[c] = j
                 c += (bitmap[r >> 3] >> (r & 7)) & 1
+            counter[0] += c
             if 4 * c > hi - lo:  # dense: score the run contiguously (vectorised), keep the candidates
                 _scores_run(codes, lo, hi, a, b, l2, buf)
                 for u in range(c):
@@ -295,6 +304,26 @@ def sq8_topk(
                 if size < width or s > heap_s[0]:
                     size = _push(heap_s, heap_i, size, width, s, j)
     return size
+
+
+@_jit
+def sampled_count(starts: Any, ends: Any, cord: Any, bitmap: Any, sample: int) -> int:
+    """Rows set in ``bitmap`` (``cord[j]`` for position ``j``) among the runs ``[starts[i],
+    ends[i])``, estimated on every ``step``-th position of the runs laid end to end (``step`` =
+    their total length // ``sample``), times ``step``."""
+    total = 0
+    for i in range(starts.shape[0]):
+        total += ends[i] - starts[i]
+    step = max(1, total // max(1, sample))
+    c = 0
+    pos = 0  # position of the current run's first row in the runs laid end to end
+    for i in range(starts.shape[0]):
+        first = (step - pos % step) % step
+        for j in range(starts[i] + first, ends[i], step):
+            r = cord[j]
+            c += (bitmap[r >> 3] >> (r & 7)) & 1
+        pos += ends[i] - starts[i]
+    return int(c * step)
 
 
 @_jit
@@ -326,6 +355,8 @@ def warm_kernels() -> None:
         cp.search(x[0], starts, ends, 4, cord, bits)
         cp.search(x[0], starts, ends, 4, cord, bits, dense=True)
         cp.search_of(x[0], np.arange(0, 64, 3, dtype=np.int64), 4)
+    starts64 = np.array([0, 5], np.int64)
+    sampled_count(starts64, starts64 + 3, np.arange(8, dtype=np.int64), np.ones(1, np.uint8), 4)
 
 
 __all__ = [
@@ -335,6 +366,7 @@ __all__ = [
     "RERANK_MIN",
     "CodePass",
     "first_pass_width",
+    "sampled_count",
     "sq8_topk",
     "sq8_topk_of",
     "warm_kernels",
