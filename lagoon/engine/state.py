@@ -46,6 +46,12 @@ log = logging.getLogger("lagoon.state")
 SegmentLoader = Callable[["NamespaceState", SegmentRef, Schema], Awaitable[SegmentLike]]
 
 
+def _entry_name(seq: int) -> str:
+    """How a damage message names WAL entry ``seq``: relative to its namespace, never by object
+    key (the messages reach response bodies as ``performance.damage``; the log has the key)."""
+    return f"wal/{seq}"
+
+
 class DamagedSegment:
     """Stands in for a segment of the current manifest whose files are missing or corrupt.
 
@@ -484,7 +490,7 @@ class NamespaceState:
         """The entry at ``seq`` with its size, None if absent. An entry that does not decode
         (read twice: a damaged read is not damage) comes back as an empty stand-in, with the
         problem kept in ``_unreadable`` until ``_append`` records it."""
-        key = self.wal_key(seq, m)
+        key, name = self.wal_key(seq, m), _entry_name(seq)
         problem = ""
         for _ in range(2):
             try:
@@ -492,9 +498,9 @@ class NamespaceState:
             except ObjectNotFound:
                 return None
             try:
-                entry = decode_entry(data, what=key)
+                entry = decode_entry(data, what=name)
                 if entry.seq != seq:
-                    raise DataCorruption(f"{key}: holds seq {entry.seq}")
+                    raise DataCorruption(f"{name}: holds seq {entry.seq}")
             except DataCorruption as e:
                 problem = e.message
                 continue
@@ -562,7 +568,7 @@ class NamespaceState:
             try:
                 check_against_schema(entry, Schema() if entry.truncate else self.tail.schema)
             except DataCorruption as e:
-                problem = f"{self.keys.wal(entry.seq)}: {e.message}"
+                problem = f"{_entry_name(entry.seq)}: {e.message}"
         if problem is not None:
             entry = self._stand_in(entry.seq, self.tail.updated_at_ms)
             if entry.seq not in self.damaged:
@@ -572,6 +578,7 @@ class NamespaceState:
                     level=logging.ERROR,
                     namespace=self.keys.root,
                     seq=entry.seq,
+                    key=self.wal_key(entry.seq),
                     problem=problem,
                     fix=REPAIR_HINT,
                 )

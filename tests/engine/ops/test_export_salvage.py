@@ -57,7 +57,7 @@ async def test_salvage_exports_what_reads_and_names_what_it_skipped(tmp_path: Pa
     else:
         wal = root / KEYS.wal(4)
         wal.write_bytes(wal.read_bytes()[:40])
-        lost, named = set(range(30, 35)), KEYS.wal(4)
+        lost, named = set(range(30, 35)), "wal/4: "
     out = tmp_path / "docs.jsonl"
     store = FsStore(str(root))
     db = Database(store, Settings())
