@@ -21,6 +21,7 @@ from lagoon.engine.indexer import index_namespace
 from lagoon.errors import DataCorruption
 from lagoon.format.keys import NamespaceKeys
 from lagoon.storage import FsStore
+from tests.engine.damage import flipped, truncated
 
 pytestmark = pytest.mark.anyio
 KEYS = NamespaceKeys.of("default", "docs")
@@ -31,20 +32,10 @@ def _missing(p: Path) -> None:
     p.unlink()
 
 
-def _truncated(p: Path) -> None:
-    p.write_bytes(p.read_bytes()[: p.stat().st_size // 2])
-
-
-def _flipped(p: Path) -> None:
-    data = bytearray(p.read_bytes())
-    data[len(data) // 2] ^= 0x10
-    p.write_bytes(bytes(data))
-
-
 DAMAGE: dict[str, Callable[[Path], None]] = {
     "missing": _missing,
-    "truncated": _truncated,
-    "bit-flipped": _flipped,
+    "truncated": truncated,
+    "bit-flipped": flipped,
 }
 
 

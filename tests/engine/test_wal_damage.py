@@ -28,6 +28,7 @@ from lagoon.format.framing import encode_frame
 from lagoon.format.keys import NamespaceKeys
 from lagoon.format.wal import MAGIC, decode_entry, table_to_ipc
 from lagoon.storage import FsStore
+from tests.engine.damage import flipped, truncated
 
 pytestmark = pytest.mark.anyio
 KEYS = NamespaceKeys.of("default", "docs")
@@ -36,16 +37,6 @@ SCHEMA = {"t": {"type": "string", "full_text_search": True}}
 
 def _settings() -> Settings:
     return Settings(manifest={"poll_interval_ms": 1})  # type: ignore[arg-type]
-
-
-def _truncated(p: Path) -> None:
-    p.write_bytes(p.read_bytes()[: p.stat().st_size // 2])
-
-
-def _flipped(p: Path) -> None:
-    data = bytearray(p.read_bytes())
-    data[len(data) // 2] ^= 0x10
-    p.write_bytes(bytes(data))
 
 
 def _wrong_type(p: Path) -> None:
@@ -71,8 +62,8 @@ def _wrong_type(p: Path) -> None:
 
 
 DAMAGE: dict[str, Callable[[Path], None]] = {
-    "truncated": _truncated,
-    "bit-flipped": _flipped,
+    "truncated": truncated,
+    "bit-flipped": flipped,
     "wrong-type": _wrong_type,
 }
 
@@ -143,7 +134,7 @@ async def test_entry_restored_in_place_is_read_again(tmp_path: Path) -> None:
     store = await _build(tmp_path)
     path = tmp_path / KEYS.wal(3)
     good = path.read_bytes()
-    _flipped(path)
+    flipped(path)
     db = Database(store, _settings())
     try:
         ids, damage = await _query(db)
