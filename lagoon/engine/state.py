@@ -290,7 +290,7 @@ class NamespaceState:
         """The newest object this node's view rests on, with its size when known: the WAL entry
         at the head, else the manifest version (None: the node knows of nothing)."""
         if self.head > self.indexed_through and self.entries and self.entries[-1][0].seq == self.head:
-            return self.keys.wal(self.head), self.entries[-1][1]
+            return self.wal_key(self.head), self.entries[-1][1]  # a branch's may be its parent's
         if self.manifest is not None:
             version, size = self._manifest_size
             return self.keys.manifest(

@@ -7,6 +7,7 @@ that read the newer state keeps running (as after a restore from bucket versioni
 
 from __future__ import annotations
 
+import logging
 import shutil
 from pathlib import Path
 from typing import Any
@@ -94,3 +95,25 @@ async def test_a_bucket_that_grew_again_after_the_restore_is_read_again(tmp_path
     await other.close()
     assert await _read(node) == {0: "old", 1: "old", 10: "other", 11: "other", 12: "other", 13: "other"}
     await node.close()
+
+
+async def test_a_branch_read_from_its_parents_wal_is_not_taken_for_a_bucket_gone_back(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A branch's head can be an entry of its parent's WAL (its fork range): what its view rests
+    on is there, not under the branch's own prefix, so refreshes keep the cache."""
+    store = FsStore(str(tmp_path))
+    writer = Database(store, _settings())
+    await _write(writer, range(3), "old")
+    await _write(writer, range(3, 4), "old")
+    await writer.branch("br", "docs")
+    await writer.close()
+    node = Database(store, _settings())
+    try:
+        with caplog.at_level(logging.WARNING, logger="lagoon.state"):
+            for _ in range(3):
+                res = await node.query("br", {"rank_by": ["id", "asc"], "top_k": 10})
+                assert [r["id"] for r in res["rows"]] == [0, 1, 2, 3]
+        assert not [r for r in caplog.records if "no longer holds" in r.getMessage()]
+    finally:
+        await node.close()
