@@ -73,13 +73,13 @@ DEFAULT_THREADS = defaults.DOCTOR_THREADS
 DEFAULT_MAX_SKEW_SECS = defaults.DOCTOR_MAX_SKEW_SECS
 DEFAULT_SWITCH_INTERVAL = 1e-6
 INCONCLUSIVE_LIMIT = 0.1
+"""A race check fails when more than this fraction of its rounds had every writer erroring."""
 MIN_CONTENDED_ROUNDS = 60
 """Contended rounds (two or more writers' PUTs in flight at once) a race wants: a store that lets
 two writers win in 5 % of contended rounds then fails it with 95 % probability. A race without a
 violation is inconclusive either way (it cannot prove atomicity); with fewer rounds it says so
 twice, and the report names the detection bound."""
 DETECTION_PROBABILITY = 0.95
-"""A race check fails when more than this fraction of its rounds had every writer erroring."""
 
 CHECKS: dict[str, str] = {
     "read-after-write": "a completed PUT is visible to the next GET and HEAD, also after an overwrite; "
