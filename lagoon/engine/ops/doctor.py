@@ -365,7 +365,7 @@ class ThreadRacers:
         self._task: RaceTask | None = None
         self._results: list[Outcome | None] = [None] * count
         self._spans: list[tuple[float, float]] = [(0.0, 0.0)] * count
-        self.contended = 0  # rounds in which two or more of these threads' PUTs were in flight at once
+        self.contended = False  # whether two or more of these threads' PUTs of the last round overlapped
         self._threads = [
             threading.Thread(target=self._run, args=(i,), name=f"lagoon-doctor-{tag}-{i}", daemon=True)
             for i in range(count)
@@ -399,8 +399,7 @@ class ThreadRacers:
         self._task = task
         self._start.wait()
         self._done.wait()
-        if _overlapping(self._spans):
-            self.contended += 1
+        self.contended = _overlapping(self._spans)
         return [r if r is not None else ("error", "", "no result") for r in self._results]
 
     def close(self) -> None:
@@ -599,11 +598,12 @@ def _race(store: ObjectStore, options: DoctorOptions, base: str, etags: bool) ->
         except ObjectNotFound:
             return None
 
-    def one_round(task: RaceTask) -> list[Outcome]:
+    def one_round(task: RaceTask, tally: _RaceTally) -> list[Outcome]:
         assert racers is not None
         if peer is not None:
             peer.start(task)
         outcomes = racers.race(task)
+        tally.contended += racers.contended
         if peer is not None:
             outcomes += peer.finish()
         return outcomes
@@ -629,20 +629,16 @@ def _race(store: ObjectStore, options: DoctorOptions, base: str, etags: bool) ->
             sys.setswitchinterval(options.switch_interval)
         for r in range(options.rounds):
             key = f"{base}race/{r:06d}"
-            before = racers.contended
-            outcomes = one_round(RaceTask("create", key, r))
+            outcomes = one_round(RaceTask("create", key, r), creates)
             created = run(content_of(key))
             creates.record(r, outcomes, created, None)
-            creates.contended += racers.contended - before
             if not etags or created is None:
                 continue
             etag = run(store.head(key)).etag
             if etag is None:
                 continue
-            before = racers.contended
-            outcomes = one_round(RaceTask("if-match", key, r, etag))
+            outcomes = one_round(RaceTask("if-match", key, r, etag), matches)
             matches.record(r, outcomes, run(content_of(key)), created)
-            matches.contended += racers.contended - before
     except (PeerError, threading.BrokenBarrierError, StorageError) as e:
         detail = f"the race could not finish: {type(e).__name__}: {e}"
         return [CheckResult("create-race", "fail", detail), CheckResult("if-match-race", "fail", detail)]

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from lagoon.config import StorageSettings
-from lagoon.engine.ops.doctor import DOCTOR_PREFIX, DoctorOptions, judge_round, run_doctor
+from lagoon.engine.ops.doctor import DOCTOR_PREFIX, DoctorOptions, _overlapping, judge_round, run_doctor
 from lagoon.storage import FsStore, MemoryStore, ObjectMeta, ObjectStore
 from lagoon.storage.base import AlreadyExists, IfMatch, ObjectNotFound, PreconditionFailed, PutMode, PutModeT
 from lagoon.storage.factory import open_store
@@ -250,3 +250,9 @@ def test_doctor_and_repair_run_against_s3(s3_server: S3Server) -> None:
         await store.close()
 
     asyncio.run(repair_on_s3())
+
+
+def test_a_round_is_contended_when_two_puts_were_in_flight_at_once() -> None:
+    assert _overlapping([(2.0, 3.0), (0.0, 2.5), (4.0, 5.0)])
+    assert not _overlapping([(2.0, 3.0), (0.0, 1.0), (3.0, 4.0)])  # one after the other
+    assert not _overlapping([(0.0, 1.0)])
