@@ -530,6 +530,7 @@ class Committer:
     async def _put(self, seq: int, data: bytes) -> str:
         """Create the slot. Returns "committed" or "lost" (someone else holds the slot)."""
         store, key = self.state.store, self.state.keys.wal(seq)
+        doing = f"committing to namespace '{self.state.keys.namespace}'"
         try:
             await store.put(key, data, PutMode.CREATE)
             return "committed"
@@ -537,7 +538,7 @@ class Committer:
             return "committed" if await self._holds(key, data) else "lost"
         except StorageError as e:
             if not e.transient:
-                raise translate(e, f"committing to namespace '{self.state.keys.namespace}'") from e
+                raise translate(e, doing) from e
         # Ambiguous: settle what the slot holds.
         try:
             if await self._holds(key, data):
@@ -546,7 +547,7 @@ class Committer:
         except ObjectNotFound:
             pass
         except StorageError as e:
-            raise translate(e, f"committing to namespace '{self.state.keys.namespace}'") from e
+            raise translate(e, doing) from e
         fence = encode_entry(
             WalEntry(
                 seq=seq,
@@ -562,7 +563,7 @@ class Committer:
         except AlreadyExists:
             fenced = False
         except StorageError as e:
-            raise translate(e, f"committing to namespace '{self.state.keys.namespace}'") from e
+            raise translate(e, doing) from e
         if not fenced and await self._holds(key, data):
             return "committed"
         return "lost"  # the slot holds the fence or another writer's entry: retry after refresh
