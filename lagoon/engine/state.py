@@ -225,21 +225,18 @@ class NamespaceState:
     async def snapshot(self, *, strong: bool = True) -> Snapshot:
         clock = self.components.clock
         started = clock.monotonic()
-        if not strong and self._loaded:
-            poll = self.settings.manifest.poll_interval_ms / 1000
-            if started - self._last_refresh_started < poll:
-                return self.current()
-            try:
-                await self.refresh(started)
-            except Unavailable:
-                bound = self.settings.manifest.outage_staleness_ms / 1000
-                if clock.monotonic() - self._last_refresh_started > bound:
-                    raise
-                self.unreachable_since = self.unreachable_since or started
-                return self.current()
-            self.unreachable_since = None
+        eventual = not strong and self._loaded  # may answer from the cached view
+        poll = self.settings.manifest.poll_interval_ms / 1000
+        if eventual and started - self._last_refresh_started < poll:
             return self.current()
-        await self.refresh(started)
+        try:
+            await self.refresh(started)
+        except Unavailable:
+            bound = self.settings.manifest.outage_staleness_ms / 1000
+            if not eventual or clock.monotonic() - self._last_refresh_started > bound:
+                raise
+            self.unreachable_since = self.unreachable_since or started
+            return self.current()
         self.unreachable_since = None
         return self.current()
 
