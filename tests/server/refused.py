@@ -291,106 +291,38 @@ def query_cases() -> Iterator[Bad]:
 
 
 def schema_and_metadata_cases() -> Iterator[Bad]:
-    s = "/v1/namespaces/{ns}/schema"
-    m = "/v1/namespaces/{ns}/metadata"
-    yield Bad("schema:not-object", "POST", s.format(ns="base"), json=[1], fragments=("object",))
-    yield Bad("schema:type-change", "POST", s.format(ns="base"), json={"n": "string"}, fragments=("n",))
-    yield Bad(
-        "schema:unknown-type", "POST", s.format(ns="base"), json={"x": "complex"}, fragments=("complex",)
-    )
-    yield Bad(
-        "schema:bad-option",
-        "POST",
-        s.format(ns="base"),
-        json={"title": {"type": "string", "full_text_search": 5}},
-        fragments=("full_text_search",),
-    )
-    yield Bad(
-        "schema:dims-one-past",
-        "POST",
-        s.format(ns="base"),
-        json={"w": f"[{MAX_DIMS + 1}]f32"},
-        fragments=(str(MAX_DIMS),),
-    )
-    yield Bad("schema:missing-namespace", "POST", s.format(ns="fresh"), json={"x": "int"}, status=404)
-    yield Bad(
-        "schema:name-too-long",
-        "POST",
-        s.format(ns="base"),
-        json={"a" * (MAX_ATTR_NAME_BYTES + 1): "int"},
-        fragments=(str(MAX_ATTR_NAME_BYTES),),
-    )
-    yield Bad(
-        "metadata:unknown-field", "PATCH", m.format(ns="base"), json={"colour": "red"}, fragments=("colour",)
-    )
-    yield Bad(
-        "metadata:pinning-garbage",
-        "PATCH",
-        m.format(ns="base"),
-        json={"pinning": {"replicas": 0}},
-        fragments=("pinning",),
-    )
-    yield Bad(
-        "metadata:read-only-not-bool",
-        "PATCH",
-        m.format(ns="base"),
-        json={"read_only": "yes"},
-        fragments=("read_only",),
-    )
-    yield Bad(
-        "metadata:recall-target-out-of-range",
-        "PATCH",
-        m.format(ns="base"),
-        json={"ann_recall_target": 2},
-        fragments=("ann_recall_target",),
-    )
-    yield Bad("metadata:not-object", "PATCH", m.format(ns="base"), json=[1], fragments=("object",))
-    yield Bad(
-        "metadata:missing-namespace", "PATCH", m.format(ns="fresh"), json={"read_only": True}, status=404
-    )
+    def schema(name: str, body: Any, *fragments: str, ns: str = "base", status: int = 400) -> Bad:
+        path = f"/v1/namespaces/{ns}/schema"
+        return Bad(f"schema:{name}", "POST", path, json=body, status=status, fragments=fragments)
+
+    def metadata(name: str, body: Any, *fragments: str, ns: str = "base", status: int = 400) -> Bad:
+        path = f"/v1/namespaces/{ns}/metadata"
+        return Bad(f"metadata:{name}", "PATCH", path, json=body, status=status, fragments=fragments)
+
+    def branch(name: str, body: Any, *fragments: str, ns: str = "fresh", status: int = 400) -> Bad:
+        path = f"/v2/namespaces/{ns}/branch"
+        return Bad(f"branch:{name}", "POST", path, json=body, status=status, fragments=fragments)
+
+    yield schema("not-object", [1], "object")
+    yield schema("type-change", {"n": "string"}, "n")
+    yield schema("unknown-type", {"x": "complex"}, "complex")
+    yield schema("bad-option", {"title": {"type": "string", "full_text_search": 5}}, "full_text_search")
+    yield schema("dims-one-past", {"w": f"[{MAX_DIMS + 1}]f32"}, str(MAX_DIMS))
+    yield schema("missing-namespace", {"x": "int"}, ns="fresh", status=404)
+    yield schema("name-too-long", {"a" * (MAX_ATTR_NAME_BYTES + 1): "int"}, str(MAX_ATTR_NAME_BYTES))
+    yield metadata("unknown-field", {"colour": "red"}, "colour")
+    yield metadata("pinning-garbage", {"pinning": {"replicas": 0}}, "pinning")
+    yield metadata("read-only-not-bool", {"read_only": "yes"}, "read_only")
+    yield metadata("recall-target-out-of-range", {"ann_recall_target": 2}, "ann_recall_target")
+    yield metadata("not-object", [1], "object")
+    yield metadata("missing-namespace", {"read_only": True}, ns="fresh", status=404)
     yield Bad("delete:missing-namespace", "DELETE", W.format(ns="fresh"), status=404)
-    yield Bad(
-        "branch:future-version",
-        "POST",
-        "/v2/namespaces/fresh/branch",
-        json={"source_namespace": "base", "at_version": 10**6},
-        fragments=("at_version",),
-    )
-    yield Bad(
-        "branch:at-version",
-        "POST",
-        "/v2/namespaces/fresh/branch",
-        json={"source_namespace": "base", "at_version": "one"},
-        fragments=("at_version",),
-    )
-    yield Bad(
-        "branch:unknown-field",
-        "POST",
-        "/v2/namespaces/fresh/branch",
-        json={"source_namespace": "base", "x": 1},
-        fragments=("x",),
-    )
-    yield Bad(
-        "branch:bad-source",
-        "POST",
-        "/v2/namespaces/fresh/branch",
-        json={"source_namespace": "../x"},
-        fragments=("namespace",),
-    )
-    yield Bad(
-        "branch:missing-source",
-        "POST",
-        "/v2/namespaces/fresh/branch",
-        json={"source_namespace": "nope"},
-        status=404,
-    )
-    yield Bad(
-        "branch:into-existing",
-        "POST",
-        "/v2/namespaces/base/branch",
-        json={"source_namespace": "base"},
-        fragments=("itself",),
-    )
+    yield branch("future-version", {"source_namespace": "base", "at_version": 10**6}, "at_version")
+    yield branch("at-version", {"source_namespace": "base", "at_version": "one"}, "at_version")
+    yield branch("unknown-field", {"source_namespace": "base", "x": 1}, "x")
+    yield branch("bad-source", {"source_namespace": "../x"}, "namespace")
+    yield branch("missing-source", {"source_namespace": "nope"}, status=404)
+    yield branch("into-existing", {"source_namespace": "base"}, "itself", ns="base")
     yield Bad("list:page-size", "GET", "/v1/namespaces", params={"page_size": "0"}, fragments=("page_size",))
     yield Bad(
         "list:page-size-text", "GET", "/v1/namespaces", params={"page_size": "many"}, fragments=("page_size",)
