@@ -243,11 +243,19 @@ async def run_cluster(
             # None: the zombie froze in the namespace's very first build, before any commit
             frozen_version = frozen_at.version if frozen_at is not None else 0
             paused_since = time.monotonic()
+            deadline = paused_since + 180
+            seen = frozen_at is not None
             while True:  # the others move on: versions, compactions, GC past the grace period
                 await write_stream(db, model, rng, 3)
                 m = await manifest_store.read_latest(store, KEYS)
-                assert m is not None
-                if m.version >= frozen_version + 8 and time.monotonic() - paused_since > GRACE * 2:
+                # No manifest yet is only possible while nobody has committed the first build (the
+                # zombie froze in it and the others are still building theirs); once one existed
+                # the chain must never vanish.
+                assert m is not None or not seen, "the manifest chain vanished"
+                seen = seen or m is not None
+                version = m.version if m is not None else 0
+                assert time.monotonic() < deadline, f"the others never moved past v{frozen_version}"
+                if version >= frozen_version + 8 and time.monotonic() - paused_since > GRACE * 2:
                     break
             os.kill(procs[0].pid, signal.SIGCONT)
             await write_stream(db, model, rng, 20)
