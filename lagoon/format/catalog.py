@@ -8,7 +8,8 @@ Two kinds of objects, both under the cluster prefix (no org or namespace name ca
                                             namespace of the org has one
 
 Both are one JSON document ``{"magic", "format_version", "min_reader_version", "crc32c", <body>}``
-with ``crc32c`` over the canonical body (keys sorted, no whitespace), like manifests. A listing
+with ``crc32c`` over the canonical body (keys sorted, no whitespace): the compact layout of
+format/envelope.py. A listing
 reads only the markers' *keys*; their bodies (who created the namespace, when) are for operators
 and ``lagoon repair``. Unknown body fields are kept by readers that rewrite the org record.
 Pure: no I/O.
@@ -19,10 +20,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-import orjson
-
-from lagoon.errors import DataCorruption, IncompatibleFormat
-from lagoon.format.framing import crc32c
+from lagoon.errors import DataCorruption
+from lagoon.format.envelope import EnvelopeKind, decode_envelope, encode_envelope
 
 MARKER_MAGIC = "lagoon-namespace-marker"  # DO NOT CHANGE: persisted
 ORG_MAGIC = "lagoon-org-catalog"  # DO NOT CHANGE: persisted
@@ -31,40 +30,12 @@ MIN_READER_VERSION = 1
 READER_VERSION = 1
 
 
-def _canonical(value: Any) -> bytes:
-    return orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
+MARKER_ENVELOPE = EnvelopeKind(MARKER_MAGIC, "marker", "namespace marker", READER_VERSION)
+ORG_ENVELOPE = EnvelopeKind(ORG_MAGIC, "catalog", "org catalog", READER_VERSION)
 
 
-def _encode(magic: str, name: str, body: dict[str, Any]) -> bytes:
-    doc = {
-        "magic": magic,
-        "format_version": FORMAT_VERSION,
-        "min_reader_version": MIN_READER_VERSION,
-        "crc32c": crc32c(_canonical(body)),
-        name: body,
-    }
-    return orjson.dumps(doc, option=orjson.OPT_SORT_KEYS)
-
-
-def _decode(data: bytes, magic: str, name: str, what: str) -> dict[str, Any]:
-    try:
-        doc = orjson.loads(data)
-    except orjson.JSONDecodeError as e:
-        raise DataCorruption(f"{what}: not valid JSON ({e})") from None
-    if not isinstance(doc, dict) or doc.get("magic") != magic:
-        raise DataCorruption(f"{what}: bad magic")
-    body = doc.get(name)
-    if not isinstance(body, dict) or crc32c(_canonical(body)) != doc.get("crc32c"):
-        raise DataCorruption(f"{what}: checksum mismatch")
-    min_reader = doc.get("min_reader_version")
-    if not isinstance(min_reader, int):
-        raise DataCorruption(f"{what}: missing format version")
-    if min_reader > READER_VERSION:
-        raise IncompatibleFormat(
-            f"{what}: written in format version {doc.get('format_version')}, which needs a reader of "
-            f"version {min_reader}; this Lagoon reads version {READER_VERSION}. Upgrade Lagoon."
-        )
-    return body
+def _encode(kind: EnvelopeKind, body: dict[str, Any]) -> bytes:
+    return encode_envelope(kind, body, format_version=FORMAT_VERSION, min_reader_version=MIN_READER_VERSION)
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,11 +57,11 @@ class Marker:
 
 
 def encode_marker(m: Marker) -> bytes:
-    return _encode(MARKER_MAGIC, "marker", m.to_json())
+    return _encode(MARKER_ENVELOPE, m.to_json())
 
 
 def decode_marker(data: bytes, *, what: str = "namespace marker") -> Marker:
-    body = _decode(data, MARKER_MAGIC, "marker", what)
+    body = decode_envelope(MARKER_ENVELOPE, data, what).body
     try:
         return Marker(
             org=str(body["org"]),
@@ -128,11 +99,11 @@ class OrgCatalog:
 
 
 def encode_org(c: OrgCatalog) -> bytes:
-    return _encode(ORG_MAGIC, "catalog", c.to_json())
+    return _encode(ORG_ENVELOPE, c.to_json())
 
 
 def decode_org(data: bytes, *, what: str = "org catalog") -> OrgCatalog:
-    body = _decode(data, ORG_MAGIC, "catalog", what)
+    body = decode_envelope(ORG_ENVELOPE, data, what).body
     try:
         count = body["count"]
         complete = body["complete"]

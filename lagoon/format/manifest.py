@@ -10,7 +10,7 @@ never changed. The object is one JSON document:
 
 where ``crc32c`` is computed over the canonical encoding of the ``manifest`` value (UTF-8 JSON,
 keys sorted, no whitespace), so the file stays readable with any JSON tool yet any changed byte
-is detected.
+is detected (the indented layout of format/envelope.py).
 
 Format 2 (docs/rfcs/0007-branches.md) adds copy-on-write branches: a segment may be owned by
 another namespace of the same org (``SegmentRef.owner``), and a ``branch`` record names the parent,
@@ -23,10 +23,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-import orjson
-
-from lagoon.errors import DataCorruption, IncompatibleFormat
-from lagoon.format.framing import crc32c
+from lagoon.errors import DataCorruption
+from lagoon.format.envelope import EnvelopeKind, decode_envelope, encode_envelope
 
 MAGIC = "lagoon-manifest"
 FORMAT_VERSION = 1
@@ -35,6 +33,7 @@ MIN_WRITER_VERSION = 1
 BRANCH_FORMAT_VERSION = 2  # the format (and minimum reader) of a manifest with branch references
 READER_VERSION = 2
 PARENT_NONCE = "parent_nonce"  # DO NOT CHANGE: persisted key inside stats
+ENVELOPE = EnvelopeKind(MAGIC, "manifest", "manifest", READER_VERSION, indented=True)
 
 
 @dataclass(frozen=True, slots=True)
@@ -263,42 +262,19 @@ class Manifest:
         )
 
 
-def _canonical(value: Any) -> bytes:
-    return orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
-
-
 def encode_manifest(m: Manifest) -> bytes:
-    body = m.to_json()
     version = m.format_version
-    doc = {
-        "magic": MAGIC,
-        "format_version": version,
-        "min_reader_version": max(MIN_READER_VERSION, version),
-        "min_writer_version": MIN_WRITER_VERSION,
-        "crc32c": crc32c(_canonical(body)),
-        "manifest": body,
-    }
-    return orjson.dumps(doc, option=orjson.OPT_INDENT_2)
+    return encode_envelope(
+        ENVELOPE,
+        m.to_json(),
+        format_version=version,
+        min_reader_version=max(MIN_READER_VERSION, version),
+        min_writer_version=MIN_WRITER_VERSION,
+    )
 
 
 def decode_manifest(data: bytes, *, what: str = "manifest") -> Manifest:
-    try:
-        doc = orjson.loads(data)
-    except orjson.JSONDecodeError as e:
-        raise DataCorruption(f"{what}: not valid JSON ({e})") from None
-    if not isinstance(doc, dict) or doc.get("magic") != MAGIC:
-        raise DataCorruption(f"{what}: not a Lagoon manifest (bad magic)")
-    min_reader = doc.get("min_reader_version")
-    if not isinstance(min_reader, int) or not isinstance(doc.get("format_version"), int):
-        raise DataCorruption(f"{what}: missing format version")
-    body = doc.get("manifest")
-    if not isinstance(body, dict) or crc32c(_canonical(body)) != doc.get("crc32c"):
-        raise DataCorruption(f"{what}: checksum mismatch")
-    if min_reader > READER_VERSION:
-        raise IncompatibleFormat(
-            f"{what}: written in format version {doc['format_version']}, which needs a reader of "
-            f"version {min_reader} or newer; this Lagoon reads version {READER_VERSION}. Upgrade Lagoon."
-        )
+    body = decode_envelope(ENVELOPE, data, what).body
     try:
         return Manifest.from_json(body)
     except (KeyError, TypeError, ValueError, AttributeError) as e:

@@ -7,8 +7,8 @@ reading it, the node running the operation rewrites it (compare-and-swap on its 
 progress and a heartbeat, and the first writer to set ``status: finished`` decides the outcome.
 
 The object is one JSON document ``{"magic", "format_version", "min_reader_version", "crc32c",
-"operation": {...}}`` with ``crc32c`` over the canonical body (keys sorted, no whitespace), like
-the catalog's objects. Pure: no I/O.
+"operation": {...}}`` with ``crc32c`` over the canonical body (keys sorted, no whitespace): the
+compact layout of format/envelope.py, like the catalog's objects. Pure: no I/O.
 """
 
 from __future__ import annotations
@@ -16,10 +16,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
-import orjson
-
-from lagoon.errors import DataCorruption, IncompatibleFormat
-from lagoon.format.framing import crc32c
+from lagoon.errors import DataCorruption
+from lagoon.format.envelope import EnvelopeKind, decode_envelope, encode_envelope
 
 MAGIC = "lagoon-operation"  # DO NOT CHANGE: persisted
 FORMAT_VERSION = 1
@@ -27,6 +25,7 @@ READER_VERSION = 1
 RUNNING = "running"
 FINISHED = "finished"
 COPY = "copy_from_namespace"
+ENVELOPE = EnvelopeKind(MAGIC, "operation", "operation record", READER_VERSION)
 
 
 @dataclass
@@ -62,38 +61,14 @@ class Operation:
 _KNOWN = frozenset(f.name for f in fields(Operation)) - {"extra"}
 
 
-def _canonical(value: Any) -> bytes:
-    return orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
-
-
 def encode_operation(op: Operation) -> bytes:
     body = asdict(op)
     body.update(body.pop("extra"))
-    doc = {
-        "magic": MAGIC,
-        "format_version": FORMAT_VERSION,
-        "min_reader_version": 1,
-        "crc32c": crc32c(_canonical(body)),
-        "operation": body,
-    }
-    return orjson.dumps(doc, option=orjson.OPT_SORT_KEYS)
+    return encode_envelope(ENVELOPE, body, format_version=FORMAT_VERSION, min_reader_version=1)
 
 
 def decode_operation(data: bytes, what: str) -> Operation:
-    try:
-        doc = orjson.loads(data)
-    except orjson.JSONDecodeError as e:
-        raise DataCorruption(f"{what}: not valid JSON ({e})") from None
-    if not isinstance(doc, dict) or doc.get("magic") != MAGIC:
-        raise DataCorruption(f"{what}: bad magic")
-    body = doc.get("operation")
-    if not isinstance(body, dict) or crc32c(_canonical(body)) != doc.get("crc32c"):
-        raise DataCorruption(f"{what}: checksum mismatch")
-    min_reader = doc.get("min_reader_version")
-    if not isinstance(min_reader, int) or min_reader > READER_VERSION:
-        raise IncompatibleFormat(
-            f"{what}: needs reader version {min_reader!r}; this Lagoon reads {READER_VERSION}"
-        )
+    body = decode_envelope(ENVELOPE, data, what).body
     known = {k: v for k, v in body.items() if k in _KNOWN}
     try:
         op = Operation(**known, extra={k: v for k, v in body.items() if k not in _KNOWN})

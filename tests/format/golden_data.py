@@ -11,6 +11,7 @@ import pyarrow as pa
 
 from lagoon.format.catalog import Marker, OrgCatalog, encode_marker, encode_org
 from lagoon.format.manifest import Branch, Manifest, PendingDelete, SegmentRef, WalRange, encode_manifest
+from lagoon.format.operation import COPY, FINISHED, Operation, encode_operation
 from lagoon.format.wal import OP_COLUMN, WalEntry, encode_entry
 from lagoon.schema import AttrType
 from lagoon.values import column_to_arrow
@@ -116,6 +117,26 @@ def catalog_org() -> OrgCatalog:
     )
 
 
+def operation() -> Operation:
+    """A finished copy, with a field of a newer writer that a rewrite must keep."""
+    return Operation(
+        token="0123456789abcdef0123456789abcdef",
+        kind=COPY,
+        org="default",
+        namespace="docs-copy",
+        source_namespace="docs",
+        start_ms=1_764_000_000_000,
+        node="node-golden",
+        heartbeat_ms=1_764_000_002_000,
+        status=FINISHED,
+        finish_ms=1_764_000_003_000,
+        documents_copied=3,
+        documents_total=3,
+        result={"success": {"rows_affected": 3, "rows_upserted": 3}},
+        extra={"future": [1, 2]},
+    )
+
+
 if __name__ == "__main__" and sys.argv[1:2] == ["--v2"]:
     (Path(sys.argv[2]) / "manifest.json").write_bytes(encode_manifest(branch_manifest()))
 elif __name__ == "__main__":
@@ -124,3 +145,4 @@ elif __name__ == "__main__":
     (out / "manifest.json").write_bytes(encode_manifest(manifest()))
     (out / "catalog-marker.json").write_bytes(encode_marker(catalog_marker()))
     (out / "catalog-org.json").write_bytes(encode_org(catalog_org()))
+    (out / "operation.json").write_bytes(encode_operation(operation()))
