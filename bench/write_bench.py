@@ -1,142 +1,301 @@
-"""Write-path benchmark: throughput, acknowledgement latency and store requests per commit.
+"""Write-path benchmark: throughput, acknowledgement latency and WAL entries per group commit.
 
-Drives the engine in-process (no HTTP) against a real backend: the local filesystem and a real S3
-server (SeaweedFS on loopback, started here; ``bench/stores.py``), optionally with round-trip
-latency added (``--rtt-ms 0,30``: SeaweedFS through a latency-injecting proxy, fs by a delay per
-call). For each request size (1 KB and 512 KB bodies of documents with a 128-d vector and a short
-text) it runs C concurrent writers on one namespace for a fixed time and reports docs/s,
-requests/s, ack latency p50/p99, and object-store requests per commit (the group commit turns
-many requests into one WAL PUT).
+Two modes.
 
-    .venv/bin/python bench/write_bench.py [--seconds 10] [--writers 8] [--backends fs,seaweedfs] [--rtt-ms 0]
+``--http`` (the write targets): starts ``lagoon-server`` on loopback (fs store in a temp folder,
+default configuration, no embedded indexer) and drives it with ``wrk`` (a C load generator; install
+it with ``bench/setup``) with W keep-alive connections, each sending 100-row upserts of 128-d
+vectors to one namespace per body format:
+
+- ``json``: ``upsert_rows`` with vectors as JSON number arrays (what the SDKs send by default);
+- ``base64``: ``upsert_rows`` with vectors as base64 little-endian f32 strings;
+- ``columns``: ``upsert_columns`` with vectors as JSON number arrays;
+- ``columns-base64``: ``upsert_columns`` with base64 vectors.
+
+It prints docs/s, ack latency p50/p99 (wrk's, so HTTP and queueing included), the WAL entries
+the run created and the requests per entry (group commit: every entry is one PUT of one group;
+its ``requests`` field says how many requests it holds).
+
+``--engine``: the engine in-process (no HTTP, no JSON) against a real backend: the local
+filesystem and a real S3 server (SeaweedFS on loopback, ``bench/stores.py``), optionally with
+round-trip latency added (``--rtt-ms 0,30``). For each body format it runs 1 and W concurrent
+writers on one namespace for a fixed time and reports docs/s, ack p50/p99 and object-store
+requests per commit. ``--profile FILE`` writes a cProfile of the W-writer cases (``pstats`` reads it).
+
+    .venv/bin/python bench/write_bench.py --http [--seconds 10] [--writers 8] [--formats json,base64]
+    .venv/bin/python bench/write_bench.py --engine [--backends fs,seaweedfs] [--rtt-ms 0] [--profile write.prof]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
+import contextlib
 import os
 import statistics
 import sys
+import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import numpy as np
+import orjson
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "bench"))
 
-from lagoon.config import Settings
-from lagoon.engine.database import Database
-from lagoon.storage.instrumented import InstrumentedStore
+from load_matrix import Server, run_wrk, start_server  # noqa: E402
 
+from lagoon.config import Settings  # noqa: E402
+from lagoon.engine.database import Database  # noqa: E402
+from lagoon.format.wal import decode_entry  # noqa: E402
+from lagoon.storage.instrumented import InstrumentedStore  # noqa: E402
 
-def make_docs(n: int, start: int, rng: np.random.Generator) -> list[dict[str, Any]]:
-    vecs = rng.standard_normal((n, 128)).astype(np.float32)
-    return [
-        {"id": start + i, "vector": vecs[i].tolist(), "title": f"document {start + i} about lagoons", "n": i}
-        for i in range(n)
-    ]
-
-
-def docs_per_request(target_bytes: int) -> int:
-    # ~1.1 KB of JSON per document (128 floats as text + attributes)
-    return max(1, target_bytes // 1100)
+DIMS = 128
+FORMATS = ("json", "base64", "columns", "columns-base64")
+POOL_BODIES = 200  # distinct request bodies per format (ids repeat after POOL_BODIES requests)
 
 
-async def run_case(store: Any, label: str, size: int, writers: int, seconds: float) -> dict[str, Any]:
-    inst = InstrumentedStore(store)
-    settings = Settings()
-    db = Database(inst, settings)
-    ns = f"bench-{label.replace('+', '-')}-{size}-{os.getpid()}"
-    per_req = docs_per_request(size)
+def vector_value(vec: np.ndarray, fmt: str) -> Any:
+    if fmt.endswith("base64"):
+        return base64.b64encode(vec.astype("<f4").tobytes()).decode()
+    return vec.tolist()
+
+
+def make_body(fmt: str, start: int, rows: int, rng: np.random.Generator) -> dict[str, Any]:
+    """One upsert of ``rows`` documents with ids ``start..start+rows-1`` in body format ``fmt``."""
+    vecs = rng.standard_normal((rows, DIMS)).astype(np.float32)
+    ids = list(range(start, start + rows))
+    vectors = [vector_value(v, fmt) for v in vecs]
+    titles = [f"document {i} about lagoons" for i in ids]
+    if fmt.startswith("columns"):
+        return {"upsert_columns": {"id": ids, "vector": vectors, "title": titles, "n": ids}}
+    return {
+        "upsert_rows": [
+            {"id": i, "vector": v, "title": t, "n": i} for i, v, t in zip(ids, vectors, titles, strict=True)
+        ]
+    }
+
+
+# --- over HTTP -----------------------------------------------------------------------------------
+
+
+def wal_entries(store_root: Path, namespace: str) -> tuple[int, int, int]:
+    """(entries, requests they hold, bytes) of the namespace's WAL in an fs store."""
+    entries = requests = size = 0
+    for path in store_root.glob(f"**/{namespace}/wal/*.wal"):
+        data = path.read_bytes()
+        entry = decode_entry(data)
+        entries += 1
+        requests += entry.requests
+        size += len(data)
+    return entries, requests, size
+
+
+def http_case(
+    server: Server, root: Path, fmt: str, rows: int, writers: int, seconds: float
+) -> dict[str, Any]:
+    namespace = f"write-{fmt}"
     rng = np.random.default_rng(0)
-    pool = [make_docs(per_req, 0, rng) for _ in range(8)]
-    await db.write(ns, {"upsert_rows": pool[0], "distance_metric": "cosine_distance"})
+    create = make_body(fmt, 0, rows, rng) | {"distance_metric": "cosine_distance"}
+    httpx.post(
+        f"{server.url}/v2/namespaces/{namespace}", content=orjson.dumps(create), timeout=60
+    ).raise_for_status()
+    bodies = root / f"{fmt}.jsonl"
+    with open(bodies, "wb") as f:
+        for k in range(POOL_BODIES):
+            f.write(orjson.dumps(make_body(fmt, (k + 1) * rows, rows, rng)) + b"\n")
+    body_bytes = bodies.stat().st_size // POOL_BODIES
+    before = wal_entries(root / "store", namespace)
+    cpu_before = server.cpu_seconds()
+    result = run_wrk(server.url, f"/v2/namespaces/{namespace}", bodies, writers, seconds)
+    cpu = server.cpu_seconds() - cpu_before
+    after = wal_entries(root / "store", namespace)
+    entries, held = after[0] - before[0], after[1] - before[1]
+    seconds_run = result["duration_us"] / 1e6
+    return {
+        "format": fmt,
+        "rows": rows,
+        "writers": writers,
+        "body_bytes": body_bytes,
+        "requests": result["requests"],
+        "errors": result["non2xx"] + result["socket_errors"],
+        "docs_per_s": result["requests"] * rows / seconds_run,
+        "ack_p50_ms": result["p50_us"] / 1000,
+        "ack_p99_ms": result["p99_us"] / 1000,
+        "wal_entries": entries,
+        "requests_per_entry": held / max(entries, 1),
+        "wal_bytes_per_entry": (after[2] - before[2]) / max(entries, 1),
+        "server_cpu_pct": 100 * cpu / seconds_run,
+        "docs_per_cpu_s": result["requests"] * rows / max(cpu, 1e-9),
+        "stderr": result.get("stderr", ""),
+    }
+
+
+def run_http(args: argparse.Namespace) -> None:
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="lagoon-write-bench-") as tmp:
+        root = Path(tmp)
+        extra = [] if args.processes is None else ["--set", f"server.processes={args.processes}"]
+        server = start_server(root, "lagoon", None, False, extra, root / "server.log")
+        try:
+            for fmt in args.formats.split(","):
+                r = http_case(server, root, fmt, args.rows, args.writers, args.seconds)
+                rows.append(r)
+                print(
+                    f"{r['format']:15} {r['body_bytes'] // 1024:>4} KiB x{r['rows']} rows writers={r['writers']} "
+                    f"docs/s={r['docs_per_s']:9.0f} ack p50={r['ack_p50_ms']:7.1f}ms p99={r['ack_p99_ms']:7.1f}ms "
+                    f"(p99/p50 {r['ack_p99_ms'] / max(r['ack_p50_ms'], 1e-9):.1f}) "
+                    f"entries={r['wal_entries']} req/entry={r['requests_per_entry']:.1f} "
+                    f"server CPU={r['server_cpu_pct']:.0f}% docs/CPU-s={r['docs_per_cpu_s']:.0f} errors={r['errors']} {r['stderr']}",
+                    flush=True,
+                )
+        finally:
+            server.stop()
+    print(
+        f"\n{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}, wrk {args.seconds:g} s per format"
+    )
+    print(
+        "| body | KiB | writers | docs/s | ack p50 ms | ack p99 ms | p99/p50 | requests/WAL entry | server CPU % |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        print(
+            f"| {r['format']} | {r['body_bytes'] // 1024} | {r['writers']} | {r['docs_per_s']:,.0f} | "
+            f"{r['ack_p50_ms']:.1f} | {r['ack_p99_ms']:.1f} | {r['ack_p99_ms'] / max(r['ack_p50_ms'], 1e-9):.1f} | "
+            f"{r['requests_per_entry']:.1f} | {r['server_cpu_pct']:.0f} | {r['docs_per_cpu_s']:,.0f} |"
+        )
+
+
+# --- in-process ----------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def profiling(path: str | None) -> Iterator[None]:
+    """cProfile around the block (the standard library's: the bench group has no sampling
+    profiler); the stats go to ``path`` and the top functions by own time are printed."""
+    if path is None:
+        yield
+        return
+    import cProfile
+    import pstats
+
+    profiler = cProfile.Profile()
+    profiler.enable()
+    try:
+        yield
+    finally:
+        profiler.disable()
+        profiler.dump_stats(path)
+        pstats.Stats(profiler).sort_stats("tottime").print_stats(25)
+
+
+async def engine_case(
+    store: Any, label: str, fmt: str, rows: int, writers: int, seconds: float, profile: str | None
+) -> dict[str, Any]:
+    inst = InstrumentedStore(store)
+    db = Database(inst, Settings())
+    ns = f"bench-{label.replace('+', '-')}-{fmt}-{writers}-{os.getpid()}"
+    rng = np.random.default_rng(0)
+    await db.write(ns, make_body(fmt, 0, rows, rng) | {"distance_metric": "cosine_distance"})
+    pool = [make_body(fmt, (k + 1) * rows, rows, rng) for k in range(16)]
     latencies: list[float] = []
-    counter = [10_000_000]
     stop = time.perf_counter() + seconds
     base_counts = dict(inst.counts)
     commits_before = db.handle("default", ns).committer.commits
 
     async def writer(w: int) -> None:
-        k = 0
+        k = w
         while time.perf_counter() < stop:
-            docs = pool[(w + k) % len(pool)]
-            start_id = counter[0]
-            counter[0] += len(docs)
-            body = {"upsert_rows": [{**d, "id": start_id + j} for j, d in enumerate(docs)]}
             t0 = time.perf_counter()
-            await db.write(ns, body)
+            await db.write(ns, pool[k % len(pool)])
             latencies.append(time.perf_counter() - t0)
-            k += 1
+            k += writers
 
     t_start = time.perf_counter()
-    await asyncio.gather(*(writer(w) for w in range(writers)))
+    with profiling(profile):
+        await asyncio.gather(*(writer(w) for w in range(writers)))
     elapsed = time.perf_counter() - t_start
     commits = db.handle("default", ns).committer.commits - commits_before
-    requests = {k: v - base_counts.get(k, 0) for k, v in inst.counts.items()}
-    total_store = sum(requests.values())
+    total_store = sum(v - base_counts.get(k, 0) for k, v in inst.counts.items())
     await db.close()
     lat = sorted(latencies)
     return {
         "backend": label,
-        "request_bytes": size,
-        "docs_per_request": per_req,
+        "format": fmt,
         "writers": writers,
-        "requests": len(lat),
-        "requests_per_s": len(lat) / elapsed,
-        "docs_per_s": len(lat) * per_req / elapsed,
+        "docs_per_s": len(lat) * rows / elapsed,
         "ack_p50_ms": 1000 * lat[len(lat) // 2],
         "ack_p99_ms": 1000 * lat[min(len(lat) - 1, int(len(lat) * 0.99))],
         "ack_mean_ms": 1000 * statistics.fmean(lat),
-        "commits": commits,
         "requests_per_commit": len(lat) / max(commits, 1),
         "store_requests_per_commit": total_store / max(commits, 1),
-        "store_requests": requests,
     }
 
 
-async def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--seconds", type=float, default=10)
-    ap.add_argument("--writers", type=int, default=8)
-    ap.add_argument("--backends", default="fs,seaweedfs")
-    ap.add_argument("--sizes", default="1024,524288")
-    ap.add_argument("--rtt-ms", default="0", help="comma-separated added round-trip latencies")
-    args = ap.parse_args()
+async def run_engine(args: argparse.Namespace) -> None:
     from bench.stores import bench_store
 
-    rows = []
+    results = []
     for backend in args.backends.split(","):
         for rtt in (float(r) for r in args.rtt_ms.split(",")):
             with bench_store(backend, rtt) as target:
-                for size in (int(s) for s in args.sizes.split(",")):
+                for fmt in args.formats.split(","):
                     for writers in (1, args.writers):
                         store = target.open()
+                        profile = args.profile if writers == args.writers else None
                         try:
-                            r = await run_case(store, target.label, size, writers, args.seconds)
+                            r = await engine_case(
+                                store, target.label, fmt, args.rows, writers, args.seconds, profile
+                            )
                         finally:
                             await store.close()
-                        rows.append(r)
+                        results.append(r)
                         print(
-                            f"{r['backend']:14} {r['request_bytes']:>7}B x{r['docs_per_request']:>3} docs "
-                            f"writers={r['writers']:<2} req/s={r['requests_per_s']:8.1f} "
-                            f"docs/s={r['docs_per_s']:9.0f} "
-                            f"ack p50={r['ack_p50_ms']:7.1f}ms p99={r['ack_p99_ms']:7.1f}ms "
-                            f"req/commit={r['requests_per_commit']:5.2f} "
-                            f"store-ops/commit={r['store_requests_per_commit']:5.2f} {r['store_requests']}",
+                            f"{r['backend']:14} {r['format']:15} writers={r['writers']:<2} "
+                            f"docs/s={r['docs_per_s']:9.0f} ack p50={r['ack_p50_ms']:7.1f}ms "
+                            f"p99={r['ack_p99_ms']:7.1f}ms req/commit={r['requests_per_commit']:5.2f} "
+                            f"store-ops/commit={r['store_requests_per_commit']:5.2f}",
                             flush=True,
                         )
-    print("\n| store | body | writers | req/s | docs/s | ack p50 ms | ack p99 ms | store ops/commit |")
+    print(
+        "\n| store | body | writers | docs/s | ack p50 ms | ack p99 ms | requests/commit | store ops/commit |"
+    )
     print("|---|---|---|---|---|---|---|---|")
-    for r in rows:
+    for r in results:
         print(
-            f"| {r['backend']} | {r['request_bytes'] // 1024} KiB | {r['writers']} | {r['requests_per_s']:.0f} | "
-            f"{r['docs_per_s']:.0f} | {r['ack_p50_ms']:.1f} | {r['ack_p99_ms']:.1f} | "
-            f"{r['store_requests_per_commit']:.2f} |"
+            f"| {r['backend']} | {r['format']} | {r['writers']} | {r['docs_per_s']:,.0f} | {r['ack_p50_ms']:.1f} | "
+            f"{r['ack_p99_ms']:.1f} | {r['requests_per_commit']:.1f} | {r['store_requests_per_commit']:.2f} |"
         )
 
 
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    mode = ap.add_mutually_exclusive_group(required=True)
+    mode.add_argument("--http", action="store_true", help="a real lagoon-server driven by wrk")
+    mode.add_argument("--engine", action="store_true", help="the engine in-process (no HTTP)")
+    ap.add_argument("--seconds", type=float, default=10)
+    ap.add_argument("--writers", type=int, default=8)
+    ap.add_argument("--rows", type=int, default=100, help="documents per request")
+    ap.add_argument("--formats", default=",".join(FORMATS), help=f"body formats among {', '.join(FORMATS)}")
+    ap.add_argument("--processes", type=int, default=None, help="--http: server.processes (default: config)")
+    ap.add_argument("--backends", default="fs,seaweedfs", help="--engine: stores")
+    ap.add_argument("--rtt-ms", default="0", help="--engine: comma-separated added round-trip latencies")
+    ap.add_argument("--profile", default=None, help="--engine: cProfile stats of the W-writer cases")
+    args = ap.parse_args()
+    bad = set(args.formats.split(",")) - set(FORMATS)
+    if bad:
+        raise SystemExit(f"unknown format(s): {', '.join(sorted(bad))}")
+    if args.http:
+        run_http(args)
+    else:
+        asyncio.run(run_engine(args))
+
+
 if __name__ == "__main__":
-    asyncio.run(main())
+    main()
