@@ -64,6 +64,7 @@ def command(
             namespace=namespace,
             dry_run=dry_run,
             grace_secs=settings.indexer.gc_grace_secs,
+            settings=settings,
         )
 
     with run_errors("repair"):
@@ -74,4 +75,5 @@ def command(
         click.echo(report.render(), nl=False)
     if not report.ok:
         bad = [f"{n.org}/{n.namespace}" for n in report.namespaces if not n.ok]
+        bad += [f"the namespace catalog of {c.org}" for c in report.catalogs if not c.ok]
         raise RunError(f"repair: errors remain in {', '.join(bad)}")

@@ -30,11 +30,15 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
 
+from lagoon.config import Settings
 from lagoon.engine.components import Components
+from lagoon.engine.state import NamespaceState
 from lagoon.errors import DataCorruption, Forbidden
 from lagoon.format.catalog import Marker, OrgCatalog, decode_org, encode_marker, encode_org
 from lagoon.format.keys import (
+    NamespaceKeys,
     catalog_marker,
     catalog_markers_prefix,
     catalog_org,
@@ -193,7 +197,30 @@ class Catalog:
 
     # -- reconciliation ---------------------------------------------------------------------------------
 
-    async def markers(self, org: str) -> dict[str, float]:
+    async def plan(
+        self, org: str, existing: Iterable[str], *, young_secs: float = YOUNG_MARKER_SECS
+    ) -> CatalogPlan:
+        """What ``reconcile`` would change so that the markers of ``org`` match ``existing``:
+        one LIST of the markers and one GET of the org record (the store's clock only when a
+        marker has no namespace, to tell its age); changes nothing."""
+        exist = set(existing)
+        have = [
+            namespace_from_marker(meta.key) async for meta in self.store.list(catalog_markers_prefix(org))
+        ]
+        strays = sorted(set(have) - exist)
+        young: list[str] = []
+        if strays:
+            ages = await self.marker_ages(org)
+            young = [n for n in strays if ages.get(n, 0.0) < young_secs]
+        return CatalogPlan(
+            add=sorted(exist - set(have)),
+            remove=[n for n in strays if n not in young],
+            young=young,
+            markers=len(have),
+            record=await self.read_org(org),
+        )
+
+    async def marker_ages(self, org: str) -> dict[str, float]:
         """Every marker of ``org``: namespace -> age in seconds (store clock)."""
         now = await self.store.now()
         out: dict[str, float] = {}
@@ -208,41 +235,85 @@ class Catalog:
         *,
         dry_run: bool = False,
         still_exists: Callable[[str], Awaitable[bool]] | None = None,
+        young_secs: float = YOUNG_MARKER_SECS,
     ) -> tuple[list[str], list[str]]:
         """Make the markers of ``org`` match ``existing`` (every namespace of the org that exists,
         as read by the caller from every namespace folder), then recount and mark the org complete.
-        Markers of other names are stale (unless younger than ``YOUNG_MARKER_SECS``). Returns
+        Markers of other names are stale (unless younger than ``young_secs``). Returns
         (markers added, markers removed); with ``dry_run`` what would be, changing nothing.
 
-        ``existing`` was read before the markers: a namespace deleted in between (its marker
-        already removed by the delete path) would get its marker back. So each added marker is
-        followed by a fresh ``still_exists`` read, and taken out again when the namespace is gone,
-        mirroring the delete path (marker out, then the existence read): whichever of the two acts
-        last sees the other's effect."""
-        exist = set(existing)
-        have = await self.markers(org)
-        added = sorted(exist - set(have))
-        removed = sorted(n for n, age in have.items() if n not in exist and age >= YOUNG_MARKER_SECS)
+        ``existing`` was read before the markers, so each change is followed by a fresh
+        ``still_exists`` read, mirroring the write and delete paths: a namespace deleted in
+        between (its marker already removed by the delete path) would get its marker back, so an
+        added marker is taken out again when the namespace is gone; a namespace created in
+        between (its creation saw the stale marker and counted on it) would lose its marker, so
+        a removed marker is put back when the namespace now exists. Whichever acts last sees the
+        other's effect. Every change is create-if-absent, a delete, or a compare-and-swap of the
+        count: safe while servers and workers run."""
+        plan = await self.plan(org, existing, young_secs=young_secs)
         if dry_run:
-            return added, removed
-        for name in added:
+            return plan.add, plan.remove
+        for name in plan.add:
             await self._put_marker(org, name)
             if still_exists is not None and not await still_exists(name):
                 await self.store.delete(catalog_marker(org, name))
-        for name in removed:
+        for name in plan.remove:
             await self.store.delete(catalog_marker(org, name))
+            if still_exists is not None and await still_exists(name):
+                await self._put_marker(org, name)
+        await self._recount(org)
+        if plan.add or plan.remove:
+            log_event(
+                log, "namespace catalog reconciled", org=org, added=len(plan.add), removed=len(plan.remove)
+            )
+        return plan.add, plan.remove
+
+    async def _recount(self, org: str) -> None:
+        """The org record: the number of markers, complete (one compare-and-swap)."""
 
         async def step(data: bytes | None) -> cas.Keep[None] | cas.Write[None]:
             before = _decode_or_none(data, catalog_org(org))
-            count = len(await self.markers(org))
+            count = 0
+            async for _ in self.store.list(catalog_markers_prefix(org)):
+                count += 1
             if before is not None and before.complete and before.count == count:
                 return cas.Keep(None)
             return cas.Write(self._record(count, True, before), None)
 
         await cas.update(self.store, catalog_org(org), step, attempts=_CAS_ATTEMPTS)
-        if added or removed:
-            log_event(log, "namespace catalog reconciled", org=org, added=len(added), removed=len(removed))
-        return added, removed
 
 
-__all__ = ["YOUNG_MARKER_SECS", "Catalog"]
+@dataclass(frozen=True)
+class CatalogPlan:
+    """What reconciling one org's catalog would change (``Catalog.plan``)."""
+
+    add: list[str]
+    """Namespaces that exist without a marker."""
+    remove: list[str]
+    """Markers of namespaces that do not exist, old enough to be stale."""
+    young: list[str]
+    """Markers of namespaces that do not exist, younger than the guard: kept (a creation may be
+    committing)."""
+    markers: int
+    """Markers listed."""
+    record: OrgCatalog | None
+    """The org record as read (None: there is none)."""
+
+    @property
+    def count_after(self) -> int:
+        return self.markers + len(self.add) - len(self.remove)
+
+
+async def namespace_exists(
+    store: ObjectStore, settings: Settings, components: Components, keys: NamespaceKeys
+) -> bool:
+    """Does the namespace exist, for reconciling its marker? Read as a strong read would say
+    (``NamespaceState.exists``), without loading it. One that cannot be read counts as existing:
+    its marker is kept, since a namespace missing from listings would be missed by backups."""
+    try:
+        return await NamespaceState(keys, store, settings, components).exists()
+    except Exception:
+        return True
+
+
+__all__ = ["YOUNG_MARKER_SECS", "Catalog", "CatalogPlan", "namespace_exists"]

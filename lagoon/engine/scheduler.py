@@ -32,7 +32,7 @@ from functools import partial
 from lagoon import metrics
 from lagoon.config import Settings
 from lagoon.engine import manifest_store
-from lagoon.engine.catalog import Catalog
+from lagoon.engine.catalog import Catalog, namespace_exists
 from lagoon.engine.compactor import compact_namespace, pick_inputs
 from lagoon.engine.components import Components
 from lagoon.engine.gc import DEFAULT_RETAIN_VERSIONS, ManifestCache, collect_garbage
@@ -420,12 +420,7 @@ class IndexerLoop:
         return await self._exists(NamespaceKeys.of(org, namespace))
 
     async def _exists(self, keys: NamespaceKeys) -> bool:
-        """Does the namespace exist? One that cannot be read counts as existing (its catalog
-        marker is kept: a namespace missing from listings would be missed by backups)."""
-        try:
-            return await NamespaceState(keys, self.store, self.settings, self.components).exists()
-        except Exception:
-            return True
+        return await namespace_exists(self.store, self.settings, self.components, keys)
 
     async def _has_tail(self, keys: NamespaceKeys, name: str) -> bool:
         """Does the namespace have unindexed entries? Exports its series on the way: the segment

@@ -11,21 +11,27 @@ second run has nothing to fix, a fresh node reads exactly the documents some obj
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+import os
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from lagoon.config import Settings
+from lagoon.engine.catalog import YOUNG_MARKER_SECS, Catalog
 from lagoon.engine.components import Components
 from lagoon.engine.database import Database
 from lagoon.engine.indexer import index_namespace
-from lagoon.engine.ops.repair import check_namespace
+from lagoon.engine.ops.repair import check_namespace, repair
+from lagoon.errors import Forbidden
+from lagoon.format.catalog import OrgCatalog, encode_org
 from lagoon.format.framing import encode_frame
-from lagoon.format.keys import NamespaceKeys
+from lagoon.format.keys import CATALOG_PREFIX, NamespaceKeys, catalog_marker, catalog_org
 from lagoon.format.wal import MAGIC, decode_entry
-from lagoon.storage import FsStore, ObjectStore
+from lagoon.storage import FsStore, ObjectStore, S3Store
+from lagoon.storage.s3 import CLOCK_PREFIX
 
 pytestmark = pytest.mark.anyio
 NS = "docs"
@@ -279,4 +285,127 @@ async def test_damage_is_repaired(tmp_path: Path, damage: Damage, lost: set[int]
     assert out.status == "committed", out
     assert (await read_all(store))[500] == doc(500, 99)
     assert (await check_namespace(store, "default", NS)).ok
+    await store.close()
+
+
+# --- the namespace catalog (markers and org count, engine/catalog.py) -----------------------------
+
+NAMES = ["a", "b", "c"]
+
+
+async def _drop_marker(store: ObjectStore) -> None:
+    await store.delete(catalog_marker("default", "b"))
+
+
+async def _stray_marker(store: ObjectStore) -> None:
+    """A creation that crashed after its marker and count, before its WAL commit."""
+
+    async def none() -> int:
+        return len(NAMES)
+
+    await Catalog(store, Components()).before_create("default", "ghost", limit=None, count_existing=none)
+
+
+async def _wrong_count(store: ObjectStore) -> None:
+    await store.put(catalog_org("default"), encode_org(OrgCatalog(count=7, complete=True)))
+
+
+async def _no_catalog(store: ObjectStore) -> None:
+    """As written by a build without the catalog."""
+    async for meta in store.list(CATALOG_PREFIX):
+        await store.delete(meta.key)
+
+
+CATALOG_CASES: dict[str, tuple[Callable[[ObjectStore], Awaitable[None]], bool]] = {
+    # case -> (damage, an error: --dry-run exits 1)
+    "marker-missing": (_drop_marker, True),
+    "marker-stray": (_stray_marker, True),
+    "count-wrong": (_wrong_count, True),
+    "catalog-missing": (_no_catalog, False),
+}
+
+
+async def _bucket(store: ObjectStore) -> dict[str, bytes]:
+    """Every object's bytes (the S3 store's clock probe aside: it is the store's, not the data's)."""
+    return {m.key: await store.get(m.key) async for m in store.list("") if not m.key.startswith(CLOCK_PREFIX)}
+
+
+async def _listed(db: Database) -> list[str]:
+    return [n["id"] for n in (await db.list_namespaces(page_size=100))["namespaces"]]
+
+
+@pytest.fixture(params=["fs", pytest.param("s3", marks=pytest.mark.s3)])
+async def any_store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[ObjectStore]:
+    if request.param == "fs":
+        store: ObjectStore = FsStore(tmp_path / "bucket")
+    else:
+        server = request.getfixturevalue("s3_server")
+        prefix = request.getfixturevalue("s3_prefix")
+        store = S3Store(server.bucket, prefix=prefix, region=server.region, endpoint=server.endpoint)
+    yield store
+    await store.close()
+
+
+@pytest.mark.parametrize("case", list(CATALOG_CASES))
+async def test_catalog_damage_is_repaired(any_store: ObjectStore, case: str) -> None:
+    """The catalog disagrees with the namespaces the bucket holds: ``lagoon repair --dry-run``
+    names it and changes nothing; ``lagoon repair`` makes listings and ``limits.max_namespaces``
+    right again, with every document still there (0 lost: the catalog holds none), and a second
+    run finds nothing."""
+    store = any_store
+    limited = Settings(limits={"max_namespaces": 4})  # type: ignore[arg-type]
+    db = Database(store, limited)
+    for name in NAMES:
+        await db.write(name, {"upsert_rows": [{"id": 1, "t": name}]})
+    damage, is_error = CATALOG_CASES[case]
+    await damage(store)
+    before = await _bucket(store)
+
+    plan = await repair(store, orgs=["default"], dry_run=True, young_marker_secs=0.0)
+    [catalog] = plan.catalogs
+    assert catalog.ok is not is_error and plan.fixes_possible >= 1, plan.render()
+    assert "would fix" in plan.render() and "namespace catalog" in plan.render()
+    assert await _bucket(store) == before  # a dry run changes nothing
+
+    fixed = await repair(store, orgs=["default"], dry_run=False, young_marker_secs=0.0)
+    assert fixed.ok and fixed.catalogs[0].findings and all(f.fixed for f in fixed.catalogs[0].findings), (
+        fixed.render()
+    )
+    again = await repair(store, orgs=["default"], dry_run=False, young_marker_secs=0.0)
+    assert again.ok and again.fixes_applied == 0 and not again.catalogs[0].findings, again.render()
+
+    fresh = Database(store, limited)
+    assert await _listed(fresh) == NAMES
+    record = await Catalog(store, Components()).read_org("default")
+    assert record is not None and record.complete and record.count == len(NAMES)
+    for name in NAMES:  # nothing lost
+        rows = (await fresh.query(name, {"rank_by": ["id", "asc"], "top_k": 10, "include_attributes": True}))[
+            "rows"
+        ]
+        assert rows == [{"id": 1, "t": name}]
+    await fresh.write("d", {"upsert_rows": [{"id": 1}]})  # the 4th fits: the count is right
+    with pytest.raises(Forbidden):
+        await fresh.write("e", {"upsert_rows": [{"id": 1}]})
+    await db.close()
+    await fresh.close()
+
+
+async def test_a_young_stray_marker_is_kept_until_it_is_old(tmp_path: Path) -> None:
+    """A marker without a namespace may be a creation still committing: repair keeps it (and
+    says so) while it is younger than the guard, and removes it once it is older."""
+    root = tmp_path / "bucket"
+    store = FsStore(root)
+    db = Database(store, settings())
+    await db.write("a", {"upsert_rows": [{"id": 1}]})
+    await _stray_marker(store)
+    young = await repair(store, orgs=["default"], dry_run=False)
+    assert young.ok and "ghost" in young.render() and "kept" in young.render()
+    assert await _listed(db) == ["a", "ghost"]
+    marker = root / catalog_marker("default", "ghost")
+    old = time.time() - YOUNG_MARKER_SECS - 60
+    os.utime(marker, (old, old))
+    aged = await repair(store, orgs=["default"], dry_run=False)
+    assert aged.ok and aged.fixes_applied == 1 and not marker.exists()
+    assert await _listed(db) == ["a"]
+    await db.close()
     await store.close()

@@ -39,6 +39,12 @@ Fixes (not with ``dry_run``), each safe while servers and workers run:
   what the damaged entry held, as far as it can be read;
 - strays are moved to the quarantine.
 
+Per org, once its namespaces are checked (``check_catalog``): the namespace catalog
+(engine/catalog.py) against the namespaces that exist: a marker for each, none for a name that
+does not exist (unless younger than ``YOUNG_MARKER_SECS``: a creation may be committing), the
+org's count equal to the markers. The fix is ``Catalog.reconcile`` (create-if-absent markers,
+deletes each followed by a fresh existence read, the count by compare-and-swap).
+
 "Moved aside" means copied to ``_lagoon/quarantine/{org}/{ns}/{store time ms}/{relative key}``,
 then deleted. Nothing a retained manifest references is ever deleted. After fixing, the namespace
 is inspected again (up to ``MAX_ROUNDS`` rounds of fixes), so the report ends with its true state;
@@ -58,7 +64,9 @@ import msgspec
 import numpy as np
 import pyarrow as pa
 
+from lagoon.config import Settings
 from lagoon.engine import manifest_store
+from lagoon.engine.catalog import YOUNG_MARKER_SECS, Catalog, CatalogPlan, namespace_exists
 from lagoon.engine.components import Components
 from lagoon.engine.indexer import (
     align,
@@ -74,6 +82,7 @@ from lagoon.errors import DataCorruption, LagoonError
 from lagoon.format.framing import HEADER_LEN, TRAILER_LEN
 from lagoon.format.invariants import manifest_problems, successor_problems
 from lagoon.format.keys import (
+    CATALOG_PREFIX,
     CLUSTER_PREFIX,
     NAMESPACE_RE,
     ORG_RE,
@@ -144,8 +153,25 @@ class Finding:
         }
 
 
+class _Verdict:
+    """``errors`` and ``ok`` of a report with ``findings`` and ``remaining``."""
+
+    findings: list[Finding]
+    remaining: list[Finding] | None
+
+    @property
+    def errors(self) -> list[Finding]:
+        if self.remaining is not None:
+            return [f for f in self.remaining if f.severity == "error" and not f.fixed]
+        return [f for f in self.findings if f.severity == "error" and not f.fixed]
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors
+
+
 @dataclass
-class NamespaceReport:
+class NamespaceReport(_Verdict):
     org: str
     namespace: str
     latest_version: int = 0
@@ -158,16 +184,6 @@ class NamespaceReport:
     findings: list[Finding] = field(default_factory=list)
     remaining: list[Finding] | None = None
     """Errors of the final inspection after fixing (None: nothing was fixed, ``findings`` tells)."""
-
-    @property
-    def errors(self) -> list[Finding]:
-        if self.remaining is not None:
-            return [f for f in self.remaining if f.severity == "error" and not f.fixed]
-        return [f for f in self.findings if f.severity == "error" and not f.fixed]
-
-    @property
-    def ok(self) -> bool:
-        return not self.errors
 
     @property
     def lost_documents(self) -> int:
@@ -192,21 +208,76 @@ class NamespaceReport:
 
 
 @dataclass
+class CatalogReport(_Verdict):
+    """The namespace catalog of one org (markers and count, engine/catalog.py) against the
+    namespaces that exist."""
+
+    org: str
+    namespaces: int = 0
+    """Namespaces of the org that exist."""
+    markers: int = 0
+    count: int | None = None
+    """The org record's count (None: no readable record)."""
+    findings: list[Finding] = field(default_factory=list)
+    remaining: list[Finding] | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "org": self.org,
+            "ok": self.ok,
+            "namespaces": self.namespaces,
+            "markers": self.markers,
+            "count": self.count,
+            "findings": [f.to_json() for f in self.findings],
+            "remaining": [f.to_json() for f in self.errors],
+        }
+
+
+def _finding_lines(findings: Sequence[Finding], dry_run: bool) -> list[str]:
+    lines = []
+    for f in findings:
+        label = "FIXED" if f.fixed else f.severity.upper()
+        line = f"  {label:<7} {f.check}: {f.message}"
+        if f.fixed:
+            line += f" -> {f.fix}"
+        elif f.fix:
+            line += f" [{'would ' if dry_run else ''}fix: {f.fix}]"
+            if f.fix_error:
+                line += f" (fix failed: {f.fix_error})"
+        lines.append(line)
+    return lines
+
+
+def _verdict(errors: int, remain: bool, problems: Sequence[Finding]) -> str:
+    if errors:
+        return _n(errors, "error") + (" remain" if remain else "")
+    if not problems:
+        return "OK"
+    if all(f.fixed for f in problems):
+        return "repaired"
+    return "OK with warnings"
+
+
+@dataclass
 class RepairReport:
     dry_run: bool
     namespaces: list[NamespaceReport] = field(default_factory=list)
+    catalogs: list[CatalogReport] = field(default_factory=list)
+
+    def _all_findings(self) -> list[Finding]:
+        return [f for r in [*self.namespaces, *self.catalogs] for f in r.findings]
 
     @property
     def ok(self) -> bool:
-        return all(n.ok for n in self.namespaces)
+        return all(n.ok for n in self.namespaces) and all(c.ok for c in self.catalogs)
 
     @property
     def fixes_applied(self) -> int:
-        return sum(f.fixed for n in self.namespaces for f in n.findings)
+        return sum(f.fixed for f in self._all_findings())
 
     @property
     def fixes_possible(self) -> int:
-        return sum(bool(f.fix) and not f.fixed for n in self.namespaces for f in n.findings)
+        return sum(bool(f.fix) and not f.fixed for f in self._all_findings())
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -215,7 +286,15 @@ class RepairReport:
             "fixes_applied": self.fixes_applied,
             "lost_documents": sum(n.lost_documents for n in self.namespaces),
             "namespaces": [n.to_json() for n in self.namespaces],
+            "catalogs": [c.to_json() for c in self.catalogs],
         }
+
+    def _render_catalog(self, c: CatalogReport) -> list[str]:
+        count = "no org record" if c.count is None else f"count {c.count}"
+        problems = [f for f in c.findings if f.severity != "info"]
+        verdict = _verdict(len(c.errors), c.remaining is not None, problems)
+        head = f"{c.org} (namespace catalog): {verdict} ({c.namespaces} namespaces, {c.markers} markers, {count})"
+        return [head, *_finding_lines(c.findings, self.dry_run)]
 
     def render(self) -> str:
         lines = []
@@ -223,34 +302,21 @@ class RepairReport:
             manifest = f"manifest v{n.latest_version}" if n.latest_version else "no manifest yet"
             state = f"{manifest}, indexed through {n.indexed_through}, WAL head {n.wal_head}, {n.segments} segments"
             problems = [f for f in n.findings if f.severity != "info"]
-            errors = n.errors
-            if errors:
-                verdict = _n(len(errors), "error") + (" remain" if n.remaining is not None else "")
-            elif not problems:
-                verdict = "OK"
-            elif all(f.fixed for f in problems):
-                verdict = "repaired"
-            else:
-                verdict = "OK with warnings"
+            verdict = _verdict(len(n.errors), n.remaining is not None, problems)
             lines.append(f"{n.org}/{n.namespace}: {verdict} ({state})")
-            for f in n.findings:
-                label = "FIXED" if f.fixed else f.severity.upper()
-                line = f"  {label:<7} {f.check}: {f.message}"
-                if f.fixed:
-                    line += f" -> {f.fix}"
-                elif f.fix:
-                    line += f" [{'would ' if self.dry_run else ''}fix: {f.fix}]"
-                    if f.fix_error:
-                        line += f" (fix failed: {f.fix_error})"
-                lines.append(line)
+            lines += _finding_lines(n.findings, self.dry_run)
             if n.remaining is not None:
                 for f in n.errors:
                     if f not in n.findings:
                         lines.append(f"  {'ERROR':<7} {f.check}: {f.message} (after repair)")
             if n.lost_documents:
                 lines.append(f"  documents no object in the bucket holds any more: {n.lost_documents}")
+        for c in self.catalogs:
+            lines += self._render_catalog(c)
         bad = sum(not n.ok for n in self.namespaces)
         summary = f"Checked {_n(len(self.namespaces), 'namespace')}: {bad} with errors"
+        if self.catalogs:
+            summary += f"; {_n(len(self.catalogs), 'namespace catalog')}: {sum(not c.ok for c in self.catalogs)} with errors"
         if self.dry_run:
             summary += f"; dry run, nothing changed ({_n(self.fixes_possible, 'fix', 'fixes')} available)."
         else:
@@ -1326,10 +1392,109 @@ async def check_namespace(
     return report
 
 
+def _catalog_findings(plan: CatalogPlan, young_secs: float) -> list[Finding]:
+    """What an org's catalog plan shows, one finding per problem."""
+    r = plan.record
+    out: list[Finding] = []
+    if r is None and not plan.markers and not plan.add:
+        return out  # an org without namespaces, never catalogued: nothing to keep in step
+    if r is None or not r.complete:
+        why = "there is no org record" if r is None else "the org record is not complete"
+        out.append(
+            Finding(
+                "catalog",
+                "warning",
+                f"{why} ({_n(len(plan.add), 'namespace')} without a marker): listings read every namespace folder",
+                "markers created, the org recounted and marked complete",
+            )
+        )
+    else:
+        out += [
+            Finding(
+                "catalog",
+                "error",
+                f"namespace '{n}' has no marker: listings do not show it",
+                "marker created",
+            )
+            for n in plan.add
+        ]
+        if r.count != plan.markers:
+            out.append(
+                Finding(
+                    "catalog",
+                    "error",
+                    f"the org record counts {r.count} namespaces, there are {plan.markers} markers "
+                    "(limits.max_namespaces counts on it)",
+                    f"count set to {plan.count_after}",
+                )
+            )
+    out += [
+        Finding(
+            "catalog",
+            "error",
+            f"marker of '{n}', which does not exist: listings show it, its reads answer 404",
+            "marker removed",
+        )
+        for n in plan.remove
+    ]
+    out += [
+        Finding(
+            "catalog",
+            "info",
+            f"marker of '{n}', which does not exist, is younger than {_age(young_secs)}: kept "
+            "(its creation may still be committing)",
+        )
+        for n in plan.young
+    ]
+    return out
+
+
+async def check_catalog(
+    store: ObjectStore,
+    org: str,
+    names: Sequence[str],
+    *,
+    dry_run: bool = True,
+    settings: Settings | None = None,
+    components: Components | None = None,
+    young_marker_secs: float = YOUNG_MARKER_SECS,
+) -> CatalogReport:
+    """Compare the namespace catalog of ``org`` (engine/catalog.py) with which of the namespace
+    folders ``names`` hold a namespace that exists, and unless ``dry_run`` reconcile it: markers
+    created (create-if-absent) and removed, each followed by a fresh existence read, the count
+    set by compare-and-swap. Safe while servers and workers run; a second run finds nothing."""
+    settings, components = settings or Settings(), components or Components()
+    catalog = Catalog(store, components)
+
+    async def exists(name: str) -> bool:
+        return await namespace_exists(store, settings, components, NamespaceKeys.of(org, name))
+
+    async def inspect() -> tuple[list[str], CatalogPlan]:
+        alive = await _bounded(exists(n) for n in names)
+        existing = [n for n, ok in zip(names, alive, strict=True) if ok]
+        return existing, await catalog.plan(org, existing, young_secs=young_marker_secs)
+
+    existing, plan = await inspect()
+    report = CatalogReport(org, len(existing), plan.markers, plan.record.count if plan.record else None)
+    report.findings = _catalog_findings(plan, young_marker_secs)
+    if dry_run or not any(f.fix for f in report.findings):
+        return report
+    await catalog.reconcile(org, existing, still_exists=exists, young_secs=young_marker_secs)
+    for f in report.findings:
+        f.fixed = bool(f.fix)
+    existing, plan = await inspect()
+    report.namespaces, report.markers = len(existing), plan.markers
+    report.count = plan.record.count if plan.record else None
+    report.remaining = [f for f in _catalog_findings(plan, young_marker_secs) if f.severity == "error"]
+    return report
+
+
 async def list_orgs(store: ObjectStore) -> list[str]:
-    """Every org with objects in the store (top-level prefixes that are valid org names)."""
-    prefixes = await store.list_prefixes("")
-    return [p.rstrip("/") for p in prefixes if p != CLUSTER_PREFIX and ORG_RE.fullmatch(p.rstrip("/"))]
+    """Every org with objects in the store (top-level prefixes that are valid org names), or
+    with a namespace catalog (an org whose namespaces are gone may keep stray markers)."""
+    prefixes = [*await store.list_prefixes(""), *await store.list_prefixes(CATALOG_PREFIX)]
+    orgs = {p.rstrip("/").rsplit("/", 1)[-1] for p in prefixes if p != CLUSTER_PREFIX}
+    return sorted(o for o in orgs if ORG_RE.fullmatch(o))
 
 
 async def list_namespace_dirs(store: ObjectStore, org: str) -> list[str]:
@@ -1347,41 +1512,70 @@ async def repair(
     dry_run: bool = True,
     grace_secs: float = 3600.0,
     components: Components | None = None,
+    settings: Settings | None = None,
+    young_marker_secs: float = YOUNG_MARKER_SECS,
 ) -> RepairReport:
-    """Check (and unless ``dry_run`` fix) ``namespace`` of each org, or every namespace.
+    """Check (and unless ``dry_run`` fix) ``namespace`` of each org, or every namespace and then
+    the org's namespace catalog (``check_catalog``, once its namespaces are repaired).
 
     ``orgs`` None = every org in the store.
     """
     report = RepairReport(dry_run=dry_run)
     for org in orgs if orgs is not None else await list_orgs(store):
         names = [namespace] if namespace is not None else await list_namespace_dirs(store, org)
-        for name in names:
-            keys = NamespaceKeys.of(org, name)
-            has_objects = False
-            async for _ in store.list(keys.root):
-                has_objects = True
-                break
-            if not has_objects:
-                r = NamespaceReport(org, name)
-                r.findings.append(
-                    Finding("namespace", "error", "no objects under this namespace (wrong name or org?)")
-                )
-                report.namespaces.append(r)
-                continue
-            report.namespaces.append(
-                await check_namespace(
-                    store, org, name, dry_run=dry_run, grace_secs=grace_secs, components=components
+        await _repair_namespaces(report, store, org, names, grace_secs, components)
+        if namespace is None:
+            report.catalogs.append(
+                await check_catalog(
+                    store,
+                    org,
+                    names,
+                    dry_run=dry_run,
+                    settings=settings,
+                    components=components,
+                    young_marker_secs=young_marker_secs,
                 )
             )
     return report
 
 
+async def _repair_namespaces(
+    report: RepairReport,
+    store: ObjectStore,
+    org: str,
+    names: Sequence[str],
+    grace_secs: float,
+    components: Components | None,
+) -> None:
+    """Check (and unless the report is a dry run, fix) each namespace folder ``names`` of ``org``."""
+    for name in names:
+        keys = NamespaceKeys.of(org, name)
+        has_objects = False
+        async for _ in store.list(keys.root):
+            has_objects = True
+            break
+        if not has_objects:
+            r = NamespaceReport(org, name)
+            r.findings.append(
+                Finding("namespace", "error", "no objects under this namespace (wrong name or org?)")
+            )
+            report.namespaces.append(r)
+            continue
+        report.namespaces.append(
+            await check_namespace(
+                store, org, name, dry_run=report.dry_run, grace_secs=grace_secs, components=components
+            )
+        )
+
+
 __all__ = [
     "MAX_PASSES",
     "MAX_ROUNDS",
+    "CatalogReport",
     "Finding",
     "NamespaceReport",
     "RepairReport",
+    "check_catalog",
     "check_namespace",
     "describe_entry",
     "list_namespace_dirs",
