@@ -11,6 +11,7 @@
     ├── TooManyRequests               429     yes    rate limit, concurrency limit, write backpressure
     ├── Unavailable                   503     yes    object store unreachable, shutting down, deadline
     ├── DataCorruption                500     no     checksum mismatch, truncated or unreadable object
+    │   ├── NamespaceDamaged          409     no     a namespace whose manifest or segment cannot be read
     │   └── IncompatibleFormat        500     no     data written by a newer Lagoon than this one
     └── InternalError                 500     no     a bug; please report it
 
@@ -101,6 +102,15 @@ class DataCorruption(LagoonError):
     status = 500
 
 
+class NamespaceDamaged(DataCorruption):
+    """The namespace's stored data (a manifest version, a segment file) cannot be read: the
+    request did nothing, and repeating it cannot help until ``lagoon repair`` has run. A 409, not
+    a 5xx: the node is healthy and so is every other namespace; it is this namespace's state that
+    refuses the request (the message names the damaged object and the repair command)."""
+
+    status = 409
+
+
 class IncompatibleFormat(DataCorruption):
     """The data needs a newer Lagoon (its min_reader_version is above this build's)."""
 
@@ -121,6 +131,7 @@ __all__ = [
     "InternalError",
     "InvalidRequest",
     "LagoonError",
+    "NamespaceDamaged",
     "NotFound",
     "PayloadTooLarge",
     "TooManyRequests",

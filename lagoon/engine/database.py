@@ -32,7 +32,7 @@ from lagoon.engine.segment_io import SegmentIO, resolve_cache_dir
 from lagoon.engine.state import NamespaceState
 from lagoon.engine.tail import SegmentLike, Snapshot
 from lagoon.engine.writer import Committer, Op, copying
-from lagoon.errors import DataCorruption, InvalidRequest, NotFound, TooManyRequests
+from lagoon.errors import DataCorruption, InvalidRequest, NamespaceDamaged, NotFound, TooManyRequests
 from lagoon.format.keys import (
     DEFAULT_ORG,
     NAMESPACE_RE,
@@ -374,8 +374,15 @@ class Database:
     @at_boundary
     async def delete_namespace(self, namespace: str, *, org: str = DEFAULT_ORG) -> dict[str, Any]:
         """Delete the namespace: ``{"status": "OK", "rows_deleted": N}``, N the documents it held
-        (left out when its data could not be read)."""
-        await self.snapshot(org, namespace, strong=True)
+        (left out when its data could not be read). A namespace whose manifest cannot be read
+        cannot be deleted (where its WAL ends is only known from the manifest): ``NamespaceDamaged``
+        (409) saying so; ``lagoon repair`` makes it readable, and then deletable, again."""
+        try:
+            await self.snapshot(org, namespace, strong=True)
+        except NamespaceDamaged as e:
+            e.message = f"cannot delete namespace '{namespace}' before it is repaired: {e.message}"
+            e.args = (e.message,)
+            raise
         h = self.handle(org, namespace)
         done = await h.committer.submit(Op(kind="truncate"))
 

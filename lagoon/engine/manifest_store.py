@@ -35,7 +35,7 @@ import logging
 from typing import Any
 
 from lagoon.engine.components import Components
-from lagoon.errors import DataCorruption
+from lagoon.errors import DataCorruption, IncompatibleFormat, NamespaceDamaged
 from lagoon.format.invariants import manifest_problems, require, successor_problems
 from lagoon.format.keys import NamespaceKeys, parse_manifest_version
 from lagoon.format.manifest import Manifest, decode_manifest, encode_manifest
@@ -54,11 +54,29 @@ class ManifestConflict(Exception):
 
 async def read_version(store: ObjectStore, keys: NamespaceKeys, version: int) -> Manifest:
     """One manifest version, verified. Raises ObjectNotFound."""
-    key = keys.manifest(version)
-    m = decode_manifest(await store.get(key), what=key)
+    return decode_version(await store.get(keys.manifest(version)), keys, version)
+
+
+def decode_version(data: bytes, keys: NamespaceKeys, version: int) -> Manifest:
+    """Manifest ``version`` of the namespace from its bytes, verified. Bytes that do not decode,
+    or hold another version, raise ``NamespaceDamaged`` naming the namespace and ``manifest/{v}``
+    (never the object key: the message reaches clients; the key goes to the detail, for the log)."""
+    name = f"manifest/{version}"
+    try:
+        m = decode_manifest(data, what=name)
+    except IncompatibleFormat:
+        raise
+    except DataCorruption as e:
+        raise _damaged(keys, e.message, version) from None
     if m.version != version:
-        raise DataCorruption(f"{key}: holds version {m.version}")
+        raise _damaged(keys, f"{name}: holds version {m.version}", version)
     return m
+
+
+def _damaged(keys: NamespaceKeys, problem: str, version: int) -> NamespaceDamaged:
+    return NamespaceDamaged(
+        f"namespace '{keys.namespace}' cannot be read: {problem}", detail=f"object {keys.manifest(version)}"
+    )
 
 
 async def read_hint(store: ObjectStore, keys: NamespaceKeys) -> int:
@@ -227,6 +245,7 @@ __all__ = [
     "ManifestConflict",
     "advance_hint",
     "commit",
+    "decode_version",
     "list_versions",
     "next_version",
     "parse_hint",

@@ -32,9 +32,9 @@ from lagoon.engine import manifest_store
 from lagoon.engine.components import Components
 from lagoon.engine.errors import REPAIR_HINT, translate
 from lagoon.engine.tail import SegmentLike, Snapshot, Tail
-from lagoon.errors import DataCorruption, Unavailable
+from lagoon.errors import DataCorruption, NamespaceDamaged, Unavailable
 from lagoon.format.keys import NamespaceKeys, parse_wal_seq
-from lagoon.format.manifest import Branch, Manifest, SegmentRef, decode_manifest
+from lagoon.format.manifest import Branch, Manifest, SegmentRef
 from lagoon.format.wal import WalEntry, check_against_schema, decode_entry
 from lagoon.logs import log_event
 from lagoon.schema import Schema
@@ -57,15 +57,15 @@ class DamagedSegment:
 
     The namespace stays loaded, so writes that do not need the documents (upserts, deletes by
     id) still commit: they only append to the WAL. Anything that reads the segment's documents
-    (queries, lookups, conditional writes, patches, filters) raises ``DataCorruption`` naming the
+    (queries, lookups, conditional writes, patches, filters) raises ``NamespaceDamaged`` naming the
     damaged object and the repair command. Other namespaces are unaffected."""
 
     def __init__(self, ref: SegmentRef, problem: str) -> None:
         self.ref = ref
         self.problem = problem
 
-    def error(self) -> DataCorruption:
-        return DataCorruption(f"{self.problem}; {REPAIR_HINT}")
+    def error(self) -> NamespaceDamaged:
+        return NamespaceDamaged(f"{self.problem}; {REPAIR_HINT}")
 
     def ids(self) -> Any:
         raise self.error()
@@ -452,11 +452,8 @@ class NamespaceState:
             self.manifest, version, advanced = m, m.version, True
 
     async def _read_manifest(self, version: int) -> Manifest:
-        key = self.keys.manifest(version)
-        data = await self.store.get(key)
-        m = decode_manifest(data, what=key)
-        if m.version != version:
-            raise DataCorruption(f"{key}: holds version {m.version}")
+        data = await self.store.get(self.keys.manifest(version))
+        m = manifest_store.decode_version(data, self.keys, version)
         self._manifest_size = (version, len(data))
         return m
 

@@ -5,8 +5,9 @@ with the status of the ``lagoon.errors`` class that was raised. Rules:
 
 - ``LagoonError`` subclasses keep their status and message. Retryable ones (409, 429, 503) carry
   ``Retry-After`` (whole seconds, at least 1) and ``retry-after-ms`` (the official SDK prefers it).
-- Non-retryable 5xx (data corruption, a bug) carry ``x-should-retry: false``: the SDK would
-  otherwise retry every 5xx, which cannot help and, for a write, only repeats it.
+- Non-retryable 5xx (data corruption, a bug) and 409s (a damaged namespace) carry
+  ``x-should-retry: false``: the SDK would otherwise retry every 5xx and 409, which cannot help
+  and, for a write, only repeats it.
 - Anything a client can send must map to 4xx: ``RecursionError`` (input nested deeper than Python
   can walk) becomes 400; Starlette's routing errors (unknown path 404, wrong method 405) keep their
   status with our body.
@@ -28,9 +29,11 @@ import orjson
 from starlette.exceptions import HTTPException
 from starlette.responses import Response
 
-from lagoon.errors import LagoonError
+from lagoon.errors import DataCorruption, LagoonError
 
 JSON = "application/json"
+SDK_RETRIES = frozenset({408, 409, 429, *range(500, 600)})
+"""The statuses the official SDK retries unless told ``x-should-retry: false``."""
 
 
 def error_body(message: str) -> bytes:
@@ -86,11 +89,12 @@ def classify(exc: BaseException, request_id: str) -> tuple[int, str, dict[str, s
         if exc.retryable or exc.retry_after is not None:
             headers.update(retry_headers(exc.retry_after if exc.retry_after is not None else 1.0))
         failed = exc.status == 500  # a bug or corrupt data: retrying cannot help, the logs can
-        if exc.status >= 500 and not exc.retryable:
+        if not exc.retryable and exc.status in SDK_RETRIES:
             headers["x-should-retry"] = "false"
         if exc.status == 401:
             headers["www-authenticate"] = 'Bearer realm="lagoon"'
-        message = f"{exc.message} (request id {request_id})" if failed else exc.message
+        logged = failed or isinstance(exc, DataCorruption)  # the log line names the damaged object
+        message = f"{exc.message} (request id {request_id})" if logged else exc.message
         return exc.status, message, headers, failed
     if isinstance(exc, HTTPException):
         extra = dict(exc.headers or {})

@@ -34,7 +34,7 @@ from starlette.datastructures import Headers
 from starlette.requests import ClientDisconnect, Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from lagoon.errors import LagoonError, Unavailable
+from lagoon.errors import DataCorruption, LagoonError, Unavailable
 from lagoon.index.cancel import Budget
 from lagoon.logs import log_event
 from lagoon.server.body import BodyDecoder, too_large
@@ -101,6 +101,16 @@ def context(request: Request) -> RequestContext:
     return ctx
 
 
+def _log_level(route: str, status: int, *, damaged: bool) -> int:
+    """The access-log level: errors for 5xx, warnings for a damaged namespace's 409 (the
+    operator has to run ``lagoon repair``), quiet for the probes."""
+    if route in QUIET_ROUTES:
+        return logging.DEBUG
+    if status >= 500:
+        return logging.ERROR
+    return logging.WARNING if damaged else logging.INFO
+
+
 def new_request_id(given: str | None) -> str:
     if given and _REQUEST_ID_RE.fullmatch(given):
         return given
@@ -165,9 +175,9 @@ class LagoonMiddleware:
             status, message, extra, is_bug = classify(exc, ctx.request_id)
             if is_bug:
                 bug = exc
-            if status >= 500:  # the log gets the whole story; the client no storage locations
-                ctx.fields["error"] = internal_text(exc)
-                message = state.redact(message)
+            if status >= 500 or isinstance(exc, DataCorruption):  # also a damaged namespace's 409
+                ctx.fields["error"] = internal_text(exc)  # the log gets the whole story,
+                message = state.redact(message)  # the client no storage locations
             if status == 413:
                 extra["connection"] = "close"  # the rest of the body is never read
             if not started_response:
@@ -194,7 +204,7 @@ class LagoonMiddleware:
                 exc_info=(type(bug), bug, bug.__traceback__),
                 extra={"request_id": ctx.request_id, "route": route, "namespace": ctx.namespace},
             )
-        level = logging.DEBUG if route in QUIET_ROUTES else logging.ERROR if status >= 500 else logging.INFO
+        level = _log_level(route, status, damaged="error" in ctx.fields)
         log_event(
             access_log,
             "request",

@@ -38,7 +38,10 @@ _ERROR_TEXT = {
     "404": "Namespace not found (or owned by another org).",
     "405": "Method not allowed.",
     "408": "The request body did not arrive before the request deadline.",
-    "409": "Commit contention outlived the retry budget; retry.",
+    "409": (
+        "Commit contention outlived the retry budget (retry), or the namespace is damaged "
+        "(x-should-retry: false; the message names lagoon repair)."
+    ),
     "413": "Request body larger than server.max_body_bytes.",
     "422": "Well-formed but impossible request.",
     "429": "Rate, concurrency or backpressure limit; retry after Retry-After.",
@@ -49,7 +52,7 @@ _ERROR_TEXT = {
 
 
 def _errors(*codes: str) -> dict[str, Any]:
-    common = ("400", "401", "403", "408", "413", "429", "500", "503")
+    common = ("400", "401", "403", "408", "409", "413", "429", "500", "503")
     out: dict[str, Any] = {}
     for code in sorted({*common, *codes}):
         out[code] = _json(_ERR, _ERROR_TEXT[code])

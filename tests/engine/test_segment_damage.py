@@ -79,7 +79,7 @@ async def test_damaged_segment_file_fails_queries_clearly_and_spares_the_rest(
         assert segments[1] in message
         assert ("missing" in message) if kind == "missing" else ("corrupt" in message)
         assert "lagoon repair" in message
-        assert err.value.status == 500 and not err.value.retryable
+        assert err.value.status == 409 and not err.value.retryable  # NamespaceDamaged: never retried
 
         # Other namespaces are unaffected.
         assert await _ids(db, "other") == [1]

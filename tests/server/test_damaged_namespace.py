@@ -2,9 +2,12 @@
 
 - a WAL entry written wrongly (an older build, or damaged in the bucket): the namespace keeps
   working around it, and admin DELETE removes it;
-- a manifest that cannot be read: its reads answer 500 naming `lagoon repair`; the org's listing
-  names it, flagged ``"damaged": true`` (from the catalog once this node has met the damage; from
-  the folders at once), and every other namespace keeps working.
+- a manifest that cannot be read: its reads answer 409 naming `lagoon repair` (never retried by
+  the SDK); the org's listing names it, flagged ``"damaged": true`` (from the catalog once this node
+  has met the damage; from the folders at once), and every other namespace keeps working;
+- every route over such a namespace, or one with a corrupt segment, answers something other than
+  a 5xx; admin DELETE of an unreadable namespace is a 409 that changes nothing in the bucket, and
+  deletes it once `lagoon repair` has run.
 """
 
 from __future__ import annotations
@@ -17,9 +20,11 @@ import pytest
 from starlette.testclient import TestClient
 
 from lagoon.config import Settings
+from lagoon.engine.ops.repair import repair
 from lagoon.engine.scheduler import IndexerLoop
 from lagoon.server import create_app
 from lagoon.storage.factory import open_store
+from tests.engine.damage import flipped
 
 
 def settings(root: Path) -> Settings:
@@ -80,7 +85,8 @@ def test_listing_flags_an_unreadable_namespace_and_the_rest_works(tmp_path: Path
         else:
             assert listing(c) == [{"id": "bad", "damaged": True}, {"id": "good"}]
         r = c.post("/v2/namespaces/bad/query", json={"rank_by": ["id", "asc"]})
-        assert r.status_code == 500 and "lagoon repair" in r.json()["error"], r.text
+        assert r.status_code == 409 and "lagoon repair" in r.json()["error"], r.text
+        assert r.headers["x-should-retry"] == "false" and "retry-after" not in r.headers
         assert "default/bad" not in r.text  # the object is named in the log, not to the client
         assert listing(c) == [{"id": "bad", "damaged": True}, {"id": "good"}]
         r = c.post("/v2/namespaces/good/query", json={"rank_by": ["id", "asc"]})
@@ -88,3 +94,84 @@ def test_listing_flags_an_unreadable_namespace_and_the_rest_works(tmp_path: Path
         assert c.post("/v2/namespaces/good", json={"upsert_rows": [{"id": 2}]}).status_code == 200
         assert c.post("/v2/namespaces/fresh", json={"upsert_rows": [{"id": 2}]}).status_code == 200
         assert [n["id"] for n in listing(c)] == ["bad", "fresh", "good"]
+
+
+# Every route that names a namespace, with a body it accepts for a healthy one.
+ROUTES: list[tuple[str, str, object]] = [
+    ("POST", "/v2/namespaces/bad/query", {"rank_by": ["id", "asc"]}),
+    ("POST", "/v2/namespaces/bad/explain_query", {"rank_by": ["id", "asc"]}),
+    ("POST", "/v2/namespaces/bad", {"upsert_rows": [{"id": 3}]}),
+    ("POST", "/v2/namespaces/bad", {"patch_rows": [{"id": 1, "x": 3}]}),
+    ("POST", "/v2/namespaces/bad", {"delete_by_filter": ["id", "Eq", 1]}),
+    ("POST", "/v2/namespaces/bad", {"upsert_rows": [{"id": 1}], "upsert_condition": ["x", "Eq", 1]}),
+    ("POST", "/v2/namespaces/bad", {"copy_from_namespace": "good"}),
+    ("POST", "/v2/namespaces/copy", {"copy_from_namespace": "bad"}),
+    ("POST", "/v2/namespaces/fork", {"branch_from_namespace": "bad"}),
+    ("POST", "/v2/namespaces/bad/branch", {"source_namespace": "good"}),
+    ("POST", "/v2/namespaces/fork2/branch", {"source_namespace": "bad"}),
+    ("POST", "/v2/namespaces/acopy/async", {"copy_from_namespace": "bad"}),
+    ("GET", "/v2/namespaces/bad/metadata", None),
+    ("GET", "/v1/namespaces/bad/metadata", None),
+    ("PATCH", "/v1/namespaces/bad/metadata", {"read_only": False}),
+    ("GET", "/v1/namespaces/bad/schema", None),
+    ("POST", "/v1/namespaces/bad/schema", {"y": "string"}),
+    ("GET", "/v1/namespaces/bad/hint_cache_warm", None),
+    ("POST", "/v1/namespaces/bad/_debug/recall", {"num": 1}),
+    ("DELETE", "/v2/namespaces/bad", None),
+]
+
+
+def garble_manifests(root: Path) -> None:
+    for p in (root / "default/bad/manifest").iterdir():
+        p.write_bytes(b"not a manifest")
+
+
+def flip_segments(root: Path) -> None:
+    for p in (root / "default/bad/seg").rglob("*"):
+        if p.is_file():
+            flipped(p)
+
+
+@pytest.mark.parametrize("damage", [garble_manifests, flip_segments], ids=["manifest", "segment"])
+def test_no_route_answers_5xx_over_a_damaged_namespace(tmp_path: Path, damage: object) -> None:
+    seed(tmp_path, index=True)
+    damage(tmp_path)  # type: ignore[operator]
+    with TestClient(create_app(settings(tmp_path))) as c:
+        for method, path, body in ROUTES:
+            r = c.request(method, path, json=body)
+            assert r.status_code < 500, (method, path, r.status_code, r.text)
+            if r.status_code == 409:
+                assert "lagoon repair" in r.json()["error"] and "default/bad" not in r.text, r.text
+        assert c.post("/v2/namespaces/good/query", json={"rank_by": ["id", "asc"]}).status_code == 200
+
+
+def bucket(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in root.rglob("*") if p.is_file()}
+
+
+def test_delete_of_an_unreadable_namespace_names_repair_changes_nothing_and_works_after_it(
+    tmp_path: Path,
+) -> None:
+    seed(tmp_path, index=True)
+    garble_manifests(tmp_path)
+    before = bucket(tmp_path)
+    with TestClient(create_app(settings(tmp_path))) as c:
+        r = c.delete("/v2/namespaces/bad")
+        assert r.status_code == 409, r.text
+        assert "cannot delete namespace 'bad'" in r.text and "lagoon repair" in r.text, r.text
+        assert r.headers["x-should-retry"] == "false"
+    assert bucket(tmp_path) == before
+
+    async def fix() -> None:
+        store = open_store(settings(tmp_path).storage)
+        try:
+            await repair(store, orgs=["default"], namespace="bad", dry_run=False)
+        finally:
+            await store.close()
+
+    asyncio.run(fix())
+    with TestClient(create_app(settings(tmp_path))) as c:
+        r = c.delete("/v2/namespaces/bad")
+        assert r.status_code == 200, r.text
+        assert c.post("/v2/namespaces/bad/query", json={"rank_by": ["id", "asc"]}).status_code == 404
+        assert listing(c) == [{"id": "good"}]
