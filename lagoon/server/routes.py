@@ -19,7 +19,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Any
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, Literal, TypeVar
 
 import orjson
 from starlette.requests import Request
@@ -33,7 +35,7 @@ from lagoon.errors import Forbidden, InvalidRequest, LagoonError, Unauthorized, 
 from lagoon.format.keys import check_namespace
 from lagoon.index.cancel import Budget, budget_scope
 from lagoon.logs import log_event
-from lagoon.server.app_state import ServerState
+from lagoon.server.app_state import Engine, ServerState
 from lagoon.server.audit import MutationAudit, counts
 from lagoon.server.body import parse_json_object
 from lagoon.server.errors import JSON, error_body
@@ -45,6 +47,7 @@ from lagoon.server.recall import evaluate_recall
 READY_TIMEOUT_SECS = 2.0
 readiness_log = logging.getLogger("lagoon.server.readiness")
 _JSON_OPTS = orjson.OPT_SERIALIZE_NUMPY
+T = TypeVar("T")
 
 
 class NotImplementedByServer(LagoonError):
@@ -198,84 +201,151 @@ def audited(request: Request, action: str, principal: Principal, **extra: Any) -
     return MutationAudit(record)
 
 
+# --- the namespace routes' preamble -----------------------------------------------------------
+
+AuditedAs = Literal["counts", "fields", "nothing"]
+"""What a mutation's audit line takes from its result: the row counts (writes, deletions,
+branches), the result's own fields (a started copy's token), or nothing but the route's fields."""
+
+
+@dataclass(frozen=True, slots=True)
+class NamespaceRequest:
+    """A namespace route's request once the preamble has run (the order of the module docstring):
+    the caller authorized (401/403/429), the namespace name valid (400), the body parsed
+    (413/400; ``{}`` for routes without one)."""
+
+    request: Request
+    state: ServerState
+    ctx: RequestContext
+    principal: Principal
+    ns: str
+    body: dict[str, Any]
+    size: int
+
+    @property
+    def org(self) -> str:
+        return self.principal.org
+
+    @property
+    def db(self) -> Engine:
+        """The engine (503 while the server starts or stops)."""
+        return self.state.engine()
+
+    def require(self, role: Role, action: str) -> None:
+        require(self.request, self.principal, role, action, namespace=self.ns)
+
+    def check_accepting_writes(self) -> None:
+        self.state.check_accepting_writes(self.ctx.arrived_draining)
+
+    async def run(self, call: Awaitable[T]) -> T:
+        """A read under the request deadline."""
+        return await run_with_deadline(self.ctx, call)
+
+    async def run_query(self, call: Awaitable[T]) -> T:
+        """A query under the request deadline and its cancellation budget (cancelled when the
+        client disconnects too)."""
+        budget = query_budget(self.ctx)
+        with budget_scope(budget):
+            return await run_with_deadline(self.ctx, call, budget=budget, receive=self.request.receive)
+
+    async def mutate(
+        self,
+        action: str,
+        call: Awaitable[dict[str, Any]],
+        *,
+        audited_as: AuditedAs = "counts",
+        late: str | None = None,
+        **extra: Any,
+    ) -> dict[str, Any]:
+        """A mutation under the request deadline, audited as ``action`` whatever the client is
+        answered (``server/audit.py``); ``extra`` fields go into the audit line."""
+        with audited(self.request, action, self.principal, **extra) as audit:
+            result = await run_with_deadline(self.ctx, call, mutation=True, late=late)
+        if audited_as == "fields":
+            audit.answered(None, **result)
+        else:
+            audit.answered(result if audited_as == "counts" else None)
+        return result
+
+
+NamespaceHandler = Callable[[NamespaceRequest], Awaitable[Response]]
+
+
+def namespace_route(
+    role: Role, action: str, *, body: bool = False
+) -> Callable[[NamespaceHandler], Callable[[Request], Awaitable[Response]]]:
+    """Make ``handler`` a Starlette endpoint that runs the preamble first: ``role`` is what the
+    caller needs for ``action`` (named in the 403), ``body`` whether the route reads one."""
+
+    def wrap(handler: NamespaceHandler) -> Callable[[Request], Awaitable[Response]]:
+        async def endpoint(request: Request) -> Response:
+            return await handler(await _namespace_request(request, role, action, body=body))
+
+        endpoint.__name__, endpoint.__doc__ = handler.__name__, handler.__doc__
+        return endpoint
+
+    return wrap
+
+
+async def _namespace_request(request: Request, role: Role, action: str, *, body: bool) -> NamespaceRequest:
+    principal = authorize(request, role, action, namespace=request.path_params.get("ns"))
+    ns = namespace_param(request)
+    parsed, size = await json_object(request) if body else ({}, 0)
+    return NamespaceRequest(request, server_state(request), context(request), principal, ns, parsed, size)
+
+
 # --- namespaces: data ------------------------------------------------------------------------
 
 
-async def write(request: Request) -> Response:
-    state, ctx = server_state(request), context(request)
-    principal = authorize(request, "writer", "writing documents", namespace=request.path_params.get("ns"))
-    ns = namespace_param(request)
-    body, size = await json_object(request)
+@namespace_route("writer", "writing documents", body=True)
+async def write(req: NamespaceRequest) -> Response:
+    body = req.body
     if has_drops(body.get("schema")):
-        require(request, principal, "admin", "dropping attributes", namespace=ns)
-    state.check_accepting_writes(ctx.arrived_draining)
-    state.rates.check_write_bytes(principal.key_id or principal.org, size)
-    db = state.engine()
-    call = db.write(ns, body, org=principal.org, offload=size > OFFLOAD_WRITE_BYTES)
+        req.require("admin", "dropping attributes")
+    req.check_accepting_writes()
+    req.state.rates.check_write_bytes(req.principal.key_id or req.org, req.size)
+    call = req.db.write(req.ns, body, org=req.org, offload=req.size > OFFLOAD_WRITE_BYTES)
     action = (
         "copy_namespace" if body.get("copy_from_namespace") or body.get("branch_from_namespace") else "write"
     )
     late = COPY_GOES_ON if body.get("copy_from_namespace") else None
-    with audited(request, action, principal) as audit:
-        result = await run_with_deadline(ctx, call, mutation=True, late=late)
-    audit.answered(result)
-    ctx.fields["rows_affected"] = result.get("rows_affected")
-    return json_response(with_server_timing(request, result))
+    result = await req.mutate(action, call, late=late)
+    req.ctx.fields["rows_affected"] = result.get("rows_affected")
+    return json_response(with_server_timing(req.request, result))
 
 
-async def query(request: Request) -> Response:
-    state, ctx = server_state(request), context(request)
-    principal = authorize(request, "reader", "querying", namespace=request.path_params.get("ns"))
-    ns = namespace_param(request)
-    body, _ = await json_object(request)
-    db = state.engine()
-    kind = query_kind(body)
-    ctx.fields["query_kind"] = kind
-    queries = body.get("queries")
+@namespace_route("reader", "querying", body=True)
+async def query(req: NamespaceRequest) -> Response:
+    db = req.db
+    kind = query_kind(req.body)
+    req.ctx.fields["query_kind"] = kind
+    queries = req.body.get("queries")
     slots = len(queries) if isinstance(queries, list) else 1
     started = time.perf_counter()
-    budget = query_budget(ctx)
-    async with state.queries.slot((principal.org, ns), slots, deadline=ctx.deadline):
-        with budget_scope(budget):
-            call = db.query(ns, body, org=principal.org)
-            result = await run_with_deadline(ctx, call, budget=budget, receive=request.receive)
-    state.metrics.query_duration.labels(kind=kind).observe(time.perf_counter() - started)
-    return json_response(with_server_timing(request, result))
+    async with req.state.queries.slot((req.org, req.ns), slots, deadline=req.ctx.deadline):
+        result = await req.run_query(db.query(req.ns, req.body, org=req.org))
+    req.state.metrics.query_duration.labels(kind=kind).observe(time.perf_counter() - started)
+    return json_response(with_server_timing(req.request, result))
 
 
-async def explain_query(request: Request) -> Response:
-    state, ctx = server_state(request), context(request)
-    principal = authorize(request, "reader", "explaining queries", namespace=request.path_params.get("ns"))
-    ns = namespace_param(request)
-    body, _ = await json_object(request)
-    db = state.engine()
-    budget = query_budget(ctx)
-    with budget_scope(budget):
-        call = db.explain(ns, body, org=principal.org)
-        result = await run_with_deadline(ctx, call, budget=budget, receive=request.receive)
-    return json_response(result)
+@namespace_route("reader", "explaining queries", body=True)
+async def explain_query(req: NamespaceRequest) -> Response:
+    return json_response(await req.run_query(req.db.explain(req.ns, req.body, org=req.org)))
 
 
-async def delete_namespace(request: Request) -> Response:
-    state, ctx = server_state(request), context(request)
-    principal = authorize(request, "admin", "deleting a namespace", namespace=request.path_params.get("ns"))
-    ns = namespace_param(request)
-    state.check_accepting_writes(ctx.arrived_draining)
-    db = state.engine()
-    with audited(request, "delete_namespace", principal) as audit:
-        result = await run_with_deadline(ctx, db.delete_namespace(ns, org=principal.org), mutation=True)
-    audit.answered(result)
+@namespace_route("admin", "deleting a namespace")
+async def delete_namespace(req: NamespaceRequest) -> Response:
+    req.check_accepting_writes()
+    result = await req.mutate("delete_namespace", req.db.delete_namespace(req.ns, org=req.org))
     return json_response({"status": result.get("status", "OK")})  # turbopuffer's body: no counts
 
 
-async def branch(request: Request) -> Response:
+@namespace_route("writer", "branching a namespace", body=True)
+async def branch(req: NamespaceRequest) -> Response:
     """Lagoon's branch route: create the namespace as a copy-on-write branch of ``source_namespace``
     at ``at_version`` (default: its current version); the write route's ``branch_from_namespace``
     is the same without ``at_version`` (docs/rfcs/0007-branches.md)."""
-    state, ctx = server_state(request), context(request)
-    principal = authorize(request, "writer", "branching a namespace", namespace=request.path_params.get("ns"))
-    ns = namespace_param(request)
-    body, _ = await json_object(request)
+    body = req.body
     unknown = set(body) - {"source_namespace", "at_version"}
     if unknown:
         raise InvalidRequest(f"branch: unknown field(s) {', '.join(sorted(unknown))}")
@@ -284,87 +354,61 @@ async def branch(request: Request) -> Response:
         raise InvalidRequest("source_namespace: expected the name of the namespace to branch from")
     check_namespace(source)
     at_version = None if body.get("at_version") is None else parse_at_version(body["at_version"])
-    state.check_accepting_writes(ctx.arrived_draining)
-    db = state.engine()
-    call = db.branch(ns, source, at_version=at_version, org=principal.org)
-    with audited(request, "branch_namespace", principal, source_namespace=source) as audit:
-        result = await run_with_deadline(ctx, call, mutation=True)
-    audit.answered(result)
-    return json_response(with_server_timing(request, result))
+    req.check_accepting_writes()
+    call = req.db.branch(req.ns, source, at_version=at_version, org=req.org)
+    result = await req.mutate("branch_namespace", call, source_namespace=source)
+    return json_response(with_server_timing(req.request, result))
 
 
-async def start_copy_from(request: Request) -> Response:
+@namespace_route("writer", "copying a namespace", body=True)
+async def start_copy_from(req: NamespaceRequest) -> Response:
     """``POST /v2/namespaces/{ns}/async`` (the SDKs' ``start_copy_from``): start copying another
     namespace into this one; answers the operation token once the destination is claimed."""
-    state, ctx = server_state(request), context(request)
-    principal = authorize(request, "writer", "copying a namespace", namespace=request.path_params.get("ns"))
-    ns = namespace_param(request)
-    body, _ = await json_object(request)
-    state.check_accepting_writes(ctx.arrived_draining)
-    db = state.engine()
-    spec = body.get("copy_from_namespace", body)  # the SDKs nest the parameters
+    req.check_accepting_writes()
+    call = req.db.start_copy(req.ns, req.body, org=req.org)
+    spec = req.body.get("copy_from_namespace", req.body)  # the SDKs nest the parameters
     source = spec.get("source_namespace") if isinstance(spec, dict) else spec
-    with audited(request, "start_copy", principal, source_namespace=source) as audit:
-        result = await run_with_deadline(ctx, db.start_copy(ns, body, org=principal.org), mutation=True)
-    audit.answered(None, **result)
-    return json_response(result)
+    return json_response(await req.mutate("start_copy", call, audited_as="fields", source_namespace=source))
 
 
-async def poll_copy_from(request: Request) -> Response:
+@namespace_route("reader", "polling an operation")
+async def poll_copy_from(req: NamespaceRequest) -> Response:
     """``GET /v1/namespaces/{ns}/operations/{token}`` (``poll_copy_from``): the copy's status."""
-    state, ctx = server_state(request), context(request)
-    principal = authorize(request, "reader", "polling an operation", namespace=request.path_params.get("ns"))
-    ns = namespace_param(request)
-    token = str(request.path_params.get("token", ""))
-    db = state.engine()
-    return json_response(await run_with_deadline(ctx, db.poll_copy(ns, token, org=principal.org)))
+    token = str(req.request.path_params.get("token", ""))
+    return json_response(await req.run(req.db.poll_copy(req.ns, token, org=req.org)))
 
 
 # --- namespaces: metadata and schema ---------------------------------------------------------
 
 
-async def metadata(request: Request) -> Response:
-    state, ctx = server_state(request), context(request)
-    principal = authorize(request, "reader", "reading metadata", namespace=request.path_params.get("ns"))
-    ns = namespace_param(request)
-    db = state.engine()
-    return json_response(await run_with_deadline(ctx, db.metadata(ns, org=principal.org)))
+@namespace_route("reader", "reading metadata")
+async def metadata(req: NamespaceRequest) -> Response:
+    return json_response(await req.run(req.db.metadata(req.ns, org=req.org)))
 
 
-async def update_metadata(request: Request) -> Response:
-    state, ctx = server_state(request), context(request)
-    principal = authorize(request, "admin", "updating metadata", namespace=request.path_params.get("ns"))
-    ns = namespace_param(request)
-    body, _ = await json_object(request)
-    state.check_accepting_writes(ctx.arrived_draining)
-    db = state.engine()
-    with audited(request, "update_metadata", principal, changes=sorted(body)) as audit:
-        result = await run_with_deadline(ctx, db.update_metadata(ns, body, org=principal.org), mutation=True)
-    audit.answered(None)
-    return json_response(result)
+@namespace_route("admin", "updating metadata", body=True)
+async def update_metadata(req: NamespaceRequest) -> Response:
+    req.check_accepting_writes()
+    call = req.db.update_metadata(req.ns, req.body, org=req.org)
+    return json_response(
+        await req.mutate("update_metadata", call, audited_as="nothing", changes=sorted(req.body))
+    )
 
 
-async def get_schema(request: Request) -> Response:
-    state, ctx = server_state(request), context(request)
-    principal = authorize(request, "reader", "reading the schema", namespace=request.path_params.get("ns"))
-    ns = namespace_param(request)
-    db = state.engine()
-    return json_response(await run_with_deadline(ctx, db.get_schema(ns, org=principal.org)))
+@namespace_route("reader", "reading the schema")
+async def get_schema(req: NamespaceRequest) -> Response:
+    return json_response(await req.run(req.db.get_schema(req.ns, org=req.org)))
 
 
-async def update_schema(request: Request) -> Response:
-    state, ctx = server_state(request), context(request)
-    principal = authorize(request, "writer", "updating the schema", namespace=request.path_params.get("ns"))
-    ns = namespace_param(request)
-    body, _ = await json_object(request)
-    if has_drops(body):
-        require(request, principal, "admin", "dropping attributes", namespace=ns)
-    state.check_accepting_writes(ctx.arrived_draining)
-    db = state.engine()
-    with audited(request, "update_schema", principal, attributes=sorted(body)) as audit:
-        result = await run_with_deadline(ctx, db.update_schema(ns, body, org=principal.org), mutation=True)
-    audit.answered(None)
-    return json_response(result)
+@namespace_route("writer", "updating the schema", body=True)
+async def update_schema(req: NamespaceRequest) -> Response:
+    if has_drops(req.body):
+        req.require("admin", "dropping attributes")
+    req.check_accepting_writes()
+    call = req.db.update_schema(req.ns, req.body, org=req.org)
+    return json_response(
+        await req.mutate("update_schema", call, audited_as="nothing", attributes=sorted(req.body))
+    )
 
 
 # --- namespaces: listing, warming, recall ----------------------------------------------------
@@ -398,27 +442,16 @@ async def list_namespaces(request: Request) -> Response:
     return json_response(await run_with_deadline(ctx, call))
 
 
-async def hint_cache_warm(request: Request) -> Response:
-    state, ctx = server_state(request), context(request)
-    principal = authorize(request, "reader", "warming the cache", namespace=request.path_params.get("ns"))
-    ns = namespace_param(request)
-    db = state.engine()
-    result = await run_with_deadline(ctx, db.hint_cache_warm(ns, org=principal.org))
-    return json_response(result, status=202)
+@namespace_route("reader", "warming the cache")
+async def hint_cache_warm(req: NamespaceRequest) -> Response:
+    return json_response(await req.run(req.db.hint_cache_warm(req.ns, org=req.org)), status=202)
 
 
-async def recall(request: Request) -> Response:
-    state, ctx = server_state(request), context(request)
-    principal = authorize(request, "admin", "measuring recall", namespace=request.path_params.get("ns"))
-    ns = namespace_param(request)
-    body, _ = await json_object(request)
-    db = state.engine()
-    budget = query_budget(ctx)
-    async with state.queries.slot((principal.org, ns), 2, deadline=ctx.deadline):
-        with budget_scope(budget):
-            call = evaluate_recall(db, ns, body, org=principal.org)
-            result = await run_with_deadline(ctx, call, budget=budget, receive=request.receive)
-    return json_response(result)
+@namespace_route("admin", "measuring recall", body=True)
+async def recall(req: NamespaceRequest) -> Response:
+    db = req.db
+    async with req.state.queries.slot((req.org, req.ns), 2, deadline=req.ctx.deadline):
+        return json_response(await req.run_query(evaluate_recall(db, req.ns, req.body, org=req.org)))
 
 
 # --- operations ------------------------------------------------------------------------------
