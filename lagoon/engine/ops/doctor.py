@@ -101,6 +101,9 @@ class CheckResult:
     name: str
     status: Status
     detail: str
+    inconclusive: bool = False
+    """Nothing was found wrong, on evidence that cannot vouch for the guarantee (a race without a
+    double winner: status ``warn``). The report lists these checks; ``detail`` says why."""
 
     @property
     def guarantee(self) -> str:
@@ -127,7 +130,7 @@ class DoctorReport:
     def inconclusive(self) -> list[CheckResult]:
         """Checks that passed on too little evidence to vouch for the guarantee (races with too
         few contended rounds)."""
-        return [c for c in self.checks if c.status == "warn" and "inconclusive" in c.detail]
+        return [c for c in self.checks if c.inconclusive]
 
     def get(self, name: str) -> CheckResult | None:
         return next((c for c in self.checks if c.name == name), None)
@@ -523,6 +526,23 @@ class PeerProcess:
                     stream.close()
 
 
+@dataclass(frozen=True, slots=True)
+class RoundVerdict:
+    """How one race round went: ``kept`` the guarantee, ``broken`` it (``what`` says how), or
+    ``inconclusive`` (every writer erred, so the round cannot tell)."""
+
+    kind: Literal["kept", "broken", "inconclusive"]
+    what: str = ""
+
+
+KEPT = RoundVerdict("kept")
+INCONCLUSIVE = RoundVerdict("inconclusive")
+
+
+def _broken(what: str) -> RoundVerdict:
+    return RoundVerdict("broken", what)
+
+
 def _who(payload: str) -> str:
     return "/".join(payload.split("/")[:2]) or "?"
 
@@ -545,14 +565,14 @@ class _RaceTally:
         self.errors += len(errors)
         if errors and len(self.error_examples) < 3:
             self.error_examples.append(errors[0][2][:200])
-        if verdict == "inconclusive":
+        if verdict.kind == "inconclusive":
             self.inconclusive += 1
-        elif verdict:
-            self.violations.append(f"round {round_no}: {verdict}")
+        elif verdict.kind == "broken":
+            self.violations.append(f"round {round_no}: {verdict.what}")
 
 
-def judge_round(outcomes: Sequence[Outcome], content: bytes | None, before: bytes | None) -> str:
-    """ "" if the round kept the guarantee, "inconclusive" if errors hide the answer, else what broke.
+def judge_round(outcomes: Sequence[Outcome], content: bytes | None, before: bytes | None) -> RoundVerdict:
+    """Whether the round kept the guarantee, broke it (and how), or cannot tell (errors hide it).
 
     ``content`` is the key's bytes after the round (None = missing); ``before`` its bytes before
     (None for a create round).
@@ -562,22 +582,22 @@ def judge_round(outcomes: Sequence[Outcome], content: bytes | None, before: byte
     erred = {p for s, p, _ in outcomes if s == "error"}
     stored = content.decode(errors="replace") if content is not None else None
     if len(winners) > 1:
-        return f"{len(winners)} writers won ({', '.join(sorted(_who(w) for w in winners))})"
+        return _broken(f"{len(winners)} writers won ({', '.join(sorted(_who(w) for w in winners))})")
     if winners:
         if stored is None:
-            return f"{_who(winners[0])} won but the key is missing afterwards"
+            return _broken(f"{_who(winners[0])} won but the key is missing afterwards")
         if stored != winners[0]:
-            return f"{_who(winners[0])} won but the key holds {_who(stored)}'s bytes (a lost update)"
-        return ""
+            return _broken(f"{_who(winners[0])} won but the key holds {_who(stored)}'s bytes (a lost update)")
+        return KEPT
     if stored in erred:
-        return ""  # an ambiguous attempt landed: fine
+        return KEPT  # an ambiguous attempt landed: fine
     if stored in losers:
-        return f"{_who(stored)} was told it lost, yet its bytes are stored"
+        return _broken(f"{_who(stored)} was told it lost, yet its bytes are stored")
     if erred:
-        return "inconclusive"
+        return INCONCLUSIVE
     if content is None or (before is not None and content == before):
-        return "every writer lost, yet nobody else wrote the key"
-    return f"nobody won, yet the key holds unexpected bytes {stored!r:.60}"
+        return _broken("every writer lost, yet nobody else wrote the key")
+    return _broken(f"nobody won, yet the key holds unexpected bytes {stored!r:.60}")
 
 
 def _race(store: ObjectStore, options: DoctorOptions, base: str, etags: bool) -> list[CheckResult]:
@@ -686,6 +706,7 @@ def _verdict(name: str, tally: _RaceTally, writers: int, where: str) -> CheckRes
         f"{head}: exactly one winner in every round, but inconclusive:{scarce} {confidence}; a race "
         "can show that conditional writes are broken, never that they are atomic (a check-then-act "
         f"store such as moto passes it most of the time){errors}",
+        inconclusive=True,
     )
 
 
@@ -804,6 +825,7 @@ __all__ = [
     "PeerError",
     "PeerProcess",
     "RaceTask",
+    "RoundVerdict",
     "ThreadRacers",
     "judge_round",
     "peer_main",

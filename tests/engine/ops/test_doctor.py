@@ -16,7 +16,15 @@ from pathlib import Path
 import pytest
 
 from lagoon.config import StorageSettings
-from lagoon.engine.ops.doctor import DOCTOR_PREFIX, DoctorOptions, _overlapping, judge_round, run_doctor
+from lagoon.engine.ops.doctor import (
+    DOCTOR_PREFIX,
+    CheckResult,
+    DoctorOptions,
+    DoctorReport,
+    _overlapping,
+    judge_round,
+    run_doctor,
+)
 from lagoon.storage import FsStore, MemoryStore, ObjectMeta, ObjectStore
 from lagoon.storage.base import AlreadyExists, IfMatch, ObjectNotFound, PreconditionFailed, PutMode, PutModeT
 from lagoon.storage.factory import open_store
@@ -140,7 +148,8 @@ def test_memory_store_passes_200_rounds() -> None:
     # in-process memory PUTs take microseconds: the threads rarely overlap, and the report says
     # whether that was enough contention to vouch for the guarantee
     if race.status == "warn":
-        assert "inconclusive" in race.detail and "INCONCLUSIVE: " in report.render()
+        assert race.inconclusive and "inconclusive" in race.detail and "INCONCLUSIVE: " in report.render()
+        assert "create-race" in report.to_json()["inconclusive"]
     keys = asyncio.run(_keys(store))
     assert keys == [], "the doctor must clean up after itself"
 
@@ -155,9 +164,8 @@ def test_fs_store_passes_with_a_second_process(tmp_path: Path) -> None:
     assert "3 threads in this process + 3 in a second process" in race.detail
     for check in (race, report.get("if-match-race") or pytest.fail()):
         # no double winner: evidence, never proof, and the report says how strong
-        assert (
-            check.status == "warn" and "exactly one winner in every round, but inconclusive" in check.detail
-        )
+        assert check.status == "warn" and check.inconclusive
+        assert "exactly one winner in every round, but inconclusive" in check.detail
         assert "contended rounds" in check.detail
     assert asyncio.run(_keys(store)) == []
 
@@ -190,28 +198,47 @@ def test_other_broken_guarantees_are_named(wrapper: type[Wrapper], failing: str)
 def test_clock_skew_is_a_warning() -> None:
     report = run_doctor(FastClock(MemoryStore()), DoctorOptions(rounds=3, max_skew_secs=5))
     clock = report.get("clock") or pytest.fail()
-    assert clock.status == "warn" and "+30.0" in clock.detail
-    assert report.ok
+    assert clock.status == "warn" and "+30.0" in clock.detail and not clock.inconclusive
+    assert report.ok and clock not in report.inconclusive
+
+
+def test_the_report_goes_by_each_check_s_outcome_not_its_wording() -> None:
+    report = DoctorReport(
+        "t",
+        [
+            CheckResult("clock", "warn", "skew inconclusive"),
+            CheckResult("create-race", "warn", "one winner a round", inconclusive=True),
+        ],
+    )
+    assert [c.name for c in report.inconclusive] == ["create-race"]
+    assert report.to_json()["inconclusive"] == ["create-race"]
+    assert report.render().splitlines()[-1].startswith("OK, INCONCLUSIVE: create-race found no double")
 
 
 @pytest.mark.parametrize(
-    ("outcomes", "content", "before", "verdict"),
+    ("outcomes", "content", "before", "kind", "what"),
     [
-        ([("won", "a/0", ""), ("lost", "a/1", "")], b"a/0", None, ""),
-        ([("won", "a/0", ""), ("won", "b/1", "")], b"b/1", None, "2 writers won (a/0, b/1)"),
-        ([("won", "a/0", ""), ("lost", "a/1", "")], b"a/1", None, "holds a/1's bytes (a lost update)"),
-        ([("won", "a/0", "")], None, None, "missing afterwards"),
-        ([("error", "a/0", "timeout"), ("lost", "a/1", "")], b"a/0", None, ""),
-        ([("error", "a/0", "timeout"), ("error", "a/1", "timeout")], None, None, "inconclusive"),
-        ([("lost", "a/0", ""), ("lost", "a/1", "")], b"x/9", b"x/9", "every writer lost"),
-        ([("lost", "a/0", ""), ("lost", "a/1", "")], b"a/1", b"x/9", "a/1 was told"),
+        ([("won", "a/0", ""), ("lost", "a/1", "")], b"a/0", None, "kept", ""),
+        ([("won", "a/0", ""), ("won", "b/1", "")], b"b/1", None, "broken", "2 writers won (a/0, b/1)"),
+        (
+            [("won", "a/0", ""), ("lost", "a/1", "")],
+            b"a/1",
+            None,
+            "broken",
+            "holds a/1's bytes (a lost update)",
+        ),
+        ([("won", "a/0", "")], None, None, "broken", "missing afterwards"),
+        ([("error", "a/0", "timeout"), ("lost", "a/1", "")], b"a/0", None, "kept", ""),
+        ([("error", "a/0", "timeout"), ("error", "a/1", "timeout")], None, None, "inconclusive", ""),
+        ([("lost", "a/0", ""), ("lost", "a/1", "")], b"x/9", b"x/9", "broken", "every writer lost"),
+        ([("lost", "a/0", ""), ("lost", "a/1", "")], b"a/1", b"x/9", "broken", "a/1 was told"),
     ],
 )
 def test_judge_round(
-    outcomes: list[tuple[str, str, str]], content: bytes | None, before: bytes | None, verdict: str
+    outcomes: list[tuple[str, str, str]], content: bytes | None, before: bytes | None, kind: str, what: str
 ) -> None:
     got = judge_round(outcomes, content, before)
-    assert (got == "") if verdict == "" else (verdict in got), got
+    assert got.kind == kind and what in got.what and bool(got.what) == (kind == "broken"), got
 
 
 async def _keys(store: ObjectStore) -> list[str]:
