@@ -129,7 +129,7 @@ class Knobbed:
         self._search = self.s.search(int(nprobe))
 
     def search(self, i: int) -> tuple[np.ndarray, float]:
-        ids, ms = self._search(i)
+        ids, ms, _ = self._search(i)
         return np.asarray(ids, np.int64), ms
 
     def close(self) -> None:
