@@ -126,6 +126,18 @@ class ServerSettings(_Section):
         "are idle, so the next org's query always finds a free thread.",
         json_schema_extra=_cost("Equal to query_threads: one org's slow queries can make others wait."),
     )
+    segment_fetch_parallelism: int = Field(
+        default=8,
+        ge=1,
+        le=64,
+        description="Segments of one query whose object-store reads (posting pages, probed cluster "
+        "blocks, document batches of segments opened from their heads) run at once; 1 reads one "
+        "segment after another, so a cold query then waits one more round trip per segment.",
+        json_schema_extra=_cost(
+            "Each cold query may use this many threads (one its own) and simultaneous GETs; the "
+            "process keeps a pool of query_threads x (this - 1) threads for them."
+        ),
+    )
     max_queued_queries: int = Field(
         default=64,
         ge=0,

@@ -43,6 +43,8 @@ from lagoon.format.keys import (
 )
 from lagoon.format.manifest import SegmentRef
 from lagoon.index import cancel
+from lagoon.index.fanout import Fanout
+from lagoon.index.sources.composite import CompositeSource
 from lagoon.index.sources.protocol import DocSource
 from lagoon.index.vector.plan import MAX_RECALL_TARGET, MIN_RECALL_TARGET
 from lagoon.query.cost import check_work
@@ -88,6 +90,9 @@ class Database:
         # Commits enqueue their namespace for the indexer (engine/queue.py), batched per node.
         self.enqueuer = Enqueuer(IndexingQueue(store, self.components), settings.indexer.poll_interval_secs)
         # Segment files for queries go through the node's memory LRU and disk cache (cache.*).
+        # A query's reads of several cold segments run at once (server.segment_fetch_parallelism).
+        width = server.segment_fetch_parallelism
+        self._fanout = Fanout(width, pool_threads=server.query_threads * max(1, width - 1))
         self.segment_io = SegmentIO(store, settings.cache, cache_dir=resolve_cache_dir(settings) or "")
         # A sample of ANN queries is re-run exactly in the background: lagoon_ann_recall{namespace}.
         self.recall = RecallMonitor(settings.ann)
@@ -158,6 +163,7 @@ class Database:
         await self.copies.close()
         await asyncio.gather(*(h.committer.drain() for h in self._handles.values()))
         self.executor.close()
+        self._fanout.close()
         await self.enqueuer.close()
         await self.segment_io.close()
         self.recall.close()
@@ -466,9 +472,7 @@ class Database:
                     if at_version is None
                     else await self.snapshot_at(org, namespace, at_version, strong=strong)
                 )
-            src = snap.source()
-            if snap.settings.get("ann_recall_target") is None:  # the node's default target
-                src.recall_target = self.settings.ann.recall_target
+            src = self._query_source(snap)
 
             def work() -> dict[str, Any]:
                 with tracer.start_as_current_span("lagoon.plan"):
@@ -494,12 +498,21 @@ class Database:
         perf.setdefault("query_execution_ms", perf["server_total_ms"])
         return result
 
+    def _query_source(self, snap: Snapshot) -> CompositeSource:
+        """The snapshot's documents as a query reads them: with the node's default recall target
+        (unless the namespace sets one) and its cold segments read at once (``_fanout``)."""
+        src = snap.source()
+        if snap.settings.get("ann_recall_target") is None:  # the node's default target
+            src.recall_target = self.settings.ann.recall_target
+        src.fanout = self._fanout
+        return src
+
     @at_boundary
     async def explain(self, namespace: str, body: Any, *, org: str = DEFAULT_ORG) -> dict[str, Any]:
         consistency = body.get("consistency") if isinstance(body, dict) else None
         strong = not (isinstance(consistency, dict) and consistency.get("level") == "eventual")
         snap = await self.snapshot(org, namespace, strong=strong)
-        src = snap.source()
+        src = self._query_source(snap)
 
         def work() -> str:  # may read segment data
             return explain_query(parse_request(body, snap.schema), src)

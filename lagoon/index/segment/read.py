@@ -351,6 +351,12 @@ class SegmentReader:
         p = self.text(attr).postings
         return p if isinstance(p, Postings) else p.to_postings()
 
+    @property
+    def reads_store(self) -> bool:
+        """Are some of its files still served by ranged reads from the store (opened from their
+        head and not whole yet)? Queries over several such segments read them at once."""
+        return bool(self.lazy_vector_files() or self._fts_sources or self._docs.lazy)
+
     def lazy_text_files(self) -> list[str]:
         """The ``fts`` files opened from their head whose pages are not all loaded yet."""
         return [fts_file(a) for a in self._fts_sources]

@@ -10,7 +10,10 @@ one ``DocSource`` (``protocol.py``) to the query executor:
 - BM25 statistics (N, average length, document frequencies) are summed over the parts' live rows
   first, so every part scores with the statistics of the whole snapshot: the result equals a
   single-index BM25 over the live documents;
-- ties and orderings use global ranks computed over the concatenated columns.
+- ties and orderings use global ranks computed over the concatenated columns;
+- with a ``fanout`` (``index/fanout.py``), a stage's per-part calls run at once when two or more
+  of its parts may read the store (segments opened from their heads): a cold query's sequential
+  round trips then do not grow with the number of segments.
 
 Parts are restricted to their live rows before they get here (``masked.MaskedSource`` for runs of
 WAL entries, ``segment.SegmentSource`` for segments). Pure: no I/O.
@@ -18,7 +21,7 @@ WAL entries, ``segment.SegmentSource`` for segments). Pure: no I/O.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from typing import Any, TypeVar
 
@@ -27,7 +30,9 @@ import pyarrow as pa
 
 from lagoon.index.cache import OnceCache
 from lagoon.index.cancel import checkpoint
+from lagoon.index.fanout import Fanout
 from lagoon.index.filters.tree import Filter
+from lagoon.index.sources.planned import search_at_once
 from lagoon.index.sources.protocol import DocSource
 from lagoon.index.sources.ranks import dense_rank, rank_of_order, sort_positions
 from lagoon.index.text.bm25 import TermStats
@@ -53,6 +58,7 @@ class CompositeSource:
         self._cache = OnceCache()
         self.recall_target = recall_target  # for ANN queries (the namespace's ann_recall_target)
         self.last_plan: dict[str, Any] = {}
+        self.fanout: Fanout | None = None  # set by the engine: per-part reads at once
 
     @property
     def schema(self) -> Schema:
@@ -83,13 +89,36 @@ class CompositeSource:
             attributes={"lagoon.part": name, "lagoon.operation": operation, "lagoon.rows": p.num_docs},
         )
 
+    def _each(
+        self, operation: str | None, which: Sequence[int], fn: Callable[[int, DocSource], T]
+    ) -> list[T]:
+        """``fn(i, part)`` for the parts at indexes ``which``, each in its ``_part`` span (none for
+        ``operation`` None); at once (``fanout``) when two or more of them may read the store,
+        else one after another."""
+
+        def call(i: int) -> Callable[[], T]:
+            def run() -> T:
+                if operation is None:
+                    return fn(i, self.parts[i])
+                with self._part(i, operation):
+                    return fn(i, self.parts[i])
+
+            return run
+
+        calls = [call(i) for i in which]
+        fanout = self.fanout
+        if fanout is None or sum(_reads_store(self.parts[i]) for i in which) < 2:
+            return [c() for c in calls]
+        return fanout.map(calls)
+
+    def _masked(self, mask: np.ndarray | None) -> list[int]:
+        """Indexes of the parts with at least one document in ``mask`` (all for None)."""
+        return [i for i, m in enumerate(self._slices(mask)) if m is None or m.any()]
+
     def filter_mask(self, flt: Filter | None) -> np.ndarray:
         if flt is None:
             return np.ones(self._n, dtype=bool)
-        masks = []
-        for i, p in enumerate(self.parts):
-            with self._part(i, "filter"):
-                masks.append(p.filter_mask(flt))
+        masks = self._each("filter", range(len(self.parts)), lambda _, p: p.filter_mask(flt))
         return self._concat(masks, bool)
 
     def vector_topk(
@@ -108,14 +137,14 @@ class CompositeSource:
         if approximate:
             target = self.recall_target if recall_target is None else recall_target
             return self._ann_topk(attr, query, metric, k, mask, target)
-        positions, dists = [], []
-        for i, (p, m) in enumerate(zip(self.parts, self._slices(mask), strict=True)):
-            if m is not None and not m.any():
-                continue
-            with self._part(i, "vector"):
-                pos, dist = p.vector_topk(attr, query, metric, k, m)
-            positions.append(np.asarray(pos, dtype=np.int64) + self.offsets[i])
-            dists.append(np.asarray(dist, dtype=np.float64))
+        slices = self._slices(mask)
+        which = self._masked(mask)
+        found = self._each("vector", which, lambda i, p: p.vector_topk(attr, query, metric, k, slices[i]))
+        positions = [
+            np.asarray(pos, dtype=np.int64) + self.offsets[i]
+            for i, (pos, _) in zip(which, found, strict=True)
+        ]
+        dists = [np.asarray(dist, dtype=np.float64) for _, dist in found]
         return self._merge_topk(positions, dists, k)
 
     def _merge_topk(
@@ -153,13 +182,20 @@ class CompositeSource:
             top = topk_smallest(dist_all, self.id_rank()[pos_all], k)
             return pos_all[top], dist_all[top], np.concatenate(src)[top]
 
-        results, info = plan_and_search(parts, k, target, lambda r: merged(r)[2])
+        reading = sum(_reads_store(self.parts[i]) for i in where)
+        if self.fanout is not None and reading >= 2:  # cold segments: each round's probes at once
+            results, info = search_at_once(parts, k, target, lambda r: merged(r)[2], self.fanout)
+        else:
+            results, info = plan_and_search(parts, k, target, lambda r: merged(r)[2])
         pos, dist, _ = merged(results)
         self.last_plan = info
         return pos, dist
 
     def bm25_stats(self, attr: str, query: str | Sequence[str], last_as_prefix: bool) -> TermStats:
-        return TermStats.total([p.bm25_stats(attr, query, last_as_prefix) for p in self.parts])
+        every = range(len(self.parts))
+        return TermStats.total(
+            self._each(None, every, lambda _, p: p.bm25_stats(attr, query, last_as_prefix))
+        )
 
     def bm25(
         self,
@@ -178,17 +214,27 @@ class CompositeSource:
             return np.zeros(0, np.int64), np.zeros(0, np.float64)
         if stats is None:
             stats = self.bm25_stats(attr, query, last_as_prefix)
-        positions, scores = [], []
         operation = "bm25" if k is None else "bm25 top-k"
-        for i, (p, m) in enumerate(zip(self.parts, self._slices(mask), strict=True)):
-            if m is not None and not m.any():
-                continue
-            with self._part(i, operation):
-                pos, sc = p.bm25(attr, query, last_as_prefix, stats=stats, k=k, mask=m)
-            positions.append(np.asarray(pos, dtype=np.int64) + self.offsets[i])
-            scores.append(sc)
-        if not positions:
+        slices = self._slices(mask)
+        which = self._masked(mask)
+        found = self._each(
+            operation,
+            which,
+            lambda i, p: p.bm25(attr, query, last_as_prefix, stats=stats, k=k, mask=slices[i]),
+        )
+        return self._joined(which, found)
+
+    def _joined(
+        self, which: Sequence[int], found: Sequence[tuple[np.ndarray, np.ndarray]]
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Per-part (positions, scores) of the parts ``which`` as one pair over this source's
+        positions (float64 scores)."""
+        if not found:
             return np.zeros(0, np.int64), np.zeros(0, np.float64)
+        positions = [
+            np.asarray(pos, np.int64) + self.offsets[i] for i, (pos, _) in zip(which, found, strict=True)
+        ]
+        scores = [np.asarray(sc, np.float64) for _, sc in found]
         return np.concatenate(positions), np.concatenate(scores)
 
     def sparse(
@@ -202,20 +248,16 @@ class CompositeSource:
     ) -> tuple[np.ndarray, np.ndarray]:
         """Every part through its own index; with ``k`` each part's superset of its k best, whose
         union holds the k best overall (dot products need no shared statistics)."""
-        positions, scores = [], []
-        for i, (p, m) in enumerate(zip(self.parts, self._slices(mask), strict=True)):
-            if m is not None and not m.any():
-                continue
-            with self._part(i, "sparse"):
-                pos, sc = p.sparse(attr, dims, weights, k=k, mask=m)
-            positions.append(np.asarray(pos, dtype=np.int64) + self.offsets[i])
-            scores.append(np.asarray(sc, dtype=np.float64))
-        if not positions:
-            return np.zeros(0, np.int64), np.zeros(0, np.float64)
-        return np.concatenate(positions), np.concatenate(scores)
+        slices = self._slices(mask)
+        which = self._masked(mask)
+        found = self._each("sparse", which, lambda i, p: p.sparse(attr, dims, weights, k=k, mask=slices[i]))
+        return self._joined(which, found)
 
     def token_match(self, attr: str, op: str, query: Any, params: Any) -> np.ndarray:
-        return self._concat([p.token_match(attr, op, query, params) for p in self.parts], bool)
+        every = range(len(self.parts))
+        return self._concat(
+            self._each(None, every, lambda _, p: p.token_match(attr, op, query, params)), bool
+        )
 
     def id_rank(self) -> np.ndarray:
         return self._cache.get("id_rank", "", lambda: rank_of_order(sort_positions(self.column("id"))))
@@ -227,9 +269,8 @@ class CompositeSource:
 
     def column(self, attr: str) -> pa.ChunkedArray:
         def build() -> pa.ChunkedArray:
-            chunks: list[pa.Array] = []
-            for p in self.parts:
-                chunks.extend(p.column(attr).chunks)
+            columns = self._each(None, range(len(self.parts)), lambda _, p: p.column(attr))
+            chunks = [chunk for col in columns for chunk in col.chunks]
             if chunks:
                 return pa.chunked_array(chunks)
             from lagoon.schema import id_arrow_type
@@ -248,12 +289,12 @@ class CompositeSource:
         if self.parts and all(a == "id" for a in attributes):  # ids only: one take of the id column
             return pa.table({"id": self.column("id").take(pa.array(positions))})
         part_of = np.searchsorted(self.offsets, positions, side="right") - 1
-        pieces: list[pa.Table] = []
-        order_parts: list[np.ndarray] = []
-        for i in np.unique(part_of):
-            sel = np.flatnonzero(part_of == i)
-            pieces.append(self.parts[i].fetch_rows(positions[sel] - self.offsets[i], attributes))
-            order_parts.append(sel)
+        which = [int(i) for i in np.unique(part_of)]
+        order_parts = [np.flatnonzero(part_of == i) for i in which]
+        picked = dict(zip(which, order_parts, strict=True))
+        pieces: list[pa.Table] = self._each(
+            None, which, lambda i, p: p.fetch_rows(positions[picked[i]] - self.offsets[i], attributes)
+        )
         cols = ["id", *[a for a in attributes if a != "id"]]
         if not pieces:
             return (
@@ -289,6 +330,11 @@ class CompositeSource:
 
     def non_null_count(self, attr: str) -> int:
         return sum(p.non_null_count(attr) for p in self.parts)
+
+
+def _reads_store(part: DocSource) -> bool:
+    """May ``part`` read the object store to answer (a segment opened from its files' heads)?"""
+    return bool(getattr(part, "reads_store", False))
 
 
 class _ExactPart:

@@ -62,6 +62,11 @@ class SegmentSource:
     def num_docs(self) -> int:
         return self._n
 
+    @property
+    def reads_store(self) -> bool:
+        """May a query on this source read the store (its segment's files opened from their heads)?"""
+        return self.reader.reads_store
+
     # ----------------------------------------------------------------------------------- columns
 
     def column(self, attr: str) -> pa.ChunkedArray:
