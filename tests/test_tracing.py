@@ -146,7 +146,7 @@ def test_lagoon_server_exports_spans_over_otlp(tmp_path: Path) -> None:
     )
     try:
         base = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 120
         while True:
             try:
                 if httpx.get(base + "/readyz", timeout=1).status_code == 200:

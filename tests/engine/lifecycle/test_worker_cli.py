@@ -55,7 +55,7 @@ def test_lagoon_worker_indexes_and_stops_on_sigterm(tmp_path: Path) -> None:
     )
     try:
         store = FsStore(tmp_path, fsync=False)
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 120
         while asyncio.run(manifest_store.read_latest(store, KEYS)) is None:
             assert time.monotonic() < deadline and proc.poll() is None, "the worker indexed nothing"
             time.sleep(0.05)
