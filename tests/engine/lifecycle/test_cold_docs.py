@@ -5,8 +5,6 @@ alone; answers equal a warm node's; the whole file arrives in the background."""
 
 from __future__ import annotations
 
-import asyncio
-
 import numpy as np
 import pytest
 
@@ -14,20 +12,11 @@ from lagoon.engine.database import Database
 from lagoon.format.segment import MAGIC_DOCS, open_head
 from lagoon.storage.memory import MemoryStore
 
+from .cold import TEXT_N as N
+from .cold import cold_node, hydrated, indexed_text_store, round_trips
 from .helpers import KEYS, NS, components, make_settings
-from .test_cold_reads import TimedStore, round_trips
-from .test_cold_text import N, indexed_store
 
 pytestmark = pytest.mark.anyio
-
-
-def _cold(store: MemoryStore, *, hydrate: bool = False) -> tuple[Database, TimedStore]:
-    timed = TimedStore(store)
-    db = Database(timed, make_settings(), components("cold"))  # type: ignore[arg-type]
-    db.segment_io.hydrate = hydrate
-    db.segment_io.lazy_min_bytes = 64 << 10
-    db.segment_io.docs_lazy_min_bytes = 64 << 10
-    return db, timed
 
 
 async def _docs_file(store: MemoryStore) -> tuple[str, bytes, int]:
@@ -39,7 +28,7 @@ async def _docs_file(store: MemoryStore) -> tuple[str, bytes, int]:
 
 
 async def test_a_cold_top_k_reads_the_docs_head_and_its_rows_batches() -> None:
-    store, texts = await indexed_store()
+    store, texts = await indexed_text_store()
     docs_key, data, largest = await _docs_file(store)
     words = [w for w in texts[5].split() if len(w) > 3][:3]
     body = {"rank_by": ["text", "BM25", " ".join(words)], "top_k": 3, "include_attributes": ["text", "tag"]}
@@ -50,14 +39,14 @@ async def test_a_cold_top_k_reads_the_docs_head_and_its_rows_batches() -> None:
     await warm.close()
     assert len(expected["rows"]) == 3 and expected["rows"][0]["text"]
 
-    db, timed = _cold(store)
+    db, timed = cold_node(store, hydrate=False, lazy_text=True, lazy_docs=True)
     assert (await db.query(NS, ids_only))["rows"] == expected_ids["rows"]
     docs_reads = [c for c in timed.calls if c.key == docs_key]
     assert [c.op for c in docs_reads] == ["get_range"]  # the head: ids, $seq, $op
     assert round_trips(timed.calls) <= 3
     await db.close()
 
-    db, timed = _cold(store)
+    db, timed = cold_node(store, hydrate=False, lazy_text=True, lazy_docs=True)
     got = await db.query(NS, body)
     assert got["rows"] == expected["rows"]
     docs_reads = [c for c in timed.calls if c.key == docs_key]
@@ -70,13 +59,9 @@ async def test_a_cold_top_k_reads_the_docs_head_and_its_rows_batches() -> None:
 
     # with hydration on (the default), the whole file arrives in the background: later queries
     # (attributes of other rows, a sort by an attribute) read nothing more from the store
-    db, timed = _cold(store, hydrate=True)
+    db, timed = cold_node(store, lazy_text=True, lazy_docs=True)
     assert (await db.query(NS, body))["rows"] == expected["rows"]
-    for _ in range(300):
-        if not db.segment_io.pending:
-            break
-        await asyncio.sleep(0.02)
-    assert not db.segment_io.pending
+    await hydrated(db)
     before = len(timed.calls)
     other = {**body, "rank_by": ["text", "BM25", " ".join(texts[100].split()[:4])], "top_k": 5}
     assert len((await db.query(NS, other))["rows"]) == 5

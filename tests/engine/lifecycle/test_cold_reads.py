@@ -5,12 +5,8 @@ nothing from the store."""
 
 from __future__ import annotations
 
-import asyncio
-import builtins
-import datetime as dt
 import tempfile
-from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import numpy as np
@@ -22,99 +18,17 @@ from lagoon.engine.database import Database
 from lagoon.engine.indexer import index_namespace
 from lagoon.engine.segment_io import resolve_cache_dir
 from lagoon.format.keys import NamespaceKeys
-from lagoon.storage.base import ObjectMeta, ObjectStore, PutMode, PutModeT
+from lagoon.storage.base import ObjectStore
 from lagoon.storage.memory import MemoryStore
 from tests.index.segment.data import exact_topk, queries, vectors
 
+from .cold import TimedStore, cold_node, hydrated, round_trips
 from .helpers import KEYS, NS, components, make_settings
 
 pytestmark = pytest.mark.anyio
 
 DIM = 48
 N = 16_000
-LATENCY = 0.03
-
-
-@dataclass
-class Call:
-    op: str
-    key: str
-    start: float
-    end: float
-    nbytes: int
-
-
-class TimedStore:
-    """Delegates to ``inner`` after ``LATENCY`` seconds per request, recording every request."""
-
-    def __init__(self, inner: ObjectStore) -> None:
-        self.inner = inner
-        self.calls: list[Call] = []
-
-    async def _timed(self, op: str, key: str, coro_fn, size=lambda r: 0):  # type: ignore[no-untyped-def]
-        loop = asyncio.get_running_loop()
-        start = loop.time()
-        await asyncio.sleep(LATENCY)
-        try:
-            result = await coro_fn()
-        except Exception:  # a 404 is a round trip too
-            self.calls.append(Call(op, key, start, loop.time(), 0))
-            raise
-        self.calls.append(Call(op, key, start, loop.time(), size(result)))
-        return result
-
-    async def get(self, key: str) -> bytes:
-        return await self._timed("get", key, lambda: self.inner.get(key), len)  # type: ignore[no-any-return]
-
-    async def get_range(self, key: str, start: int, end: int) -> bytes:
-        return await self._timed("get_range", key, lambda: self.inner.get_range(key, start, end), len)  # type: ignore[no-any-return]
-
-    async def get_ranges(self, key: str, ranges: Sequence[tuple[int, int]]) -> list[bytes]:
-        return await self._timed(  # type: ignore[no-any-return]
-            "get_ranges", key, lambda: self.inner.get_ranges(key, ranges), lambda r: sum(map(len, r))
-        )
-
-    async def head(self, key: str) -> ObjectMeta:
-        return await self._timed("head", key, lambda: self.inner.head(key))  # type: ignore[no-any-return]
-
-    async def put(self, key: str, data: bytes, mode: PutModeT = PutMode.OVERWRITE) -> ObjectMeta:
-        return await self._timed("put", key, lambda: self.inner.put(key, data, mode))  # type: ignore[no-any-return]
-
-    async def list(self, prefix: str, start_after: str | None = None) -> AsyncIterator[ObjectMeta]:
-        loop = asyncio.get_running_loop()
-        start = loop.time()
-        await asyncio.sleep(LATENCY)
-        out = [m async for m in self.inner.list(prefix, start_after)]
-        self.calls.append(Call("list", prefix, start, loop.time(), 0))
-        for m in out:
-            yield m
-
-    async def list_prefixes(
-        self, prefix: str, start_after: str | None = None, limit: int | None = None
-    ) -> builtins.list[str]:
-        return await self._timed(
-            "list_prefixes", prefix, lambda: self.inner.list_prefixes(prefix, start_after, limit)
-        )  # type: ignore[no-any-return]
-
-    async def delete(self, key: str) -> None:
-        await self._timed("delete", key, lambda: self.inner.delete(key))
-
-    async def now(self) -> dt.datetime:
-        return await self.inner.now()
-
-    async def close(self) -> None:
-        pass
-
-
-def round_trips(calls: list[Call]) -> int:
-    """Length of the longest chain of requests each started after the previous one ended: the
-    number of sequential round trips a caller waited for."""
-    depth: list[int] = []
-    ordered = sorted(calls, key=lambda c: c.end)
-    for i, c in enumerate(ordered):
-        before = [depth[j] for j in range(i) if ordered[j].end <= c.start]
-        depth.append(1 + max(before, default=0))
-    return max(depth, default=0)
 
 
 async def indexed_store() -> tuple[MemoryStore, np.ndarray]:
@@ -142,9 +56,7 @@ async def test_a_cold_vector_query_needs_three_round_trips_and_the_probed_blocks
             NS, {"upsert_rows": [{"id": i, "vector": (q if i == N else -q).tolist(), "tag": 0}]}
         )
     await writer.close()
-    timed = TimedStore(store)
-    db = Database(timed, make_settings(), components("cold"))  # type: ignore[arg-type]
-    db.segment_io.hydrate = False
+    db, timed = cold_node(store, hydrate=False)
     res = await db.query(NS, {"rank_by": ["vector", "ANN", q.tolist()], "top_k": 10})
     assert res["rows"][0]["id"] == N  # from the WAL tail
     truth = exact_topk(base, q[None, :], 9)[0]
@@ -167,9 +79,7 @@ async def test_explain_on_a_lazily_opened_segment() -> None:
     """Explain runs in a query thread (blocking block fetches are refused on the event loop) and
     counts a segment's vectors from its row map, without reading them."""
     store, _ = await indexed_store()
-    timed = TimedStore(store)
-    db = Database(timed, make_settings(), components("cold"))  # type: ignore[arg-type]
-    db.segment_io.hydrate = False
+    db, timed = cold_node(store, hydrate=False)
     q = queries(1, DIM)[0].tolist()
     plan = await db.explain(NS, {"rank_by": ["vector", "ANN", q], "top_k": 3})
     assert f"over {N} vectors" in plan["plan_text"]
@@ -180,15 +90,10 @@ async def test_explain_on_a_lazily_opened_segment() -> None:
 
 async def test_the_whole_vector_file_arrives_in_the_background() -> None:
     store, _ = await indexed_store()
-    timed = TimedStore(store)
-    db = Database(timed, make_settings(), components("cold"))  # type: ignore[arg-type]
+    db, timed = cold_node(store)
     q = queries(2, DIM)
     first = await db.query(NS, {"rank_by": ["vector", "ANN", q[0].tolist()], "top_k": 10})
-    for _ in range(200):
-        if not db.segment_io.pending:
-            break
-        await asyncio.sleep(0.02)
-    assert not db.segment_io.pending
+    await hydrated(db)
     before = len(timed.calls)
     again = await db.query(NS, {"rank_by": ["vector", "ANN", q[0].tolist()], "top_k": 10})
     await db.query(
@@ -209,9 +114,7 @@ async def test_an_older_decimal_current_costs_one_more_round_trip() -> None:
     version, copy = manifest_store.parse_hint(await store.get(KEYS.current))
     assert copy is not None and copy.version == version  # CURRENT holds the manifest itself
     await store.put(KEYS.current, str(version).encode())  # the form older writers left
-    timed = TimedStore(store)
-    db = Database(timed, make_settings(), components("cold"))  # type: ignore[arg-type]
-    db.segment_io.hydrate = False
+    db, timed = cold_node(store, hydrate=False)
     q = queries(1, DIM, seed=4)[0]
     res = await db.query(NS, {"rank_by": ["vector", "ANN", q.tolist()], "top_k": 10})
     truth = exact_topk(base, q[None, :], 10)[0]
@@ -233,10 +136,7 @@ async def test_a_pinned_namespace_stays_on_disk(tmp_path: Path) -> None:
     db = Database(store, settings, components("pinned"))
     meta = await db.update_metadata(NS, {"pinning": True})
     assert meta["pinning"] == {"replicas": 1}
-    for _ in range(300):
-        if not db.segment_io.pending:
-            break
-        await asyncio.sleep(0.02)
+    await hydrated(db)
     cached = {p.name: p.stat().st_size for p in tmp_path.rglob("*") if p.is_file()}
     assert "vec.vector" in cached and "docs" in cached and sum(cached.values()) == seg_bytes
 

@@ -4,50 +4,19 @@ over a segment + WAL tail in at most three sequential object-store round trips, 
 
 from __future__ import annotations
 
-import asyncio
-
 import pytest
 
 from lagoon.engine.database import Database
-from lagoon.engine.indexer import index_namespace
-from lagoon.index.text.corpus import corpus
-from lagoon.storage.memory import MemoryStore
 
+from .cold import TEXT_N as N
+from .cold import cold_node, hydrated, indexed_text_store, round_trips
 from .helpers import KEYS, NS, components, make_settings
-from .test_cold_reads import TimedStore, round_trips
 
 pytestmark = pytest.mark.anyio
 
-N = 12_000
-SCHEMA = {"text": {"type": "string", "full_text_search": True}, "tag": {"type": "int"}}
-
-
-async def indexed_store() -> tuple[MemoryStore, list[str]]:
-    store = MemoryStore()
-    settings = make_settings()
-    db = Database(store, settings, components("writer"))
-    texts = [d["text"] for d in corpus(N, seed=3)]
-    for lo in range(0, N, 4000):
-        rows = [{"id": i, "text": texts[i], "tag": i % 7} for i in range(lo, min(N, lo + 4000))]
-        await db.write(NS, {"upsert_rows": rows, "schema": SCHEMA})
-    await index_namespace(store, KEYS, settings, components("indexer"), force=True)
-    # an unindexed tail: a new document and an overwrite of an indexed one (shadowing a row)
-    await db.write(NS, {"upsert_rows": [{"id": N, "text": texts[5] + " " + texts[6], "tag": 1}]})
-    await db.write(NS, {"upsert_rows": [{"id": 7, "text": "replaced text", "tag": 1}]})
-    await db.close()
-    return store, texts
-
-
-def _cold(store: MemoryStore) -> tuple[Database, TimedStore]:
-    timed = TimedStore(store)
-    db = Database(timed, make_settings(), components("cold"))  # type: ignore[arg-type]
-    db.segment_io.hydrate = False
-    db.segment_io.lazy_min_bytes = 64 << 10
-    return db, timed
-
 
 async def test_a_cold_bm25_query_needs_three_round_trips_and_the_terms_pages() -> None:
-    store, texts = await indexed_store()
+    store, texts = await indexed_text_store()
     seg_keys = [m.key async for m in store.list(KEYS.root + "seg/")]
     fts_key = next(k for k in seg_keys if k.endswith("/fts.text"))
     fts_size = len(await store.get(fts_key))
@@ -60,7 +29,7 @@ async def test_a_cold_bm25_query_needs_three_round_trips_and_the_terms_pages() -
     await warm.close()
     assert expected["rows"] and expected["rows"][0]["id"] in (5, N)
 
-    db, timed = _cold(store)
+    db, timed = cold_node(store, hydrate=False, lazy_text=True)
     got = await db.query(NS, body)
     assert got["rows"] == expected["rows"]  # same documents, same scores
     assert round_trips(timed.calls) <= 3, [(c.op, c.key.rsplit("/", 2)[-2:]) for c in timed.calls]
@@ -82,17 +51,11 @@ async def test_a_cold_bm25_query_needs_three_round_trips_and_the_terms_pages() -
 
 
 async def test_the_whole_text_file_arrives_in_the_background() -> None:
-    store, texts = await indexed_store()
-    timed = TimedStore(store)
-    db = Database(timed, make_settings(), components("cold"))  # type: ignore[arg-type]
-    db.segment_io.lazy_min_bytes = 64 << 10
+    store, texts = await indexed_text_store()
+    db, timed = cold_node(store, lazy_text=True)
     q = " ".join(texts[100].split()[:4])
     first = await db.query(NS, {"rank_by": ["text", "BM25", q], "top_k": 5})
-    for _ in range(300):
-        if not db.segment_io.pending:
-            break
-        await asyncio.sleep(0.02)
-    assert not db.segment_io.pending
+    await hydrated(db)
     before = len(timed.calls)
     again = await db.query(NS, {"rank_by": ["text", "BM25", q], "top_k": 5})
     other = " ".join(texts[200].split()[:3])

@@ -1,17 +1,20 @@
-"""Random document tables covering every attribute type, and builders for segment tests."""
+"""Random document tables covering every attribute type, builders for segment tests, and a
+recording block source to open a segment file from its head (the cold path)."""
 
 from __future__ import annotations
 
 import random
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from lagoon.format.segment import head_length
 from lagoon.format.wal import OP_COLUMN
 from lagoon.index.segment.build import SEQ_COLUMN, BuiltSegment, build_segment, new_segment_id
-from lagoon.index.segment.read import SegmentReader
+from lagoon.index.segment.read import LazyFile, SegmentReader
 from lagoon.schema import Schema, apply_schema_update
 
 WORDS = [
@@ -145,3 +148,42 @@ def build(table: pa.Table, schema: Schema, seed: int = 0) -> BuiltSegment:
 
 def open_built(built: BuiltSegment, schema: Schema) -> SegmentReader:
     return SegmentReader.from_files(built.ref, dict(built.files), schema)
+
+
+class RecordingBlocks:
+    """A BlockSource over a file's bytes that records what was asked for; ``corrupt_at`` flips a
+    bit of that byte in every range that covers it."""
+
+    def __init__(self, data: bytes, corrupt_at: int | None = None) -> None:
+        self.data, self.corrupt_at = data, corrupt_at
+        self.calls: list[list[tuple[int, int]]] = []
+        self.whole_calls = 0
+
+    def ranges(self, ranges: Sequence[tuple[int, int]]) -> list[bytes]:
+        self.calls.append(list(ranges))
+        out = []
+        for s, e in ranges:
+            b = bytearray(self.data[s:e])
+            if self.corrupt_at is not None and s <= self.corrupt_at < e:
+                b[self.corrupt_at - s] ^= 0x40
+            out.append(bytes(b))
+        return out
+
+    def whole(self) -> bytes:
+        self.whole_calls += 1
+        return self.data
+
+    @property
+    def ranged_bytes(self) -> int:
+        return sum(e - s for call in self.calls for s, e in call)
+
+
+def open_cold(built: BuiltSegment, schema: Schema, name: str, blocks: RecordingBlocks) -> SegmentReader:
+    """``built`` opened with its file ``name`` read from the head the manifest names; the rest of
+    that file comes through ``blocks``."""
+    data = built.files[name]
+    head_bytes = built.ref.info["files"][name]["head_bytes"]
+    assert head_length(data[:65536], what=name) == head_bytes
+    return SegmentReader.from_files(
+        built.ref, {**built.files, name: LazyFile(data[:head_bytes], blocks)}, schema
+    )

@@ -5,8 +5,6 @@ the batch bytes; damage anywhere is DataCorruption; version 1 files still open."
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import numpy as np
 import pyarrow as pa
 import pytest
@@ -14,39 +12,19 @@ import pytest
 from lagoon.errors import DataCorruption
 from lagoon.format.segment import DOCS_FILE, MAGIC_DOCS, frame, head_length, open_head
 from lagoon.index.segment.docs import BATCH_ROWS, encode_docs, encode_docs_v1, open_docs, open_docs_head
-from lagoon.index.segment.read import LazyFile, SegmentReader
 from lagoon.index.sources.segment import SegmentSource
-from tests.index.segment.helpers import build, by_id, random_table, rich_schema
+from tests.index.segment.helpers import (
+    RecordingBlocks,
+    build,
+    by_id,
+    open_built,
+    open_cold,
+    random_table,
+    rich_schema,
+)
 
 SCHEMA = rich_schema("string")
 ATTRS = [a for a in sorted(SCHEMA.attributes) if not SCHEMA.attributes[a].type.is_vector]
-
-
-class Blocks:
-    """A BlockSource over a file's bytes that records what was asked for."""
-
-    def __init__(self, data: bytes, corrupt_at: int | None = None) -> None:
-        self.data, self.corrupt_at = data, corrupt_at
-        self.calls: list[list[tuple[int, int]]] = []
-        self.whole_calls = 0
-
-    def ranges(self, ranges: Sequence[tuple[int, int]]) -> list[bytes]:
-        self.calls.append(list(ranges))
-        out = []
-        for s, e in ranges:
-            b = bytearray(self.data[s:e])
-            if self.corrupt_at is not None and s <= self.corrupt_at < e:
-                b[self.corrupt_at - s] ^= 0x40
-            out.append(bytes(b))
-        return out
-
-    def whole(self) -> bytes:
-        self.whole_calls += 1
-        return self.data
-
-    @property
-    def ranged_bytes(self) -> int:
-        return sum(e - s for call in self.calls for s, e in call)
 
 
 def docs_table(n: int, seed: int = 0) -> pa.Table:
@@ -54,10 +32,10 @@ def docs_table(n: int, seed: int = 0) -> pa.Table:
     return t.select(["id", "$seq", "$op", *ATTRS])
 
 
-def lazy(data: bytes, rows: int, blocks: Blocks | None = None) -> tuple[object, Blocks]:
+def lazy(data: bytes, rows: int, blocks: RecordingBlocks | None = None) -> tuple[object, RecordingBlocks]:
     n = head_length(data[:65536], what="docs")
     assert n is not None
-    src = blocks or Blocks(data)
+    src = blocks or RecordingBlocks(data)
     head = open_head(data[:n], magic=MAGIC_DOCS, what="docs", size=len(data))
     return open_docs_head(head, src, rows=rows), src
 
@@ -125,7 +103,7 @@ def test_damage_is_data_corruption() -> None:
             lazy(bytes(bad), n)
         with pytest.raises(DataCorruption):
             open_docs(bytes(bad), what="docs", rows=n)
-    store, _ = lazy(data, n, Blocks(data, corrupt_at=head_end + (len(data) - head_end) // 2))
+    store, _ = lazy(data, n, RecordingBlocks(data, corrupt_at=head_end + (len(data) - head_end) // 2))
     failed = []
     for b in range(4):  # one batch at a time: only the damaged one fails, naming itself
         try:
@@ -152,12 +130,9 @@ def test_a_segment_opened_from_the_docs_head_answers_like_the_whole_file() -> No
     table = random_table(rng, 6 * BATCH_ROWS, SCHEMA, tombstones=0.05)
     built = build(table, SCHEMA)
     data = built.files[DOCS_FILE]
-    hb = built.ref.info["files"][DOCS_FILE]["head_bytes"]
-    blocks = Blocks(data)
-    whole = SegmentReader.from_files(built.ref, dict(built.files), SCHEMA)
-    cold = SegmentReader.from_files(
-        built.ref, {**built.files, DOCS_FILE: LazyFile(data[:hb], blocks)}, SCHEMA
-    )
+    blocks = RecordingBlocks(data)
+    whole = open_built(built, SCHEMA)
+    cold = open_cold(built, SCHEMA, DOCS_FILE, blocks)
     assert cold.lazy_docs() and cold.ids().equals(whole.ids())
     assert (cold.tombstones() == whole.tombstones()).all()
     w_src, c_src = SegmentSource(whole, ~whole.tombstones()), SegmentSource(cold, ~cold.tombstones())

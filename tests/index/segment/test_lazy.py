@@ -3,7 +3,6 @@ only the blocks a query probes, verifies every block, and older files without a 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -20,39 +19,11 @@ from lagoon.index.vector.ivf import WHOLE_FILE_FRACTION
 from lagoon.index.vector.quantized import CodePass
 from lagoon.schema import Schema, apply_schema_update
 from tests.index.segment.data import queries, vectors
-from tests.index.segment.helpers import build, open_built
+from tests.index.segment.helpers import RecordingBlocks, build, open_built, open_cold
 
 DIM = 32
 N = 12_000
 GOLDEN = Path(__file__).parent / "golden" / "v1"
-
-
-class Blocks:
-    """A BlockSource over the file's bytes that records what was asked for."""
-
-    def __init__(self, data: bytes, corrupt_at: int | None = None) -> None:
-        self.data = data
-        self.corrupt_at = corrupt_at
-        self.ranges_calls: list[list[tuple[int, int]]] = []
-        self.whole_calls = 0
-
-    def ranges(self, ranges: Sequence[tuple[int, int]]) -> list[bytes]:
-        self.ranges_calls.append(list(ranges))
-        out = []
-        for s, e in ranges:
-            b = bytearray(self.data[s:e])
-            if self.corrupt_at is not None and s <= self.corrupt_at < e:
-                b[self.corrupt_at - s] ^= 0x40
-            out.append(bytes(b))
-        return out
-
-    def whole(self) -> bytes:
-        self.whole_calls += 1
-        return self.data
-
-    @property
-    def ranged_bytes(self) -> int:
-        return sum(e - s for call in self.ranges_calls for s, e in call)
 
 
 @pytest.fixture(scope="module")
@@ -75,19 +46,14 @@ def segment() -> tuple[BuiltSegment, Schema]:
     return build(table, schema), schema
 
 
-def lazy_reader(built: BuiltSegment, schema: Schema, blocks: Blocks) -> SegmentReader:
-    data = built.files["vec.v"]
-    head_bytes = built.ref.info["files"]["vec.v"]["head_bytes"]
-    assert head_length(data[:65536], what="t") == head_bytes
-    files: dict[str, bytes | LazyFile] = dict(built.files)
-    files["vec.v"] = LazyFile(data[:head_bytes], blocks)
-    return SegmentReader.from_files(built.ref, files, schema)
+def lazy_reader(built: BuiltSegment, schema: Schema, blocks: RecordingBlocks) -> SegmentReader:
+    return open_cold(built, schema, "vec.v", blocks)
 
 
 def test_lazy_index_answers_like_the_whole_file(segment: tuple[BuiltSegment, Schema]) -> None:
     built, schema = segment
     eager = open_built(built, schema)
-    blocks = Blocks(built.files["vec.v"])
+    blocks = RecordingBlocks(built.files["vec.v"])
     lazy = lazy_reader(built, schema, blocks)
     vi_e, vi_l = eager.vector_index("v"), lazy.vector_index("v")
     assert vi_e is not None and vi_l is not None and vi_l.lazy and not vi_e.lazy
@@ -103,7 +69,7 @@ def test_lazy_index_answers_like_the_whole_file(segment: tuple[BuiltSegment, Sch
         np.testing.assert_array_equal(got[0], want[0])
         np.testing.assert_array_equal(got[1], want[1])
         if i == 0:  # one unfiltered query reads its probed blocks only, in one call
-            assert len(blocks.ranges_calls) == 1 and blocks.whole_calls == 0
+            assert len(blocks.calls) == 1 and blocks.whole_calls == 0
             assert 0 < blocks.ranged_bytes < 0.2 * len(built.files["vec.v"])
         mask = rng.random(N) < 0.3
         got = src_l.vector_topk("v", q, "euclidean_squared", 10, mask, approximate=True)
@@ -120,22 +86,22 @@ def test_lazy_index_answers_like_the_whole_file(segment: tuple[BuiltSegment, Sch
     want = src_e.vector_topk("v", q, "euclidean_squared", 10, None, approximate=False)
     np.testing.assert_array_equal(got[0], want[0])
     assert vi_l.loaded_fraction == 1.0
-    calls = (len(blocks.ranges_calls), blocks.whole_calls)
+    calls = (len(blocks.calls), blocks.whole_calls)
     src_l.vector_topk("v", queries(1, DIM, seed=5)[0], "euclidean_squared", 10, None, approximate=True)
-    assert (len(blocks.ranges_calls), blocks.whole_calls) == calls
+    assert (len(blocks.calls), blocks.whole_calls) == calls
 
     # on a cold index, a scan needing more than WHOLE_FILE_FRACTION of the blocks: one whole read
     assert WHOLE_FILE_FRACTION < 1.0
-    cold_blocks = Blocks(built.files["vec.v"])
+    cold_blocks = RecordingBlocks(built.files["vec.v"])
     cold = SegmentSource(lazy_reader(built, schema, cold_blocks), np.ones(N, bool))
     got = cold.vector_topk("v", q, "euclidean_squared", 10, None, approximate=False)
     np.testing.assert_array_equal(got[0], want[0])
-    assert cold_blocks.whole_calls == 1 and cold_blocks.ranges_calls == []
+    assert cold_blocks.whole_calls == 1 and cold_blocks.calls == []
 
 
 def test_hydrate_completes_a_lazy_index(segment: tuple[BuiltSegment, Schema]) -> None:
     built, schema = segment
-    blocks = Blocks(built.files["vec.v"])
+    blocks = RecordingBlocks(built.files["vec.v"])
     lazy = lazy_reader(built, schema, blocks)
     vi = lazy.vector_index("v")
     assert vi is not None and lazy.lazy_vector_files() == {"vec.v": vi}
@@ -143,7 +109,7 @@ def test_hydrate_completes_a_lazy_index(segment: tuple[BuiltSegment, Schema]) ->
     assert vi.loaded_fraction == 1.0 and lazy.lazy_vector_files() == {}
     src = SegmentSource(lazy, np.ones(N, bool))
     src.vector_topk("v", queries(1, DIM)[0], "euclidean_squared", 10, None, approximate=True)
-    assert blocks.ranges_calls == [] and blocks.whole_calls == 0
+    assert blocks.calls == [] and blocks.whole_calls == 0
 
 
 def test_hydrate_marks_clusters_loaded_only_with_their_codes(
@@ -153,7 +119,7 @@ def test_hydrate_marks_clusters_loaded_only_with_their_codes(
     loaded without taking the lock: a cluster must not be marked before its 8-bit codes are
     encoded (a query would rank it by missing codes: the recall drop of a busy machine)."""
     built, schema = segment
-    lazy = lazy_reader(built, schema, Blocks(built.files["vec.v"]))
+    lazy = lazy_reader(built, schema, RecordingBlocks(built.files["vec.v"]))
     vi = lazy.vector_index("v")
     assert vi is not None
     src = SegmentSource(lazy, np.ones(N, bool))
@@ -176,7 +142,7 @@ def test_a_corrupt_block_or_head_is_detected(segment: tuple[BuiltSegment, Schema
     built, schema = segment
     data = built.files["vec.v"]
     head_bytes = built.ref.info["files"]["vec.v"]["head_bytes"]
-    blocks = Blocks(data, corrupt_at=len(data) // 2)  # inside some block
+    blocks = RecordingBlocks(data, corrupt_at=len(data) // 2)  # inside some block
     lazy = lazy_reader(built, schema, blocks)
     src = SegmentSource(lazy, np.ones(N, bool))
     with pytest.raises(DataCorruption, match="checksum"):  # ranged: every probe until it hits the bad block
@@ -193,11 +159,11 @@ def test_a_corrupt_block_or_head_is_detected(segment: tuple[BuiltSegment, Schema
         bad = bytearray(data[:head_bytes])
         bad[flip] ^= 1
         files: dict[str, bytes | LazyFile] = dict(built.files)
-        files["vec.v"] = LazyFile(bytes(bad), Blocks(data))
+        files["vec.v"] = LazyFile(bytes(bad), RecordingBlocks(data))
         with pytest.raises(DataCorruption, match="checksum"):
             SegmentReader.from_files(built.ref, files, schema)
     files = dict(built.files)
-    files["vec.v"] = LazyFile(data[: head_bytes - 64], Blocks(data))  # short head
+    files["vec.v"] = LazyFile(data[: head_bytes - 64], RecordingBlocks(data))  # short head
     with pytest.raises(DataCorruption):
         SegmentReader.from_files(built.ref, files, schema)
 
