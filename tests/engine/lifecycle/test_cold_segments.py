@@ -17,8 +17,8 @@ from lagoon.index.text.corpus import corpus
 from lagoon.storage.memory import MemoryStore
 from tests.index.segment.data import queries, vectors
 
+from .cold import TimedStore, round_trips
 from .helpers import KEYS, NS, components, make_settings
-from .test_cold_reads import TimedStore, round_trips
 
 pytestmark = pytest.mark.anyio
 
