@@ -295,6 +295,12 @@ class NamespaceState:
             ), size if version == self.manifest.version else None
         return None
 
+    async def view_held(self) -> bool:
+        """Does the bucket still hold the newest object this node's view rests on? One HEAD; a
+        committer asks before building on a head it has not seen in the bucket lately."""
+        witness = self._witness()
+        return witness is None or await self._still_held(*witness)
+
     async def _still_held(self, key: str, size: int | None) -> bool:
         """Does the bucket still hold ``key`` (of ``size`` bytes)? A store error is not an answer
         here (the probe beside it reports it)."""

@@ -51,6 +51,10 @@ from lagoon.wire.write import (
 MAX_GROUP_REQUESTS = 256
 MAX_COMMIT_ATTEMPTS = 50
 MAX_LOST_BACKOFF_SECS = 0.05
+HEAD_SEEN_SECS = 0.25
+"""A commit builds on a head seen in the bucket this recently without checking it again (at most
+``manifest.poll_interval_ms``): back-to-back commits cost one PUT each; a write after a pause
+first HEADs the head (``Committer._confirm_head``)."""
 TokenMatcherFactory = Callable[[pa.Table, Schema], Any]
 
 
@@ -375,6 +379,9 @@ class Committer:
         self._task: asyncio.Task[None] | None = None
         self.commits = 0
         self.attempts = 0
+        # The head this committer last saw in the bucket (its own entry once created, or what a
+        # refresh read) and when (monotonic): building on it soon after needs no check.
+        self._seen_head: tuple[int, float] | None = None
 
     async def submit(self, op: Op) -> dict[str, Any]:
         watch = COMMIT_WATCH.get()
@@ -434,6 +441,8 @@ class Committer:
             self.attempts += 1
             if state.manifest_age() * 1000 >= state.settings.manifest.poll_interval_ms:
                 await state.refresh()
+                self._saw_head()
+            await self._confirm_head(state)
             if state.tail.branch_fence_ms is not None:
                 await self._await_branch(state)
             snap = state.current()
@@ -486,6 +495,7 @@ class Committer:
                     cap = min(MAX_LOST_BACKOFF_SECS, 0.001 * 2 ** min(losses, 10))
                     await asyncio.sleep(self.components.rng.uniform(0, cap))
                 await state.refresh()
+                self._saw_head()
                 continue
             grace = state.settings.indexer.gc_grace_secs
             if grace > 0 and state.manifest_age() >= grace / 2:
@@ -497,6 +507,7 @@ class Committer:
                     continue
             fp.hit("wal.after_put")
             state.committed(entry, len(data))
+            self._saw_head()
             self.commits += 1
             if self.on_commit is not None:
                 self.on_commit(entry, len(data))
@@ -509,6 +520,29 @@ class Committer:
         for op in group:
             if not op.future.done():
                 op.future.set_exception(err)
+
+    def _saw_head(self) -> None:
+        self._seen_head = (self.state.head, self.components.clock.monotonic())
+
+    async def _confirm_head(self, state: NamespaceState) -> None:
+        """The entry at ``head + 1`` is created with create-if-absent, which only says that slot
+        was free: after the bucket went back (restored from an older backup, recreated) it is
+        free too, above a hole where no reader looks. So before building on a head this
+        committer has not seen in the bucket within ``HEAD_SEEN_SECS``, one HEAD checks that the
+        bucket still holds it (``view_held``); if not, the state is read again (the cache
+        dropped) and the commit builds on the bucket's real head. A busy namespace's commits
+        build on the entry committed just before: no request added."""
+        seen = self._seen_head
+        window = min(HEAD_SEEN_SECS, state.settings.manifest.poll_interval_ms / 1000)
+        if (
+            seen is not None
+            and seen[0] == state.head
+            and self.components.clock.monotonic() - seen[1] < window
+        ):
+            return
+        if not await state.view_held():
+            await state.refresh()  # the refresh's own check finds the same and reloads
+        self._saw_head()
 
     async def _await_branch(self, state: NamespaceState) -> None:
         """The view ends in a branch creation's fence (wal/1 of a new branch) without the branch's

@@ -7,6 +7,7 @@ that read the newer state keeps running (as after a restore from bucket versioni
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import shutil
 from pathlib import Path
@@ -18,6 +19,7 @@ from lagoon.config import Settings
 from lagoon.engine.components import Components
 from lagoon.engine.database import Database
 from lagoon.engine.indexer import index_namespace
+from lagoon.engine.writer import HEAD_SEEN_SECS
 from lagoon.format.keys import NamespaceKeys
 from lagoon.storage import FsStore
 
@@ -130,3 +132,31 @@ async def test_a_branch_read_from_its_parents_wal_is_not_taken_for_a_bucket_gone
         assert not [r for r in caplog.records if "no longer holds" in r.getMessage()]
     finally:
         await node.close()
+
+
+async def test_a_write_within_one_poll_interval_of_a_restore_builds_on_the_real_head(tmp_path: Path) -> None:
+    """The node polls rarely (a minute), so no refresh runs between the restore and its next
+    write: the commit itself must notice that the head it would build on is gone, or it would
+    create the entry above a hole (the slot is free there too) where no reader looks. (A commit
+    within ``HEAD_SEEN_SECS`` of the node's last one skips the check: a restore takes longer.)"""
+    root, backup = tmp_path / "bucket", tmp_path / "backup"
+    store = FsStore(str(root))
+    rare = Settings(manifest={"poll_interval_ms": 60_000})  # type: ignore[arg-type]
+    node = Database(store, rare)
+    await _write(node, range(2), "old")
+    _backup(root, backup)
+    await _write(node, range(2, 4), "lost")
+    await _write(node, range(4, 5), "lost")
+    _restore(backup, root)
+    await asyncio.sleep(HEAD_SEEN_SECS)
+    await _write(node, range(10, 12), "after")  # no read in between: only the commit can tell
+    assert sorted(p.name for p in (root / KEYS.wal_prefix).iterdir()) == [
+        Path(KEYS.wal(1)).name,
+        Path(KEYS.wal(2)).name,
+    ]
+    fresh = Database(store, _settings())
+    try:
+        assert await _read(fresh) == {0: "old", 1: "old", 10: "after", 11: "after"}
+    finally:
+        await fresh.close()
+    await node.close()
