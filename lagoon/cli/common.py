@@ -126,6 +126,37 @@ def build_overrides(
     return out
 
 
+def storage_and_logging_flags(
+    storage_backend: str | None, storage_root: str | None, log_level: str | None, log_format: str | None
+) -> dict[tuple[str, str], Any]:
+    """The settings named by ``storage_options`` and ``logging_options`` (for ``build_overrides``)."""
+    return {
+        ("storage", "backend"): storage_backend,
+        ("storage", "root"): storage_root,
+        ("observability", "log_level"): log_level,
+        ("observability", "log_format"): log_format,
+    }
+
+
+def launch(
+    program: str,
+    module_name: str,
+    config_file: str | None,
+    assignments: Iterable[str],
+    flags: Mapping[tuple[str, str], Any],
+    *,
+    print_only: bool,
+) -> None:
+    """What ``lagoon-server`` and ``lagoon-worker`` do once their flags are read: resolve the
+    settings (named flags beat ``--set``); with ``--print-config`` print them and return, else run
+    ``module_name`` (``run_component``) and exit with its status."""
+    settings = resolve_settings(config_file, build_overrides(assignments, flags))
+    if print_only:
+        print_config(settings, program)
+        return
+    raise SystemExit(run_component(module_name, settings, program))
+
+
 def resolve_settings(config_file: str | None, overrides: Mapping[str, Mapping[str, Any]]) -> Settings:
     """``load_settings``, turning an invalid configuration into a ConfigError (exit 2)."""
     try:

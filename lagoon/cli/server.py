@@ -13,16 +13,14 @@ import click
 
 from lagoon.cli.common import (
     CONTEXT_SETTINGS,
-    build_overrides,
     config_option,
+    launch,
     logging_options,
     print_config_option,
-    resolve_settings,
-    run_component,
     set_option,
+    storage_and_logging_flags,
     storage_options,
 )
-from lagoon.cli.common import print_config as emit_config
 
 PROGRAM = "lagoon-server"
 
@@ -53,23 +51,13 @@ def command(
     print_config: bool,
 ) -> None:
     """Serve the Lagoon HTTP API (turbopuffer v2 compatible)."""
-    overrides = build_overrides(
-        assignments,
-        {
-            ("server", "listen"): listen,
-            ("server", "embedded_indexer"): embedded_indexer,
-            ("storage", "backend"): storage_backend,
-            ("storage", "root"): storage_root,
-            ("auth", "keys_file"): keys_file,
-            ("observability", "log_level"): log_level,
-            ("observability", "log_format"): log_format,
-        },
-    )
-    settings = resolve_settings(config_file, overrides)
-    if print_config:
-        emit_config(settings, PROGRAM)
-        return
-    raise SystemExit(run_component("lagoon.server", settings, PROGRAM))
+    flags = {
+        ("server", "listen"): listen,
+        ("server", "embedded_indexer"): embedded_indexer,
+        ("auth", "keys_file"): keys_file,
+        **storage_and_logging_flags(storage_backend, storage_root, log_level, log_format),
+    }
+    launch(PROGRAM, "lagoon.server", config_file, assignments, flags, print_only=print_config)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
