@@ -16,8 +16,9 @@ import asyncio
 import multiprocessing
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -202,34 +203,10 @@ def test_fs_multiprocess_race(tmp_path: Path, procs: int, rounds: int, increment
     root = str(tmp_path / "store")
     store = FsStore(root)
     asyncio.run(store.put("counter", b"0"))
-    ctx = multiprocessing.get_context("spawn")
-    barrier = ctx.Barrier(procs, timeout=60)  # a dead worker breaks the barrier, not the suite
-    results = ctx.Queue()
-    workers = [
-        ctx.Process(target=fs_race_worker, args=(root, w, rounds, increments, barrier, results))
-        for w in range(procs)
-    ]
-    for p in workers:
-        p.start()
-    try:
-        outcome = [results.get(timeout=120) for _ in workers]
-        for p in workers:
-            p.join(timeout=30)
-            assert p.exitcode == 0
-    finally:
-        for p in workers:
-            if p.is_alive():
-                p.kill()
-                p.join()
-    winners_per_round = [0] * rounds
-    for _worker, wins, _conflicts in outcome:
-        for r in wins:
-            winners_per_round[r] += 1
-    assert winners_per_round == [1] * rounds
-    assert asyncio.run(store.get("counter")).split()[0] == str(procs * increments).encode()
-    for worker, wins, _ in outcome:
-        for r in wins:
-            assert asyncio.run(store.get(f"race/{r:04d}")) == f"worker {worker}".encode()
+    outcome = race_in_processes(
+        fs_race_worker, root, procs, rounds, increments, barrier_secs=60, wait_secs=120
+    )
+    check_race_outcome(store, outcome, procs, rounds, increments)
 
 
 @pytest.mark.slow
@@ -237,20 +214,43 @@ def test_fs_multiprocess_race(tmp_path: Path, procs: int, rounds: int, increment
 def test_s3_multiprocess_race(s3_server: S3Server, s3_prefix: str) -> None:
     """Spawned processes, each with its own S3 client, race CREATE in lockstep, then CAS-increment."""
     procs, rounds, increments = 4, 40, 5
-    ctx = multiprocessing.get_context("spawn")
-    barrier = ctx.Barrier(procs, timeout=120)
-    results = ctx.Queue()
     target = (s3_server.bucket, s3_prefix, s3_server.region, s3_server.endpoint)
     store = make_s3_store(s3_server, s3_prefix)
     asyncio.run(store.put("counter", b"0"))
+    outcome = race_in_processes(
+        s3_race_worker, target, procs, rounds, increments, barrier_secs=120, wait_secs=600
+    )
+    check_race_outcome(store, outcome, procs, rounds, increments)
+
+
+Outcome = tuple[int, list[int], int]
+"""What a race worker reports: its number, the rounds it won, its CAS conflicts."""
+
+
+def race_in_processes(
+    worker: Callable[..., None],
+    target: Any,
+    procs: int,
+    rounds: int,
+    increments: int,
+    *,
+    barrier_secs: float,
+    wait_secs: float,
+) -> list[Outcome]:
+    """Run ``procs`` spawned ``worker`` processes (``tests/storage/_workers.py``) against the store
+    ``target`` names, on one barrier (a dead one breaks it, not the suite), and collect what each
+    reports; every process must exit 0 and none outlives the test."""
+    ctx = multiprocessing.get_context("spawn")
+    barrier = ctx.Barrier(procs, timeout=barrier_secs)
+    results = ctx.Queue()
     workers = [
-        ctx.Process(target=s3_race_worker, args=(target, w, rounds, increments, barrier, results))
+        ctx.Process(target=worker, args=(target, w, rounds, increments, barrier, results))
         for w in range(procs)
     ]
     for p in workers:
         p.start()
     try:
-        outcome = [results.get(timeout=600) for _ in workers]
+        outcome = [results.get(timeout=wait_secs) for _ in workers]
         for p in workers:
             p.join(timeout=30)
             assert p.exitcode == 0
@@ -259,6 +259,13 @@ def test_s3_multiprocess_race(s3_server: S3Server, s3_prefix: str) -> None:
             if p.is_alive():
                 p.kill()
                 p.join()
+    return outcome
+
+
+def check_race_outcome(
+    store: ObjectStore, outcome: list[Outcome], procs: int, rounds: int, increments: int
+) -> None:
+    """Exactly one winner a round, whose bytes are stored, and no lost counter increment."""
     winners_per_round = [0] * rounds
     for _worker, wins, _conflicts in outcome:
         for r in wins:
