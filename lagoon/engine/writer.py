@@ -36,7 +36,9 @@ from lagoon.engine.tail import Snapshot
 from lagoon.errors import Conflict, Forbidden, InvalidRequest, LagoonError, NotFound, Unavailable
 from lagoon.format.wal import OP_COLUMN, OP_DELETE, OP_UPSERT, WalEntry, encode_entry
 from lagoon.index.filters.tree import Filter
+from lagoon.index.sources.protocol import DocSource
 from lagoon.index.sources.table import LiveDocs
+from lagoon.query.cost import filter_work, refuse_above
 from lagoon.schema import Schema
 from lagoon.storage.base import AlreadyExists, ObjectNotFound, PutMode, StorageError
 from lagoon.values import Id, column_to_arrow, id_to_json, ids_to_arrow
@@ -109,6 +111,15 @@ class _Outcome:
     """A truncate: the documents the namespace held (None when its data could not be read)."""
 
 
+def _text_bytes(value: Any) -> int:
+    """The bytes a pattern condition scans in one stored value (a string, or a list of them)."""
+    if isinstance(value, str):
+        return len(value.encode())
+    if isinstance(value, list):
+        return sum(_text_bytes(v) for v in value)
+    return 0
+
+
 def copying(settings: dict[str, Any]) -> bool:
     """True while a copy into the namespace is running: its settings hold the copy's marker
     ``{"copy": {"operation": token, "source": name, "running": true}}`` (engine/copy.py)."""
@@ -119,8 +130,11 @@ def copying(settings: dict[str, Any]) -> bool:
 class _Resolver:
     """Applies a group's requests, in order, to an overlay over one snapshot."""
 
-    def __init__(self, snap: Snapshot, token_matcher_factory: TokenMatcherFactory = _token_matcher) -> None:
+    def __init__(
+        self, snap: Snapshot, token_matcher_factory: TokenMatcherFactory = _token_matcher, max_work: int = 0
+    ) -> None:
         self.snap = snap
+        self.max_work = max_work  # limits.max_query_work, for the patterns of filters and conditions
         self.schema = snap.schema
         self.settings = dict(snap.settings)
         self.overlay: dict[Id, Doc | None] = {}
@@ -157,11 +171,14 @@ class _Resolver:
 
     # -- evaluation helpers ----------------------------------------------------------------------
 
-    def _table(self, docs: list[tuple[Id, Doc]], extra: dict[str, list[Any]] | None = None) -> pa.Table:
+    def _table(
+        self, docs: list[tuple[Id, Doc]], names: list[str], extra: dict[str, list[Any]] | None = None
+    ) -> pa.Table:
+        """The columns ``names`` (attributes a filter reads) of ``docs``, for evaluating it."""
         schema = self.schema
         cols: dict[str, pa.Array] = {"id": ids_to_arrow([i for i, _ in docs], schema.id_type or "uint")}
-        for name, attr in schema.attributes.items():
-            cols[name] = column_to_arrow([d.get(name) for _, d in docs], attr.type)
+        for name in names:
+            cols[name] = column_to_arrow([d.get(name) for _, d in docs], schema.attributes[name].type)
         for name, values in (extra or {}).items():
             attr_name = name.removeprefix("$ref_new.")
             ref_attr = schema.attributes.get(attr_name)
@@ -176,23 +193,44 @@ class _Resolver:
             flt.evaluate(table, token_matcher=self.token_matcher_factory(table, self.schema)), dtype=bool
         )
 
-    def matching_ids(self, flt: Filter) -> list[Id]:
-        """Ids of the current documents (snapshot + overlay) that match ``flt``."""
-        out: list[Id] = []
-        if not self.truncate:
-            src = self.snap.source()
-            if src.num_docs:
-                mask = src.filter_mask(flt)
-                ids = src.column("id").to_pylist()
-                out += [i for i, m in zip(ids, mask, strict=True) if m and i not in self.overlay]
-        live_overlay = [(i, d) for i, d in self.overlay.items() if d is not None]
-        if live_overlay:
-            mask = self._eval(flt, self._table(live_overlay))
-            out += [i for (i, _), m in zip(live_overlay, mask, strict=True) if m]
-        return out
+    def read_attributes(self, flt: Filter) -> list[str]:
+        """The stored attributes ``flt`` reads (what a condition needs of the current documents)."""
+        return sorted(a for a in flt.attributes() if a in self.schema.attributes)
 
-    def condition_holds(self, cond: Filter, targets: Sequence[tuple[Id, Doc, Doc | None]]) -> np.ndarray:
+    def _priced(self, flt: Filter, what: str, docs: Sequence[Doc], src: DocSource | None = None) -> None:
+        """Refuse (400, ``query/cost.py``) a filter whose patterns would cost more than
+        ``max_work`` over ``docs`` and, for a by-filter write, the snapshot's documents ``src``."""
+
+        def size(attr: str) -> int:
+            stored = src.logical_bytes([attr]) if src is not None else 0
+            return stored + sum(_text_bytes(d.get(attr)) for d in docs)
+
+        refuse_above(filter_work(flt, size), self.max_work, what)
+
+    def matching_ids(self, flt: Filter, limit: int, what: str) -> list[Id]:
+        """Ids of the current documents (snapshot + overlay) that match ``flt``: all of them, or
+        ``limit + 1`` when more match (the caller's cap). The snapshot's part reads the filter's
+        columns (or indexes) and the ids of at most that many matches, whatever the namespace holds."""
+        out: list[Id] = []
+        live_overlay = [(i, d) for i, d in self.overlay.items() if d is not None]
+        src = None if self.truncate else self.snap.source()
+        self._priced(flt, what, [d for _, d in live_overlay], src)
+        if src is not None and src.num_docs:
+            # rows the overlay shadows are dropped below: take enough to still see limit + 1
+            positions = np.flatnonzero(src.filter_mask(flt))[: limit + 1 + len(self.overlay)]
+            if positions.shape[0]:
+                ids = src.fetch_rows(positions, ["id"]).column("id").to_pylist()
+                out += [i for i in ids if i not in self.overlay]
+        if live_overlay:
+            mask = self._eval(flt, self._table(live_overlay, self.read_attributes(flt)))
+            out += [i for (i, _), m in zip(live_overlay, mask, strict=True) if m]
+        return out[: limit + 1]
+
+    def condition_holds(
+        self, cond: Filter, targets: Sequence[tuple[Id, Doc, Doc | None]], what: str
+    ) -> np.ndarray:
         """Evaluate a condition per target (id, existing doc, new doc or None for deletes)."""
+        self._priced(cond, what, [old for _, old, _ in targets])
         refs = cond.ref_new_attributes()
         extra = {
             f"$ref_new.{a}": [
@@ -200,7 +238,7 @@ class _Resolver:
             ]
             for a in refs
         }
-        table = self._table([(i, old) for i, old, _ in targets], extra)
+        table = self._table([(i, old) for i, old, _ in targets], self.read_attributes(cond), extra)
         return self._eval(cond, table)
 
     # -- applying requests ------------------------------------------------------------------------
@@ -253,7 +291,7 @@ class _Resolver:
         out = _Outcome()
         self.schema = req.schema
         if req.delete_by_filter is not None:
-            ids = self.matching_ids(req.delete_by_filter)
+            ids = self.matching_ids(req.delete_by_filter, MAX_DELETE_BY_FILTER_ROWS, "delete_by_filter")
             if len(ids) > MAX_DELETE_BY_FILTER_ROWS:
                 if not req.delete_by_filter_allow_partial:
                     raise InvalidRequest(
@@ -266,7 +304,7 @@ class _Resolver:
             out.deleted += ids
         if req.patch_by_filter is not None:
             flt, patch = req.patch_by_filter
-            ids = self.matching_ids(flt)
+            ids = self.matching_ids(flt, MAX_PATCH_BY_FILTER_ROWS, "patch_by_filter")
             if len(ids) > MAX_PATCH_BY_FILTER_ROWS:
                 if not req.patch_by_filter_allow_partial:
                     raise InvalidRequest(
@@ -280,36 +318,52 @@ class _Resolver:
             out.patched += ids
         if req.upserts:
             apply_to = req.upserts
-            if req.upsert_condition is not None:
-                existing = self.current([i for i, _ in req.upserts])
+            if req.upsert_condition is not None:  # an upsert replaces: only the condition's columns
+                existing = self.current(
+                    [i for i, _ in req.upserts], self.read_attributes(req.upsert_condition)
+                )
                 targets = [(i, existing[i], d) for i, d in req.upserts if i in existing]
-                ok = self.condition_holds(req.upsert_condition, targets) if targets else np.zeros(0, bool)
+                ok = (
+                    self.condition_holds(req.upsert_condition, targets, "upsert_condition")
+                    if targets
+                    else np.zeros(0, bool)
+                )
                 skip = {t[0] for t, good in zip(targets, ok, strict=True) if not good}
                 apply_to = [(i, d) for i, d in req.upserts if i not in skip]
             for i, d in apply_to:
                 self.overlay[i] = {k: v for k, v in d.items() if v is not None}
             out.upserted += [i for i, _ in apply_to]
         if req.patches:
-            existing = self.current([i for i, _ in req.patches])
-            targets = [(i, existing[i], d) for i, d in req.patches if i in existing]
-            if req.patch_condition is not None and targets:
-                ok = self.condition_holds(req.patch_condition, targets)
-                targets = [t for t, good in zip(targets, ok, strict=True) if good]
+            targets = self._patch_targets(req.patches, req.patch_condition)
             for i, old, d in targets:
                 merged = {**old, **d}
                 self.overlay[i] = {k: v for k, v in merged.items() if v is not None}
             out.patched += [t[0] for t in targets]
         if req.deletes:
-            # existence only unless a condition reads attributes (no vector data on the event loop)
-            existing = self.current(req.deletes, None if req.delete_condition is not None else [])
+            # existence, and the columns a condition reads (no vector data on the event loop)
+            cond = req.delete_condition
+            existing = self.current(req.deletes, self.read_attributes(cond) if cond is not None else [])
             targets_d = [(i, existing[i], None) for i in req.deletes if i in existing]
             if req.delete_condition is not None and targets_d:
-                ok = self.condition_holds(req.delete_condition, targets_d)
+                ok = self.condition_holds(req.delete_condition, targets_d, "delete_condition")
                 targets_d = [t for t, good in zip(targets_d, ok, strict=True) if good]
             for i, _, _ in targets_d:
                 self.overlay[i] = None
             out.deleted += [t[0] for t in targets_d]
         return out
+
+    def _patch_targets(self, patches: list[tuple[Id, Doc]], cond: Filter | None) -> list[tuple[Id, Doc, Doc]]:
+        """(id, current document, patch) of the patches to apply: those whose document exists and,
+        with a condition, passes it. The condition is evaluated on its own columns; only the
+        documents that pass are read whole (the entry holds the patched documents whole)."""
+        wanted = patches
+        if cond is not None:
+            existing = self.current([i for i, _ in patches], self.read_attributes(cond))
+            targets = [(i, existing[i], d) for i, d in patches if i in existing]
+            ok = self.condition_holds(cond, targets, "patch_condition") if targets else np.zeros(0, bool)
+            wanted = [(i, d) for (i, _, d), good in zip(targets, ok, strict=True) if good]
+        whole = self.current([i for i, _ in wanted])
+        return [(i, whole[i], d) for i, d in wanted if i in whole]
 
     # -- the entry ---------------------------------------------------------------------------------
 
@@ -446,7 +500,7 @@ class Committer:
             if state.tail.branch_fence_ms is not None:
                 await self._await_branch(state)
             snap = state.current()
-            resolver = _Resolver(snap, self.token_matcher_factory)
+            resolver = _Resolver(snap, self.token_matcher_factory, int(state.settings.limits.max_query_work))
             live: list[tuple[Op, _Outcome]] = []
             for n, op in enumerate(group):
                 if op.future.done():

@@ -164,6 +164,12 @@ def fuzzy_weight(c: Condition) -> int:
     return len(str(c.value)) * (distance + 1)
 
 
+def _weight(c: Condition) -> int:
+    if c.op == "Fuzzy":
+        return fuzzy_weight(c)
+    return pattern_weight(c.regex) if c.regex is not None else 1
+
+
 def _conditions(f: Filter | None) -> Iterator[Condition]:
     if f is not None:
         yield from f.conditions()
@@ -173,19 +179,24 @@ def estimate_work(req: QueryRequest | MultiQueryRequest, attribute_bytes: Callab
     """Estimated pattern-matching work of ``req`` over a snapshot whose attribute ``a`` holds
     ``attribute_bytes(a)`` bytes (see the module docstring for the unit)."""
     queries = req.queries if isinstance(req, MultiQueryRequest) else (req,)
-    total = 0
     sizes: dict[str, int] = {}
-    for q in queries:
-        for c in _conditions(q.filters):
-            if c.op not in PATTERN_OPS or c.attr_type is None:
-                continue
-            if c.attr not in sizes:
-                sizes[c.attr] = attribute_bytes(c.attr)
-            if c.op == "Fuzzy":
-                weight = fuzzy_weight(c)
-            else:
-                weight = pattern_weight(c.regex) if c.regex is not None else 1
-            total += weight * sizes[c.attr]
+
+    def cached(attr: str) -> int:
+        if attr not in sizes:
+            sizes[attr] = attribute_bytes(attr)
+        return sizes[attr]
+
+    return sum(filter_work(q.filters, cached) for q in queries)
+
+
+def filter_work(flt: Filter | None, attribute_bytes: Callable[[str], int]) -> int:
+    """Estimated pattern-matching work of one filter over ``attribute_bytes(a)`` bytes of each
+    attribute ``a`` it matches patterns against (a write's filter or condition, a query's filters)."""
+    total = 0
+    for c in _conditions(flt):
+        if c.op not in PATTERN_OPS or c.attr_type is None:
+            continue
+        total += _weight(c) * attribute_bytes(c.attr)
     return total
 
 
@@ -193,10 +204,14 @@ def check_work(
     req: QueryRequest | MultiQueryRequest, attribute_bytes: Callable[[str], int], limit: int
 ) -> int:
     """The estimate of ``req``; 400 when it is above ``limit`` (0 = no limit)."""
-    work = estimate_work(req, attribute_bytes)
+    return refuse_above(estimate_work(req, attribute_bytes), limit, "query")
+
+
+def refuse_above(work: int, limit: int, what: str) -> int:
+    """``work``; 400 naming ``what`` ("query", "delete_by_filter", ...) when it is above ``limit``."""
     if limit and work > limit:
         raise InvalidRequest(
-            f"query too expensive: its Regex/Glob/IGlob/Fuzzy conditions are estimated at {work:.3g} units of "
+            f"{what} too expensive: its Regex/Glob/IGlob/Fuzzy conditions are estimated at {work:.3g} units of "
             f"pattern-matching work over this namespace, above the limit of {limit:.3g} "
             "(limits.max_query_work; about a nanosecond of one core each). Use simpler patterns "
             "(no large counted repetitions, fewer wildcards, shorter Fuzzy texts) or fewer pattern conditions"
@@ -204,4 +219,4 @@ def check_work(
     return work
 
 
-__all__ = ["check_work", "estimate_work", "pattern_weight"]
+__all__ = ["check_work", "estimate_work", "filter_work", "pattern_weight", "refuse_above"]
