@@ -17,6 +17,12 @@ entry at the head, else the manifest version) and compares its size: if it is go
 the node drops everything it cached for the namespace and loads it again (``_reload``), so strong
 reads never answer from state the bucket no longer holds, and commits (which refresh at least
 every poll interval) do not create entries past the bucket's real head.
+
+Folding is incremental: each entry this node commits or fetches is appended to the ``Tail``
+(lagoon/engine/tail.py), and a snapshot after it costs what the new entries hold, not the tail.
+The tail is folded again from ``entries`` only when its base changes: a newer manifest
+(``_rebuild_tail`` keeps the entries after its ``indexed_through``), a damaged entry that reads
+again (``_recheck_damage``), or a bucket that went back (``_reload``).
 """
 
 from __future__ import annotations

@@ -2,18 +2,38 @@
 
 ``Tail`` is the mutable fold owned by one namespace's state on one node: entries are applied in
 seq order; a newer row for an id hides every older one (upsert or delete); a truncating entry
-(namespace deleted) voids everything before it. ``snapshot()`` captures an immutable ``Snapshot``
-(copy-on-write masks), so queries running while new entries arrive keep a consistent view.
+(namespace deleted) voids everything before it. ``snapshot()`` captures an immutable ``Snapshot``,
+so queries running while new entries arrive keep a consistent view.
 
-For queries the tail is cut into *runs*: blocks of consecutive entries aligned on powers of two
-of their seq (like a binary counter), each folded once into a table with derived data (vector
-matrices, text postings) cached across snapshots. A snapshot with h unindexed entries has
-O(log h) runs, and a new entry only rebuilds the small newest runs. Segments (from the manifest)
-come first, runs after; ``CompositeSource`` merges them (lagoon/index/sources/composite.py).
+The fold is incremental: a commit or a strong read after one costs what the new entries hold
+(amortised), not what the tail holds (``bench/tail_bench.py``).
+
+- ``apply`` indexes the entry's ids (id -> newest chunk and row) and clears the rows they replace
+  in the runs (``Run.hide``: one binary search per replaced row).
+- ``snapshot`` folds the chunks applied since the last snapshot into one new *run*, a table of
+  the rows that are their id's newest and an upsert, then merges the newest runs while the older
+  of the last two holds less than twice the newer's live rows, dropping the rows hidden meanwhile.
+  Live sizes at least halve from run to run, so there are O(log n) runs and a row is copied
+  O(log n) times over its life in the tail. A run's table never changes, so what queries derive
+  from it (vector matrices, postings, id order) is built once for every later snapshot; a
+  snapshot holds each run's rows live at that moment (``Run.part``: copied only when a row was
+  hidden since the previous snapshot).
+- Which segment rows the tail hides (``SegmentShadow``) is advanced by the ids of the new entries
+  only (``SegmentReader.lookup``), on the first source built after them.
+- Rebuilt from the entries only when the tail's base changes: a new schema refolds every chunk
+  (the runs' tables are conformed to the schema), and a new manifest, a truncate or a bucket that
+  went back starts a new ``Tail`` (lagoon/engine/state.py).
+
+Segments (from the manifest) come first in a snapshot's source, runs after; ``CompositeSource``
+merges them (lagoon/index/sources/composite.py). tests/engine/test_tail_fold.py checks the
+incremental fold against a fold from scratch over random entry sequences.
 """
 
 from __future__ import annotations
 
+import bisect
+import threading
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -35,7 +55,6 @@ from lagoon.schema import Schema, id_arrow_type
 from lagoon.values import Id, canonical_from_arrow
 
 Doc = dict[str, Any]
-_RUN_CACHE_LIMIT = 64
 
 
 class SegmentLike(Protocol):
@@ -45,22 +64,131 @@ class SegmentLike(Protocol):
 
     def tombstones(self) -> np.ndarray: ...
 
+    def lookup(self, ids: pa.Array | pa.ChunkedArray) -> np.ndarray: ...
 
-@dataclass(frozen=True, slots=True)
+
+@dataclass(frozen=True, slots=True, eq=False)
 class Chunk:
     seq: int
     table: pa.Table  # id, $op, attributes (as written in the entry)
     ids: list[Id]
+    upsert: np.ndarray  # bool per row: the row is an upsert ($op), not a delete
 
 
-@dataclass(frozen=True)
 class Run:
-    """Entries [lo, hi] folded: the last row of each id within the block."""
+    """Chunks ``lo..hi`` folded into one table, a part of every snapshot's source.
 
-    lo: int
-    hi: int
-    base: LiveDocs  # all kept rows, tombstones included (with null attributes)
-    picks: tuple[tuple[int, np.ndarray], ...]  # per chunk seq: the chunk rows kept, in order
+    ``base`` holds the rows that were the newest version of their id, and an upsert, when the run
+    was built (chunk order, then row order); ``kept[c - lo]`` says which rows of chunk c those
+    are. A newer entry that writes or deletes one of those ids clears the row in ``live``; the
+    row is dropped when the run is merged. ``base`` never changes, so what queries derive from it
+    (vector matrices, postings, id order) is built once and kept for every later snapshot."""
+
+    __slots__ = ("_part", "base", "hi", "kept", "live", "lo", "size", "starts")
+
+    def __init__(self, lo: int, hi: int, base: LiveDocs, kept: list[np.ndarray]) -> None:
+        self.lo, self.hi, self.base, self.kept = lo, hi, base, kept
+        self.starts = np.cumsum([0, *(k.shape[0] for k in kept)], dtype=np.int64)
+        self.live = np.ones(base.num_docs, dtype=bool)
+        self.size = base.num_docs  # rows still live
+        self._part: MaskedSource | None = None
+
+    def hide(self, chunk: int, row: int) -> None:
+        """A newer entry wrote the id of ``row`` of ``chunk``: that row is no longer live."""
+        kept = self.kept[chunk - self.lo]
+        i = int(np.searchsorted(kept, row))
+        if i == kept.shape[0] or kept[i] != row:
+            return  # not in the run (it was a delete, or a row hidden before the run was built)
+        pos = int(self.starts[chunk - self.lo]) + i
+        if self.live[pos]:
+            self.live[pos] = False
+            self.size -= 1
+            self._part = None
+
+    def part(self) -> MaskedSource:
+        """The live rows as a document source; the same object while nothing is hidden (the
+        source copies ``live``, so later hides never change what a snapshot holds)."""
+        if self._part is None:
+            self._part = MaskedSource(self.base, self.live)
+        return self._part
+
+    def live_table(self) -> pa.Table:
+        table = self.base.table
+        return table if self.size == table.num_rows else table.filter(pa.array(self.live))
+
+    def live_kept(self) -> list[np.ndarray]:
+        return [k[self.live[self.starts[i] : self.starts[i + 1]]] for i, k in enumerate(self.kept)]
+
+
+def merge_runs(older: Run, newer: Run, schema: Schema) -> Run:
+    """One run of the live rows of two adjacent runs (the rows hidden meanwhile are dropped)."""
+    table = pa.concat_tables([older.live_table(), newer.live_table()]).combine_chunks()
+    return Run(older.lo, newer.hi, LiveDocs(schema, table), older.live_kept() + newer.live_kept())
+
+
+class SegmentShadow:
+    """Which rows of one manifest's segments a snapshot serves: not tombstones, not shadowed by a
+    newer segment, and not written again (upsert or delete) by an entry of the tail.
+
+    The segments' part is computed once; the tail's part is advanced entry by entry, so a strong
+    read after a commit looks up only the new entry's ids in the segments (``SegmentReader.lookup``)
+    instead of matching every segment row against the whole tail. A snapshot older than what was
+    advanced (rare: its source was built late) computes its own from the segments' part."""
+
+    def __init__(self, segments: tuple[SegmentLike, ...]) -> None:
+        self.segments = segments
+        self._lock = threading.Lock()
+        self._base: list[np.ndarray] | None = None
+        self._live: list[np.ndarray] = []
+        self._through: tuple[Chunk, ...] = ()  # the chunks whose ids are hidden in _live
+
+    def masks(self, chunks: tuple[Chunk, ...]) -> list[np.ndarray]:
+        """Per segment (oldest first): bool per row, live in the snapshot of ``chunks``."""
+        with self._lock:
+            if self._base is None:
+                self._base = _segment_masks(self.segments)
+                self._live = self._base
+            done = len(self._through)  # chunks only grow (a truncate starts a new shadow)
+            if len(chunks) < done or (done and chunks[done - 1] is not self._through[-1]):
+                return _hide_rows_of(self.segments, self._base, chunks)
+            self._live = _hide_rows_of(self.segments, self._live, chunks[done:])
+            self._through = chunks
+            return list(self._live)
+
+
+def _segment_masks(segments: tuple[SegmentLike, ...]) -> list[np.ndarray]:
+    """Per segment: rows that are not tombstones and not shadowed by a newer segment."""
+    masks: list[np.ndarray] = []
+    newer: list[pa.Array] = []
+    for seg in reversed(segments):
+        ids = _id_array(seg.ids())
+        live = ~np.asarray(seg.tombstones(), dtype=bool)
+        for other in newer:
+            hit = pc.is_in(ids, value_set=other).to_numpy(zero_copy_only=False)
+            live &= ~np.asarray(hit, dtype=bool)
+        masks.append(live)
+        newer.append(ids)
+    masks.reverse()
+    return masks
+
+
+def _hide_rows_of(
+    segments: tuple[SegmentLike, ...], masks: list[np.ndarray], chunks: Sequence[Chunk]
+) -> list[np.ndarray]:
+    """``masks`` with the segment rows of every id the chunks hold cleared (new arrays where
+    anything changes: the old ones may be in use)."""
+    if not chunks or not segments:
+        return masks
+    ids = pa.chunked_array([a for c in chunks for a in c.table.column("id").chunks])
+    out = []
+    for seg, live in zip(segments, masks, strict=True):
+        rows = seg.lookup(ids)
+        rows = rows[rows >= 0]
+        if rows.shape[0] and live[rows].any():
+            live = live.copy()
+            live[rows] = False
+        out.append(live)
+    return out
 
 
 class Tail:
@@ -68,8 +196,7 @@ class Tail:
         self.schema = schema or Schema()
         self.settings: dict[str, Any] = dict(settings or {})
         self.chunks: list[Chunk] = []
-        self.masks: list[np.ndarray] = []
-        self.index: dict[Id, tuple[int, int]] = {}
+        self.index: dict[Id, tuple[int, int]] = {}  # id -> (chunk, row) of its newest row
         self.head = 0
         self.created_at_ms: int | None = None
         self.updated_at_ms: int | None = None
@@ -80,14 +207,16 @@ class Tail:
         # created_at_ms of a branch creation's fence (wal/1 of a new branch) whose manifest this
         # view does not have yet: writers must not build on it (docs/rfcs/0007-branches.md).
         self.branch_fence_ms: int | None = None
-        self._shared: set[int] = set()  # masks referenced by a snapshot: copy before writing
-        self._runs: dict[tuple[int, int, int], Run] = {}
+        self._runs: list[Run] = []  # oldest first; together they cover chunks[:_built]
+        self._built = 0
+        self._runs_schema = self.schema  # the schema the runs' tables are conformed to
+        self._shadow = SegmentShadow(())
 
     def apply(self, entry: WalEntry, encoded_size: int = 0) -> None:
         if entry.truncate:
-            self.chunks, self.masks, self.index = [], [], {}
-            self._shared = set()
-            self._runs = {}
+            self.chunks, self.index = [], {}
+            self._runs, self._built = [], 0
+            self._shadow = SegmentShadow(())
             self.schema = Schema()
             self.settings = {}
             self.created_at_ms = None
@@ -101,21 +230,7 @@ class Tail:
             self.settings = dict(entry.settings)
         docs = entry.docs
         if docs is not None and docs.num_rows:
-            ids = docs.column("id").to_pylist()
-            ops = docs.column(OP_COLUMN).to_numpy(zero_copy_only=False)
-            mask = np.asarray(ops == OP_UPSERT)
-            ci = len(self.chunks)
-            for row, ident in enumerate(ids):
-                prev = self.index.get(ident)
-                if prev is not None:
-                    c, r = prev
-                    if c in self._shared:
-                        self.masks[c] = self.masks[c].copy()
-                        self._shared.discard(c)
-                    self.masks[c][r] = False
-                self.index[ident] = (ci, row)
-            self.chunks.append(Chunk(entry.seq, docs, ids))
-            self.masks.append(mask)
+            self._add_chunk(entry.seq, docs)
         self.head = entry.seq
         self.updated_at_ms = entry.created_at_ms
         if self.created_at_ms is None and self.schema.id_type is not None:
@@ -125,47 +240,55 @@ class Tail:
         if self.oldest_unindexed_ms is None:
             self.oldest_unindexed_ms = entry.created_at_ms
 
+    def _add_chunk(self, seq: int, docs: pa.Table) -> None:
+        """Index the entry's rows (newest row per id) and hide the rows they replace in the runs
+        (rows of chunks not folded into a run yet are chosen when they are)."""
+        ids = docs.column("id").to_pylist()
+        ops = docs.column(OP_COLUMN).to_numpy(zero_copy_only=False)
+        ci = len(self.chunks)
+        for row, ident in enumerate(ids):
+            prev = self.index.get(ident)
+            if prev is not None and prev[0] < self._built:
+                self._run_of(prev[0]).hide(*prev)
+            self.index[ident] = (ci, row)
+        self.chunks.append(Chunk(seq, docs, ids, np.asarray(ops == OP_UPSERT)))
+
+    def _run_of(self, chunk: int) -> Run:
+        i = bisect.bisect_right(self._runs, chunk, key=lambda run: run.lo) - 1
+        return self._runs[i]
+
     # -- runs ------------------------------------------------------------------------------------
 
-    def _blocks(self) -> list[tuple[int, int]]:
-        """Aligned [lo, hi] chunk-index blocks covering every chunk (binary-counter layout)."""
-        out = []
-        n = len(self.chunks)
-        start = 0
-        while start < n:
-            size = 1
-            while start % (size * 2) == 0 and start + size * 2 <= n:
-                size *= 2
-            out.append((start, start + size - 1))
-            start += size
-        return out
+    def _fold(self) -> None:
+        """Fold the chunks added since the last snapshot into one new run, then merge the newest
+        runs while the older of the last two is less than twice the newer's size: live sizes at
+        least halve from run to run (O(log n) runs), and a row is copied O(log n) times over its
+        life in the tail, so a commit costs its own rows, amortised, not the tail's. A new schema
+        refolds every chunk (the runs' tables are conformed to it)."""
+        if self._runs_schema != self.schema:
+            self._runs, self._built, self._runs_schema = [], 0, self.schema
+        if self._built == len(self.chunks):
+            return
+        self._runs.append(self._new_run(self._built, len(self.chunks) - 1))
+        self._built = len(self.chunks)
+        while len(self._runs) >= 2 and self._runs[-2].size < 2 * self._runs[-1].size:
+            newer = self._runs.pop()
+            self._runs[-1] = merge_runs(self._runs[-1], newer, self.schema)
 
-    def _run(self, lo: int, hi: int) -> Run:
-        key = (lo, hi, id(self.schema))
-        run = self._runs.get(key)
-        if run is not None:
-            return run
-        last: dict[Id, tuple[int, int]] = {}
+    def _new_run(self, lo: int, hi: int) -> Run:
+        """A run of chunks lo..hi: the rows that are their id's newest and an upsert."""
+        pieces, kept = [], []
         for c in range(lo, hi + 1):
-            for r, ident in enumerate(self.chunks[c].ids):
-                last[ident] = (c, r)
-        per_chunk: dict[int, list[int]] = {}
-        for c, r in last.values():
-            per_chunk.setdefault(c, []).append(r)
-        pieces, picks = [], []
-        for c in sorted(per_chunk):
-            rows = np.asarray(sorted(per_chunk[c]), dtype=np.int64)
-            table = self.chunks[c].table
-            if rows.shape[0] != table.num_rows:
-                table = table.take(pa.array(rows))
+            chunk = self.chunks[c]
+            index = self.index
+            rows = np.fromiter(
+                (r for r, ident in enumerate(chunk.ids) if index[ident] == (c, r) and chunk.upsert[r]),
+                dtype=np.int64,
+            )
+            table = chunk.table if rows.shape[0] == chunk.table.num_rows else chunk.table.take(rows)
             pieces.append(_conform(table.drop_columns([OP_COLUMN]), self.schema))
-            picks.append((c, rows))
-        base = LiveDocs(self.schema, pa.concat_tables(pieces).combine_chunks())
-        run = Run(lo, hi, base, tuple(picks))
-        if len(self._runs) >= _RUN_CACHE_LIMIT:
-            self._runs.clear()
-        self._runs[key] = run
-        return run
+            kept.append(rows)
+        return Run(lo, hi, LiveDocs(self.schema, pa.concat_tables(pieces).combine_chunks()), kept)
 
     def snapshot(
         self,
@@ -175,8 +298,10 @@ class Tail:
         segments: tuple[SegmentLike, ...] = (),
         damage: tuple[str, ...] = (),
     ) -> Snapshot:
-        self._shared = set(range(len(self.masks)))
-        runs = tuple(self._run(lo, hi) for lo, hi in self._blocks())
+        self._fold()
+        segments = segments if self.truncated_at is None else ()
+        if self._shadow.segments != segments:
+            self._shadow = SegmentShadow(segments)
         return Snapshot(
             manifest_version=manifest_version,
             indexed_through=indexed_through,
@@ -184,9 +309,9 @@ class Tail:
             schema=self.schema,
             settings=dict(self.settings),
             chunks=tuple(self.chunks),
-            masks=tuple(self.masks),
-            runs=runs,
-            segments=segments if self.truncated_at is None else (),
+            parts=tuple(run.part() for run in self._runs if run.size),
+            segments=segments,
+            shadow=self._shadow,
             created_at_ms=self.created_at_ms,
             updated_at_ms=self.updated_at_ms,
             unindexed_bytes=self.unindexed_bytes,
@@ -226,9 +351,9 @@ class Snapshot:
     schema: Schema
     settings: dict[str, Any]
     chunks: tuple[Chunk, ...]
-    masks: tuple[np.ndarray, ...]
-    runs: tuple[Run, ...]
+    parts: tuple[MaskedSource, ...]  # the tail's runs, oldest first
     segments: tuple[SegmentLike, ...]
+    shadow: SegmentShadow = field(repr=False)  # of these segments
     created_at_ms: int | None
     updated_at_ms: int | None
     unindexed_bytes: int
@@ -241,31 +366,13 @@ class Snapshot:
     def exists(self) -> bool:
         return self.schema.id_type is not None
 
-    def tail_ids(self) -> pa.Array | None:
-        """Every id with a row in the unindexed tail (upserts and deletes)."""
-        cols = [c.table.column("id").combine_chunks() for c in self.chunks]
-        if not cols:
-            return None
-        return _id_array(pa.chunked_array([_id_array(c) for c in cols]))
-
     def segment_live_masks(self) -> list[np.ndarray]:
         """Per segment (oldest first): rows that are not tombstones and not shadowed by a newer
         segment or by any row of the tail."""
-        masks: list[np.ndarray] = []
-        newer: list[pa.Array] = []
-        tail = self.tail_ids()
-        if tail is not None:
-            newer.append(tail)
-        for seg in reversed(self.segments):
-            ids = _id_array(seg.ids())
-            live = ~np.asarray(seg.tombstones(), dtype=bool)
-            for other in newer:
-                hit = pc.is_in(ids, value_set=other).to_numpy(zero_copy_only=False)
-                live &= ~np.asarray(hit, dtype=bool)
-            masks.append(live)
-            newer.append(ids)
-        masks.reverse()
-        return masks
+        shadow = self.shadow
+        if shadow.segments != self.segments:  # a copy with other segments (a salvage's readable part)
+            shadow = SegmentShadow(self.segments)
+        return shadow.masks(self.chunks)
 
     @property
     def recall_target(self) -> float:
@@ -281,9 +388,7 @@ class Snapshot:
                 if not isinstance(seg, SegmentReader):
                     raise InternalError(f"segment {seg.ref.id} is not opened; it cannot be queried")
                 parts.append(SegmentSource(seg, live))
-            for run in self.runs:
-                live = np.concatenate([self.masks[c][rows] for c, rows in run.picks])
-                parts.append(MaskedSource(run.base, live))
+            parts.extend(self.parts)
             self._source = CompositeSource(self.schema, parts, recall_target=self.recall_target)
         return self._source
 
