@@ -46,7 +46,7 @@ from typing import Any, Literal, get_args
 
 from lagoon.config import AuthSettings, dumps_toml
 from lagoon.errors import Forbidden, InvalidRequest, Unauthorized, Unavailable
-from lagoon.format.keys import DEFAULT_ORG, ORG_RE
+from lagoon.format.keys import DEFAULT_ORG, ORG_RE, check_org
 
 Role = Literal["reader", "writer", "admin"]
 ROLES: tuple[Role, ...] = get_args(Role)
@@ -123,15 +123,6 @@ def parse_key(token: str) -> tuple[str, str]:
     if m is None:
         raise Unauthorized("invalid API key")
     return m.group(1), m.group(2)
-
-
-def check_org(org: str) -> str:
-    """``org`` if it is a valid org name (the object-key rule of ``lagoon.format.keys``)."""
-    if not ORG_RE.fullmatch(org):
-        raise InvalidRequest(
-            f"invalid org {org!r}: 1-63 lowercase letters, digits or '-', starting with a letter or digit"
-        )
-    return org
 
 
 def check_role(role: str) -> Role:

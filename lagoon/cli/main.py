@@ -30,6 +30,7 @@ from lagoon.cli.common import (
     set_option,
     version,
 )
+from lagoon.cli.support import checked_by
 from lagoon.config import Settings, to_json, to_toml
 from lagoon.errors import LagoonError
 
@@ -88,15 +89,10 @@ def keys() -> None:
     """Create, list and revoke API keys (the auth.keys_file)."""
 
 
-def _org(ctx: click.Context, param: click.Parameter, value: str) -> str:
-    try:
-        return auth.check_org(value)
-    except LagoonError as e:
-        raise click.BadParameter(str(e)) from None
-
-
 @keys.command("create")
-@click.option("--org", required=True, callback=_org, help="Organisation the key acts for.")
+@click.option(
+    "--org", required=True, callback=checked_by(auth.check_org), help="Organisation the key acts for."
+)
 @click.option(
     "--role",
     required=True,

@@ -13,8 +13,7 @@ from typing import TYPE_CHECKING
 import click
 
 from lagoon.cli.common import RunError, config_option, set_option
-from lagoon.cli.support import command_settings, namespace_option, run_errors
-from lagoon.errors import LagoonError
+from lagoon.cli.support import checked_by, command_settings, namespace_option, run_errors
 from lagoon.format.keys import DEFAULT_ORG, check_org
 
 if TYPE_CHECKING:
@@ -22,18 +21,14 @@ if TYPE_CHECKING:
     from lagoon.storage.base import ObjectStore
 
 
-def _org(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
-    if value is None:
-        return None
-    try:
-        return check_org(value)
-    except LagoonError as e:
-        raise click.BadParameter(str(e)) from None
-
-
 @click.command("repair")
 @namespace_option(required=False, help="Check only this namespace (default: every namespace).")
-@click.option("--org", default=None, callback=_org, help=f"Organisation to check (default: {DEFAULT_ORG}).")
+@click.option(
+    "--org",
+    default=None,
+    callback=checked_by(check_org),
+    help=f"Organisation to check (default: {DEFAULT_ORG}).",
+)
 @click.option("--all-orgs", is_flag=True, help="Check every organisation in the store.")
 @click.option("--dry-run", is_flag=True, help="Report only; change nothing.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as one JSON object.")

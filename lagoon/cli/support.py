@@ -32,22 +32,19 @@ def command_settings(config_file: str | None, assignments: tuple[str, ...] = ())
     return resolve_settings(config_file, parse_assignments(assignments))
 
 
-def _check_org(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
-    if value is None:
-        return None
-    try:
-        return check_org(value)
-    except LagoonError as e:
-        raise click.BadParameter(str(e)) from None
+def checked_by(check: Callable[[str], str]) -> Callable[[click.Context, click.Parameter, Any], Any]:
+    """A click callback that passes an option's value through ``check`` (a name rule of
+    ``lagoon.format.keys``): a LagoonError becomes a usage error (exit 2); no value stays None."""
 
+    def callback(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+        if value is None:
+            return None
+        try:
+            return check(value)
+        except LagoonError as e:
+            raise click.BadParameter(str(e)) from None
 
-def _check_namespace(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
-    if value is None:
-        return None
-    try:
-        return check_namespace(value)
-    except LagoonError as e:
-        raise click.BadParameter(str(e)) from None
+    return callback
 
 
 def org_option(f: F) -> F:
@@ -55,7 +52,7 @@ def org_option(f: F) -> F:
         "--org",
         default=DEFAULT_ORG,
         show_default=True,
-        callback=_check_org,
+        callback=checked_by(check_org),
         help="Organisation that owns the namespaces.",
     )(f)
 
@@ -63,7 +60,7 @@ def org_option(f: F) -> F:
 def namespace_option(*, required: bool, help: str) -> Callable[[F], F]:
     def decorate(f: F) -> F:
         return click.option(
-            "--namespace", "namespace", required=required, callback=_check_namespace, help=help
+            "--namespace", "namespace", required=required, callback=checked_by(check_namespace), help=help
         )(f)
 
     return decorate

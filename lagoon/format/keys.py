@@ -42,8 +42,11 @@ def check_namespace(name: str) -> str:
 
 
 def check_org(org: str) -> str:
+    """``org`` if it is a valid org name (``ORG_RE``: it is the first part of every key)."""
     if not ORG_RE.fullmatch(org):
-        raise InvalidRequest(f"invalid org name {org!r}: use [a-z0-9][a-z0-9-]{{0,62}}")
+        raise InvalidRequest(
+            f"invalid org {org!r}: 1-63 lowercase letters, digits or '-', starting with a letter or digit"
+        )
     return org
 
 

@@ -26,6 +26,7 @@ def clean_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     for handler in list(root.handlers):
         if isinstance(handler, _LagoonHandler):
             root.removeHandler(handler)
+    root.setLevel(logging.WARNING)
 
 
 @pytest.fixture

@@ -20,24 +20,9 @@ from click.testing import CliRunner, Result
 from lagoon import auth
 from lagoon.cli import common, main, server, worker
 from lagoon.config import Settings, load_settings
-from lagoon.logs import _LagoonHandler
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
-
-
-@pytest.fixture(autouse=True)
-def clean_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """No LAGOON_* variable leaks in; no logging handler installed by a command leaks out."""
-    for name in list(os.environ):
-        if name.upper().startswith("LAGOON_"):
-            monkeypatch.delenv(name)
-    yield
-    root = logging.getLogger()
-    for handler in list(root.handlers):
-        if isinstance(handler, _LagoonHandler):
-            root.removeHandler(handler)
-    root.setLevel(logging.WARNING)
 
 
 def invoke(command: click.Command, args: list[str], env: dict[str, str] | None = None) -> Result:
