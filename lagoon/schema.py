@@ -134,6 +134,32 @@ def id_arrow_type(id_type: str) -> pa.DataType:
     return {"uint": pa.uint64(), "uuid": pa.binary(16), "string": pa.string()}[id_type]
 
 
+def id_type_of_arrow(arrow: pa.DataType) -> str | None:
+    """The id type whose column has this Arrow type (``id_arrow_type`` backwards)."""
+    return next((t for t in ("uint", "uuid", "string") if id_arrow_type(t) == arrow), None)
+
+
+def type_of_arrow(arrow: pa.DataType) -> AttrType | None:
+    """The attribute type whose column has this Arrow type (``AttrType.arrow_type`` backwards;
+    None: no attribute type is stored so). Reads what a column of a stored table declares when
+    the schema that named it is lost."""
+    scalar = {v: k for k, v in _ARROW_SCALARS.items()}
+    vector = {v: k for k, v in _VECTOR_ARROW.items()}
+    if arrow in scalar:
+        return AttrType(scalar[arrow])
+    if pa.types.is_map(arrow):
+        return AttrType("sparse", dtype="f16") if arrow == pa.map_(pa.uint32(), pa.float16()) else None
+    if pa.types.is_fixed_size_list(arrow) and arrow.value_type in vector:
+        return AttrType("vector", dims=arrow.list_size, dtype=vector[arrow.value_type])
+    if pa.types.is_list(arrow):
+        inner = arrow.value_type
+        if inner in scalar:
+            return AttrType(scalar[inner], array=True)
+        if pa.types.is_fixed_size_list(inner) and inner.value_type == pa.float32():
+            return AttrType(MULTIVECTOR, dims=inner.list_size, dtype="f32")
+    return None
+
+
 @dataclass(frozen=True, slots=True)
 class AttributeSchema:
     type: AttrType

@@ -28,6 +28,7 @@ again (``_recheck_damage``), or a bucket that went back (``_reload``).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -41,7 +42,7 @@ from lagoon.engine.tail import SegmentLike, Snapshot, Tail
 from lagoon.errors import DataCorruption, NamespaceDamaged, Unavailable
 from lagoon.format.keys import NamespaceKeys, parse_wal_seq
 from lagoon.format.manifest import Branch, Manifest, SegmentRef
-from lagoon.format.wal import WalEntry, check_against_schema, decode_entry
+from lagoon.format.wal import WalEntry, check_against_schema, decode_entry, recover_schema
 from lagoon.logs import log_event
 from lagoon.schema import Schema
 from lagoon.storage.base import ObjectNotFound, ObjectStore, StorageError
@@ -575,6 +576,7 @@ class NamespaceState:
                 check_against_schema(entry, Schema() if entry.truncate else self.tail.schema)
             except DataCorruption as e:
                 problem = f"{_entry_name(entry.seq)}: {e.message}"
+                entry, problem = self._under_recovered_schema(entry, problem)
         if problem is not None:
             entry = self._stand_in(entry.seq, self.tail.updated_at_ms)
             if entry.seq not in self.damaged:
@@ -591,6 +593,30 @@ class NamespaceState:
             self.damaged[entry.seq] = _WalDamage(problem, nonce)
         self.entries.append((entry, size))
         self.tail.apply(entry, size)
+
+    def _under_recovered_schema(self, entry: WalEntry, problem: str) -> tuple[WalEntry, str | None]:
+        """An entry after a damaged one may use attributes the damaged one declared (a schema
+        change travels only in the entry that made it). Such an entry is folded under the
+        schema its own table declares (``recover_schema``), as if it carried it, instead of
+        being lost as well; anything else about it that does not fit stays damage."""
+        if not any(q < entry.seq for q in self.damaged):
+            return entry, problem
+        schema = recover_schema(self.tail.schema, entry)
+        if schema is None:
+            return entry, problem
+        try:
+            check_against_schema(entry, schema)
+        except DataCorruption:
+            return entry, problem
+        log_event(
+            log,
+            "schema recovered from a WAL entry after a damaged one",
+            level=logging.WARNING,
+            namespace=self.keys.root,
+            seq=entry.seq,
+            attributes=sorted(set(schema.attributes) - set(self.tail.schema.attributes)),
+        )
+        return dataclasses.replace(entry, schema=schema.to_storage()), None
 
     def _rebuild_tail(self) -> None:
         """The manifest advanced: keep only the entries after its indexed_through."""

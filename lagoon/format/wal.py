@@ -9,6 +9,7 @@ whole document, 1 = delete) and one column per attribute present in the entry.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,7 +19,7 @@ import pyarrow.compute as pc
 
 from lagoon.errors import DataCorruption, InternalError, LagoonError
 from lagoon.format.framing import decode_frame, encode_frame
-from lagoon.schema import Schema, id_arrow_type
+from lagoon.schema import AttributeSchema, Schema, id_arrow_type, id_type_of_arrow, type_of_arrow
 
 MAGIC = b"LGWL"
 FORMAT_VERSION = 1
@@ -167,6 +168,31 @@ def check_against_schema(entry: WalEntry, before: Schema) -> None:
                 f"document table: column {name[:80]!r} has type {docs.schema.field(name).type}, "
                 f"the schema says {attr.type}"
             )
+
+
+def recover_schema(before: Schema, entry: WalEntry) -> Schema | None:
+    """The schema ``entry`` was written under, when an earlier entry that changed it is lost
+    (damaged, quarantined): ``before`` plus what the entry's own table declares, the id type
+    from its id column when ``before`` has none, and each column ``before`` lacks as an attribute
+    of the column's Arrow type, with the options a write infers (filterable; ANN for vectors).
+    Options the lost entry set (full-text search, regex, a distance metric...) are not in any
+    table: they stay unknown. None when the entry carries its own schema, is truncating, or
+    names nothing ``before`` lacks that a type can be read for (nothing to recover)."""
+    docs = entry.docs
+    if entry.schema is not None or entry.truncate or docs is None:
+        return None
+    id_type = before.id_type or id_type_of_arrow(docs.schema.field("id").type)
+    attrs = dict(before.attributes)
+    for name in docs.column_names:
+        if name in ("id", OP_COLUMN) or name in attrs:
+            continue
+        t = type_of_arrow(docs.schema.field(name).type)
+        if t is None:
+            return None
+        attrs[name] = AttributeSchema(type=t, filterable=not t.is_vector, ann={} if t.is_vector else None)
+    if id_type == before.id_type and len(attrs) == len(before.attributes):
+        return None
+    return dataclasses.replace(before, id_type=id_type, attributes=attrs)
 
 
 def encode_entry(entry: WalEntry, schema: Schema | None = None) -> bytes:

@@ -55,12 +55,18 @@ SEGMENT_OF_SEQ = {1: "A", 2: "A", 3: "A", 4: "B", 5: "B", 6: "B", 7: "C", 8: "C"
 
 
 def doc(i: int, seq: int) -> dict[str, Any]:
-    return {
+    """The document ``i`` as batch ``seq`` writes it. From seq 9 on it has a ``note``: entry 9
+    adds that attribute to the schema, entry 10 uses it without changing the schema, so losing
+    entry 9 must not lose entry 10 (readers and repair recover the schema from its own data)."""
+    out: dict[str, Any] = {
         "id": i,
         "v": [float(i), 1.0, float(seq), 0.5],
         "text": f"word{i % 7} seq{seq}",
         "tag": f"t{i % 3}",
     }
+    if seq >= 9:
+        out["note"] = f"n{seq}"
+    return out
 
 
 def expected(lost_seqs: set[int]) -> dict[int, dict[str, Any]]:
@@ -106,7 +112,7 @@ async def read_all(store: ObjectStore) -> dict[int, dict[str, Any]]:
     for row in res["rows"]:
         i = row.pop("id")
         row.pop("$dist", None)
-        out[i] = {"id": i, **row}
+        out[i] = {"id": i, **{k: v for k, v in row.items() if v is not None}}
     # every index kind answers too
     await db.query(NS, {"rank_by": ["v", "ANN", [1.0, 1.0, 1.0, 0.5]], "top_k": 5})
     await db.query(NS, {"rank_by": ["text", "BM25", "word3"], "top_k": 5})

@@ -150,3 +150,73 @@ async def test_entry_restored_in_place_is_read_again(tmp_path: Path) -> None:
         assert res["rows"][0]["n"] == 5
     finally:
         await db.close()
+
+
+async def _build_schema_change(root: Path) -> FsStore:
+    """seqs 1..4; seq 2 creates the attributes ``v`` (declared [2]f32 with ANN) and ``label``
+    (inferred), which seqs 3 and 4 use without changing the schema again."""
+    store = FsStore(str(root))
+    db = Database(store, _settings())
+    await db.write("docs", {"upsert_rows": [{"id": 0, "t": "zero", "n": 0}], "schema": SCHEMA})
+    await db.write(
+        "docs",
+        {
+            "upsert_rows": [{"id": 1, "t": "one", "n": 1, "v": [1.0, 0.0], "label": "a"}],
+            "schema": {"v": {"type": "[2]f32", "ann": True}},
+            "distance_metric": "euclidean_squared",
+        },
+    )
+    await db.write("docs", {"upsert_rows": [{"id": 2, "t": "two", "n": 2, "v": [0.0, 1.0], "label": "b"}]})
+    await db.write("docs", {"upsert_rows": [{"id": 3, "t": "three", "n": 3, "label": "c"}]})
+    await db.close()
+    return store
+
+
+async def _rows(db: Database) -> dict[int, dict[str, object]]:
+    res = await db.query("docs", {"rank_by": ["id", "asc"], "top_k": 100, "include_attributes": True})
+    return {row.pop("id"): {k: v for k, v in row.items() if v is not None} for row in res["rows"]}
+
+
+@pytest.mark.parametrize("kind", ["truncated", "bit-flipped"])
+async def test_entries_after_a_damaged_schema_change_still_fold(tmp_path: Path, kind: str) -> None:
+    """The damaged entry declared attributes the later entries use: readers fold the later
+    entries under the schema their own tables declare, so only the damaged entry's documents
+    are missing; repair keeps that schema in the empty entry it puts in the slot (the later
+    entries stay valid for every reader and the indexer) and reports what is lost."""
+    store = await _build_schema_change(tmp_path)
+    DAMAGE[kind](tmp_path / KEYS.wal(2))
+    want = {
+        0: {"t": "zero", "n": 0},
+        2: {"t": "two", "n": 2, "v": [0.0, 1.0], "label": "b"},
+        3: {"t": "three", "n": 3, "label": "c"},
+    }
+    db = Database(store, _settings())
+    try:
+        assert await _rows(db) == want
+        _, damage = await _query(db)
+        assert len(damage) == 1 and damage[0].startswith("wal/2: ")
+        res = await db.query("docs", {"filters": ["label", "Eq", "c"], "rank_by": ["id", "asc"], "top_k": 5})
+        assert [r["id"] for r in res["rows"]] == [3]
+        # the distance metric was set by the lost entry only: a vector write names it again
+        body = {
+            "upsert_rows": [{"id": 4, "label": "d", "v": [1.0, 1.0]}],
+            "distance_metric": "euclidean_squared",
+        }
+        await db.write("docs", body)
+
+        report = await check_namespace(store, "default", "docs", dry_run=False)
+        assert report.ok, [f.message for f in report.errors]
+        [lost] = [f for f in report.findings if f.check == "wal" and f.severity == "error"]  # entry 2 only
+        assert lost.fixed and "the schema changed there" in lost.message, lost.message
+        assert "label (string), v ([2]f32)" in lost.message and "recovered schema" in lost.fix
+        out = await index_namespace(store, KEYS, _settings(), Components(), force=True)
+        assert out.status == "committed" and out.indexed_through == 5
+        assert (await check_namespace(store, "default", "docs")).ok
+    finally:
+        await db.close()
+    fresh = Database(store, _settings())
+    try:
+        assert await _rows(fresh) == {**want, 4: {"label": "d", "v": [1.0, 1.0]}}
+        assert (await _query(fresh))[1] == []
+    finally:
+        await fresh.close()

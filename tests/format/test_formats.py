@@ -171,3 +171,59 @@ def test_reference_marker_keys_name_owner_branch_and_stamp() -> None:
     assert parse_ref_marker(owner, "_lagoon/refs/default/docs2/x/1-a") is None
     assert owner.sibling("docs-b").segment_file("s1", "docs.arrow") == "default/docs-b/seg/s1/docs.arrow"
     assert owner.sibling(None) is owner
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "string",
+        "int",
+        "uint",
+        "float",
+        "bool",
+        "datetime",
+        "uuid",
+        "[]string",
+        "[]uint",
+        "[8]f32",
+        "[4]f16",
+        "[3]i8",
+        "[][2]f32",
+        "{}f16",
+    ],
+)
+def test_every_attribute_type_is_read_back_from_its_arrow_type(text: str) -> None:
+    from lagoon.schema import AttrType, type_of_arrow
+
+    t = AttrType.parse(text)
+    assert type_of_arrow(t.arrow_type()) == t
+
+
+def test_a_schema_lost_with_an_entry_is_recovered_from_a_later_entry_table() -> None:
+    import pyarrow as pa
+
+    from lagoon.schema import AttributeSchema, AttrType, Schema
+
+    docs = pa.table(
+        {
+            "id": pa.array([1, 2], pa.uint64()),
+            wal.OP_COLUMN: pa.array([0, 0], pa.uint8()),
+            "t": pa.array(["a", None]),
+            "v": pa.array([[1.0, 2.0], None], pa.list_(pa.float32(), 2)),
+        }
+    )
+    entry = wal.WalEntry(seq=3, nonce=b"n", created_at_ms=0, writer="w", docs=docs)
+    before = Schema(id_type=None)
+    got = wal.recover_schema(before, entry)
+    assert got is not None and got.id_type == "uint"
+    assert got.attributes == {
+        "t": AttributeSchema(AttrType("string")),
+        "v": AttributeSchema(AttrType("vector", dims=2, dtype="f32"), filterable=False, ann={}),
+    }
+    wal.check_against_schema(entry, got)
+    assert wal.recover_schema(got, entry) is None  # nothing left to recover
+    odd = entry.docs.append_column("x", pa.array([1, 2], pa.int32()))  # no attribute type is int32
+    assert (
+        wal.recover_schema(before, wal.WalEntry(seq=3, nonce=b"n", created_at_ms=0, writer="w", docs=odd))
+        is None
+    )

@@ -95,7 +95,15 @@ from lagoon.format.keys import (
 )
 from lagoon.format.manifest import Manifest, SegmentRef, decode_manifest, encode_manifest
 from lagoon.format.segment import DOCS_FILE, fts_file
-from lagoon.format.wal import OP_COLUMN, OP_DELETE, WalEntry, check_entry, decode_entry, encode_entry
+from lagoon.format.wal import (
+    OP_COLUMN,
+    OP_DELETE,
+    WalEntry,
+    check_entry,
+    decode_entry,
+    encode_entry,
+    recover_schema,
+)
 from lagoon.index.segment.build import SEQ_COLUMN, build_segment, new_segment_id
 from lagoon.index.segment.read import SegmentReader
 from lagoon.index.text.bm25 import Postings
@@ -433,8 +441,9 @@ async def _move_aside(store: ObjectStore, keys: NamespaceKeys, key: str) -> str:
     return target
 
 
-def _void_entry(seq: int, components: Components) -> bytes:
-    """An entry that changes nothing: what readers fold for a quarantined or lost slot."""
+def _void_entry(seq: int, components: Components, schema: Schema | None = None) -> bytes:
+    """An entry that changes no documents: what readers fold for a quarantined or lost slot
+    (with ``schema``: the schema the entries after it were written under)."""
     return encode_entry(
         WalEntry(
             seq=seq,
@@ -442,6 +451,7 @@ def _void_entry(seq: int, components: Components) -> bytes:
             created_at_ms=components.clock.now_ms(),
             writer=REPAIR_WRITER,
             requests=0,
+            schema=schema.to_storage() if schema is not None else None,
         )
     )
 
@@ -1089,18 +1099,27 @@ async def _check_wal(p: _Pass) -> None:
         tail.add(head)
     p.report.wal_head = head
     missing = [s for s in range(through + 1, head + 1) if s not in tail and s not in located]
+    gap: Finding | None = None
+    gap_schemas: dict[int, _Recovery] = {}
     if missing:
-        p.add(
+        gap = p.add(
             "wal",
             "error",
             f"WAL entries {_spans(missing)} are missing between indexed_through {through} and head {head}: "
             f"readers stop at seq {missing[0] - 1}, so the entries after the gap are invisible, and the next "
             "write would take the missing seq and resurrect the stranded entries out of order",
             "fill the missing seqs with empty entries (nothing holds them any more)",
-            _fill_gaps_action(p, missing),
+            _fill_gaps_action(p, missing, gap_schemas),
         )
     schema = Schema.from_storage(p.latest.schema) if p.latest is not None and p.latest.schema else Schema()
-    for seq in sorted(tail | set(located)):
+    recovery: _Recovery | None = None
+    recoveries: list[_Recovery] = []
+    for seq in sorted(tail | set(located) | set(missing)):
+        if gap is not None and seq in missing:
+            if recovery is None:  # a lost entry may have changed the schema
+                recovery = gap_schemas[seq] = _Recovery(gap, schema)
+                recoveries.append(recovery)
+            continue
         key = keys.sibling(located.get(seq)).wal(seq)
         got = await _get(store, key)
         if got is None and seq in located:
@@ -1113,7 +1132,7 @@ async def _check_wal(p: _Pass) -> None:
             entry = decode_entry(raw, what=key)
             if entry.seq != seq:
                 raise DataCorruption(f"{key}: holds seq {entry.seq}")
-            check_entry(entry, Schema() if entry.truncate else schema)
+            schema = _check_recovering(entry, schema, recovery)
         except LagoonError as e:
             held = describe_entry(raw)
             if seq in located:  # the owner's entry: its own repair quarantines it
@@ -1128,12 +1147,22 @@ async def _check_wal(p: _Pass) -> None:
                 "namespace stop at it",
                 f"quarantine entry {seq} and mark its seq as empty",
             )
-            finding.action = _quarantine_entry_action(p, seq, raw, etag, finding)
+            opened = recovery is None
+            recovery = recovery or _Recovery(finding, schema)
+            if opened:
+                recoveries.append(recovery)
+            finding.action = _quarantine_entry_action(
+                p, seq, raw, etag, finding, recovery if opened else None
+            )
             continue
+        if entry.truncate or entry.schema is not None:
+            recovery = None  # from here on the schema is known again
         if entry.truncate:
             schema = Schema()
         if entry.schema is not None:
             schema = Schema.from_storage(entry.schema)
+    for r in recoveries:
+        r.report()
     folded = len(seqs) - len({s for s in seqs if s > through})
     if folded:
         p.add(
@@ -1143,12 +1172,61 @@ async def _check_wal(p: _Pass) -> None:
         )
 
 
-def _fill_gaps_action(p: _Pass, missing: list[int]) -> Action:
+@dataclass
+class _Recovery:
+    """A damaged WAL entry may have changed the schema (a change travels only in the entry that
+    made it): the entries after it then use attributes no readable entry declares. Their own
+    tables declare the types (``recover_schema``, as readers do), so they stay valid, and the
+    empty entry repair puts in the damaged slot carries the recovered schema."""
+
+    finding: Finding
+    before: Schema
+    schema: Schema | None = None
+    """The schema the later entries were written under, as recovered (None: they fit ``before``)."""
+
+    def recovered(self) -> list[str]:
+        after = self.schema.attributes if self.schema is not None else {}
+        return [f"{n} ({a.type})" for n, a in sorted(after.items()) if n not in self.before.attributes]
+
+    def report(self) -> None:
+        if self.schema is None:
+            return
+        created = "the namespace was created and " if self.before.id_type is None else ""
+        self.finding.message += (
+            f"; {created}the schema changed there: the entries after it use {', '.join(self.recovered())}, "
+            "recovered by type from their own data (options set there, such as full-text search, "
+            "filterable or a distance metric, are lost: set them again with a schema update)"
+        )
+
+
+def _check_recovering(entry: WalEntry, schema: Schema, recovery: _Recovery | None) -> Schema:
+    """``check_entry`` against the schema in effect before ``entry``; after a damaged entry
+    (``recovery``), under the schema the entry's own table declares when only that fits.
+    Returns the schema in effect before ``entry`` as it was written."""
+    try:
+        check_entry(entry, Schema() if entry.truncate else schema)
+        return schema
+    except DataCorruption:
+        recovered = recover_schema(schema, entry) if recovery is not None else None
+        if recovery is None or recovered is None:
+            raise
+    check_entry(entry, recovered)
+    recovery.schema = recovered
+    return recovered
+
+
+def _fill_gaps_action(p: _Pass, missing: list[int], schemas: dict[int, _Recovery]) -> Action:
+    """Empty entries in the missing seqs; the first of a run after which the schema had changed
+    (``schemas``) carries the schema the entries after it were written under."""
+
     async def run() -> str:
         filled = []
         for seq in missing:
+            recovered = schemas[seq].schema if seq in schemas else None
             try:
-                await p.store.put(p.keys.wal(seq), _void_entry(seq, p.ctx.components), PutMode.CREATE)
+                await p.store.put(
+                    p.keys.wal(seq), _void_entry(seq, p.ctx.components, recovered), PutMode.CREATE
+                )
                 filled.append(seq)
             except AlreadyExists:
                 pass  # a writer or a restore filled it meanwhile
@@ -1157,17 +1235,23 @@ def _fill_gaps_action(p: _Pass, missing: list[int]) -> Action:
     return run
 
 
-def _quarantine_entry_action(p: _Pass, seq: int, raw: bytes, etag: str | None, finding: Finding) -> Action:
+def _quarantine_entry_action(
+    p: _Pass, seq: int, raw: bytes, etag: str | None, finding: Finding, recovery: _Recovery | None
+) -> Action:
     async def run() -> str:
         key = p.keys.wal(seq)
         target = await _quarantine(p.store, p.keys, key, raw)
         mode = IfMatch(etag) if etag is not None else PutMode.OVERWRITE
+        schema = recovery.schema if recovery is not None else None
         try:
-            await p.store.put(key, _void_entry(seq, p.ctx.components), mode)
+            await p.store.put(key, _void_entry(seq, p.ctx.components, schema), mode)
         except PreconditionFailed:
             raise FixFailed(f"{key} changed meanwhile") from None
         finding.lost_documents = _entry_rows(raw)
-        return f"copied to {target}; seq {seq} now holds an empty entry"
+        kept = (
+            f" with the recovered schema ({', '.join(recovery.recovered())})" if recovery and schema else ""
+        )
+        return f"copied to {target}; seq {seq} now holds an empty entry{kept}"
 
     return run
 
