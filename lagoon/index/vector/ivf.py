@@ -309,16 +309,27 @@ class VectorIndex:
         return self.finish(top, q, metric)
 
     def scan(
-        self, query: np.ndarray, metric: str, k: int, cand: np.ndarray | None
+        self,
+        query: np.ndarray,
+        metric: str,
+        k: int,
+        cand: np.ndarray | None,
+        *,
+        cand_rows: np.ndarray | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         """The ANN side of an exact scan: a candidate set of at most ``GATHER_FRACTION`` of the
         vectors and several times the first pass's width is scanned by its 8-bit codes, the best
         ``first_pass_width(k)`` ranked exactly (a quarter of the bytes; a true neighbour is lost
-        only when its code ranks it below that cut). Anything else: ``exact``."""
+        only when its code ranks it below that cut). Anything else: ``exact``. ``cand_rows``:
+        the rows ``cand`` keeps, ascending, when the caller has them (no pass over the mask)."""
         width = first_pass_width(k)
         if self._codes is None or metric != self.metric or cand is None:
             return self.exact(query, metric, k, cand)
-        cidx = self.candidates(cand)
+        if cand_rows is None:
+            cidx = self.candidates(cand)
+        else:
+            cidx = self.row_to_c[cand_rows]
+            cidx = cidx[cidx >= 0]
         n_cand = int(cidx.shape[0])
         if n_cand >= GATHER_FRACTION * self.n_vectors or n_cand <= SCAN_CODES_ABOVE * width:
             return self.exact(query, metric, k, cand, cidx=cidx)
@@ -409,23 +420,22 @@ class VectorIndex:
         probe: np.ndarray,
         bitmap: np.ndarray | None = None,
         *,
-        dense: bool = False,
         seen: np.ndarray | None = None,
     ) -> np.ndarray:
         """Cluster-order indices of the best ``k`` candidates (kept by ``cand``) of the clusters
-        ``probe``, best first (f32 distances, ties by row). ``seen`` (int64[1]): unless ``dense``,
-        the candidates in the probed clusters are added to ``seen[0]``."""
+        ``probe``, best first (f32 distances, ties by row). ``seen`` (int64[1]): the candidates
+        in the probed clusters are added to ``seen[0]``."""
         probe = np.sort(probe)  # ascending cluster = ascending memory: sequential reads
         self._ensure(probe)
         if self._codes is not None and metric == self.metric:
             width = first_pass_width(k)
             if int(self.sizes[probe].sum()) > width:
-                return self._probe_quantized(q, metric, k, cand, probe, width, bitmap, dense=dense, seen=seen)
+                return self._probe_quantized(q, metric, k, cand, probe, width, bitmap, seen=seen)
         starts = self.list_ptr[probe]
         idx = gather_runs(starts, self.list_ptr[probe + 1] - starts)
         if cand is not None:
             idx = idx[cand[self.cord[idx]]]
-            if seen is not None and not dense:
+            if seen is not None:
                 seen[0] += idx.shape[0]
         return self.best_of(q, metric, k, idx)
 
@@ -439,7 +449,6 @@ class VectorIndex:
         width: int,
         bitmap: np.ndarray | None = None,
         *,
-        dense: bool = False,
         seen: np.ndarray | None = None,
     ) -> np.ndarray:
         """``probe_clusters`` with the 8-bit first pass (lagoon/index/vector/quantized.py) keeping
@@ -455,7 +464,6 @@ class VectorIndex:
             width,
             self.cord,
             bitmap,
-            dense=dense,
             seen=seen,
         )
         return self.best_of(q, metric, k, np.sort(idx))

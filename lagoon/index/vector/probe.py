@@ -14,15 +14,14 @@ from typing import Protocol
 
 import numpy as np
 
+from lagoon.index.vector import bitmap as _bitmap
 from lagoon.index.vector import plan as _plan
 from lagoon.index.vector.plan import RecallCurve
-from lagoon.index.vector.quantized import DENSE_MASK, sampled_count
 
 EXACT_BELOW_ROWS = 2000  # masks keeping fewer rows than max(this, fraction · vectors) go exact
 EXACT_BELOW_FRACTION = 0.02
 EXACT_ABOVE_PROBE_FRACTION = 0.5  # probing at least this share of clusters: scan exactly instead
 CANDIDATE_MARGIN = 2.0  # expected masked candidates in the probed clusters >= margin · k
-SEEN_SAMPLE = 512  # a dense mask's candidates in newly scanned clusters: counted on this many rows
 ANTI_CORRELATED = 0.7  # probed clusters holding < this x the mask's share of candidates: follow the mask
 GATHER_FRACTION = 0.3  # an exact scan of fewer candidates than this share gathers them (else: all)
 
@@ -46,7 +45,13 @@ class ProbedIndex(Protocol):
     ) -> tuple[np.ndarray, np.ndarray]: ...
 
     def scan(
-        self, query: np.ndarray, metric: str, k: int, cand: np.ndarray | None
+        self,
+        query: np.ndarray,
+        metric: str,
+        k: int,
+        cand: np.ndarray | None,
+        *,
+        cand_rows: np.ndarray | None = None,
     ) -> tuple[np.ndarray, np.ndarray]: ...
 
     def centroid_dist(self, q: np.ndarray, metric: str) -> np.ndarray: ...
@@ -60,7 +65,6 @@ class ProbedIndex(Protocol):
         probe: np.ndarray,
         bitmap: np.ndarray | None = None,
         *,
-        dense: bool = False,
         seen: np.ndarray | None = None,
     ) -> np.ndarray: ...
 
@@ -78,18 +82,20 @@ class ProbeSearch:
     clusters hold on average (a mask correlated with the vectors — a filter on a few clusters far
     from the query — is followed to where its rows are), and widens (x2) while fewer than ``k``
     were found; past ``EXACT_ABOVE_PROBE_FRACTION`` of the clusters it scans the candidates
-    exactly. The mask is only read over the scanned clusters: no O(rows) pass per query except
-    the count of candidates (a popcount)."""
+    exactly. The mask is read once, packed into a bitmap and counted (bitmap.py); then only the
+    bits of the scanned clusters' rows are tested, and an exact scan lists its candidates from
+    the bitmap."""
 
     def __init__(self, vi: ProbedIndex, q: np.ndarray, metric: str, k: int, cand: np.ndarray | None) -> None:
-        self.vi, self.q, self.metric, self.k, self.cand = vi, q, metric, k, cand
         m = vi.n_vectors
+        self._bitmap: np.ndarray | None = None  # the candidates, packed (bitmap.py)
         if cand is None:
             self.n_cand = m
-        elif vi.all_valid:
-            self.n_cand = int(np.count_nonzero(cand))
         else:
-            self.n_cand = int(np.count_nonzero(cand & vi.valid))
+            if not vi.all_valid:
+                cand = cand & vi.valid
+            self._bitmap, self.n_cand = _bitmap.pack(cand)
+        self.vi, self.q, self.metric, self.k, self.cand = vi, q, metric, k, cand
         self.sigma = self.n_cand / m if m else 0.0
         ivf = metric == vi.metric and vi.n_clusters > 1
         small = cand is not None and self.n_cand <= max(EXACT_BELOW_ROWS, EXACT_BELOW_FRACTION * m)
@@ -101,7 +107,6 @@ class ProbeSearch:
         self._seen = 0  # candidates in the scanned clusters
         self._rows = 0  # rows of the clusters the plan asked for (not of the extensions)
         self._sel: list[np.ndarray] = []
-        self._bitmap: np.ndarray | None = None
         self._exact: tuple[np.ndarray, np.ndarray] | None = None
 
     def exact_cost(self) -> float:
@@ -115,7 +120,8 @@ class ProbeSearch:
 
     def exact(self) -> tuple[np.ndarray, np.ndarray]:
         if self._exact is None:
-            self._exact = self.vi.scan(self.q, self.metric, self.k, self.cand)
+            rows = None if self._bitmap is None else _bitmap.rows(self._bitmap, self.n_cand)
+            self._exact = self.vi.scan(self.q, self.metric, self.k, self.cand, cand_rows=rows)
         return self._exact
 
     def probe(self, nprobe: int) -> tuple[np.ndarray, np.ndarray]:
@@ -165,23 +171,11 @@ class ProbeSearch:
             return
         if count_rows:
             self._rows += int(vi.sizes[new].sum())
-        dense = self.sigma > DENSE_MASK
-        counted: np.ndarray | None = None
-        if self.cand is not None:
-            if self._bitmap is None:
-                self._bitmap = np.packbits(self.cand, bitorder="little")
-            if dense:  # the kernel tests only the best codes' bits: estimate on a sample
-                starts, ends = vi.list_ptr[new], vi.list_ptr[new + 1]
-                self._seen += sampled_count(starts, ends, vi.cord, self._bitmap, SEEN_SAMPLE)
-            else:  # the kernel picks the candidates: counted exactly on the way
-                counted = np.zeros(1, np.int64)
+        counted = np.zeros(1, np.int64)  # the kernel picks the candidates: counted on the way
         self._sel.append(
-            vi.probe_clusters(
-                self.q, self.metric, self.k, self.cand, new, self._bitmap, dense=dense, seen=counted
-            )
+            vi.probe_clusters(self.q, self.metric, self.k, self.cand, new, self._bitmap, seen=counted)
         )
-        if counted is not None:
-            self._seen += int(counted[0])
+        self._seen += int(counted[0])
 
     def _best(self) -> np.ndarray:
         if not self._sel:
