@@ -91,9 +91,8 @@ def align(n: int) -> int:
 
 
 def gather_runs(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
-    """``concat(arange(s, s + n) for s, n in zip(starts, lengths))``, vectorised (n >= 0)."""
-    keep = lengths > 0
-    starts, lengths = starts[keep], lengths[keep]
+    """``concat(arange(s, s + n) for s, n in zip(starts, lengths))``, vectorised (n >= 0; a run of
+    length 0 adds nothing, as ``np.repeat`` repeats its start 0 times)."""
     total = int(lengths.sum())
     if total == 0:
         return np.zeros(0, np.int64)

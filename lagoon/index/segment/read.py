@@ -47,6 +47,7 @@ from lagoon.format.segment import (
 from lagoon.format.wal import OP_COLUMN, OP_DELETE
 from lagoon.index.cache import OnceCache
 from lagoon.index.filters.filterindex import FilterIndex, indexable
+from lagoon.index.filters.kernels import single
 from lagoon.index.segment.build import SEQ_COLUMN, fts_config
 from lagoon.index.segment.docs import DocsStore, open_docs, open_docs_head
 from lagoon.index.sparse import SparseIndex, build_sparse_index, open_spv
@@ -198,7 +199,7 @@ class SegmentReader:
 
     def ids(self) -> pa.Array:
         """The id column in row order (ascending id)."""
-        return self._cache.get("ids", "", lambda: _single(self._docs.keys.column("id")))
+        return self._cache.get("ids", "", lambda: single(self._docs.keys.column("id")))
 
     def seqs(self) -> np.ndarray:
         """uint64 WAL seq of each row's version."""
@@ -218,7 +219,7 @@ class SegmentReader:
 
     def lookup(self, ids: pa.Array | pa.ChunkedArray) -> np.ndarray:
         """int64 row of each id, or -1 when the segment has no row for it."""
-        wanted = _single(ids) if isinstance(ids, pa.ChunkedArray) else ids
+        wanted = single(ids) if isinstance(ids, pa.ChunkedArray) else ids
         mine = self.ids()
         if wanted.type != mine.type:
             wanted = wanted.cast(mine.type)
@@ -454,16 +455,6 @@ class SegmentReader:
 
 _SYSTEM = ("id", SEQ_COLUMN, OP_COLUMN)
 _LAZY_MAGIC = {"vec": MAGIC_VEC, "fts": MAGIC_FTS, DOCS_FILE: MAGIC_DOCS}
-
-
-def _single(col: pa.ChunkedArray | pa.Array) -> pa.Array:
-    if isinstance(col, pa.ChunkedArray):
-        if col.num_chunks == 1:
-            return col.chunk(0)
-        if col.num_chunks == 0:
-            return pa.array([], type=col.type)
-        return col.combine_chunks()
-    return col
 
 
 __all__ = ["SegmentReader", "SegmentText"]

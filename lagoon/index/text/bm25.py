@@ -36,6 +36,7 @@ import numpy.typing as npt
 import scipy.sparse as sp
 
 from lagoon.errors import InternalError
+from lagoon.format.segment import gather_runs
 from lagoon.index.text.analyze import TokenBatch
 
 DOC_DTYPE = np.uint32
@@ -284,16 +285,6 @@ class Postings:
                     fail("positions are not strictly ascending within a posting")
 
 
-def _gather_runs(starts: IntArray, lengths: IntArray) -> IntArray:
-    """Indices ``concat(arange(s, s + n) for s, n in zip(starts, lengths))``, vectorised."""
-    total = int(lengths.sum())
-    if total == 0:
-        return np.zeros(0, np.int64)
-    offsets = np.zeros(lengths.shape[0], np.int64)
-    np.cumsum(lengths[:-1], out=offsets[1:])
-    return np.repeat(starts - offsets, lengths) + np.arange(total, dtype=np.int64)
-
-
 def build_postings(tokens: TokenBatch | Sequence[Sequence[str]], *, with_positions: bool = True) -> Postings:
     """The inverted index of a batch: document i of the result is document i of ``tokens``
     (a ``TokenBatch`` from ``Analyzer.analyze_many``, or analysed token lists).
@@ -384,7 +375,7 @@ def merge_postings(
         doc_chunks.append(new_doc[keep])
         tf_chunks.append(p.tfs[keep].astype(np.int64))
         if p.positions is not None and with_positions:
-            idx = _gather_runs(p.pos_ptr[:-1][keep], p.tfs[keep].astype(np.int64))
+            idx = gather_runs(p.pos_ptr[:-1][keep], p.tfs[keep].astype(np.int64))
             pos_chunks.append(p.positions[idx])
     if not term_chunks:
         return Postings(
@@ -411,7 +402,7 @@ def merge_postings(
         cat_pos = np.concatenate(pos_chunks)
         pos_ptr = np.zeros(order.shape[0] + 1, np.int64)
         np.cumsum(np.concatenate(tf_chunks), out=pos_ptr[1:])
-        positions = cat_pos[_gather_runs(pos_ptr[:-1][order], all_tfs)].astype(POS_DTYPE)
+        positions = cat_pos[gather_runs(pos_ptr[:-1][order], all_tfs)].astype(POS_DTYPE)
     return Postings(
         terms=terms,
         term_ptr=term_ptr,
@@ -804,7 +795,7 @@ def contains_token_sequence(postings: TermIndex, tokens: Sequence[str]) -> BoolA
             return mask
         docs, tfs, pos_ptr, positions = postings.term_positions(tid)
         sel = np.flatnonzero(candidates[docs])
-        pos_idx = _gather_runs(pos_ptr[:-1][sel], tfs[sel].astype(np.int64))
+        pos_idx = gather_runs(pos_ptr[:-1][sel], tfs[sel].astype(np.int64))
         owner = np.repeat(docs[sel].astype(np.int64), tfs[sel])
         start = positions[pos_idx].astype(np.int64) - offset
         ok = start >= 0
