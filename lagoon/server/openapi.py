@@ -117,33 +117,21 @@ _RANK_BY = {
     '["Product", w, clause], [attr, "asc"|"desc"], or a list of [attr, dir] pairs.',
     "type": "array",
 }
+_ATTRIBUTE_PROPERTIES = {
+    "type": {"type": "string"},
+    "filterable": {"type": "boolean"},
+    "full_text_search": {"anyOf": [{"type": "boolean"}, {"type": "object"}]},
+    "ann": {"anyOf": [{"type": "boolean"}, {"type": "object"}]},
+}
 _ATTRIBUTE_SCHEMA = {
     "description": "A type name (string, int, uint, float, bool, datetime, uuid, their [] arrays, [N]f32, "
     '[N]f16) or a configuration object; {"drop": true} drops the attribute.',
     "anyOf": [
         {"type": "string"},
-        {
-            "type": "object",
-            "properties": {
-                "type": {"type": "string"},
-                "filterable": {"type": "boolean"},
-                "full_text_search": {"anyOf": [{"type": "boolean"}, {"type": "object"}]},
-                "ann": {"anyOf": [{"type": "boolean"}, {"type": "object"}]},
-                "drop": {"type": "boolean"},
-            },
-        },
+        {"type": "object", "properties": {**_ATTRIBUTE_PROPERTIES, "drop": {"type": "boolean"}}},
     ],
 }
-_ATTRIBUTE_SCHEMA_CONFIG = {
-    "type": "object",
-    "properties": {
-        "type": {"type": "string"},
-        "filterable": {"type": "boolean"},
-        "full_text_search": {"anyOf": [{"type": "boolean"}, {"type": "object"}]},
-        "ann": {"anyOf": [{"type": "boolean"}, {"type": "object"}]},
-    },
-    "required": ["type"],
-}
+_ATTRIBUTE_SCHEMA_CONFIG = {"type": "object", "properties": _ATTRIBUTE_PROPERTIES, "required": ["type"]}
 _SCHEMA_MAP = {"type": "object", "additionalProperties": _ref("AttributeSchema")}
 _SCHEMA_CONFIG_MAP = {"type": "object", "additionalProperties": _ref("AttributeSchemaConfig")}
 _NS_SOURCE = {
