@@ -36,6 +36,18 @@ def crc32c(data: bytes | memoryview) -> int:
 
 
 @dataclass(frozen=True, slots=True)
+class FrameHeader:
+    """The fixed header of a frame, its magic and lengths already checked (``read_header``)."""
+
+    magic: bytes
+    format_version: int
+    min_reader_version: int
+    min_writer_version: int
+    header_length: int
+    body_length: int
+
+
+@dataclass(frozen=True, slots=True)
 class Frame:
     magic: bytes
     format_version: int
@@ -54,23 +66,46 @@ def encode_frame(
     return out + struct.pack("<I", crc32c(out))
 
 
+def read_header(data: bytes, *, magic: bytes | None, what: str, size: int | None) -> FrameHeader:
+    """Parse the header at the start of ``data`` (at least ``HEADER_LEN`` bytes) and check the
+    magic (unless None) and that header, body and trailer make up ``size`` bytes (unless None: a
+    head read by range). The reader version is for ``check_reader_version``, once the caller
+    has checked what it checks first (the checksum, for a whole object)."""
+    got_magic, fmt, min_reader, min_writer, _flags, header_len, body_len, _ = _HEADER.unpack_from(data)
+    if magic is not None and got_magic != magic:
+        raise DataCorruption(f"{what}: bad magic {got_magic!r}, expected {magic!r}")
+    if header_len < HEADER_LEN or (size is not None and header_len + body_len + TRAILER_LEN != size):
+        raise DataCorruption(
+            f"{what}: length mismatch (header says {header_len}+{body_len}+4, object has {size})"
+        )
+    return FrameHeader(got_magic, fmt, min_reader, min_writer, header_len, body_len)
+
+
+def check_reader_version(header: FrameHeader, reader_version: int, *, what: str, kind: str = "") -> None:
+    """IncompatibleFormat when the object needs a newer reader; ``kind`` names its format in the
+    message (``"segment "``)."""
+    if header.min_reader_version > reader_version:
+        raise IncompatibleFormat(
+            f"{what}: written in {kind}format version {header.format_version}, which needs a reader of "
+            f"version {header.min_reader_version} or newer; this Lagoon reads version {reader_version}. "
+            "Upgrade Lagoon."
+        )
+
+
 def decode_frame(data: bytes, *, magic: bytes, reader_version: int, what: str) -> Frame:
     """Verify and unwrap a frame. ``what`` names the object in error messages (e.g. a key)."""
     if len(data) < HEADER_LEN + TRAILER_LEN:
         raise DataCorruption(f"{what}: truncated ({len(data)} bytes)")
-    got_magic, fmt, min_reader, min_writer, _flags, header_len, body_len, _ = _HEADER.unpack_from(data)
-    if got_magic != magic:
-        raise DataCorruption(f"{what}: bad magic {got_magic!r}, expected {magic!r}")
-    if header_len < HEADER_LEN or header_len + body_len + TRAILER_LEN != len(data):
-        raise DataCorruption(
-            f"{what}: length mismatch (header says {header_len}+{body_len}+4, object has {len(data)})"
-        )
+    header = read_header(data, magic=magic, what=what, size=len(data))
     (stored_crc,) = struct.unpack_from("<I", data, len(data) - TRAILER_LEN)
     if crc32c(memoryview(data)[: len(data) - TRAILER_LEN]) != stored_crc:
         raise DataCorruption(f"{what}: checksum mismatch")
-    if min_reader > reader_version:
-        raise IncompatibleFormat(
-            f"{what}: written in format version {fmt}, which needs a reader of version {min_reader} "
-            f"or newer; this Lagoon reads version {reader_version}. Upgrade Lagoon."
-        )
-    return Frame(got_magic, fmt, min_reader, min_writer, bytes(data[header_len : header_len + body_len]))
+    check_reader_version(header, reader_version, what=what)
+    start = header.header_length
+    return Frame(
+        header.magic,
+        header.format_version,
+        header.min_reader_version,
+        header.min_writer_version,
+        bytes(data[start : start + header.body_length]),
+    )

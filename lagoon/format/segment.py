@@ -37,8 +37,15 @@ import google_crc32c
 import numpy as np
 import orjson
 
-from lagoon.errors import DataCorruption, IncompatibleFormat
-from lagoon.format.framing import HEADER_LEN, TRAILER_LEN, encode_frame
+from lagoon.errors import DataCorruption
+from lagoon.format.framing import (
+    HEADER_LEN,
+    TRAILER_LEN,
+    FrameHeader,
+    check_reader_version,
+    encode_frame,
+    read_header,
+)
 
 FORMAT_VERSION = 1
 MIN_READER_VERSION = 1
@@ -56,8 +63,6 @@ MAGIC_SPV = b"LGSP"
 DOCS_FILE = "docs"
 ALIGN = 64
 
-# The common frame header (lagoon/format/framing.py; same layout, parsed here without copying).
-_FRAME_HEADER = struct.Struct("<4sHHHHIQQ")
 _META_PREFIX = struct.Struct("<II")
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9_.\-]{1,100}$")
 
@@ -149,24 +154,14 @@ def open_frame(
         raise DataCorruption(f"{what}: size {len(data)} differs from the manifest's {size}")
     if len(data) < HEADER_LEN + TRAILER_LEN:
         raise DataCorruption(f"{what}: truncated ({len(data)} bytes)")
-    got_magic, fmt, min_reader, _min_writer, _flags, header_len, body_len, _ = _FRAME_HEADER.unpack_from(data)
-    if got_magic != magic:
-        raise DataCorruption(f"{what}: bad magic {got_magic!r}, expected {magic!r}")
-    if header_len < HEADER_LEN or header_len + body_len + TRAILER_LEN != len(data):
-        raise DataCorruption(
-            f"{what}: length mismatch (header says {header_len}+{body_len}+4, object has {len(data)})"
-        )
+    header = read_header(data, magic=magic, what=what, size=len(data))
     stored = file_checksum(data)
     if crc32c is not None and stored != crc32c:
         raise DataCorruption(f"{what}: checksum {stored} differs from the manifest's {crc32c}")
     if crc32c_of(np.frombuffer(data, np.uint8, count=len(data) - TRAILER_LEN)) != stored:
         raise DataCorruption(f"{what}: checksum mismatch")
-    if min_reader > READER_VERSION:
-        raise IncompatibleFormat(
-            f"{what}: written in segment format version {fmt}, which needs a reader of version "
-            f"{min_reader} or newer; this Lagoon reads version {READER_VERSION}. Upgrade Lagoon."
-        )
-    return FrameView(data, fmt, header_len, body_len)
+    check_reader_version(header, READER_VERSION, what=what, kind="segment ")
+    return FrameView(data, header.format_version, header.header_length, header.body_length)
 
 
 # --------------------------------------------------------------------------------------------- sections
@@ -333,8 +328,8 @@ def open_head(head: bytes, *, magic: bytes, what: str, size: int) -> SectionFile
     frame header, the meta (own checksum) and the data area up to ``head.length`` (checksum
     ``head.crc32c``). The sections inside the head can then be used; bytes after it are fetched
     and verified separately by the caller (e.g. cluster blocks with their own checksums)."""
-    header_len, body_len = _check_header(head, what=what, magic=magic, size=size)
-    version = int(_FRAME_HEADER.unpack_from(head)[1])
+    header = _check_header(head, what=what, magic=magic, size=size)
+    header_len, body_len = header.header_length, header.body_length
     meta, data_start = _parse_meta(head, header_len, header_len + body_len, what)
     h = meta.get("head")
     try:
@@ -348,24 +343,14 @@ def open_head(head: bytes, *, magic: bytes, what: str, size: int) -> SectionFile
         raise DataCorruption(f"{what}: {len(head)} bytes read, the head needs {end}")
     if crc32c_of(np.frombuffer(head, np.uint8, count=length, offset=data_start)) != crc:
         raise DataCorruption(f"{what}: head checksum mismatch")
-    return SectionFile(what, head, meta, data_start, end, version=version)
+    return SectionFile(what, head, meta, data_start, end, version=header.format_version)
 
 
-def _check_header(data: bytes, *, what: str, magic: bytes | None, size: int | None) -> tuple[int, int]:
+def _check_header(data: bytes, *, what: str, magic: bytes | None, size: int | None) -> FrameHeader:
     """Check a frame header on its own (for ranged reads): magic, lengths against ``size``,
-    reader version. Returns (header_length, body_length)."""
+    reader version."""
     if len(data) < HEADER_LEN + _META_PREFIX.size:
         raise DataCorruption(f"{what}: truncated head ({len(data)} bytes)")
-    got_magic, fmt, min_reader, _min_writer, _flags, header_len, body_len, _ = _FRAME_HEADER.unpack_from(data)
-    if magic is not None and got_magic != magic:
-        raise DataCorruption(f"{what}: bad magic {got_magic!r}, expected {magic!r}")
-    if header_len < HEADER_LEN or (size is not None and header_len + body_len + TRAILER_LEN != size):
-        raise DataCorruption(
-            f"{what}: length mismatch (header says {header_len}+{body_len}+4, object has {size})"
-        )
-    if min_reader > READER_VERSION:
-        raise IncompatibleFormat(
-            f"{what}: written in segment format version {fmt}, which needs a reader of version "
-            f"{min_reader} or newer; this Lagoon reads version {READER_VERSION}. Upgrade Lagoon."
-        )
-    return header_len, body_len
+    header = read_header(data, magic=magic, what=what, size=size)
+    check_reader_version(header, READER_VERSION, what=what, kind="segment ")
+    return header
