@@ -20,12 +20,20 @@ when a sweep no longer finds the namespace in the bucket:
 - ``lagoon_compaction_total{outcome}``        committed | aborted | failed
 - ``lagoon_index_builds_total{outcome}``      committed | aborted | failed
 - ``lagoon_gc_deleted_objects_total``         objects deleted by the garbage collector
+- ``lagoon_cache_hits_total{layer}`` / ``lagoon_cache_misses_total{layer}`` segment files served
+  from (or not found in) the node's memory or disk cache
+- ``lagoon_cache_bytes{layer}`` / ``lagoon_cache_budget_bytes{layer}`` what the serving
+  processes' memory cache holds (charged at resident size, decoded documents and vectors
+  included) and its budget; layer=memory only (the disk folder is shared by a node's processes,
+  each of which would count all of it)
 - ``lagoon_ann_recall{namespace}``            measured recall@k of sampled ANN queries (mean of a window)
 - ``lagoon_ann_recall_samples_total{namespace}`` ANN queries re-run exhaustively for it
 - ``lagoon_ann_recall_dropped_total``         samples skipped because the queue was full or failed
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 from prometheus_client import Counter, Gauge
 
@@ -55,6 +63,20 @@ CACHE_MISSES = Counter(
     "Segment files not found in a node cache layer, by layer (memory|disk).",
     ["layer"],
 )
+CACHE_BYTES = Gauge(
+    "lagoon_cache_bytes",
+    "Bytes the serving processes' memory cache holds (layer=memory): segment files and what was "
+    "decoded from them, charged at their resident size; summed over a node's live processes.",
+    ["layer"],
+    multiprocess_mode="livesum",
+)
+CACHE_BUDGET_BYTES = Gauge(
+    "lagoon_cache_budget_bytes",
+    "Budget of the serving processes' memory cache (layer=memory; cache.memory_bytes), summed over "
+    "a node's live processes.",
+    ["layer"],
+    multiprocess_mode="livesum",
+)
 GC_DELETED_OBJECTS = Counter("lagoon_gc_deleted_objects_total", "Objects deleted by the garbage collector.")
 INDEXING_FAILURES = Counter(
     "lagoon_indexing_failures_total",
@@ -68,6 +90,13 @@ for _outcome in OUTCOMES:  # export every outcome from the start, so dashboards 
 for _layer in ("memory", "disk"):  # likewise every cache layer (alert rules select layer="disk")
     CACHE_HITS.labels(layer=_layer)
     CACHE_MISSES.labels(layer=_layer)
+
+
+def cache_reporter(layer: str, budget: int) -> Callable[[float], None]:
+    """Export a cache layer's budget; returns the function that sets its held bytes."""
+    CACHE_BUDGET_BYTES.labels(layer=layer).set(budget)
+    held = CACHE_BYTES.labels(layer=layer)
+    return held.set
 
 
 def namespace_label(org: str, namespace: str) -> str:
@@ -105,6 +134,8 @@ def forget_namespace(label: str) -> None:
 
 
 __all__ = [
+    "CACHE_BUDGET_BYTES",
+    "CACHE_BYTES",
     "COMPACTION_RUNNING",
     "COMPACTION_TOTAL",
     "GC_DELETED_OBJECTS",
@@ -114,6 +145,7 @@ __all__ = [
     "OUTCOMES",
     "SEGMENT_COUNT",
     "WAL_TAIL_BYTES",
+    "cache_reporter",
     "forget_namespace",
     "know_namespace",
     "namespace_label",

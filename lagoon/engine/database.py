@@ -94,6 +94,7 @@ class Database:
         width = server.segment_fetch_parallelism
         self._fanout = Fanout(width, pool_threads=server.query_threads * max(1, width - 1))
         self.segment_io = SegmentIO(store, settings.cache, cache_dir=resolve_cache_dir(settings) or "")
+        self.segment_io.report_metrics()
         # A sample of ANN queries is re-run exactly in the background: lagoon_ann_recall{namespace}.
         self.recall = RecallMonitor(settings.ann)
         # Namespace markers and per-org counts: listing in O(page), the namespace limit by CAS.
@@ -482,7 +483,10 @@ class Database:
                 self.recall.offer(f"{org}/{namespace}", req, src, out)  # maybe measured later
                 return out
 
-            result = await self.executor.run(work, org=org, namespace=namespace, budget=cancel.current())
+            try:
+                result = await self.executor.run(work, org=org, namespace=namespace, budget=cancel.current())
+            finally:  # the query may have decoded more of its segments' documents
+                self.segment_io.recharge(NamespaceKeys.of(org, namespace), [s.ref for s in snap.segments])
         perf = result.setdefault("performance", {})
         perf["exhaustive_search_count"] = snap.unindexed_rows
         if snap.damage:
@@ -504,7 +508,7 @@ class Database:
         src = snap.source()
         if snap.settings.get("ann_recall_target") is None:  # the node's default target
             src.recall_target = self.settings.ann.recall_target
-        src.fanout = self._fanout
+        src.fanout = self._fanout if self._fanout.width > 1 else None
         return src
 
     @at_boundary

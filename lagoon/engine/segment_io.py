@@ -6,8 +6,16 @@ Segments are immutable and their ids are never reused, so a segment's files can 
 - Upload: every file is created with create-if-absent, in parallel. A fresh segment id cannot
   exist, so ``AlreadyExists`` only happens when an ambiguous attempt of ours landed: the bytes are
   read back and compared.
-- Fetch: memory LRU (``cache.memory_bytes``; a segment's non-vector files) -> disk cache
-  (``cache.dir``, ``cache.disk_bytes``) -> store. Every file is checked against the size and
+- Fetch: memory LRU (``cache.memory_bytes``) -> disk cache (``cache.dir``, ``cache.disk_bytes``)
+  -> store. The memory LRU keeps each segment as this node opened it: its non-vector files'
+  bytes and the reader decoded from them, reused while the schema is the same. An entry is
+  charged at what it holds in memory — the bytes, plus the reader's decoded documents (Arrow
+  ``nbytes`` of the columns and batches decompressed from a version 2 ``docs`` file) and
+  vectors (numpy ``nbytes``) — recomputed when the segment is opened, after each query over it
+  and when a file arrives in the background, so the charged total (``lagoon_cache_bytes``)
+  stays within the budget. A namespace's open segments are also held by its state while the
+  namespace is open (``cache.max_open_namespaces``); eviction frees a segment's memory once no
+  open namespace uses it. Every file is checked against the size and
   CRC-32C the manifest lists before it is used or cached; a disk entry that fails the check is deleted and refetched,
   never served. Disk fills write a temp file and rename it, so a crash never leaves a torn entry
   under its final name.
@@ -23,7 +31,8 @@ import secrets
 import tempfile
 import threading
 from collections import OrderedDict
-from collections.abc import Coroutine, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -68,36 +77,78 @@ def verify_file(ref: SegmentRef, name: str, data: bytes) -> bool:
     return crc32c_of(np.frombuffer(data, np.uint8, count=len(data) - TRAILER_LEN)) == meta["crc32c"]
 
 
+@dataclass
+class _Entry:
+    """One segment in the memory LRU: its non-vector files and the reader opened from them."""
+
+    files: Files
+    reader: SegmentReader | None
+    size: int = 0
+
+    def resident_bytes(self) -> int:
+        """What the entry holds in memory: the files' bytes and the reader's decoded data."""
+        decoded = self.reader.resident_bytes() if self.reader is not None else 0
+        return sum(len(v) for v in self.files.values()) + decoded
+
+
 class _MemoryLru:
-    """Whole segments (all files) by cache key, bounded by total bytes. Thread-safe."""
+    """Segments by cache key, charged at their resident bytes and bounded by ``budget``
+    (least recently used first out). Thread-safe."""
 
     def __init__(self, budget: int) -> None:
         self.budget = budget
         self.used = 0
-        self._items: OrderedDict[CacheKey, tuple[Files, int]] = OrderedDict()
+        self._items: OrderedDict[CacheKey, _Entry] = OrderedDict()
         self._lock = threading.Lock()
+        self.report: Callable[[float], None] | None = None  # told ``used`` after every change
 
-    def get(self, key: CacheKey) -> Files | None:
+    def get(self, key: CacheKey) -> _Entry | None:
         with self._lock:
-            item = self._items.get(key)
-            if item is None:
-                return None
-            self._items.move_to_end(key)
-            return item[0]
+            entry = self._items.get(key)
+            if entry is not None:
+                self._items.move_to_end(key)
+            return entry
 
-    def put(self, key: CacheKey, files: Files) -> None:
-        size = sum(len(v) for v in files.values())
-        if size > self.budget:
-            return
+    def put(self, key: CacheKey, files: Files, reader: SegmentReader | None) -> None:
+        self._charge(key, _Entry(files, reader))
+
+    def add_file(self, key: CacheKey, name: str, data: bytes) -> None:
+        """Add a whole file to the segment's entry (a new entry when it has none)."""
         with self._lock:
-            old = self._items.pop(key, None)
+            old = self._items.get(key)
+        entry = _Entry({**(old.files if old else {}), name: data}, old.reader if old else None)
+        self._charge(key, entry)
+
+    def recharge(self, key: CacheKey) -> None:
+        """Charge the segment's entry (if cached) at what it holds now (its reader decodes more
+        batches as queries ask for them)."""
+        with self._lock:
+            entry = self._items.get(key)
+        if entry is not None:
+            self._charge(key, entry, touch=False)
+
+    def _charge(self, key: CacheKey, entry: _Entry, *, touch: bool = True) -> None:
+        """(Re)charge ``entry`` under ``key``: ``touch`` makes it the most recently used;
+        without it (a recharge) it keeps its place, and nothing happens if it left meanwhile."""
+        size = entry.resident_bytes()  # outside the lock: sums over the reader's batches
+        with self._lock:
+            old = self._items.get(key)
+            if not touch and old is not entry:
+                return
             if old is not None:
-                self.used -= old[1]
-            self._items[key] = (files, size)
+                self.used -= old.size
+                if touch or size > self.budget:
+                    del self._items[key]
+            if size > self.budget:
+                return
+            entry.size = size
+            self._items[key] = entry  # a key still present (a recharge) keeps its place
             self.used += size
             while self.used > self.budget and self._items:
-                _, (_, evicted) = self._items.popitem(last=False)
-                self.used -= evicted
+                _, evicted = self._items.popitem(last=False)
+                self.used -= evicted.size
+            if self.report is not None:
+                self.report(self.used)
 
 
 class _DiskCache:
@@ -234,6 +285,13 @@ class SegmentIO:
         self.docs_lazy_min_bytes = DOCS_LAZY_MIN_BYTES
         self._inflight: dict[tuple[str, str, str, str], asyncio.Future[bytes]] = {}
 
+    def report_metrics(self) -> None:
+        """Export the memory cache's charged bytes and budget (``lagoon_cache_bytes``,
+        ``lagoon_cache_budget_bytes``): the serving ``Database`` calls it (a process has one;
+        the indexer's short-lived instances do not)."""
+        self.memory.report = metrics.cache_reporter("memory", self.memory.budget)
+        self.memory.report(self.memory.used)
+
     @staticmethod
     def cache_key(keys: NamespaceKeys, segment_id: str) -> CacheKey:
         return (keys.org, keys.namespace, segment_id)
@@ -256,7 +314,7 @@ class SegmentIO:
 
         await asyncio.gather(*(put(n, d) for n, d in built.files.items()))
         ckey = self.cache_key(keys, ref.id)
-        self.memory.put(ckey, _memory_files(built.files))
+        self.memory.put(ckey, _memory_files(built.files), None)
         if self.disk is not None:  # this node built it: likely the next to read it
             for name, data in built.files.items():
                 await asyncio.to_thread(self.disk.store, ckey, name, data)
@@ -294,11 +352,15 @@ class SegmentIO:
         (and the disk cache)."""
         keys = keys.sibling(ref.owner)  # a branch reads its parent's segments where they are
         ckey = self.cache_key(keys, ref.id)
-        cached = self.memory.get(ckey) or {}
-        if cached:
+        entry = self.memory.get(ckey)
+        if entry is not None:
             metrics.CACHE_HITS.labels(layer="memory").inc()
+            if entry.reader is not None and entry.reader.schema == schema:
+                self.memory.recharge(ckey)
+                return entry.reader  # opened for this schema already: nothing to decode
         else:
             metrics.CACHE_MISSES.labels(layer="memory").inc()
+        cached = entry.files if entry is not None else {}
         loop = asyncio.get_running_loop()
 
         async def one(name: str) -> tuple[str, bytes | LazyFile]:
@@ -319,7 +381,7 @@ class SegmentIO:
 
         opened: dict[str, bytes | LazyFile] = dict(await asyncio.gather(*(one(n) for n in ref.files)))
         reader = await asyncio.to_thread(SegmentReader.from_files, ref, opened, schema)
-        self.memory.put(ckey, _memory_files(opened))
+        self.memory.put(ckey, _memory_files(opened), reader)
         if (reader.lazy_vector_files() or reader.lazy_text_files() or reader.lazy_docs()) and self.hydrate:
             self._background(self._hydrate(keys, ref, reader))
         return reader
@@ -391,6 +453,7 @@ class SegmentIO:
                 data = await self.whole(keys, ref, DOCS_FILE)
                 await asyncio.to_thread(reader.hydrate_docs, data)
                 self._remember(keys, ref, DOCS_FILE, data)
+            self.memory.recharge(self.cache_key(keys, ref.id))  # its vectors are whole now too
         except asyncio.CancelledError:
             raise
         except Exception as e:  # background work: log it, never crash the node
@@ -398,8 +461,13 @@ class SegmentIO:
 
     def _remember(self, keys: NamespaceKeys, ref: SegmentRef, name: str, data: bytes) -> None:
         """Add a whole file that arrived in the background to the segment's memory LRU entry."""
-        ckey = self.cache_key(keys, ref.id)
-        self.memory.put(ckey, {**(self.memory.get(ckey) or {}), name: data})
+        self.memory.add_file(self.cache_key(keys, ref.id), name, data)
+
+    def recharge(self, keys: NamespaceKeys, refs: Sequence[SegmentRef]) -> None:
+        """Charge these segments' memory LRU entries at what they hold now (after a query: their
+        readers may have decoded more document batches)."""
+        for ref in refs:
+            self.memory.recharge(self.cache_key(keys.sibling(ref.owner), ref.id))
 
     def pin(self, keys: NamespaceKeys, refs: Sequence[SegmentRef], pinned: bool) -> None:
         """Keep (or stop keeping) these segments of a pinned namespace on disk: they are exempt

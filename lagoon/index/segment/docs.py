@@ -171,6 +171,17 @@ class DocsStore:
         """Opened from its head and not whole yet."""
         return self._attrs is None
 
+    def resident_bytes(self) -> int:
+        """Bytes of decoded data held beyond the file's bytes (Arrow ``nbytes``): a version 2
+        file's keys and the columns or batches decompressed from it so far. A version 1 file's
+        columns are views over its bytes: 0."""
+        if self._layout is None:
+            return 0
+        with self._lock:
+            batches = sum(b.nbytes for b in self._batches.values())
+        attrs = self._attrs.nbytes if self._attrs is not None else 0
+        return int(self.keys.nbytes + attrs + batches)
+
     def column_type(self, name: str) -> pa.DataType | None:
         """The stored type of attribute column ``name``, None when the file has no such column."""
         return self._types.get(name)

@@ -352,6 +352,12 @@ class SegmentReader:
         p = self.text(attr).postings
         return p if isinstance(p, Postings) else p.to_postings()
 
+    def resident_bytes(self) -> int:
+        """Bytes this reader holds beyond its files' bytes: the documents decoded from a version 2
+        ``docs`` file (Arrow ``nbytes``) and the vectors copied into cluster order (numpy
+        ``nbytes``). Postings and filter indexes are views over the file bytes."""
+        return self._docs.resident_bytes() + sum(vi.nbytes for vi in self._vectors.values())
+
     @property
     def reads_store(self) -> bool:
         """Are some of its files still served by ranged reads from the store (opened from their
