@@ -50,6 +50,9 @@ T = TypeVar("T")
 ANSWERS = (ObjectNotFound, AlreadyExists, PreconditionFailed)
 """Errors that are expected outcomes, not failures: not counted in errors_total."""
 
+OPS = ("get", "get_range", "get_ranges", "head", "put", "list", "list_prefixes", "delete", "now")
+"""The ``op`` label values."""
+
 _BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
 
@@ -73,6 +76,9 @@ class StoreMetrics:
             buckets=_BUCKETS,
             registry=registry,
         )
+        for op in OPS:  # every op from the start, so error-rate alerts see zeros, not no data
+            self.requests.labels(op=op)
+            self.errors.labels(op=op)
         self.bytes = Counter(
             "lagoon_objstore_bytes_total",
             "Object-store payload bytes.",
