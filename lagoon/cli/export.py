@@ -71,6 +71,8 @@ def command(
         click.echo("Interrupted: no export file was written (run the export again).", err=True)
         raise click.exceptions.Exit(130) from None
     where = "stdout" if out == "-" else out
+    for what in stats.rebuilt:
+        click.echo(f"Rebuilt (damaged): {what}", err=True)
     for what in stats.skipped:
         click.echo(f"Skipped (damaged): {what}", err=True)
     click.echo(

@@ -11,12 +11,14 @@ second run has nothing to fix, a fresh node reads exactly the documents some obj
 
 from __future__ import annotations
 
+import io
 import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 
 from lagoon.config import Settings
@@ -25,6 +27,7 @@ from lagoon.engine.components import Components
 from lagoon.engine.database import Database
 from lagoon.engine.indexer import index_namespace
 from lagoon.engine.ops.repair import check_namespace, repair
+from lagoon.engine.ops.transfer import export_namespace
 from lagoon.errors import Forbidden
 from lagoon.format.catalog import OrgCatalog, encode_org
 from lagoon.format.framing import encode_frame
@@ -259,7 +262,7 @@ def _params() -> list[Any]:
     params = []
     for n, (name, damage, lost) in enumerate(CASES):
         marks = [] if n % SAMPLE == 0 else [pytest.mark.slow]
-        params.append(pytest.param(damage, lost, id=name, marks=marks))
+        params.append(pytest.param(name, damage, lost, id=name, marks=marks))
     return params
 
 
@@ -268,13 +271,34 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
-@pytest.mark.parametrize(("damage", "lost"), _params())
-async def test_damage_is_repaired(tmp_path: Path, damage: Damage, lost: set[int]) -> None:
+async def salvaged(store: ObjectStore, root: Path) -> dict[int, dict[str, Any]]:
+    """What ``lagoon export --salvage`` exports of the damaged namespace (nothing of it written;
+    the node's indexing queue under ``_lagoon/`` is not the namespace's)."""
+    root = root / KEYS.root
+    before = {p: p.read_bytes() for p in root.rglob("*") if p.is_file()}
+    out = io.BytesIO()
+    db = Database(store, settings())
+    try:
+        await export_namespace(db, NS, out, salvage=True)
+    finally:
+        await db.close()
+    assert {p: p.read_bytes() for p in root.rglob("*") if p.is_file()} == before
+    rows = [orjson.loads(line) for line in out.getvalue().splitlines()[1:-1]]
+    return {r["id"]: r for r in rows}
+
+
+@pytest.mark.parametrize(("name", "damage", "lost"), _params())
+async def test_damage_is_repaired(tmp_path: Path, name: str, damage: Damage, lost: set[int]) -> None:
     root = tmp_path / "bucket"
     store = FsStore(root)
     segs = await build(store)
     assert await read_all(store) == expected(set())
     await damage(store, root, segs)
+    if name.startswith(("seg", "wal-")):  # before repair, a salvage export holds the same...
+        # ...except what lies behind a hole in the WAL: readers stop at a missing seq until
+        # repair fills it, and a salvage reads what a reader reads
+        hidden = {10} if name == "wal-tail-missing" else set()
+        assert await salvaged(store, root) == expected(lost | hidden)
     report = await check_namespace(store, "default", NS, dry_run=False)
     assert report.ok, [f"{f.check}: {f.message} ({f.fix_error})" for f in report.errors]
     again = await check_namespace(store, "default", NS, dry_run=False)

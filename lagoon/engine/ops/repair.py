@@ -838,8 +838,10 @@ class _BadSegment:
     bad: dict[str, str]  # file name -> what is wrong ("" key: the segment as a whole)
 
 
-async def _verify_segment(p: _Pass, ref: SegmentRef, schema: Schema) -> _BadSegment | None:
-    store, keys = p.store, p.keys.sibling(ref.owner)  # a branch's segment may be its parent's
+async def _verify_segment(
+    store: ObjectStore, keys: NamespaceKeys, ref: SegmentRef, schema: Schema
+) -> _BadSegment | None:
+    keys = keys.sibling(ref.owner)  # a branch's segment may be its parent's
     names = sorted(ref.files)
     blobs = await _bounded(_get(store, keys.segment_file(ref.id, n)) for n in names)
     bad: dict[str, str] = {}
@@ -881,7 +883,7 @@ async def _check_segments(p: _Pass) -> None:
     schema = Schema.from_storage(m.schema) if m.schema else Schema()
     damaged: list[_BadSegment] = []
     for ref in m.segments:  # one segment in memory at a time
-        bad = await _verify_segment(p, ref, schema)
+        bad = await _verify_segment(p.store, p.keys, ref, schema)
         if bad is not None:
             damaged.append(bad)
     if not damaged:
@@ -918,9 +920,9 @@ class _Salvage:
     postings: dict[str, Postings] = dataclasses.field(default_factory=dict)  # of store: false attributes
 
 
-async def _salvage(p: _Pass, bad: _BadSegment, schema: Schema) -> _Salvage:
+async def _salvage(store: ObjectStore, keys: NamespaceKeys, bad: _BadSegment, schema: Schema) -> _Salvage:
     """The rows of a damaged segment, from the best source still in the bucket (module docstring)."""
-    store, keys, ref = p.store, p.keys, bad.ref
+    ref = bad.ref
     target = target_schema(schema)
     derived = {n for n in bad.bad if n.startswith(("fts.", "flt."))}
     vec_bad = {n for n in bad.bad if n.startswith("vec.")}
@@ -992,6 +994,45 @@ async def _salvage(p: _Pass, bad: _BadSegment, schema: Schema) -> _Salvage:
     return _Salvage(None, "nothing (its docs file and WAL entries are gone)", int(upserts), tuple(missing))
 
 
+@dataclass(frozen=True)
+class SegmentRebuild:
+    """A damaged segment as repair would rebuild it, opened in memory (nothing written)."""
+
+    segment: SegmentReader | None
+    """None: no object holds its rows any more (the segment is dropped)."""
+    source: str
+    """Where its rows came from."""
+    lost_rows: int
+    lost_seqs: tuple[int, ...]
+
+
+async def rebuild_in_memory(
+    store: ObjectStore, keys: NamespaceKeys, ref: SegmentRef, schema: Schema
+) -> SegmentRebuild:
+    """The rows of the damaged segment ``ref`` from the best source still in the bucket, as
+    ``lagoon repair`` rebuilds it (its intact files, else the WAL entries it covers while they
+    are retained), built and opened in memory: ``lagoon export --salvage`` reads through it
+    without changing the bucket."""
+    bad = await _verify_segment(store, keys, ref, schema) or _BadSegment(ref, {"": "damaged"})
+    s = await _salvage(store, keys, bad, schema)
+    if s.table is None or s.table.num_rows == 0:
+        return SegmentRebuild(None, s.source, s.lost_rows, s.lost_seqs)
+
+    def build() -> SegmentReader:
+        built = build_segment(
+            s.table,
+            schema,
+            segment_id=ref.id,
+            level=ref.level,
+            seq_from=ref.seq_from,
+            seq_to=ref.seq_to,
+            postings=s.postings,
+        )
+        return SegmentReader.from_files(built.ref, built.files, schema)
+
+    return SegmentRebuild(await asyncio.to_thread(build), s.source, s.lost_rows, s.lost_seqs)
+
+
 def _vec_name(attr: str) -> str:
     from lagoon.format.segment import vec_file
 
@@ -1023,7 +1064,7 @@ def _rebuild_action(
         lost = 0
         for bad in damaged:
             ref = bad.ref
-            s = await _salvage(p, bad, schema)
+            s = await _salvage(p.store, p.keys, bad, schema)
             if s.table is None or s.table.num_rows == 0:
                 replaced[ref.id] = None
                 note = f"{ref.id}: dropped (rows from {s.source})"
@@ -1659,10 +1700,12 @@ __all__ = [
     "Finding",
     "NamespaceReport",
     "RepairReport",
+    "SegmentRebuild",
     "check_catalog",
     "check_namespace",
     "describe_entry",
     "list_namespace_dirs",
     "list_orgs",
+    "rebuild_in_memory",
     "repair",
 ]

@@ -49,10 +49,11 @@ import orjson
 
 from lagoon.engine.database import Database
 from lagoon.engine.ops import defaults
+from lagoon.engine.ops.repair import rebuild_in_memory
 from lagoon.engine.state import DamagedSegment
-from lagoon.engine.tail import Snapshot
+from lagoon.engine.tail import SegmentLike, Snapshot
 from lagoon.errors import DataCorruption, InvalidRequest, LagoonError, NotFound
-from lagoon.format.keys import DEFAULT_ORG, check_namespace
+from lagoon.format.keys import DEFAULT_ORG, NamespaceKeys, check_namespace
 from lagoon.query.execute import execute_query
 from lagoon.schema import unstored
 from lagoon.wire.query import MAX_TOP_K, parse_request
@@ -98,24 +99,56 @@ class ExportStats:
     pages: int = 0
     bytes: int = 0
     skipped: list[str] = field(default_factory=list)  # --salvage: the damage left out
+    rebuilt: list[str] = field(default_factory=list)  # --salvage: damaged segments read from other objects
 
 
 def _damage(snap: Snapshot) -> list[str]:
     """What of ``snap`` cannot be read: damaged segments (with the WAL seqs they cover) and the
     damaged WAL entries the node already folds as empty."""
-    out = [
-        f"{seg.problem} (its documents, from WAL seqs {seg.ref.seq_from}..{seg.ref.seq_to}, are "
-        "missing; older versions of them, if any segment holds one, may appear instead)"
-        for seg in snap.segments
-        if isinstance(seg, DamagedSegment)
-    ]
+    out = [_damage_line(seg) for seg in snap.segments if isinstance(seg, DamagedSegment)]
     return out + list(snap.damage)
 
 
-def _readable(snap: Snapshot) -> Snapshot:
-    """``snap`` without its damaged segments (a salvage reads the rest)."""
-    kept = tuple(seg for seg in snap.segments if not isinstance(seg, DamagedSegment))
-    return dataclasses.replace(snap, segments=kept, _source=None)
+def _damage_line(seg: DamagedSegment) -> str:
+    return (
+        f"{seg.problem} (its documents, from WAL seqs {seg.ref.seq_from}..{seg.ref.seq_to}, are "
+        "missing; older versions of them, if any segment holds one, may appear instead)"
+    )
+
+
+async def _salvageable(
+    db: Database, org: str, namespace: str, snap: Snapshot
+) -> tuple[Snapshot, list[str], list[str]]:
+    """``snap`` with each damaged segment rebuilt in memory from what still holds its rows
+    (its intact files, else the WAL entries it covers while they are retained: the rebuild
+    ``lagoon repair`` makes, nothing written), or left out when nothing does. Returns the
+    snapshot a salvage reads, what is still missing, and what was rebuilt."""
+    keys = NamespaceKeys.of(org, namespace)
+    segments: list[SegmentLike] = []
+    skipped: list[str] = []
+    rebuilt: list[str] = []
+    for seg in snap.segments:
+        if not isinstance(seg, DamagedSegment):
+            segments.append(seg)
+            continue
+        r = await rebuild_in_memory(db.store, keys, seg.ref, snap.schema)
+        if r.segment is None:
+            skipped.append(_damage_line(seg))
+            continue
+        segments.append(r.segment)
+        if r.lost_rows:
+            lost = (
+                f"WAL seqs {', '.join(map(str, r.lost_seqs))} are gone"
+                if r.lost_seqs
+                else "no object holds them"
+            )
+            skipped.append(
+                f"{seg.problem} (read from {r.source}; {r.lost_rows} of its documents are missing: {lost})"
+            )
+        else:
+            rebuilt.append(f"{seg.problem} (read from {r.source}; nothing missing)")
+    kept = dataclasses.replace(snap, segments=tuple(segments), _source=None)
+    return kept, skipped + list(snap.damage), rebuilt
 
 
 def _page_reader(db: Database, namespace: str, org: str, snap: Snapshot | None) -> PageReader:
@@ -168,8 +201,10 @@ async def export_namespace(
     """Write the header, every live document and the end marker of ``namespace`` to ``out``.
 
     Raises NotFound if the namespace does not exist, and DataCorruption if part of it is
-    damaged, unless ``salvage``: then what is readable is exported from one snapshot, and what
-    was skipped is listed in ``ExportStats.skipped`` and in the end marker.
+    damaged, unless ``salvage``: then every document some object still holds is exported from
+    one snapshot (a damaged segment rebuilt in memory, as repair would, from its intact files or
+    the WAL entries it covers), and what is missing and what was rebuilt are listed in
+    ``ExportStats.skipped``/``rebuilt`` and in the end marker.
     """
     if not 1 <= page_size <= MAX_TOP_K:
         raise InvalidRequest(f"page size: expected 1..{MAX_TOP_K}, got {page_size}")
@@ -184,7 +219,11 @@ async def export_namespace(
             + "; `lagoon export --salvage` exports what is readable and lists what it skips, "
             "or run `lagoon repair` first"
         )
-    read_page = _page_reader(db, namespace, org, _readable(snap) if salvage else None)
+    rebuilt: list[str] = []
+    readable: Snapshot | None = None
+    if salvage and damage:
+        readable, damage, rebuilt = await _salvageable(db, org, namespace, snap)
+    read_page = _page_reader(db, namespace, org, readable)
     schema = snap.schema.to_json()
     header = {
         HEADER_KEY: EXPORT_FORMAT,
@@ -197,7 +236,7 @@ async def export_namespace(
     }
     if salvage:
         header["salvage"] = True
-    stats = ExportStats(namespace, skipped=damage)
+    stats = ExportStats(namespace, skipped=damage, rebuilt=rebuilt)
 
     def emit(value: Any) -> None:
         data = _dumps(value)
@@ -223,6 +262,7 @@ async def export_namespace(
     end: dict[str, Any] = {END_KEY: EXPORT_FORMAT, "documents": stats.documents}
     if salvage:
         end["skipped"] = damage
+        end["rebuilt"] = rebuilt
     emit(end)
     return stats
 

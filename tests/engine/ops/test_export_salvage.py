@@ -1,6 +1,7 @@
-"""``lagoon export --salvage``: what is readable of a damaged namespace is exported, and what was
-skipped is named (stderr, ``ExportStats.skipped``, the file's end marker); a plain export of a
-damaged namespace is refused with a clear error and writes no file. The namespace is built the
+"""``lagoon export --salvage``: every document some object of a damaged namespace still holds is
+exported (a damaged segment is rebuilt in memory from its intact files or the WAL entries it
+covers), and what is missing or was rebuilt is named (stderr, ``ExportStats``, the file's end
+marker); a plain export of a damaged namespace is refused with a clear error and writes no file. The namespace is built the
 real way on an fs bucket and damaged by hand (a segment file, an unindexed WAL entry)."""
 
 from __future__ import annotations
@@ -47,13 +48,19 @@ def _ids(path: Path) -> tuple[list[int], dict[str, object]]:
     return [d["id"] for d in lines[1:-1]], lines[-1]
 
 
-@pytest.mark.parametrize("what", ["segment", "wal"])
+@pytest.mark.parametrize("what", ["segment-wal", "segment-nowal", "wal"])
 async def test_salvage_exports_what_reads_and_names_what_it_skipped(tmp_path: Path, what: str) -> None:
+    """The export holds every document some object still holds: a damaged segment whose WAL
+    entries are retained is read from them (nothing missing); once GC removed them its
+    documents are missing and named; a damaged unindexed entry's documents are missing."""
     root = tmp_path / "bucket"
     segments = await _build(root)
-    if what == "segment":
+    rebuilt = what == "segment-wal"
+    if what.startswith("segment"):
         (root / KEYS.segment_file(segments[1], "docs")).unlink()
-        lost, named = set(range(10, 15)), segments[1]
+        if not rebuilt:
+            (root / KEYS.wal(2)).unlink()  # what GC does once the grace period has passed
+        lost, named = set() if rebuilt else set(range(10, 15)), segments[1]
     else:
         wal = root / KEYS.wal(4)
         wal.write_bytes(wal.read_bytes()[:40])
@@ -67,17 +74,26 @@ async def test_salvage_exports_what_reads_and_names_what_it_skipped(tmp_path: Pa
         assert named in str(err.value)
         assert not out.exists() and not Path(f"{out}.partial").exists()
 
+        before = {p: p.read_bytes() for p in root.rglob("*") if p.is_file()}
         stats = await export_to_path(db, "docs", str(out), salvage=True)
+        assert {p: p.read_bytes() for p in root.rglob("*") if p.is_file()} == before  # nothing written
         want = sorted({b * 10 + i for b in range(4) for i in range(5)} - lost)
         ids, end = _ids(out)
         assert ids == want and stats.documents == len(want)
-        assert len(stats.skipped) == 1 and named in stats.skipped[0]
-        assert end["skipped"] == stats.skipped
+        damage = stats.rebuilt if rebuilt else stats.skipped
+        assert len(damage) == 1 and named in damage[0], (stats.rebuilt, stats.skipped)
+        assert (stats.skipped == []) is rebuilt
+        if rebuilt:
+            assert "WAL entries 2..2" in damage[0] and "nothing missing" in damage[0]
+        assert end["skipped"] == stats.skipped and end["rebuilt"] == stats.rebuilt
 
         restored = await import_from_path(db, "restored", str(out))
         assert restored.documents == len(want)
-        res = await db.query("restored", {"rank_by": ["id", "asc"], "top_k": 100})
+        res = await db.query(
+            "restored", {"rank_by": ["id", "asc"], "top_k": 100, "include_attributes": ["t"]}
+        )
         assert [r["id"] for r in res["rows"]] == want
+        assert all(r["t"] == f"w{r['id'] % 10} b{r['id'] // 10}" for r in res["rows"])
     finally:
         await db.close()
 
@@ -91,5 +107,5 @@ def test_cli_export_salvage(tmp_path: Path) -> None:
     assert refused.exit_code != 0 and "--salvage" in refused.output and not out.exists()
     done = run_lagoon(["export", "--namespace", "docs", "--out", str(out), "--salvage"], root=root)
     assert done.exit_code == 0, done.output
-    assert f"Skipped (damaged): segment {segments[0]}" in done.output
-    assert _ids(out)[0] == [i for b in (1, 2, 3) for i in range(b * 10, b * 10 + 5)]
+    assert f"Rebuilt (damaged): segment {segments[0]}" in done.output  # from WAL entry 1
+    assert _ids(out)[0] == [i for b in range(4) for i in range(b * 10, b * 10 + 5)]
