@@ -11,6 +11,7 @@ import datetime as dt
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 
+from lagoon.config import Settings
 from lagoon.engine.database import Database
 from lagoon.engine.indexer import index_namespace
 from lagoon.index.text.corpus import corpus
@@ -109,18 +110,25 @@ def round_trips(calls: list[Call]) -> int:
 
 
 def cold_node(
-    store: ObjectStore, *, hydrate: bool = True, lazy_text: bool = False, lazy_docs: bool = False
+    store: ObjectStore,
+    *,
+    settings: Settings | None = None,
+    hydrate: bool = True,
+    lazy_text: bool = False,
+    lazy_docs: bool = False,
+    lazy_bytes: int = SMALL_LAZY_BYTES,
 ) -> tuple[Database, TimedStore]:
-    """A node with empty caches over ``store`` through a ``TimedStore``. ``hydrate``: whole files
-    arrive in the background; ``lazy_text``/``lazy_docs``: text (and vector) files, and docs
-    files, of test size open from their heads."""
+    """A node with empty caches over ``store`` through a ``TimedStore`` (``settings``: the lifecycle
+    tests' by default). ``hydrate``: whole files arrive in the background; ``lazy_text`` /
+    ``lazy_docs``: text (and vector) files, and docs files, from ``lazy_bytes`` up open from their
+    heads."""
     timed = TimedStore(store)
-    db = Database(timed, make_settings(), components("cold"))  # type: ignore[arg-type]
+    db = Database(timed, settings or make_settings(), components("cold"))  # type: ignore[arg-type]
     db.segment_io.hydrate = hydrate
     if lazy_text:
-        db.segment_io.lazy_min_bytes = SMALL_LAZY_BYTES
+        db.segment_io.lazy_min_bytes = lazy_bytes
     if lazy_docs:
-        db.segment_io.docs_lazy_min_bytes = SMALL_LAZY_BYTES
+        db.segment_io.docs_lazy_min_bytes = lazy_bytes
     return db, timed
 
 

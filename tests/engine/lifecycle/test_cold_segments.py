@@ -17,7 +17,7 @@ from lagoon.index.text.corpus import corpus
 from lagoon.storage.memory import MemoryStore
 from tests.index.segment.data import queries, vectors
 
-from .cold import TimedStore, round_trips
+from .cold import TimedStore, cold_node, round_trips
 from .helpers import KEYS, NS, components, make_settings
 
 pytestmark = pytest.mark.anyio
@@ -48,17 +48,14 @@ async def segmented_store() -> tuple[MemoryStore, list[str], np.ndarray]:
 
 
 def _cold(store: MemoryStore, parallelism: int) -> tuple[Database, TimedStore]:
-    timed = TimedStore(store)
     settings = Settings(
         indexer=make_settings().indexer,
         manifest={"poll_interval_ms": 20},  # type: ignore[arg-type]
         server={"segment_fetch_parallelism": parallelism},  # type: ignore[arg-type]
     )
-    db = Database(timed, settings, components("cold"))  # type: ignore[arg-type]
-    db.segment_io.hydrate = False
-    db.segment_io.lazy_min_bytes = 16 << 10
-    db.segment_io.docs_lazy_min_bytes = 16 << 10
-    return db, timed
+    return cold_node(
+        store, settings=settings, hydrate=False, lazy_text=True, lazy_docs=True, lazy_bytes=16 << 10
+    )
 
 
 async def _cold_answer(
