@@ -281,21 +281,31 @@ async def _compact(
             continue
         if built is not None and not upload_fresh(components, settings, started):
             await rehome(store, keys, settings, components, seg_io, built.ref, build)
-        metrics.COMPACTION_TOTAL.labels(outcome="committed").inc()
-        log_event(
-            log,
-            "compaction committed",
-            namespace=keys.root,
-            version=version,
-            from_level=level,
-            inputs=list(input_ids),
-            output=out_ref.id if out_ref else None,
-            rows=merged.num_rows,
-        )
-        return CompactionOutcome(
-            "committed", version, level, input_ids, out_ref.id if out_ref else None, merged.num_rows
-        )
+        return _committed(keys, version, level, input_ids, out_ref, merged.num_rows)
     return _aborted(keys, current.version, level, input_ids, "manifest kept moving")
+
+
+def _committed(
+    keys: NamespaceKeys,
+    version: int,
+    level: int,
+    inputs: tuple[str, ...],
+    output: SegmentRef | None,
+    rows: int,
+) -> CompactionOutcome:
+    metrics.COMPACTION_TOTAL.labels(outcome="committed").inc()
+    output_id = output.id if output else None
+    log_event(
+        log,
+        "compaction committed",
+        namespace=keys.root,
+        version=version,
+        from_level=level,
+        inputs=list(inputs),
+        output=output_id,
+        rows=rows,
+    )
+    return CompactionOutcome("committed", version, level, inputs, output_id, rows)
 
 
 def _aborted(
