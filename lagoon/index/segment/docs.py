@@ -163,6 +163,8 @@ class DocsStore:
         self._blocks = blocks
         self._batches: dict[int, pa.RecordBatch] = {}
         self._lock = threading.Lock()
+        # decoded bytes held beyond the file's (resident_bytes), kept up to date as batches decode
+        self._decoded = self._whole_decoded()
         schema = attrs.schema if attrs is not None else layout.schema if layout is not None else pa.schema([])
         self._types = {f.name: f.type for f in schema}
 
@@ -175,12 +177,13 @@ class DocsStore:
         """Bytes of decoded data held beyond the file's bytes (Arrow ``nbytes``): a version 2
         file's keys and the columns or batches decompressed from it so far. A version 1 file's
         columns are views over its bytes: 0."""
+        return self._decoded
+
+    def _whole_decoded(self) -> int:
+        """``resident_bytes`` without any batch: the keys and, once whole, the columns."""
         if self._layout is None:
             return 0
-        with self._lock:
-            batches = sum(b.nbytes for b in self._batches.values())
-        attrs = self._attrs.nbytes if self._attrs is not None else 0
-        return int(self.keys.nbytes + attrs + batches)
+        return int(self.keys.nbytes + (self._attrs.nbytes if self._attrs is not None else 0))
 
     def column_type(self, name: str) -> pa.DataType | None:
         """The stored type of attribute column ``name``, None when the file has no such column."""
@@ -230,6 +233,7 @@ class DocsStore:
         self._attrs = whole._attrs
         with self._lock:
             self._batches.clear()
+            self._decoded = self._whole_decoded()
 
     # ------------------------------------------------------------------------------- lazy reads
 
@@ -257,7 +261,9 @@ class DocsStore:
             got = blocks.ranges([(int(layout.starts[b]), int(layout.ends[b])) for b in missing])
             decoded = {b: self._decode_batch(b, data) for b, data in zip(missing, got, strict=True)}
             with self._lock:
-                self._batches.update(decoded)
+                fresh = {b: batch for b, batch in decoded.items() if b not in self._batches}
+                self._batches.update(fresh)
+                self._decoded += sum(batch.nbytes for batch in fresh.values())
         with self._lock:
             batches = [self._batches[int(b)] for b in wanted]
         return pa.Table.from_batches(batches, schema=layout.schema).combine_chunks()
