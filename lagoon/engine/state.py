@@ -42,6 +42,7 @@ from lagoon.engine.tail import SegmentLike, Snapshot, Tail
 from lagoon.errors import DataCorruption, NamespaceDamaged, Unavailable
 from lagoon.format.keys import NamespaceKeys, parse_wal_seq
 from lagoon.format.manifest import Branch, Manifest, SegmentRef
+from lagoon.format.schema_patch import schema_after
 from lagoon.format.wal import WalEntry, check_against_schema, decode_entry, recover_schema
 from lagoon.logs import log_event
 from lagoon.schema import Schema
@@ -424,19 +425,18 @@ class NamespaceState:
         try:
             m = await manifest_store.read_latest(self.store, self.keys)
             through = m.indexed_through if m else 0
-            id_type = Schema.from_storage(m.schema).id_type if m and m.schema else None
+            schema = Schema.from_storage(m.schema) if m and m.schema else Schema()
             seqs = await self._list_wal_after(through, m)
             for item in await self._fetch_many(seqs, m):
                 if item is None:
                     continue
                 entry = item[0]
                 if entry.truncate:
-                    id_type = None
-                if entry.schema is not None:
-                    id_type = Schema.from_storage(entry.schema).id_type
+                    schema = Schema()
+                schema = schema_after(entry.schema, entry.schema_patch, schema) or schema
         except StorageError as e:
             raise translate(e, f"while reading namespace '{self.keys.namespace}'") from e
-        return id_type is not None
+        return schema.id_type is not None
 
     async def _jump_to_hint(self) -> bool:
         """Move to the version CURRENT names if it is newer than ours (True if it was). Probing
@@ -616,7 +616,8 @@ class NamespaceState:
             seq=entry.seq,
             attributes=sorted(set(schema.attributes) - set(self.tail.schema.attributes)),
         )
-        return dataclasses.replace(entry, schema=schema.to_storage()), None
+        after = schema_after(None, entry.schema_patch, schema) or schema  # its own patch on top
+        return dataclasses.replace(entry, schema=after.to_storage(), schema_patch=None), None
 
     def _rebuild_tail(self) -> None:
         """The manifest advanced: keep only the entries after its indexed_through."""

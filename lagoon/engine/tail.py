@@ -43,6 +43,7 @@ import pyarrow.compute as pc
 
 from lagoon.errors import InternalError
 from lagoon.format.manifest import SegmentRef
+from lagoon.format.schema_patch import schema_after
 from lagoon.format.wal import OP_COLUMN, OP_UPSERT, WalEntry
 from lagoon.index.segment.read import SegmentReader
 from lagoon.index.sources.composite import CompositeSource
@@ -224,8 +225,9 @@ class Tail:
             self.branch_fence_ms = None
         if entry.branch is not None:
             self.branch_fence_ms = entry.created_at_ms
-        if entry.schema is not None:
-            self.schema = Schema.from_storage(entry.schema)
+        after = schema_after(entry.schema, entry.schema_patch, self.schema)
+        if after is not None:
+            self.schema = after
         if entry.settings is not None:
             self.settings = dict(entry.settings)
         docs = entry.docs

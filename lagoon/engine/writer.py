@@ -34,6 +34,7 @@ from lagoon.engine.nodelock import NodeCommitLocks
 from lagoon.engine.state import NamespaceState
 from lagoon.engine.tail import Snapshot
 from lagoon.errors import Conflict, Forbidden, InvalidRequest, LagoonError, NotFound, Unavailable
+from lagoon.format import schema_patch
 from lagoon.format.wal import OP_COLUMN, OP_DELETE, OP_UPSERT, WalEntry, encode_entry
 from lagoon.index.filters.tree import Filter
 from lagoon.index.sources.protocol import DocSource
@@ -533,7 +534,13 @@ class Committer:
                 writer=self.components.node_id,
                 requests=len(live),
                 truncate=resolver.truncate,
-                schema=resolver.schema.to_storage() if schema_changed else None,
+                **schema_patch.entry_fields(
+                    snap.schema,
+                    resolver.schema,
+                    docs.column_names if docs is not None else (),
+                    changed=schema_changed,
+                    fresh=resolver.truncate or snap.schema.id_type is None,
+                ),
                 settings=dict(resolver.settings) if settings_changed else None,
                 docs=docs,
             )

@@ -1,10 +1,12 @@
-"""WAL entry format, version 1 (normative spec: docs/formats/wal.md).
+"""WAL entry format, versions 1 and 2 (normative spec: docs/formats/wal.md).
 
 A WAL entry is the commit unit of a namespace: the net effect of one group of write requests on
 the state at the previous entry. It is created once at ``wal/{seq}`` with create-if-absent and
 never changed. Body = msgpack map (see ``_Body``) inside the common frame (format/framing.py);
 documents travel as one Arrow IPC stream whose columns are ``id``, ``$op`` (0 = upsert of the
-whole document, 1 = delete) and one column per attribute present in the entry.
+whole document, 1 = delete) and one column per attribute present in the entry. Version 2 is an
+entry that carries a ``schema_patch`` (format/schema_patch.py, RFC 0009) instead of a whole
+``schema``; every other entry is written as version 1, byte for byte as before.
 """
 
 from __future__ import annotations
@@ -19,13 +21,15 @@ import pyarrow.compute as pc
 
 from lagoon.errors import DataCorruption, InternalError, LagoonError
 from lagoon.format.framing import decode_frame, encode_frame
+from lagoon.format.schema_patch import schema_after
 from lagoon.schema import AttributeSchema, Schema, id_arrow_type, id_type_of_arrow, type_of_arrow
 
 MAGIC = b"LGWL"
 FORMAT_VERSION = 1
 MIN_READER_VERSION = 1
 MIN_WRITER_VERSION = 1
-READER_VERSION = 1  # highest WAL format this build reads
+PATCH_VERSION = 2  # format and min reader version of an entry with a schema patch
+READER_VERSION = 2  # highest WAL format this build reads
 
 OP_UPSERT = 0  # DO NOT CHANGE: persisted
 OP_DELETE = 1  # DO NOT CHANGE: persisted
@@ -51,6 +55,13 @@ class _FenceBody(_Body, kw_only=True, forbid_unknown_fields=False):
     branch: dict[str, Any] | None = None
 
 
+class _PatchBody(_FenceBody, kw_only=True, forbid_unknown_fields=False):
+    """A body that also carries ``schema_patch`` (version 2 entries only). Readers decode every
+    entry with it."""
+
+    schema_patch: dict[str, Any] | None = None
+
+
 @dataclass(frozen=True, slots=True)
 class WalEntry:
     """One decoded WAL entry. ``docs`` is None when the entry changes no documents."""
@@ -68,6 +79,9 @@ class WalEntry:
     # {"parent", "at_version"}; until the branch's manifest is readable, writers must not build on
     # it (docs/rfcs/0007-branches.md).
     branch: dict[str, Any] | None = None
+    # The schema change as a patch on the schema in effect before the entry (instead of ``schema``;
+    # format/schema_patch.py): version 2 entries only.
+    schema_patch: dict[str, Any] | None = None
 
     @property
     def num_docs(self) -> int:
@@ -112,7 +126,7 @@ def check_entry(entry: WalEntry, schema: Schema | None) -> None:
     the attribute's type, with every id once. The writer runs it before every PUT and readers
     on every entry they fold, so both sides agree on what a valid entry is."""
     check_structure(entry)
-    if schema is not None or entry.schema is not None:
+    if schema is not None or entry.schema is not None or entry.schema_patch is not None:
         check_against_schema(entry, schema or Schema())
 
 
@@ -143,7 +157,8 @@ def check_against_schema(entry: WalEntry, before: Schema) -> None:
     of the schema in effect after it (its own, else ``before``: the one in effect before it;
     for a truncating entry that is the empty schema), with their exact types. Readers run it on
     every entry they fold, in seq order, with the schema the entries before it left."""
-    effective = Schema.from_storage(entry.schema) if entry.schema is not None else before
+    after = schema_after(entry.schema, entry.schema_patch, before)
+    effective = before if after is None else after
     docs = entry.docs
     if docs is None:
         return
@@ -203,7 +218,11 @@ def encode_entry(entry: WalEntry, schema: Schema | None = None) -> bytes:
         check_entry(entry, schema)
     except LagoonError as e:
         raise InternalError(f"refusing to write an invalid WAL entry: {e.message}") from None
-    body = (_Body if entry.branch is None else _FenceBody)(
+    struct = _PatchBody if entry.schema_patch is not None else _Body if entry.branch is None else _FenceBody
+    extra: dict[str, Any] = {} if entry.branch is None else {"branch": entry.branch}
+    if entry.schema_patch is not None:
+        extra["schema_patch"] = entry.schema_patch
+    body = struct(
         seq=entry.seq,
         nonce=entry.nonce,
         created_at_ms=entry.created_at_ms,
@@ -213,13 +232,14 @@ def encode_entry(entry: WalEntry, schema: Schema | None = None) -> bytes:
         schema=entry.schema,
         settings=entry.settings,
         docs=b"" if entry.docs is None else table_to_ipc(entry.docs, compress=is_sparse(entry.docs)),
-        **({} if entry.branch is None else {"branch": entry.branch}),
+        **extra,
     )
+    version = FORMAT_VERSION if entry.schema_patch is None else PATCH_VERSION
     return encode_frame(
         MAGIC,
         msgspec.msgpack.encode(body),
-        format_version=FORMAT_VERSION,
-        min_reader_version=MIN_READER_VERSION,
+        format_version=version,
+        min_reader_version=version,
         min_writer_version=MIN_WRITER_VERSION,
     )
 
@@ -227,7 +247,7 @@ def encode_entry(entry: WalEntry, schema: Schema | None = None) -> bytes:
 def decode_entry(data: bytes, *, what: str = "wal entry") -> WalEntry:
     frame = decode_frame(data, magic=MAGIC, reader_version=READER_VERSION, what=what)
     try:
-        body = msgspec.msgpack.decode(frame.body, type=_FenceBody)
+        body = msgspec.msgpack.decode(frame.body, type=_PatchBody)
     except (msgspec.DecodeError, msgspec.ValidationError) as e:
         raise DataCorruption(f"{what}: unreadable body ({e})") from None
     docs = table_from_ipc(body.docs, what=what) if body.docs else None
@@ -242,6 +262,7 @@ def decode_entry(data: bytes, *, what: str = "wal entry") -> WalEntry:
         settings=body.settings,
         docs=docs,
         branch=body.branch,
+        schema_patch=body.schema_patch,
     )
     try:
         check_structure(entry)

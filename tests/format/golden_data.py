@@ -1,5 +1,5 @@
-"""The content of the committed v1 golden files (tests/format/golden/v1/). Run this module to
-regenerate them ONLY when adding a new format version's directory; v1 files are never rewritten."""
+"""The content of the committed golden files (tests/format/golden/v1/, v2/). Run this module to
+write them ONLY when adding a new format version's file; committed files are never rewritten."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from lagoon.format.catalog import Marker, OrgCatalog, encode_marker, encode_org
 from lagoon.format.manifest import Branch, Manifest, PendingDelete, SegmentRef, WalRange, encode_manifest
 from lagoon.format.operation import COPY, FINISHED, Operation, encode_operation
 from lagoon.format.wal import OP_COLUMN, WalEntry, encode_entry
-from lagoon.schema import AttrType
+from lagoon.schema import AttrType, Schema
 from lagoon.values import column_to_arrow
 
 SCHEMA = {
@@ -50,6 +50,37 @@ def wal_entry() -> WalEntry:
         requests=2,
         schema=SCHEMA,
         settings={"read_only": False},
+        docs=docs,
+    )
+
+
+def patched_wal_entry() -> WalEntry:
+    """Format 2: an entry that adds ``rating`` to ``SCHEMA`` and drops ``tags``, as a schema
+    patch (docs/rfcs/0009-wal-schema-patches.md), with a document that sets ``rating`` and
+    ``year`` (both restated in the patch: the entry describes its own columns)."""
+    docs = pa.table(
+        {
+            "id": pa.array([4], pa.uint64()),
+            OP_COLUMN: pa.array([0], pa.uint8()),
+            "year": pa.array([2021], pa.int64()),
+            "rating": pa.array([4.5], pa.float64()),
+        }
+    )
+    return WalEntry(
+        seq=8,
+        nonce=bytes(range(16, 32)),
+        created_at_ms=1_764_000_001_000,
+        writer="node-golden",
+        requests=1,
+        schema_patch={
+            "id_type": "uint",
+            "distance_metric": "cosine_distance",
+            "attributes": {
+                "rating": {"type": "float", "filterable": True},
+                "year": {"type": "int", "filterable": True},
+            },
+            "drop": ["tags"],
+        },
         docs=docs,
     )
 
@@ -139,6 +170,10 @@ def operation() -> Operation:
 
 if __name__ == "__main__" and sys.argv[1:2] == ["--v2"]:
     (Path(sys.argv[2]) / "manifest.json").write_bytes(encode_manifest(branch_manifest()))
+elif __name__ == "__main__" and sys.argv[1:2] == ["--v2-wal"]:
+    (Path(sys.argv[2]) / "wal.bin").write_bytes(
+        encode_entry(patched_wal_entry(), Schema.from_storage(SCHEMA))
+    )
 elif __name__ == "__main__":
     out = Path(sys.argv[1])
     (out / "wal.bin").write_bytes(encode_entry(wal_entry()))

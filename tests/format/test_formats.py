@@ -13,6 +13,8 @@ from hypothesis import strategies as st
 
 from lagoon.errors import DataCorruption, IncompatibleFormat
 from lagoon.format import framing, manifest, wal
+from lagoon.format.schema_patch import schema_after
+from lagoon.schema import Schema
 from tests.format import golden_data
 
 GOLDEN = Path(__file__).parent / "golden"
@@ -227,3 +229,27 @@ def test_a_schema_lost_with_an_entry_is_recovered_from_a_later_entry_table() -> 
         wal.recover_schema(before, wal.WalEntry(seq=3, nonce=b"n", created_at_ms=0, writer="w", docs=odd))
         is None
     )
+
+
+def test_golden_wal_v2_with_a_schema_patch_opens_reencodes_and_applies() -> None:
+    raw = (GOLDEN / "v2" / "wal.bin").read_bytes()
+    entry = wal.decode_entry(raw)
+    expected = golden_data.patched_wal_entry()
+    assert entry.schema is None and entry.schema_patch == expected.schema_patch
+    assert entry.docs is not None and expected.docs is not None and entry.docs.equals(expected.docs)
+    before = Schema.from_storage(golden_data.SCHEMA)
+    assert wal.encode_entry(entry, before) == raw
+    after = schema_after(entry.schema, entry.schema_patch, before)
+    assert after is not None and sorted(after.attributes) == ["rating", "title", "vector", "year"]
+    assert after.attributes["title"] == before.attributes["title"] and after.id_type == "uint"
+    wal.check_against_schema(entry, before)
+
+
+def test_a_schema_patch_raises_the_format_and_reader_version_and_nothing_else_does() -> None:
+    head = struct.Struct("<4sHHH")
+    plain = head.unpack_from(wal.encode_entry(golden_data.wal_entry()))
+    patched = head.unpack_from(
+        wal.encode_entry(golden_data.patched_wal_entry(), Schema.from_storage(golden_data.SCHEMA))
+    )
+    assert plain[1:] == (1, 1, 1) and patched[1:] == (2, 2, 1)
+    assert wal.encode_entry(golden_data.wal_entry()) == (GOLDEN / "v1" / "wal.bin").read_bytes()

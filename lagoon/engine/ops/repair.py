@@ -94,6 +94,7 @@ from lagoon.format.keys import (
     quarantine_key,
 )
 from lagoon.format.manifest import Manifest, SegmentRef, decode_manifest, encode_manifest
+from lagoon.format.schema_patch import schema_after
 from lagoon.format.segment import DOCS_FILE, fts_file
 from lagoon.format.wal import (
     OP_COLUMN,
@@ -1200,8 +1201,7 @@ async def _check_wal(p: _Pass) -> None:
             recovery = None  # from here on the schema is known again
         if entry.truncate:
             schema = Schema()
-        if entry.schema is not None:
-            schema = Schema.from_storage(entry.schema)
+        schema = schema_after(entry.schema, entry.schema_patch, schema) or schema
     for r in recoveries:
         r.report()
     folded = len(seqs) - len({s for s in seqs if s > through})
