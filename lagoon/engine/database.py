@@ -332,6 +332,10 @@ class Database:
         src = await self.snapshot(org, source, strong=True)
         if at_version is not None and at_version > src.head:
             raise InvalidRequest(f"at_version {at_version}: namespace '{source}' is at version {src.head}")
+        version = src.head if at_version is None else at_version
+        # The documents the branch starts with (known for a branch at the current version), read
+        # before anything is written: a source with a damaged segment refuses the branch whole.
+        rows_at_fork = src.source().num_docs if version == src.head else 0
         h = self.handle(org, namespace)
         if (await h.state.snapshot(strong=True)).exists:
             raise InvalidRequest(f"branch: the destination namespace '{namespace}' must not exist")
@@ -341,7 +345,6 @@ class Database:
             limit=self.settings.limits.max_namespaces,
             count_existing=lambda: self._count_namespaces(org, namespace),
         )
-        version = src.head if at_version is None else at_version
         src_keys = self.handle(org, source).state.keys
         try:
             at = await branches.create_branch(
@@ -357,8 +360,7 @@ class Database:
         return {
             "status": "OK",
             "message": f"branched from '{source}' at version {at.version} ({len(at.segments())} segments shared)",
-            # The documents the branch starts with (known for a branch at the current version).
-            "rows_affected": src.source().num_docs if at.version == src.head else 0,
+            "rows_affected": rows_at_fork,
             "billing": {"billable_logical_bytes_written": 0},
             "version": at.version,
             "performance": {"server_total_ms": round((time.perf_counter() - started) * 1000)},
@@ -449,9 +451,12 @@ class Database:
                     f"and {MAX_RECALL_TARGET}"
                 )
             changes["ann_recall_target"] = None if t is None else float(t)
-        await self.snapshot(org, namespace, strong=True)
-        if changes:
-            await self.handle(org, namespace).committer.submit(Op(kind="settings", settings=changes))
+        # The answer is read before the change commits (a damaged segment refuses the request with
+        # nothing written, never after it committed), then again with the change in it.
+        current = await self.metadata(namespace, org=org)
+        if not changes:
+            return current
+        await self.handle(org, namespace).committer.submit(Op(kind="settings", settings=changes))
         return await self.metadata(namespace, org=org)
 
     # -- reads -----------------------------------------------------------------------------------
