@@ -330,38 +330,19 @@ def block_topk(
     if k <= 0:
         return np.zeros(0, np.int64), np.zeros(0, np.float64)
     if prefixes:
-        from lagoon.index.text.bm25 import top_k
-
         docs, scores = score_query(
             postings, query_terms, candidates, stats, prefixes=prefixes, k1=k1, b=b, k3=k3
         )
-        if docs.shape[0] <= k:
-            return docs, scores
-        best, best_scores = top_k(docs, scores, k)
-        order = np.argsort(best)
-        return best[order], best_scores[order]
+        return _best_k_by_ordinal(docs, scores, k)
     weights = stats.idf() * query_weight(qtf, k3)
     avgdl = stats.avgdl
-    tids: list[int] = []
-    ws: list[float] = []
-    if term_ids is not None and len(term_ids) != len(terms):
-        raise InternalError("block_topk: one term id per distinct query term")
-    for i, t in enumerate(terms):
-        tid = postings.term_id(t) if term_ids is None else term_ids[i]
-        if tid is not None:
-            tids.append(tid)
-            ws.append(float(weights[i]))
+    tids, ws = _present_terms(postings, terms, weights, term_ids)
     if not tids:
         return np.zeros(0, np.int64), np.zeros(0, np.float64)
     postings._ensure_terms(tids)
     tid_arr = np.asarray(tids, np.int64)
     a0 = postings.bound_avgdl
-    if k1 != postings.bound_k1 or b != postings.bound_b or a0 <= 0 or avgdl <= 0:
-        mode, stretch = 0, 1.0  # bounds stored for other parameters: saturation <= 1
-    elif avgdl == a0:
-        mode, stretch = 1, 1.0
-    else:
-        mode, stretch = 2, max(1.0, avgdl / a0)
+    mode, stretch = _bound_mode(postings, k1, b, avgdl)
     mask = np.ascontiguousarray(candidates) if candidates is not None else np.zeros(0, np.bool_)
     docs, scores = K.topk_maxscore(
         postings.post.words,
@@ -381,6 +362,48 @@ def block_topk(
         postings.max_doc_len,
     )
     return docs, scores
+
+
+def _best_k_by_ordinal(docs: IntArray, scores: FloatArray, k: int) -> tuple[IntArray, FloatArray]:
+    """The ``k`` best of scored documents (ordinals ascending), ascending by ordinal."""
+    from lagoon.index.text.bm25 import top_k
+
+    if docs.shape[0] <= k:
+        return docs, scores
+    best, best_scores = top_k(docs, scores, k)
+    order = np.argsort(best)
+    return best[order], best_scores[order]
+
+
+def _present_terms(
+    postings: BlockPostings,
+    terms: Sequence[str],
+    weights: FloatArray,
+    term_ids: Sequence[int | None] | None,
+) -> tuple[list[int], list[float]]:
+    """The term ids and query weights of the distinct ``terms`` the postings hold."""
+    if term_ids is not None and len(term_ids) != len(terms):
+        raise InternalError("block_topk: one term id per distinct query term")
+    tids: list[int] = []
+    ws: list[float] = []
+    for i, t in enumerate(terms):
+        tid = postings.term_id(t) if term_ids is None else term_ids[i]
+        if tid is not None:
+            tids.append(tid)
+            ws.append(float(weights[i]))
+    return tids, ws
+
+
+def _bound_mode(postings: BlockPostings, k1: float, b: float, avgdl: float) -> tuple[int, float]:
+    """How the blocks' stored best pairs bound a term's contribution (``kernels._pair_bound``):
+    mode 0 (stored for other k1/b: saturation <= 1), 1 (the file's own average length: exact)
+    or 2 (another average length: the pair's bound stretched by max(1, avgdl / a0))."""
+    a0 = postings.bound_avgdl
+    if k1 != postings.bound_k1 or b != postings.bound_b or a0 <= 0 or avgdl <= 0:
+        return 0, 1.0
+    if avgdl == a0:
+        return 1, 1.0
+    return 2, max(1.0, avgdl / a0)
 
 
 def encode_dictionary(terms: Sequence[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
