@@ -10,7 +10,6 @@ never values read back from Lagoon. The 400 without the extra runs in the defaul
 
 from __future__ import annotations
 
-import asyncio
 import json
 from pathlib import Path
 from typing import Any
@@ -19,11 +18,10 @@ import numpy as np
 import pytest
 
 from lagoon.engine.database import Database
-from lagoon.engine.indexer import index_namespace
 from lagoon.errors import InvalidRequest
 from lagoon.index import embed
 from lagoon.storage.memory import MemoryStore
-from tests.engine.lifecycle.helpers import KEYS, NS, components, make_settings
+from tests.engine.lifecycle.helpers import NS, components, make_settings, segment_and_tail
 
 REF = json.loads((Path(__file__).parent / "data" / "minilm_reference.json").read_text())
 TEXTS: list[str] = REF["texts"]
@@ -53,14 +51,10 @@ def test_embeddings_equal_the_reference_implementation() -> None:
 @pytest.fixture
 async def db() -> Any:
     """Texts 0–2 embedded on upsert into ``$embed_text``: 0–1 in a segment, 2 and a null in the tail."""
-    store = MemoryStore()
-    settings = make_settings()
-    database = Database(store, settings, components("writer"))
     docs = [{"id": i, "text": t} for i, t in enumerate(TEXTS[:3])]
-    await database.write(NS, {"upsert_rows": docs[:2], "schema": SCHEMA})
-    await index_namespace(store, KEYS, settings, components("indexer"), force=True)
-    await database.write(NS, {"upsert_rows": [docs[2], {"id": 9, "text": None}]})
-    await asyncio.sleep(0.05)
+    database = await segment_and_tail(
+        MemoryStore(), docs[:2], [docs[2], {"id": 9, "text": None}], schema=SCHEMA
+    )
     yield database
     await database.close()
 

@@ -7,17 +7,15 @@ documented formula (the SDK-level checks of the same features are tests/sdk/case
 
 from __future__ import annotations
 
-import asyncio
 import math
 from typing import Any
 
 import pytest
 
 from lagoon.engine.database import Database
-from lagoon.engine.indexer import index_namespace
 from lagoon.errors import InvalidRequest
 from lagoon.storage.memory import MemoryStore
-from tests.engine.lifecycle.helpers import KEYS, NS, components, make_settings
+from tests.engine.lifecycle.helpers import NS, segment_and_tail
 
 pytestmark = pytest.mark.anyio
 
@@ -47,16 +45,10 @@ NAMES = {1: "turbopuffer", 2: "lagoon", 3: "laguna beach", 4: "Lagoon", 5: None}
 @pytest.fixture
 async def db() -> Any:
     """Ids 1–3 in an index segment, 4–5 in the WAL tail."""
-    store = MemoryStore()
-    settings = make_settings()
-    database = Database(store, settings, components("writer"))
     rows = [{**d, "name": NAMES[d["id"]]} for d in DOCS]
-    await database.write(
-        NS, {"upsert_rows": rows[:3], "distance_metric": "euclidean_squared", "schema": SCHEMA}
+    database = await segment_and_tail(
+        MemoryStore(), rows[:3], rows[3:], distance_metric="euclidean_squared", schema=SCHEMA
     )
-    await index_namespace(store, KEYS, settings, components("indexer"), force=True)
-    await database.write(NS, {"upsert_rows": rows[3:]})
-    await asyncio.sleep(0.05)  # past manifest.poll_interval_ms: a strong read probes for the new manifest
     snap = await database.snapshot("default", NS, strong=True)
     assert len(snap.segments) == 1 and snap.unindexed_rows == 2
     yield database
@@ -367,15 +359,9 @@ def test_fuzzy_work_is_estimated() -> None:
 
 
 async def test_i8_vectors_over_segment_and_tail() -> None:
-    store = MemoryStore()
-    settings = make_settings()
-    database = Database(store, settings, components("writer"))
     schema = {"v": {"type": "[3]i8", "ann": {"distance_metric": "euclidean_squared"}}}
     rows = [{"id": i, "v": [i, -i, 127 - i]} for i in range(1, 6)]
-    await database.write(NS, {"upsert_rows": rows[:3], "schema": schema})
-    await index_namespace(store, KEYS, settings, components("indexer"), force=True)
-    await database.write(NS, {"upsert_rows": rows[3:]})
-    await asyncio.sleep(0.05)
+    database = await segment_and_tail(MemoryStore(), rows[:3], rows[3:], schema=schema)
     res = await database.query(
         NS, {"rank_by": ["v", "ANN", [2.5, -2.5, 124.5]], "top_k": 5, "include_attributes": ["v"]}
     )

@@ -4,7 +4,6 @@ document), worked out by hand; the reduction to one search vector is checked aga
 
 from __future__ import annotations
 
-import asyncio
 import math
 from typing import Any
 
@@ -12,12 +11,11 @@ import numpy as np
 import pytest
 
 from lagoon.engine.database import Database
-from lagoon.engine.indexer import index_namespace
 from lagoon.errors import InvalidRequest
 from lagoon.index.vector.kernels import exact_dist
 from lagoon.storage.memory import MemoryStore
 from lagoon.wire.query import multi_vector_query
-from tests.engine.lifecycle.helpers import KEYS, NS, components, make_settings
+from tests.engine.lifecycle.helpers import NS, segment_and_tail
 
 SCHEMA = {
     "a": {"type": "[2]f32", "ann": {"distance_metric": "euclidean_squared"}},
@@ -33,13 +31,7 @@ DOCS = [
 
 @pytest.fixture
 async def db() -> Any:
-    store = MemoryStore()
-    settings = make_settings()
-    database = Database(store, settings, components("writer"))
-    await database.write(NS, {"upsert_rows": DOCS[:2], "schema": SCHEMA})
-    await index_namespace(store, KEYS, settings, components("indexer"), force=True)
-    await database.write(NS, {"upsert_rows": DOCS[2:]})
-    await asyncio.sleep(0.05)
+    database = await segment_and_tail(MemoryStore(), DOCS[:2], DOCS[2:], schema=SCHEMA)
     yield database
     await database.close()
 

@@ -20,7 +20,7 @@ from lagoon.format.segment import MAGIC_SPV, open_sections
 from lagoon.index.sparse import BLOCK, build_sparse_index, encode_spv, open_spv
 from lagoon.schema import AttrType
 from lagoon.storage.memory import MemoryStore
-from tests.engine.lifecycle.helpers import KEYS, NS, components, make_settings
+from tests.engine.lifecycle.helpers import KEYS, NS, components, make_settings, segment_and_tail
 
 SCHEMA = {"sv": {"type": "{}f16", "sparse_knn": {"distance_metric": "dot_product"}}, "cat": "string"}
 DOCS = [
@@ -41,12 +41,7 @@ EXPECTED = [(4, 7.0), (1, 3.0), (2, 2.0), (6, 1.0)]
 async def db() -> Any:
     """Ids 1–3 in an index segment (with its spv file), 4–6 in the WAL tail."""
     store = MemoryStore()
-    settings = make_settings()
-    database = Database(store, settings, components("writer"))
-    await database.write(NS, {"upsert_rows": DOCS[:3], "schema": SCHEMA})
-    await index_namespace(store, KEYS, settings, components("indexer"), force=True)
-    await database.write(NS, {"upsert_rows": DOCS[3:]})
-    await asyncio.sleep(0.05)
+    database = await segment_and_tail(store, DOCS[:3], DOCS[3:], schema=SCHEMA)
     files = [m.key.rsplit("/", 1)[-1] async for m in store.list(KEYS.segment_prefix)]
     assert "spv.sv" in files  # the segment carries the sparse index
     yield database

@@ -3,6 +3,7 @@ reader of the bucket (latest manifest + segments + WAL tail) to compare with the
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import random
 from typing import Any
@@ -11,6 +12,7 @@ from lagoon.config import Settings
 from lagoon.engine import manifest_store
 from lagoon.engine.components import Clock, Components
 from lagoon.engine.database import Database
+from lagoon.engine.indexer import index_namespace
 from lagoon.engine.segment_io import SegmentIO
 from lagoon.format.keys import NamespaceKeys, parse_wal_seq
 from lagoon.format.manifest import Manifest
@@ -59,6 +61,21 @@ class ManualStoreClock:
 
 def components(node: str, seed: int = 0) -> Components:
     return Components(rng=random.Random(seed), node_id=node)
+
+
+async def segment_and_tail(
+    store: ObjectStore, indexed: list[dict[str, Any]], tail: list[dict[str, Any]], **first_write: Any
+) -> Database:
+    """A node over namespace ``NS`` whose ``indexed`` rows are in one segment and ``tail`` rows in
+    the WAL after it (``first_write``: more fields of the first write, e.g. its schema). Returns
+    once the poll interval has passed, so the node's next strong read sees the new manifest."""
+    settings = make_settings()
+    db = Database(store, settings, components("writer"))
+    await db.write(NS, {"upsert_rows": indexed, **first_write})
+    await index_namespace(store, KEYS, settings, components("indexer"), force=True)
+    await db.write(NS, {"upsert_rows": tail})
+    await asyncio.sleep(0.05)
+    return db
 
 
 def db_on(store: ObjectStore, settings: Settings, node: str = "writer") -> Database:
