@@ -420,22 +420,23 @@ class VectorIndex:
         probe: np.ndarray,
         bitmap: np.ndarray | None = None,
         *,
+        dense: bool = False,
         seen: np.ndarray | None = None,
     ) -> np.ndarray:
         """Cluster-order indices of the best ``k`` candidates (kept by ``cand``) of the clusters
-        ``probe``, best first (f32 distances, ties by row). ``seen`` (int64[1]): the candidates
-        in the probed clusters are added to ``seen[0]``."""
+        ``probe``, best first (f32 distances, ties by row). ``seen`` (int64[1]): unless ``dense``,
+        the candidates in the probed clusters are added to ``seen[0]``."""
         probe = np.sort(probe)  # ascending cluster = ascending memory: sequential reads
         self._ensure(probe)
         if self._codes is not None and metric == self.metric:
             width = first_pass_width(k)
             if int(self.sizes[probe].sum()) > width:
-                return self._probe_quantized(q, metric, k, cand, probe, width, bitmap, seen=seen)
+                return self._probe_quantized(q, metric, k, cand, probe, width, bitmap, dense=dense, seen=seen)
         starts = self.list_ptr[probe]
         idx = gather_runs(starts, self.list_ptr[probe + 1] - starts)
         if cand is not None:
             idx = idx[cand[self.cord[idx]]]
-            if seen is not None:
+            if seen is not None and not dense:
                 seen[0] += idx.shape[0]
         return self.best_of(q, metric, k, idx)
 
@@ -449,6 +450,7 @@ class VectorIndex:
         width: int,
         bitmap: np.ndarray | None = None,
         *,
+        dense: bool = False,
         seen: np.ndarray | None = None,
     ) -> np.ndarray:
         """``probe_clusters`` with the 8-bit first pass (lagoon/index/vector/quantized.py) keeping
@@ -464,6 +466,7 @@ class VectorIndex:
             width,
             self.cord,
             bitmap,
+            dense=dense,
             seen=seen,
         )
         return self.best_of(q, metric, k, np.sort(idx))

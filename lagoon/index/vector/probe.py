@@ -17,11 +17,13 @@ import numpy as np
 from lagoon.index.vector import bitmap as _bitmap
 from lagoon.index.vector import plan as _plan
 from lagoon.index.vector.plan import RecallCurve
+from lagoon.index.vector.quantized import DENSE_MASK, sampled_count
 
 EXACT_BELOW_ROWS = 2000  # masks keeping fewer rows than max(this, fraction · vectors) go exact
 EXACT_BELOW_FRACTION = 0.02
 EXACT_ABOVE_PROBE_FRACTION = 0.5  # probing at least this share of clusters: scan exactly instead
 CANDIDATE_MARGIN = 2.0  # expected masked candidates in the probed clusters >= margin · k
+SEEN_SAMPLE = 512  # a dense mask's candidates in newly scanned clusters: counted on this many rows
 ANTI_CORRELATED = 0.7  # probed clusters holding < this x the mask's share of candidates: follow the mask
 GATHER_FRACTION = 0.3  # an exact scan of fewer candidates than this share gathers them (else: all)
 
@@ -65,6 +67,7 @@ class ProbedIndex(Protocol):
         probe: np.ndarray,
         bitmap: np.ndarray | None = None,
         *,
+        dense: bool = False,
         seen: np.ndarray | None = None,
     ) -> np.ndarray: ...
 
@@ -171,9 +174,15 @@ class ProbeSearch:
             return
         if count_rows:
             self._rows += int(vi.sizes[new].sum())
-        counted = np.zeros(1, np.int64)  # the kernel picks the candidates: counted on the way
+        dense = self.sigma > DENSE_MASK
+        counted = np.zeros(1, np.int64)  # a sparse mask's candidates: counted by the kernel
+        if dense and self._bitmap is not None:  # the kernel tests the best codes' bits only
+            starts, ends = vi.list_ptr[new], vi.list_ptr[new + 1]
+            self._seen += sampled_count(starts, ends, vi.cord, self._bitmap, SEEN_SAMPLE)
         self._sel.append(
-            vi.probe_clusters(self.q, self.metric, self.k, self.cand, new, self._bitmap, seen=counted)
+            vi.probe_clusters(
+                self.q, self.metric, self.k, self.cand, new, self._bitmap, dense=dense, seen=counted
+            )
         )
         self._seen += int(counted[0])
 

@@ -14,17 +14,17 @@ the clustering space (unit vectors for cosine), not residuals: faiss's ``ScalarQ
 Scan (``sq8_topk``, numba, one thread, no GIL). For inner products (cosine) the score of a code
 is ``Σ (q_t · s_t) · c_t`` (the constant ``Σ q_t (min_t + 0.5 s_t)`` does not change the order);
 for squared euclidean distance it is ``-Σ (b_t - s_t · c_t)²`` with ``b_t = q_t - min_t - 0.5 s_t``.
-With a candidate mask (a packed bitmap over segment rows), each probed cluster's candidates are
-picked first (one branch-free bit test per row, counted on the way) and only they are scored,
-whatever the mask's share: a filter costs a bit test per row of the probed clusters and the
-scores of its candidates, never the codes it drops. Codes are scored four rows at a time, and
-the rows a few places ahead are prefetched (``_prefetch_row``, LLVM's prefetch intrinsic): a
-filter's candidates are scattered through their clusters, and a row scored only when it is
-reached waits for memory. Measured at 1M x 128 (one thread, CPU time, 230 probed clusters):
-picking and scoring the candidates of a 50 % mask, prefetched, costs 0.89 ms, where scoring every
-code and testing the bits of those entering the heap cost 1.03 ms and contiguous scoring of the
-runs 1.06 ms; at 10 % and 374 clusters 0.75 ms instead of 0.97 ms. The best ``width`` are kept
-in a binary heap.
+With a candidate mask (a packed bitmap over segment rows) keeping at most ``DENSE_MASK`` of them,
+each probed cluster's candidates are picked first (one branch-free bit test per row, counted on
+the way) and only they are scored: a selective filter costs a bit test per row of the probed
+clusters, not a code scan. A mask keeping more is tested after scoring, and only for the codes
+that would enter the heap (at 50 % and 230 probed clusters of a 1M index: 0.92 ms, where picking
+the candidates and scoring only them cost 1.05 ms). Codes are scored four rows at a time, and the
+rows ``PREFETCH_AHEAD`` places further are prefetched (``_prefetch_row``, LLVM's prefetch
+intrinsic): a filter's candidates are scattered through their clusters, and a row scored only
+when it is reached waits for memory (a 10 % filter, 374 clusters: 0.97 ms before, 0.75 ms
+prefetched; contiguous runs score about 20 % faster too). The best ``width`` are kept in a
+binary heap.
 """
 
 from __future__ import annotations
@@ -45,6 +45,7 @@ QUANTIZED_FIRST_PASS = True  # probe with 8-bit codes, then rank the best RERANK
 RERANK_FACTOR = 8
 RERANK_MIN = 64
 _CHUNK = 4096  # candidates of a list scored per kernel call into one buffer
+DENSE_MASK = 0.3  # masks keeping more than this share of the rows: score every code, test bits after
 PREFETCH_AHEAD = 8  # rows prefetched this many places before they are scored (8 and 16 measured alike)
 
 _F = TypeVar("_F", bound=Callable[..., Any])
@@ -117,12 +118,14 @@ class CodePass:
         cord: np.ndarray,
         bitmap: np.ndarray | None,
         *,
+        dense: bool = False,
         seen: np.ndarray | None = None,
     ) -> np.ndarray:
         """Indices (into ``codes``, unordered) of the best ``width`` codes in the runs
         ``[starts[i], ends[i])`` for the query vector ``qv`` (unit for cosine), among the rows
         (``cord[j]`` for code ``j``) set in ``bitmap`` (little-endian packed bits; None = all).
-        ``seen`` (int64[1]): the candidates in the runs are added to ``seen[0]``."""
+        ``dense``: most rows are candidates (see ``DENSE_MASK``). ``seen`` (int64[1]): unless
+        ``dense``, the candidates in the runs are added to ``seen[0]`` (counted on the way)."""
         a, b = self._coefficients(qv)
         longest = int((ends - starts).max()) if starts.shape[0] else 0
         heap_s = np.empty(width, np.float32)
@@ -139,6 +142,7 @@ class CodePass:
             cord,
             bits,
             masked,
+            dense,
             a,
             b,
             self.l2,
@@ -289,6 +293,7 @@ def sq8_topk(
     cord: Any,
     bitmap: Any,
     masked: bool,
+    dense: bool,
     a: Any,
     b: Any,
     l2: bool,
@@ -300,18 +305,48 @@ def sq8_topk(
     counter: Any,
 ) -> int:
     """The best ``width`` codes of the runs (see ``CodePass.search``) into ``heap_i``; returns
-    how many were kept (fewer than ``width`` when the runs hold fewer candidates). Each run's
-    candidates are picked first and only they are scored; ``counter[0]`` counts them."""
+    how many were kept (fewer than ``width`` when the runs hold fewer candidates). A sparse mask
+    (``masked and not dense``): each run's candidates are picked first, counted in
+    ``counter[0]``, and only they are scored; a dense one: every code is scored and only a code
+    entering the heap has its bit tested."""
     size = 0
+    test_bits = masked and dense
+    pick = masked and not dense
     for i in range(starts.shape[0]):
-        c = _pick(starts[i], ends[i], cord, bitmap, masked, ibuf)
-        counter[0] += c
+        c = _pick(starts[i], ends[i], cord, bitmap, pick, ibuf)
+        if pick:
+            counter[0] += c
         _scores_of(codes, ibuf, 0, c, a, b, l2, buf)
         for u in range(c):
             s = buf[u]
             if size < width or s > heap_s[0]:
-                size = _push(heap_s, heap_i, size, width, s, ibuf[u])
+                j = ibuf[u]
+                if test_bits:
+                    r = cord[j]
+                    if not (bitmap[r >> 3] >> (r & 7)) & 1:
+                        continue
+                size = _push(heap_s, heap_i, size, width, s, j)
     return size
+
+
+@_jit
+def sampled_count(starts: Any, ends: Any, cord: Any, bitmap: Any, sample: int) -> int:
+    """Rows set in ``bitmap`` (``cord[j]`` for position ``j``) among the runs ``[starts[i],
+    ends[i])``, estimated on every ``step``-th position of the runs laid end to end (``step`` =
+    their total length // ``sample``), times ``step``."""
+    total = 0
+    for i in range(starts.shape[0]):
+        total += ends[i] - starts[i]
+    step = max(1, total // max(1, sample))
+    c = 0
+    pos = 0  # position of the current run's first row in the runs laid end to end
+    for i in range(starts.shape[0]):
+        first = (step - pos % step) % step
+        for j in range(starts[i] + first, ends[i], step):
+            r = cord[j]
+            c += (bitmap[r >> 3] >> (r & 7)) & 1
+        pos += ends[i] - starts[i]
+    return int(c * step)
 
 
 @_jit
@@ -341,16 +376,21 @@ def warm_kernels() -> None:
         cp.search(x[0], starts, ends, 4, cord, None)
         bits = np.packbits(np.ones(64, bool), bitorder="little")
         cp.search(x[0], starts, ends, 4, cord, bits)
+        cp.search(x[0], starts, ends, 4, cord, bits, dense=True)
         cp.search_of(x[0], np.arange(0, 64, 3, dtype=np.int64), 4)
+    starts64 = np.array([0, 5], np.int64)
+    sampled_count(starts64, starts64 + 3, np.arange(8, dtype=np.int64), np.ones(1, np.uint8), 4)
     bitmap.warm_kernels()
 
 
 __all__ = [
+    "DENSE_MASK",
     "QUANTIZED_FIRST_PASS",
     "RERANK_FACTOR",
     "RERANK_MIN",
     "CodePass",
     "first_pass_width",
+    "sampled_count",
     "sq8_topk",
     "sq8_topk_of",
     "warm_kernels",

@@ -1,14 +1,14 @@
 """The 8-bit first pass (lagoon/index/vector/quantized.py): whatever path a probe takes
-(contiguous runs, runs thinned by a candidate bitmap of any share, a candidate list), scored
+(contiguous runs, runs thinned by a sparse or dense candidate bitmap, a candidate list), scored
 four rows at a time with rows prefetched ahead, it keeps exactly the best ``width`` codes by the
-documented score and counts the candidates it picked."""
+documented score."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from lagoon.index.vector.quantized import CodePass
+from lagoon.index.vector.quantized import CodePass, sampled_count
 
 
 def _setup(metric: str, n: int = 997, dims: int = 19) -> tuple[CodePass, np.ndarray, np.ndarray]:
@@ -56,10 +56,12 @@ def test_runs_keep_the_best_codes(metric: str, share: float | None) -> None:
         pos = pos[keep[cord[pos]]]
     scores = _scores(cp, q)
     for width in (1, 7, 64):
-        seen = np.zeros(1, np.int64)
-        got = cp.search(q, starts, ends, width, cord, bitmap, seen=seen)
-        assert {int(j) for j in got} == _best(scores, pos, width)
-        assert int(seen[0]) == pos.shape[0]
+        for dense in (False, True):
+            seen = np.zeros(1, np.int64)
+            got = cp.search(q, starts, ends, width, cord, bitmap, dense=dense, seen=seen)
+            assert {int(j) for j in got} == _best(scores, pos, width)
+            if bitmap is not None and not dense:  # a sparse mask counts its candidates exactly
+                assert int(seen[0]) == pos.shape[0]
 
 
 @pytest.mark.parametrize("metric", ["cosine_distance", "euclidean_squared"])
@@ -85,3 +87,19 @@ def test_long_candidate_list_is_scored_in_chunks() -> None:
     idx = np.arange(n, dtype=np.int64)
     got = cp.search_of(q, idx, 40)
     assert {int(j) for j in got} == _best(_scores(cp, q), idx, 40)
+
+
+def test_sampled_count_is_every_step_th_position() -> None:
+    rng = np.random.default_rng(2)
+    n = 5000
+    cord = rng.permutation(n).astype(np.int64)
+    keep = rng.random(n) < 0.3
+    bitmap = np.packbits(keep, bitorder="little")
+    starts = np.array([0, 700, 701, 2500], np.int64)
+    ends = np.array([333, 701, 2400, 4999], np.int64)
+    pos = np.concatenate([np.arange(s, e) for s, e in zip(starts, ends, strict=True)])
+    for sample in (1, 100, 10**6):
+        step = max(1, pos.shape[0] // sample)
+        expect = int(np.count_nonzero(keep[cord[pos[::step]]])) * step
+        assert sampled_count(starts, ends, cord, bitmap, sample) == expect
+    assert sampled_count(starts, ends, cord, bitmap, 10**6) == int(np.count_nonzero(keep[cord[pos]]))
