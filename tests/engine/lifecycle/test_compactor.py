@@ -2,16 +2,25 @@
 
 from __future__ import annotations
 
+import asyncio
 import random
+from dataclasses import dataclass
 
 import pyarrow as pa
 import pytest
 
+from lagoon.config import Settings
 from lagoon.engine import manifest_store
-from lagoon.engine.compactor import compact_namespace, merge_tables, pick_inputs, tombstone_bound
+from lagoon.engine.compactor import (
+    CompactionOutcome,
+    compact_namespace,
+    merge_tables,
+    pick_inputs,
+    tombstone_bound,
+)
 from lagoon.engine.indexer import index_namespace
 from lagoon.engine.segment_io import SegmentIO
-from lagoon.format.manifest import SegmentRef
+from lagoon.format.manifest import Manifest, SegmentRef
 from lagoon.schema import Schema
 from lagoon.storage.faulty import FaultyStore
 from lagoon.storage.memory import MemoryStore
@@ -134,58 +143,58 @@ async def test_compaction_keeps_tombstones_that_still_shadow_older_segments() ->
     await db.close()
 
 
-async def _park_manifest_put(store: FaultyStore, version: int) -> tuple[object, object]:
-    import asyncio
+@dataclass
+class Parked:
+    """A compaction of three level-0 segments, paused just before its manifest put."""
 
+    inner: MemoryStore  # the bucket, for the other actors
+    model: Model
+    settings: Settings
+    base: Manifest  # the version the compaction started from
+    release: asyncio.Event  # set: the put goes on
+    task: asyncio.Task[CompactionOutcome]
+
+
+async def _parked_compaction(node: str) -> Parked:
+    inner, model = await _indexed_segments(3)
+    store = FaultyStore(inner)
+    settings = make_settings(compaction_fanin=3)
+    base = await manifest_store.read_latest(inner, KEYS)
+    assert base is not None
     reached, release = asyncio.Event(), asyncio.Event()
 
     async def hook(op: str, key: str) -> None:
         reached.set()
         await release.wait()
 
-    store.arm("put", hook, key=KEYS.manifest(version))
-    return reached, release
+    store.arm("put", hook, key=KEYS.manifest(base.version + 1))
+    task = asyncio.create_task(compact_namespace(store, KEYS, settings, components(node)))
+    await reached.wait()
+    return Parked(inner, model, settings, base, release, task)
 
 
 async def test_compaction_aborts_when_its_inputs_were_compacted_by_another() -> None:
-    import asyncio
-
-    inner, model = await _indexed_segments(3)
-    store = FaultyStore(inner)
-    settings = make_settings(compaction_fanin=3)
-    base = await manifest_store.read_latest(inner, KEYS)
-    assert base is not None
-    reached, release = await _park_manifest_put(store, base.version + 1)
-    zombie = asyncio.create_task(compact_namespace(store, KEYS, settings, components("zombie")))
-    await reached.wait()  # type: ignore[attr-defined]
-    winner = await compact_namespace(inner, KEYS, settings, components("winner"))
+    zombie = await _parked_compaction("zombie")
+    winner = await compact_namespace(zombie.inner, KEYS, zombie.settings, components("winner"))
     assert winner.status == "committed"
-    release.set()  # type: ignore[attr-defined]
-    out = await zombie
+    zombie.release.set()
+    out = await zombie.task
     assert out.status == "aborted" and out.reason == "inputs changed"
-    m = await manifest_store.read_latest(inner, KEYS)
-    assert m is not None and m.writer == "winner" and m.version == base.version + 1
-    assert await live_view(inner) == model.docs
+    m = await manifest_store.read_latest(zombie.inner, KEYS)
+    assert m is not None and m.writer == "winner" and m.version == zombie.base.version + 1
+    assert await live_view(zombie.inner) == zombie.model.docs
 
 
 async def test_compaction_reapplies_on_a_new_base_when_inputs_are_unchanged() -> None:
-    import asyncio
-
-    inner, model = await _indexed_segments(3)
-    store = FaultyStore(inner)
-    settings = make_settings(compaction_fanin=3)
-    base = await manifest_store.read_latest(inner, KEYS)
-    assert base is not None
-    reached, release = await _park_manifest_put(store, base.version + 1)
-    compaction = asyncio.create_task(compact_namespace(store, KEYS, settings, components("c")))
-    await reached.wait()  # type: ignore[attr-defined]
+    parked = await _parked_compaction("c")
+    inner, model, settings = parked.inner, parked.model, parked.settings
     db = db_on(inner, settings)
     await db.write(NS, model.upsert_body([500], 1))
     model.upserted([500], 1)
     assert (await index_namespace(inner, KEYS, settings, components("i"), force=True)).status == "committed"
-    release.set()  # type: ignore[attr-defined]
-    out = await compaction
-    assert out.status == "committed" and out.version == base.version + 2
+    parked.release.set()
+    out = await parked.task
+    assert out.status == "committed" and out.version == parked.base.version + 2
     m = await manifest_store.read_latest(inner, KEYS)
     assert m is not None and sorted(s.level for s in m.segments) == [0, 1]
     assert await live_view(inner) == model.docs
