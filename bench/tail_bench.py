@@ -48,8 +48,9 @@ NS = "tail-bench"
 class Docs:
     """100-row upserts: fresh ids, plus a fraction overwriting ids written before."""
 
-    def __init__(self, rows: int, update_fraction: float) -> None:
+    def __init__(self, rows: int, update_fraction: float, id_type: str = "uint") -> None:
         self.rows = rows
+        self.key = (lambda i: i) if id_type == "uint" else (lambda i: f"doc-{i:09d}")
         self.updates = int(rows * update_fraction)
         self.next_id = 0
         self.rng = np.random.default_rng(0)
@@ -63,7 +64,7 @@ class Docs:
             ids += [int(i) for i in old]
         vecs = self.rng.standard_normal((len(ids), 128)).astype(np.float32)
         return [
-            {"id": i, "vector": vecs[k].tolist(), "title": f"document {i} about lagoons", "n": k}
+            {"id": self.key(i), "vector": vecs[k].tolist(), "title": f"document {i} about lagoons", "n": k}
             for k, i in enumerate(ids)
         ]
 
@@ -127,7 +128,26 @@ async def measure(db: Database, docs: Docs, rounds: int) -> dict[str, float]:
     }
 
 
-async def run(lengths: list[int], rounds: int, update_fraction: float) -> list[dict[str, Any]]:
+async def index_first(db: Database, docs: Docs, rows: int) -> None:
+    """``rows`` documents written in 5,000-row requests and folded into a segment by the indexer,
+    so that the tail measured after them lies over an indexed namespace."""
+    from lagoon.engine.indexer import index_namespace
+
+    big = Docs(5000, 0.0)
+    big.key, big.next_id = docs.key, docs.next_id
+    while big.next_id < docs.next_id + rows:
+        await db.write(NS, {"upsert_rows": big.batch()})
+    docs.next_id = big.next_id
+    t0 = time.perf_counter()
+    state = db.handle(ORG, NS).state
+    await index_namespace(db.store, state.keys, db.settings, db.components, force=True)
+    await state.refresh_manifest()
+    print(f"indexed {rows} documents into a segment in {time.perf_counter() - t0:.1f}s", flush=True)
+
+
+async def run(
+    lengths: list[int], rounds: int, update_fraction: float, segment_rows: int, id_type: str
+) -> list[dict[str, Any]]:
     from bench.stores import bench_store
 
     settings = Settings()
@@ -135,9 +155,12 @@ async def run(lengths: list[int], rounds: int, update_fraction: float) -> list[d
     with bench_store("fs") as target:
         store = target.open()
         db = Database(store, settings)
-        docs = Docs(100, update_fraction)
-        await db.write(NS, {"upsert_rows": docs.batch(), "distance_metric": "cosine_distance"})
+        docs = Docs(100, update_fraction, id_type)
+        first = {"upsert_rows": docs.batch(), "distance_metric": "cosine_distance"}
+        await db.write(NS, first if id_type == "uint" else {**first, "schema": {"id": id_type}})
         try:
+            if segment_rows:
+                await index_first(db, docs, segment_rows)
             for length in sorted(lengths):
                 t0 = time.perf_counter()
                 while db.handle(ORG, NS).state.tail.unindexed_rows < length:
@@ -180,9 +203,12 @@ def main() -> None:
     ap.add_argument("--lengths", default="1000,10000,100000", help="unindexed tail lengths (rows)")
     ap.add_argument("--rounds", type=int, default=30, help="measurements per length")
     ap.add_argument("--update-fraction", type=float, default=0.1, help="rows per entry overwriting old ids")
+    ap.add_argument("--segment-rows", type=int, default=0, help="documents indexed into a segment first")
+    ap.add_argument("--id-type", default="uint", choices=["uint", "string"])
     args = ap.parse_args()
     lengths = [int(x) for x in args.lengths.split(",")]
-    print_table(asyncio.run(run(lengths, args.rounds, args.update_fraction)))
+    rows = asyncio.run(run(lengths, args.rounds, args.update_fraction, args.segment_rows, args.id_type))
+    print_table(rows)
 
 
 if __name__ == "__main__":

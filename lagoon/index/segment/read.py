@@ -231,8 +231,7 @@ class SegmentReader:
             hit = (pos < self.num_rows) & (keys[pos_c] == q) if self.num_rows else np.zeros(len(q), bool)
             hit &= np.asarray(wanted.is_valid().to_numpy(zero_copy_only=False), dtype=bool)
             return np.where(hit, pos, -1).astype(np.int64)
-        idx = pc.index_in(wanted, value_set=mine)
-        return np.asarray(idx.fill_null(-1).to_numpy(zero_copy_only=False), dtype=np.int64)
+        return _search_sorted(mine, wanted)
 
     def column(self, attr: str) -> pa.ChunkedArray:
         """Column ``attr`` ("id" or a schema attribute) over every row, typed as the current schema
@@ -461,6 +460,26 @@ class SegmentReader:
 
 _SYSTEM = ("id", SEQ_COLUMN, OP_COLUMN)
 _LAZY_MAGIC = {"vec": MAGIC_VEC, "fts": MAGIC_FTS, DOCS_FILE: MAGIC_DOCS}
+
+
+def _search_sorted(keys: pa.Array, wanted: pa.Array) -> np.ndarray:
+    """int64 row of each ``wanted`` value in ``keys`` (ascending, bytewise: string and uuid ids),
+    or -1: one binary search for all values at once, log2(rows) rounds of a take and a
+    comparison of ``len(wanted)`` values. A hash lookup (``pc.index_in``) would hash every key
+    on each call, and a strong read after a commit looks up only the new entry's ids."""
+    n, k = len(keys), len(wanted)
+    if n == 0 or k == 0:
+        return np.full(k, -1, dtype=np.int64)
+    lo, hi = np.zeros(k, dtype=np.int64), np.full(k, n, dtype=np.int64)
+    while (active := lo < hi).any():
+        mid = (lo + hi) // 2
+        probe = keys.take(pa.array(np.minimum(mid, n - 1)))
+        below = np.asarray(pc.less(probe, wanted).fill_null(False).to_numpy(zero_copy_only=False), dtype=bool)
+        lo = np.where(active & below, mid + 1, lo)
+        hi = np.where(active & ~below, mid, hi)
+    at = keys.take(pa.array(np.minimum(lo, n - 1)))
+    hit = np.asarray(pc.equal(at, wanted).fill_null(False).to_numpy(zero_copy_only=False), dtype=bool)
+    return np.where(hit & (lo < n), lo, -1).astype(np.int64)
 
 
 __all__ = ["SegmentReader", "SegmentText"]

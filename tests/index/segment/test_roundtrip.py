@@ -15,7 +15,7 @@ from lagoon.format.wal import OP_COLUMN
 from lagoon.index.segment.build import SEQ_COLUMN, build_segment, new_segment_id
 from lagoon.index.sources.segment import SegmentSource
 from lagoon.schema import Schema, apply_schema_update
-from tests.index.segment.helpers import build, by_id, open_built, random_table, rich_schema
+from tests.index.segment.helpers import build, by_id, open_built, random_ids, random_table, rich_schema
 
 
 @pytest.mark.parametrize("id_type", ["uint", "string", "uuid"])
@@ -145,6 +145,22 @@ def test_lookup_finds_rows_by_id() -> None:
             id_type, pa.array([b"\xff" * 16], pa.binary(16))
         )
         assert reader.lookup(missing).tolist() == [-1]
+
+
+def test_lookup_of_every_id_and_of_absent_ones_matches_a_dict() -> None:
+    """Every id of a segment, shuffled, among values below, between and above them."""
+    rng = np.random.default_rng(11)
+    for id_type in ("uint", "string", "uuid"):
+        schema = rich_schema(id_type)
+        reader = open_built(build(random_table(rng, 300, schema), schema), schema)
+        present = reader.ids().to_pylist()
+        others = random_ids(rng, 400, id_type).to_pylist()
+        extreme = {"uint": [0, 2**64 - 1], "string": ["", "\uffff"]}.get(id_type, [b"\0" * 16, b"\xff" * 16])
+        probe = [*present, *others, *extreme]
+        rng.shuffle(probe)  # type: ignore[arg-type]
+        where = {v: row for row, v in enumerate(present)}
+        wanted = pa.array(probe, reader.ids().type)
+        assert reader.lookup(wanted).tolist() == [where.get(v, -1) for v in probe]
 
 
 def test_schema_evolution_on_read() -> None:
