@@ -267,32 +267,13 @@ async def test_fuzzy_on_arrays_and_validation(db: Database) -> None:
         filters=["tags", "Fuzzy", "x", {"max_edit_distance": [{"min_query_chars": 3, "distance": 0}]}],
     )
     assert rows == []  # "x" is shorter than 3 characters
-    with pytest.raises(InvalidRequest, match="at least 3·\\(distance \\+ 1\\) = 9"):
-        await db.query(
-            NS,
-            {
-                "rank_by": ["id", "asc"],
-                "filters": [
-                    "name",
-                    "Fuzzy",
-                    "abc",
-                    {"max_edit_distance": [{"min_query_chars": 8, "distance": 2}]},
-                ],
-            },
-        )
-    with pytest.raises(InvalidRequest, match="from 0 to 2"):
-        await db.query(
-            NS,
-            {
-                "rank_by": ["id", "asc"],
-                "filters": [
-                    "name",
-                    "Fuzzy",
-                    "abc",
-                    {"max_edit_distance": [{"min_query_chars": 12, "distance": 3}]},
-                ],
-            },
-        )
+    for min_chars, distance, refusal in [
+        (8, 2, "at least 3·\\(distance \\+ 1\\) = 9"),
+        (12, 3, "from 0 to 2"),
+    ]:
+        tiers = {"max_edit_distance": [{"min_query_chars": min_chars, "distance": distance}]}
+        with pytest.raises(InvalidRequest, match=refusal):
+            await db.query(NS, {"rank_by": ["id", "asc"], "filters": ["name", "Fuzzy", "abc", tiers]})
     with pytest.raises(InvalidRequest, match="fuzzy: true"):
         await db.query(NS, {"rank_by": ["id", "asc"], "filters": ["text", "Fuzzy", "abc", FUZZY]})
     schema = (await db.get_schema(NS))["name"]
