@@ -490,8 +490,10 @@ class Database:
 
             try:
                 result = await self.executor.run(work, org=org, namespace=namespace, budget=cancel.current())
-            finally:  # the query may have decoded more of its segments' documents
-                self.segment_io.recharge(NamespaceKeys.of(org, namespace), [s.ref for s in snap.segments])
+            finally:  # the query may have decoded more of its segments: charged once it has answered
+                refs = [s.ref for s in snap.segments]
+                keys = NamespaceKeys.of(org, namespace)
+                asyncio.get_running_loop().call_soon(self.segment_io.recharge, keys, refs)
         perf = result.setdefault("performance", {})
         perf["exhaustive_search_count"] = snap.unindexed_rows
         if snap.damage:

@@ -83,12 +83,14 @@ class _Entry:
 
     files: Files
     reader: SegmentReader | None
-    size: int = 0
+    size: int = 0  # as last charged
+
+    def __post_init__(self) -> None:
+        self.file_bytes = sum(len(v) for v in self.files.values())
 
     def resident_bytes(self) -> int:
         """What the entry holds in memory: the files' bytes and the reader's decoded data."""
-        decoded = self.reader.resident_bytes() if self.reader is not None else 0
-        return sum(len(v) for v in self.files.values()) + decoded
+        return self.file_bytes + (self.reader.resident_bytes() if self.reader is not None else 0)
 
 
 class _MemoryLru:
@@ -124,7 +126,7 @@ class _MemoryLru:
         batches as queries ask for them)."""
         with self._lock:
             entry = self._items.get(key)
-        if entry is not None:
+        if entry is not None and entry.resident_bytes() != entry.size:  # (mostly unchanged)
             self._charge(key, entry, touch=False)
 
     def _charge(self, key: CacheKey, entry: _Entry, *, touch: bool = True) -> None:
@@ -355,9 +357,10 @@ class SegmentIO:
         entry = self.memory.get(ckey)
         if entry is not None:
             metrics.CACHE_HITS.labels(layer="memory").inc()
-            if entry.reader is not None and entry.reader.schema == schema:
+            reader = entry.reader
+            if reader is not None and reader.schema == schema and (lazy or not reader.reads_store):
                 self.memory.recharge(ckey)
-                return entry.reader  # opened for this schema already: nothing to decode
+                return reader  # opened for this schema already (whole, when asked so): nothing to decode
         else:
             metrics.CACHE_MISSES.labels(layer="memory").inc()
         cached = entry.files if entry is not None else {}

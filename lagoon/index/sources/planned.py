@@ -43,6 +43,10 @@ class _Replay:
         self.n_cand, self.curve, self.sigma = part.n_cand, part.curve, part.sigma
         self.asked: Call | None = None  # the first call it could not answer
 
+    def __getattr__(self, name: str) -> Any:
+        """Anything else the planner may read of a part (pure: costs, counts) comes from it."""
+        return getattr(self._p, name)
+
     def ivf_cost(self, nprobe: int) -> float:
         return self._p.ivf_cost(nprobe)
 

@@ -5,6 +5,7 @@ documents decoded from them (Arrow nbytes of the decompressed columns or batches
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
@@ -59,6 +60,7 @@ async def test_decoded_documents_are_charged_and_the_budget_holds() -> None:
     tight = _db(store, budget)
     for _ in range(2):  # visiting every segment twice fills the cache past its budget
         assert len((await tight.query(NS, ALL))["rows"]) == 10_000
+    await asyncio.sleep(0)
     memory = tight.segment_io.memory
     kept = _entries(tight)
     assert 1 <= len(kept) < SEGMENTS
@@ -81,9 +83,18 @@ async def test_batches_decoded_by_queries_are_charged_after_the_query() -> None:
     assert all(e.reader.lazy_docs() for e in _entries(db))
     body = {"rank_by": ["id", "asc"], "top_k": 3, "include_attributes": ["text"]}
     assert len((await db.query(NS, body))["rows"]) == 3  # the first segment's first batch
+    await asyncio.sleep(0)  # (charged once the query has answered)
     grown = [e for e in _entries(db) if e.size > before[id(e)]]
     assert len(grown) == 1
     batches = grown[0].reader._docs._batches
     assert grown[0].size - before[id(grown[0])] == sum(b.nbytes for b in batches.values()) > 0
     assert db.segment_io.memory.used == sum(e.size for e in _entries(db))
+
+    # a caller that needs whole segments (the compactor) never gets the lazily opened reader
+    state = db.handle("default", NS).state
+    ref = state.manifest.segments[0] if state.manifest else None
+    assert ref is not None
+    whole = await db.segment_io.open(state.keys, ref, state.tail.schema)
+    assert not whole.reads_store and not whole.lazy_docs()
+    assert await db.segment_io.open(state.keys, ref, state.tail.schema, lazy=True) is whole  # reused
     await db.close()
