@@ -12,7 +12,7 @@ The fold is incremental: a commit or a strong read after one costs what the new 
   in the runs (``Run.hide``: one binary search per replaced row).
 - ``snapshot`` folds the chunks applied since the last snapshot into one new *run*, a table of
   the rows that are their id's newest and an upsert, then merges the newest runs while the older
-  of the last two holds less than twice the newer's live rows, dropping the rows hidden meanwhile.
+  of the last two holds at most twice the newer's live rows, dropping the rows hidden meanwhile.
   Live sizes at least halve from run to run, so there are O(log n) runs and a row is copied
   O(log n) times over its life in the tail. A run's table never changes, so what queries derive
   from it (vector matrices, postings, id order) is built once for every later snapshot; a
@@ -263,7 +263,7 @@ class Tail:
 
     def _fold(self) -> None:
         """Fold the chunks added since the last snapshot into one new run, then merge the newest
-        runs while the older of the last two is less than twice the newer's size: live sizes at
+        runs while the older of the last two is at most twice the newer's size: live sizes at
         least halve from run to run (O(log n) runs), and a row is copied O(log n) times over its
         life in the tail, so a commit costs its own rows, amortised, not the tail's. A new schema
         refolds every chunk (the runs' tables are conformed to it)."""
@@ -273,7 +273,7 @@ class Tail:
             return
         self._runs.append(self._new_run(self._built, len(self.chunks) - 1))
         self._built = len(self.chunks)
-        while len(self._runs) >= 2 and self._runs[-2].size < 2 * self._runs[-1].size:
+        while len(self._runs) >= 2 and self._runs[-2].size <= 2 * self._runs[-1].size:
             newer = self._runs.pop()
             self._runs[-1] = merge_runs(self._runs[-1], newer, self.schema)
 

@@ -181,3 +181,14 @@ def test_long_tail_merges_runs_and_keeps_every_update() -> None:
         run.op("upsert", sorted({k, (k * 7) % 1000}), k % 10)
         run.snapshot(run.tail)
     assert len(run.snapshot(run.tail).parts) <= 11  # live sizes at least halve from run to run
+
+
+def test_commits_that_leave_no_live_rows_do_not_pile_up_runs() -> None:
+    """Delete-only commits, a snapshot after each: empty runs merge too, so the runs stay few."""
+    run = Run("uint", False)
+    run.op("upsert", [1, 2, 3], 1)
+    for k in range(2000):
+        run.op("delete", [100 + k], 0)
+        run.snapshot(run.tail)
+    assert len(run.tail._runs) <= 12
+    assert _rows(run.snapshot(run.tail)) == _model_rows(run.model)
