@@ -124,8 +124,7 @@ class _MemoryLru:
     def recharge(self, key: CacheKey) -> None:
         """Charge the segment's entry (if cached) at what it holds now (its reader decodes more
         batches as queries ask for them)."""
-        with self._lock:
-            entry = self._items.get(key)
+        entry = self._items.get(key)  # (one dict read: atomic; _charge re-checks under the lock)
         if entry is not None and entry.resident_bytes() != entry.size:  # (mostly unchanged)
             self._charge(key, entry, touch=False)
 

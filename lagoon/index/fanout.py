@@ -20,7 +20,7 @@ from __future__ import annotations
 import contextvars
 import threading
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from typing import TypeVar
 
 T = TypeVar("T")
@@ -35,6 +35,7 @@ class Fanout:
         self.width = max(1, int(width))
         self._threads = max(1, self.width - 1 if pool_threads is None else int(pool_threads))
         self._pool: ThreadPoolExecutor | None = None
+        self._closed = False
         self._lock = threading.Lock()
 
     def map(self, calls: Sequence[Callable[[], T]]) -> list[T]:
@@ -60,26 +61,29 @@ class Fanout:
 
         helpers = [self._submit(contextvars.copy_context(), work) for _ in range(min(self.width, n) - 1)]
         contextvars.copy_context().run(work)
-        for f in helpers:
-            f.result()
+        wait([f for f in helpers if f is not None])  # a helper cancelled by close ran nothing
         for e in errors:
             if e is not None:
                 raise e
         return results  # type: ignore[return-value]  # every slot is filled when none failed
 
-    def _submit(self, ctx: contextvars.Context, fn: Callable[[], None]) -> Future[None]:
+    def _submit(self, ctx: contextvars.Context, fn: Callable[[], None]) -> Future[None] | None:
+        """``fn`` in a pool thread, or None once closed (the caller's thread then does it all)."""
         with self._lock:
+            if self._closed:
+                return None
             if self._pool is None:
                 self._pool = ThreadPoolExecutor(self._threads, thread_name_prefix="lagoon-part")
-            pool = self._pool
-        return pool.submit(ctx.run, fn)
+            return self._pool.submit(ctx.run, fn)
 
     def close(self) -> None:
-        """Stop the pool's threads (calls already submitted finish first)."""
+        """Stop the pool without waiting (a helper may be waiting for the event loop that calls
+        this): helpers not started are cancelled, their callers do their share themselves."""
         with self._lock:
+            self._closed = True
             pool, self._pool = self._pool, None
         if pool is not None:
-            pool.shutdown(wait=True)
+            pool.shutdown(wait=False, cancel_futures=True)
 
 
 __all__ = ["Fanout"]
