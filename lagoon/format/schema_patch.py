@@ -29,6 +29,8 @@ from lagoon.schema import Schema
 
 DROP = "drop"
 ATTRIBUTES = "attributes"
+TOP_LEVEL = tuple(k for k in Schema().to_storage() if k != ATTRIBUTES)
+"""The schema's fields besides ``attributes`` (id type, distance metric): in every patch, in full."""
 
 
 def make_patch(before: Schema, after: Schema, columns: Iterable[str]) -> dict[str, Any]:
@@ -72,7 +74,12 @@ def apply_patch(before: Schema, patch: Any) -> Schema:
     attrs, dropped = patch.get(ATTRIBUTES, {}), patch.get(DROP, [])
     if not isinstance(attrs, dict) or not isinstance(dropped, list):
         raise DataCorruption("schema patch: attributes must be a map and drop a list")
-    merged = {n: d for n, d in before.to_storage()[ATTRIBUTES].items() if n not in set(map(str, dropped))}
+    if not all(isinstance(name, str) for name in dropped):
+        raise DataCorruption("schema patch: drop must list attribute names")
+    missing = [k for k in TOP_LEVEL if k not in patch]
+    if missing:  # read as absent, a missing id type would make the namespace vanish
+        raise DataCorruption(f"schema patch: {', '.join(missing)} missing")
+    merged = {n: d for n, d in before.to_storage()[ATTRIBUTES].items() if n not in set(dropped)}
     merged.update(attrs)
     whole = {k: v for k, v in patch.items() if k not in (ATTRIBUTES, DROP)}
     whole[ATTRIBUTES] = dict(sorted(merged.items()))

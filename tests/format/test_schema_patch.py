@@ -56,10 +56,29 @@ def test_the_whole_schema_when_it_is_created_or_the_patch_is_not_smaller() -> No
     assert entry_fields(BEFORE, BEFORE, (), changed=False, fresh=False) == {}
 
 
+TOP = {"id_type": "uint", "distance_metric": None}
+
+
 @pytest.mark.parametrize(
     "patch",
-    [[], {"attributes": []}, {"drop": "a1"}, {"attributes": {"x": {"type": "complex"}}}],
-    ids=["not-a-map", "attributes-list", "drop-string", "bad-definition"],
+    [
+        [],
+        {**TOP, "attributes": []},
+        {**TOP, "drop": "a1"},
+        {**TOP, "attributes": {"x": {"type": "complex"}}},
+        {**TOP, "attributes": {}, "drop": [1]},
+        {"distance_metric": None, "attributes": {}},
+        {"id_type": "uint", "attributes": {}},
+    ],
+    ids=[
+        "not-a-map",
+        "attributes-list",
+        "drop-string",
+        "bad-definition",
+        "drop-number",
+        "no-id-type",
+        "no-metric",
+    ],
 )
 def test_a_patch_no_writer_makes_is_data_corruption(patch: Any) -> None:
     with pytest.raises(DataCorruption):
