@@ -1199,9 +1199,7 @@ async def _check_wal(p: _Pass) -> None:
             continue
         if entry.truncate or entry.schema is not None:
             recovery = None  # from here on the schema is known again
-        if entry.truncate:
-            schema = Schema()
-        schema = schema_after(entry.schema, entry.schema_patch, schema) or schema
+        schema = _schema_after(entry, schema)
     for r in recoveries:
         r.report()
     folded = len(seqs) - len({s for s in seqs if s > through})
@@ -1254,6 +1252,72 @@ def _check_recovering(entry: WalEntry, schema: Schema, recovery: _Recovery | Non
     check_entry(entry, recovered)
     recovery.schema = recovered
     return recovered
+
+
+def _schema_after(entry: WalEntry, schema: Schema) -> Schema:
+    """The schema in effect after ``entry`` (``schema``: the one before it)."""
+    if entry.truncate:
+        schema = Schema()
+    return schema_after(entry.schema, entry.schema_patch, schema) or schema
+
+
+@dataclass(frozen=True)
+class TailRebuild:
+    """The unindexed WAL entries as repair leaves them, folded into one segment in memory."""
+
+    segment: SegmentReader | None
+    """Their documents (None: no entry after ``indexed_through`` holds any)."""
+    truncated: bool
+    """An entry deleted the namespace: the segments of the manifest are void."""
+    missing: list[int]
+    """Seqs with no object (a hole), folded as empty."""
+    head: int
+    schema: Schema
+    """In effect after the last entry (with what was recovered past a lost entry)."""
+
+
+async def tail_in_memory(store: ObjectStore, keys: NamespaceKeys, m: Manifest | None) -> TailRebuild:
+    """Every WAL entry after ``m``'s ``indexed_through`` that still reads, folded the way the
+    tail reads once repair has run: a missing seq (a hole, which stops readers until repair
+    fills it) or a damaged entry as an empty entry, later entries under the schema their own
+    tables declare. ``lagoon export --salvage`` reads through it when a hole hides entries."""
+    through = m.indexed_through if m is not None else 0
+    schema = Schema.from_storage(m.schema) if m is not None and m.schema else Schema()
+    listed = [
+        q
+        async for meta in store.list(keys.wal_prefix, start_after=keys.wal(through))
+        if (q := parse_wal_seq(meta.key))
+    ]
+    head = max(listed, default=through)
+    entries: list[WalEntry] = []
+    present = set(listed)
+    missing = [q for q in range(through + 1, head + 1) if q not in present]
+    recovery: _Recovery | None = None
+    for seq in range(through + 1, head + 1):
+        entry = None if seq in missing else await _wal_entry(store, keys, seq)
+        if entry is not None:
+            try:
+                schema = _check_recovering(entry, schema, recovery)
+            except LagoonError:
+                entry = None
+        if entry is None:  # folded as empty; the entries after it may use what it declared
+            recovery = recovery or _Recovery(Finding("wal", "info", ""), schema)
+            continue
+        if entry.truncate or entry.schema is not None:
+            recovery = None
+        schema = _schema_after(entry, schema)
+        entries.append(entry)
+    fold = fold_entries(entries, schema, older_data=True)
+    if not fold.table.num_rows:
+        return TailRebuild(None, fold.truncated_at is not None, missing, head, schema)
+
+    def build() -> SegmentReader:
+        built = build_segment(
+            fold.table, schema, segment_id="tail", level=0, seq_from=through + 1, seq_to=head
+        )
+        return SegmentReader.from_files(built.ref, built.files, schema)
+
+    return TailRebuild(await asyncio.to_thread(build), fold.truncated_at is not None, missing, head, schema)
 
 
 def _fill_gaps_action(p: _Pass, missing: list[int], schemas: dict[int, _Recovery]) -> Action:
@@ -1701,6 +1765,7 @@ __all__ = [
     "NamespaceReport",
     "RepairReport",
     "SegmentRebuild",
+    "TailRebuild",
     "check_catalog",
     "check_namespace",
     "describe_entry",
@@ -1708,4 +1773,5 @@ __all__ = [
     "list_orgs",
     "rebuild_in_memory",
     "repair",
+    "tail_in_memory",
 ]

@@ -48,14 +48,17 @@ from typing import IO, Any
 import orjson
 
 from lagoon.engine.database import Database
+from lagoon.engine.manifest_store import read_version
 from lagoon.engine.ops import defaults
-from lagoon.engine.ops.repair import rebuild_in_memory
+from lagoon.engine.ops.repair import rebuild_in_memory, tail_in_memory
 from lagoon.engine.state import DamagedSegment
 from lagoon.engine.tail import SegmentLike, Snapshot
 from lagoon.errors import DataCorruption, InvalidRequest, LagoonError, NotFound
 from lagoon.format.keys import DEFAULT_ORG, NamespaceKeys, check_namespace
+from lagoon.index.segment.read import SegmentReader
 from lagoon.query.execute import execute_query
 from lagoon.schema import unstored
+from lagoon.storage.base import ObjectNotFound
 from lagoon.wire.query import MAX_TOP_K, parse_request
 
 EXPORT_FORMAT = 1
@@ -148,7 +151,44 @@ async def _salvageable(
         else:
             rebuilt.append(f"{seg.problem} (read from {r.source}; nothing missing)")
     kept = dataclasses.replace(snap, segments=tuple(segments), _source=None)
-    return kept, skipped + list(snap.damage), rebuilt
+    kept, behind_hole = await _past_wal_hole(db, keys, kept)
+    return kept, skipped + list(snap.damage) + behind_hole, rebuilt
+
+
+async def _wal_after_head(db: Database, keys: NamespaceKeys, snap: Snapshot) -> int:
+    """How many WAL entries lie after the snapshot's head (one LIST): more than 0 means a hole."""
+    try:
+        if snap.manifest_version and (await read_version(db.store, keys, snap.manifest_version)).branch:
+            return 0  # a branch's tail is partly its parent's: read as the node reads it
+    except ObjectNotFound:
+        return 0  # collected meanwhile: the chain moved on, the snapshot's head was not a hole
+    return len([m async for m in db.store.list(keys.wal_prefix, start_after=keys.wal(snap.head))])
+
+
+async def _past_wal_hole(db: Database, keys: NamespaceKeys, snap: Snapshot) -> tuple[Snapshot, list[str]]:
+    """A missing WAL seq stops readers at it; the entries after it are still in the bucket.
+    When there are any, the unindexed entries are read again and folded past the hole, as
+    ``lagoon repair`` leaves them, into one segment in memory that replaces the snapshot's tail."""
+    if not await _wal_after_head(db, keys, snap):
+        return snap, []
+    m = await read_version(db.store, keys, snap.manifest_version) if snap.manifest_version else None
+    tail = await tail_in_memory(db.store, keys, m)
+    segments: tuple[SegmentLike, ...] = ()
+    if not tail.truncated:  # the entries past the hole may have grown the schema
+        segments = tuple(
+            s.with_schema(tail.schema) if isinstance(s, SegmentReader) else s for s in snap.segments
+        )
+    if tail.segment is not None:
+        segments = (*segments, tail.segment)
+    kept = dataclasses.replace(
+        snap, segments=segments, chunks=(), parts=(), head=tail.head, schema=tail.schema, _source=None
+    )
+    holes = [
+        f"wal/{q}: missing (a hole in the WAL: readers stop before it until `lagoon repair` fills it; "
+        "the entries after it are exported)"
+        for q in tail.missing
+    ]
+    return kept, holes
 
 
 def _page_reader(db: Database, namespace: str, org: str, snap: Snapshot | None) -> PageReader:
@@ -211,7 +251,14 @@ async def export_namespace(
     check_namespace(namespace)
     snap = await db.snapshot(org, namespace, strong=True)
     _check_exportable(snap, namespace)
+    keys = NamespaceKeys.of(org, namespace)
     damage = _damage(snap)
+    behind = await _wal_after_head(db, keys, snap)
+    if behind:
+        damage.append(
+            f"wal/{snap.head + 1}: missing (a hole in the WAL: readers stop before it, so the "
+            f"{behind} entries after it are not read until `lagoon repair` fills it)"
+        )
     if damage and not salvage:
         raise DataCorruption(
             f"{org}/{namespace} is damaged: {damage[0]}"
@@ -224,13 +271,13 @@ async def export_namespace(
     if salvage and damage:
         readable, damage, rebuilt = await _salvageable(db, org, namespace, snap)
     read_page = _page_reader(db, namespace, org, readable)
-    schema = snap.schema.to_json()
+    schema = (readable or snap).schema.to_json()
     header = {
         HEADER_KEY: EXPORT_FORMAT,
         "namespace": namespace,
         "org": org,
         "schema": schema,
-        "distance_metric": snap.schema.distance_metric,
+        "distance_metric": (readable or snap).schema.distance_metric,
         "exported_at": dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
         "lagoon_version": _version(),
     }

@@ -120,6 +120,15 @@ class SegmentReader:
         self._flt = flt
         self._cache = OnceCache()
 
+    def with_schema(self, schema: Schema) -> SegmentReader:
+        """The same segment read under a schema that evolved since it was opened (an attribute
+        it lacks reads as null): the files are shared, the derived caches start empty."""
+        if schema == self.schema:
+            return self
+        return SegmentReader(
+            self.ref, schema, self._docs, self._vectors, self._fts, self._flt, self._fts_sources, self._spv
+        )
+
     # ----------------------------------------------------------------------------------- open
 
     @staticmethod

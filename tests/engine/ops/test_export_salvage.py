@@ -48,7 +48,7 @@ def _ids(path: Path) -> tuple[list[int], dict[str, object]]:
     return [d["id"] for d in lines[1:-1]], lines[-1]
 
 
-@pytest.mark.parametrize("what", ["segment-wal", "segment-nowal", "wal"])
+@pytest.mark.parametrize("what", ["segment-wal", "segment-nowal", "wal", "wal-hole"])
 async def test_salvage_exports_what_reads_and_names_what_it_skipped(tmp_path: Path, what: str) -> None:
     """The export holds every document some object still holds: a damaged segment whose WAL
     entries are retained is read from them (nothing missing); once GC removed them its
@@ -61,10 +61,16 @@ async def test_salvage_exports_what_reads_and_names_what_it_skipped(tmp_path: Pa
         if not rebuilt:
             (root / KEYS.wal(2)).unlink()  # what GC does once the grace period has passed
         lost, named = set() if rebuilt else set(range(10, 15)), segments[1]
-    else:
+    elif what == "wal":
         wal = root / KEYS.wal(4)
         wal.write_bytes(wal.read_bytes()[:40])
         lost, named = set(range(30, 35)), "wal/4: "
+    else:  # entry 4 gone, entry 5 after the hole: readers stop at 3, the bucket still holds 5
+        writer = Database(FsStore(str(root)), Settings())
+        await writer.write("docs", {"upsert_rows": [{"id": 40 + i, "t": f"w{i} b4"} for i in range(5)]})
+        await writer.close()
+        (root / KEYS.wal(4)).unlink()
+        lost, named = set(range(30, 35)), "wal/4: missing"
     out = tmp_path / "docs.jsonl"
     store = FsStore(str(root))
     db = Database(store, Settings())
@@ -77,7 +83,8 @@ async def test_salvage_exports_what_reads_and_names_what_it_skipped(tmp_path: Pa
         before = {p: p.read_bytes() for p in root.rglob("*") if p.is_file()}
         stats = await export_to_path(db, "docs", str(out), salvage=True)
         assert {p: p.read_bytes() for p in root.rglob("*") if p.is_file()} == before  # nothing written
-        want = sorted({b * 10 + i for b in range(4) for i in range(5)} - lost)
+        batches = 5 if what == "wal-hole" else 4
+        want = sorted({b * 10 + i for b in range(batches) for i in range(5)} - lost)
         ids, end = _ids(out)
         assert ids == want and stats.documents == len(want)
         damage = stats.rebuilt if rebuilt else stats.skipped
