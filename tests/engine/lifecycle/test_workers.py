@@ -234,7 +234,7 @@ async def run_cluster(
                 assert procs[0].wait(timeout=30) == 0
                 logs[0] = tmp_path / f"zombie{rnd}.log"
                 procs[0] = _spawn(root, f"zombie{rnd}", settings_dict, logs[0], pause_at)
-            deadline = time.monotonic() + 60
+            deadline = time.monotonic() + 180
             while not any(e.get("msg") == "paused" for e in _events(logs[0])):
                 assert time.monotonic() < deadline, f"the zombie never reached {pause_at}"
                 assert procs[0].poll() is None, logs[0].read_text()
