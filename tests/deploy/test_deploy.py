@@ -403,7 +403,7 @@ def kubectl() -> str:
 
 def kustomize(folder: Path) -> list[dict[str, Any]]:
     proc = subprocess.run(
-        [kubectl(), "kustomize", str(folder)], capture_output=True, text=True, timeout=60, check=False
+        [kubectl(), "kustomize", str(folder)], capture_output=True, text=True, timeout=120, check=False
     )
     assert proc.returncode == 0, proc.stderr
     return [d for d in yaml.safe_load_all(proc.stdout) if d]
