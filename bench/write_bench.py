@@ -161,9 +161,9 @@ def run_http(args: argparse.Namespace) -> None:
         f"\n{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}, wrk {args.seconds:g} s per format"
     )
     print(
-        "| body | KiB | writers | docs/s | ack p50 ms | ack p99 ms | p99/p50 | requests/WAL entry | server CPU % |"
+        "| body | KiB | writers | docs/s | ack p50 ms | ack p99 ms | p99/p50 | requests/WAL entry | server CPU % | docs per server CPU-s |"
     )
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         print(
             f"| {r['format']} | {r['body_bytes'] // 1024} | {r['writers']} | {r['docs_per_s']:,.0f} | "

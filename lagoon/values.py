@@ -11,11 +11,14 @@ from __future__ import annotations
 import base64
 import binascii
 import datetime as dt
+import itertools
 import math
+import struct
 import uuid as uuidlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
+import msgspec
 import numpy as np
 import pyarrow as pa
 
@@ -51,9 +54,11 @@ def coerce_vector(value: Any, atype: AttrType, *, where: str, query: bool = Fals
     elif isinstance(value, list | tuple):
         if not all(isinstance(x, int | float) and not isinstance(x, bool) for x in value):
             raise InvalidRequest(f"{where}: vector elements must be numbers")
-        arr = np.asarray(value, dtype=np.float32)
+        with np.errstate(over="ignore"):  # beyond float32: infinity, refused below
+            arr = np.asarray(value, dtype=np.float32)
     elif isinstance(value, np.ndarray):
-        arr = value.astype(np.float32, copy=False).reshape(-1)
+        with np.errstate(over="ignore"):
+            arr = value.astype(np.float32, copy=False).reshape(-1)
     else:
         raise InvalidRequest(f"{where}: expected a vector (number array or base64 string), got {value!r:.60}")
     if arr.shape[0] != atype.dims:
@@ -65,6 +70,75 @@ def coerce_vector(value: Any, atype: AttrType, *, where: str, query: bool = Fals
             f"{where}: a {atype} vector holds integers from {I8_MIN} to {I8_MAX}, got {value!r:.80}"
         )
     return arr
+
+
+def coerce_vectors(
+    values: list[Any], atype: AttrType, *, where: Callable[[int], str]
+) -> tuple[np.ndarray, np.ndarray]:
+    """A column of vector values (None = null) -> (an n x dims float32 matrix, zero on null rows;
+    the rows' validity). The same checks as ``coerce_vector`` on each value, done on the whole
+    column at once when every value is a number array (checked by msgspec, packed by struct:
+    no Python per element) or every value is a base64 string; any other column, and any column
+    that fails a check, is coerced value by value, so the error names the first bad row
+    (``where(i)``) exactly as ``coerce_vector`` does."""
+    if values.count(None):
+        valid = np.fromiter((v is not None for v in values), dtype=bool, count=len(values))
+        present = [v for v in values if v is not None]
+    else:
+        valid, present = np.ones(len(values), dtype=bool), list(values)
+    fast = _vectors_at_once(present, atype)
+    matrix = np.zeros((len(values), atype.dims), dtype=np.float32)
+    if fast is None:
+        rows = [(i, coerce_vector(v, atype, where=where(i))) for i, v in enumerate(values) if v is not None]
+        for i, arr in rows:
+            matrix[i] = arr
+    elif len(present) == len(values):
+        matrix = fast
+    else:
+        matrix[valid] = fast
+    return matrix, valid
+
+
+_NUMBER_ROWS = list[list[float]]
+
+
+def _vectors_at_once(present: list[Any], atype: AttrType) -> np.ndarray | None:
+    """The vectors of ``present`` as a float32 matrix when all of them pass every check of
+    ``coerce_vector``; None when any may not (the caller then checks value by value)."""
+    dims = atype.dims
+    kinds = set(map(type, present))
+    if not present:
+        return np.zeros((0, dims), dtype=np.float32)
+    if kinds == {list}:
+        if set(map(len, present)) != {dims}:
+            return None
+        try:
+            msgspec.convert(present, _NUMBER_ROWS)  # numbers only: no bool, string, null, array
+            packed = struct.pack(f"<{len(present) * dims}f", *itertools.chain.from_iterable(present))
+        except (msgspec.ValidationError, OverflowError):
+            return None
+        arr = np.frombuffer(packed, dtype="<f4").reshape(len(present), dims)
+    elif kinds == {str}:
+        try:
+            raw = [binascii.a2b_base64(v, strict_mode=True) for v in present]
+        except (binascii.Error, ValueError):
+            return None
+        if set(map(len, raw)) != {4 * dims}:
+            return None
+        arr = np.frombuffer(b"".join(raw), dtype="<f4").reshape(len(present), dims)
+    else:
+        return None
+    if not np.isfinite(arr).all() or (atype.dtype == "i8" and not _int8_values(arr)):
+        return None
+    return arr.astype(np.float32)
+
+
+def vectors_to_arrow(matrix: np.ndarray, valid: np.ndarray, atype: AttrType) -> pa.Array:
+    """An n x dims float32 matrix and its rows' validity -> the attribute's Arrow vector column."""
+    dtype = {"f32": np.float32, "f16": np.float16, "i8": np.int8}[atype.dtype]
+    child = pa.array(matrix.astype(dtype, copy=False).reshape(-1))
+    mask = None if valid.all() else pa.array(~valid)
+    return pa.FixedSizeListArray.from_arrays(child, atype.dims, mask=mask)
 
 
 MAX_MULTIVECTOR_VECTORS = 1024
@@ -196,6 +270,32 @@ def coerce_scalar(value: Any, kind: str, *, where: str) -> Any:
     raise InvalidRequest(f"{where}: expected {kind}, got {json_kind(value)} {value!r:.60}")
 
 
+_PLAIN_KINDS: dict[str, type] = {"string": str, "int": int, "uint": int, "float": float, "bool": bool}
+
+
+def coerce_column(values: list[Any], atype: AttrType, *, where: Callable[[int], str]) -> list[Any]:
+    """``coerce_value`` of every value of a column (None stays None; ``where(i)`` names value
+    i). A column of plain scalars that are already canonical (strings; ints in range; finite
+    floats; bools) is returned as it is, checked by type in one pass instead of value by value."""
+    plain = _PLAIN_KINDS.get(atype.kind) if not (atype.array or atype.is_vector) else None
+    if plain is not None and _already_canonical(values, plain, atype.kind):
+        return values
+    return [coerce_value(v, atype, where=where(i)) for i, v in enumerate(values)]
+
+
+def _already_canonical(values: list[Any], plain: type, kind: str) -> bool:
+    if not set(map(type, values)) <= {plain, type(None)}:
+        return False
+    present = [v for v in values if v is not None] if values.count(None) else values
+    if kind == "int":
+        return not present or (min(present) >= I64_MIN and max(present) <= I64_MAX)
+    if kind == "uint":
+        return not present or (min(present) >= 0 and max(present) <= U64_MAX)
+    if kind == "float":
+        return all(math.isfinite(v) for v in present)
+    return True
+
+
 def coerce_value(value: Any, atype: AttrType, *, where: str) -> Any:
     """Canonical form of a JSON value for an attribute of type ``atype`` (None stays None)."""
     if value is None:
@@ -257,10 +357,7 @@ def column_to_arrow(values: Sequence[Any], atype: AttrType) -> pa.Array:
                 valid[i] = False
             else:
                 flat[i] = v
-        dtype = {"f32": np.float32, "f16": np.float16, "i8": np.int8}[atype.dtype]
-        child = pa.array(flat.astype(dtype, copy=False).reshape(-1))
-        mask = None if valid.all() else pa.array(~valid)
-        return pa.FixedSizeListArray.from_arrays(child, atype.dims, mask=mask)
+        return vectors_to_arrow(flat, valid, atype)
     return pa.array(list(values), type=atype.arrow_type())
 
 

@@ -25,7 +25,7 @@ from lagoon.engine.indexer import store_time_ms, upload_fresh
 from lagoon.errors import InvalidRequest, Unavailable
 from lagoon.format.keys import NamespaceKeys, parse_wal_seq
 from lagoon.format.manifest import Branch, Manifest, PendingDelete, SegmentRef, WalRange
-from lagoon.format.wal import WalEntry, encode_entry
+from lagoon.format.wal import WalEntry, encode_entry, seal_entry
 from lagoon.storage.base import AlreadyExists, ObjectStore, PutMode
 
 
@@ -269,7 +269,7 @@ async def _fence(
         branch={"parent": parent, "at_version": at},
     )
     try:
-        await store.put(dest.wal(1), encode_entry(entry), PutMode.CREATE)
+        await store.put(dest.wal(1), encode_entry(seal_entry(entry)), PutMode.CREATE)
     except AlreadyExists:
         raise InvalidRequest(f"branch: the destination namespace '{dest.namespace}' must not exist") from None
 

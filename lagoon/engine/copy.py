@@ -69,7 +69,7 @@ from lagoon.schema import Schema, unstored
 from lagoon.storage.base import ObjectNotFound, ObjectStore, PutMode, StorageError
 from lagoon.storage.cas import Keep, Write, update
 from lagoon.values import Id, canonical_from_arrow, format_datetime
-from lagoon.wire.write import WriteRequest, canonical_upserts, parse_encryption, parse_write
+from lagoon.wire.write import ValidatedWrite, canonical_upserts, parse_encryption, parse_write
 
 log = logging.getLogger("lagoon.engine.copy")
 
@@ -200,7 +200,7 @@ def _absent(settings: dict[str, Any], exists: bool) -> None:
         raise InvalidRequest("copy_from_namespace: the destination namespace must be empty")
 
 
-def read_batch(src: Snapshot, start: int, stop: int, schema: Schema, target: Schema) -> WriteRequest:
+def read_batch(src: Snapshot, start: int, stop: int, schema: Schema, target: Schema) -> ValidatedWrite:
     """The upsert of the snapshot's documents at positions [start, stop), canonical values read
     straight from the columns of ``schema`` (no JSON round trip, no re-validation, embeddings
     copied as stored), for the destination's ``target`` schema (the same attributes and types)."""
@@ -343,7 +343,7 @@ class Copies:
         expect: Callable[[dict[str, Any], bool], None],
         settings: dict[str, Any] | None = None,
         kind: str = "write",
-        parsed: tuple[WriteRequest, Schema] | None = None,
+        parsed: tuple[ValidatedWrite, Schema] | None = None,
     ) -> dict[str, Any]:
         h = self.host.handle(op.org, op.namespace)
         if parsed is None and kind == "write":
@@ -396,7 +396,7 @@ class Copies:
             await self._wait_for_indexer(op)
             target = self.host.handle(op.org, op.namespace).state.current().schema
 
-            def work(start: int = start, stop: int = stop) -> WriteRequest:
+            def work(start: int = start, stop: int = stop) -> ValidatedWrite:
                 return read_batch(src, start, stop, schema, claimed)
 
             if target != claimed:  # nobody else writes the destination during the copy

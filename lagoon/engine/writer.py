@@ -23,6 +23,7 @@ import contextlib
 import contextvars
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from itertools import repeat
 from typing import Any
 
 import numpy as np
@@ -35,7 +36,7 @@ from lagoon.engine.state import NamespaceState
 from lagoon.engine.tail import Snapshot
 from lagoon.errors import Conflict, Forbidden, InvalidRequest, LagoonError, NotFound, Unavailable
 from lagoon.format import schema_patch
-from lagoon.format.wal import OP_COLUMN, OP_DELETE, OP_UPSERT, WalEntry, encode_entry
+from lagoon.format.wal import OP_COLUMN, OP_DELETE, OP_UPSERT, WalEntry, encode_entry, seal_entry
 from lagoon.index.filters.tree import Filter
 from lagoon.index.sources.protocol import DocSource
 from lagoon.index.sources.table import LiveDocs
@@ -47,7 +48,8 @@ from lagoon.wire.write import (
     MAX_DELETE_BY_FILTER_ROWS,
     MAX_PATCH_BY_FILTER_ROWS,
     Doc,
-    WriteRequest,
+    DocBatch,
+    ValidatedWrite,
     parse_write,
 )
 
@@ -73,7 +75,7 @@ class Op:
 
     kind: str  # "write" | "truncate" | "settings"
     body: Any = None
-    request: WriteRequest | None = None
+    request: ValidatedWrite | None = None
     parsed_against: Schema | None = None
     settings: dict[str, Any] | None = None
     # A precondition checked at commit time against the namespace as the group sees it (its
@@ -128,8 +130,20 @@ def copying(settings: dict[str, Any]) -> bool:
     return isinstance(mark, dict) and mark.get("running") is True
 
 
+_BatchRow = tuple[int, int]
+"""An overlay document that is row ``[1]`` of the group's upsert batch ``[0]``: its values stay
+in the batch's Arrow columns until the entry is built (no Python row is made)."""
+
+_ABSENT = object()
+
+
 class _Resolver:
-    """Applies a group's requests, in order, to an overlay over one snapshot."""
+    """Applies a group's requests, in order, to an overlay over one snapshot.
+
+    The overlay maps an id to its document after the group so far: None (deleted), a row of one
+    of the requests' upsert batches (``_BatchRow``), or a dict (a patched or filter-patched
+    document). A request that fails is undone from a journal of the overlay entries it set, so
+    a failing request costs what it changed, not a copy of the whole overlay."""
 
     def __init__(
         self, snap: Snapshot, token_matcher_factory: TokenMatcherFactory = _token_matcher, max_work: int = 0
@@ -138,9 +152,39 @@ class _Resolver:
         self.max_work = max_work  # limits.max_query_work, for the patterns of filters and conditions
         self.schema = snap.schema
         self.settings = dict(snap.settings)
-        self.overlay: dict[Id, Doc | None] = {}
+        self.overlay: dict[Id, Doc | _BatchRow | None] = {}
+        self.batches: list[tuple[DocBatch, Schema]] = []  # each upsert batch and its request's schema
         self.truncate = False
         self.token_matcher_factory = token_matcher_factory
+        self._journal: list[tuple[Id, Any]] = []
+        self._loose: dict[Id, None] = {}  # ids ever set to a dict or None (in order; not batch rows)
+
+    def _set(self, ident: Id, doc: Doc | None) -> None:
+        self._journal.append((ident, self.overlay.get(ident, _ABSENT)))
+        self.overlay[ident] = doc
+        self._loose[ident] = None
+
+    def _set_rows(self, number: int, rows: list[int] | range) -> None:
+        """Set rows ``rows`` of upsert batch ``number`` (in bulk: no Python call per row)."""
+        batch, _ = self.batches[number]
+        ids = batch.ids if isinstance(rows, range) else [batch.ids[r] for r in rows]
+        self._journal.extend(zip(ids, map(self.overlay.get, ids, repeat(_ABSENT)), strict=True))
+        self.overlay.update(zip(ids, zip(repeat(number), rows), strict=False))
+
+    def _undo(self, mark: int) -> None:
+        """Restore the overlay as it was when the journal had ``mark`` entries."""
+        while len(self._journal) > mark:
+            ident, before = self._journal.pop()
+            if before is _ABSENT:
+                del self.overlay[ident]
+            else:
+                self.overlay[ident] = before
+
+    def _doc(self, doc: Doc | _BatchRow | None) -> Doc | None:
+        if isinstance(doc, tuple):
+            batch, parsed = self.batches[doc[0]]
+            return batch.row(doc[1], parsed)
+        return doc
 
     def current(self, ids: list[Id], attributes: list[str] | None = None) -> dict[Id, Doc]:
         """The live documents of ``ids`` (with ``attributes``; None: all, ``[]``: existence only)."""
@@ -148,7 +192,7 @@ class _Resolver:
         missing = []
         for i in ids:
             if i in self.overlay:
-                d = self.overlay[i]
+                d = self._doc(self.overlay[i])
                 if d is not None:
                     out[i] = d
             else:
@@ -213,7 +257,7 @@ class _Resolver:
         ``limit + 1`` when more match (the caller's cap). The snapshot's part reads the filter's
         columns (or indexes) and the ids of at most that many matches, whatever the namespace holds."""
         out: list[Id] = []
-        live_overlay = [(i, d) for i, d in self.overlay.items() if d is not None]
+        live_overlay = [(i, d) for i, v in self.overlay.items() if (d := self._doc(v)) is not None]
         src = None if self.truncate else self.snap.source()
         self._priced(flt, what, [d for _, d in live_overlay], src)
         if src is not None and src.num_docs:
@@ -273,11 +317,13 @@ class _Resolver:
         if not self.exists() and (req.create_namespace is False or not (req.upserts or req.create_namespace)):
             # Only a write that carries documents (or create_namespace: true) creates a namespace.
             raise NotFound("namespace not found")
-        saved_overlay, saved_schema = dict(self.overlay), self.schema
+        mark, saved_schema, saved_batches = len(self._journal), self.schema, len(self.batches)
         try:
             out = self._apply_write(req)
         except LagoonError:
-            self.overlay, self.schema = saved_overlay, saved_schema
+            self._undo(mark)
+            self.schema = saved_schema
+            del self.batches[saved_batches:]
             raise
         if op.settings:  # a copy's own writes carry its marker (``copying``)
             self.settings.update(op.settings)
@@ -288,7 +334,7 @@ class _Resolver:
                 self.settings.pop("encryption", None)
         return out
 
-    def _apply_write(self, req: WriteRequest) -> _Outcome:
+    def _apply_write(self, req: ValidatedWrite) -> _Outcome:
         out = _Outcome()
         self.schema = req.schema
         if req.delete_by_filter is not None:
@@ -301,7 +347,7 @@ class _Resolver:
                     )
                 ids, out.rows_remaining = ids[:MAX_DELETE_BY_FILTER_ROWS], True
             for i in ids:
-                self.overlay[i] = None
+                self._set(i, None)
             out.deleted += ids
         if req.patch_by_filter is not None:
             flt, patch = req.patch_by_filter
@@ -315,30 +361,15 @@ class _Resolver:
                 ids, out.rows_remaining = ids[:MAX_PATCH_BY_FILTER_ROWS], True
             current = self.current(ids)
             for i in ids:
-                self.overlay[i] = {**current[i], **patch}
+                self._set(i, {**current[i], **patch})
             out.patched += ids
         if req.upserts:
-            apply_to = req.upserts
-            if req.upsert_condition is not None:  # an upsert replaces: only the condition's columns
-                existing = self.current(
-                    [i for i, _ in req.upserts], self.read_attributes(req.upsert_condition)
-                )
-                targets = [(i, existing[i], d) for i, d in req.upserts if i in existing]
-                ok = (
-                    self.condition_holds(req.upsert_condition, targets, "upsert_condition")
-                    if targets
-                    else np.zeros(0, bool)
-                )
-                skip = {t[0] for t, good in zip(targets, ok, strict=True) if not good}
-                apply_to = [(i, d) for i, d in req.upserts if i not in skip]
-            for i, d in apply_to:
-                self.overlay[i] = {k: v for k, v in d.items() if v is not None}
-            out.upserted += [i for i, _ in apply_to]
+            out.upserted += self._upsert(req)
         if req.patches:
             targets = self._patch_targets(req.patches, req.patch_condition)
             for i, old, d in targets:
                 merged = {**old, **d}
-                self.overlay[i] = {k: v for k, v in merged.items() if v is not None}
+                self._set(i, {k: v for k, v in merged.items() if v is not None})
             out.patched += [t[0] for t in targets]
         if req.deletes:
             # existence, and the columns a condition reads (no vector data on the event loop)
@@ -349,7 +380,7 @@ class _Resolver:
                 ok = self.condition_holds(req.delete_condition, targets_d, "delete_condition")
                 targets_d = [t for t, good in zip(targets_d, ok, strict=True) if good]
             for i, _, _ in targets_d:
-                self.overlay[i] = None
+                self._set(i, None)
             out.deleted += [t[0] for t in targets_d]
         return out
 
@@ -366,13 +397,78 @@ class _Resolver:
         whole = self.current([i for i, _ in wanted])
         return [(i, whole[i], d) for i, d in wanted if i in whole]
 
+    def _upsert(self, req: ValidatedWrite) -> list[Id]:
+        """Set the request's upserted documents (those its condition lets through) as rows of
+        its batch; returns their ids."""
+        batch = req.upserts
+        keep: list[int] | range = range(len(batch))
+        if req.upsert_condition is not None:
+            # an upsert replaces: only the condition's columns are read
+            existing = self.current(batch.ids, self.read_attributes(req.upsert_condition))
+            rows = [(r, i) for r, i in enumerate(batch.ids) if i in existing]
+            targets = [(i, existing[i], batch.row(r, req.schema)) for r, i in rows]
+            ok = (
+                self.condition_holds(req.upsert_condition, targets, "upsert_condition")
+                if targets
+                else np.zeros(0, bool)
+            )
+            skip = {r for (r, _), good in zip(rows, ok, strict=True) if not good}
+            keep = [r for r in range(len(batch)) if r not in skip]
+        self.batches.append((batch, req.schema))
+        self._set_rows(len(self.batches) - 1, keep)
+        return batch.ids if isinstance(keep, range) else [batch.ids[r] for r in keep]
+
     # -- the entry ---------------------------------------------------------------------------------
 
     def docs_table(self) -> pa.Table | None:
+        """The entry's document table: ``id``, ``$op`` and, sorted by name, every attribute some
+        document of the group sets. Rows of upsert batches are taken column by column from the
+        batches' Arrow arrays; only patched documents are turned into columns from dicts."""
         if not self.overlay:
             return None
+        parts = [self._batch_part(number) for number in range(len(self.batches))]
+        others: list[tuple[Id, Doc | None]] = []
+        for i in self._loose:
+            d = self.overlay.get(i, _ABSENT)
+            if d is None or isinstance(d, dict):
+                others.append((i, d))
+        if others:
+            parts.append(self._rows_part(others))
+        parts = [p for p in parts if p.num_rows]
+        if not parts:
+            return None
+        table = parts[0] if len(parts) == 1 else pa.concat_tables(parts, promote_options="default")
+        names = sorted(
+            c
+            for c in table.column_names
+            if c not in ("id", OP_COLUMN) and table.column(c).null_count < table.num_rows
+        )
+        return table.select(["id", OP_COLUMN, *names]).combine_chunks()
+
+    def _batch_part(self, number: int) -> pa.Table:
+        """The rows of upsert batch ``number`` that are still the group's last word on their id,
+        as upserts, with the columns of attributes the schema still has, of the type it gives
+        them."""
+        batch, _ = self.batches[number]
+        current = list(map(self.overlay.get, batch.ids))
+        every = current == list(zip(repeat(number), range(len(batch)), strict=False))
+        rows = None if every else [r for r, d in enumerate(current) if d == (number, r)]
+        ids = batch.ids if rows is None else [batch.ids[r] for r in rows]
+        take = None if rows is None else pa.array(rows, type=pa.int64())
+        cols: dict[str, pa.Array] = {
+            "id": ids_to_arrow(ids, self.schema.id_type or "uint"),
+            OP_COLUMN: pa.array(np.full(len(ids), OP_UPSERT, dtype=np.uint8)),
+        }
+        for name, column in batch.columns.items():
+            attr = self.schema.attributes.get(name)
+            if attr is None or column.type != attr.type.arrow_type():
+                continue  # the attribute was dropped later in the group
+            cols[name] = column if take is None else column.take(take)
+        return pa.table(cols)
+
+    def _rows_part(self, items: list[tuple[Id, Doc | None]]) -> pa.Table:
+        """Documents given as dicts (None: a delete) as columns."""
         schema = self.schema
-        items = list(self.overlay.items())
         n = len(items)
         ops = [OP_DELETE if d is None else OP_UPSERT for _, d in items]
         # One pass over the values actually present: a column that few documents set costs what
@@ -409,6 +505,17 @@ def _scatter(values: pa.Array, rows: list[int], n: int) -> pa.Array:
     index = np.full(n, -1, dtype=np.int64)
     index[np.asarray(rows, dtype=np.int64)] = np.arange(len(rows), dtype=np.int64)
     return values.take(pa.array(index, mask=index < 0))
+
+
+@dataclass
+class _Prepared:
+    """A group resolved against a snapshot: the requests that apply (with their outcomes), those
+    refused, and the entry holding their net effect with its bytes (None: nothing to write)."""
+
+    live: list[tuple[Op, _Outcome]] = field(default_factory=list)
+    refused: list[tuple[Op, LagoonError]] = field(default_factory=list)
+    entry: WalEntry | None = None
+    data: bytes | None = None
 
 
 class Committer:
@@ -501,23 +608,17 @@ class Committer:
             if state.tail.branch_fence_ms is not None:
                 await self._await_branch(state)
             snap = state.current()
-            resolver = _Resolver(snap, self.token_matcher_factory, int(state.settings.limits.max_query_work))
-            live: list[tuple[Op, _Outcome]] = []
-            for n, op in enumerate(group):
-                if op.future.done():
-                    continue
-                if n == len(group) // 2 and n:
-                    fp.hit("wal.mid_group")
-                try:
-                    live.append((op, resolver.apply(op)))
-                except LagoonError as e:
-                    op.future.set_exception(e)
+            stamp = (self.components.nonce(), self.components.clock.now_ms())
+            # Resolving and encoding run in a worker thread: the event loop only routes meanwhile.
+            max_work = int(state.settings.limits.max_query_work)
+            prepared = await asyncio.to_thread(self._prepare, snap, group, stamp, max_work)
+            for op, err in prepared.refused:
+                op.future.set_exception(err)
+            live = prepared.live
             if not live:
                 return
-            docs = resolver.docs_table()
-            schema_changed = resolver.schema != snap.schema or resolver.truncate
-            settings_changed = resolver.settings != snap.settings
-            if docs is None and not schema_changed and not settings_changed and not resolver.truncate:
+            entry, data = prepared.entry, prepared.data
+            if entry is None or data is None:
                 # Nothing to write. The decision was made on our snapshot; confirm it is current.
                 before = snap.head
                 await state.refresh()
@@ -526,25 +627,7 @@ class Committer:
                         op.future.set_result(self._response(op, outcome, before))
                     return
                 continue
-            seq = snap.head + 1
-            entry = WalEntry(
-                seq=seq,
-                nonce=self.components.nonce(),
-                created_at_ms=self.components.clock.now_ms(),
-                writer=self.components.node_id,
-                requests=len(live),
-                truncate=resolver.truncate,
-                **schema_patch.entry_fields(
-                    snap.schema,
-                    resolver.schema,
-                    docs.column_names if docs is not None else (),
-                    changed=schema_changed,
-                    fresh=resolver.truncate or snap.schema.id_type is None,
-                ),
-                settings=dict(resolver.settings) if settings_changed else None,
-                docs=docs,
-            )
-            data = encode_entry(entry, resolver.schema)
+            seq = entry.seq
             fp.hit("wal.before_put")
             outcome_kind = await self._put(seq, data)
             if outcome_kind == "lost":
@@ -605,6 +688,50 @@ class Committer:
             await state.refresh()  # the refresh's own check finds the same and reloads
         self._saw_head()
 
+    def _prepare(self, snap: Snapshot, group: list[Op], stamp: tuple[bytes, int], max_work: int) -> _Prepared:
+        """Resolve ``group`` against ``snap`` and encode its entry for slot ``snap.head + 1``
+        (``stamp``: the entry's nonce and creation time; ``max_work``: limits.max_query_work).
+        No I/O and no future is touched here: the caller settles the refused requests and
+        commits the entry."""
+        fp = self.components.failpoints
+        resolver = _Resolver(snap, self.token_matcher_factory, max_work)
+        prepared = _Prepared()
+        for n, op in enumerate(group):
+            if op.future.done():
+                continue
+            if n == len(group) // 2 and n:
+                fp.hit("wal.mid_group")
+            try:
+                prepared.live.append((op, resolver.apply(op)))
+            except LagoonError as e:
+                prepared.refused.append((op, e))
+        if not prepared.live:
+            return prepared
+        docs = resolver.docs_table()
+        schema_changed = resolver.schema != snap.schema or resolver.truncate
+        settings_changed = resolver.settings != snap.settings
+        if docs is None and not schema_changed and not settings_changed:
+            return prepared  # nothing to write
+        prepared.entry = WalEntry(
+            seq=snap.head + 1,
+            nonce=stamp[0],
+            created_at_ms=stamp[1],
+            writer=self.components.node_id,
+            requests=len(prepared.live),
+            truncate=resolver.truncate,
+            **schema_patch.entry_fields(
+                snap.schema,
+                resolver.schema,
+                docs.column_names if docs is not None else (),
+                changed=schema_changed,
+                fresh=resolver.truncate or snap.schema.id_type is None,
+            ),
+            settings=dict(resolver.settings) if settings_changed else None,
+            docs=docs,
+        )
+        prepared.data = encode_entry(seal_entry(prepared.entry, resolver.schema))
+        return prepared
+
     async def _await_branch(self, state: NamespaceState) -> None:
         """The view ends in a branch creation's fence (wal/1 of a new branch) without the branch's
         manifest: building on it would put this write inside the branch's fork range, where no
@@ -644,12 +771,14 @@ class Committer:
         except StorageError as e:
             raise translate(e, doing) from e
         fence = encode_entry(
-            WalEntry(
-                seq=seq,
-                nonce=self.components.nonce(),
-                created_at_ms=self.components.clock.now_ms(),
-                writer=self.components.node_id,
-                requests=0,
+            seal_entry(
+                WalEntry(
+                    seq=seq,
+                    nonce=self.components.nonce(),
+                    created_at_ms=self.components.clock.now_ms(),
+                    writer=self.components.node_id,
+                    requests=0,
+                )
             )
         )
         try:

@@ -210,14 +210,36 @@ def recover_schema(before: Schema, entry: WalEntry) -> Schema | None:
     return dataclasses.replace(before, id_type=id_type, attributes=attrs)
 
 
-def encode_entry(entry: WalEntry, schema: Schema | None = None) -> bytes:
-    """The bytes of ``entry``. ``schema``: the schema in effect before it, when the entry does
-    not carry its own; the entry is checked first (``check_entry``), so no byte that a reader
-    would refuse is ever produced: a failure is a bug of the caller (``InternalError``)."""
+_SEAL = object()
+
+
+class SealedEntry:
+    """A WAL entry that ``check_entry`` passed: the only thing ``encode_entry`` accepts, and
+    made only by ``seal_entry`` (mypy sees the type; the constructor refuses any other maker).
+    So "validate, then encode" is not a convention of each caller but the encoder's signature."""
+
+    __slots__ = ("entry",)
+
+    def __init__(self, entry: WalEntry, seal: object) -> None:
+        if seal is not _SEAL:
+            raise InternalError("a SealedEntry is made by seal_entry only")
+        self.entry = entry
+
+
+def seal_entry(entry: WalEntry, schema: Schema | None = None) -> SealedEntry:
+    """``entry``, checked (``check_entry``) for writing. ``schema``: the schema in effect before
+    it, when the entry does not carry its own. A reader would refuse what fails the check, so a
+    failure is a bug of the caller (``InternalError``), never bytes in the bucket."""
     try:
         check_entry(entry, schema)
     except LagoonError as e:
         raise InternalError(f"refusing to write an invalid WAL entry: {e.message}") from None
+    return SealedEntry(entry, _SEAL)
+
+
+def encode_entry(sealed: SealedEntry) -> bytes:
+    """The bytes of a sealed entry (``seal_entry``)."""
+    entry = sealed.entry
     struct = _PatchBody if entry.schema_patch is not None else _Body if entry.branch is None else _FenceBody
     extra: dict[str, Any] = {} if entry.branch is None else {"branch": entry.branch}
     if entry.schema_patch is not None:

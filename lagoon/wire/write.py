@@ -2,13 +2,25 @@
 
 ``parse_write(body, schema)`` checks every field against the namespace schema (inferring the
 types of new attributes from all values in the request), converts values to canonical form and
-returns a ``WriteRequest``, or raises InvalidRequest naming the offending field. Pure: no I/O.
+returns a ``ValidatedWrite``, or raises InvalidRequest naming the offending field. Pure: no I/O.
+
+Upserted documents are validated as columns, not as rows: ``upsert_rows`` is turned into one
+list of values per attribute, ``upsert_columns`` is taken as it is, and each column is coerced in
+one step into an Arrow array of its attribute's exact type (a vector column into one float32
+matrix: ``values.coerce_vectors``). The result, a ``DocBatch``, is what the write path turns into
+the WAL entry's document table without building Python rows. Patches stay rows: they are merged
+into current documents one by one anyway.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
+from operator import itemgetter
 from typing import Any
+
+import numpy as np
+import pyarrow as pa
 
 from lagoon.errors import InvalidRequest
 from lagoon.index import embed
@@ -25,7 +37,18 @@ from lagoon.schema import (
     check_writable,
     unstored,
 )
-from lagoon.values import Id, coerce_id, coerce_value, infer_type
+from lagoon.values import (
+    U64_MAX,
+    Id,
+    canonical_from_arrow,
+    coerce_column,
+    coerce_id,
+    coerce_value,
+    coerce_vectors,
+    column_to_arrow,
+    infer_type,
+    vectors_to_arrow,
+)
 
 Doc = dict[str, Any]
 
@@ -56,12 +79,43 @@ MAX_PATCH_BY_FILTER_ROWS = 50_000
 
 
 @dataclass(frozen=True)
-class WriteRequest:
-    """A validated write. Documents are canonical (see lagoon.values); ids are canonical ids."""
+class DocBatch:
+    """Upserted documents as columns: their canonical ids, in request order, and one Arrow
+    array per attribute that some of them set (null where a document does not), each of the
+    attribute's exact Arrow type (``AttrType.arrow_type``)."""
+
+    ids: list[Id] = field(default_factory=list)
+    columns: dict[str, pa.Array] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __bool__(self) -> bool:
+        return bool(self.ids)
+
+    def row(self, i: int, schema: Schema) -> Doc:
+        """Document ``i``'s canonical values (attributes it does not set left out)."""
+        out: Doc = {}
+        for name, col in self.columns.items():
+            value = col[i].as_py()
+            if value is not None:
+                out[name] = canonical_from_arrow(value, schema.attributes[name].type)
+        return out
+
+    def rows(self, schema: Schema) -> Iterator[tuple[Id, Doc]]:
+        for i, ident in enumerate(self.ids):
+            yield ident, self.row(i, schema)
+
+
+@dataclass(frozen=True)
+class ValidatedWrite:
+    """A write that passed every check of ``parse_write`` against ``schema``: documents are
+    canonical (see lagoon.values), ids are canonical ids, filters are parsed. The write path
+    accepts nothing else (engine/writer.py)."""
 
     schema: Schema  # the schema after this request's schema changes and inferred types
     schema_changed: bool
-    upserts: list[tuple[Id, Doc]] = field(default_factory=list)
+    upserts: DocBatch = field(default_factory=DocBatch)
     patches: list[tuple[Id, Doc]] = field(default_factory=list)
     deletes: list[Id] = field(default_factory=list)
     delete_by_filter: Filter | None = None
@@ -84,7 +138,90 @@ class WriteRequest:
         )
 
 
-def _rows_from_columns(cols: Any, where: str) -> list[Any]:
+@dataclass
+class _RawColumns:
+    """Upserted documents as they arrived, gathered into columns: ``ids[i]`` and
+    ``values[name][i]`` (None: absent or null) of document i; ``present[name]``: how many
+    documents name the attribute (null included); ``where(i)``: how errors name document i."""
+
+    ids: list[Any]
+    values: dict[str, list[Any]]
+    present: dict[str, int]
+    where: Callable[[int], str]
+
+
+def _raw_from_rows(rows: Any, key: str) -> _RawColumns:
+    if not isinstance(rows, list):
+        raise InvalidRequest(f"{key}: expected an array of documents")
+    return _uniform_rows(rows, key) or _mixed_rows(rows, key)
+
+
+def _uniform_rows(rows: list[Any], key: str) -> _RawColumns | None:
+    """Documents that all name the same attributes (the usual batch), gathered a column at a
+    time; None when they do not (``_mixed_rows`` then goes document by document)."""
+    first = rows[0] if rows else None
+    if type(first) is not dict or "id" not in first:
+        return None
+    names = first.keys()
+    if set(map(type, rows)) != {dict} or not all(map(names.__eq__, map(dict.keys, rows))):
+        return None
+    values = {name: list(map(itemgetter(name), rows)) for name in names if name != "id"}
+    ids = list(map(itemgetter("id"), rows))
+    return _RawColumns(ids, values, dict.fromkeys(values, len(rows)), lambda i: f"{key}[{i}]")
+
+
+def _mixed_rows(rows: list[Any], key: str) -> _RawColumns:
+    n = len(rows)
+    ids: list[Any] = []
+    values: dict[str, list[Any]] = {}
+    present: dict[str, int] = {}
+    for i, r in enumerate(rows):
+        if not isinstance(r, dict):
+            raise InvalidRequest(f"{key}[{i}]: expected a document object")
+        if "id" not in r:
+            raise InvalidRequest(f"{key}[{i}]: 'id' is required")
+        for name, value in r.items():
+            if name == "id":
+                ids.append(value)
+                continue
+            col = values.get(name)
+            if col is None:
+                col = values[name] = [None] * n
+                present[name] = 0
+            col[i] = value
+            present[name] += 1
+    return _RawColumns(ids, values, present, lambda i: f"{key}[{i}]")
+
+
+def _raw_from_columns(cols: Any, key: str) -> _RawColumns:
+    n = _column_length(cols, key)
+    values = {k: v for k, v in cols.items() if k != "id"}
+    return _RawColumns(list(cols["id"]), values, dict.fromkeys(values, n), lambda i: f"{key}[{i}]")
+
+
+def _concat_raw(a: _RawColumns, b: _RawColumns) -> _RawColumns:
+    """``a``'s documents then ``b``'s (a request may carry both upsert_rows and upsert_columns)."""
+    na, nb = len(a.ids), len(b.ids)
+    names = list(dict.fromkeys([*a.values, *b.values]))
+    values = {k: a.values.get(k, [None] * na) + b.values.get(k, [None] * nb) for k in names}
+    present = {k: a.present.get(k, 0) + b.present.get(k, 0) for k in names}
+    return _RawColumns(a.ids + b.ids, values, present, lambda i: a.where(i) if i < na else b.where(i - na))
+
+
+def _upsert_columns(body: dict[str, Any]) -> _RawColumns:
+    raws = []
+    if body.get("upsert_rows") is not None:
+        raws.append(_raw_from_rows(body["upsert_rows"], "upsert_rows"))
+    if body.get("upsert_columns") is not None:
+        raws.append(_raw_from_columns(body["upsert_columns"], "upsert_columns"))
+    if not raws:
+        return _RawColumns([], {}, {}, str)
+    return raws[0] if len(raws) == 1 else _concat_raw(raws[0], raws[1])
+
+
+def _column_length(cols: Any, where: str) -> int:
+    """The common length of a ``*_columns`` object's columns (400 unless they are equal arrays
+    with an ``id`` column)."""
     if not isinstance(cols, dict):
         raise InvalidRequest(f"{where}: expected an object of equal-length columns")
     if "id" not in cols:
@@ -97,6 +234,11 @@ def _rows_from_columns(cols: Any, where: str) -> list[Any]:
     for k, ln in lengths.items():
         if ln != n:
             raise InvalidRequest(f"{where}.{k}: has {ln} values, 'id' has {n}; columns must be equally long")
+    return n
+
+
+def _rows_from_columns(cols: Any, where: str) -> list[Any]:
+    n = _column_length(cols, where)
     names = list(cols)
     return [{k: cols[k][i] for k in names} for i in range(n)]
 
@@ -127,42 +269,127 @@ def _bool(body: dict[str, Any], key: str, default: bool = False) -> bool:
     return v
 
 
-def _infer_new_attributes(schema: Schema, docs: list[tuple[str, Any]], is_patch: list[bool]) -> Schema:
-    """Add types for attributes the schema lacks, inferred from every value in the request."""
-    seen: dict[str, AttrType] = {}
-    room = MAX_ATTRIBUTES - len(schema.attributes)
-    for (where, doc), _ in zip(docs, is_patch, strict=True):
+class _Inferred:
+    """Types for attributes the schema lacks, inferred from every value in the request as the
+    values are seen; the attribute limit is checked as each new name appears, so a request with
+    many more costs no more to refuse."""
+
+    def __init__(self, schema: Schema) -> None:
+        self.schema = schema
+        self.seen: dict[str, AttrType] = {}
+        self.room = MAX_ATTRIBUTES - len(schema.attributes)
+
+    def new(self, name: str) -> bool:
+        """Whether ``name`` is an attribute the schema lacks (its name is checked then)."""
+        if name == "id" or name in self.schema.attributes:
+            return False
+        check_attr_name(name)
+        return True
+
+    def see(self, name: str, value: Any, where: str) -> None:
+        t = infer_type(name, value)
+        if t is None:
+            return
+        prev = self.seen.get(name)
+        if prev is None and len(self.seen) >= self.room:
+            raise InvalidRequest(
+                f"{where}.{name}: this write would give the namespace more than {MAX_ATTRIBUTES} "
+                f"attributes ({len(self.schema.attributes)} in its schema, {len(self.seen) + 1} new ones "
+                f"inferred from this request's documents so far); at most {MAX_ATTRIBUTES} are "
+                "allowed per namespace (docs/limits.md)"
+            )
+        if prev is None or prev == t:
+            self.seen[name] = t
+        elif {prev.kind, t.kind} == {"int", "float"} and prev.array == t.array:
+            self.seen[name] = AttrType("float", array=t.array)
+        else:
+            raise InvalidRequest(
+                f"{where}.{name}: value of type {t} conflicts with type {prev} inferred from an "
+                "earlier document in this request; declare the type in schema"
+            )
+
+    def result(self) -> Schema:
+        if not self.seen:
+            return self.schema
+        attrs = dict(self.schema.attributes)
+        for name, t in self.seen.items():
+            attrs[name] = AttributeSchema(type=t, filterable=not t.is_vector, ann={} if t.is_vector else None)
+        return replace(self.schema, attributes=attrs)
+
+
+def _infer_new_attributes(schema: Schema, docs: list[tuple[str, Any]]) -> Schema:
+    """Add types for attributes the schema lacks, inferred from every value of ``docs``."""
+    inferred = _Inferred(schema)
+    for where, doc in docs:
         for name, value in doc.items():
-            if name == "id" or name in schema.attributes:
-                continue
-            check_attr_name(name)
-            t = infer_type(name, value)
-            if t is None:
-                continue
-            prev = seen.get(name)
-            if prev is None and len(seen) >= room:
-                # Checked as each new name appears: a request with many more costs no more to refuse.
-                raise InvalidRequest(
-                    f"{where}.{name}: this write would give the namespace more than {MAX_ATTRIBUTES} "
-                    f"attributes ({len(schema.attributes)} in its schema, {len(seen) + 1} new ones "
-                    f"inferred from this request's documents so far); at most {MAX_ATTRIBUTES} are "
-                    "allowed per namespace (docs/limits.md)"
-                )
-            if prev is None or prev == t:
-                seen[name] = t
-            elif {prev.kind, t.kind} == {"int", "float"} and prev.array == t.array:
-                seen[name] = AttrType("float", array=t.array)
-            else:
-                raise InvalidRequest(
-                    f"{where}.{name}: value of type {t} conflicts with type {prev} inferred from an "
-                    "earlier document in this request; declare the type in schema"
-                )
-    if not seen:
-        return schema
-    attrs = dict(schema.attributes)
-    for name, t in seen.items():
-        attrs[name] = AttributeSchema(type=t, filterable=not t.is_vector, ann={} if t.is_vector else None)
-    return replace(schema, attributes=attrs)
+            if inferred.new(name):
+                inferred.see(name, value, where)
+    return inferred.result()
+
+
+def _infer_from_columns(schema: Schema, raw: _RawColumns) -> Schema:
+    """``_infer_new_attributes`` for upserted documents gathered into columns."""
+    inferred = _Inferred(schema)
+    for name, values in raw.values.items():
+        if inferred.new(name):
+            for i, value in enumerate(values):
+                if value is not None:
+                    inferred.see(name, value, raw.where(i))
+    return inferred.result()
+
+
+def _coerce_column(values: list[Any], atype: AttrType, where: Callable[[int], str]) -> pa.Array:
+    """A column of values (None = null) -> an Arrow array of ``atype``, every value checked."""
+    if atype.is_vector:
+        matrix, valid = coerce_vectors(values, atype, where=where)
+        return vectors_to_arrow(matrix, valid, atype)
+    return column_to_arrow(coerce_column(values, atype, where=where), atype)
+
+
+def _plain_uint_ids(ids: list[Any]) -> bool:
+    """Whether every id is an int in 0..2^64-1 (then it is its own canonical id)."""
+    return set(map(type, ids)) == {int} and min(ids) >= 0 and max(ids) <= U64_MAX
+
+
+def _canonical_ids(raw: _RawColumns, id_type: str | None) -> list[Id]:
+    """The documents' canonical ids: plain integer ids of a uint namespace are checked in one
+    pass by type; any other column goes id by id (``coerce_id``)."""
+    if id_type == "uint" and _plain_uint_ids(raw.ids):
+        return raw.ids
+    return [coerce_id(v, id_type, where=f"{raw.where(i)}.id")[0] for i, v in enumerate(raw.ids)]
+
+
+def _naming(raw: _RawColumns, name: str) -> Callable[[int], str]:
+    return lambda i: f"{raw.where(i)}.{name}"
+
+
+def _coerce_batch(raw: _RawColumns, schema: Schema) -> DocBatch:
+    """The upserted documents, checked and canonical, as a ``DocBatch`` (columns no document
+    sets a value of are left out)."""
+    ids = _canonical_ids(raw, schema.id_type)
+    columns: dict[str, pa.Array] = {}
+    for name, values in raw.values.items():
+        attr = schema.attributes.get(name)
+        if attr is None:
+            first = next((i for i, v in enumerate(values) if v is not None), None)
+            if first is None:
+                continue  # a null for an attribute nobody has typed yet carries no information
+            raise InvalidRequest(f"{raw.where(first)}.{name}: unknown attribute")
+        column = _coerce_column(values, attr.type, _naming(raw, name))
+        if column.null_count < len(column):
+            columns[name] = column
+    return DocBatch(ids, columns)
+
+
+def batch_from_rows(rows: list[tuple[Id, Doc]], schema: Schema) -> DocBatch:
+    """Canonical documents (rows) as a ``DocBatch``."""
+    names = list(dict.fromkeys(n for _, d in rows for n, v in d.items() if v is not None))
+    columns = {
+        n: column_to_arrow([d.get(n) for _, d in rows], schema.attributes[n].type)
+        for n in names
+        if n in schema.attributes
+    }
+    return DocBatch([i for i, _ in rows], columns)
 
 
 def _coerce_doc(doc: dict[str, Any], schema: Schema, where: str, *, patch: bool) -> tuple[Id, Doc]:
@@ -195,14 +422,19 @@ def embeds(body: Any, schema: Schema) -> bool:
     return isinstance(spec, dict) and any(isinstance(v, dict) and v.get("embed") for v in spec.values())
 
 
-def _embed_upserts(upserts: list[tuple[Id, Doc]], patches: list[tuple[Id, Doc]], schema: Schema) -> None:
+def _embed_upserts(
+    upserts: DocBatch, present: dict[str, int], patches: list[tuple[Id, Doc]], schema: Schema
+) -> DocBatch:
     """Set each embedded attribute's target vector from its text (lagoon/index/embed.py): the
     embedding of a non-null text, null for a null or absent one. Patches cannot change an
-    embedded text (re-upsert the document), and nobody writes a target directly."""
+    embedded text (re-upsert the document), and nobody writes a target directly. Every upserted
+    document then names the target (``present``)."""
     embedded = [(n, a.embed) for n, a in sorted(schema.attributes.items()) if a.embed is not None]
     if not embedded:
-        return
+        return upserts
     embed.check_model(embedded[0][1]["model"], where=f"schema.{embedded[0][0]}.embed")
+    columns = dict(upserts.columns)
+    n = len(upserts)
     for name, cfg in embedded:
         target = cfg["attribute"]
         for _, doc in patches:
@@ -210,33 +442,78 @@ def _embed_upserts(upserts: list[tuple[Id, Doc]], patches: list[tuple[Id, Doc]],
                 raise InvalidRequest(
                     f"patch: {name!r} is embedded into {target!r}; upsert the whole document to change it"
                 )
-        texts = [(doc, doc.get(name)) for _, doc in upserts]
-        wanted = [(doc, t) for doc, t in texts if t is not None]
+        texts = columns[name].to_pylist() if name in columns else [None] * n
+        wanted = [(i, t) for i, t in enumerate(texts) if t is not None]
         if len(wanted) > MAX_EMBEDDED_ROWS:
             raise InvalidRequest(
                 f"upsert: at most {MAX_EMBEDDED_ROWS} documents per write carry embedded attribute {name!r}"
             )
-        for doc, _ in texts:
-            doc[target] = None
+        vectors: list[Any] = [None] * n
         if wanted:
-            vectors = embed.embed(cfg["model"], [str(t) for _, t in wanted], where=f"schema.{name}.embed")
-            for (doc, _), v in zip(wanted, vectors, strict=True):
-                doc[target] = v
+            embedded_texts = embed.embed(
+                cfg["model"], [str(t) for _, t in wanted], where=f"schema.{name}.embed"
+            )
+            for (i, _), v in zip(wanted, embedded_texts, strict=True):
+                vectors[i] = v
+        columns.pop(target, None)
+        if wanted:
+            columns[target] = column_to_arrow(vectors, schema.attributes[target].type)
+        if n:
+            present[target] = n
+    return DocBatch(upserts.ids, columns)
+
+
+def _value_bytes(v: Any) -> int:
+    if isinstance(v, str):
+        return len(v.encode())
+    if hasattr(v, "nbytes"):
+        return int(v.nbytes)
+    if isinstance(v, list):
+        return 8 * len(v)
+    return 8
 
 
 def _doc_bytes(doc: Doc) -> int:
-    n = 8
-    for k, v in doc.items():
-        n += len(k)
-        if isinstance(v, str):
-            n += len(v.encode())
-        elif hasattr(v, "nbytes"):
-            n += int(v.nbytes)
-        elif isinstance(v, list):
-            n += 8 * len(v)
-        else:
-            n += 8
-    return n
+    return 8 + sum(len(k) + _value_bytes(v) for k, v in doc.items())
+
+
+def _batch_bytes(batch: DocBatch, present: dict[str, int], schema: Schema) -> int:
+    """``_doc_bytes`` summed over the batch's documents, from its columns: each document 8, each
+    attribute a document names its name's length plus its value's bytes (8 for a null)."""
+    total = 8 * len(batch)
+    for name, count in present.items():
+        attr = schema.attributes.get(name)
+        if attr is None or not count:
+            continue
+        col = batch.columns.get(name)
+        values = 0 if col is None else len(col) - col.null_count
+        total += count * len(name) + 8 * (count - values)
+        if col is not None:
+            total += _column_value_bytes(col, attr.type, values)
+    return total
+
+
+def _offsets_span(col: Any) -> int:
+    """Elements (list, map) or bytes (string) held by a variable-length Arrow array with 32-bit
+    offsets (a null holds none)."""
+    if len(col) == 0:
+        return 0
+    if isinstance(col, pa.StringArray):
+        offsets = np.frombuffer(col.buffers()[1], dtype=np.int32)[col.offset : col.offset + len(col) + 1]
+    else:
+        offsets = np.asarray(col.offsets)
+    return int(offsets[-1] - offsets[0])
+
+
+def _column_value_bytes(col: pa.Array, t: AttrType, values: int) -> int:
+    """``_value_bytes`` of a column's ``values`` non-null canonical values, summed."""
+    if t.is_vector:
+        return values * 4 * t.dims  # canonical vectors are float32
+    if t.array or t.is_sparse or t.is_multivector:
+        return 8 * _offsets_span(col)  # a null holds no elements
+    if t.kind == "string":
+        return _offsets_span(col)
+    return 8 * values
 
 
 MAX_DENSE_FACTOR = 16  # columns may take this many times the request's values ...
@@ -250,19 +527,16 @@ def _slot_bytes(t: AttrType) -> int:
     return 8
 
 
-def _check_density(docs: list[tuple[Id, Doc]], schema: Schema, logical: int) -> None:
+def _check_density(rows: int, names: set[str], schema: Schema, logical: int) -> None:
     """Refuse documents so sparse that their columns (every row holds a slot for every attribute
     the request sets, null or not) would cost far more memory than the values they carry:
     100,000 rows each setting a different one of 1,024 attributes is 3 MB of JSON and 800 MB
     of columns. Bounded by max(16 x the values' bytes, 64 MiB) (docs/limits.md)."""
-    names: set[str] = set()
-    for _, d in docs:
-        names.update(d)
-    dense = len(docs) * sum(_slot_bytes(schema.attributes[n].type) for n in names if n in schema.attributes)
+    dense = rows * sum(_slot_bytes(schema.attributes[n].type) for n in names if n in schema.attributes)
     limit = max(MAX_DENSE_FACTOR * logical, MIN_DENSE_BYTES)
     if dense > limit:
         raise InvalidRequest(
-            f"documents too sparse: {len(docs)} rows setting {len(names)} different attributes would "
+            f"documents too sparse: {rows} rows setting {len(names)} different attributes would "
             f"take {dense >> 20} MiB as columns for {logical >> 10} KiB of values (limit: "
             f"{MAX_DENSE_FACTOR}x the values or {MIN_DENSE_BYTES >> 20} MiB); write documents with "
             "different attributes in separate requests (docs/limits.md)"
@@ -286,7 +560,7 @@ def check_vector_metrics(schema: Schema) -> None:
             )
 
 
-def parse_write(body: Any, schema: Schema) -> WriteRequest:
+def parse_write(body: Any, schema: Schema) -> ValidatedWrite:
     """Validate a write body against ``schema``; InvalidRequest names the first problem found."""
     if not isinstance(body, dict):
         raise InvalidRequest("write body must be a JSON object")
@@ -315,12 +589,15 @@ def parse_write(body: Any, schema: Schema) -> WriteRequest:
             )
         new_schema = replace(new_schema, distance_metric=metric)
 
-    upsert_docs = _rows(body, "upsert_rows", "upsert_columns")
+    raw = _upsert_columns(body)
     patch_docs = _rows(body, "patch_rows", "patch_columns")
-    all_docs = upsert_docs + patch_docs
 
     id_type = new_schema.id_type
-    for where, doc in all_docs:
+    if id_type != "uint" or not _plain_uint_ids(raw.ids):
+        for i, ident in enumerate(raw.ids):
+            _, t = coerce_id(ident, id_type, where=f"{raw.where(i)}.id")
+            id_type = id_type or t
+    for where, doc in patch_docs:
         _, t = coerce_id(doc["id"], id_type, where=f"{where}.id")
         id_type = id_type or t
     deletes_raw = body.get("deletes")
@@ -332,17 +609,17 @@ def parse_write(body: Any, schema: Schema) -> WriteRequest:
     if id_type != new_schema.id_type:
         new_schema = replace(new_schema, id_type=id_type)
 
-    new_schema = _infer_new_attributes(new_schema, upsert_docs, [False] * len(upsert_docs))
-    new_schema = _infer_new_attributes(new_schema, patch_docs, [True] * len(patch_docs))
+    new_schema = _infer_from_columns(new_schema, raw)
+    new_schema = _infer_new_attributes(new_schema, patch_docs)
 
-    upserts = [_coerce_doc(d, new_schema, w, patch=False) for w, d in upsert_docs]
+    upserts = _coerce_batch(raw, new_schema)
     patches = [_coerce_doc(d, new_schema, w, patch=True) for w, d in patch_docs]
-    _embed_upserts(upserts, patches, new_schema)
+    upserts = _embed_upserts(upserts, raw.present, patches, new_schema)
     deletes = [
         coerce_id(d, new_schema.id_type, where=f"deletes[{i}]")[0] for i, d in enumerate(deletes_raw or [])
     ]
     for label, ids in (
-        ("upsert", [i for i, _ in upserts]),
+        ("upsert", upserts.ids),
         ("patch", [i for i, _ in patches]),
         ("deletes", deletes),
     ):
@@ -361,7 +638,7 @@ def parse_write(body: Any, schema: Schema) -> WriteRequest:
             if (a.type.is_vector or (a.type.is_multivector and a.ann))
             and not (a.ann or {}).get("distance_metric")
         ]
-        missing = [k for k in bare if any(d.get(k) is not None for _, d in upserts)]
+        missing = [k for k in bare if k in upserts.columns]
         if missing:
             raise InvalidRequest(
                 "distance_metric is required when writing vectors: vector attribute(s) "
@@ -381,7 +658,7 @@ def parse_write(body: Any, schema: Schema) -> WriteRequest:
         patch = spec.get("patch") or {}
         if not isinstance(patch, dict) or "id" in patch:
             raise InvalidRequest("patch_by_filter.patch: expected an object of attributes (without id)")
-        new_schema = _infer_new_attributes(new_schema, [("patch_by_filter.patch", patch)], [True])
+        new_schema = _infer_new_attributes(new_schema, [("patch_by_filter.patch", patch)])
         pdoc = _coerce_patch(patch, new_schema)
         pbf = (parse_filter(spec["filters"], new_schema, where="patch_by_filter.filters"), pdoc)
         _check_unstored_patches([("patch_by_filter.patch", patch)], new_schema)
@@ -401,12 +678,15 @@ def parse_write(body: Any, schema: Schema) -> WriteRequest:
     if create is True and new_schema.id_type is None:
         new_schema = replace(new_schema, id_type="uint")
 
-    check_writable(new_schema)
+    _check_writable(new_schema)
     logical = (
-        sum(_doc_bytes(d) for _, d in upserts) + sum(_doc_bytes(d) for _, d in patches) + 8 * len(deletes)
+        _batch_bytes(upserts, raw.present, new_schema)
+        + sum(_doc_bytes(d) for _, d in patches)
+        + 8 * len(deletes)
     )
-    _check_density(upserts + patches, new_schema, logical)
-    return WriteRequest(
+    names = {n for n, count in raw.present.items() if count} | {n for _, d in patches for n in d}
+    _check_density(len(upserts) + len(patches), names, new_schema, logical)
+    return ValidatedWrite(
         schema=new_schema,
         schema_changed=new_schema != schema,
         upserts=upserts,
@@ -426,13 +706,25 @@ def parse_write(body: Any, schema: Schema) -> WriteRequest:
     )
 
 
-def canonical_upserts(upserts: list[tuple[Id, Doc]], schema: Schema) -> WriteRequest:
+_writable: list[Schema] = []  # the last schema check_writable passed (schemas are immutable)
+
+
+def _check_writable(schema: Schema) -> None:
+    """``check_writable``, once per schema object: a namespace's writes validate against the
+    same schema object until it changes, and a schema's check always has the same outcome."""
+    if _writable and _writable[0] is schema:
+        return
+    check_writable(schema)
+    _writable[:] = [schema]
+
+
+def canonical_upserts(upserts: list[tuple[Id, Doc]], schema: Schema) -> ValidatedWrite:
     """A write of documents already canonical under ``schema`` (read back from the columns of a
     namespace with this very schema, e.g. by a copy): nothing to validate, infer or embed."""
-    return WriteRequest(
+    return ValidatedWrite(
         schema=schema,
         schema_changed=False,
-        upserts=upserts,
+        upserts=batch_from_rows(upserts, schema),
         logical_bytes=sum(_doc_bytes(d) for _, d in upserts),
     )
 

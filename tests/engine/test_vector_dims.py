@@ -13,7 +13,7 @@ from starlette.testclient import TestClient
 
 from lagoon.config import Settings
 from lagoon.format.keys import NamespaceKeys
-from lagoon.format.wal import OP_COLUMN, WalEntry, encode_entry
+from lagoon.format.wal import OP_COLUMN, WalEntry, encode_entry, seal_entry
 from lagoon.schema import MAX_DIMS, AttributeSchema, AttrType, Schema
 from lagoon.server import create_app
 from lagoon.values import column_to_arrow
@@ -92,7 +92,7 @@ def test_namespace_an_older_build_wrote_with_too_many_dims_stays_usable(
     key = NamespaceKeys.of("default", "old").wal(1)
     path = tmp_path / "bucket" / key
     path.parent.mkdir(parents=True)
-    path.write_bytes(encode_entry(entry))
+    path.write_bytes(encode_entry(seal_entry(entry)))
 
     assert fs_client.get("/v1/namespaces").json()["namespaces"] == [{"id": "old"}]
     r = fs_client.post("/v2/namespaces/old/query", json={"rank_by": ["id", "asc"], "top_k": 5})

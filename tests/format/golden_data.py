@@ -12,7 +12,7 @@ import pyarrow as pa
 from lagoon.format.catalog import Marker, OrgCatalog, encode_marker, encode_org
 from lagoon.format.manifest import Branch, Manifest, PendingDelete, SegmentRef, WalRange, encode_manifest
 from lagoon.format.operation import COPY, FINISHED, Operation, encode_operation
-from lagoon.format.wal import OP_COLUMN, WalEntry, encode_entry
+from lagoon.format.wal import OP_COLUMN, WalEntry, encode_entry, seal_entry
 from lagoon.schema import AttrType, Schema
 from lagoon.values import column_to_arrow
 
@@ -172,11 +172,11 @@ if __name__ == "__main__" and sys.argv[1:2] == ["--v2"]:
     (Path(sys.argv[2]) / "manifest.json").write_bytes(encode_manifest(branch_manifest()))
 elif __name__ == "__main__" and sys.argv[1:2] == ["--v2-wal"]:
     (Path(sys.argv[2]) / "wal.bin").write_bytes(
-        encode_entry(patched_wal_entry(), Schema.from_storage(SCHEMA))
+        encode_entry(seal_entry(patched_wal_entry(), Schema.from_storage(SCHEMA)))
     )
 elif __name__ == "__main__":
     out = Path(sys.argv[1])
-    (out / "wal.bin").write_bytes(encode_entry(wal_entry()))
+    (out / "wal.bin").write_bytes(encode_entry(seal_entry(wal_entry())))
     (out / "manifest.json").write_bytes(encode_manifest(manifest()))
     (out / "catalog-marker.json").write_bytes(encode_marker(catalog_marker()))
     (out / "catalog-org.json").write_bytes(encode_org(catalog_org()))

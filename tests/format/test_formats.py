@@ -39,7 +39,7 @@ def test_golden_manifest_v1_opens() -> None:
 
 def test_wal_roundtrip_current_version() -> None:
     e = golden_data.wal_entry()
-    d = wal.decode_entry(wal.encode_entry(e))
+    d = wal.decode_entry(wal.encode_entry(wal.seal_entry(e)))
     assert d.docs is not None and e.docs is not None and d.docs.equals(e.docs)
     assert (d.seq, d.nonce, d.schema, d.settings, d.truncate) == (e.seq, e.nonce, e.schema, e.settings, False)
 
@@ -50,7 +50,7 @@ def test_manifest_roundtrip_current_version() -> None:
 
 
 def test_newer_min_reader_version_is_refused_clearly() -> None:
-    data = bytearray(wal.encode_entry(golden_data.wal_entry()))
+    data = bytearray(wal.encode_entry(wal.seal_entry(golden_data.wal_entry())))
     struct.pack_into("<H", data, 6, 9)  # min_reader_version = 9
     body_end = len(data) - 4
     struct.pack_into("<I", data, body_end, framing.crc32c(bytes(data[:body_end])))
@@ -71,7 +71,7 @@ def test_manifest_value_change_is_detected() -> None:
         manifest.decode_manifest(tampered)
 
 
-WAL_BYTES = wal.encode_entry(golden_data.wal_entry())
+WAL_BYTES = wal.encode_entry(wal.seal_entry(golden_data.wal_entry()))
 MANIFEST_BYTES = manifest.encode_manifest(golden_data.manifest())
 
 
@@ -238,7 +238,7 @@ def test_golden_wal_v2_with_a_schema_patch_opens_reencodes_and_applies() -> None
     assert entry.schema is None and entry.schema_patch == expected.schema_patch
     assert entry.docs is not None and expected.docs is not None and entry.docs.equals(expected.docs)
     before = Schema.from_storage(golden_data.SCHEMA)
-    assert wal.encode_entry(entry, before) == raw
+    assert wal.encode_entry(wal.seal_entry(entry, before)) == raw
     after = schema_after(entry.schema, entry.schema_patch, before)
     assert after is not None and sorted(after.attributes) == ["rating", "title", "vector", "year"]
     assert after.attributes["title"] == before.attributes["title"] and after.id_type == "uint"
@@ -247,9 +247,13 @@ def test_golden_wal_v2_with_a_schema_patch_opens_reencodes_and_applies() -> None
 
 def test_a_schema_patch_raises_the_format_and_reader_version_and_nothing_else_does() -> None:
     head = struct.Struct("<4sHHH")
-    plain = head.unpack_from(wal.encode_entry(golden_data.wal_entry()))
+    plain = head.unpack_from(wal.encode_entry(wal.seal_entry(golden_data.wal_entry())))
     patched = head.unpack_from(
-        wal.encode_entry(golden_data.patched_wal_entry(), Schema.from_storage(golden_data.SCHEMA))
+        wal.encode_entry(
+            wal.seal_entry(golden_data.patched_wal_entry(), Schema.from_storage(golden_data.SCHEMA))
+        )
     )
     assert plain[1:] == (1, 1, 1) and patched[1:] == (2, 2, 1)
-    assert wal.encode_entry(golden_data.wal_entry()) == (GOLDEN / "v1" / "wal.bin").read_bytes()
+    assert (
+        wal.encode_entry(wal.seal_entry(golden_data.wal_entry())) == (GOLDEN / "v1" / "wal.bin").read_bytes()
+    )

@@ -104,6 +104,7 @@ from lagoon.format.wal import (
     decode_entry,
     encode_entry,
     recover_schema,
+    seal_entry,
 )
 from lagoon.index.segment.build import SEQ_COLUMN, build_segment, new_segment_id
 from lagoon.index.segment.read import SegmentReader
@@ -446,13 +447,15 @@ def _void_entry(seq: int, components: Components, schema: Schema | None = None) 
     """An entry that changes no documents: what readers fold for a quarantined or lost slot
     (with ``schema``: the schema the entries after it were written under)."""
     return encode_entry(
-        WalEntry(
-            seq=seq,
-            nonce=components.nonce(),
-            created_at_ms=components.clock.now_ms(),
-            writer=REPAIR_WRITER,
-            requests=0,
-            schema=schema.to_storage() if schema is not None else None,
+        seal_entry(
+            WalEntry(
+                seq=seq,
+                nonce=components.nonce(),
+                created_at_ms=components.clock.now_ms(),
+                writer=REPAIR_WRITER,
+                requests=0,
+                schema=schema.to_storage() if schema is not None else None,
+            )
         )
     )
 
