@@ -603,7 +603,10 @@ def _namespace_paths() -> dict[str, Any]:
                     {
                         "name": "cursor",
                         "in": "query",
-                        "schema": {"type": "string", "pattern": NAMESPACE_PATTERN},
+                        "description": "The previous page's next_cursor; empty or absent: the first page.",
+                        "schema": {
+                            "anyOf": [{"type": "string", "pattern": NAMESPACE_PATTERN}, {"const": ""}]
+                        },
                     },
                     {
                         "name": "page_size",
