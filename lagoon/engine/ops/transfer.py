@@ -156,13 +156,16 @@ async def _salvageable(
 
 
 async def _wal_after_head(db: Database, keys: NamespaceKeys, snap: Snapshot) -> int:
-    """How many WAL entries lie after the snapshot's head (one LIST): more than 0 means a hole."""
+    """How many WAL entries lie after the snapshot's head behind a hole (one LIST): 0 when there
+    are none, or when the entry right after the head exists (a write committed since the
+    snapshot: readers go on to it, so nothing is hidden)."""
     try:
         if snap.manifest_version and (await read_version(db.store, keys, snap.manifest_version)).branch:
             return 0  # a branch's tail is partly its parent's: read as the node reads it
     except ObjectNotFound:
         return 0  # collected meanwhile: the chain moved on, the snapshot's head was not a hole
-    return len([m async for m in db.store.list(keys.wal_prefix, start_after=keys.wal(snap.head))])
+    after = [m.key async for m in db.store.list(keys.wal_prefix, start_after=keys.wal(snap.head))]
+    return 0 if keys.wal(snap.head + 1) in after else len(after)
 
 
 async def _past_wal_hole(db: Database, keys: NamespaceKeys, snap: Snapshot) -> tuple[Snapshot, list[str]]:
