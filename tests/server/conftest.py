@@ -117,7 +117,11 @@ class LiveServer:
             stderr=subprocess.STDOUT,
             cwd=log_path.parent,
         )
-        self.wait_healthy()
+        try:
+            self.wait_healthy()
+        except BaseException:
+            self.stop(signal.SIGKILL)  # a server that never became ready is not left running
+            raise
 
     def wait_healthy(self, timeout: float = 120.0) -> None:
         deadline = time.monotonic() + timeout
