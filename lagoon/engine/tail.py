@@ -45,6 +45,7 @@ from lagoon.errors import InternalError
 from lagoon.format.manifest import SegmentRef
 from lagoon.format.schema_patch import schema_after
 from lagoon.format.wal import OP_COLUMN, OP_UPSERT, WalEntry
+from lagoon.index.filters.kernels import search_sorted, single
 from lagoon.index.segment.read import SegmentReader
 from lagoon.index.sources.composite import CompositeSource
 from lagoon.index.sources.masked import MaskedSource
@@ -85,7 +86,7 @@ class Run:
     row is dropped when the run is merged. ``base`` never changes, so what queries derive from it
     (vector matrices, postings, id order) is built once and kept for every later snapshot."""
 
-    __slots__ = ("_part", "base", "hi", "kept", "live", "lo", "size", "starts")
+    __slots__ = ("_by_id", "_part", "base", "hi", "kept", "live", "lo", "size", "starts")
 
     def __init__(self, lo: int, hi: int, base: LiveDocs, kept: list[np.ndarray]) -> None:
         self.lo, self.hi, self.base, self.kept = lo, hi, base, kept
@@ -93,6 +94,17 @@ class Run:
         self.live = np.ones(base.num_docs, dtype=bool)
         self.size = base.num_docs  # rows still live
         self._part: MaskedSource | None = None
+        self._by_id: tuple[np.ndarray, pa.Array] | None = None  # id order, ids in that order
+
+    def find(self, wanted: pa.Array) -> np.ndarray:
+        """Rows of ``base`` holding the ``wanted`` ids (absent ones left out): a binary search
+        over the ids sorted once per run, not a scan of the run."""
+        if self._by_id is None:
+            order = self.base.id_order()
+            self._by_id = order, single(self.base.column("id")).take(pa.array(order))
+        order, ids = self._by_id
+        at = search_sorted(ids, wanted.cast(ids.type) if wanted.type != ids.type else wanted)
+        return np.asarray(order[at[at >= 0]], dtype=np.int64)
 
     def hide(self, chunk: int, row: int) -> None:
         """A newer entry wrote the id of ``row`` of ``chunk``: that row is no longer live."""
@@ -311,7 +323,7 @@ class Tail:
             schema=self.schema,
             settings=dict(self.settings),
             chunks=tuple(self.chunks),
-            parts=tuple(run.part() for run in self._runs if run.size),
+            runs=tuple((run, run.part()) for run in self._runs if run.size),
             segments=segments,
             shadow=self._shadow,
             created_at_ms=self.created_at_ms,
@@ -353,7 +365,7 @@ class Snapshot:
     schema: Schema
     settings: dict[str, Any]
     chunks: tuple[Chunk, ...]
-    parts: tuple[MaskedSource, ...]  # the tail's runs, oldest first
+    runs: tuple[tuple[Run, MaskedSource], ...]  # the tail's runs with their live rows, oldest first
     segments: tuple[SegmentLike, ...]
     shadow: SegmentShadow = field(repr=False)  # of these segments
     created_at_ms: int | None
@@ -390,7 +402,7 @@ class Snapshot:
                 if not isinstance(seg, SegmentReader):
                     raise InternalError(f"segment {seg.ref.id} is not opened; it cannot be queried")
                 parts.append(SegmentSource(seg, live))
-            parts.extend(self.parts)
+            parts.extend(part for _, part in self.runs)
             self._source = CompositeSource(self.schema, parts, recall_target=self.recall_target)
         return self._source
 
@@ -399,6 +411,23 @@ class Snapshot:
         src = self.source()
         attrs = list(self.schema.attributes)
         return src.fetch_rows(np.arange(src.num_docs, dtype=np.int64), attrs)
+
+    def _positions(self, wanted: pa.Array) -> np.ndarray:
+        """Positions in ``source()`` of the live documents with the ``wanted`` ids, found in each
+        part by binary search (segments: ``SegmentReader.lookup``; runs: ``Run.find``)."""
+        src = self.source()
+        found: list[np.ndarray] = []
+        for start, part in zip(src.offsets[:-1], src.parts, strict=True):
+            if isinstance(part, SegmentSource):
+                rows = part.reader.lookup(wanted)
+                rows, live = rows[rows >= 0], part.live_rows
+            elif isinstance(part, MaskedSource):
+                rows, live = next(r for r, p in self.runs if p is part).find(wanted), part.rows
+            else:
+                raise InternalError(f"snapshot part {type(part).__name__} cannot look ids up")
+            rows = rows[live.live[rows]]
+            found.append(int(start) + live.positions(rows))
+        return np.sort(np.concatenate(found)) if found else np.zeros(0, dtype=np.int64)
 
     def lookup(self, ids: list[Id], attributes: list[str] | None = None) -> dict[Id, Doc]:
         """The live documents (canonical values) for the ids that exist in this snapshot, with
@@ -410,9 +439,7 @@ class Snapshot:
             return {}
         from lagoon.values import ids_to_arrow
 
-        wanted = _id_array(ids_to_arrow(ids, self.schema.id_type or "uint"))
-        hit = pc.is_in(_id_array(src.column("id")), value_set=wanted).to_numpy(zero_copy_only=False)
-        positions = np.flatnonzero(np.asarray(hit, dtype=bool))
+        positions = self._positions(ids_to_arrow(ids, self.schema.id_type or "uint"))
         if positions.shape[0] == 0:
             return {}
         names = list(self.schema.attributes) if attributes is None else attributes

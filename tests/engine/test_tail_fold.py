@@ -4,7 +4,7 @@ A node folds each new entry into runs it keeps across snapshots, merges runs as 
 advances which segment rows the tail hides entry by entry. Random sequences of upserts, deletes,
 schema changes and truncates over a segment check, at random points, that a snapshot of the
 incrementally folded tail holds exactly what a tail folded from scratch over the same entries
-holds, and what a plain model of the documents says; and that every earlier snapshot, read
+holds, and what a plain model of the documents says (also ``lookup`` by id); and that every earlier snapshot, read
 again after later entries (some for the first time), still holds what it held when it was taken.
 """
 
@@ -84,6 +84,14 @@ def _model_rows(model: Model) -> list[dict[str, Any]]:
     return [{"id": k, **v} for k, v in sorted(model.items())]
 
 
+def _check_lookup(snap: Snapshot, model: Model, id_type: str) -> None:
+    """``lookup`` of every id the ops can use (present or not) returns the model's documents."""
+    keys = [_key(id_type, i) for i in range(26)]
+    want = {k: {a: v for a, v in model[k].items() if v is not None} for k in keys if k in model}
+    got = {k: {a: np.asarray(v).tolist() for a, v in doc.items()} for k, doc in snap.lookup(keys).items()}
+    assert got == (want if snap.exists else {})
+
+
 class Run:
     """Entries made from ops, applied to one tail as they come; the model follows them."""
 
@@ -154,10 +162,12 @@ def _check(id_type: str, segment: bool, ops: list[tuple[str, list[int], Any]]) -
         snap, expected = run.snapshot(run.tail), _model_rows(run.model)
         if value:
             assert _rows(snap) == expected
+            _check_lookup(snap, run.model, id_type)
             assert _rows(run.from_scratch()) == expected
         later.append((snap, expected))
     for snap, expected in later:
         assert _rows(snap) == expected
+    _check_lookup(later[-1][0], run.model, id_type)
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -180,7 +190,7 @@ def test_long_tail_merges_runs_and_keeps_every_update() -> None:
     for k in range(1000):
         run.op("upsert", sorted({k, (k * 7) % 1000}), k % 10)
         run.snapshot(run.tail)
-    assert len(run.snapshot(run.tail).parts) <= 11  # live sizes at least halve from run to run
+    assert len(run.snapshot(run.tail).runs) <= 11  # live sizes at least halve from run to run
 
 
 def test_commits_that_leave_no_live_rows_do_not_pile_up_runs() -> None:

@@ -184,7 +184,7 @@ async def _past_wal_hole(db: Database, keys: NamespaceKeys, snap: Snapshot) -> t
     if tail.segment is not None:
         segments = (*segments, tail.segment)
     kept = dataclasses.replace(
-        snap, segments=segments, chunks=(), parts=(), head=tail.head, schema=tail.schema, _source=None
+        snap, segments=segments, chunks=(), runs=(), head=tail.head, schema=tail.schema, _source=None
     )
     holes = [
         f"wal/{q}: missing (a hole in the WAL: readers stop before it until `lagoon repair` fills it; "

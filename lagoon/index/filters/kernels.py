@@ -199,3 +199,30 @@ def rows_intersect(x: Any, v: Any, n: int) -> Mask:
     kx = px * k + codes_np[: len(fx)]
     kv = pv * k + codes_np[len(fx) :]
     return scatter(n, px, np.isin(kx, kv))
+
+
+def search_sorted(keys: pa.Array, wanted: pa.Array) -> np.ndarray:
+    """int64 index of each ``wanted`` value in ``keys`` (ascending, of the same type; strings and
+    uuids bytewise), or -1 (also for a null): O(len(wanted) log len(keys)). Other types than
+    uint64 take one binary search for all values at once, log2(len(keys)) rounds of a take and a
+    comparison: a hash lookup (``pc.index_in``) would hash every key on each call."""
+    n, k = len(keys), len(wanted)
+    if n == 0 or k == 0:
+        return np.full(k, -1, dtype=np.int64)
+    valid = np.asarray(wanted.is_valid().to_numpy(zero_copy_only=False), dtype=bool)
+    if pa.types.is_uint64(keys.type):
+        sorted_keys = np.asarray(keys.to_numpy())
+        q = np.asarray(wanted.fill_null(0).to_numpy(), dtype=np.uint64)
+        lo = np.searchsorted(sorted_keys, q).astype(np.int64)
+        hit = (lo < n) & (sorted_keys[np.minimum(lo, n - 1)] == q)
+        return np.where(hit & valid, lo, -1).astype(np.int64)
+    lo, hi = np.zeros(k, dtype=np.int64), np.full(k, n, dtype=np.int64)
+    while (active := lo < hi).any():
+        mid = (lo + hi) // 2
+        probe = keys.take(pa.array(np.minimum(mid, n - 1)))
+        below = np.asarray(pc.less(probe, wanted).fill_null(False).to_numpy(zero_copy_only=False), dtype=bool)
+        lo = np.where(active & below, mid + 1, lo)
+        hi = np.where(active & ~below, mid, hi)
+    at = keys.take(pa.array(np.minimum(lo, n - 1)))
+    hit = np.asarray(pc.equal(at, wanted).fill_null(False).to_numpy(zero_copy_only=False), dtype=bool)
+    return np.where(hit & valid & (lo < n), lo, -1).astype(np.int64)

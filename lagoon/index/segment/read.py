@@ -24,7 +24,6 @@ from typing import TypeVar
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from lagoon.errors import DataCorruption, InternalError
 from lagoon.format.manifest import SegmentRef
@@ -47,7 +46,7 @@ from lagoon.format.segment import (
 from lagoon.format.wal import OP_COLUMN, OP_DELETE
 from lagoon.index.cache import OnceCache
 from lagoon.index.filters.filterindex import FilterIndex, indexable
-from lagoon.index.filters.kernels import single
+from lagoon.index.filters.kernels import search_sorted, single
 from lagoon.index.segment.build import SEQ_COLUMN, fts_config
 from lagoon.index.segment.docs import DocsStore, open_docs, open_docs_head
 from lagoon.index.sparse import SparseIndex, build_sparse_index, open_spv
@@ -232,15 +231,7 @@ class SegmentReader:
         mine = self.ids()
         if wanted.type != mine.type:
             wanted = wanted.cast(mine.type)
-        if pa.types.is_uint64(mine.type):
-            keys = np.asarray(mine.to_numpy())
-            q = np.asarray(wanted.fill_null(0).to_numpy(), dtype=np.uint64)
-            pos = np.searchsorted(keys, q)
-            pos_c = np.minimum(pos, max(self.num_rows - 1, 0))
-            hit = (pos < self.num_rows) & (keys[pos_c] == q) if self.num_rows else np.zeros(len(q), bool)
-            hit &= np.asarray(wanted.is_valid().to_numpy(zero_copy_only=False), dtype=bool)
-            return np.where(hit, pos, -1).astype(np.int64)
-        return _search_sorted(mine, wanted)
+        return search_sorted(mine, wanted)
 
     def column(self, attr: str) -> pa.ChunkedArray:
         """Column ``attr`` ("id" or a schema attribute) over every row, typed as the current schema
@@ -469,26 +460,6 @@ class SegmentReader:
 
 _SYSTEM = ("id", SEQ_COLUMN, OP_COLUMN)
 _LAZY_MAGIC = {"vec": MAGIC_VEC, "fts": MAGIC_FTS, DOCS_FILE: MAGIC_DOCS}
-
-
-def _search_sorted(keys: pa.Array, wanted: pa.Array) -> np.ndarray:
-    """int64 row of each ``wanted`` value in ``keys`` (ascending, bytewise: string and uuid ids),
-    or -1: one binary search for all values at once, log2(rows) rounds of a take and a
-    comparison of ``len(wanted)`` values. A hash lookup (``pc.index_in``) would hash every key
-    on each call, and a strong read after a commit looks up only the new entry's ids."""
-    n, k = len(keys), len(wanted)
-    if n == 0 or k == 0:
-        return np.full(k, -1, dtype=np.int64)
-    lo, hi = np.zeros(k, dtype=np.int64), np.full(k, n, dtype=np.int64)
-    while (active := lo < hi).any():
-        mid = (lo + hi) // 2
-        probe = keys.take(pa.array(np.minimum(mid, n - 1)))
-        below = np.asarray(pc.less(probe, wanted).fill_null(False).to_numpy(zero_copy_only=False), dtype=bool)
-        lo = np.where(active & below, mid + 1, lo)
-        hi = np.where(active & ~below, mid, hi)
-    at = keys.take(pa.array(np.minimum(lo, n - 1)))
-    hit = np.asarray(pc.equal(at, wanted).fill_null(False).to_numpy(zero_copy_only=False), dtype=bool)
-    return np.where(hit & (lo < n), lo, -1).astype(np.int64)
 
 
 __all__ = ["SegmentReader", "SegmentText"]
