@@ -364,6 +364,11 @@ async def _get(store: ObjectStore, key: str) -> tuple[bytes, str | None] | None:
         return None
 
 
+def _schema_of(m: Manifest | None) -> Schema:
+    """The schema a manifest holds (an empty one before the first write, or with no manifest)."""
+    return Schema.from_storage(m.schema) if m is not None and m.schema else Schema()
+
+
 def _n(count: int, singular: str, plural: str = "") -> str:
     return f"{count} {singular if count == 1 else (plural or singular + 's')}"
 
@@ -884,7 +889,7 @@ async def _check_segments(p: _Pass) -> None:
                 "error",
                 f"segment {ref.id} covers WAL seqs up to {ref.seq_to}, beyond indexed_through {m.indexed_through}",
             )
-    schema = Schema.from_storage(m.schema) if m.schema else Schema()
+    schema = _schema_of(m)
     damaged: list[_BadSegment] = []
     for ref in m.segments:  # one segment in memory at a time
         bad = await _verify_segment(p.store, p.keys, ref, schema)
@@ -1125,92 +1130,144 @@ def _rebuild_action(
 
 
 async def _check_wal(p: _Pass) -> None:
-    store, keys = p.store, p.keys
-    through = p.latest.indexed_through if p.latest is not None else 0
     if p.latest is None and p.top:
         # the latest manifest is unreadable: the tail it starts after is unknown
         p.report.indexed_through = 0
         return
+    through = p.latest.indexed_through if p.latest is not None else 0
     p.report.indexed_through = through
-    seqs = {s for k in p.inventory if (s := parse_wal_seq(k)) is not None and k.startswith(keys.wal_prefix)}
-    # A branch reads its fork range from other namespaces' WALs (docs/rfcs/0007-branches.md); its
-    # own entry in that range is the creation's fence, which no reader folds.
-    fork = p.latest.branch.wal if p.latest is not None and p.latest.branch is not None else ()
-    located = {q: r.namespace for r in fork for q in range(max(r.first, through + 1), r.last + 1)}
-    tail = {s for s in seqs if s > through and s not in located}
-    head = max(tail | set(located), default=through)
-    while await _exists(store, keys.wal(head + 1)) is not None:
-        head += 1
-        tail.add(head)
-    p.report.wal_head = head
-    missing = [s for s in range(through + 1, head + 1) if s not in tail and s not in located]
-    gap: Finding | None = None
+    span = await _wal_span(p, through)
+    p.report.wal_head = span.head
     gap_schemas: dict[int, _Recovery] = {}
-    if missing:
-        gap = p.add(
-            "wal",
-            "error",
-            f"WAL entries {_spans(missing)} are missing between indexed_through {through} and head {head}: "
-            f"readers stop at seq {missing[0] - 1}, so the entries after the gap are invisible, and the next "
-            "write would take the missing seq and resurrect the stranded entries out of order",
-            "fill the missing seqs with empty entries (nothing holds them any more)",
-            _fill_gaps_action(p, missing, gap_schemas),
-        )
-    schema = Schema.from_storage(p.latest.schema) if p.latest is not None and p.latest.schema else Schema()
-    recovery: _Recovery | None = None
-    recoveries: list[_Recovery] = []
-    for seq in sorted(tail | set(located) | set(missing)):
-        if gap is not None and seq in missing:
-            if recovery is None:  # a lost entry may have changed the schema
-                recovery = gap_schemas[seq] = _Recovery(gap, schema)
-                recoveries.append(recovery)
-            continue
-        key = keys.sibling(located.get(seq)).wal(seq)
-        got = await _get(store, key)
-        if got is None and seq in located:
-            p.add("wal", "error", f"WAL entry {seq} of the branch's fork range is missing ({key})")
-            continue
-        if got is None:
-            continue  # deleted while being checked, or part of the gap
-        raw, etag = got
-        try:
-            entry = decode_entry(raw, what=key)
-            if entry.seq != seq:
-                raise DataCorruption(f"{key}: holds seq {entry.seq}")
-            schema = _check_recovering(entry, schema, recovery)
-        except LagoonError as e:
-            held = describe_entry(raw)
-            if seq in located:  # the owner's entry: its own repair quarantines it
-                p.add(
-                    "wal", "error", f"WAL entry {seq} of the branch's fork range ({key}) is unreadable: {e}"
-                )
-                continue
-            finding = p.add(
-                "wal",
-                "error",
-                f"WAL entry {seq} is unreadable: {e} (it held: {held}); reads and writes of the "
-                "namespace stop at it",
-                f"quarantine entry {seq} and mark its seq as empty",
-            )
-            opened = recovery is None
-            recovery = recovery or _Recovery(finding, schema)
-            if opened:
-                recoveries.append(recovery)
-            finding.action = _quarantine_entry_action(
-                p, seq, raw, etag, finding, recovery if opened else None
-            )
-            continue
-        if entry.truncate or entry.schema is not None:
-            recovery = None  # from here on the schema is known again
-        schema = _schema_after(entry, schema)
-    for r in recoveries:
+    gap = _gap_finding(p, span, gap_schemas)
+    walk = _WalWalk(p, span, _schema_of(p.latest), gap, gap_schemas)
+    for seq in span.walked():
+        await walk.visit(seq)
+    for r in walk.recoveries:
         r.report()
-    folded = len(seqs) - len({s for s in seqs if s > through})
-    if folded:
+    if folded := span.awaiting_gc():
         p.add(
             "wal",
             "info",
             f"{_n(folded, 'WAL entry', 'WAL entries')} at or below indexed_through {through} awaiting GC",
+        )
+
+
+@dataclass(frozen=True)
+class _WalSpan:
+    """The WAL entries a pass checks: every seq after ``through`` up to the head."""
+
+    through: int
+    listed: frozenset[int]
+    """The seqs the inventory lists under the namespace's own WAL prefix (folded ones too)."""
+    located: dict[int, str]
+    """A branch's fork range: each seq by the namespace whose WAL holds it."""
+    tail: frozenset[int]
+    """The namespace's own seqs after ``through``, with those a probe found past the listing."""
+    head: int
+    missing: list[int]
+    """The seqs up to ``head`` that nothing holds (a gap readers stop at)."""
+
+    def walked(self) -> list[int]:
+        return sorted(self.tail | set(self.located) | set(self.missing))
+
+    def awaiting_gc(self) -> int:
+        return sum(1 for s in self.listed if s <= self.through)
+
+
+async def _wal_span(p: _Pass, through: int) -> _WalSpan:
+    keys = p.keys
+    listed = {s for k in p.inventory if (s := parse_wal_seq(k)) is not None and k.startswith(keys.wal_prefix)}
+    # A branch reads its fork range from other namespaces' WALs (docs/rfcs/0007-branches.md); its
+    # own entry in that range is the creation's fence, which no reader folds.
+    fork = p.latest.branch.wal if p.latest is not None and p.latest.branch is not None else ()
+    located = {q: r.namespace for r in fork for q in range(max(r.first, through + 1), r.last + 1)}
+    tail = {s for s in listed if s > through and s not in located}
+    head = max(tail | set(located), default=through)
+    while await _exists(p.store, keys.wal(head + 1)) is not None:
+        head += 1
+        tail.add(head)
+    missing = [s for s in range(through + 1, head + 1) if s not in tail and s not in located]
+    return _WalSpan(through, frozenset(listed), located, frozenset(tail), head, missing)
+
+
+def _gap_finding(p: _Pass, span: _WalSpan, gap_schemas: dict[int, _Recovery]) -> Finding | None:
+    """The finding for the span's missing seqs, if any; its fix fills them, the first of each run
+    after which the schema changed with the schema recovered into ``gap_schemas`` by the walk."""
+    if not span.missing:
+        return None
+    missing, through, head = span.missing, span.through, span.head
+    return p.add(
+        "wal",
+        "error",
+        f"WAL entries {_spans(missing)} are missing between indexed_through {through} and head {head}: "
+        f"readers stop at seq {missing[0] - 1}, so the entries after the gap are invisible, and the next "
+        "write would take the missing seq and resurrect the stranded entries out of order",
+        "fill the missing seqs with empty entries (nothing holds them any more)",
+        _fill_gaps_action(p, missing, gap_schemas),
+    )
+
+
+@dataclass
+class _WalWalk:
+    """The span's entries in seq order, each checked against the schema in effect before it.
+    After a missing or damaged entry the schema it may have changed is unknown: ``recovery``
+    stays open (later entries may declare it by their own tables) until an entry states the
+    schema again."""
+
+    p: _Pass
+    span: _WalSpan
+    schema: Schema
+    gap: Finding | None
+    gap_schemas: dict[int, _Recovery]
+    recovery: _Recovery | None = None
+    recoveries: list[_Recovery] = field(default_factory=list)
+
+    async def visit(self, seq: int) -> None:
+        if self.gap is not None and seq in self.span.missing:
+            if self.recovery is None:  # a lost entry may have changed the schema
+                self.recovery = self.gap_schemas[seq] = _Recovery(self.gap, self.schema)
+                self.recoveries.append(self.recovery)
+            return
+        located = seq in self.span.located
+        key = self.p.keys.sibling(self.span.located.get(seq)).wal(seq)
+        got = await _get(self.p.store, key)
+        if got is None and located:
+            self.p.add("wal", "error", f"WAL entry {seq} of the branch's fork range is missing ({key})")
+        elif got is not None:  # None: deleted while being checked, or part of the gap
+            self._check(seq, key, *got)
+
+    def _check(self, seq: int, key: str, raw: bytes, etag: str | None) -> None:
+        try:
+            entry = decode_entry(raw, what=key)
+            if entry.seq != seq:
+                raise DataCorruption(f"{key}: holds seq {entry.seq}")
+            self.schema = _check_recovering(entry, self.schema, self.recovery)
+        except LagoonError as e:
+            self._unreadable(seq, key, raw, etag, e)
+            return
+        if entry.truncate or entry.schema is not None:
+            self.recovery = None  # from here on the schema is known again
+        self.schema = _schema_after(entry, self.schema)
+
+    def _unreadable(self, seq: int, key: str, raw: bytes, etag: str | None, e: LagoonError) -> None:
+        p = self.p
+        if seq in self.span.located:  # the owner's entry: its own repair quarantines it
+            p.add("wal", "error", f"WAL entry {seq} of the branch's fork range ({key}) is unreadable: {e}")
+            return
+        finding = p.add(
+            "wal",
+            "error",
+            f"WAL entry {seq} is unreadable: {e} (it held: {describe_entry(raw)}); reads and writes of "
+            "the namespace stop at it",
+            f"quarantine entry {seq} and mark its seq as empty",
+        )
+        opened = self.recovery is None
+        self.recovery = self.recovery or _Recovery(finding, self.schema)
+        if opened:
+            self.recoveries.append(self.recovery)
+        finding.action = _quarantine_entry_action(
+            p, seq, raw, etag, finding, self.recovery if opened else None
         )
 
 
@@ -1285,7 +1342,7 @@ async def tail_in_memory(store: ObjectStore, keys: NamespaceKeys, m: Manifest | 
     fills it) or a damaged entry as an empty entry, later entries under the schema their own
     tables declare. ``lagoon export --salvage`` reads through it when a hole hides entries."""
     through = m.indexed_through if m is not None else 0
-    schema = Schema.from_storage(m.schema) if m is not None and m.schema else Schema()
+    schema = _schema_of(m)
     listed = [
         q
         async for meta in store.list(keys.wal_prefix, start_after=keys.wal(through))
