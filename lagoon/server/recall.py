@@ -9,7 +9,8 @@ Body (all optional): ``num`` (samples, default 25, at most 1000), ``top_k`` (def
 query to evaluate instead of sampling; then ``num`` must be absent, null or 1),
 ``include_ground_truth`` (adds ``ground_truth: [{query_vector, nearest_neighbors}]``).
 Without ``rank_by``, the query vectors are ``num`` stored vectors of the ``vector`` attribute,
-drawn uniformly at random from the namespace.
+drawn uniformly at random from the namespace; a namespace without a ``vector`` attribute of a
+vector type is refused (400) naming what it has instead, before anything is sampled.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import random
 from typing import Any
 
 from lagoon.errors import InvalidRequest
+from lagoon.schema import AttrType
 from lagoon.server.app_state import Engine
 
 DEFAULT_NUM = 25
@@ -67,6 +69,27 @@ def parse_recall_body(body: dict[str, Any]) -> tuple[int, int, Any, tuple[str, A
     return num, top_k, body.get("filters"), given, include
 
 
+async def _check_sampled_attribute(db: Engine, namespace: str, org: str, attr: str) -> None:
+    """Refuse sampling ``attr`` unless it is a vector attribute of the namespace (a 404 for a
+    missing namespace comes from reading its schema)."""
+    schema = await db.get_schema(namespace, org=org)
+    types = {name: AttrType.parse(a["type"], stored=True) for name, a in schema.items() if name != "id"}
+    if attr in types and types[attr].is_vector:
+        return
+    what = (
+        f"recall: namespace '{namespace}' has no '{attr}' attribute to sample query vectors from"
+        if attr not in types
+        else f"recall: attribute '{attr}' of namespace '{namespace}' has type {types[attr]}, not a vector type"
+    )
+    vectors = sorted(name for name, t in types.items() if t.is_vector)
+    if not vectors:
+        raise InvalidRequest(f"{what}; the namespace has no vector attribute, so no vector index to measure")
+    raise InvalidRequest(
+        f"{what}; its vector attributes: {', '.join(vectors)} (measure one with "
+        f'rank_by [attribute, "ANN", query vector])'
+    )
+
+
 async def _sample_vectors(
     db: Engine, namespace: str, org: str, attr: str, num: int, rng: random.Random
 ) -> list[Any]:
@@ -103,6 +126,7 @@ async def evaluate_recall(
         attr, vectors = given[0], [given[1]]
     else:
         attr = "vector"
+        await _check_sampled_attribute(db, namespace, org, attr)
         vectors = await _sample_vectors(db, namespace, org, attr, num, rng)
         if not vectors:
             raise InvalidRequest(f"recall: no document of namespace '{namespace}' has a '{attr}' vector")
