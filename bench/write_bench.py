@@ -14,7 +14,10 @@ vectors to one namespace per body format:
 
 It prints docs/s, ack latency p50/p99 (wrk's, so HTTP and queueing included), the WAL entries
 the run created and the requests per entry (group commit: every entry is one PUT of one group;
-its ``requests`` field says how many requests it holds).
+its ``requests`` field says how many requests it holds), the server's CPU seconds per request and
+docs per server CPU-second (the figure that holds up on a shared machine). ``--spy DIR`` also
+records the serving processes with py-spy during each run and prints the CPU per request by stage
+of the write path (``bench/write_profile.py``).
 
 ``--engine``: the engine in-process (no HTTP, no JSON) against a real backend: the local
 filesystem and a real S3 server (SeaweedFS on loopback, ``bench/stores.py``), optionally with
@@ -22,7 +25,7 @@ round-trip latency added (``--rtt-ms 0,30``). For each body format it runs 1 and
 writers on one namespace for a fixed time and reports docs/s, ack p50/p99 and object-store
 requests per commit. ``--profile FILE`` writes a cProfile of the W-writer cases (``pstats`` reads it).
 
-    .venv/bin/python bench/write_bench.py --http [--seconds 10] [--writers 8] [--formats json,base64]
+    .venv/bin/python bench/write_bench.py --http [--seconds 10] [--writers 8] [--formats json,base64] [--spy DIR]
     .venv/bin/python bench/write_bench.py --engine [--backends fs,seaweedfs] [--rtt-ms 0] [--profile write.prof]
 """
 
@@ -49,6 +52,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 
+import write_profile  # noqa: E402
 from load_matrix import Server, run_wrk, start_server  # noqa: E402
 
 from lagoon.config import Settings  # noqa: E402
@@ -98,7 +102,7 @@ def wal_entries(store_root: Path, namespace: str) -> tuple[int, int, int]:
 
 
 def http_case(
-    server: Server, root: Path, fmt: str, rows: int, writers: int, seconds: float
+    server: Server, root: Path, fmt: str, rows: int, writers: int, seconds: float, spy: Path | None = None
 ) -> dict[str, Any]:
     namespace = f"write-{fmt}"
     rng = np.random.default_rng(0)
@@ -113,8 +117,13 @@ def http_case(
     body_bytes = bodies.stat().st_size // POOL_BODIES
     before = wal_entries(root / "store", namespace)
     cpu_before = server.cpu_seconds()
+    trace = spy / f"{fmt}.txt" if spy else None
+    sampler = write_profile.record(server.proc.pid, seconds, trace) if trace else None
     result = run_wrk(server.url, f"/v2/namespaces/{namespace}", bodies, writers, seconds)
     cpu = server.cpu_seconds() - cpu_before
+    if trace and sampler:
+        sampler.wait()
+        write_profile.print_breakdown(fmt, write_profile.breakdown(trace, cpu, result["requests"]))
     after = wal_entries(root / "store", namespace)
     entries, held = after[0] - before[0], after[1] - before[1]
     seconds_run = result["duration_us"] / 1e6
@@ -133,6 +142,7 @@ def http_case(
         "wal_bytes_per_entry": (after[2] - before[2]) / max(entries, 1),
         "server_cpu_pct": 100 * cpu / seconds_run,
         "docs_per_cpu_s": result["requests"] * rows / max(cpu, 1e-9),
+        "cpu_ms_per_request": 1000 * cpu / max(result["requests"], 1),
         "stderr": result.get("stderr", ""),
     }
 
@@ -145,14 +155,15 @@ def run_http(args: argparse.Namespace) -> None:
         server = start_server(root, "lagoon", None, False, extra, root / "server.log")
         try:
             for fmt in args.formats.split(","):
-                r = http_case(server, root, fmt, args.rows, args.writers, args.seconds)
+                r = http_case(server, root, fmt, args.rows, args.writers, args.seconds, args.spy)
                 rows.append(r)
                 print(
                     f"{r['format']:15} {r['body_bytes'] // 1024:>4} KiB x{r['rows']} rows writers={r['writers']} "
                     f"docs/s={r['docs_per_s']:9.0f} ack p50={r['ack_p50_ms']:7.1f}ms p99={r['ack_p99_ms']:7.1f}ms "
                     f"(p99/p50 {r['ack_p99_ms'] / max(r['ack_p50_ms'], 1e-9):.1f}) "
                     f"entries={r['wal_entries']} req/entry={r['requests_per_entry']:.1f} "
-                    f"server CPU={r['server_cpu_pct']:.0f}% docs/CPU-s={r['docs_per_cpu_s']:.0f} errors={r['errors']} {r['stderr']}",
+                    f"server CPU={r['server_cpu_pct']:.0f}% docs/CPU-s={r['docs_per_cpu_s']:.0f} "
+                    f"CPU/request={r['cpu_ms_per_request']:.2f}ms errors={r['errors']} {r['stderr']}",
                     flush=True,
                 )
         finally:
@@ -161,14 +172,16 @@ def run_http(args: argparse.Namespace) -> None:
         f"\n{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}, wrk {args.seconds:g} s per format"
     )
     print(
-        "| body | KiB | writers | docs/s | ack p50 ms | ack p99 ms | p99/p50 | requests/WAL entry | server CPU % | docs per server CPU-s |"
+        "| body | KiB | writers | docs/s | ack p50 ms | ack p99 ms | p99/p50 | requests/WAL entry | server CPU % "
+        "| docs per server CPU-s | server CPU ms per request |"
     )
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         print(
             f"| {r['format']} | {r['body_bytes'] // 1024} | {r['writers']} | {r['docs_per_s']:,.0f} | "
             f"{r['ack_p50_ms']:.1f} | {r['ack_p99_ms']:.1f} | {r['ack_p99_ms'] / max(r['ack_p50_ms'], 1e-9):.1f} | "
-            f"{r['requests_per_entry']:.1f} | {r['server_cpu_pct']:.0f} | {r['docs_per_cpu_s']:,.0f} |"
+            f"{r['requests_per_entry']:.1f} | {r['server_cpu_pct']:.0f} | {r['docs_per_cpu_s']:,.0f} | "
+            f"{r['cpu_ms_per_request']:.2f} |"
         )
 
 
@@ -287,10 +300,18 @@ def main() -> None:
     ap.add_argument("--backends", default="fs,seaweedfs", help="--engine: stores")
     ap.add_argument("--rtt-ms", default="0", help="--engine: comma-separated added round-trip latencies")
     ap.add_argument("--profile", default=None, help="--engine: cProfile stats of the W-writer cases")
+    ap.add_argument(
+        "--spy",
+        type=Path,
+        default=None,
+        help="--http: py-spy the serving processes into DIR/<format>.txt and print CPU per request by stage",
+    )
     args = ap.parse_args()
     bad = set(args.formats.split(",")) - set(FORMATS)
     if bad:
         raise SystemExit(f"unknown format(s): {', '.join(sorted(bad))}")
+    if args.spy is not None:
+        args.spy.mkdir(parents=True, exist_ok=True)
     if args.http:
         run_http(args)
     else:
