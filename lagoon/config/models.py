@@ -260,8 +260,16 @@ class CacheSettings(_Section):
     memory_bytes: int = Field(
         default=1 * 1024**3,
         ge=0,
-        description="Memory cache budget for hot small objects.",
-        json_schema_extra=_cost("Resident memory of every server process."),
+        description=(
+            "Memory budget for the segments of every namespace a serving process has open (their "
+            "files, decoded documents and vectors); the least recently used ones beyond it are "
+            "freed and opened again from the disk cache or the store when next queried."
+        ),
+        json_schema_extra=_cost(
+            "Resident memory of every server process, plus the segments of the queries running "
+            "(pinned) and each open namespace's WAL tail (docs/operations.md, sizing); a segment "
+            "larger than it is opened again for every query."
+        ),
     )
     max_pinned_bytes: int = Field(
         default=5 * 1024**3,

@@ -28,6 +28,7 @@ from lagoon.engine.indexer import store_time_ms
 from lagoon.engine.nodelock import NodeCommitLocks
 from lagoon.engine.queue import Enqueuer, IndexingQueue
 from lagoon.engine.recall_monitor import RecallMonitor
+from lagoon.engine.segment_handle import SegmentHandle, in_use
 from lagoon.engine.segment_io import SegmentIO, resolve_cache_dir
 from lagoon.engine.state import NamespaceState
 from lagoon.engine.tail import SegmentLike, Snapshot
@@ -138,7 +139,10 @@ class Database:
                 excess -= 1
 
     async def _open_segment(self, state: NamespaceState, ref: SegmentRef, schema: Schema) -> SegmentLike:
-        return await self.segment_io.open(state.keys, ref, schema, lazy=True)
+        """Open the segment (its files verified: a damaged one is known now) and give the state a
+        handle to it: the memory cache alone keeps its reader (engine/segment_handle.py)."""
+        await self.segment_io.open(state.keys, ref, schema, lazy=True)
+        return SegmentHandle(self.segment_io, state.keys, ref, schema)
 
     @at_boundary
     async def snapshot(self, org: str, namespace: str, *, strong: bool = True) -> Snapshot:
@@ -335,7 +339,8 @@ class Database:
         version = src.head if at_version is None else at_version
         # The documents the branch starts with (known for a branch at the current version), read
         # before anything is written: a source with a damaged segment refuses the branch whole.
-        rows_at_fork = src.source().num_docs if version == src.head else 0
+        async with in_use(src.segments):
+            rows_at_fork = src.source().num_docs if version == src.head else 0
         h = self.handle(org, namespace)
         if (await h.state.snapshot(strong=True)).exists:
             raise InvalidRequest(f"branch: the destination namespace '{namespace}' must not exist")
@@ -478,22 +483,25 @@ class Database:
                     if at_version is None
                     else await self.snapshot_at(org, namespace, at_version, strong=strong)
                 )
-            src = self._query_source(snap)
+            async with in_use(snap.segments):  # (no segment evicted while the query runs)
+                src = self._query_source(snap)
 
-            def work() -> dict[str, Any]:
-                with tracer.start_as_current_span("lagoon.plan"):
-                    req = parse_request(body, snap.schema)
-                    check_work(req, lambda attr: src.logical_bytes([attr]), limit)
-                out = _traced_execute(req, src)
-                self.recall.offer(f"{org}/{namespace}", req, src, out)  # maybe measured later
-                return out
+                def work() -> dict[str, Any]:
+                    with tracer.start_as_current_span("lagoon.plan"):
+                        req = parse_request(body, snap.schema)
+                        check_work(req, lambda attr: src.logical_bytes([attr]), limit)
+                    out = _traced_execute(req, src)
+                    self.recall.offer(f"{org}/{namespace}", req, src, out)  # maybe measured later
+                    return out
 
-            try:
-                result = await self.executor.run(work, org=org, namespace=namespace, budget=cancel.current())
-            finally:  # the query may have decoded more of its segments: charged once it has answered
-                refs = [s.ref for s in snap.segments]
-                keys = NamespaceKeys.of(org, namespace)
-                asyncio.get_running_loop().call_soon(self.segment_io.recharge, keys, refs)
+                try:
+                    result = await self.executor.run(
+                        work, org=org, namespace=namespace, budget=cancel.current()
+                    )
+                finally:  # the query may have decoded more of its segments: charged once it has answered
+                    refs = [s.ref for s in snap.segments]
+                    keys = NamespaceKeys.of(org, namespace)
+                    asyncio.get_running_loop().call_soon(self.segment_io.recharge, keys, refs)
         perf = result.setdefault("performance", {})
         perf["exhaustive_search_count"] = snap.unindexed_rows
         if snap.damage:
@@ -523,12 +531,13 @@ class Database:
         consistency = body.get("consistency") if isinstance(body, dict) else None
         strong = not (isinstance(consistency, dict) and consistency.get("level") == "eventual")
         snap = await self.snapshot(org, namespace, strong=strong)
-        src = self._query_source(snap)
+        async with in_use(snap.segments):
+            src = self._query_source(snap)
 
-        def work() -> str:  # may read segment data
-            return explain_query(parse_request(body, snap.schema), src)
+            def work() -> str:  # may read segment data
+                return explain_query(parse_request(body, snap.schema), src)
 
-        text = await self.executor.run(work, org=org, namespace=namespace, budget=cancel.current())
+            text = await self.executor.run(work, org=org, namespace=namespace, budget=cancel.current())
         header = (
             f"snapshot: manifest v{snap.manifest_version}, WAL through seq {snap.head} "
             f"({snap.head - snap.indexed_through} unindexed entries)\n"
@@ -543,7 +552,8 @@ class Database:
     @at_boundary
     async def metadata(self, namespace: str, *, org: str = DEFAULT_ORG) -> dict[str, Any]:
         snap = await self.snapshot(org, namespace, strong=True)
-        src = snap.source()
+        async with in_use(snap.segments):
+            src = snap.source()
         unindexed = snap.unindexed_bytes
         out: dict[str, Any] = {
             "approx_logical_bytes": src.logical_bytes(list(snap.schema.attributes)),

@@ -196,6 +196,9 @@ class QueryExecutor:
                 job.loop.call_soon_threadsafe(_deliver, job.future, result, error)
             except RuntimeError:  # the loop closed meanwhile: nobody is waiting
                 pass
+            # an idle thread keeps nothing of its last job (its closure holds the query's
+            # document source, whose segment readers the memory cache may have let go)
+            job = result = error = None
 
     def close(self) -> None:
         with self._cv:

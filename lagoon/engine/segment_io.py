@@ -13,11 +13,14 @@ Segments are immutable and their ids are never reused, so a segment's files can 
   ``nbytes`` of the columns and batches decompressed from a version 2 ``docs`` file) and
   vectors (numpy ``nbytes``) — recomputed when the segment is opened, after each query over it
   and when a file arrives in the background, so the charged total (``lagoon_cache_bytes``)
-  stays within the budget. A namespace's open segments are also held by its state while the
-  namespace is open (``cache.max_open_namespaces``); eviction frees a segment's memory once no
-  open namespace uses it. Every file is checked against the size and
-  CRC-32C the manifest lists before it is used or cached; a disk entry that fails the check is deleted and refetched,
-  never served. Disk fills write a temp file and rename it, so a crash never leaves a torn entry
+  stays within the budget. Open namespaces refer to their segments by handle
+  (``engine/segment_handle.py``), so the LRU is the only long-lived holder of a reader: an
+  evicted segment's memory is freed although its namespace stays open, and it is opened again
+  through the caches on its next query. Queries pin the entries they use (never evicted while
+  pinned: the charge exceeds the budget by at most the running queries' segments), and what a
+  snapshot built over a reader (its document source) is dropped when the reader leaves.
+  Every file is checked against the size and CRC-32C the manifest lists before it is used or
+  cached; a disk entry that fails the check is deleted and refetched, never served. Disk fills write a temp file and rename it, so a crash never leaves a torn entry
   under its final name.
 """
 
@@ -30,11 +33,12 @@ import os
 import secrets
 import tempfile
 import threading
+import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Coroutine, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import numpy as np
 
@@ -77,13 +81,25 @@ def verify_file(ref: SegmentRef, name: str, data: bytes) -> bool:
     return crc32c_of(np.frombuffer(data, np.uint8, count=len(data) - TRAILER_LEN)) == meta["crc32c"]
 
 
-@dataclass
+class SourceHolder(Protocol):
+    """Something that keeps a document source built over cached readers (a snapshot): told to
+    drop it when one of those readers leaves the memory LRU, so the reader's memory is freed."""
+
+    def drop_source(self) -> None: ...
+
+
+@dataclass(eq=False)
 class _Entry:
-    """One segment in the memory LRU: its non-vector files and the reader opened from them."""
+    """One segment in the memory LRU: its non-vector files and the reader opened from them.
+
+    ``pins``: queries using the reader now (a pinned entry is never evicted); ``holders``: what
+    keeps a source built over the reader, told when the entry leaves the LRU."""
 
     files: Files
     reader: SegmentReader | None
     size: int = 0  # as last charged
+    pins: int = 0
+    holders: weakref.WeakSet[SourceHolder] = field(default_factory=weakref.WeakSet)
 
     def __post_init__(self) -> None:
         self.file_bytes = sum(len(v) for v in self.files.values())
@@ -92,10 +108,17 @@ class _Entry:
         """What the entry holds in memory: the files' bytes and the reader's decoded data."""
         return self.file_bytes + (self.reader.resident_bytes() if self.reader is not None else 0)
 
+    def release(self) -> None:
+        """The entry left the LRU: whatever holds a source over its reader drops it."""
+        for holder in list(self.holders):
+            holder.drop_source()
+        self.holders.clear()
+
 
 class _MemoryLru:
     """Segments by cache key, charged at their resident bytes and bounded by ``budget``
-    (least recently used first out). Thread-safe."""
+    (least recently used first out; pinned entries stay, so ``used`` exceeds the budget by at
+    most what running queries use). Thread-safe; an entry that leaves is ``release``d."""
 
     def __init__(self, budget: int) -> None:
         self.budget = budget
@@ -115,11 +138,37 @@ class _MemoryLru:
         self._charge(key, _Entry(files, reader))
 
     def add_file(self, key: CacheKey, name: str, data: bytes) -> None:
-        """Add a whole file to the segment's entry (a new entry when it has none)."""
+        """Add a whole file to the segment's entry (a new entry when it has none; the same entry,
+        with its pins and holders, when it has one)."""
         with self._lock:
-            old = self._items.get(key)
-        entry = _Entry({**(old.files if old else {}), name: data}, old.reader if old else None)
-        self._charge(key, entry)
+            entry = self._items.get(key)
+            if entry is not None:
+                entry.files = {**entry.files, name: data}
+                entry.file_bytes += len(data)
+        self._charge(key, entry or _Entry({name: data}, None))
+
+    def pin(self, key: CacheKey, reader: SegmentReader, delta: int) -> None:
+        """Count a query starting (``delta`` 1) or ending (-1) on ``reader``, if it is the one
+        the LRU holds under ``key``; the last pin out lets an over-budget LRU evict again."""
+        with self._lock:
+            entry = self._items.get(key)
+            if entry is None or entry.reader is not reader:
+                return
+            entry.pins += delta
+            gone = self._shrink() if entry.pins == 0 else []
+            if gone and self.report is not None:
+                self.report(self.used)
+        self._released(gone)
+
+    def hold(self, key: CacheKey, reader: SegmentReader, holder: SourceHolder) -> bool:
+        """Tell ``holder`` to drop its source when ``reader`` leaves the LRU. False when the LRU
+        does not hold ``reader`` under ``key`` (then the holder must not keep the source)."""
+        with self._lock:
+            entry = self._items.get(key)
+            if entry is None or entry.reader is not reader:
+                return False
+            entry.holders.add(holder)
+            return True
 
     def recharge(self, key: CacheKey) -> None:
         """Charge the segment's entry (if cached) at what it holds now (its reader decodes more
@@ -132,6 +181,7 @@ class _MemoryLru:
         """(Re)charge ``entry`` under ``key``: ``touch`` makes it the most recently used;
         without it (a recharge) it keeps its place, and nothing happens if it left meanwhile."""
         size = entry.resident_bytes()  # outside the lock: sums over the reader's batches
+        gone: list[_Entry] = []
         with self._lock:
             old = self._items.get(key)
             if not touch and old is not entry:
@@ -140,16 +190,39 @@ class _MemoryLru:
                 self.used -= old.size
                 if touch or size > self.budget:
                     del self._items[key]
+                    if old is not entry:
+                        gone.append(old)
             if size > self.budget:
-                return
-            entry.size = size
-            self._items[key] = entry  # a key still present (a recharge) keeps its place
-            self.used += size
-            while self.used > self.budget and self._items:
-                _, evicted = self._items.popitem(last=False)
-                self.used -= evicted.size
+                gone.append(entry)
+            else:
+                entry.size = size
+                self._items[key] = entry  # a key still present (a recharge) keeps its place
+                self.used += size
+                gone += self._shrink()
             if self.report is not None:
                 self.report(self.used)
+        self._released(gone)
+
+    def _shrink(self) -> list[_Entry]:
+        """Evict least recently used unpinned entries until ``used`` fits the budget (under the
+        lock); returns them, to be released outside it."""
+        if self.used <= self.budget:
+            return []
+        victims: list[CacheKey] = []
+        freed = 0
+        for key, entry in self._items.items():
+            if self.used - freed <= self.budget:
+                break
+            if entry.pins == 0:
+                victims.append(key)
+                freed += entry.size
+        self.used -= freed
+        return [self._items.pop(key) for key in victims]
+
+    @staticmethod
+    def _released(gone: list[_Entry]) -> None:
+        for entry in gone:
+            entry.release()
 
 
 class _DiskCache:

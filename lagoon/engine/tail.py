@@ -41,6 +41,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from lagoon.engine.segment_handle import SegmentHandle
 from lagoon.errors import InternalError
 from lagoon.format.manifest import SegmentRef
 from lagoon.format.schema_patch import schema_after
@@ -395,16 +396,32 @@ class Snapshot:
         return float(v) if isinstance(v, int | float) and not isinstance(v, bool) else DEFAULT_RECALL_TARGET
 
     def source(self) -> CompositeSource:
-        """The live documents as one DocSource (segments first, then the tail's runs)."""
-        if self._source is None:
-            parts: list[DocSource] = []
-            for seg, live in zip(self.segments, self.segment_live_masks(), strict=True):
-                if not isinstance(seg, SegmentReader):
-                    raise InternalError(f"segment {seg.ref.id} is not opened; it cannot be queried")
-                parts.append(SegmentSource(seg, live))
-            parts.extend(part for _, part in self.runs)
-            self._source = CompositeSource(self.schema, parts, recall_target=self.recall_target)
-        return self._source
+        """The live documents as one DocSource (segments first, then the tail's runs). Kept for
+        the next call while the memory cache holds every segment reader it uses (a segment
+        evicted meanwhile drops it: ``drop_source``, engine/segment_handle.py)."""
+        src = self._source
+        if src is not None:
+            return src
+        parts: list[DocSource] = []
+        readers: list[tuple[SegmentHandle, SegmentReader]] = []
+        for seg, live in zip(self.segments, self.segment_live_masks(), strict=True):
+            if isinstance(seg, SegmentHandle):
+                readers.append((seg, seg.reader()))
+                reader = readers[-1][1]
+            elif isinstance(seg, SegmentReader):
+                reader = seg
+            else:
+                raise InternalError(f"segment {seg.ref.id} is not opened; it cannot be queried")
+            parts.append(SegmentSource(reader, live))
+        parts.extend(part for _, part in self.runs)
+        src = self._source = CompositeSource(self.schema, parts, recall_target=self.recall_target)
+        if not all([handle.hold(reader, self) for handle, reader in readers]):
+            self._source = None  # a reader the cache does not hold: built again on the next call
+        return src
+
+    def drop_source(self) -> None:
+        """A segment reader of the source left the memory cache: let it go."""
+        self._source = None
 
     # Kept for callers that need one table (copy_from, tests, the writer's by-filter ops).
     def live_table(self) -> pa.Table:

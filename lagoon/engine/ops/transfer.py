@@ -51,6 +51,7 @@ from lagoon.engine.database import Database
 from lagoon.engine.manifest_store import read_version
 from lagoon.engine.ops import defaults
 from lagoon.engine.ops.repair import rebuild_in_memory, tail_in_memory
+from lagoon.engine.segment_handle import SegmentHandle
 from lagoon.engine.state import DamagedSegment
 from lagoon.engine.tail import SegmentLike, Snapshot
 from lagoon.errors import DataCorruption, InvalidRequest, LagoonError, NotFound
@@ -131,6 +132,9 @@ async def _salvageable(
     skipped: list[str] = []
     rebuilt: list[str] = []
     for seg in snap.segments:
+        if isinstance(seg, SegmentHandle):  # the export reads it throughout: its reader, held
+            segments.append(await seg.open())
+            continue
         if not isinstance(seg, DamagedSegment):
             segments.append(seg)
             continue

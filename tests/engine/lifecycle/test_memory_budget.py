@@ -1,0 +1,153 @@
+"""A node's segment memory stays within ``cache.memory_bytes`` however many namespaces are open.
+
+Open namespaces refer to their segments by handle (engine/segment_handle.py): the memory LRU
+alone keeps readers, so a segment it evicts is really freed (its reader dies) even while its
+namespace stays open, and is opened again through the cache when the namespace is queried again.
+Queries pin their segments, so the charged total exceeds the budget by at most the segments of
+the queries running, and answers equal those of a node that never evicted anything."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import weakref
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from lagoon.config import Settings
+from lagoon.engine.database import Database
+from lagoon.engine.indexer import index_namespace
+from lagoon.engine.segment_handle import SegmentHandle, in_use
+from lagoon.format.keys import NamespaceKeys
+from lagoon.index.segment.read import SegmentReader
+from lagoon.index.text.corpus import corpus
+from lagoon.storage.memory import MemoryStore
+from tests.index.segment.data import vectors
+
+from .helpers import components, make_settings
+
+pytestmark = pytest.mark.anyio
+
+NAMESPACES = 8
+ROWS = 1_500
+DIM = 32
+SCHEMA = {"text": {"type": "string", "full_text_search": True}, "tag": {"type": "int"}}
+BODIES: list[dict[str, Any]] = [
+    {"rank_by": ["id", "asc"], "top_k": ROWS, "include_attributes": ["text", "tag"]},
+    {"rank_by": ["vector", "ANN", vectors(1, DIM, seed=9)[0].tolist()], "top_k": 10},
+    {"rank_by": ["text", "BM25", "the water"], "top_k": 10, "filters": ["tag", "Lt", 4]},
+]
+
+
+def _name(i: int) -> str:
+    return f"tenant-{i}"
+
+
+async def _store() -> MemoryStore:
+    """``NAMESPACES`` namespaces of one indexed segment each (text, tag, vector), no WAL tail."""
+    store = MemoryStore()
+    settings = make_settings()
+    db = Database(store, settings, components("writer"))
+    texts = [d["text"] for d in corpus(ROWS, seed=3)]
+    for i in range(NAMESPACES):
+        base = vectors(ROWS, DIM, seed=i)
+        rows = [{"id": j, "text": texts[j], "tag": j % 7, "vector": base[j].tolist()} for j in range(ROWS)]
+        body = {"upsert_rows": rows, "schema": SCHEMA, "distance_metric": "cosine_distance"}
+        await db.write(_name(i), body)
+        await index_namespace(
+            store, NamespaceKeys.of("default", _name(i)), settings, components("ix"), force=True
+        )
+    await db.close()
+    return store
+
+
+def _node(store: MemoryStore, memory_bytes: int, cache_dir: Path | None = None) -> Database:
+    settings = Settings(
+        indexer=make_settings().indexer,
+        cache={"memory_bytes": memory_bytes, "dir": str(cache_dir or "")},  # type: ignore[arg-type]
+    )
+    return Database(store, settings, components("reader"))
+
+
+async def _answers(db: Database, i: int) -> list[Any]:
+    out = []
+    for body in BODIES:
+        got = await db.query(_name(i), body)
+        out.append(got["rows"])
+    await asyncio.sleep(0)  # (the query's segments are recharged once it has answered)
+    return out
+
+
+def _readers(db: Database) -> list[SegmentReader]:
+    return [e.reader for e in db.segment_io.memory._items.values() if e.reader is not None]
+
+
+async def test_many_open_namespaces_stay_within_the_memory_budget(tmp_path: Path) -> None:
+    store = await _store()
+    roomy = _node(store, 1 << 30)
+    expected = [await _answers(roomy, i) for i in range(NAMESPACES)]
+    sizes = [e.size for e in roomy.segment_io.memory._items.values()]
+    assert len(sizes) == NAMESPACES
+    await roomy.close()
+
+    budget = 2 * max(sizes) + min(sizes) // 2  # two segments of the eight
+    assert sum(sizes) > 3 * budget
+    db = _node(store, budget, tmp_path / "cache")
+    memory = db.segment_io.memory
+    charged: list[float] = []
+    memory.report = charged.append
+    seen: list[weakref.ref[SegmentReader]] = []
+    for _ in range(2):  # every namespace in turn, twice: the second round reopens evicted ones
+        for i in range(NAMESPACES):
+            assert await _answers(db, i) == expected[i]
+            seen += [weakref.ref(r) for r in _readers(db)]
+            assert memory.used <= budget
+    assert max(charged) <= budget + max(sizes)  # at most the segment in use beyond the budget
+    assert len(db._handles) == NAMESPACES  # every namespace is still open
+
+    gc.collect()
+    cached = {id(r) for r in _readers(db)}
+    alive = [r for ref in seen if (r := ref()) is not None]
+    assert 1 <= len(cached) <= 2
+    assert {id(r) for r in alive} == cached  # every evicted segment's reader (and its arrays) is gone
+    for i in range(NAMESPACES):  # no snapshot keeps a source over an evicted reader
+        snap = db._handles[("default", _name(i))].state._snapshot
+        assert snap is not None and all(isinstance(s, SegmentHandle) for s in snap.segments)
+        if snap._source is not None:
+            assert all(id(p.reader) in cached for p in snap._source.parts if hasattr(p, "reader"))
+    await db.close()
+
+
+async def test_a_pinned_segment_outlives_eviction_and_a_segment_over_the_budget_still_answers() -> None:
+    store = await _store()
+    roomy = _node(store, 1 << 30)
+    expected = [await _answers(roomy, i) for i in range(3)]
+    size = max(e.size for e in roomy.segment_io.memory._items.values())
+    await roomy.close()
+
+    db = _node(store, size + size // 2)  # room for one segment
+    await _answers(db, 0)
+    snap = await db.snapshot("default", _name(0))
+    async with in_use(snap.segments):  # as a running query of namespace 0 does
+        pinned = weakref.ref(snap.source().parts[0].reader)
+        for i in (1, 2):  # (no room left beside it: their segments are opened for each query)
+            assert await _answers(db, i) == expected[i]
+            assert [r is pinned() for r in _readers(db)] == [True]  # never evicted while in use
+    assert await _answers(db, 1) == expected[1]  # the query ended: evicted by the next one
+    assert not any(r is pinned() for r in _readers(db))
+    assert snap._source is None  # (the snapshot let its source over the evicted reader go)
+    gc.collect()
+    assert pinned() is None
+    assert await _answers(db, 0) == expected[0]
+    assert db.segment_io.memory.used <= size
+    await db.close()
+
+    tiny = _node(store, size // 4)  # no segment fits: each query opens its segments again
+    for i in range(3):
+        assert await _answers(tiny, i) == expected[i]
+    assert tiny.segment_io.memory.used == 0
+    meta = await tiny.metadata(_name(1))
+    assert meta["approx_row_count"] == ROWS
+    await tiny.close()
