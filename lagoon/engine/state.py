@@ -659,6 +659,25 @@ class NamespaceState:
         """A WAL entry this node just created at head+1 (checked when it was encoded)."""
         self._append(entry, size, checked=True)
 
+    async def catch_up(self, through: int) -> None:
+        """Fold the entries up to ``through`` that another serving process of this node says it
+        has just committed (its commit turn's hint, engine/nodelock.py): GETs of the known slots,
+        no LIST and no manifest probe. When a slot is not there (folded and collected meanwhile,
+        or a wrong hint) this falls back to a full ``refresh``; a hint that is too low only
+        leaves the view behind, which the commit's create-if-absent then finds out."""
+        async with self._refresh_lock:
+            wanted = list(range(self.head + 1, through + 1))
+            try:
+                fetched = await self._fetch_many(wanted) if wanted and self._loaded else []
+            except StorageError as e:
+                raise translate(e, f"while reading namespace '{self.keys.namespace}'") from e
+            for item in fetched:
+                if item is None or item[0].seq != self.head + 1:
+                    break
+                self._append(*item)
+        if self.head < through:
+            await self.refresh()
+
     async def ensure_loaded(self) -> None:
         if not self._loaded:
             await self.refresh()

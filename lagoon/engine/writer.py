@@ -31,7 +31,7 @@ import pyarrow as pa
 
 from lagoon.engine.components import Components
 from lagoon.engine.errors import translate
-from lagoon.engine.nodelock import NodeCommitLocks
+from lagoon.engine.nodelock import NodeCommitLocks, Turn
 from lagoon.engine.state import NamespaceState
 from lagoon.engine.tail import Snapshot
 from lagoon.errors import Conflict, Forbidden, InvalidRequest, LagoonError, NotFound, Unavailable
@@ -575,18 +575,23 @@ class Committer:
         while self._queue:
             if self.commit_window:
                 await asyncio.sleep(self.commit_window)
-            turn = (
-                self.turns.turn(self.state.keys.root) if self.turns is not None else contextlib.nullcontext()
-            )
-            async with turn:  # the node's other processes commit this namespace in turn (nodelock.py)
+            async with self._turn() as turn:
                 if not self._queue:
                     continue
                 group, self._queue = self._queue[:MAX_GROUP_REQUESTS], self._queue[MAX_GROUP_REQUESTS:]
-                await self._commit_group(group)
+                await self._commit_group(group, turn.previous_head if turn is not None else -1)
+                if turn is not None:
+                    turn.head = self.state.head
 
-    async def _commit_group(self, group: list[Op]) -> None:
+    def _turn(self) -> contextlib.AbstractAsyncContextManager[Turn | None]:
+        """The node's other serving processes commit this namespace in turn (nodelock.py)."""
+        if self.turns is None:
+            return contextlib.nullcontext()
+        return self.turns.turn(self.state.keys.root)
+
+    async def _commit_group(self, group: list[Op], known_head: int = -1) -> None:
         try:
-            await self._commit(group)
+            await self._commit(group, known_head)
         except BaseException as e:  # the node "crashed" (failpoint) or a bug: fail the group
             err = e if isinstance(e, LagoonError) else Unavailable("commit failed; retry", detail=repr(e))
             for op in group:
@@ -595,75 +600,96 @@ class Committer:
             if not isinstance(e, Exception):
                 raise
 
-    async def _commit(self, group: list[Op]) -> None:
+    async def _commit(self, group: list[Op], known_head: int) -> None:
+        """Commit ``group`` as one entry (module docstring), retrying at the next slot after a lost
+        race. ``known_head``: a head another process of this node has just committed (its turn's
+        hint): its entries are read first, so the group is not resolved on a head known stale."""
         state = self.state
         await state.ensure_loaded()
-        fp = self.components.failpoints
-        for _attempt in range(MAX_COMMIT_ATTEMPTS):
+        if known_head > state.head:
+            await state.catch_up(known_head)
+            self._saw_head()
+        for attempt in range(MAX_COMMIT_ATTEMPTS):
             self.attempts += 1
-            if state.manifest_age() * 1000 >= state.settings.manifest.poll_interval_ms:
-                await state.refresh()
-                self._saw_head()
-            await self._confirm_head(state)
-            if state.tail.branch_fence_ms is not None:
-                await self._await_branch(state)
+            await self._current_view(state)
             snap = state.current()
-            stamp = (self.components.nonce(), self.components.clock.now_ms())
-            # Resolving and encoding run in a worker thread: the event loop only routes meanwhile.
-            max_work = int(state.settings.limits.max_query_work)
-            prepared = await asyncio.to_thread(self._prepare, snap, group, stamp, max_work)
+            prepared = await self._entry_for(snap, group)
             for op, err in prepared.refused:
                 op.future.set_exception(err)
-            live = prepared.live
-            if not live:
+            if not prepared.live:
                 return
-            entry, data = prepared.entry, prepared.data
-            if entry is None or data is None:
-                # Nothing to write. The decision was made on our snapshot; confirm it is current.
-                before = snap.head
-                await state.refresh()
-                if state.head == before:
-                    for op, outcome in live:
-                        op.future.set_result(self._response(op, outcome, before))
+            if prepared.entry is None or prepared.data is None:
+                if await self._unchanged(snap):
+                    self._settle(prepared, snap.head)
                     return
                 continue
-            seq = entry.seq
-            fp.hit("wal.before_put")
-            outcome_kind = await self._put(seq, data)
-            if outcome_kind == "lost":
-                # Another committer (a node, or another serving process of this node) took the
-                # slot. Full-jitter backoff from the second loss on: a committer that keeps winning
-                # because it never needs to re-read would otherwise starve the others.
-                losses = _attempt + 1
-                if losses > 1:
-                    cap = min(MAX_LOST_BACKOFF_SECS, 0.001 * 2 ** min(losses, 10))
-                    await asyncio.sleep(self.components.rng.uniform(0, cap))
-                await state.refresh()
-                self._saw_head()
-                continue
-            grace = state.settings.indexer.gc_grace_secs
-            if grace > 0 and state.manifest_age() >= grace / 2:
-                # We may have been paused long enough for the indexer to fold this slot and GC to
-                # delete it, in which case our create re-used a dead slot that no reader will look
-                # at. The latest manifest tells: a slot at or below indexed_through is lost.
-                await state.refresh()
-                if state.indexed_through >= seq:
-                    continue
-            fp.hit("wal.after_put")
-            state.committed(entry, len(data))
-            self._saw_head()
-            self.commits += 1
-            if self.on_commit is not None:
-                self.on_commit(entry, len(data))
-            for op, outcome in live:
-                op.future.set_result(self._response(op, outcome, seq))
-            return
+            if await self._created(prepared.entry, prepared.data, attempt):
+                self._settle(prepared, prepared.entry.seq)
+                return
         err = Conflict(
             f"could not commit to namespace '{state.keys.namespace}' after {MAX_COMMIT_ATTEMPTS} attempts"
         )
         for op in group:
             if not op.future.done():
                 op.future.set_exception(err)
+
+    async def _current_view(self, state: NamespaceState) -> None:
+        """Before resolving: a view at most a poll interval old, whose head the bucket still holds,
+        not ending in a young branch creation's fence."""
+        if state.manifest_age() * 1000 >= state.settings.manifest.poll_interval_ms:
+            await state.refresh()
+            self._saw_head()
+        await self._confirm_head(state)
+        if state.tail.branch_fence_ms is not None:
+            await self._await_branch(state)
+
+    async def _entry_for(self, snap: Snapshot, group: list[Op]) -> _Prepared:
+        """The group resolved against ``snap`` and its entry encoded, in a worker thread: the event
+        loop only routes meanwhile."""
+        stamp = (self.components.nonce(), self.components.clock.now_ms())
+        max_work = int(self.state.settings.limits.max_query_work)
+        return await asyncio.to_thread(self._prepare, snap, group, stamp, max_work)
+
+    async def _unchanged(self, snap: Snapshot) -> bool:
+        """Nothing to write: the decision was made on ``snap``; is it still the current head?"""
+        await self.state.refresh()
+        return self.state.head == snap.head
+
+    async def _created(self, entry: WalEntry, data: bytes, attempt: int) -> bool:
+        """Create the entry's slot; True once it is committed (and folded into the state), False
+        when the slot went to another committer or may already be gone (retry at the next)."""
+        state, seq = self.state, entry.seq
+        self.components.failpoints.hit("wal.before_put")
+        if await self._put(seq, data) == "lost":
+            # Another committer (a node, or another serving process of this node) took the
+            # slot. Full-jitter backoff from the second loss on: a committer that keeps winning
+            # because it never needs to re-read would otherwise starve the others.
+            losses = attempt + 1
+            if losses > 1:
+                cap = min(MAX_LOST_BACKOFF_SECS, 0.001 * 2 ** min(losses, 10))
+                await asyncio.sleep(self.components.rng.uniform(0, cap))
+            await state.refresh()
+            self._saw_head()
+            return False
+        grace = state.settings.indexer.gc_grace_secs
+        if grace > 0 and state.manifest_age() >= grace / 2:
+            # We may have been paused long enough for the indexer to fold this slot and GC to
+            # delete it, in which case our create re-used a dead slot that no reader will look
+            # at. The latest manifest tells: a slot at or below indexed_through is lost.
+            await state.refresh()
+            if state.indexed_through >= seq:
+                return False
+        self.components.failpoints.hit("wal.after_put")
+        state.committed(entry, len(data))
+        self._saw_head()
+        self.commits += 1
+        if self.on_commit is not None:
+            self.on_commit(entry, len(data))
+        return True
+
+    def _settle(self, prepared: _Prepared, version: int) -> None:
+        for op, outcome in prepared.live:
+            op.future.set_result(self._response(op, outcome, version))
 
     def _saw_head(self) -> None:
         self._seen_head = (self.state.head, self.components.clock.monotonic())
