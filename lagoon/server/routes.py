@@ -146,9 +146,11 @@ def namespace_param(request: Request) -> str:
 
 
 LARGE_BODY_BYTES = 1 << 20
-"""Bodies larger than this are parsed in a worker thread, not on the event loop."""
-OFFLOAD_WRITE_BYTES = 64 << 10
-"""Writes with a larger body are validated in a worker thread, not on the event loop."""
+"""Bodies larger than this are parsed, and writes validated, in a worker thread, not on the event
+loop. Smaller ones stay on the loop: JSON parsing and validation hold the GIL, so a thread would
+not free the core for the loop (it waits up to the 5 ms switch interval either way), and the hop
+cost about 0.5 ms of CPU per 100-row write (a third of its parse + validation, measured with the
+app in-process); a 1 MiB JSON body takes a few milliseconds to parse and validate."""
 
 
 async def json_object(request: Request) -> tuple[dict[str, Any], int]:
@@ -304,7 +306,7 @@ async def write(req: NamespaceRequest) -> Response:
         req.require("admin", "dropping attributes")
     req.check_accepting_writes()
     req.state.rates.check_write_bytes(req.principal.key_id or req.org, req.size)
-    call = req.db.write(req.ns, body, org=req.org, offload=req.size > OFFLOAD_WRITE_BYTES)
+    call = req.db.write(req.ns, body, org=req.org, offload=req.size > LARGE_BODY_BYTES)
     action = (
         "copy_namespace" if body.get("copy_from_namespace") or body.get("branch_from_namespace") else "write"
     )
