@@ -249,6 +249,17 @@ class CacheSettings(_Section):
             "Higher keeps more namespaces warm in memory; lower re-reads manifests and WAL tails more often."
         ),
     )
+    max_open_tail_bytes: int = Field(
+        default=1024**3,
+        ge=0,
+        description="Unindexed WAL tail bytes (as stored) the open namespaces of a serving process "
+        "may hold together; beyond it the least recently used idle namespaces are closed (each "
+        "namespace's own tail is bounded by indexer.max_unindexed_bytes).",
+        json_schema_extra=_cost(
+            "Resident memory (a folded tail takes about its stored size or more); lower re-reads "
+            "WAL tails of namespaces used in turn more often."
+        ),
+    )
     disk_bytes: int = Field(
         default=10 * 1024**3,
         ge=0,

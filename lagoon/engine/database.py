@@ -126,17 +126,22 @@ class Database:
         return h
 
     def _trim_handles(self) -> None:
-        """Drop least recently used handles beyond ``cache.max_open_namespaces`` (idle ones only:
-        a namespace with a write queued or committing keeps its handle)."""
-        excess = len(self._handles) - self.settings.cache.max_open_namespaces
-        if excess <= 0:
+        """Drop least recently used handles beyond ``cache.max_open_namespaces``, and while the
+        open namespaces' WAL tails together exceed ``cache.max_open_tail_bytes`` (idle ones only:
+        a namespace with a write queued or committing keeps its handle; the newest stays)."""
+        cache = self.settings.cache
+        excess = len(self._handles) - cache.max_open_namespaces
+        tails = sum(h.state.tail.unindexed_bytes for h in self._handles.values())
+        if excess <= 0 and tails <= cache.max_open_tail_bytes:
             return
         for key in list(self._handles)[:-1]:
-            if excess <= 0:
+            if excess <= 0 and tails <= cache.max_open_tail_bytes:
                 break
-            if self._handles[key].committer.idle:
+            h = self._handles[key]
+            if h.committer.idle:
                 del self._handles[key]
                 excess -= 1
+                tails -= h.state.tail.unindexed_bytes
 
     async def _open_segment(self, state: NamespaceState, ref: SegmentRef, schema: Schema) -> SegmentLike:
         """Open the segment (its files verified: a damaged one is known now) and give the state a

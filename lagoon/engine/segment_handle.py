@@ -31,7 +31,7 @@ from collections.abc import AsyncIterator, Iterable
 import numpy as np
 import pyarrow as pa
 
-from lagoon.engine.segment_io import SegmentIO, SourceHolder
+from lagoon.engine.segment_io import SegmentIO, SourceHolder, _Entry
 from lagoon.errors import InternalError
 from lagoon.format.keys import NamespaceKeys
 from lagoon.format.manifest import SegmentRef
@@ -51,6 +51,7 @@ class SegmentHandle:
         self._key = io.cache_key(keys.sibling(ref.owner), ref.id)
         self._loop = asyncio.get_running_loop()
         self._held: SegmentReader | None = None  # while queries pin it
+        self._entry: _Entry | None = None  # its LRU entry, pinned with it
         self._pins = 0
         self._opening: asyncio.Future[SegmentReader] | None = None
 
@@ -63,16 +64,18 @@ class SegmentHandle:
     def lookup(self, ids: pa.Array | pa.ChunkedArray) -> np.ndarray:
         return self.reader().lookup(ids)
 
-    def cached(self) -> SegmentReader | None:
-        """The reader a running query holds, else the memory LRU's (for this schema), else None."""
-        held = self._held
-        if held is not None:
-            return held
+    def _lookup(self) -> tuple[SegmentReader | None, _Entry | None]:
+        """The memory LRU's reader (for this schema) and its entry, or (None, None)."""
         entry = self._io.memory.get(self._key)
         reader = entry.reader if entry is not None else None
         if reader is None or (reader.schema is not self.schema and reader.schema != self.schema):
-            return None
-        return reader
+            return None, None
+        return reader, entry
+
+    def cached(self) -> SegmentReader | None:
+        """The reader a running query holds, else the memory LRU's (for this schema), else None."""
+        held = self._held
+        return held if held is not None else self._lookup()[0]
 
     def reader(self) -> SegmentReader:
         """The segment's reader, opened again through the cache if it was evicted (from a thread
@@ -104,22 +107,44 @@ class SegmentHandle:
         if not done.cancelled():
             done.exception()  # (retrieved: an awaiter that left would leave it unreported)
 
+    def try_pin(self) -> bool:
+        """``pin`` without waiting: False (nothing pinned) when no cache holds the reader."""
+        if self._held is not None:  # (another query uses it now)
+            self._pins += 1
+            return True
+        reader, entry = self._lookup()
+        if reader is None:
+            return False
+        self._pin(reader, entry)
+        return True
+
     async def pin(self) -> None:
         """Keep the reader while a query uses it (the LRU does not evict it meanwhile)."""
+        if self.try_pin():
+            return
         reader = await self.open()
-        self._pins += 1
-        if self._held is None:
-            self._held = reader
-        self._io.memory.pin(self._key, self._held, 1)
+        if self._held is not None:  # pinned by another query meanwhile
+            self._pins += 1
+            return
+        entry = self._io.memory.get(self._key)
+        self._pin(reader, entry if entry is not None and entry.reader is reader else None)
+
+    def _pin(self, reader: SegmentReader, entry: _Entry | None) -> None:
+        """The first pin: hold the reader, and pin its LRU entry (None: the LRU does not hold
+        it, a segment larger than the budget)."""
+        self._pins, self._held, self._entry = 1, reader, entry
+        if entry is not None:
+            entry.pins += 1
 
     def unpin(self) -> None:
-        held = self._held
-        if held is None:
-            return
         self._pins -= 1
-        self._io.memory.pin(self._key, held, -1)
-        if self._pins == 0:
-            self._held = None
+        if self._pins > 0:
+            return
+        entry, self._held, self._entry = self._entry, None, None
+        if entry is not None:
+            entry.pins -= 1
+            if entry.pins == 0:
+                self._io.memory.unpinned()
 
     def hold(self, reader: SegmentReader, holder: SourceHolder) -> bool:
         """Tell ``holder`` to drop what it built over ``reader`` when the LRU evicts it. False
@@ -132,8 +157,12 @@ async def in_use(segments: Iterable[object]) -> AsyncIterator[None]:
     """Pin every handle among ``segments`` (opening evicted ones again, in parallel) for the
     duration of the block; other segments (readers, damaged stand-ins) are left as they are."""
     handles = [s for s in segments if isinstance(s, SegmentHandle)]
-    results = await asyncio.gather(*(h.pin() for h in handles), return_exceptions=True)
-    pinned = [h for h, r in zip(handles, results, strict=True) if not isinstance(r, BaseException)]
+    pinned = [h for h in handles if h.try_pin()]  # (warm: no task, no wait)
+    results: list[BaseException | None] = []
+    if len(pinned) < len(handles):
+        evicted = [h for h in handles if h not in pinned]
+        results = await asyncio.gather(*(h.pin() for h in evicted), return_exceptions=True)
+        pinned += [h for h, r in zip(evicted, results, strict=True) if not isinstance(r, BaseException)]
     try:
         for r in results:
             if isinstance(r, BaseException):

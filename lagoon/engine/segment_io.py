@@ -92,8 +92,9 @@ class SourceHolder(Protocol):
 class _Entry:
     """One segment in the memory LRU: its non-vector files and the reader opened from them.
 
-    ``pins``: queries using the reader now (a pinned entry is never evicted); ``holders``: what
-    keeps a source built over the reader, told when the entry leaves the LRU."""
+    ``pins``: segment handles whose queries use the reader now (a pinned entry is never
+    evicted; counted on the event loop); ``holders``: what keeps a source built over the reader,
+    told when the entry leaves the LRU."""
 
     files: Files
     reader: SegmentReader | None
@@ -147,15 +148,13 @@ class _MemoryLru:
                 entry.file_bytes += len(data)
         self._charge(key, entry or _Entry({name: data}, None))
 
-    def pin(self, key: CacheKey, reader: SegmentReader, delta: int) -> None:
-        """Count a query starting (``delta`` 1) or ending (-1) on ``reader``, if it is the one
-        the LRU holds under ``key``; the last pin out lets an over-budget LRU evict again."""
+    def unpinned(self) -> None:
+        """An entry's last pin went (``_Entry.pins``, counted on the event loop by the segment
+        handles): an LRU left over budget meanwhile evicts now."""
+        if self.used <= self.budget:
+            return
         with self._lock:
-            entry = self._items.get(key)
-            if entry is None or entry.reader is not reader:
-                return
-            entry.pins += delta
-            gone = self._shrink() if entry.pins == 0 else []
+            gone = self._shrink()
             if gone and self.report is not None:
                 self.report(self.used)
         self._released(gone)

@@ -151,3 +151,31 @@ async def test_a_pinned_segment_outlives_eviction_and_a_segment_over_the_budget_
     meta = await tiny.metadata(_name(1))
     assert meta["approx_row_count"] == ROWS
     await tiny.close()
+
+
+async def test_open_namespaces_wal_tails_are_bounded_together() -> None:
+    """Idle namespaces are closed, least recently used first, while the open ones' unindexed
+    tails exceed ``cache.max_open_tail_bytes``; a closed one reads its tail again when used."""
+    store = MemoryStore()
+    writer = Database(store, make_settings(), components("writer"))
+    rows = [{"id": j, "text": "x" * 200, "tag": j} for j in range(200)]
+    for i in range(4):
+        await writer.write(_name(i), {"upsert_rows": rows, "schema": SCHEMA})
+    tail = writer.handle("default", _name(0)).state.tail.unindexed_bytes
+    await writer.close()
+
+    settings = Settings(
+        indexer=make_settings().indexer,
+        cache={"max_open_tail_bytes": 2 * tail + tail // 2},  # type: ignore[arg-type]
+    )
+    db = Database(store, settings, components("reader"))
+    body = {"rank_by": ["id", "asc"], "top_k": 300, "include_attributes": ["tag"]}
+    for _ in range(2):  # the second round reopens the closed ones
+        for i in range(4):
+            got = await db.query(_name(i), body)
+            assert [r["tag"] for r in got["rows"]] == list(range(200))
+            opened = [ns for _, ns in db._handles]
+            assert opened[-1] == _name(i) and len(opened) <= 3  # (two tails, and the newest)
+            assert sum(h.state.tail.unindexed_bytes for h in db._handles.values()) <= 3 * tail
+    assert [ns for _, ns in db._handles] == [_name(1), _name(2), _name(3)]
+    await db.close()
