@@ -9,7 +9,8 @@ The fold is incremental: a commit or a strong read after one costs what the new 
 (amortised), not what the tail holds (``bench/tail_bench.py``).
 
 - ``apply`` indexes the entry's ids (id -> newest chunk and row) and clears the rows they replace
-  in the runs (``Run.hide``: one binary search per replaced row).
+  in the runs (``Run.hide``: one vectorised binary search per run over its (chunk, row) keys,
+  not a Python call per replaced row).
 - ``snapshot`` folds the chunks applied since the last snapshot into one new *run*, a table of
   the rows that are their id's newest and an upsert, then merges the newest runs while the older
   of the last two holds at most twice the newer's live rows, dropping the rows hidden meanwhile.
@@ -31,10 +32,10 @@ incremental fold against a fold from scratch over random entry sequences.
 
 from __future__ import annotations
 
-import bisect
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from itertools import repeat
 from typing import Any, Protocol
 
 import numpy as np
@@ -87,7 +88,7 @@ class Run:
     row is dropped when the run is merged. ``base`` never changes, so what queries derive from it
     (vector matrices, postings, id order) is built once and kept for every later snapshot."""
 
-    __slots__ = ("_by_id", "_part", "base", "hi", "kept", "live", "lo", "size", "starts")
+    __slots__ = ("_by_id", "_part", "_row_keys", "base", "hi", "kept", "live", "lo", "size", "starts")
 
     def __init__(self, lo: int, hi: int, base: LiveDocs, kept: list[np.ndarray]) -> None:
         self.lo, self.hi, self.base, self.kept = lo, hi, base, kept
@@ -96,6 +97,7 @@ class Run:
         self.size = base.num_docs  # rows still live
         self._part: MaskedSource | None = None
         self._by_id: tuple[np.ndarray, pa.Array] | None = None  # id order, ids in that order
+        self._row_keys: np.ndarray | None = None
 
     def find(self, wanted: pa.Array) -> np.ndarray:
         """Rows of ``base`` holding the ``wanted`` ids (absent ones left out): a binary search
@@ -107,17 +109,29 @@ class Run:
         at = search_sorted(ids, wanted.cast(ids.type) if wanted.type != ids.type else wanted)
         return np.asarray(order[at[at >= 0]], dtype=np.int64)
 
-    def hide(self, chunk: int, row: int) -> None:
-        """A newer entry wrote the id of ``row`` of ``chunk``: that row is no longer live."""
-        kept = self.kept[chunk - self.lo]
-        i = int(np.searchsorted(kept, row))
-        if i == kept.shape[0] or kept[i] != row:
-            return  # not in the run (it was a delete, or a row hidden before the run was built)
-        pos = int(self.starts[chunk - self.lo]) + i
-        if self.live[pos]:
-            self.live[pos] = False
-            self.size -= 1
+    def hide(self, chunks: np.ndarray, rows: np.ndarray) -> None:
+        """Newer entries wrote the ids of rows ``rows`` of chunks ``chunks`` (pairwise): those
+        rows are no longer live. Pairs the run does not hold (a delete, or a row hidden before
+        the run was built) are ignored. One binary search over the run's (chunk, row) keys."""
+        keys = self._keys()
+        wanted = (chunks.astype(np.int64) << 32) | rows.astype(np.int64)
+        at = np.searchsorted(keys, wanted)
+        held = at < keys.shape[0]
+        at = at[held]
+        at = at[keys[at] == wanted[held]]
+        at = np.unique(at[self.live[at]])
+        if at.shape[0]:
+            self.live[at] = False
+            self.size -= int(at.shape[0])
             self._part = None
+
+    def _keys(self) -> np.ndarray:
+        """``chunk << 32 | row`` of every row of ``base``, in its order (ascending: chunk order,
+        then row order), built once per run."""
+        if self._row_keys is None:
+            parts = [(np.int64(self.lo + i) << 32) | k.astype(np.int64) for i, k in enumerate(self.kept)]
+            self._row_keys = np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
+        return self._row_keys
 
     def part(self) -> MaskedSource:
         """The live rows as a document source; the same object while nothing is hidden (the
@@ -260,17 +274,20 @@ class Tail:
         (rows of chunks not folded into a run yet are chosen when they are)."""
         ids = docs.column("id").to_pylist()
         ops = docs.column(OP_COLUMN).to_numpy(zero_copy_only=False)
-        ci = len(self.chunks)
-        for row, ident in enumerate(ids):
-            prev = self.index.get(ident)
-            if prev is not None and prev[0] < self._built:
-                self._run_of(prev[0]).hide(*prev)
-            self.index[ident] = (ci, row)
+        ci, built = len(self.chunks), self._built
+        replaced = [prev for prev in map(self.index.get, ids) if prev is not None and prev[0] < built]
+        self.index.update(zip(ids, zip(repeat(ci), range(len(ids))), strict=True))  # last row of an id wins
+        if replaced:
+            self._hide(np.array(replaced, dtype=np.int64).reshape(-1, 2))
         self.chunks.append(Chunk(seq, docs, ids, np.asarray(ops == OP_UPSERT)))
 
-    def _run_of(self, chunk: int) -> Run:
-        i = bisect.bisect_right(self._runs, chunk, key=lambda run: run.lo) - 1
-        return self._runs[i]
+    def _hide(self, pairs: np.ndarray) -> None:
+        """Hide rows ``pairs`` ((chunk, row) of folded chunks) in the runs holding them."""
+        los = np.fromiter((run.lo for run in self._runs), dtype=np.int64, count=len(self._runs))
+        owner = np.searchsorted(los, pairs[:, 0], side="right") - 1
+        for r in np.unique(owner):
+            mine = pairs[owner == r]
+            self._runs[int(r)].hide(mine[:, 0], mine[:, 1])
 
     # -- runs ------------------------------------------------------------------------------------
 
