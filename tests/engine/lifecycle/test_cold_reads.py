@@ -183,7 +183,7 @@ async def test_listing_namespaces_reads_no_segment() -> None:
     assert version >= 1 and copy is not None and copy.indexed_through >= 2  # the delete is folded
     await writer.close()
     timed = TimedStore(store)
-    db = Database(timed, settings, components("lister"))  # type: ignore[arg-type]
+    db = Database(timed, settings, components("lister"))
     listed = await db.list_namespaces()
     assert [n["id"] for n in listed["namespaces"]] == ["back", NS, "fresh"]
     assert not [c.key for c in timed.calls if "/seg/" in c.key]
