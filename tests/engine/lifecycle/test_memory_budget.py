@@ -179,3 +179,18 @@ async def test_open_namespaces_wal_tails_are_bounded_together() -> None:
             assert sum(h.state.tail.unindexed_bytes for h in db._handles.values()) <= 3 * tail
     assert [ns for _, ns in db._handles] == [_name(1), _name(2), _name(3)]
     await db.close()
+
+
+async def test_a_write_resolved_against_an_evicted_segment_reopens_it() -> None:
+    """A conditional write resolves in a worker thread: an evicted segment it reads is opened
+    again through the cache there (the event loop serves the reopen)."""
+    store = await _store()
+    db = _node(store, 1)  # nothing fits: every segment is evicted as soon as it is opened
+    await _answers(db, 0)
+    assert db.segment_io.memory.used == 0
+    patch = {"patch_rows": [{"id": 7, "tag": 100}], "patch_condition": ["tag", "Eq", 0]}
+    await db.write(_name(0), patch)  # id 7: tag 7 % 7 == 0, so the condition holds
+    await db.write(_name(0), {"patch_rows": [{"id": 8, "tag": 100}], "patch_condition": ["tag", "Eq", 0]})
+    got = await db.query(_name(0), {"rank_by": ["id", "asc"], "top_k": 3, "filters": ["tag", "Eq", 100]})
+    assert [r["id"] for r in got["rows"]] == [7]  # (id 8 has tag 1: its condition failed)
+    await db.close()
