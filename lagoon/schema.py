@@ -44,6 +44,15 @@ MULTIVECTOR = "multivector"
 """``[][N]f32``: a list of N-dim vectors per document (late interaction, ``ann.late_interaction``)."""
 
 
+def _dims(digits: str, *, where: str, stored: bool) -> int:
+    """The dimensions a vector type names (``[N]...``), within the write limit or, ``stored``,
+    any a persisted type may hold; a number of more than 9 digits is out of range either way."""
+    dims = int(digits) if len(digits) <= 9 else MAX_STORED_DIMS + 1
+    if not 1 <= dims <= (MAX_STORED_DIMS if stored else MAX_DIMS):
+        raise InvalidRequest(f"{where}: vector dimensions must be 1..{MAX_DIMS}, got {dims}")
+    return dims
+
+
 @dataclass(frozen=True, slots=True)
 class AttrType:
     """``kind`` is a scalar name or "vector"; ``array`` for ``[]T``; ``dims``/``dtype`` for vectors."""
@@ -61,20 +70,9 @@ class AttrType:
             raise InvalidRequest(f"{where}: expected a type name string, got {text!r:.60}")
         if text == SPARSE_TYPE:
             return AttrType("sparse", dtype="f16")
-        m = _VECTOR_RE.match(text)
-        if m:
-            digits = m.group(1)
-            dims = int(digits) if len(digits) <= 9 else MAX_STORED_DIMS + 1
-            if not 1 <= dims <= (MAX_STORED_DIMS if stored else MAX_DIMS):
-                raise InvalidRequest(f"{where}: vector dimensions must be 1..{MAX_DIMS}, got {dims}")
-            return AttrType("vector", dims=dims, dtype=m.group(2))
-        m = _MULTIVECTOR_RE.match(text)
-        if m:
-            digits = m.group(1)
-            dims = int(digits) if len(digits) <= 9 else MAX_STORED_DIMS + 1
-            if not 1 <= dims <= (MAX_STORED_DIMS if stored else MAX_DIMS):
-                raise InvalidRequest(f"{where}: vector dimensions must be 1..{MAX_DIMS}, got {dims}")
-            return AttrType(MULTIVECTOR, dims=dims, dtype=m.group(2))
+        for kind, pattern in (("vector", _VECTOR_RE), (MULTIVECTOR, _MULTIVECTOR_RE)):
+            if m := pattern.match(text):
+                return AttrType(kind, dims=_dims(m.group(1), where=where, stored=stored), dtype=m.group(2))
         if text.startswith("[]") and text[2:] in SCALARS:
             return AttrType(text[2:], array=True)
         if text in SCALARS:
