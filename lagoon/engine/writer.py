@@ -54,6 +54,10 @@ from lagoon.wire.write import (
 )
 
 MAX_GROUP_REQUESTS = 256
+MAX_GROUP_BYTES = 32 << 20
+"""A group stops taking requests once their logical bytes reach this (it takes at least one): a
+burst of large writes becomes several entries of bounded size, each acknowledged when its own PUT
+lands, instead of one huge entry whose resolve, encode and PUT every request of it waits for."""
 MAX_COMMIT_ATTEMPTS = 50
 MAX_LOST_BACKOFF_SECS = 0.05
 HEAD_SEEN_SECS = 0.25
@@ -578,10 +582,21 @@ class Committer:
             async with self._turn() as turn:
                 if not self._queue:
                     continue
-                group, self._queue = self._queue[:MAX_GROUP_REQUESTS], self._queue[MAX_GROUP_REQUESTS:]
+                group = self._next_group()
                 await self._commit_group(group, turn.previous_head if turn is not None else -1)
                 if turn is not None:
                     turn.head = self.state.head
+
+    def _next_group(self) -> list[Op]:
+        """The oldest queued requests, up to ``MAX_GROUP_REQUESTS`` and ``MAX_GROUP_BYTES``."""
+        size, taken = 0, 0
+        for op in self._queue[:MAX_GROUP_REQUESTS]:
+            if taken and size >= MAX_GROUP_BYTES:
+                break
+            size += op.request.logical_bytes if op.request is not None else 0
+            taken += 1
+        group, self._queue = self._queue[:taken], self._queue[taken:]
+        return group
 
     def _turn(self) -> contextlib.AbstractAsyncContextManager[Turn | None]:
         """The node's other serving processes commit this namespace in turn (nodelock.py)."""

@@ -293,3 +293,27 @@ async def test_max_namespaces_limit() -> None:
     await db.delete_namespace("b")
     await db.write("c", {"upsert_rows": [{"id": 1}]})  # room again after a delete
     assert sorted(n["id"] for n in (await db.list_namespaces())["namespaces"]) == ["a", "c"]
+
+
+async def test_a_group_is_bounded_by_bytes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Concurrent writes larger together than ``MAX_GROUP_BYTES`` are committed as several
+    entries, none over the bound by more than its last request, and all of them land."""
+    from lagoon.engine import writer
+
+    monkeypatch.setattr(writer, "MAX_GROUP_BYTES", 3000)
+    store = InstrumentedStore(MemoryStore())
+    db = db_on(store)
+    await db.write("ns", {"upsert_rows": [{"id": 0}]})
+    body = {"upsert_rows": [{"id": i, "text": "x" * 90} for i in range(10)]}  # ~1 KB logical
+    size = (await db.write("ns", body))["billing"]["billable_logical_bytes_written"]
+    assert 900 < size < 1500
+    committer = db.handle("default", "ns").committer
+    before = committer.commits
+    writes = [
+        {"upsert_rows": [{"id": 100 * k + i, "text": "x" * 90} for i in range(10)]} for k in range(1, 13)
+    ]
+    await asyncio.gather(*(db.write("ns", w) for w in writes))
+    entries = committer.commits - before
+    per_group = -(-3000 // size)  # requests taken until their bytes reach the bound
+    assert -(-12 // per_group) <= entries < 12  # grouped, but never more than the bound allows
+    assert len(await docs(db)) == 10 + 120
