@@ -3,9 +3,9 @@
 Two modes.
 
 ``--http`` (the write targets): starts ``lagoon-server`` on loopback (fs store in a temp folder,
-default configuration, no embedded indexer) and drives it with ``wrk`` (a C load generator; install
-it with ``bench/setup``) with W keep-alive connections, each sending 100-row upserts of 128-d
-vectors to one namespace per body format:
+default configuration, no embedded indexer unless ``--indexer``) and drives it with ``wrk`` (a C
+load generator; install it with ``bench/setup``) with W keep-alive connections, each sending
+100-row upserts of 128-d vectors to one namespace per body format:
 
 - ``json``: ``upsert_rows`` with vectors as JSON number arrays (what the SDKs send by default);
 - ``base64``: ``upsert_rows`` with vectors as base64 little-endian f32 strings;
@@ -152,7 +152,7 @@ def run_http(args: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory(prefix="lagoon-write-bench-") as tmp:
         root = Path(tmp)
         extra = [] if args.processes is None else ["--set", f"server.processes={args.processes}"]
-        server = start_server(root, "lagoon", None, False, extra, root / "server.log")
+        server = start_server(root, "lagoon", None, args.indexer, extra, root / "server.log")
         try:
             for fmt in args.formats.split(","):
                 r = http_case(server, root, fmt, args.rows, args.writers, args.seconds, args.spy)
@@ -297,6 +297,9 @@ def main() -> None:
     ap.add_argument("--rows", type=int, default=100, help="documents per request")
     ap.add_argument("--formats", default=",".join(FORMATS), help=f"body formats among {', '.join(FORMATS)}")
     ap.add_argument("--processes", type=int, default=None, help="--http: server.processes (default: config)")
+    ap.add_argument(
+        "--indexer", action="store_true", help="--http: with the embedded indexer (folds the WAL meanwhile)"
+    )
     ap.add_argument("--backends", default="fs,seaweedfs", help="--engine: stores")
     ap.add_argument("--rtt-ms", default="0", help="--engine: comma-separated added round-trip latencies")
     ap.add_argument("--profile", default=None, help="--engine: cProfile stats of the W-writer cases")
