@@ -17,9 +17,10 @@ opened for and the cache key. The reader itself lives in the memory LRU only:
   of them (``hold``): when one is evicted the snapshot drops the source, so no idle snapshot keeps
   an evicted reader alive. A warm query reuses the source as before and pays only the pins.
 
-Reopening from a thread that is not the event loop (a write's conditions resolved in a worker
-thread, a copy's batches) blocks that thread on the loop, as lazily opened files do; on the event
-loop itself a reopen cannot wait, so code there pins first (``in_use``).
+Reopening from a thread that is not the event loop (a copy's batches) blocks that thread on the
+loop, as lazily opened files do; on the event loop itself a reopen cannot wait, so code there pins
+first (``in_use``). So does a write before resolving its group in a default-executor thread: the
+reopen itself runs in such threads, and writes waiting in all of them would wait forever.
 """
 
 from __future__ import annotations

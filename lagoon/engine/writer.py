@@ -32,6 +32,7 @@ import pyarrow as pa
 from lagoon.engine.components import Components
 from lagoon.engine.errors import translate
 from lagoon.engine.nodelock import NodeCommitLocks, Turn
+from lagoon.engine.segment_handle import in_use
 from lagoon.engine.state import NamespaceState
 from lagoon.engine.tail import Snapshot
 from lagoon.errors import Conflict, Forbidden, InvalidRequest, LagoonError, NotFound, Unavailable
@@ -660,10 +661,13 @@ class Committer:
 
     async def _entry_for(self, snap: Snapshot, group: list[Op]) -> _Prepared:
         """The group resolved against ``snap`` and its entry encoded, in a worker thread: the event
-        loop only routes meanwhile."""
+        loop only routes meanwhile. Its segments are pinned first: a worker thread that met an
+        evicted one would wait on the loop to reopen it, which needs a worker thread itself, so
+        a few such commits at once would hold every one of them and wait forever."""
         stamp = (self.components.nonce(), self.components.clock.now_ms())
         max_work = int(self.state.settings.limits.max_query_work)
-        return await asyncio.to_thread(self._prepare, snap, group, stamp, max_work)
+        async with in_use(snap.segments):
+            return await asyncio.to_thread(self._prepare, snap, group, stamp, max_work)
 
     async def _unchanged(self, snap: Snapshot) -> bool:
         """Nothing to write: the decision was made on ``snap``; is it still the current head?"""

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import weakref
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -182,8 +183,8 @@ async def test_open_namespaces_wal_tails_are_bounded_together() -> None:
 
 
 async def test_a_write_resolved_against_an_evicted_segment_reopens_it() -> None:
-    """A conditional write resolves in a worker thread: an evicted segment it reads is opened
-    again through the cache there (the event loop serves the reopen)."""
+    """A conditional write decides on the documents of a segment the memory cache evicted: it is
+    opened again through the cache (pinned while the group is resolved)."""
     store = await _store()
     db = _node(store, 1)  # nothing fits: every segment is evicted as soon as it is opened
     await _answers(db, 0)
@@ -193,4 +194,31 @@ async def test_a_write_resolved_against_an_evicted_segment_reopens_it() -> None:
     await db.write(_name(0), {"patch_rows": [{"id": 8, "tag": 100}], "patch_condition": ["tag", "Eq", 0]})
     got = await db.query(_name(0), {"rank_by": ["id", "asc"], "top_k": 3, "filters": ["tag", "Eq", 100]})
     assert [r["id"] for r in got["rows"]] == [7]  # (id 8 has tag 1: its condition failed)
+    await db.close()
+
+
+async def test_a_write_resolved_against_an_evicted_segment_reopens_it_without_a_spare_thread() -> None:
+    """A write's group is resolved in a worker thread. Were its segments not pinned first, a
+    thread meeting an evicted one would wait on the event loop to reopen it, and the reopen needs
+    a worker thread too: with every worker so waiting (here the only one), nothing moves again."""
+    store = MemoryStore()
+    writer = Database(store, make_settings(), components("writer"))
+    await writer.write("ns", {"upsert_rows": [{"id": j, "tag": j} for j in range(50)], "schema": SCHEMA})
+    await index_namespace(
+        store, NamespaceKeys.of("default", "ns"), make_settings(), components("ix"), force=True
+    )
+    await writer.close()
+
+    db = _node(store, 1)  # no segment fits: each is evicted once its query ends
+    await db.query("ns", {"rank_by": ["id", "asc"], "top_k": 1})
+    loop = asyncio.get_running_loop()
+    single = ThreadPoolExecutor(max_workers=1)
+    loop.set_default_executor(single)
+    try:
+        await asyncio.wait_for(db.write("ns", {"patch_rows": [{"id": 3, "tag": 99}]}), 60)
+    finally:
+        loop.set_default_executor(ThreadPoolExecutor())
+        single.shutdown(wait=False)
+    got = await db.query("ns", {"rank_by": ["id", "asc"], "top_k": 5, "include_attributes": ["tag"]})
+    assert [r["tag"] for r in got["rows"]] == [0, 1, 2, 99, 4]  # the patch read the segment's row
     await db.close()
