@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from lagoon.config import Settings
+from lagoon.engine import nodelock
 from lagoon.engine.components import Components
 from lagoon.engine.database import Database
 from lagoon.engine.nodelock import NodeCommitLocks
@@ -27,7 +28,12 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
-async def test_a_waiter_goes_before_the_holder_asks_again(tmp_path: Path) -> None:
+async def test_a_waiter_goes_before_the_holder_asks_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The holder lets the waiter go for as long as it takes: a stalled test process (a loaded
+    # machine) must not turn the hand-off's time limit into the outcome.
+    monkeypatch.setattr(nodelock, "HANDOFF_WAIT_SECS", 600.0)
     first, second = NodeCommitLocks(tmp_path), NodeCommitLocks(tmp_path)
     order: list[str] = []
 
