@@ -213,6 +213,7 @@ TestWriteModel = WriteModel.TestCase
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)  # 500 examples took 402 s at load average 9 on 2 cores
 def test_write_model_long() -> None:
     from hypothesis.stateful import run_state_machine_as_test
 
@@ -237,7 +238,9 @@ def on_s3(server: S3Server) -> type[WriteModel]:
 
 @pytest.mark.s3
 @pytest.mark.parametrize(
-    ("examples", "steps"), [(10, 20), pytest.param(100, 40, marks=pytest.mark.slow)], ids=["short", "long"]
+    ("examples", "steps"),
+    [(10, 20), pytest.param(100, 40, marks=[pytest.mark.slow, pytest.mark.timeout(1800)])],
+    ids=["short", "long"],
 )
 def test_write_model_on_s3(s3_server: S3Server, examples: int, steps: int) -> None:
     from hypothesis.stateful import run_state_machine_as_test
