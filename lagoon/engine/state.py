@@ -664,11 +664,14 @@ class NamespaceState:
         has just committed (its commit turn's hint, engine/nodelock.py): GETs of the known slots,
         no LIST and no manifest probe. When a slot is not there (folded and collected meanwhile,
         or a wrong hint) this falls back to a full ``refresh``; a hint that is too low only
-        leaves the view behind, which the commit's create-if-absent then finds out."""
+        leaves the view behind, which the commit's create-if-absent then finds out. A hint more
+        than ``_FETCH_PARALLELISM`` entries ahead (this process was idle a while, or the hint is
+        from a namespace deleted since) is left to the refresh's LIST: no burst of GETs."""
         async with self._refresh_lock:
             wanted = list(range(self.head + 1, through + 1))
+            near = self._loaded and 0 < len(wanted) <= _FETCH_PARALLELISM
             try:
-                fetched = await self._fetch_many(wanted) if wanted and self._loaded else []
+                fetched = await self._fetch_many(wanted) if near else []
             except StorageError as e:
                 raise translate(e, f"while reading namespace '{self.keys.namespace}'") from e
             for item in fetched:

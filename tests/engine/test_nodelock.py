@@ -19,6 +19,7 @@ from lagoon.engine.components import Components
 from lagoon.engine.database import Database
 from lagoon.engine.nodelock import NodeCommitLocks
 from lagoon.storage.fs import FsStore
+from lagoon.storage.instrumented import InstrumentedStore
 
 pytestmark = pytest.mark.anyio
 
@@ -96,3 +97,23 @@ async def test_committers_taking_turns_keep_every_write_and_lose_no_slot(tmp_pat
         if db.turns is not None:
             db.turns.close()
         await db.close()
+
+
+async def test_a_hint_far_ahead_costs_a_refresh_not_a_burst_of_reads(tmp_path: Path) -> None:
+    """A record left by a namespace deleted since (or any wrong hint) far above the bucket's head:
+    the commit reads the WAL by one listing, commits at the real next slot, and keeps the write."""
+    settings = Settings()
+    store = InstrumentedStore(FsStore(tmp_path / "bucket", fsync=False))
+    db = Database(store, settings)
+    db.turns = NodeCommitLocks(tmp_path / "locks")
+    await db.write("ns", {"upsert_rows": [{"id": 1, "n": 1}]})
+    async with NodeCommitLocks(tmp_path / "locks").turn(db.handle("default", "ns").state.keys.root) as turn:
+        turn.head = 10_000
+    gets = store.counts.get("get", 0)
+    result = await db.write("ns", {"upsert_rows": [{"id": 2, "n": 2}]})
+    assert result["version"] == 2
+    assert store.counts.get("get", 0) - gets < 10
+    snap = await db.snapshot("default", "ns")
+    assert sorted(snap.live_table().column("id").to_pylist()) == [1, 2]
+    db.turns.close()
+    await db.close()
