@@ -104,14 +104,30 @@ async def random_writes(
     db: Database, model: Model, rng: random.Random, n: int, *, id_range: int = 60
 ) -> None:
     for _ in range(n):
-        ids = rng.sample(range(id_range), rng.randint(1, 5))
-        if model.docs and rng.random() < 0.3:
-            await db.write(NS, {"deletes": ids})
-            model.deleted(ids)
-        else:
-            v = rng.randint(0, 1000)
-            await db.write(NS, model.upsert_body(ids, v))
-            model.upserted(ids, v)
+        await random_write(db, model, rng, id_range=id_range)
+
+
+async def random_write(
+    db: Any,
+    model: Model,
+    rng: random.Random,
+    *,
+    id_range: int = 60,
+    most_ids: int = 5,
+    delete_share: float = 0.3,
+    top_value: int = 1000,
+) -> None:
+    """One write of 1..``most_ids`` random ids below ``id_range`` to ``NS``, mirrored in ``model``:
+    a delete (a ``delete_share`` of the writes once there are documents) or an upsert of them with
+    a value up to ``top_value``."""
+    ids = rng.sample(range(id_range), rng.randint(1, most_ids))
+    if model.docs and rng.random() < delete_share:
+        await db.write(NS, {"deletes": ids})
+        model.deleted(ids)
+    else:
+        v = rng.randint(0, top_value)
+        await db.write(NS, model.upsert_body(ids, v))
+        model.upserted(ids, v)
 
 
 def _doc(row: dict[str, Any]) -> dict[str, Any]:

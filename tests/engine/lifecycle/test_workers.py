@@ -43,6 +43,7 @@ from .helpers import (
     db_on,
     live_view,
     make_settings,
+    random_write,
     segment_ids_in_store,
     wal_seqs,
 )
@@ -113,14 +114,7 @@ async def write_stream(db: Any, model: Model, rng: random.Random, n: int, *, tru
             await db.delete_namespace(NS)
             model.docs.clear()
             continue
-        ids = rng.sample(range(80), rng.randint(1, 6))
-        if model.docs and rng.random() < 0.25:
-            await db.write(NS, {"deletes": ids})
-            model.deleted(ids)
-        else:
-            v = rng.randint(0, 10_000)
-            await db.write(NS, model.upsert_body(ids, v))
-            model.upserted(ids, v)
+        await random_write(db, model, rng, id_range=80, most_ids=6, delete_share=0.25, top_value=10_000)
         await asyncio.sleep(rng.uniform(0, 0.01))
 
 
