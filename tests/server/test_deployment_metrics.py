@@ -1,5 +1,5 @@
 """Every metric the deployment guide tells operators to alert on exists on a real server's
-``/metrics`` and moves when the thing it measures happens: queries of each kind, memory and disk
+``/metrics`` and moves when the thing it measures happens: queries of each kind (vector, fts, and a hybrid multi-query), memory and disk
 cache hits and misses (a namespace closed and reopened is served from the memory cache), indexing,
 compaction, object-store requests, and the memory cache's charged bytes within its budget."""
 
@@ -125,13 +125,15 @@ def test_the_deployment_guides_metrics_exist_and_move(tmp_path: Path) -> None:
         vector = {"rank_by": ["vector", "ANN", [1.0, 2.0]], "top_k": 3}
         _post(server, "/v2/namespaces/a/query", vector)  # opens a's segment (files from the disk cache)
         _post(server, "/v2/namespaces/b/query", vector)  # closes a (cache.max_open_namespaces = 1)
-        _post(server, "/v2/namespaces/a/query", {"rank_by": ["text", "BM25", "common"], "top_k": 3})
+        bm25 = {"rank_by": ["text", "BM25", "common"], "top_k": 3}
+        _post(server, "/v2/namespaces/a/query", bm25)
+        _post(server, "/v2/namespaces/a/query", {"queries": [vector, bm25]})  # hybrid
         after = scrape(server)
     finally:
         server.stop()
 
     assert set(GUIDE) <= names(after), set(GUIDE) - names(after)
-    for kind in ("vector", "fts"):
+    for kind in ("vector", "fts", "hybrid"):
         moved = value(after, "lagoon_query_duration_seconds_count", kind=kind)
         assert moved > value(before, "lagoon_query_duration_seconds_count", kind=kind), kind
     for name, layer in (("hits", "memory"), ("misses", "memory"), ("hits", "disk")):
