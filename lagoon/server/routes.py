@@ -150,7 +150,30 @@ LARGE_BODY_BYTES = 1 << 20
 loop. Smaller ones stay on the loop: JSON parsing and validation hold the GIL, so a thread would
 not free the core for the loop (it waits up to the 5 ms switch interval either way), and the hop
 cost about 0.5 ms of CPU per 100-row write (a third of its parse + validation, measured with the
-app in-process); a 1 MiB JSON body takes a few milliseconds to parse and validate."""
+app in-process); a 1 MiB body of vectors takes a few milliseconds to parse and validate."""
+OFFLOAD_WRITE_VALUES = 4096
+"""Writes naming more values than this (``write_values``) are validated in a worker thread
+whatever their size: validation costs per value, not per byte, and a 1 MiB body of 80,000 small
+rows or 150,000 deleted ids held the event loop, and every other client of the process, for
+0.3-1 s (2 cores at load 16); 4,096 small rows (about 50 KiB, which the earlier 64 KiB limit kept
+on the loop too) take ~45 ms there, a few ms on an idle core. (A vector is one value: the 100-row
+writes of vectors the loop was made for stay on it.)"""
+
+
+def write_values(body: dict[str, Any]) -> int:
+    """How many values a write body names at its top level (the attributes of each row, the
+    entries of each column, the deleted ids), counted without validating it."""
+    count = 0
+    for key in ("upsert_rows", "patch_rows"):
+        rows = body.get(key)
+        if isinstance(rows, list):
+            count += sum(len(row) if isinstance(row, dict) else 1 for row in rows)
+    for key in ("upsert_columns", "patch_columns"):
+        columns = body.get(key)
+        if isinstance(columns, dict):
+            count += sum(len(column) if isinstance(column, list) else 1 for column in columns.values())
+    deletes = body.get("deletes")
+    return count + (len(deletes) if isinstance(deletes, list) else 0)
 
 
 async def json_object(request: Request) -> tuple[dict[str, Any], int]:
@@ -306,7 +329,8 @@ async def write(req: NamespaceRequest) -> Response:
         req.require("admin", "dropping attributes")
     req.check_accepting_writes()
     req.state.rates.check_write_bytes(req.principal.key_id or req.org, req.size)
-    call = req.db.write(req.ns, body, org=req.org, offload=req.size > LARGE_BODY_BYTES)
+    offload = req.size > LARGE_BODY_BYTES or write_values(body) > OFFLOAD_WRITE_VALUES
+    call = req.db.write(req.ns, body, org=req.org, offload=offload)
     action = (
         "copy_namespace" if body.get("copy_from_namespace") or body.get("branch_from_namespace") else "write"
     )

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import struct
@@ -13,6 +14,7 @@ import numpy as np
 import pytest
 from starlette.testclient import TestClient
 
+from lagoon.engine import database
 from lagoon.server.openapi import build_openapi
 from lagoon.server.routes import ROUTES
 
@@ -479,3 +481,27 @@ def test_openapi_document(client: TestClient) -> None:
         for method in route.methods or ():
             if method != "HEAD":
                 assert (path, method) in documented, (path, method)
+
+
+@pytest.mark.parametrize(("rows", "on_the_loop"), [(100, True), (5_000, False)])
+def test_a_write_of_many_values_is_validated_off_the_event_loop(
+    client: TestClient, monkeypatch: pytest.MonkeyPatch, rows: int, on_the_loop: bool
+) -> None:
+    """Small writes are validated on the event loop; one naming many values (here 5,000 rows of
+    about 60 KiB, far below the 1 MiB of a large body) in a worker thread, so that it does not
+    hold every other client of the process while it is validated."""
+    validated_on_loop: list[bool] = []
+
+    def spy(body: Any, schema: Any) -> Any:
+        try:
+            asyncio.get_running_loop()
+            validated_on_loop.append(True)
+        except RuntimeError:
+            validated_on_loop.append(False)
+        return real(body, schema)
+
+    real = database.parse_write
+    monkeypatch.setattr(database, "parse_write", spy)
+    body = {"upsert_rows": [{"id": i, "n": i} for i in range(rows)]}
+    assert ok(client.post("/v2/namespaces/many", json=body))["rows_upserted"] == rows
+    assert validated_on_loop == [on_the_loop]
