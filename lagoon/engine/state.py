@@ -666,14 +666,23 @@ class NamespaceState:
         or a wrong hint) this falls back to a full ``refresh``; a hint that is too low only
         leaves the view behind, which the commit's create-if-absent then finds out. A hint more
         than ``_FETCH_PARALLELISM`` entries ahead (this process was idle a while, or the hint is
-        from a namespace deleted since) is left to the refresh's LIST: no burst of GETs."""
+        from a namespace deleted since) is left to the refresh's LIST: no burst of GETs.
+        The object the view rests on is HEADed beside the GETs, as a refresh does: if the bucket
+        went back (restored, or recreated and written again by the other process), the view is
+        reloaded instead of extended by entries of a different history."""
         async with self._refresh_lock:
             wanted = list(range(self.head + 1, through + 1))
             near = self._loaded and 0 < len(wanted) <= _FETCH_PARALLELISM
-            try:
-                fetched = await self._fetch_many(wanted) if near else []
-            except StorageError as e:
-                raise translate(e, f"while reading namespace '{self.keys.namespace}'") from e
+            fetched: list[tuple[WalEntry, int] | None] = []
+            if near:
+                witness = self._witness()
+                try:
+                    held, fetched = await asyncio.gather(self.view_held(), self._fetch_many(wanted))
+                except StorageError as e:
+                    raise translate(e, f"while reading namespace '{self.keys.namespace}'") from e
+                if not held:
+                    await self._reload(witness[0] if witness else "")
+                    fetched = []
             for item in fetched:
                 if item is None or item[0].seq != self.head + 1:
                     break

@@ -9,6 +9,7 @@ open file descriptions, so two instances in one process exclude each other as tw
 from __future__ import annotations
 
 import asyncio
+import shutil
 from pathlib import Path
 
 import pytest
@@ -117,3 +118,33 @@ async def test_a_hint_far_ahead_costs_a_refresh_not_a_burst_of_reads(tmp_path: P
     assert sorted(snap.live_table().column("id").to_pylist()) == [1, 2]
     db.turns.close()
     await db.close()
+
+
+async def test_a_hint_from_a_bucket_that_went_back_reloads_instead_of_extending_the_view(
+    tmp_path: Path,
+) -> None:
+    """p1 holds entries 1..3; the bucket is then recreated and p2 commits 1..5 of another history
+    (its turn's hint: 5). p1's next commit must not fold p2's 4..5 onto its own 1..3: a patch of a
+    document only p1's old view holds would write it back as a whole document."""
+    settings = Settings(manifest={"poll_interval_ms": 60_000})  # type: ignore[arg-type]
+    bucket, locks = tmp_path / "bucket", tmp_path / "locks"
+    p1 = Database(FsStore(bucket, fsync=False), settings, Components(node_id="p1"))
+    p1.turns = NodeCommitLocks(locks)
+    for i in (1, 2, 3):
+        await p1.write("ns", {"upsert_rows": [{"id": i, "n": i}]})
+    shutil.rmtree(bucket)  # the bucket is recreated (or restored to before the namespace)
+    p2 = Database(FsStore(bucket, fsync=False), settings, Components(node_id="p2"))
+    p2.turns = NodeCommitLocks(locks)
+    for i in range(100, 105):  # entries of another size at the same seqs
+        await p2.write("ns", {"upsert_rows": [{"id": i, "n": i, "note": "x" * (50 + i)}]})
+    result = await p1.write(  # 1 is only in p1's old view
+        "ns", {"patch_rows": [{"id": 1, "n": -1}], "upsert_rows": [{"id": 7, "n": 7}]}
+    )
+    assert result["version"] == 6  # on the bucket's head
+    reader = Database(FsStore(bucket, fsync=False), settings)
+    snap = await reader.snapshot("default", "ns")
+    assert sorted(snap.live_table().column("id").to_pylist()) == [7, 100, 101, 102, 103, 104]
+    for db in (p1, p2, reader):
+        if db.turns is not None:
+            db.turns.close()
+        await db.close()
