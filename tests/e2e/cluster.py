@@ -89,7 +89,8 @@ class Node:
             )
         self.starts += 1
 
-    def wait_ready(self, timeout: float = 60.0) -> None:
+    def wait_ready(self, timeout: float = 180.0) -> None:
+        """Until the node answers; bounded generously: at load 12+ on 2 cores start-up took over 60 s."""
         path = "/readyz" if self.kind == "server" else "/metrics"
         deadline = time.monotonic() + timeout
         restarts = 0
