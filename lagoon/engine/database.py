@@ -64,6 +64,9 @@ _LIST_PARALLELISM = 16
 class NamespaceHandle:
     state: NamespaceState
     committer: Committer
+    # writes between taking the handle and submitting to its committer: such a handle is kept
+    # (dropping it would let the next request open a second committer of the namespace)
+    writes_in_flight: int = 0
 
 
 def _traced_execute(req: QueryRequest | MultiQueryRequest, src: DocSource) -> dict[str, Any]:
@@ -128,7 +131,8 @@ class Database:
     def _trim_handles(self) -> None:
         """Drop least recently used handles beyond ``cache.max_open_namespaces``, and while the
         open namespaces' WAL tails together exceed ``cache.max_open_tail_bytes`` (idle ones only:
-        a namespace with a write queued or committing keeps its handle; the newest stays)."""
+        a namespace with a write being validated, queued or committing keeps its handle; the
+        newest stays)."""
         cache = self.settings.cache
         excess = len(self._handles) - cache.max_open_namespaces
         tails = sum(h.state.tail.unindexed_bytes for h in self._handles.values())
@@ -138,7 +142,7 @@ class Database:
             if excess <= 0 and tails <= cache.max_open_tail_bytes:
                 break
             h = self._handles[key]
-            if h.committer.idle:
+            if h.committer.idle and not h.writes_in_flight:
                 del self._handles[key]
                 excess -= 1
                 tails -= h.state.tail.unindexed_bytes
@@ -190,6 +194,15 @@ class Database:
         small bodies are validated inline, which keeps concurrent small writes in one group."""
         started = time.perf_counter()
         h = self.handle(org, namespace)
+        h.writes_in_flight += 1
+        try:
+            return await self._write(h, org, namespace, body, offload, started)
+        finally:
+            h.writes_in_flight -= 1
+
+    async def _write(
+        self, h: NamespaceHandle, org: str, namespace: str, body: Any, offload: bool, started: float
+    ) -> dict[str, Any]:
         await h.state.ensure_loaded()
         if isinstance(body, dict) and body.get("copy_from_namespace"):
             return await self._copy_now(org, namespace, body, started)

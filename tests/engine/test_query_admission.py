@@ -233,3 +233,39 @@ def test_namespace_handles_are_bounded() -> None:
         await db.close()
 
     asyncio.run(main())
+
+
+def test_a_write_keeps_its_namespace_handle_until_it_is_submitted() -> None:
+    """A write takes its namespace's handle, then waits (loading, validating, the catalog) before
+    it reaches the committer; requests to other namespaces meanwhile must not drop that handle,
+    or the next write to the namespace opens a second committer beside the first."""
+
+    async def main() -> None:
+        settings = load_settings(
+            overrides={"storage": {"backend": "memory"}, "cache": {"max_open_namespaces": 1}}, environ=False
+        )
+        db = Database(MemoryStore(), settings)
+        gate = asyncio.Event()
+        check = db._check_backpressure
+
+        async def held_at_the_gate(h: Any) -> None:
+            if h.state.keys.namespace == "a":
+                await gate.wait()
+            await check(h)
+
+        db._check_backpressure = held_at_the_gate  # type: ignore[method-assign]
+        first = asyncio.create_task(db.write("a", {"upsert_rows": [{"id": 1}]}))
+        while not any(ns == "a" for _, ns in db._handles):
+            await asyncio.sleep(0.001)
+        handle = db._handles[("default", "a")]
+        await db.write("b", {"upsert_rows": [{"id": 2}]})  # past the bound: trims the idle ones
+        assert db._handles.get(("default", "a")) is handle
+        gate.set()
+        await first
+        second = await db.write("a", {"upsert_rows": [{"id": 3}]})
+        assert db._handles[("default", "a")] is handle and second["version"] == 2
+        rows = (await db.query("a", {"rank_by": ["id", "asc"], "top_k": 5}))["rows"]
+        assert [r["id"] for r in rows] == [1, 3]
+        await db.close()
+
+    asyncio.run(main())
