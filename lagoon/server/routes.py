@@ -156,24 +156,37 @@ OFFLOAD_WRITE_VALUES = 4096
 whatever their size: validation costs per value, not per byte, and a 1 MiB body of 80,000 small
 rows or 150,000 deleted ids held the event loop, and every other client of the process, for
 0.3-1 s (2 cores at load 16); 4,096 small rows (about 50 KiB, which the earlier 64 KiB limit kept
-on the loop too) take ~45 ms there, a few ms on an idle core. (A vector is one value: the 100-row
-writes of vectors the loop was made for stay on it.)"""
+on the loop too) take ~45 ms there, a few ms on an idle core. (A `vector` is one value: the 100-row
+writes of vectors the loop was made for stay on it; an array attribute counts its elements.)"""
 
 
 def write_values(body: dict[str, Any]) -> int:
-    """How many values a write body names at its top level (the attributes of each row, the
-    entries of each column, the deleted ids), counted without validating it."""
+    """How many values a write body names (the attributes of each row, the entries of each
+    column, the elements of array attributes, the deleted ids), counted without validating it.
+    The ``vector`` attribute's vectors count one each: they are checked as one float32 matrix in
+    C; any other list is checked element by element, so its elements count."""
     count = 0
     for key in ("upsert_rows", "patch_rows"):
         rows = body.get(key)
         if isinstance(rows, list):
-            count += sum(len(row) if isinstance(row, dict) else 1 for row in rows)
+            for row in rows:
+                count += sum(_value_count(k, v) for k, v in row.items()) if isinstance(row, dict) else 1
     for key in ("upsert_columns", "patch_columns"):
         columns = body.get(key)
         if isinstance(columns, dict):
-            count += sum(len(column) if isinstance(column, list) else 1 for column in columns.values())
+            for name, column in columns.items():
+                if not isinstance(column, list):
+                    count += 1
+                elif name == "vector":
+                    count += len(column)
+                else:
+                    count += sum(_value_count(name, v) for v in column)
     deletes = body.get("deletes")
     return count + (len(deletes) if isinstance(deletes, list) else 0)
+
+
+def _value_count(name: str, value: Any) -> int:
+    return len(value) + 1 if isinstance(value, list) and name != "vector" else 1
 
 
 async def json_object(request: Request) -> tuple[dict[str, Any], int]:

@@ -505,3 +505,29 @@ def test_a_write_of_many_values_is_validated_off_the_event_loop(
     body = {"upsert_rows": [{"id": i, "n": i} for i in range(rows)]}
     assert ok(client.post("/v2/namespaces/many", json=body))["rows_upserted"] == rows
     assert validated_on_loop == [on_the_loop]
+
+
+@pytest.mark.parametrize(
+    ("row", "on_the_loop"),
+    [({"id": 1, "vector": [0.5] * 4096}, True), ({"id": 1, "tags": list(range(20_000))}, False)],
+)
+def test_an_array_attribute_counts_its_elements_a_vector_does_not(
+    client: TestClient, monkeypatch: pytest.MonkeyPatch, row: dict[str, Any], on_the_loop: bool
+) -> None:
+    """One row holding a 20,000-element array attribute is validated element by element: off the
+    loop; a vector of the same order is checked as one matrix: on it."""
+    validated_on_loop: list[bool] = []
+
+    def spy(body: Any, schema: Any) -> Any:
+        try:
+            asyncio.get_running_loop()
+            validated_on_loop.append(True)
+        except RuntimeError:
+            validated_on_loop.append(False)
+        return real(body, schema)
+
+    real = database.parse_write
+    monkeypatch.setattr(database, "parse_write", spy)
+    body = {"upsert_rows": [row], "distance_metric": "cosine_distance"}
+    assert ok(client.post("/v2/namespaces/arrays", json=body))["rows_upserted"] == 1
+    assert validated_on_loop == [on_the_loop]
