@@ -483,14 +483,11 @@ def test_openapi_document(client: TestClient) -> None:
                 assert (path, method) in documented, (path, method)
 
 
-@pytest.mark.parametrize(("rows", "on_the_loop"), [(100, True), (5_000, False)])
-def test_a_write_of_many_values_is_validated_off_the_event_loop(
-    client: TestClient, monkeypatch: pytest.MonkeyPatch, rows: int, on_the_loop: bool
-) -> None:
-    """Small writes are validated on the event loop; one naming many values (here 5,000 rows of
-    about 60 KiB, far below the 1 MiB of a large body) in a worker thread, so that it does not
-    hold every other client of the process while it is validated."""
+def _where_writes_are_validated(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
+    """Each write validation from now on appends whether it ran on the event loop (True) or in a
+    worker thread (False)."""
     validated_on_loop: list[bool] = []
+    real = database.parse_write
 
     def spy(body: Any, schema: Any) -> Any:
         try:
@@ -500,8 +497,18 @@ def test_a_write_of_many_values_is_validated_off_the_event_loop(
             validated_on_loop.append(False)
         return real(body, schema)
 
-    real = database.parse_write
     monkeypatch.setattr(database, "parse_write", spy)
+    return validated_on_loop
+
+
+@pytest.mark.parametrize(("rows", "on_the_loop"), [(100, True), (5_000, False)])
+def test_a_write_of_many_values_is_validated_off_the_event_loop(
+    client: TestClient, monkeypatch: pytest.MonkeyPatch, rows: int, on_the_loop: bool
+) -> None:
+    """Small writes are validated on the event loop; one naming many values (here 5,000 rows of
+    about 60 KiB, far below the 1 MiB of a large body) in a worker thread, so that it does not
+    hold every other client of the process while it is validated."""
+    validated_on_loop = _where_writes_are_validated(monkeypatch)
     body = {"upsert_rows": [{"id": i, "n": i} for i in range(rows)]}
     assert ok(client.post("/v2/namespaces/many", json=body))["rows_upserted"] == rows
     assert validated_on_loop == [on_the_loop]
@@ -516,18 +523,7 @@ def test_an_array_attribute_counts_its_elements_a_vector_does_not(
 ) -> None:
     """One row holding a 20,000-element array attribute is validated element by element: off the
     loop; a vector of the same order is checked as one matrix: on it."""
-    validated_on_loop: list[bool] = []
-
-    def spy(body: Any, schema: Any) -> Any:
-        try:
-            asyncio.get_running_loop()
-            validated_on_loop.append(True)
-        except RuntimeError:
-            validated_on_loop.append(False)
-        return real(body, schema)
-
-    real = database.parse_write
-    monkeypatch.setattr(database, "parse_write", spy)
+    validated_on_loop = _where_writes_are_validated(monkeypatch)
     body = {"upsert_rows": [row], "distance_metric": "cosine_distance"}
     assert ok(client.post("/v2/namespaces/arrays", json=body))["rows_upserted"] == 1
     assert validated_on_loop == [on_the_loop]
