@@ -157,11 +157,12 @@ class SegmentHandle:
 async def in_use(segments: Iterable[object]) -> AsyncIterator[None]:
     """Pin every handle among ``segments`` (opening evicted ones again, in parallel) for the
     duration of the block; other segments (readers, damaged stand-ins) are left as they are."""
-    handles = [s for s in segments if isinstance(s, SegmentHandle)]
-    pinned = [h for h in handles if h.try_pin()]  # (warm: no task, no wait)
+    pinned: list[SegmentHandle] = []
+    evicted: list[SegmentHandle] = []
+    for h in (s for s in segments if isinstance(s, SegmentHandle)):
+        (pinned if h.try_pin() else evicted).append(h)  # (warm: no task, no wait)
     results: list[BaseException | None] = []
-    if len(pinned) < len(handles):
-        evicted = [h for h in handles if h not in pinned]
+    if evicted:
         results = await asyncio.gather(*(h.pin() for h in evicted), return_exceptions=True)
         pinned += [h for h, r in zip(evicted, results, strict=True) if not isinstance(r, BaseException)]
     try:
