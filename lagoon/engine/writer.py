@@ -203,6 +203,9 @@ class _Resolver:
             else:
                 missing.append(i)
         if missing and not self.truncate:
+            if attributes is not None:
+                # an attribute this request's group adds is unset in every stored document
+                attributes = [a for a in attributes if a in self.snap.schema.attributes]
             out.update(self.snap.lookup(missing, attributes))
         return out
 
