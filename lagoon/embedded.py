@@ -82,12 +82,14 @@ class Database:
     async def _open(self, open_store: Any) -> _AsyncDatabase:
         setup_tracing(self.settings, "lagoon")
         store = open_store(self.settings.storage)
+        db = _AsyncDatabase(store, self.settings)
         if self._with_indexer:
             from lagoon.engine.scheduler import IndexerLoop
 
-            self._indexer = IndexerLoop(store, self.settings)
+            # (through the database's memory cache: one cache.memory_bytes for both)
+            self._indexer = IndexerLoop(store, self.settings, segment_io=db.segment_io)
             self._indexer.start()
-        return _AsyncDatabase(store, self.settings)
+        return db
 
     async def _close(self) -> None:
         if self._indexer is not None:

@@ -65,15 +65,16 @@ CACHE_MISSES = Counter(
 )
 CACHE_BYTES = Gauge(
     "lagoon_cache_bytes",
-    "Bytes the serving processes' memory cache holds (layer=memory): segment files and what was "
-    "decoded from them, charged at their resident size; summed over a node's live processes.",
+    "Bytes the serving processes' memory cache holds (layer=memory), or an indexer process's "
+    "(layer=indexer, indexer.memory_bytes): segment files and what was decoded from them, "
+    "charged at their resident size; summed over a node's live processes.",
     ["layer"],
     multiprocess_mode="livesum",
 )
 CACHE_BUDGET_BYTES = Gauge(
     "lagoon_cache_budget_bytes",
-    "Budget of the serving processes' memory cache (layer=memory; cache.memory_bytes), summed over "
-    "a node's live processes.",
+    "Budget of the serving processes' memory cache (layer=memory; cache.memory_bytes) or of an "
+    "indexer process's (layer=indexer; indexer.memory_bytes), summed over a node's live processes.",
     ["layer"],
     multiprocess_mode="livesum",
 )

@@ -337,6 +337,19 @@ class IndexerSettings(_Section):
             "pays for garbage longer."
         ),
     )
+    memory_bytes: int = Field(
+        default=256 * 1024**2,
+        ge=0,
+        description="Memory budget for the segments a process that runs only the indexer keeps "
+        "(lagoon-worker, and the embedded indexer's own process beside several serving "
+        "processes): segments it just built and compaction inputs, least recently used out. A "
+        "single serving process with the embedded indexer shares cache.memory_bytes instead.",
+        json_schema_extra=_cost(
+            "Resident memory of the indexer process, on top of the segments a compaction or an "
+            "index build is working on; lower re-reads recent segments from the store when "
+            "compacting them."
+        ),
+    )
     poll_interval_secs: float = Field(
         default=1.0,
         gt=0,

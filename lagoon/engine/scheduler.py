@@ -78,7 +78,12 @@ class IndexerLoop:
         concurrency: int = DEFAULT_CONCURRENCY,
         retain_versions: int = DEFAULT_RETAIN_VERSIONS,
         sweep_interval_secs: float = SWEEP_INTERVAL_SECS,
+        segment_io: SegmentIO | None = None,
     ) -> None:
+        """``segment_io``: the serving ``Database``'s, when the loop runs in a serving process (its
+        memory cache, ``cache.memory_bytes``, then holds what the indexer builds and compacts
+        too: one budget per process); without it the loop has a cache of its own, bounded by
+        ``indexer.memory_bytes`` and exported as ``lagoon_cache_bytes{layer="indexer"}``."""
         self.store = store
         self.settings = settings
         self.components = components or Components()
@@ -87,7 +92,11 @@ class IndexerLoop:
         self.sweep_interval = sweep_interval_secs
         self.queue = IndexingQueue(store, self.components)
         self.catalog = Catalog(store, self.components)
-        self.segment_io = SegmentIO(store, settings.cache)
+        if segment_io is None:
+            own = settings.cache.model_copy(update={"memory_bytes": settings.indexer.memory_bytes})
+            segment_io = SegmentIO(store, own)
+            segment_io.report_metrics("indexer")
+        self.segment_io = segment_io
         self.manifests = ManifestCache()
         self.states: dict[str, NamespaceState] = {}
         self.maintenance: dict[str, float] = {}  # "org/ns" -> monotonic time the next GC is due

@@ -358,11 +358,12 @@ class SegmentIO:
         self.docs_lazy_min_bytes = DOCS_LAZY_MIN_BYTES
         self._inflight: dict[tuple[str, str, str, str], asyncio.Future[bytes]] = {}
 
-    def report_metrics(self) -> None:
+    def report_metrics(self, layer: str = "memory") -> None:
         """Export the memory cache's charged bytes and budget (``lagoon_cache_bytes``,
-        ``lagoon_cache_budget_bytes``): the serving ``Database`` calls it (a process has one;
-        the indexer's short-lived instances do not)."""
-        self.memory.report = metrics.cache_reporter("memory", self.memory.budget)
+        ``lagoon_cache_budget_bytes``) under ``layer``: the serving ``Database`` calls it
+        (``memory``), as does an indexer loop with a cache of its own (``indexer``); short-lived
+        instances (repair, one-off index builds) do not."""
+        self.memory.report = metrics.cache_reporter(layer, self.memory.budget)
         self.memory.report(self.memory.used)
 
     @staticmethod

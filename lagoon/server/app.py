@@ -122,7 +122,10 @@ def create_app(
         if settings.server.embedded_indexer:
             from lagoon.engine.scheduler import IndexerLoop
 
-            indexer = IndexerLoop(opened, settings)
+            # One memory budget per process: the indexer builds and compacts through the
+            # serving engine's cache (a stand-in engine without one: a cache of its own).
+            shared = state.db.segment_io if isinstance(state.db, Database) else None
+            indexer = IndexerLoop(opened, settings, segment_io=shared)
             indexer.start()
         try:
             yield

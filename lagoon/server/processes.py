@@ -12,7 +12,9 @@ commit a namespace in turn (``engine/nodelock.py``: a flock per namespace in a f
 the node), so no process starves the others (docs/rfcs/0001-serving-processes.md).
 
 With ``server.embedded_indexer`` the indexer, compactor and GC run in one more child, at a lower
-CPU priority (``server.indexer_nice``), so background indexing yields the cores to queries.
+CPU priority (``server.indexer_nice``), so background indexing yields the cores to queries; its
+segment cache is bounded by ``indexer.memory_bytes`` (a single-process server's indexer shares
+the serving cache instead).
 
 Invariants:
 - Children are started with ``exec`` (never ``fork`` of a process holding object-store clients);

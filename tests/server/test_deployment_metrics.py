@@ -1,15 +1,24 @@
 """Every metric the deployment guide tells operators to alert on exists on a real server's
 ``/metrics`` and moves when the thing it measures happens: queries of each kind (vector, fts, and a hybrid multi-query), memory and disk
-cache hits and misses (a namespace closed and reopened is served from the memory cache), indexing,
+cache hits and misses (a namespace closed and reopened is served from the memory cache, one
+indexed by another process is not), indexing,
 compaction, object-store requests, and the memory cache's charged bytes within its budget."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from pathlib import Path
 
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
+
+from lagoon.config import Settings
+from lagoon.engine.components import Components
+from lagoon.engine.database import Database
+from lagoon.engine.indexer import index_namespace
+from lagoon.format.keys import NamespaceKeys
+from lagoon.storage.fs import FsStore
 
 from .conftest import LiveServer
 
@@ -26,6 +35,8 @@ GUIDE = (
     "lagoon_objstore_requests_total",
     "lagoon_objstore_errors_total",
 )
+
+BUDGET = 64 << 20  # cache.memory_bytes of the servers below
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
@@ -70,7 +81,26 @@ def _post(server: LiveServer, path: str, body: object) -> None:
     assert r.status_code == 200, r.text
 
 
+def _indexed_elsewhere(root: Path, name: str) -> None:
+    """A namespace of one segment, written and indexed by another process before the server
+    starts (its segment is in no cache of the server's: the server's indexer, which builds
+    through the serving cache, never saw it)."""
+
+    async def build() -> None:
+        settings = Settings(storage={"backend": "fs", "root": str(root)})  # type: ignore[arg-type]
+        store = FsStore(root)
+        db = Database(store, settings)
+        await db.write(
+            name, {"upsert_rows": [{"id": 1, "vector": [0.0, 1.0]}], "distance_metric": "euclidean_squared"}
+        )
+        await index_namespace(store, NamespaceKeys.of("default", name), settings, Components(), force=True)
+        await db.close()
+
+    asyncio.run(build())
+
+
 def test_the_deployment_guides_metrics_exist_and_move(tmp_path: Path) -> None:
+    _indexed_elsewhere(tmp_path / "data", "c")
     server = LiveServer(
         tmp_path / "data",
         tmp_path / "server.log",
@@ -81,6 +111,7 @@ def test_the_deployment_guides_metrics_exist_and_move(tmp_path: Path) -> None:
         LAGOON_INDEXER__FLUSH_INTERVAL_SECS="0.05",
         LAGOON_INDEXER__POLL_INTERVAL_SECS="0.05",
         LAGOON_INDEXER__COMPACTION_FANIN="2",
+        LAGOON_CACHE__MEMORY_BYTES=str(BUDGET),
     )
     try:
         before = scrape(server)
@@ -128,6 +159,7 @@ def test_the_deployment_guides_metrics_exist_and_move(tmp_path: Path) -> None:
         bm25 = {"rank_by": ["text", "BM25", "common"], "top_k": 3}
         _post(server, "/v2/namespaces/a/query", bm25)
         _post(server, "/v2/namespaces/a/query", {"queries": [vector, bm25]})  # hybrid
+        _post(server, "/v2/namespaces/c/query", vector)  # a segment no cache holds yet
         after = scrape(server)
     finally:
         server.stop()
@@ -145,4 +177,39 @@ def test_the_deployment_guides_metrics_exist_and_move(tmp_path: Path) -> None:
     assert total(after, "lagoon_objstore_requests_total") > total(before, "lagoon_objstore_requests_total")
     assert total(after, "lagoon_objstore_errors_total") == 0  # (moves on store faults: tests/storage)
     held = value(after, "lagoon_cache_bytes", layer="memory")
-    assert 0 < held <= value(after, "lagoon_cache_budget_bytes", layer="memory")
+    assert 0 < held <= value(after, "lagoon_cache_budget_bytes", layer="memory") == BUDGET
+    # one serving process: the indexer built and compacted through its cache, not a second one
+    assert ("lagoon_cache_budget_bytes", frozenset({("layer", "indexer")})) not in after
+
+
+def test_an_indexer_process_beside_serving_processes_keeps_to_its_own_budget(tmp_path: Path) -> None:
+    """With several serving processes the embedded indexer runs in a process of its own: its
+    segment cache is bounded by ``indexer.memory_bytes`` (not a second ``cache.memory_bytes``),
+    and the node's segment memory adds up to the two budgets (docs/operations.md, sizing)."""
+    indexer_budget = 3 << 20
+    server = LiveServer(
+        tmp_path / "data",
+        tmp_path / "server.log",
+        ("--embedded-indexer",),
+        LAGOON_SERVER__PROCESSES="2",
+        LAGOON_CACHE__MEMORY_BYTES=str(BUDGET),
+        LAGOON_INDEXER__MEMORY_BYTES=str(indexer_budget),
+        LAGOON_INDEXER__FLUSH_INTERVAL_SECS="0.05",
+        LAGOON_INDEXER__POLL_INTERVAL_SECS="0.05",
+    )
+    try:
+        rows = [{"id": i, "vector": [1.0, float(i)]} for i in range(50)]
+        _post(server, "/v2/namespaces/a", {"upsert_rows": rows, "distance_metric": "euclidean_squared"})
+        after = _wait_for(
+            server,
+            lambda s: (
+                value(s, "lagoon_index_builds_total", outcome="committed") >= 1
+                and value(s, "lagoon_cache_bytes", layer="indexer") > 0
+            ),
+            "the indexer process did not build the segment",
+        )
+    finally:
+        server.stop()
+    assert value(after, "lagoon_cache_budget_bytes", layer="memory") == BUDGET  # (split in two)
+    assert value(after, "lagoon_cache_budget_bytes", layer="indexer") == indexer_budget
+    assert 0 < value(after, "lagoon_cache_bytes", layer="indexer") <= indexer_budget

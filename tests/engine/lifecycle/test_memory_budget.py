@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import time
 import weakref
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -17,10 +18,12 @@ from typing import Any
 
 import pytest
 
+import lagoon.embedded
 from lagoon.config import Settings
 from lagoon.engine.database import Database
 from lagoon.engine.indexer import index_namespace
 from lagoon.engine.segment_handle import SegmentHandle, in_use
+from lagoon.engine.segment_io import _MemoryLru
 from lagoon.format.keys import NamespaceKeys
 from lagoon.index.segment.read import SegmentReader
 from lagoon.index.text.corpus import corpus
@@ -222,3 +225,51 @@ async def test_a_write_resolved_against_an_evicted_segment_reopens_it_without_a_
     got = await db.query("ns", {"rank_by": ["id", "asc"], "top_k": 5, "include_attributes": ["tag"]})
     assert [r["tag"] for r in got["rows"]] == [0, 1, 2, 99, 4]  # the patch read the segment's row
     await db.close()
+
+
+def _embedded_run(root: Path, memory_bytes: int) -> tuple[list[Any], list[_MemoryLru]]:
+    """A process with the embedded indexer: two writes, indexed and compacted into one segment
+    in the background, then queried; the answers and every memory cache it made."""
+    before = {id(o) for o in gc.get_objects() if isinstance(o, _MemoryLru)}
+    settings = Settings(
+        storage={"backend": "fs", "root": str(root)},  # type: ignore[arg-type]
+        cache={"memory_bytes": memory_bytes},  # type: ignore[arg-type]
+        indexer=make_settings(compaction_fanin=2).indexer,
+    )
+    db = lagoon.embedded.open(settings)
+    try:
+        ns = db.namespace(_name(0))
+        base = vectors(ROWS, DIM, seed=0)
+        texts = [d["text"] for d in corpus(ROWS, seed=3)]
+        for half in (range(ROWS // 2), range(ROWS // 2, ROWS)):
+            rows = [{"id": j, "text": texts[j], "tag": j % 7, "vector": base[j].tolist()} for j in half]
+            ns.write(upsert_rows=rows, schema=SCHEMA, distance_metric="cosine_distance")
+        deadline = time.monotonic() + 60
+        while ns.metadata()["index"]["status"] != "up-to-date" or len(_segments(db)) != 1:
+            assert time.monotonic() < deadline, "not indexed and compacted in 60 s"
+            time.sleep(0.05)
+        answers = [ns.query(**body)["rows"] for body in BODIES]
+        time.sleep(0.1)  # (the queries' segments are recharged once they have answered)
+        made = [o for o in gc.get_objects() if isinstance(o, _MemoryLru) and id(o) not in before]
+        return answers, made
+    finally:
+        db.close()
+
+
+def _segments(db: lagoon.embedded.Database) -> list[Any]:
+    manifest = db._db.handle("default", _name(0)).state.manifest
+    return list(manifest.segments) if manifest is not None else []
+
+
+def test_the_embedded_indexer_shares_the_processs_memory_budget(tmp_path: Path) -> None:
+    """The indexer and compactor of a serving process (``--embedded-indexer`` with one serving
+    process, the embedded API) build and read segments through the serving cache: the process
+    holds at most ``cache.memory_bytes`` of segments, not that plus a cache of the indexer's."""
+    expected, roomy = _embedded_run(tmp_path / "roomy", 1 << 30)
+    assert len(roomy) == 1
+    segment = max(e.size for e in roomy[0]._items.values())
+    budget = segment + segment // 4  # the final segment fits, with little to spare
+    answers, caches = _embedded_run(tmp_path / "tight", budget)
+    assert answers == expected
+    assert sum(c.budget for c in caches) == budget  # one budget for the process
+    assert 0 < sum(c.used for c in caches) <= budget
