@@ -12,8 +12,11 @@ evaluation, under the caller's cancellation budget (``index/cancel.py``).
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
 import time
 from collections import OrderedDict
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -174,13 +177,14 @@ class Database:
 
     async def close(self) -> None:
         self._closed = True
+        # (first, off the loop: a sample being measured unpins its segments on the loop)
+        await asyncio.to_thread(self.recall.close)
         await self.copies.close()
         await asyncio.gather(*(h.committer.drain() for h in self._handles.values()))
         self.executor.close()
         self._fanout.close()
         await self.enqueuer.close()
         await self.segment_io.close()
-        self.recall.close()
         await self.store.close()
 
     # -- writes ------------------------------------------------------------------------------------
@@ -503,13 +507,14 @@ class Database:
                 )
             async with in_use(snap.segments):  # (no segment evicted while the query runs)
                 src = self._query_source(snap)
+                lease = functools.partial(self._pinned_source, snap, asyncio.get_running_loop())
 
                 def work() -> dict[str, Any]:
                     with tracer.start_as_current_span("lagoon.plan"):
                         req = parse_request(body, snap.schema)
                         check_work(req, lambda attr: src.logical_bytes([attr]), limit)
                     out = _traced_execute(req, src)
-                    self.recall.offer(f"{org}/{namespace}", req, src, out)  # maybe measured later
+                    self.recall.offer(f"{org}/{namespace}", req, src, out, lease)  # maybe measured later
                     return out
 
                 try:
@@ -534,6 +539,27 @@ class Database:
         perf["server_total_ms"] = round((time.perf_counter() - started) * 1000)
         perf.setdefault("query_execution_ms", perf["server_total_ms"])
         return result
+
+    @contextlib.contextmanager
+    def _pinned_source(self, snap: Snapshot, loop: asyncio.AbstractEventLoop) -> Iterator[CompositeSource]:
+        """From a thread other than ``loop``'s (the recall monitor's): the snapshot's source, its
+        segments pinned on the loop as a query pins them, for the duration of the block."""
+
+        async def enter() -> tuple[contextlib.AsyncExitStack, CompositeSource]:
+            stack = contextlib.AsyncExitStack()
+            await stack.enter_async_context(in_use(snap.segments))
+            try:
+                return stack, self._query_source(snap)
+            except BaseException:
+                await stack.aclose()
+                raise
+
+        stack, src = asyncio.run_coroutine_threadsafe(enter(), loop).result()
+        try:
+            yield src
+        finally:
+            del src  # (the source over the pinned readers goes with the pins)
+            asyncio.run_coroutine_threadsafe(stack.aclose(), loop).result()
 
     def _query_source(self, snap: Snapshot) -> CompositeSource:
         """The snapshot's documents as a query reads them: with the node's default recall target

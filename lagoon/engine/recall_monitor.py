@@ -2,11 +2,17 @@
 
 After an ANN query (``rank_by [attr, "ANN", vector]``, single query, no aggregation) is answered,
 with probability ``ann.recall_sample_rate`` and if the namespace holds at least
-``ann.recall_sample_min_docs`` documents, the monitor keeps the query, the snapshot's document
-source it ran on and the ids it returned. One background thread (niced to the lowest CPU priority
-where the OS allows it) runs the same query exactly (``kNN``: same filters, same snapshot) and
-records ``recall = |ANN ids ∩ exact ids| / |exact ids|`` — the number ``POST
+``ann.recall_sample_min_docs`` documents, the monitor keeps the query, a lease on the snapshot it
+ran on and the ids it returned. One background thread (niced to the lowest CPU priority where
+the OS allows it) runs the same query exactly (``kNN``: same filters, same snapshot) and records
+``recall = |ANN ids ∩ exact ids| / |exact ids|`` — the number ``POST
 /v1/namespaces/{ns}/_debug/recall`` computes for the same query.
+
+A waiting sample holds no segment reader: the lease keeps the snapshot, which refers to its
+segments by handle (engine/segment_handle.py), so the memory cache may evict them meanwhile and
+their memory is freed. Only while a sample is measured does the lease pin its segments (opening
+evicted ones again) and give the document source over them, as a running query does; the pins
+go when the measurement ends.
 
 Bounded cost: at most ``ann.recall_samples_per_sec`` samples per second per process (a token
 bucket; more are skipped), at most ``QUEUE_MAX`` waiting (more are dropped and counted), one
@@ -27,6 +33,8 @@ import random
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,12 +47,16 @@ from lagoon.wire.query import QueryRequest, VectorRank
 
 QUEUE_MAX = 64
 
+Lease = Callable[[], AbstractContextManager[Any]]
+"""Entered in the monitor's thread: the snapshot's document source, its segments pinned until
+the block ends."""
+
 
 @dataclass(frozen=True)
 class _Sample:
     label: str
     req: QueryRequest
-    src: Any  # the snapshot's DocSource
+    lease: Lease  # the snapshot's DocSource, pinned while measured
     ann_ids: frozenset[Any]
 
 
@@ -66,8 +78,11 @@ class RecallMonitor:
 
     # -- submitting (query path) ----------------------------------------------------------------
 
-    def offer(self, label: str, req: QueryRequest | Any, src: Any, result: dict[str, Any]) -> bool:
-        """Maybe keep this answered query for measurement; True when it was queued."""
+    def offer(
+        self, label: str, req: QueryRequest | Any, src: Any, result: dict[str, Any], lease: Lease
+    ) -> bool:
+        """Maybe keep this answered query (run on ``src``) for measurement on what ``lease`` gives
+        (the same documents; ``src`` itself is not kept); True when it was queued."""
         s = self.settings
         if s.recall_sample_rate <= 0 or not isinstance(req, QueryRequest):
             return False
@@ -85,7 +100,7 @@ class RecallMonitor:
                 return False
             self._tokens -= 1.0
         rows = result.get("rows") or []
-        sample = _Sample(label, req, src, frozenset(_key(row["id"]) for row in rows))
+        sample = _Sample(label, req, lease, frozenset(_key(row["id"]) for row in rows))
         try:
             self._queue.put_nowait(sample)
         except queue.Full:
@@ -113,7 +128,8 @@ class RecallMonitor:
             if sample is None:
                 return
             try:
-                recall = measure(sample.req, sample.src, sample.ann_ids)
+                with sample.lease() as src:
+                    recall = measure(sample.req, src, sample.ann_ids)
                 if recall is not None:
                     self._record(sample.label, recall)
             except Exception:

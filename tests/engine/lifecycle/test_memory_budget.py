@@ -67,10 +67,16 @@ async def _store() -> MemoryStore:
     return store
 
 
-def _node(store: MemoryStore, memory_bytes: int, cache_dir: Path | None = None) -> Database:
+SAMPLE_ALL = {"recall_sample_rate": 1.0, "recall_sample_min_docs": 0, "recall_samples_per_sec": 1000}
+
+
+def _node(
+    store: MemoryStore, memory_bytes: int, cache_dir: Path | None = None, ann: dict[str, Any] | None = None
+) -> Database:
     settings = Settings(
         indexer=make_settings().indexer,
         cache={"memory_bytes": memory_bytes, "dir": str(cache_dir or "")},  # type: ignore[arg-type]
+        ann=ann or {},  # type: ignore[arg-type]
     )
     return Database(store, settings, components("reader"))
 
@@ -155,6 +161,39 @@ async def test_a_pinned_segment_outlives_eviction_and_a_segment_over_the_budget_
     meta = await tiny.metadata(_name(1))
     assert meta["approx_row_count"] == ROWS
     await tiny.close()
+
+
+async def test_a_recall_sample_waiting_to_be_measured_holds_no_evicted_segment() -> None:
+    """A sampled ANN query waiting for the recall monitor keeps its snapshot, not its segments'
+    readers: the memory cache evicts them meanwhile and their memory is freed. The measurement
+    pins them again (reopening them) as a query does, and unpins them when it is done."""
+    store = await _store()
+    label = f"default/{_name(0)}"
+    roomy = _node(store, 1 << 30, ann=SAMPLE_ALL)
+    await _answers(roomy, 0)
+    assert await asyncio.to_thread(roomy.recall.drain)
+    expected = roomy.recall.recall(label)
+    size = max(e.size for e in roomy.segment_io.memory._items.values())
+    await roomy.close()
+    assert expected[1] == 1  # (one ANN query among the bodies: sampled)
+
+    db = _node(store, size + size // 2, ann=SAMPLE_ALL)  # room for one segment
+    start = db.recall._start
+    db.recall._start = lambda: None  # type: ignore[method-assign]  # (the measuring thread starts later)
+    await _answers(db, 0)  # its ANN query is sampled and waits
+    (reader,) = _readers(db)
+    evicted = weakref.ref(reader)
+    del reader
+    await _answers(db, 1)  # evicts namespace 0's segment
+    gc.collect()
+    assert evicted() is None  # freed, although a sample over it waits
+    db.recall._start = start  # type: ignore[method-assign]
+    start()
+    assert await asyncio.to_thread(db.recall.drain)
+    assert db.recall.recall(label) == expected  # measured on the segment opened again
+    assert all(e.pins == 0 for e in db.segment_io.memory._items.values())  # and unpinned after
+    assert db.segment_io.memory.used <= size + size // 2
+    await db.close()
 
 
 async def test_open_namespaces_wal_tails_are_bounded_together() -> None:
