@@ -6,24 +6,24 @@ seq order; a newer row for an id hides every older one (upsert or delete); a tru
 so queries running while new entries arrive keep a consistent view.
 
 The fold is incremental: a commit or a strong read after one costs what the new entries hold
-(amortised), not what the tail holds (``bench/tail_bench.py``).
+(amortised), not what the tail holds (``bench/tail_bench.py``, ``bench/fold_bench.py``); and it
+is numpy work over the new rows, no Python per row (the runs: lagoon/engine/runs.py).
 
-- ``apply`` indexes the entry's ids (id -> newest chunk and row) and clears the rows they replace
-  in the runs (``Run.hide``: one vectorised binary search per run over its (chunk, row) keys,
-  not a Python call per replaced row).
-- ``snapshot`` folds the chunks applied since the last snapshot into one new *run*, a table of
-  the rows that are their id's newest and an upsert, then merges the newest runs while the older
-  of the last two holds at most twice the newer's live rows, dropping the rows hidden meanwhile.
-  Live sizes at least halve from run to run, so there are O(log n) runs and a row is copied
-  O(log n) times over its life in the tail. A run's table never changes, so what queries derive
-  from it (vector matrices, postings, id order) is built once for every later snapshot; a
-  snapshot holds each run's rows live at that moment (``Run.part``: copied only when a row was
-  hidden since the previous snapshot).
+- ``apply`` appends the entry's documents as a chunk; nothing else.
+- ``snapshot`` folds the chunks applied since the last snapshot into one new *run*: the rows
+  that are their id's newest and an upsert (one stable sort of the chunks' id keys), and hides
+  the rows of older runs those ids write again (one binary search per run). It then merges the
+  newest runs while the older of the last two holds at most twice the newer's live rows,
+  dropping the rows hidden meanwhile: O(log n) runs, a row's key copied O(log n) times over its
+  life in the tail. A run's documents are gathered into one table only when a query needs them
+  (``Run.base``: once per run; what queries derive from it, vector matrices, postings, id
+  order, is built once and kept for every later snapshot); a snapshot holds each run's rows
+  live at that moment (``RunView``: copied only when a row was hidden since the previous one).
 - Which segment rows the tail hides (``SegmentShadow``) is advanced by the ids of the new entries
   only (``SegmentReader.lookup``), on the first source built after them.
-- Rebuilt from the entries only when the tail's base changes: a new schema refolds every chunk
-  (the runs' tables are conformed to the schema), and a new manifest, a truncate or a bucket that
-  went back starts a new ``Tail`` (lagoon/engine/state.py).
+- A new schema keeps the runs (their documents are gathered again, conformed to it, when
+  needed); a new manifest, a truncate or a bucket that went back starts a new ``Tail``
+  (lagoon/engine/state.py).
 
 Segments (from the manifest) come first in a snapshot's source, runs after; ``CompositeSource``
 merges them (lagoon/index/sources/composite.py). tests/engine/test_tail_fold.py checks the
@@ -35,25 +35,23 @@ from __future__ import annotations
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from itertools import repeat
 from typing import Any, Protocol
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from lagoon.engine.runs import Chunk, Keys, Run, RunView, keys_for, merge_runs, new_run
 from lagoon.engine.segment_handle import SegmentHandle
 from lagoon.errors import InternalError
 from lagoon.format.manifest import SegmentRef
 from lagoon.format.schema_patch import schema_after
 from lagoon.format.wal import OP_COLUMN, OP_UPSERT, WalEntry
-from lagoon.index.filters.kernels import search_sorted, single
 from lagoon.index.segment.read import SegmentReader
 from lagoon.index.sources.composite import CompositeSource
 from lagoon.index.sources.masked import MaskedSource
 from lagoon.index.sources.protocol import DocSource
 from lagoon.index.sources.segment import SegmentSource
-from lagoon.index.sources.table import LiveDocs
 from lagoon.index.vector.plan import DEFAULT_RECALL_TARGET
 from lagoon.schema import Schema, id_arrow_type
 from lagoon.values import Id, canonical_from_arrow
@@ -69,89 +67,6 @@ class SegmentLike(Protocol):
     def tombstones(self) -> np.ndarray: ...
 
     def lookup(self, ids: pa.Array | pa.ChunkedArray) -> np.ndarray: ...
-
-
-@dataclass(frozen=True, slots=True, eq=False)
-class Chunk:
-    seq: int
-    table: pa.Table  # id, $op, attributes (as written in the entry)
-    ids: list[Id]
-    upsert: np.ndarray  # bool per row: the row is an upsert ($op), not a delete
-
-
-class Run:
-    """Chunks ``lo..hi`` folded into one table, a part of every snapshot's source.
-
-    ``base`` holds the rows that were the newest version of their id, and an upsert, when the run
-    was built (chunk order, then row order); ``kept[c - lo]`` says which rows of chunk c those
-    are. A newer entry that writes or deletes one of those ids clears the row in ``live``; the
-    row is dropped when the run is merged. ``base`` never changes, so what queries derive from it
-    (vector matrices, postings, id order) is built once and kept for every later snapshot."""
-
-    __slots__ = ("_by_id", "_part", "_row_keys", "base", "hi", "kept", "live", "lo", "size", "starts")
-
-    def __init__(self, lo: int, hi: int, base: LiveDocs, kept: list[np.ndarray]) -> None:
-        self.lo, self.hi, self.base, self.kept = lo, hi, base, kept
-        self.starts = np.cumsum([0, *(k.shape[0] for k in kept)], dtype=np.int64)
-        self.live = np.ones(base.num_docs, dtype=bool)
-        self.size = base.num_docs  # rows still live
-        self._part: MaskedSource | None = None
-        self._by_id: tuple[np.ndarray, pa.Array] | None = None  # id order, ids in that order
-        self._row_keys: np.ndarray | None = None
-
-    def find(self, wanted: pa.Array) -> np.ndarray:
-        """Rows of ``base`` holding the ``wanted`` ids (absent ones left out): a binary search
-        over the ids sorted once per run, not a scan of the run."""
-        if self._by_id is None:
-            order = self.base.id_order()
-            self._by_id = order, single(self.base.column("id")).take(pa.array(order))
-        order, ids = self._by_id
-        at = search_sorted(ids, wanted.cast(ids.type) if wanted.type != ids.type else wanted)
-        return np.asarray(order[at[at >= 0]], dtype=np.int64)
-
-    def hide(self, chunks: np.ndarray, rows: np.ndarray) -> None:
-        """Newer entries wrote the ids of rows ``rows`` of chunks ``chunks`` (pairwise): those
-        rows are no longer live. Pairs the run does not hold (a delete, or a row hidden before
-        the run was built) are ignored. One binary search over the run's (chunk, row) keys."""
-        keys = self._keys()
-        wanted = (chunks.astype(np.int64) << 32) | rows.astype(np.int64)
-        at = np.searchsorted(keys, wanted)
-        held = at < keys.shape[0]
-        at = at[held]
-        at = at[keys[at] == wanted[held]]
-        at = np.unique(at[self.live[at]])
-        if at.shape[0]:
-            self.live[at] = False
-            self.size -= int(at.shape[0])
-            self._part = None
-
-    def _keys(self) -> np.ndarray:
-        """``chunk << 32 | row`` of every row of ``base``, in its order (ascending: chunk order,
-        then row order), built once per run."""
-        if self._row_keys is None:
-            parts = [(np.int64(self.lo + i) << 32) | k.astype(np.int64) for i, k in enumerate(self.kept)]
-            self._row_keys = np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
-        return self._row_keys
-
-    def part(self) -> MaskedSource:
-        """The live rows as a document source; the same object while nothing is hidden (the
-        source copies ``live``, so later hides never change what a snapshot holds)."""
-        if self._part is None:
-            self._part = MaskedSource(self.base, self.live)
-        return self._part
-
-    def live_table(self) -> pa.Table:
-        table = self.base.table
-        return table if self.size == table.num_rows else table.filter(pa.array(self.live))
-
-    def live_kept(self) -> list[np.ndarray]:
-        return [k[self.live[self.starts[i] : self.starts[i + 1]]] for i, k in enumerate(self.kept)]
-
-
-def merge_runs(older: Run, newer: Run, schema: Schema) -> Run:
-    """One run of the live rows of two adjacent runs (the rows hidden meanwhile are dropped)."""
-    table = pa.concat_tables([older.live_table(), newer.live_table()]).combine_chunks()
-    return Run(older.lo, newer.hi, LiveDocs(schema, table), older.live_kept() + newer.live_kept())
 
 
 class SegmentShadow:
@@ -224,7 +139,6 @@ class Tail:
         self.schema = schema or Schema()
         self.settings: dict[str, Any] = dict(settings or {})
         self.chunks: list[Chunk] = []
-        self.index: dict[Id, tuple[int, int]] = {}  # id -> (chunk, row) of its newest row
         self.head = 0
         self.created_at_ms: int | None = None
         self.updated_at_ms: int | None = None
@@ -237,13 +151,16 @@ class Tail:
         self.branch_fence_ms: int | None = None
         self._runs: list[Run] = []  # oldest first; together they cover chunks[:_built]
         self._built = 0
-        self._runs_schema = self.schema  # the schema the runs' tables are conformed to
+        self._runs_schema = self.schema  # the schema the runs' documents are conformed to
+        self._keys: Keys | None = None  # id -> uint64 key, for every chunk since the last truncate
         self._shadow = SegmentShadow(())
 
     def apply(self, entry: WalEntry, encoded_size: int = 0) -> None:
+        """Append the entry (in seq order). Which rows it replaces is worked out by the next
+        snapshot, for every entry applied since the one before, at once."""
         if entry.truncate:
-            self.chunks, self.index = [], {}
-            self._runs, self._built = [], 0
+            self.chunks = []
+            self._runs, self._built, self._keys = [], 0, None
             self._shadow = SegmentShadow(())
             self.schema = Schema()
             self.settings = {}
@@ -259,7 +176,8 @@ class Tail:
             self.settings = dict(entry.settings)
         docs = entry.docs
         if docs is not None and docs.num_rows:
-            self._add_chunk(entry.seq, docs)
+            ops = docs.column(OP_COLUMN).to_numpy(zero_copy_only=False)
+            self.chunks.append(Chunk(entry.seq, docs, np.asarray(ops == OP_UPSERT)))
         self.head = entry.seq
         self.updated_at_ms = entry.created_at_ms
         if self.created_at_ms is None and self.schema.id_type is not None:
@@ -269,58 +187,34 @@ class Tail:
         if self.oldest_unindexed_ms is None:
             self.oldest_unindexed_ms = entry.created_at_ms
 
-    def _add_chunk(self, seq: int, docs: pa.Table) -> None:
-        """Index the entry's rows (newest row per id) and hide the rows they replace in the runs
-        (rows of chunks not folded into a run yet are chosen when they are)."""
-        ids = docs.column("id").to_pylist()
-        ops = docs.column(OP_COLUMN).to_numpy(zero_copy_only=False)
-        ci, built = len(self.chunks), self._built
-        replaced = [prev for prev in map(self.index.get, ids) if prev is not None and prev[0] < built]
-        self.index.update(zip(ids, zip(repeat(ci), range(len(ids))), strict=True))  # last row of an id wins
-        if replaced:
-            self._hide(np.array(replaced, dtype=np.int64).reshape(-1, 2))
-        self.chunks.append(Chunk(seq, docs, ids, np.asarray(ops == OP_UPSERT)))
-
-    def _hide(self, pairs: np.ndarray) -> None:
-        """Hide rows ``pairs`` ((chunk, row) of folded chunks) in the runs holding them."""
-        los = np.fromiter((run.lo for run in self._runs), dtype=np.int64, count=len(self._runs))
-        owner = np.searchsorted(los, pairs[:, 0], side="right") - 1
-        for r in np.unique(owner):
-            mine = pairs[owner == r]
-            self._runs[int(r)].hide(mine[:, 0], mine[:, 1])
-
     # -- runs ------------------------------------------------------------------------------------
 
     def _fold(self) -> None:
-        """Fold the chunks added since the last snapshot into one new run, then merge the newest
-        runs while the older of the last two is at most twice the newer's size: live sizes at
-        least halve from run to run (O(log n) runs), and a row is copied O(log n) times over its
-        life in the tail, so a commit costs its own rows, amortised, not the tail's. A new schema
-        refolds every chunk (the runs' tables are conformed to it)."""
+        """Fold the chunks added since the last snapshot into one new run (hiding the rows of
+        older runs that they write again), then merge the newest runs while the older of the
+        last two is at most twice the newer's size: live sizes at least halve from run to run
+        (O(log n) runs), and a row's key is copied O(log n) times over its life in the tail, so
+        a commit costs its own rows, amortised, not the tail's. A new schema keeps the runs (it
+        changes no row's liveness); their documents are gathered again for it when needed."""
         if self._runs_schema != self.schema:
-            self._runs, self._built, self._runs_schema = [], 0, self.schema
+            self._runs = [run.rebased(self.schema) for run in self._runs]
+            self._runs_schema = self.schema
         if self._built == len(self.chunks):
             return
-        self._runs.append(self._new_run(self._built, len(self.chunks) - 1))
-        self._built = len(self.chunks)
+        lo, hi = self._built, len(self.chunks) - 1
+        if self._keys is None:
+            first = self.chunks[lo].table.column("id").type
+            self._keys = keys_for(id_arrow_type(self.schema.id_type) if self.schema.id_type else first)
+        keys = [self._keys.of(self.chunks[c].table.column("id")) for c in range(lo, hi + 1)]
+        run, written = new_run(self.chunks, self.schema, lo, hi, keys)
+        for older in self._runs:
+            if older.keys.shape[0] and written[0] <= older.keys[-1] and written[-1] >= older.keys[0]:
+                older.hide(older.find(written))
+        self._runs.append(run)
+        self._built = hi + 1
         while len(self._runs) >= 2 and self._runs[-2].size <= 2 * self._runs[-1].size:
             newer = self._runs.pop()
-            self._runs[-1] = merge_runs(self._runs[-1], newer, self.schema)
-
-    def _new_run(self, lo: int, hi: int) -> Run:
-        """A run of chunks lo..hi: the rows that are their id's newest and an upsert."""
-        pieces, kept = [], []
-        for c in range(lo, hi + 1):
-            chunk = self.chunks[c]
-            index = self.index
-            rows = np.fromiter(
-                (r for r, ident in enumerate(chunk.ids) if index[ident] == (c, r) and chunk.upsert[r]),
-                dtype=np.int64,
-            )
-            table = chunk.table if rows.shape[0] == chunk.table.num_rows else chunk.table.take(rows)
-            pieces.append(_conform(table.drop_columns([OP_COLUMN]), self.schema))
-            kept.append(rows)
-        return Run(lo, hi, LiveDocs(self.schema, pa.concat_tables(pieces).combine_chunks()), kept)
+            self._runs[-1] = merge_runs(self._runs[-1], newer)
 
     def snapshot(
         self,
@@ -341,7 +235,7 @@ class Tail:
             schema=self.schema,
             settings=dict(self.settings),
             chunks=tuple(self.chunks),
-            runs=tuple((run, run.part()) for run in self._runs if run.size),
+            runs=tuple(run.view() for run in self._runs if run.size),
             segments=segments,
             shadow=self._shadow,
             created_at_ms=self.created_at_ms,
@@ -350,22 +244,8 @@ class Tail:
             unindexed_rows=self.unindexed_rows,
             oldest_unindexed_ms=self.oldest_unindexed_ms,
             damage=damage,
+            keys=self._keys,
         )
-
-
-def _conform(table: pa.Table, schema: Schema) -> pa.Table:
-    """Columns id + every schema attribute, typed as the schema says (missing = null)."""
-    fields = [pa.field("id", id_arrow_type(schema.id_type or "uint"))] + [
-        pa.field(n, a.type.arrow_type()) for n, a in schema.attributes.items()
-    ]
-    cols = []
-    for f in fields:
-        if f.name in table.column_names:
-            col = table.column(f.name)
-            cols.append(col if col.type == f.type else col.cast(f.type))
-        else:
-            cols.append(pa.nulls(table.num_rows, f.type))
-    return pa.Table.from_arrays(cols, schema=pa.schema(fields))
 
 
 def _id_array(values: pa.ChunkedArray | pa.Array) -> pa.Array:
@@ -383,7 +263,7 @@ class Snapshot:
     schema: Schema
     settings: dict[str, Any]
     chunks: tuple[Chunk, ...]
-    runs: tuple[tuple[Run, MaskedSource], ...]  # the tail's runs with their live rows, oldest first
+    runs: tuple[RunView, ...]  # the tail's runs with their live rows, oldest first
     segments: tuple[SegmentLike, ...]
     shadow: SegmentShadow = field(repr=False)  # of these segments
     created_at_ms: int | None
@@ -392,6 +272,7 @@ class Snapshot:
     unindexed_rows: int
     oldest_unindexed_ms: int | None = None
     damage: tuple[str, ...] = ()  # damaged WAL entries folded as empty (messages name each one)
+    keys: Keys | None = field(default=None, repr=False)  # the runs' id keys
     _source: CompositeSource | None = field(default=None, repr=False)
 
     @property
@@ -430,7 +311,7 @@ class Snapshot:
             else:
                 raise InternalError(f"segment {seg.ref.id} is not opened; it cannot be queried")
             parts.append(SegmentSource(reader, live))
-        parts.extend(part for _, part in self.runs)
+        parts.extend(view.part() for view in self.runs)
         src = self._source = CompositeSource(self.schema, parts, recall_target=self.recall_target)
         if not all([handle.hold(reader, self) for handle, reader in readers]):
             self._source = None  # a reader the cache does not hold: built again on the next call
@@ -448,15 +329,17 @@ class Snapshot:
 
     def _positions(self, wanted: pa.Array) -> np.ndarray:
         """Positions in ``source()`` of the live documents with the ``wanted`` ids, found in each
-        part by binary search (segments: ``SegmentReader.lookup``; runs: ``Run.find``)."""
+        part by binary search (segments: ``SegmentReader.lookup``; runs: ``Run.find``, by key)."""
         src = self.source()
+        views = {id(view.part()): view for view in self.runs}
+        keys = self.keys.known(wanted) if self.keys is not None and views else None
         found: list[np.ndarray] = []
         for start, part in zip(src.offsets[:-1], src.parts, strict=True):
             if isinstance(part, SegmentSource):
                 rows = part.reader.lookup(wanted)
                 rows, live = rows[rows >= 0], part.live_rows
-            elif isinstance(part, MaskedSource):
-                rows, live = next(r for r, p in self.runs if p is part).find(wanted), part.rows
+            elif isinstance(part, MaskedSource) and keys is not None and id(part) in views:
+                rows, live = views[id(part)].run.find(keys), part.rows
             else:
                 raise InternalError(f"snapshot part {type(part).__name__} cannot look ids up")
             rows = rows[live.live[rows]]
