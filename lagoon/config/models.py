@@ -95,6 +95,27 @@ class ServerSettings(_Section):
         description="Most header lines in one request; 431 beyond it.",
         json_schema_extra=_cost("Higher lets one request carry more headers to parse and log."),
     )
+    header_timeout_secs: float = Field(
+        default=10.0,
+        gt=0,
+        description="Time a connection has to deliver a request's head (request line + headers), from "
+        "when it opens or its next request's first byte; past it a started head gets 408 and the "
+        "connection is closed (a connection that sent nothing is closed).",
+        json_schema_extra=_cost(
+            "Longer lets slow (or trickling, slowloris-style) clients hold connections longer; shorter "
+            "cuts off clients on very slow links."
+        ),
+    )
+    max_connections: int = Field(
+        default=4096,
+        ge=1,
+        description="Open client connections per serving process; a connection beyond it is closed as "
+        "soon as it is accepted.",
+        json_schema_extra=_cost(
+            "Each connection holds a file descriptor and a little memory; keep it well under the "
+            "process's open-file limit (ulimit -n), which the store's files share."
+        ),
+    )
     request_timeout_secs: float = Field(
         default=60.0,
         gt=0,

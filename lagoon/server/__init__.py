@@ -68,7 +68,12 @@ def uvicorn_config(app: Any, settings: Settings) -> uvicorn.Config:
         access_log=False,
         server_header=False,
         timeout_graceful_shutdown=grace,
-        http=limited_protocol(settings.server.max_header_bytes, settings.server.max_headers),
+        http=limited_protocol(
+            settings.server.max_header_bytes,
+            settings.server.max_headers,
+            settings.server.header_timeout_secs,
+            settings.server.max_connections,
+        ),
     )
 
 

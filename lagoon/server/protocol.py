@@ -1,22 +1,34 @@
-"""The HTTP/1.1 protocol of a serving process: uvicorn's httptools protocol with header limits.
+"""The HTTP/1.1 protocol of a serving process: uvicorn's httptools protocol with head limits.
 
-uvicorn's httptools protocol buffers a request's head (request line and headers) without bound;
-a client could send megabytes of headers to any route, authenticated or not. This subclass
-counts the bytes of the head as they arrive and the number of header lines, and answers
-``431 Request Header Fields Too Large`` (turbopuffer's error body, ``connection: close``) as soon
-as either limit is crossed — before the head is complete and before any route runs:
+uvicorn's httptools protocol buffers a request's head (request line and headers) without bound
+in size and in time, and accepts connections without bound; a client could send megabytes of
+headers to any route, authenticated or not, or hold thousands of connections open by sending
+nothing (or one header byte now and then) until the process runs out of file descriptors,
+which its store's files need too. This subclass:
 
-- ``server.max_header_bytes``: request line + headers, checked after each received chunk (so at
-  most one socket read past the limit is ever buffered);
-- ``server.max_headers``: header lines.
+- counts the bytes of the head as they arrive and the number of header lines, and answers
+  ``431 Request Header Fields Too Large`` (turbopuffer's error body, ``connection: close``) as
+  soon as either limit is crossed, before the head is complete and before any route runs:
+  ``server.max_header_bytes`` (request line + headers, checked after each received chunk, so at
+  most one socket read past the limit is ever buffered) and ``server.max_headers`` (lines);
+- gives each request's head ``server.header_timeout_secs`` to arrive, counted from when the
+  connection opens (first request) or from the first byte of the next request on a kept-alive
+  connection (uvicorn's keep-alive timeout bounds the idle time between requests): past it a
+  started head gets ``408 Request Timeout`` and the connection is closed; a connection that sent
+  nothing is closed without a word. The body has its own deadline (``server.request_timeout_secs``,
+  the routes' 408);
+- closes a connection as soon as it is accepted when the process already holds
+  ``server.max_connections`` (logged at most once a second).
 
 Everything else is uvicorn's protocol unchanged.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from typing import Any
+import time
+from typing import Any, ClassVar
 
 import httptools
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
@@ -36,6 +48,11 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
 
     max_header_bytes = 64 * 1024
     max_headers = 100
+    header_timeout = 10.0
+    max_connections = 4096
+    # when a connection over max_connections was last logged (one line a second under a flood)
+    _over_logged: ClassVar[float] = 0.0
+    _over_count: ClassVar[int] = 0
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -43,12 +60,30 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self._head_lines = 0
         self._in_head = True
         self._refused = False
+        self._head_started = False  # a request's first byte has arrived, its head has not ended
+        self._head_timer: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        if len(self.connections) > self.max_connections:
+            self._refused = True
+            self._log_over_limit()
+            transport.close()
+            return
+        self._start_head_timer()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._stop_head_timer()
+        super().connection_lost(exc)
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
         self._head_bytes = 0
         self._head_lines = 0
         self._in_head = True
+        self._head_started = True
+        if self._head_timer is None:  # the first request's runs from connection_made
+            self._start_head_timer()
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self._head_lines += 1
@@ -58,6 +93,8 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
 
     def on_headers_complete(self) -> None:
         self._in_head = False
+        self._head_started = False
+        self._stop_head_timer()
         super().on_headers_complete()
 
     def data_received(self, data: bytes) -> None:
@@ -88,11 +125,57 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
                 f"request line and headers are larger than {self.max_header_bytes} bytes (server.max_header_bytes)"
             )
 
-    def _refuse(self, why: str) -> None:
+    def _start_head_timer(self) -> None:
+        self._stop_head_timer()
+        self._head_timer = self.loop.call_later(self.header_timeout, self._head_timed_out)
+
+    def _stop_head_timer(self) -> None:
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
+
+    def _head_timed_out(self) -> None:
+        self._head_timer = None
+        if self._refused or self.transport.is_closing():
+            return
+        if not self._head_started:  # opened and sent nothing: nothing to answer
+            self._refused = True
+            self.transport.close()
+            return
+        self._refuse(
+            f"the request head did not arrive within {self.header_timeout:g} s (server.header_timeout_secs)",
+            status=b"408 Request Timeout",
+            what="request head timed out",
+        )
+
+    def _log_over_limit(self) -> None:
+        cls = type(self)
+        cls._over_count += 1
+        now = time.monotonic()
+        if now - cls._over_logged < 1.0:
+            return
+        client = f"{self.client[0]}:{self.client[1]}" if self.client else None
+        log_event(
+            log,
+            "connection refused: too many open connections",
+            level=logging.WARNING,
+            limit=self.max_connections,
+            refused_since_last_line=cls._over_count,
+            client=client,
+        )
+        cls._over_logged, cls._over_count = now, 0
+
+    def _refuse(
+        self,
+        why: str,
+        status: bytes = b"431 Request Header Fields Too Large",
+        what: str = "request header fields too large",
+    ) -> None:
         self._refused = True
-        body = error_body(f"request header fields too large: {why}")
+        self._stop_head_timer()
+        body = error_body(f"{what}: {why}")
         head = (
-            b"HTTP/1.1 431 Request Header Fields Too Large\r\n"
+            b"HTTP/1.1 " + status + b"\r\n"
             b"content-type: application/json\r\n"
             b"content-length: " + str(len(body)).encode() + b"\r\n"
             b"connection: close\r\n\r\n"
@@ -100,9 +183,9 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         client = f"{self.client[0]}:{self.client[1]}" if self.client else None
         log_event(
             log,
-            "request refused: header fields too large",
+            f"request refused: {what}",
             level=logging.WARNING,
-            status=431,
+            status=int(status.split()[0]),
             client=client,
             reason=why,
         )
@@ -110,12 +193,21 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self.transport.close()
 
 
-def limited_protocol(max_header_bytes: int, max_headers: int) -> type[LimitedHttpToolsProtocol]:
+def limited_protocol(
+    max_header_bytes: int, max_headers: int, header_timeout: float = 10.0, max_connections: int = 4096
+) -> type[LimitedHttpToolsProtocol]:
     """A protocol class with these limits (uvicorn instantiates it per connection)."""
     return type(
         "LagoonHttpProtocol",
         (LimitedHttpToolsProtocol,),
-        {"max_header_bytes": max_header_bytes, "max_headers": max_headers},
+        {
+            "max_header_bytes": max_header_bytes,
+            "max_headers": max_headers,
+            "header_timeout": header_timeout,
+            "max_connections": max_connections,
+            "_over_logged": 0.0,
+            "_over_count": 0,
+        },
     )
 
 
