@@ -100,6 +100,9 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
     def data_received(self, data: bytes) -> None:
         if self._refused:
             return
+        # a request is arriving: the keep-alive timer of the previous response must not close the
+        # connection under it (uvicorn's own data_received does this first)
+        self._unset_keepalive_if_required()
         counting = self._in_head
         try:
             self.parser.feed_data(data)

@@ -137,3 +137,30 @@ def test_connections_beyond_the_limit_are_closed_and_the_server_keeps_serving(se
         assert time.monotonic() < deadline, "the server did not serve again after the held connections closed"
         time.sleep(0.1)
     assert "too many open connections" in server.log()
+
+
+def test_a_request_on_a_kept_alive_connection_may_outlast_the_keep_alive_timeout(
+    server: LiveServer,
+) -> None:
+    """The keep-alive timer a response starts (uvicorn: 5 s) stops when the next request arrives.
+    It did not (the protocol's own data_received skipped it), so any request on a reused
+    connection (the SDK pools them) still running 5 s after the previous response was cut off:
+    the client saw a dropped connection, and retried."""
+    s = connect(server)
+    s.sendall(b"GET /healthz HTTP/1.1\r\nhost: a\r\n\r\n")
+    first = b""
+    while not first.endswith(b'{"status":"ok"}'):
+        chunk = s.recv(65536)
+        assert chunk, first
+        first += chunk
+    body = b'{"rank_by": ["id", "asc"], "top_k": 1}'
+    s.sendall(
+        b"POST /v2/namespaces/keepalive/query HTTP/1.1\r\nhost: a\r\ncontent-type: application/json\r\n"
+        b"connection: close\r\ncontent-length: %d\r\n\r\n" % len(body) + body[:10]
+    )
+    time.sleep(6.5)  # the rest of the body comes after uvicorn's 5 s keep-alive timeout
+    s.sendall(body[10:])
+    answer = read_all(s)
+    s.close()
+    assert answer.startswith(b"HTTP/1.1 404 "), answer[:300]  # the namespace does not exist
+    assert b"keepalive" in answer
