@@ -53,7 +53,7 @@ from lagoon.index.sources.masked import MaskedSource
 from lagoon.index.sources.protocol import DocSource
 from lagoon.index.sources.segment import SegmentSource
 from lagoon.index.vector.plan import DEFAULT_RECALL_TARGET
-from lagoon.schema import Schema, id_arrow_type
+from lagoon.schema import AttrType, Schema, id_arrow_type
 from lagoon.values import Id, canonical_from_arrow
 
 Doc = dict[str, Any]
@@ -361,13 +361,24 @@ class Snapshot:
             return {}
         names = list(self.schema.attributes) if attributes is None else attributes
         table = src.fetch_rows(positions, names)
-        out: dict[Id, Doc] = {}
-        for row in table.to_pylist():
-            ident = row.pop("id")
-            doc: Doc = {}
-            for name, value in row.items():
-                attr = self.schema.attributes.get(name)
-                if attr is not None and value is not None:
-                    doc[name] = canonical_from_arrow(value, attr.type)
-            out[ident] = doc
-        return out
+        at = table.column_names.index("id")
+        columns = [
+            (name, _canonical_column(col, attr.type))
+            for i, (name, col) in enumerate(zip(table.column_names, table.columns, strict=True))
+            if i != at and (attr := self.schema.attributes.get(name)) is not None
+        ]
+        ids_found = table.column(at).to_pylist()
+        return {
+            ident: {name: values[r] for name, values in columns if values[r] is not None}
+            for r, ident in enumerate(ids_found)
+        }
+
+
+def _canonical_column(col: pa.ChunkedArray, atype: AttrType) -> list[Any]:
+    """A column's values in canonical form (``canonical_from_arrow`` of each): a vector column
+    without nulls as rows of one float32 matrix (no Python float per element)."""
+    if atype.is_vector and col.null_count == 0 and pa.types.is_fixed_size_list(col.type) and len(col):
+        arr = col.combine_chunks()
+        flat = np.array(arr.flatten().to_numpy(zero_copy_only=False), dtype=np.float32)
+        return list(flat.reshape(len(arr), col.type.list_size))
+    return [canonical_from_arrow(v, atype) for v in col.to_pylist()]

@@ -136,3 +136,38 @@ def test_dict_keys_are_stable_and_unknown_ids_absent() -> None:
     assert keys.of(pa.array(["c", "b"])).tolist() == [2, 1]
     known = keys.known(pa.array(["b", "zz"]))
     assert known[0] == 1 and known[1] == np.uint64(2**64 - 1)
+
+
+def test_lookup_gives_vectors_as_float32_arrays_and_leaves_absent_ones_out() -> None:
+    """Vectors of f32 and i8 attributes, with and without absent (null) ones in the column."""
+    schema = apply_schema_update(Schema(), {"id": "uint", "v": "[2]f32", "q": "[3]i8", "n": "int"})
+    tail = Tail(schema)
+    for seq, v in ((1, [[1.5, -2.0], None, [0.25, 4.0]]), (2, [[7.0, 8.0], [9.0, -0.5], [1.0, 2.0]])):
+        ids = [10 * seq, 10 * seq + 1, 10 * seq + 2]
+        docs = pa.table(
+            {
+                "id": pa.array(ids, pa.uint64()),
+                OP_COLUMN: pa.array([OP_UPSERT] * 3, pa.uint8()),
+                "v": pa.array(v, pa.list_(pa.float32(), 2)),
+                "q": pa.array([[1, -2, 3]] * 3, pa.list_(pa.int8(), 3)),
+                "n": pa.array([seq, None, seq], pa.int64()),
+            }
+        )
+        tail.apply(WalEntry(seq=seq, nonce=b"n", created_at_ms=seq, writer="w", docs=docs))
+    snap = tail.snapshot(manifest_version=1, indexed_through=0)
+    got = snap.lookup([10, 11, 12, 20, 21, 99])
+    assert sorted(got) == [10, 11, 12, 20, 21]
+    whole = snap.lookup([20, 21, 22])  # no null vector among them: one matrix per column
+    assert {k: np.asarray(d["v"]).tolist() for k, d in whole.items()} == {
+        20: [7.0, 8.0],
+        21: [9.0, -0.5],
+        22: [1.0, 2.0],
+    }
+    for doc in [*got.values(), *whole.values()]:
+        for name in ("v", "q"):
+            if name in doc:
+                assert isinstance(doc[name], np.ndarray) and doc[name].dtype == np.float32
+    plain = {k: {a: np.asarray(x).tolist() for a, x in d.items()} for k, d in got.items()}
+    assert plain[10] == {"v": [1.5, -2.0], "q": [1.0, -2.0, 3.0], "n": 1}
+    assert plain[11] == {"q": [1.0, -2.0, 3.0]}
+    assert plain[21] == {"v": [9.0, -0.5], "q": [1.0, -2.0, 3.0]}
