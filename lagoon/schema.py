@@ -556,6 +556,8 @@ def apply_schema_update(schema: Schema, update: Any) -> Schema:
     new = 0
     for name, spec in update.items():
         if name == "id":
+            if isinstance(spec, dict) and "drop" in spec:
+                raise InvalidRequest("schema.id: the id attribute cannot be dropped")
             t = spec.get("type") if isinstance(spec, dict) else spec
             if t not in ID_TYPES:
                 raise InvalidRequest(f"schema.id: expected one of {', '.join(ID_TYPES)}, got {t!r}")

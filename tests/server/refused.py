@@ -188,6 +188,7 @@ def write_cases(ns: str) -> Iterator[Bad]:
             "upsert_condition",
         )
         yield bad("schema-type-change", {"schema": {"n": "string"}}, "n")
+        yield bad("schema-drop-id", {"schema": {"id": {"drop": True}}}, "schema.id", "cannot be dropped")
         yield bad("schema-vector-dims-change", {"schema": {"v": "[8]f32"}}, "v")
         yield bad(
             "distance-metric-change",
