@@ -70,6 +70,8 @@ class NamespaceHandle:
     # writes between taking the handle and submitting to its committer: such a handle is kept
     # (dropping it would let the next request open a second committer of the namespace)
     writes_in_flight: int = 0
+    # its tail's unindexed bytes as last counted in ``Database._tails``
+    tail_bytes: int = 0
 
 
 def _traced_execute(req: QueryRequest | MultiQueryRequest, src: DocSource) -> dict[str, Any]:
@@ -85,6 +87,7 @@ class Database:
         self.settings = settings
         self.components = components or Components()
         self._handles: OrderedDict[tuple[str, str], NamespaceHandle] = OrderedDict()
+        self._tails = 0  # the open namespaces' unindexed tail bytes, as last counted (_tail_grew)
         # Namespaces whose data this node found unreadable at its last read: flagged in listings.
         self._damaged: set[tuple[str, str]] = set()
         self._closed = False
@@ -135,20 +138,36 @@ class Database:
         """Drop least recently used handles beyond ``cache.max_open_namespaces``, and while the
         open namespaces' WAL tails together exceed ``cache.max_open_tail_bytes`` (idle ones only:
         a namespace with a write being validated, queued or committing keeps its handle; the
-        newest stays)."""
+        newest stays). Runs when a namespace is opened and when an open one's tail grew past
+        the bound (``_tail_grew``)."""
         cache = self.settings.cache
         excess = len(self._handles) - cache.max_open_namespaces
-        tails = sum(h.state.tail.unindexed_bytes for h in self._handles.values())
-        if excess <= 0 and tails <= cache.max_open_tail_bytes:
-            return
-        for key in list(self._handles)[:-1]:
-            if excess <= 0 and tails <= cache.max_open_tail_bytes:
-                break
-            h = self._handles[key]
-            if h.committer.idle and not h.writes_in_flight:
-                del self._handles[key]
-                excess -= 1
-                tails -= h.state.tail.unindexed_bytes
+        tails = 0
+        for h in self._handles.values():
+            h.tail_bytes = h.state.tail.unindexed_bytes
+            tails += h.tail_bytes
+        if excess > 0 or tails > cache.max_open_tail_bytes:
+            for key in list(self._handles)[:-1]:
+                if excess <= 0 and tails <= cache.max_open_tail_bytes:
+                    break
+                h = self._handles[key]
+                if h.committer.idle and not h.writes_in_flight:
+                    del self._handles[key]
+                    excess -= 1
+                    tails -= h.tail_bytes
+        self._tails = tails
+
+    def _tail_grew(self, h: NamespaceHandle) -> None:
+        """Count ``h``'s tail as it is now (after a commit or a refresh: it may have grown while
+        the namespace stayed open) and close idle namespaces if the open tails together exceed
+        ``cache.max_open_tail_bytes``. O(1) unless they do."""
+        now = h.state.tail.unindexed_bytes
+        if now == h.tail_bytes or self._handles.get((h.state.keys.org, h.state.keys.namespace)) is not h:
+            return  # (unchanged, or closed meanwhile: no longer counted)
+        self._tails += now - h.tail_bytes
+        h.tail_bytes = now
+        if self._tails > self.settings.cache.max_open_tail_bytes:
+            self._trim_handles()
 
     async def _open_segment(self, state: NamespaceState, ref: SegmentRef, schema: Schema) -> SegmentLike:
         """Open the segment (its files verified: a damaged one is known now) and give the state a
@@ -158,12 +177,15 @@ class Database:
 
     @at_boundary
     async def snapshot(self, org: str, namespace: str, *, strong: bool = True) -> Snapshot:
-        state = self.handle(org, namespace).state
+        h = self.handle(org, namespace)
+        state = h.state
         try:
             snap = await state.snapshot(strong=strong)
         except DataCorruption:
             self._damaged.add((org, namespace))  # listing flags it (a later good read clears it)
             raise
+        finally:
+            self._tail_grew(h)  # (a refresh may have read more entries)
         self._damaged.discard((org, namespace))
         if not snap.exists:
             raise NotFound(f"namespace '{namespace}' was not found")
@@ -203,6 +225,7 @@ class Database:
             return await self._write(h, org, namespace, body, offload, started)
         finally:
             h.writes_in_flight -= 1
+            self._tail_grew(h)
 
     async def _write(
         self, h: NamespaceHandle, org: str, namespace: str, body: Any, offload: bool, started: float

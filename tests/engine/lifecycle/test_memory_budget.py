@@ -218,9 +218,51 @@ async def test_open_namespaces_wal_tails_are_bounded_together() -> None:
             got = await db.query(_name(i), body)
             assert [r["tag"] for r in got["rows"]] == list(range(200))
             opened = [ns for _, ns in db._handles]
-            assert opened[-1] == _name(i) and len(opened) <= 3  # (two tails, and the newest)
-            assert sum(h.state.tail.unindexed_bytes for h in db._handles.values()) <= 3 * tail
-    assert [ns for _, ns in db._handles] == [_name(1), _name(2), _name(3)]
+            assert opened[-1] == _name(i) and len(opened) <= 2  # (two tails fit)
+            assert sum(h.state.tail.unindexed_bytes for h in db._handles.values()) <= 2 * tail
+    assert [ns for _, ns in db._handles] == [_name(2), _name(3)]
+    await db.close()
+
+
+async def test_open_tails_stay_bounded_together_while_they_grow() -> None:
+    """A tail that grows while its namespace is open (writes faster than indexing, or another
+    process's writes read by a refresh) counts against ``cache.max_open_tail_bytes`` at once: the
+    least recently used idle namespaces are closed then, not only when another one is opened."""
+    store = MemoryStore()
+    rows = [{"id": j, "text": "x" * 200, "tag": j} for j in range(200)]
+    other = Database(store, make_settings(), components("other"))
+    await other.write(_name(9), {"upsert_rows": rows, "schema": SCHEMA})
+    tail = other.handle("default", _name(9)).state.tail.unindexed_bytes
+    limit = 2 * tail + tail // 2
+    db = Database(
+        store,
+        Settings(indexer=make_settings().indexer, cache={"max_open_tail_bytes": limit}),  # type: ignore[arg-type]
+        components("node"),
+    )
+    body = {"rank_by": ["id", "asc"], "top_k": 300, "include_attributes": ["tag"]}
+
+    def opened() -> list[str]:
+        return [ns for _, ns in db._handles]
+
+    def held() -> int:
+        return sum(h.state.tail.unindexed_bytes for h in db._handles.values())
+
+    await db.write(_name(0), {"upsert_rows": rows, "schema": SCHEMA})
+    await db.write(_name(1), {"upsert_rows": rows, "schema": SCHEMA})
+    assert opened() == [_name(0), _name(1)]  # two tails fit
+    await db.write(_name(1), {"upsert_rows": rows})  # namespace 1's tail grows past the bound
+    assert opened() == [_name(1)] and held() <= limit  # namespace 0 (idle) was closed
+    got = await db.query(_name(0), body)  # reopened: its tail read again (three tails: 1 closed)
+    assert [r["tag"] for r in got["rows"]] == list(range(200))
+    assert opened() == [_name(0)] and held() <= limit
+    await db.write(_name(2), {"upsert_rows": rows, "schema": SCHEMA})
+    assert opened() == [_name(0), _name(2)]
+
+    await other.write(_name(0), {"upsert_rows": rows})  # another process writes namespace 0
+    got = await db.query(_name(0), body)  # strong: the refresh reads its entry
+    assert len(got["rows"]) == 200
+    assert opened() == [_name(0)] and held() <= limit  # namespace 2 was closed then
+    await other.close()
     await db.close()
 
 
