@@ -82,7 +82,9 @@ class Database:
     async def _open(self, open_store: Any) -> _AsyncDatabase:
         setup_tracing(self.settings, "lagoon")
         store = open_store(self.settings.storage)
-        db = _AsyncDatabase(store, self.settings)
+        from lagoon.engine.ops.repair import repair_for_delete
+
+        db = _AsyncDatabase(store, self.settings, repair=repair_for_delete(self.settings))
         if self._with_indexer:
             from lagoon.engine.scheduler import IndexerLoop
 

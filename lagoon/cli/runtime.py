@@ -14,6 +14,7 @@ from typing import TypeVar
 from lagoon.config import Settings
 from lagoon.engine.database import Database
 from lagoon.engine.errors import storage_errors
+from lagoon.engine.ops.repair import repair_for_delete
 from lagoon.storage.base import ObjectStore
 from lagoon.storage.factory import open_store
 
@@ -24,7 +25,7 @@ def run_with_database(settings: Settings, fn: Callable[[Database], Awaitable[T]]
     """``fn(db)`` on a fresh event loop, with a ``Database`` over the configured store."""
 
     async def main() -> T:
-        db = Database(open_store(settings.storage), settings)
+        db = Database(open_store(settings.storage), settings, repair=repair_for_delete(settings))
         try:
             with storage_errors():
                 return await fn(db)

@@ -14,9 +14,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import logging
 import time
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -51,6 +52,7 @@ from lagoon.index.fanout import Fanout
 from lagoon.index.sources.composite import CompositeSource
 from lagoon.index.sources.protocol import DocSource
 from lagoon.index.vector.plan import MAX_RECALL_TARGET, MIN_RECALL_TARGET
+from lagoon.logs import log_event
 from lagoon.query.cost import check_work
 from lagoon.query.execute import execute_query
 from lagoon.query.explain import explain_query
@@ -59,6 +61,11 @@ from lagoon.storage.base import ObjectStore, StorageError
 from lagoon.tracing import tracer
 from lagoon.wire.query import MultiQueryRequest, QueryRequest, parse_request
 from lagoon.wire.write import embeds, parse_write
+
+log = logging.getLogger("lagoon.engine")
+
+NamespaceRepair = Callable[[ObjectStore, str, str], Awaitable[int]]
+"""Repair ``(store, org, namespace)`` in place; returns the number of findings."""
 
 _LIST_PARALLELISM = 16
 
@@ -82,8 +89,19 @@ def _traced_execute(req: QueryRequest | MultiQueryRequest, src: DocSource) -> di
 class Database:
     """All namespaces of a store. Async; use from one event loop."""
 
-    def __init__(self, store: ObjectStore, settings: Settings, components: Components | None = None) -> None:
+    def __init__(
+        self,
+        store: ObjectStore,
+        settings: Settings,
+        components: Components | None = None,
+        *,
+        repair: NamespaceRepair | None = None,
+    ) -> None:
+        """``repair``: how a namespace whose manifest chain cannot be read is repaired before an
+        admin delete (``lagoon.engine.ops.repair.repair_for_delete``; ops sit above this module,
+        so the shells pass it in); without it such a delete is refused, naming ``lagoon repair``."""
         self.store = store
+        self.repair = repair
         self.settings = settings
         self.components = components or Components()
         self._handles: OrderedDict[tuple[str, str], NamespaceHandle] = OrderedDict()
@@ -438,10 +456,8 @@ class Database:
         (409) saying so; ``lagoon repair`` makes it readable, and then deletable, again."""
         try:
             await self.snapshot(org, namespace, strong=True)
-        except NamespaceDamaged as e:
-            e.message = f"cannot delete namespace '{namespace}' before it is repaired: {e.message}"
-            e.args = (e.message,)
-            raise
+        except NamespaceDamaged:
+            return await self._delete_damaged(org, namespace)
         h = self.handle(org, namespace)
         done = await h.committer.submit(Op(kind="truncate"))
 
@@ -453,6 +469,39 @@ class Database:
         if "rows_deleted" in done:
             out["rows_deleted"] = done["rows_deleted"]
         return out
+
+    async def _delete_damaged(self, org: str, namespace: str) -> dict[str, Any]:
+        """Delete a namespace whose data cannot be read. Its documents are not needed to delete
+        it, only where its WAL ends: known from a readable manifest chain (a damaged segment or
+        WAL entry), the truncating entry is committed as for any namespace and the damaged
+        objects go with the rest (the indexer lists them for deletion, GC removes them). When
+        the chain itself cannot be read, the namespace's repair (``lagoon repair --namespace``,
+        the same compare-and-swap fixes, safe beside other nodes) runs first."""
+        h = self.handle(org, namespace)
+        try:
+            await h.committer.submit(Op(kind="truncate"))
+        except (DataCorruption, NamespaceDamaged) as e:
+            if self.repair is None:  # (an engine built without it: repair by hand, then delete)
+                raise NamespaceDamaged(
+                    f"cannot delete namespace '{namespace}' before it is repaired: {e}"
+                ) from e
+            findings = await self.repair(self.store, org, namespace)
+            log_event(
+                log,
+                "repaired a damaged namespace to delete it",
+                level=logging.WARNING,
+                namespace=f"{org}/{namespace}",
+                findings=findings,
+            )
+            self._handles.pop((org, namespace), None)  # (its view predates the repair)
+            h = self.handle(org, namespace)
+            await h.committer.submit(Op(kind="truncate"))
+
+        async def exists() -> bool:
+            return (await h.state.snapshot(strong=True)).exists
+
+        await self.catalog.after_delete(org, namespace, exists=exists)
+        return {"status": "OK"}
 
     @at_boundary
     async def update_schema(self, namespace: str, schema: Any, *, org: str = DEFAULT_ORG) -> dict[str, Any]:

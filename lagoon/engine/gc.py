@@ -12,7 +12,11 @@ What it deletes (one namespace per call, ``collect_garbage``; the decisions are 
   lists (live or pending), whose newest file is older than the grace period (store clock). They
   come from crashed workers and from workers that lost the manifest race.
 - **Old manifest versions** — all but the newest ``retain_versions``, once superseded for longer
-  than the grace period (the latest is never deleted), oldest first.
+  than the grace period (the latest is never deleted), oldest first. A deleted namespace (its
+  latest version holds no segment and no schema: a truncation folded) keeps only its latest
+  version: nobody reads the versions before the delete once the grace period has passed, and
+  the segments they list would otherwise stay in the bucket for good (no later version comes
+  to push them out of retention).
 - **WAL entries** up to the highest ``wal_through`` of the eligible WAL records (all at or below
   the latest ``indexed_through``).
 - **Nothing a branch still references** (docs/rfcs/0007-branches.md, ``engine/refs.py``): before
@@ -135,6 +139,11 @@ class VersionPlan:
     retained: frozenset[int]
     old: tuple[int, ...]
     more_later: bool  # a version becomes deletable once its grace period has passed
+
+
+def deleted(m: Manifest) -> bool:
+    """Does ``m`` describe a deleted namespace (a folded truncation: no segment, no schema)?"""
+    return not m.segments and not (m.schema or {}).get("id_type")
 
 
 def plan_versions(
@@ -279,6 +288,8 @@ async def collect_garbage(
         return out
 
     # 2. Manifest versions: which are retained, and the segments they reference.
+    if deleted(latest):
+        retain_versions = 1
     version_time = await list_version_times(store, keys)
     versions = plan_versions(version_time, latest.version, now, grace_ms, retain_versions)
     referenced: set[str] = {s.id for s in latest.segments}

@@ -44,8 +44,9 @@ EngineFactory = Callable[[ObjectStore, Settings, Components | None], Engine]
 
 def _default_engine(store: ObjectStore, settings: Settings, components: Components | None) -> Engine:
     from lagoon.engine.database import Database
+    from lagoon.engine.ops.repair import repair_for_delete
 
-    return Database(store, settings, components)
+    return Database(store, settings, components, repair=repair_for_delete(settings, components))
 
 
 def _open_store(settings: Settings, registry: CollectorRegistry) -> ObjectStore:

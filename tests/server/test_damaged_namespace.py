@@ -6,8 +6,8 @@
   the SDK); the org's listing names it, flagged ``"damaged": true`` (from the catalog once this node
   has met the damage; from the folders at once), and every other namespace keeps working;
 - every route over such a namespace, or one with a corrupt segment, answers something other than
-  a 5xx; admin DELETE of an unreadable namespace is a 409 that changes nothing in the bucket, and
-  deletes it once `lagoon repair` has run.
+  a 5xx; admin DELETE of an unreadable namespace deletes it without `lagoon repair` first (its
+  catalog entry goes at once; GC then removes its segments and WAL entries, damaged ones included).
 """
 
 from __future__ import annotations
@@ -19,9 +19,11 @@ from pathlib import Path
 import pytest
 from starlette.testclient import TestClient
 
-from lagoon.config import Settings
-from lagoon.engine.ops.repair import repair
+from lagoon.config import IndexerSettings, Settings
+from lagoon.engine.components import Components
+from lagoon.engine.gc import collect_garbage
 from lagoon.engine.scheduler import IndexerLoop
+from lagoon.format.keys import NamespaceKeys
 from lagoon.server import create_app
 from lagoon.storage.factory import open_store
 from tests.engine.damage import flipped
@@ -163,29 +165,41 @@ def test_no_route_answers_5xx_over_a_damaged_namespace(tmp_path: Path, damage: o
         assert c.post("/v2/namespaces/good/query", json={"rank_by": ["id", "asc"]}).status_code == 200
 
 
-def test_delete_of_an_unreadable_namespace_names_repair_changes_nothing_and_works_after_it(
-    tmp_path: Path,
+@pytest.mark.parametrize("damage", [garble_manifests, flip_segments], ids=["manifest", "segment"])
+def test_a_damaged_namespace_is_deleted_without_repair_first_and_gc_removes_its_data(
+    tmp_path: Path, damage: object
 ) -> None:
     seed(tmp_path, index=True)
-    garble_manifests(tmp_path)
-    before = bucket(tmp_path)
+    damage(tmp_path)  # type: ignore[operator]
     with TestClient(create_app(settings(tmp_path))) as c:
+        assert c.post("/v2/namespaces/bad/query", json={"rank_by": ["id", "asc"]}).status_code == 409
         r = c.delete("/v2/namespaces/bad")
-        assert r.status_code == 409, r.text
-        assert "cannot delete namespace 'bad'" in r.text and "lagoon repair" in r.text, r.text
-        assert r.headers["x-should-retry"] == "false"
-    assert bucket(tmp_path) == before
+        assert r.status_code == 200 and r.json() == {"status": "OK"}, r.text
+        assert c.post("/v2/namespaces/bad/query", json={"rank_by": ["id", "asc"]}).status_code == 404
+        assert c.get("/v1/namespaces/bad/metadata").status_code == 404
+        assert listing(c) == [{"id": "good"}]
+        assert c.post("/v2/namespaces/good/query", json={"rank_by": ["id", "asc"]}).json()["rows"] == [
+            {"id": 1}
+        ]
+    assert not (tmp_path / "_lagoon/catalog/default/ns/bad").exists()  # the catalog entry is gone
 
-    async def fix() -> None:
-        store = open_store(settings(tmp_path).storage)
+    gc_now = settings(tmp_path).model_copy(update={"indexer": IndexerSettings(gc_grace_secs=0.0)})
+
+    async def clean() -> None:  # a worker folds the delete; GC (grace 0 here) removes what it held
+        store = open_store(gc_now.storage)
         try:
-            await repair(store, orgs=["default"], namespace="bad", dry_run=False)
+            await IndexerLoop(store, gc_now).run_once(force=True)
+            for _ in range(3):
+                await collect_garbage(store, NamespaceKeys.of("default", "bad"), gc_now, Components())
         finally:
             await store.close()
 
-    asyncio.run(fix())
-    with TestClient(create_app(settings(tmp_path))) as c:
-        r = c.delete("/v2/namespaces/bad")
-        assert r.status_code == 200, r.text
-        assert c.post("/v2/namespaces/bad/query", json={"rank_by": ["id", "asc"]}).status_code == 404
-        assert listing(c) == [{"id": "good"}]
+    asyncio.run(clean())
+    left = sorted(k.removeprefix("default/bad/") for k in bucket(tmp_path) if k.startswith("default/bad/"))
+    assert left and all(k.startswith("manifest/") for k in left), left  # no segment, no WAL entry
+    with TestClient(create_app(settings(tmp_path))) as c:  # the name can be used again
+        assert c.post("/v2/namespaces/bad", json={"upsert_rows": [{"id": 7}]}).status_code == 200
+        assert c.post("/v2/namespaces/bad/query", json={"rank_by": ["id", "asc"]}).json()["rows"] == [
+            {"id": 7}
+        ]
+        assert listing(c) == [{"id": "bad"}, {"id": "good"}]

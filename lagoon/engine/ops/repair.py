@@ -1753,6 +1753,27 @@ async def list_namespace_dirs(store: ObjectStore, org: str) -> list[str]:
     return [n for n in names if NAMESPACE_RE.fullmatch(n) and n not in (".", "..")]
 
 
+def repair_for_delete(
+    settings: Settings, components: Components | None = None
+) -> Callable[[ObjectStore, str, str], Awaitable[int]]:
+    """What ``Database(repair=...)`` runs before deleting a namespace whose manifest chain cannot
+    be read: ``check_namespace`` with fixes, as ``lagoon repair --namespace`` does; returns the
+    number of findings."""
+
+    async def run(store: ObjectStore, org: str, namespace: str) -> int:
+        report = await check_namespace(
+            store,
+            org,
+            namespace,
+            dry_run=False,
+            grace_secs=settings.indexer.gc_grace_secs,
+            components=components,
+        )
+        return len(report.findings)
+
+    return run
+
+
 async def repair(
     store: ObjectStore,
     *,
@@ -1833,5 +1854,6 @@ __all__ = [
     "list_orgs",
     "rebuild_in_memory",
     "repair",
+    "repair_for_delete",
     "tail_in_memory",
 ]
