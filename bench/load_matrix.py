@@ -196,8 +196,15 @@ class Server:
 
 
 def start_server(
-    root: Path, kind: str, processes: int | None, indexer: bool, extra: list[str], log: Path
+    root: Path,
+    kind: str,
+    processes: int | None,
+    indexer: bool,
+    extra: list[str],
+    log: Path,
+    repo: Path = REPO,
 ) -> Server:
+    """``repo``: the checkout whose server runs (another worktree, to compare two builds)."""
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("LAGOON_")}
     env.update(
@@ -205,9 +212,9 @@ def start_server(
         LAGOON_STORAGE__ROOT=str(root / "store"),
         LAGOON_CACHE__DIR=str(root / "cache"),
         LAGOON_OBSERVABILITY__LOG_LEVEL="warning",
-        PYTHONPATH=str(REPO),
+        PYTHONPATH=str(repo),
     )
-    bindir = REPO / ".venv" / "bin"
+    bindir = repo / ".venv" / "bin"
     if kind == "lagoon":
         cmd = [str(bindir / "lagoon-server"), "--listen", f"127.0.0.1:{port}"]
         cmd.append("--embedded-indexer" if indexer else "--no-embedded-indexer")
@@ -234,7 +241,7 @@ def start_server(
     else:
         raise SystemExit(f"unknown --server {kind!r}")
     with open(log, "ab") as out:
-        proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=out, cwd=REPO)
+        proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=out, cwd=repo)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:

@@ -14,7 +14,8 @@ load generator; install it with ``bench/setup``) with W keep-alive connections, 
 
 It prints docs/s, ack latency p50/p99 (wrk's, so HTTP and queueing included), the WAL entries
 the run created and the requests per entry (group commit: every entry is one PUT of one group;
-its ``requests`` field says how many requests it holds), the server's CPU seconds per request and
+its ``requests`` field says how many requests it holds), how often consecutive entries were
+committed by different serving processes (writer switches), the server's CPU seconds per request and
 docs per server CPU-second (the figure that holds up on a shared machine). ``--spy DIR`` also
 records the serving processes with py-spy during each run and prints the CPU per request by stage
 of the write path (``bench/write_profile.py``).
@@ -26,6 +27,7 @@ writers on one namespace for a fixed time and reports docs/s, ack p50/p99 and ob
 requests per commit. ``--profile FILE`` writes a cProfile of the W-writer cases (``pstats`` reads it).
 
     .venv/bin/python bench/write_bench.py --http [--seconds 10] [--writers 8] [--formats json,base64] [--spy DIR]
+        [--compare OTHER_WORKTREE --rounds 2]
     .venv/bin/python bench/write_bench.py --engine [--backends fs,seaweedfs] [--rtt-ms 0] [--profile write.prof]
 """
 
@@ -35,6 +37,7 @@ import argparse
 import asyncio
 import base64
 import contextlib
+import itertools
 import os
 import statistics
 import sys
@@ -89,16 +92,48 @@ def make_body(fmt: str, start: int, rows: int, rng: np.random.Generator) -> dict
 # --- over HTTP -----------------------------------------------------------------------------------
 
 
-def wal_entries(store_root: Path, namespace: str) -> tuple[int, int, int]:
-    """(entries, requests they hold, bytes) of the namespace's WAL in an fs store."""
+def wal_entries(store_root: Path, namespace: str) -> tuple[int, int, int, list[tuple[int, str]]]:
+    """(entries, requests they hold, bytes, (seq, writer) of each) of the namespace's WAL in an
+    fs store. An entry's ``writer`` names the serving process that committed it."""
     entries = requests = size = 0
+    writers = []
     for path in store_root.glob(f"**/{namespace}/wal/*.wal"):
         data = path.read_bytes()
         entry = decode_entry(data)
         entries += 1
         requests += entry.requests
         size += len(data)
-    return entries, requests, size
+        writers.append((entry.seq, entry.writer))
+    return entries, requests, size, sorted(writers)
+
+
+def writer_switches(before: list[tuple[int, str]], after: list[tuple[int, str]]) -> int:
+    """Consecutive new WAL entries committed by different serving processes: the commit moved
+    from one process to another (a commit turn switch)."""
+    seen = {seq for seq, _ in before}
+    new = [w for seq, w in after if seq not in seen]
+    return sum(a != b for a, b in itertools.pairwise(new))
+
+
+def cpu_by_pid(server: Server) -> dict[int, float]:
+    """CPU seconds so far of each process of the server's tree."""
+    tick = os.sysconf("SC_CLK_TCK")
+    out = {}
+    for pid in server.pids():
+        with contextlib.suppress(OSError), open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+            out[pid] = (int(fields[11]) + int(fields[12])) / tick
+    return out
+
+
+def routed_writes(server: Server) -> dict[str, float]:
+    """``lagoon_routed_writes_total`` by outcome (empty for a build without commit routing)."""
+    out: dict[str, float] = {}
+    for line in httpx.get(f"{server.url}/metrics", timeout=30).text.splitlines():
+        if line.startswith("lagoon_routed_writes_total{"):
+            outcome = line.split('outcome="', 1)[1].split('"', 1)[0]
+            out[outcome] = out.get(outcome, 0.0) + float(line.rsplit(" ", 1)[1])
+    return out
 
 
 def http_case(
@@ -117,10 +152,17 @@ def http_case(
     body_bytes = bodies.stat().st_size // POOL_BODIES
     before = wal_entries(root / "store", namespace)
     cpu_before = server.cpu_seconds()
+    cpu_before_pid = cpu_by_pid(server)
+    routed_before = routed_writes(server)
     trace = spy / f"{fmt}.txt" if spy else None
     sampler = write_profile.record(server.proc.pid, seconds, trace) if trace else None
     result = run_wrk(server.url, f"/v2/namespaces/{namespace}", bodies, writers, seconds)
     cpu = server.cpu_seconds() - cpu_before
+    split = sorted(
+        (cpu_by_pid(server).get(pid, 0.0) - cpu_before_pid.get(pid, 0.0) for pid in cpu_before_pid),
+        reverse=True,
+    )
+    routed_after = routed_writes(server)
     if trace and sampler:
         sampler.wait()
         write_profile.print_breakdown(fmt, write_profile.breakdown(trace, cpu, result["requests"]))
@@ -138,6 +180,9 @@ def http_case(
         "ack_p50_ms": result["p50_us"] / 1000,
         "ack_p99_ms": result["p99_us"] / 1000,
         "wal_entries": entries,
+        "switches": writer_switches(before[3], after[3]),
+        "busiest_cpu_pct": 100 * (split[0] if split else 0.0) / seconds_run,
+        "routed": {k: routed_after.get(k, 0) - routed_before.get(k, 0) for k in routed_after},
         "requests_per_entry": held / max(entries, 1),
         "wal_bytes_per_entry": (after[2] - before[2]) / max(entries, 1),
         "server_cpu_pct": 100 * cpu / seconds_run,
@@ -149,40 +194,58 @@ def http_case(
 
 def run_http(args: argparse.Namespace) -> None:
     rows = []
+    builds = [("this", REPO)] + ([("other", args.compare)] if args.compare else [])
+    for round_ in range(args.rounds):
+        for label, repo in builds if round_ % 2 == 0 else builds[::-1]:
+            rows += http_build(args, label, repo)
+    print(
+        f"\n{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}, wrk {args.seconds:g} s per format"
+        + (f"; this = {REPO}, other = {args.compare}" if args.compare else "")
+    )
+    print(
+        "| build | body | KiB | writers | docs/s | ack p50 ms | ack p99 ms | p99/p50 | requests/WAL entry "
+        "| writer switches | server CPU % | busiest process CPU % | docs per server CPU-s "
+        "| server CPU ms per request | load |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        print(
+            f"| {r['build']} | {r['format']} | {r['body_bytes'] // 1024} | {r['writers']} | {r['docs_per_s']:,.0f} | "
+            f"{r['ack_p50_ms']:.1f} | {r['ack_p99_ms']:.1f} | {r['ack_p99_ms'] / max(r['ack_p50_ms'], 1e-9):.1f} | "
+            f"{r['requests_per_entry']:.1f} | {r['switches']} | {r['server_cpu_pct']:.0f} | {r['busiest_cpu_pct']:.0f} | "
+            f"{r['docs_per_cpu_s']:,.0f} | "
+            f"{r['cpu_ms_per_request']:.2f} | {r['load']:.1f} |"
+        )
+
+
+def http_build(args: argparse.Namespace, label: str, repo: Path) -> list[dict[str, Any]]:
+    """Every format against one server of the build in ``repo``."""
+    rows = []
     with tempfile.TemporaryDirectory(prefix="lagoon-write-bench-") as tmp:
         root = Path(tmp)
         extra = [] if args.processes is None else ["--set", f"server.processes={args.processes}"]
-        server = start_server(root, "lagoon", None, args.indexer, extra, root / "server.log")
+        server = start_server(root, "lagoon", None, args.indexer, extra, root / "server.log", repo=repo)
         try:
             for fmt in args.formats.split(","):
-                r = http_case(server, root, fmt, args.rows, args.writers, args.seconds, args.spy)
+                spy = None if args.spy is None else args.spy / label if args.compare else args.spy
+                if spy is not None:
+                    spy.mkdir(parents=True, exist_ok=True)
+                r = http_case(server, root, fmt, args.rows, args.writers, args.seconds, spy)
+                r["build"], r["load"] = label, os.getloadavg()[0]
                 rows.append(r)
                 print(
-                    f"{r['format']:15} {r['body_bytes'] // 1024:>4} KiB x{r['rows']} rows writers={r['writers']} "
+                    f"{label:5} {r['format']:15} {r['body_bytes'] // 1024:>4} KiB x{r['rows']} rows writers={r['writers']} "
                     f"docs/s={r['docs_per_s']:9.0f} ack p50={r['ack_p50_ms']:7.1f}ms p99={r['ack_p99_ms']:7.1f}ms "
                     f"(p99/p50 {r['ack_p99_ms'] / max(r['ack_p50_ms'], 1e-9):.1f}) "
-                    f"entries={r['wal_entries']} req/entry={r['requests_per_entry']:.1f} "
+                    f"entries={r['wal_entries']} req/entry={r['requests_per_entry']:.1f} switches={r['switches']} "
                     f"server CPU={r['server_cpu_pct']:.0f}% docs/CPU-s={r['docs_per_cpu_s']:.0f} "
-                    f"CPU/request={r['cpu_ms_per_request']:.2f}ms errors={r['errors']} {r['stderr']}",
+                    f"CPU/request={r['cpu_ms_per_request']:.2f}ms busiest process={r['busiest_cpu_pct']:.0f}% "
+                    f"routed={ {k: int(v) for k, v in r['routed'].items() if v} } errors={r['errors']} {r['stderr']}",
                     flush=True,
                 )
         finally:
             server.stop()
-    print(
-        f"\n{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}, wrk {args.seconds:g} s per format"
-    )
-    print(
-        "| body | KiB | writers | docs/s | ack p50 ms | ack p99 ms | p99/p50 | requests/WAL entry | server CPU % "
-        "| docs per server CPU-s | server CPU ms per request |"
-    )
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
-    for r in rows:
-        print(
-            f"| {r['format']} | {r['body_bytes'] // 1024} | {r['writers']} | {r['docs_per_s']:,.0f} | "
-            f"{r['ack_p50_ms']:.1f} | {r['ack_p99_ms']:.1f} | {r['ack_p99_ms'] / max(r['ack_p50_ms'], 1e-9):.1f} | "
-            f"{r['requests_per_entry']:.1f} | {r['server_cpu_pct']:.0f} | {r['docs_per_cpu_s']:,.0f} | "
-            f"{r['cpu_ms_per_request']:.2f} |"
-        )
+    return rows
 
 
 # --- in-process ----------------------------------------------------------------------------------
@@ -297,6 +360,15 @@ def main() -> None:
     ap.add_argument("--rows", type=int, default=100, help="documents per request")
     ap.add_argument("--formats", default=",".join(FORMATS), help=f"body formats among {', '.join(FORMATS)}")
     ap.add_argument("--processes", type=int, default=None, help="--http: server.processes (default: config)")
+    ap.add_argument(
+        "--compare",
+        type=Path,
+        default=None,
+        help="--http: also run the server of this checkout (a bootstrapped worktree), interleaved with this one",
+    )
+    ap.add_argument(
+        "--rounds", type=int, default=1, help="--http: rounds (builds alternate which goes first)"
+    )
     ap.add_argument(
         "--indexer", action="store_true", help="--http: with the embedded indexer (folds the WAL meanwhile)"
     )

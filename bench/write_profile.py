@@ -29,6 +29,7 @@ STAGES: list[tuple[str, tuple[str, ...]]] = [
     ("commit: fold into the tail", ("NamespaceState._append", "Tail.apply", "Tail._fold", "Tail.snapshot")),
     ("state refresh, other processes' entries", ("NamespaceState.refresh", "NamespaceState._probe")),
     ("commit: other", ("Committer._run", "Committer._commit")),
+    ("routing: hand-off to the owner", ("CommitRouter.", "_Link.", "lagoon/engine/routing.py")),
     ("engine write: other", ("Database.write",)),
     ("body reading", ("read_body", "Request.stream")),
     ("response", ("Response.__call__", "json_response", "send_wrapper")),

@@ -29,6 +29,10 @@ when a sweep no longer finds the namespace in the bucket:
 - ``lagoon_ann_recall{namespace}``            measured recall@k of sampled ANN queries (mean of a window)
 - ``lagoon_ann_recall_samples_total{namespace}`` ANN queries re-run exhaustively for it
 - ``lagoon_ann_recall_dropped_total``         samples skipped because the queue was full or failed
+- ``lagoon_routed_writes_total{outcome}``     writes a serving process handed to the namespace's
+  owning process (engine/routing.py): forwarded (acknowledged by the owner) | served (taken as
+  owner) | stale (validated again) | fallback (committed by the receiver: owner unreachable or
+  stopping) | unknown (the owner went away holding it: answered 503)
 """
 
 from __future__ import annotations
@@ -144,6 +148,7 @@ __all__ = [
     "INDEXING_LAG",
     "INDEX_BUILDS_TOTAL",
     "OUTCOMES",
+    "ROUTED_WRITES",
     "SEGMENT_COUNT",
     "WAL_TAIL_BYTES",
     "cache_reporter",
@@ -164,3 +169,12 @@ ANN_RECALL_SAMPLES = Counter(
 ANN_RECALL_DROPPED = Counter(
     "lagoon_ann_recall_dropped", "Recall samples dropped (queue full or the measurement failed)."
 )
+
+ROUTED_OUTCOMES = ("forwarded", "served", "stale", "fallback", "unknown")
+ROUTED_WRITES = Counter(
+    "lagoon_routed_writes_total",
+    "Writes handed between a node's serving processes to the namespace's owner, by outcome.",
+    ["outcome"],
+)
+for _outcome in ROUTED_OUTCOMES:
+    ROUTED_WRITES.labels(outcome=_outcome)

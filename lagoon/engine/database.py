@@ -32,11 +32,12 @@ from lagoon.engine.indexer import store_time_ms
 from lagoon.engine.nodelock import NodeCommitLocks
 from lagoon.engine.queue import Enqueuer, IndexingQueue
 from lagoon.engine.recall_monitor import RecallMonitor
+from lagoon.engine.routing import CommitRouter, Fallback, Stale
 from lagoon.engine.segment_handle import SegmentHandle, in_use
 from lagoon.engine.segment_io import SegmentIO, resolve_cache_dir
 from lagoon.engine.state import NamespaceState
 from lagoon.engine.tail import SegmentLike, Snapshot
-from lagoon.engine.writer import Committer, Op, copying
+from lagoon.engine.writer import COMMIT_WATCH, Committer, Op, SchemaMoved, copying
 from lagoon.errors import DataCorruption, InvalidRequest, NamespaceDamaged, NotFound, TooManyRequests
 from lagoon.format.keys import (
     DEFAULT_ORG,
@@ -60,7 +61,7 @@ from lagoon.schema import Schema
 from lagoon.storage.base import ObjectStore, StorageError
 from lagoon.tracing import tracer
 from lagoon.wire.query import MultiQueryRequest, QueryRequest, parse_request
-from lagoon.wire.write import embeds, parse_write
+from lagoon.wire.write import ValidatedWrite, embeds, parse_write
 
 log = logging.getLogger("lagoon.engine")
 
@@ -68,6 +69,9 @@ NamespaceRepair = Callable[[ObjectStore, str, str], Awaitable[int]]
 """Repair ``(store, org, namespace)`` in place; returns the number of findings."""
 
 _LIST_PARALLELISM = 16
+MAX_STALE_ROUNDS = 3
+"""A routed write validated again this often (the owner's schema kept changing) is committed by
+the process that received it."""
 
 
 @dataclass
@@ -79,6 +83,9 @@ class NamespaceHandle:
     writes_in_flight: int = 0
     # its tail's unindexed bytes as last counted in ``Database._tails``
     tail_bytes: int = 0
+    # (WAL head, schema) the namespace's owning process last reported (engine/routing.py): the
+    # schema writes are validated against while it is newer than this process's own view
+    route_schema: tuple[int, Schema] | None = None
 
 
 def _traced_execute(req: QueryRequest | MultiQueryRequest, src: DocSource) -> dict[str, Any]:
@@ -111,6 +118,8 @@ class Database:
         self._closed = False
         # the serving processes of one node commit a namespace in turn (engine/nodelock.py)
         self.turns: NodeCommitLocks | None = None
+        # ... and hand each namespace's validated writes to the one that owns it (engine/routing.py)
+        self.router: CommitRouter | None = None
         server = settings.server
         self.executor = QueryExecutor(
             server.query_threads, server.query_threads_per_org, server.max_queued_queries
@@ -219,6 +228,8 @@ class Database:
         self._closed = True
         # (first, off the loop: a sample being measured unpins its segments on the loop)
         await asyncio.to_thread(self.recall.close)
+        if self.router is not None:  # writes forwarded to this process are committed and answered
+            await self.router.close()
         await self.copies.close()
         await asyncio.gather(*(h.committer.drain() for h in self._handles.values()))
         self.executor.close()
@@ -256,14 +267,11 @@ class Database:
         if copying(h.state.current().settings):  # a dead copy is removed before the write is refused
             await self.copies.settle_destination(org, namespace, h.state.current().settings)
         await self._check_backpressure(h)
-        schema = h.state.current().schema
+        schema = self._write_schema(h)
         offload = offload or embeds(body, schema)  # the embedding model runs while validating
-        req = await asyncio.to_thread(parse_write, body, schema) if offload else parse_write(body, schema)
-        if req.encryption is not None and req.encryption.get("mode") == "customer-managed":
-            self._check_cmek(req.encryption["key_name"])
-        op = Op(kind="write", body=body, request=req, parsed_against=schema)
+        op = await self._validated(body, schema, offload)
         creates = op.request is not None and bool(op.request.upserts or op.request.create_namespace)
-        creates = creates and not h.state.current().exists
+        creates = creates and schema.id_type is None
         if creates:
             await self.catalog.before_create(
                 org,
@@ -271,13 +279,94 @@ class Database:
                 limit=self.settings.limits.max_namespaces,
                 count_existing=lambda: self._count_namespaces(org, namespace),
             )
-        result = await h.committer.submit(op)
+        result = await self._submit_write(h, org, namespace, op, offload)
         if creates:
             await self.catalog.after_create(org, namespace)
         result.setdefault("performance", {})["server_total_ms"] = round(
             (time.perf_counter() - started) * 1000
         )
         return result
+
+    async def _validated(self, body: Any, schema: Schema, offload: bool) -> Op:
+        req = await asyncio.to_thread(parse_write, body, schema) if offload else parse_write(body, schema)
+        if req.encryption is not None and req.encryption.get("mode") == "customer-managed":
+            self._check_cmek(req.encryption["key_name"])
+        return Op(kind="write", body=body, request=req, parsed_against=schema)
+
+    def _write_schema(self, h: NamespaceHandle) -> Schema:
+        """The schema a write is validated against: this process's view, or what the namespace's
+        owning process last reported when that is newer (this process does not read the entries
+        the owner commits until a read needs them)."""
+        hint = h.route_schema
+        if hint is not None and hint[0] > h.state.head:
+            return hint[1]
+        return h.state.current().schema
+
+    async def _submit_write(
+        self, h: NamespaceHandle, org: str, namespace: str, op: Op, offload: bool
+    ) -> dict[str, Any]:
+        """Commit a validated write: through the namespace's owning process when another serving
+        process owns it (engine/routing.py), else (or when the owner does not take it) here."""
+        router = self.router
+        if router is None or router.owns(org, namespace):
+            return await h.committer.submit(op)
+        for _ in range(MAX_STALE_ROUNDS):
+            request, schema = op.request, op.parsed_against
+            assert request is not None and schema is not None
+            try:
+                result = await self._forward(router, org, namespace, request, schema)
+            except Fallback:
+                break
+            except Stale as e:  # the owner commits on another schema: validate against it
+                h.route_schema = (e.head, e.schema)
+                op = await self._validated(op.body, e.schema, offload)
+                continue
+            h.route_schema = (int(result.get("version", 0)), request.schema)
+            return result
+        return await h.committer.submit(op)
+
+    @staticmethod
+    async def _forward(
+        router: CommitRouter, org: str, namespace: str, request: ValidatedWrite, schema: Schema
+    ) -> dict[str, Any]:
+        """``router.forward``, carried on when the caller stops waiting (the owner may commit it
+        all the same), with the commit watch (audit) told of its acknowledgement."""
+        task = asyncio.ensure_future(router.forward(org, namespace, request, schema))
+        watch = COMMIT_WATCH.get()
+        if watch is not None:
+
+            def done(t: asyncio.Future[dict[str, Any]]) -> None:
+                if not t.cancelled() and t.exception() is None:
+                    watch(t.result())
+
+            task.add_done_callback(done)
+        return await asyncio.shield(task)
+
+    async def commit_forwarded(
+        self, org: str, namespace: str, request: ValidatedWrite, schema: Schema
+    ) -> dict[str, Any]:
+        """The owner's side of routing: commit a write another serving process validated against
+        ``schema``, in this process's group for the namespace."""
+        h = self.handle(org, namespace)
+        h.writes_in_flight += 1
+        try:
+            await h.state.ensure_loaded()
+            await self._check_backpressure(h)
+            current = h.state.current()
+            if current.schema != schema:
+                raise Stale(current.schema, current.head)
+            op = Op(kind="write", body=None, request=request, parsed_against=schema)
+            try:
+                return await h.committer.submit(op)
+            except SchemaMoved as e:
+                raise Stale(e.schema, e.head) from None
+        finally:
+            h.writes_in_flight -= 1
+            self._tail_grew(h)
+
+    async def start_routing(self, router: CommitRouter) -> None:
+        self.router = router
+        await router.start(self.commit_forwarded)
 
     async def _copy_now(
         self, org: str, namespace: str, body: dict[str, Any], started: float

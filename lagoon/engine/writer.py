@@ -74,9 +74,23 @@ def _token_matcher(table: pa.Table, schema: Schema) -> Any:
     return LiveDocs(schema, plain)._match_tokens
 
 
+class SchemaMoved(LagoonError):
+    """A write validated by another serving process against a schema other than the one it
+    would be applied under (``schema``, at WAL ``head``): it goes back to be validated again.
+    Never reaches a client (engine/routing.py)."""
+
+    status = 503
+
+    def __init__(self, schema: Schema, head: int) -> None:
+        super().__init__("the namespace's schema changed; validate the write again", retry_after=0.0)
+        self.schema = schema
+        self.head = head
+
+
 @dataclass
 class Op:
-    """One queued write: a parsed request, or a namespace-level operation."""
+    """One queued write: a parsed request, or a namespace-level operation. ``body`` is None for a
+    write validated in another serving process (it is never parsed again here)."""
 
     kind: str  # "write" | "truncate" | "settings"
     body: Any = None
@@ -321,6 +335,8 @@ class _Resolver:
             raise Forbidden("namespace is read-only; PATCH its metadata with read_only: false to write")
         req = op.request
         if req is None or op.parsed_against != self.schema:
+            if op.body is None:  # a write another serving process validated (engine/routing.py)
+                raise SchemaMoved(self.schema, self.snap.head)
             req = parse_write(op.body, self.schema)
         if not self.exists() and (req.create_namespace is False or not (req.upserts or req.create_namespace)):
             # Only a write that carries documents (or create_namespace: true) creates a namespace.
@@ -884,4 +900,4 @@ def make_write_op(body: Any, schema: Schema) -> Op:
     return Op(kind="write", body=body, request=req, parsed_against=schema)
 
 
-__all__ = ["Committer", "Op", "make_write_op"]
+__all__ = ["Committer", "Op", "SchemaMoved", "make_write_op"]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+import os
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
@@ -24,7 +25,7 @@ from starlette.routing import Match
 
 from lagoon.auth import KeyStore
 from lagoon.config import Settings
-from lagoon.engine import nodelock
+from lagoon.engine import nodelock, routing
 from lagoon.engine.components import Components
 from lagoon.engine.database import Database
 from lagoon.server.app_state import Engine, ServerState
@@ -118,6 +119,9 @@ def create_app(
         turns = nodelock.from_environment()  # set when this is one of several serving processes
         if turns is not None and isinstance(state.db, Database):
             state.db.turns = turns
+            router = routing.from_environment(os.environ.get(nodelock.NODE_DIR_ENV))
+            if router is not None:  # each namespace's writes are committed by one of them
+                await state.db.start_routing(router)
         state.draining = False
         indexer = None
         if settings.server.embedded_indexer:

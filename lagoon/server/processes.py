@@ -54,6 +54,7 @@ import uvicorn
 
 from lagoon.config import Settings
 from lagoon.engine.nodelock import NODE_DIR_ENV
+from lagoon.engine.routing import PROCESS_ENV
 from lagoon.logs import log_event
 from lagoon.server import DrainingServer, uvicorn_config
 from lagoon.server.app import create_app
@@ -140,6 +141,9 @@ class Supervisor:
         env = dict(os.environ)
         env[MULTIPROC_ENV] = self.metrics_dir
         env[NODE_DIR_ENV] = self.node_dir
+        env.pop(PROCESS_ENV, None)
+        if role.startswith("server-"):  # which serving process this is (engine/routing.py)
+            env[PROCESS_ENV] = f"{role.removeprefix('server-')}/{self.processes}"
         args = [sys.executable, "-m", "lagoon.server.processes", role, str(ready_w)]
         fds = [ready_w]
         if role != "indexer":
