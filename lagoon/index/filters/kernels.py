@@ -14,6 +14,7 @@ import regex as fuzzy_regex
 
 from lagoon.errors import InternalError
 from lagoon.index.cancel import checkpoint
+from lagoon.index.filters.bytesearch import search_bytes, supported
 from lagoon.index.filters.ops import Column, Mask
 from lagoon.schema import AttrType, id_arrow_type
 
@@ -203,13 +204,20 @@ def rows_intersect(x: Any, v: Any, n: int) -> Mask:
 
 def search_sorted(keys: pa.Array, wanted: pa.Array) -> np.ndarray:
     """int64 index of each ``wanted`` value in ``keys`` (ascending, of the same type; strings and
-    uuids bytewise), or -1 (also for a null): O(len(wanted) log len(keys)). Other types than
-    uint64 take one binary search for all values at once, log2(len(keys)) rounds of a take and a
+    uuids bytewise), or -1 (also for a null): O(len(wanted) log len(keys)). Strings, binaries and
+    uuids are searched by a compiled loop over the arrays' buffers (``bytesearch``); other types
+    take one binary search for all values at once, log2(len(keys)) rounds of a take and a
     comparison: a hash lookup (``pc.index_in``) would hash every key on each call."""
     n, k = len(keys), len(wanted)
     if n == 0 or k == 0:
         return np.full(k, -1, dtype=np.int64)
     valid = np.asarray(wanted.is_valid().to_numpy(zero_copy_only=False), dtype=bool)
+    if supported(keys.type) and keys.type == wanted.type and keys.null_count == 0:
+        if not wanted.null_count:
+            return search_bytes(keys, wanted)
+        out = np.full(k, -1, dtype=np.int64)
+        out[valid] = search_bytes(keys, wanted.filter(pa.array(valid)))
+        return out
     if pa.types.is_uint64(keys.type):
         sorted_keys = np.asarray(keys.to_numpy())
         q = np.asarray(wanted.fill_null(0).to_numpy(), dtype=np.uint64)
