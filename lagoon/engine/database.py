@@ -88,9 +88,11 @@ class NamespaceHandle:
     route_schema: tuple[int, Schema] | None = None
 
 
-def _traced_execute(req: QueryRequest | MultiQueryRequest, src: DocSource) -> dict[str, Any]:
+def _traced_execute(
+    req: QueryRequest | MultiQueryRequest, src: DocSource, max_returned_bytes: int = 0
+) -> dict[str, Any]:
     with tracer.start_as_current_span("lagoon.execute", attributes={"lagoon.documents": src.num_docs}):
-        return execute_query(req, src)
+        return execute_query(req, src, max_returned_bytes)
 
 
 class Database:
@@ -674,7 +676,7 @@ class Database:
                     with tracer.start_as_current_span("lagoon.plan"):
                         req = parse_request(body, snap.schema)
                         check_work(req, lambda attr: src.logical_bytes([attr]), limit)
-                    out = _traced_execute(req, src)
+                    out = _traced_execute(req, src, self.settings.limits.max_returned_bytes)
                     self.recall.offer(f"{org}/{namespace}", req, src, out, lease)  # maybe measured later
                     return out
 

@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from lagoon.errors import InternalError
+from lagoon.errors import InternalError, InvalidRequest
 from lagoon.index.fusion import rrf_fuse
 from lagoon.index.sources.protocol import DocSource, dense_scores
 from lagoon.index.vector.kernels import exact_dist, topk_smallest
@@ -65,6 +65,10 @@ from lagoon.wire.query import (
 )
 
 _DIST_BYTES = 8
+# rows are fetched in slices of this many when the rows a query returns are estimated above
+# _SLICED_FETCH_BYTES, so one query's rows stop at the budget, not after they are all in memory
+_FETCH_SLICE_ROWS = 1024
+_SLICED_FETCH_BYTES = 32 << 20
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,12 +84,31 @@ class _Stats:
     bytes_queried: int = 0
     bytes_returned: int = 0
     exhaustive: int = 0
+    max_returned: int = 0  # limits.max_returned_bytes over the whole request; 0 = no limit
+
+    def charge(self, nbytes: int, *, count: bool = True, about: bool = False) -> None:
+        """Count ``nbytes`` of returned rows, or refuse the request when they take it past the
+        budget (``count=False``: only check, e.g. an estimate before the rows are fetched)."""
+        total = self.bytes_returned + nbytes
+        if self.max_returned and total > self.max_returned:
+            raise InvalidRequest(
+                f"the query would return {'about' if about else 'at least'} {total:,} bytes of rows, more "
+                f"than the server's limit of {self.max_returned:,} (limits.max_returned_bytes); ask for fewer "
+                "rows (top_k, limit; a multi-query counts all its queries) or fewer attributes "
+                "(include_attributes, exclude_attributes)"
+            )
+        if count:
+            self.bytes_returned = total
 
 
-def execute_query(req: QueryRequest | MultiQueryRequest, live: DocSource) -> dict[str, Any]:
-    """Run a query or multi-query against one snapshot; returns the response body."""
+def execute_query(
+    req: QueryRequest | MultiQueryRequest, live: DocSource, max_returned_bytes: int = 0
+) -> dict[str, Any]:
+    """Run a query or multi-query against one snapshot; returns the response body.
+    ``max_returned_bytes``: the most logical bytes of rows (``billable_logical_bytes_returned``)
+    the request may return (0: no limit); past it the request is a 400."""
     start = time.perf_counter()
-    stats = _Stats()
+    stats = _Stats(max_returned=max_returned_bytes)
     body: dict[str, Any]
     if isinstance(req, MultiQueryRequest):
         body = _execute_multi(req, live, stats)
@@ -461,8 +484,9 @@ def build_rows(
     attrs = [(name, a) for name in include if (a := src.schema.get(name)) is not None]
     columns: list[tuple[str, list[Any]]] = []
     ids: list[Any]
+    dist_bytes = _DIST_BYTES * pos.size if ranked.dists is not None else 0
     if attrs:
-        table = src.fetch_rows(pos, include)
+        table = _fetch_returned(src, pos, include, stats)
         returned = int(table.nbytes)
         ids = [id_to_json(v) for v in table.column("id").to_pylist()]
         for name, a in attrs:
@@ -474,7 +498,7 @@ def build_rows(
             values.tolist() if isinstance(values, np.ndarray) else [id_to_json(v) for v in values.to_pylist()]
         )
     if stats is not None:
-        stats.bytes_returned += returned + (_DIST_BYTES * pos.size if ranked.dists is not None else 0)
+        stats.charge(returned + dist_bytes)
     rows: list[dict[str, Any]] = []
     dists = ranked.dists.tolist() if ranked.dists is not None else None
     for i, doc_id in enumerate(ids):
@@ -485,6 +509,28 @@ def build_rows(
             row[name] = values[i]
         rows.append(row)
     return rows
+
+
+def _fetch_returned(
+    src: DocSource, pos: np.ndarray, include: Sequence[str], stats: _Stats | None
+) -> pa.Table:
+    """The returned rows' columns. Under a byte budget the rows' size is estimated first from
+    the snapshot's average document (refused before any is read when that alone passes it), and
+    rows estimated large are fetched a slice at a time, each slice counted against the budget."""
+    if stats is None or not stats.max_returned:
+        return src.fetch_rows(pos, include)
+    estimate = src.logical_bytes(include) * pos.size // max(1, src.num_docs)
+    stats.charge(estimate, count=False, about=True)
+    if estimate <= _SLICED_FETCH_BYTES or pos.size <= _FETCH_SLICE_ROWS:
+        return src.fetch_rows(pos, include)
+    parts: list[pa.Table] = []
+    fetched = 0
+    for lo in range(0, pos.size, _FETCH_SLICE_ROWS):
+        part = src.fetch_rows(pos[lo : lo + _FETCH_SLICE_ROWS], include)
+        fetched += int(part.nbytes)
+        stats.charge(fetched, count=False)  # refused at the slice that passes the budget
+        parts.append(part)
+    return pa.concat_tables(parts)
 
 
 def column_json(col: pa.ChunkedArray, atype: AttrType, vector_encoding: str) -> list[Any]:

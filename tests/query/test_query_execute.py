@@ -562,3 +562,34 @@ def test_live_docs_shared_by_concurrent_queries() -> None:
     with ThreadPoolExecutor(8) as pool:
         shared = list(pool.map(lambda b: run(live, b)["rows"], bodies))
     assert shared == fresh
+
+
+def test_rows_fetched_in_slices_are_the_rows_fetched_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Under limits.max_returned_bytes, rows estimated large are read a slice at a time (so a
+    request past the budget stops at the slice that crosses it): the answer is the same rows."""
+    import lagoon.query.execute as ex
+
+    live = make_live(
+        {"s": attr("string"), "n": attr("int")},
+        [{"id": i, "s": "v" * (i // 10), "n": i * 3} for i in range(3000)],
+    )
+    body = {"rank_by": ["n", "desc"], "top_k": 2500, "include_attributes": True}
+    whole = execute_query(parse_request(body, live.schema), live)
+    monkeypatch.setattr(ex, "_SLICED_FETCH_BYTES", 0)
+    monkeypatch.setattr(ex, "_FETCH_SLICE_ROWS", 7)
+    sliced = execute_query(parse_request(body, live.schema), live, max_returned_bytes=10**9)
+    assert sliced["rows"] == whole["rows"] and len(sliced["rows"]) == 2500
+    # (each slice's string offsets buffer counts once more in the billed bytes)
+    returned = whole["billing"]["billable_logical_bytes_returned"]
+    assert returned <= sliced["billing"]["billable_logical_bytes_returned"] <= returned * 1.01
+    # a budget the average document's estimate fits and the rows as read (the top n hold the
+    # longest strings) do not: refused at the slice that crosses it
+    estimate = live.logical_bytes(["id", "s", "n"]) * 2500 // live.num_docs
+    budget = (estimate + returned) // 2
+    assert estimate < budget < returned
+    seen: list[int] = []
+    fetch = live.fetch_rows
+    monkeypatch.setattr(live, "fetch_rows", lambda pos, inc: seen.append(len(pos)) or fetch(pos, inc))
+    with pytest.raises(ex.InvalidRequest, match=r"limits\.max_returned_bytes"):
+        execute_query(parse_request(body, live.schema), live, max_returned_bytes=budget)
+    assert 0 < sum(seen) < 2500  # it stopped before reading every row

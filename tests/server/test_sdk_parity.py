@@ -52,3 +52,55 @@ def test_conditions_on_an_attribute_the_write_adds(tpuf: turbopuffer.Turbopuffer
     )
     assert res.patched_ids == []
     assert rows(ns) == {1: {"t": "a2", "v": 5}, 2: {"t": "b", "w": 10}, 3: {"t": "c", "v": 1}}
+
+
+RETURNED_LIMIT = 64 * 1024
+
+
+@pytest.fixture(scope="module")
+def small_responses(tmp_path_factory: pytest.TempPathFactory) -> Iterator[turbopuffer.Turbopuffer]:
+    """A server whose queries may return at most 64 KiB of rows (limits.max_returned_bytes)."""
+    root = tmp_path_factory.mktemp("returned")
+    server = LiveServer(
+        root / "data", root / "server.log", LAGOON_LIMITS__MAX_RETURNED_BYTES=str(RETURNED_LIMIT)
+    )
+    client = turbopuffer.Turbopuffer(api_key="x", base_url=server.url, max_retries=0)
+    yield client
+    client.close()
+    server.stop()
+
+
+def test_a_query_returning_more_than_the_byte_limit_is_a_400(
+    small_responses: turbopuffer.Turbopuffer, unique: str
+) -> None:
+    """One small request could make the node build a response of any size (16 queries x top_k
+    10,000 x documents up to 64 MiB): the rows a request returns are bounded by
+    limits.max_returned_bytes, refused with a 400 naming it, before the rows are read when the
+    namespace's average document predicts it."""
+    ns = small_responses.namespace(unique)
+    ns.write(upsert_rows=[{"id": i, "text": "x" * 1000} for i in range(200)])
+    # 20 rows x ~1 KB fit; 200 rows (~200 KB) do not; ids alone do
+    assert len(ns.query(rank_by=("id", "asc"), top_k=20, include_attributes=["text"]).rows) == 20
+    with pytest.raises(turbopuffer.BadRequestError) as e:
+        ns.query(rank_by=("id", "asc"), top_k=200, include_attributes=["text"])
+    assert "limits.max_returned_bytes" in str(e.value) and "top_k" in str(e.value)
+    assert [r.id for r in ns.query(rank_by=("id", "asc"), top_k=200).rows] == list(range(200))
+    # a multi-query counts all its queries: 4 x 30 rows pass the limit though each fits alone
+    one = {"rank_by": ("id", "asc"), "top_k": 30, "include_attributes": ["text"]}
+    assert len(ns.multi_query(queries=[one]).results[0].rows) == 30
+    with pytest.raises(turbopuffer.BadRequestError) as e:
+        ns.multi_query(queries=[one] * 4)
+    assert "limits.max_returned_bytes" in str(e.value)
+
+
+def test_one_large_document_among_small_ones_is_counted_as_it_is(
+    small_responses: turbopuffer.Turbopuffer, unique: str
+) -> None:
+    """The average predicts these rows fit; the rows as read do not (one holds 100 KB)."""
+    ns = small_responses.namespace(unique)
+    ns.write(upsert_rows=[{"id": i, "text": "y" * 10} for i in range(1000)])
+    ns.write(upsert_rows=[{"id": 1000, "text": "z" * 100_000}])
+    assert len(ns.query(rank_by=("id", "asc"), top_k=50, include_attributes=["text"]).rows) == 50
+    with pytest.raises(turbopuffer.BadRequestError) as e:
+        ns.query(rank_by=("id", "desc"), top_k=50, include_attributes=["text"])
+    assert "limits.max_returned_bytes" in str(e.value) and "at least" in str(e.value)
