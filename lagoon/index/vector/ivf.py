@@ -115,10 +115,14 @@ class VectorIndex:
         self.row_cluster[cord] = np.repeat(np.arange(k, dtype=np.intp), self.sizes)
         self.row_cluster.setflags(write=False)
         self.cord = cord
+        # The kernels' copy of ``cord``: int32 while rows fit (half the bytes a filtered probe
+        # reads per row to find its candidates: 0.40 against 0.44 ms for the 90k rows of a
+        # 10 % filter's 362 clusters at 1M vectors).
+        self.kernel_cord = cord.astype(np.int32) if n_rows <= np.iinfo(np.int32).max else cord
         self.row_to_c = row_to_c
         self.valid = row_to_c >= 0
         self.all_valid = m == n_rows
-        for a in (self.cord, self.row_to_c, self.valid, self.list_ptr, self.sizes):
+        for a in (self.cord, self.kernel_cord, self.row_to_c, self.valid, self.list_ptr, self.sizes):
             a.setflags(write=False)
 
     # ------------------------------------------------------------------------------------- loading
@@ -254,7 +258,8 @@ class VectorIndex:
     @property
     def nbytes(self) -> int:
         codes = 0 if self._codes is None else int(self._codes.codes.nbytes)
-        return int(self.cvec.nbytes + codes + self.cord.nbytes + self.row_to_c.nbytes + self.centroids.nbytes)
+        cords = self.cord.nbytes + (self.kernel_cord.nbytes if self.kernel_cord is not self.cord else 0)
+        return int(self.cvec.nbytes + codes + cords + self.row_to_c.nbytes + self.centroids.nbytes)
 
     def rows_matrix(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(float32 (len(rows), dims) with zeros where a row has no vector, bool valid)."""
@@ -424,8 +429,9 @@ class VectorIndex:
         seen: np.ndarray | None = None,
     ) -> np.ndarray:
         """Cluster-order indices of the best ``k`` candidates (kept by ``cand``) of the clusters
-        ``probe``, best first (f32 distances, ties by row). ``seen`` (int64[1]): unless ``dense``,
-        the candidates in the probed clusters are added to ``seen[0]``."""
+        ``probe``, best first (f32 distances, ties by row). ``seen`` (int64[3]): unless ``dense``,
+        the candidates in the probed clusters are added to ``seen[0]``; when ``dense``, the
+        candidate bits tested to ``seen[1]`` and those set to ``seen[2]`` (``CodePass.search``)."""
         probe = np.sort(probe)  # ascending cluster = ascending memory: sequential reads
         self._ensure(probe)
         if self._codes is not None and metric == self.metric:
@@ -435,9 +441,14 @@ class VectorIndex:
         starts = self.list_ptr[probe]
         idx = gather_runs(starts, self.list_ptr[probe + 1] - starts)
         if cand is not None:
+            tested = idx.shape[0]
             idx = idx[cand[self.cord[idx]]]
-            if seen is not None and not dense:
-                seen[0] += idx.shape[0]
+            if seen is not None:
+                if dense:  # every bit tested: the share is exact
+                    seen[1] += tested
+                    seen[2] += idx.shape[0]
+                else:
+                    seen[0] += idx.shape[0]
         return self.best_of(q, metric, k, idx)
 
     def _probe_quantized(
@@ -464,7 +475,7 @@ class VectorIndex:
             starts,
             self.list_ptr[probe + 1],
             width,
-            self.cord,
+            self.kernel_cord,
             bitmap,
             dense=dense,
             seen=seen,

@@ -74,6 +74,16 @@ def check_recall(n: int, nq: int) -> dict[str, float]:
     assert all(f.shape == (10,) for f in found)
     correlated = recall_at_k(found, truth)
     assert correlated >= 0.9, correlated
+    # the same with a dense mask (half the rows, on one side of a plane) and queries from deep on
+    # the other side: the probe scores every code and counts candidates from the bits it tests
+    proj = base @ direction
+    far = base[np.argsort(proj)[:30]]
+    for share in (0.5, 0.35):
+        side = proj >= np.quantile(proj, 1.0 - share)
+        truth = exact_topk(base, far, 10, side)
+        found = [src.vector_topk("v", q, "cosine_distance", 10, side, approximate=True)[0] for q in far]
+        assert all(f.shape == (10,) for f in found)
+        results[f"plane {share:.0%}"] = recall_at_k(found, truth)
     # a fixed nprobe is honoured (no widening): nprobe 1 finds less than the default
     one = [src.vector_topk("v", q, "cosine_distance", 10, None, approximate=True, nprobe=1)[0] for q in qs]
     assert recall_at_k(one, exact_topk(base, qs, 10)) < results["all"]

@@ -5,6 +5,8 @@ documented score."""
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 
@@ -55,13 +57,39 @@ def test_runs_keep_the_best_codes(metric: str, share: float | None) -> None:
         bitmap = np.packbits(keep, bitorder="little")
         pos = pos[keep[cord[pos]]]
     scores = _scores(cp, q)
-    for width in (1, 7, 64):
-        for dense in (False, True):
-            seen = np.zeros(1, np.int64)
-            got = cp.search(q, starts, ends, width, cord, bitmap, dense=dense, seen=seen)
-            assert {int(j) for j in got} == _best(scores, pos, width)
-            if bitmap is not None and not dense:  # a sparse mask counts its candidates exactly
-                assert int(seen[0]) == pos.shape[0]
+    for width, dense, cord_type in itertools.product((1, 7, 64), (False, True), (np.int64, np.int32)):
+        seen = np.zeros(3, np.int64)
+        got = cp.search(q, starts, ends, width, cord.astype(cord_type), bitmap, dense=dense, seen=seen)
+        assert {int(j) for j in got} == _best(scores, pos, width)
+        if bitmap is not None and not dense:  # a sparse mask counts its candidates exactly
+            assert seen.tolist() == [pos.shape[0], 0, 0]
+        elif bitmap is not None:  # a dense one: the bits it tested, those set (each kept code)
+            assert seen[0] == 0 and int((ends - starts).sum()) >= seen[1] >= seen[2] >= len(got)
+            assert seen[2] <= pos.shape[0]
+
+
+@pytest.mark.parametrize("share", [0.5, 0.9])
+def test_sparse_picks_past_one_chunk_keep_the_best_codes(share: float) -> None:
+    """A sparse mask's candidates are picked run after run into one buffer and scored a chunk
+    (``_CHUNK``) at a time: runs whose candidates fill several chunks give the same best codes
+    and the exact count."""
+    rng = np.random.default_rng(11)
+    n, dims = 30_000, 8
+    x = rng.standard_normal((n, dims)).astype(np.float32)
+    cp = CodePass(n, dims, "euclidean_squared", x.min(axis=0), x.max(axis=0))
+    cp.add(0, x)
+    q = rng.standard_normal(dims).astype(np.float32)
+    cord = rng.permutation(n).astype(np.int32)
+    bounds = np.sort(rng.choice(np.arange(1, n), 120, replace=False))
+    starts, ends = np.concatenate([[0], bounds[:-1]]), bounds  # 120 runs, the last rows left out
+    keep = rng.random(n) < share
+    pos = np.concatenate([np.arange(s, e) for s, e in zip(starts, ends, strict=True)])
+    pos = pos[keep[cord[pos]]]
+    assert pos.shape[0] > 3 * 4096
+    seen = np.zeros(3, np.int64)
+    got = cp.search(q, starts, ends, 50, cord, np.packbits(keep, bitorder="little"), seen=seen)
+    assert {int(j) for j in got} == _best(_scores(cp, q), pos, 50)
+    assert seen.tolist() == [pos.shape[0], 0, 0]
 
 
 @pytest.mark.parametrize("metric", ["cosine_distance", "euclidean_squared"])
