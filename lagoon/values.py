@@ -46,11 +46,38 @@ def decode_base64_vector(text: str, *, where: str) -> np.ndarray:
 I8_MIN, I8_MAX = -128, 127
 
 
+class DecodedVector:
+    """A JSON number array of a write body that the request decoder (``server/body.py``) turned
+    straight into float64 numbers, without a Python float per element: it stands for the list
+    the body held there. Only flat arrays of JSON numbers become one (no bool, null, string or
+    nested array), each number correctly rounded to float64 as orjson does. Code that needs the
+    list itself (an attribute that is not a dense vector, an error message) calls ``as_list``,
+    which gives exactly the list orjson would have built (ints stay ints)."""
+
+    __slots__ = ("_as_list", "values")
+
+    def __init__(self, values: np.ndarray, as_list: Callable[[], list[Any]]) -> None:
+        self.values = values
+        self._as_list = as_list
+
+    def __len__(self) -> int:
+        return int(self.values.shape[0])
+
+    def as_list(self) -> list[Any]:
+        return self._as_list()
+
+    def __repr__(self) -> str:
+        return repr(self.as_list())
+
+
 def coerce_vector(value: Any, atype: AttrType, *, where: str, query: bool = False) -> np.ndarray:
     """A vector value -> float32 (dims and finiteness checked). A stored ``[N]i8`` value must hold
     integers from -128 to 127; a query vector (``query``) may hold any numbers."""
     if isinstance(value, str):
         arr = decode_base64_vector(value, where=where)
+    elif isinstance(value, DecodedVector):  # numbers only, as float64: as np.asarray rounds them
+        with np.errstate(over="ignore"):
+            arr = value.values.astype(np.float32)
     elif isinstance(value, list | tuple):
         if not all(isinstance(x, int | float) and not isinstance(x, bool) for x in value):
             raise InvalidRequest(f"{where}: vector elements must be numbers")
@@ -109,7 +136,12 @@ def _vectors_at_once(present: list[Any], atype: AttrType) -> np.ndarray | None:
     kinds = set(map(type, present))
     if not present:
         return np.zeros((0, dims), dtype=np.float32)
-    if kinds == {list}:
+    if kinds == {DecodedVector}:
+        if set(map(len, present)) != {dims}:
+            return None
+        with np.errstate(over="ignore"):  # beyond float32: infinity, refused below
+            arr = np.stack([v.values for v in present]).astype(np.float32)
+    elif kinds == {list}:
         if set(map(len, present)) != {dims}:
             return None
         try:
@@ -447,7 +479,7 @@ def infer_type(name: str, value: Any) -> AttrType | None:
         return None
     if name == "vector":
         dims = None
-        if isinstance(value, list):
+        if isinstance(value, list | DecodedVector):
             dims = len(value)
         elif isinstance(value, str):
             dims = len(decode_base64_vector(value, where=name))

@@ -37,7 +37,7 @@ from lagoon.index.cancel import Budget, budget_scope
 from lagoon.logs import log_event
 from lagoon.server.app_state import Engine, ServerState
 from lagoon.server.audit import MutationAudit, counts
-from lagoon.server.body import parse_json_object
+from lagoon.server.body import parse_json_object, parse_write_body
 from lagoon.server.errors import JSON, error_body
 from lagoon.server.metrics import CONTENT_TYPE, query_kind
 from lagoon.server.middleware import RequestContext, context, read_body, run_with_deadline
@@ -189,13 +189,16 @@ def _value_count(name: str, value: Any) -> int:
     return len(value) + 1 if isinstance(value, list) and name != "vector" else 1
 
 
-async def json_object(request: Request) -> tuple[dict[str, Any], int]:
+BodyParser = Callable[[bytes], dict[str, Any]]
+
+
+async def json_object(request: Request, parse: BodyParser = parse_json_object) -> tuple[dict[str, Any], int]:
     """The request body as a JSON object (empty body = ``{}``) and its decoded size."""
     state = server_state(request)
     raw = await read_body(request, state.settings.server.max_body_bytes)
     if len(raw) > LARGE_BODY_BYTES:
-        return await asyncio.to_thread(parse_json_object, raw), len(raw)
-    return parse_json_object(raw), len(raw)
+        return await asyncio.to_thread(parse, raw), len(raw)
+    return parse(raw), len(raw)
 
 
 COPY_GOES_ON = (
@@ -310,14 +313,15 @@ NamespaceHandler = Callable[[NamespaceRequest], Awaitable[Response]]
 
 
 def namespace_route(
-    role: Role, action: str, *, body: bool = False
+    role: Role, action: str, *, body: bool = False, parse: BodyParser = parse_json_object
 ) -> Callable[[NamespaceHandler], Callable[[Request], Awaitable[Response]]]:
     """Make ``handler`` a Starlette endpoint that runs the preamble first: ``role`` is what the
-    caller needs for ``action`` (named in the 403), ``body`` whether the route reads one."""
+    caller needs for ``action`` (named in the 403), ``body`` whether the route reads one,
+    ``parse`` how (the write route's decoder keeps vectors as arrays: ``parse_write_body``)."""
 
     def wrap(handler: NamespaceHandler) -> Callable[[Request], Awaitable[Response]]:
         async def endpoint(request: Request) -> Response:
-            return await handler(await _namespace_request(request, role, action, body=body))
+            return await handler(await _namespace_request(request, role, action, body=body, parse=parse))
 
         endpoint.__name__, endpoint.__doc__ = handler.__name__, handler.__doc__
         return endpoint
@@ -325,17 +329,19 @@ def namespace_route(
     return wrap
 
 
-async def _namespace_request(request: Request, role: Role, action: str, *, body: bool) -> NamespaceRequest:
+async def _namespace_request(
+    request: Request, role: Role, action: str, *, body: bool, parse: BodyParser
+) -> NamespaceRequest:
     principal = authorize(request, role, action, namespace=request.path_params.get("ns"))
     ns = namespace_param(request)
-    parsed, size = await json_object(request) if body else ({}, 0)
+    parsed, size = await json_object(request, parse) if body else ({}, 0)
     return NamespaceRequest(request, server_state(request), context(request), principal, ns, parsed, size)
 
 
 # --- namespaces: data ------------------------------------------------------------------------
 
 
-@namespace_route("writer", "writing documents", body=True)
+@namespace_route("writer", "writing documents", body=True, parse=parse_write_body)
 async def write(req: NamespaceRequest) -> Response:
     body = req.body
     if has_drops(body.get("schema")):

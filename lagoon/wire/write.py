@@ -39,6 +39,7 @@ from lagoon.schema import (
 )
 from lagoon.values import (
     U64_MAX,
+    DecodedVector,
     Id,
     canonical_from_arrow,
     coerce_column,
@@ -217,6 +218,18 @@ def _upsert_columns(body: dict[str, Any]) -> _RawColumns:
     if not raws:
         return _RawColumns([], {}, {}, str)
     return raws[0] if len(raws) == 1 else _concat_raw(raws[0], raws[1])
+
+
+def _lists_unless_vector(raw: _RawColumns, schema: Schema) -> None:
+    """The request decoder hands ``vector`` number arrays over as ``DecodedVector`` (float64, no
+    Python float per element). They stay so for a dense vector attribute, and for a ``vector``
+    not typed yet (inference reads a vector from them as from the list); an attribute of any
+    other type gets the lists back, exactly as the body held them."""
+    values = raw.values.get("vector")
+    attr = schema.attributes.get("vector")
+    if values is None or attr is None or attr.type.is_vector:
+        return
+    raw.values["vector"] = [v.as_list() if isinstance(v, DecodedVector) else v for v in values]
 
 
 def _column_length(cols: Any, where: str) -> int:
@@ -590,6 +603,7 @@ def parse_write(body: Any, schema: Schema) -> ValidatedWrite:
         new_schema = replace(new_schema, distance_metric=metric)
 
     raw = _upsert_columns(body)
+    _lists_unless_vector(raw, new_schema)
     patch_docs = _rows(body, "patch_rows", "patch_columns")
 
     id_type = new_schema.id_type
