@@ -1,4 +1,4 @@
-"""Parsing the JSON vectors of a write request: today's path against C text-to-float routines.
+"""Parsing the JSON vectors of a write request: orjson, the write route's simdjson decoder, C routines.
 
 A 100-row JSON upsert of 128-d vectors spends most of its decode building 12,800 Python floats
 (orjson), then checking and packing them into float32 (``values.coerce_vectors``). The idea
@@ -30,6 +30,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
 
 from lagoon.schema import AttrType
+from lagoon.server.body import parse_write_body
 from lagoon.values import coerce_vectors
 
 EDGE_TOKENS = [
@@ -113,8 +114,18 @@ def msgspec_typed(texts: list[bytes], dims: int) -> np.ndarray:
     return np.asarray(rows, dtype=np.float32)
 
 
+def write_decoder(texts: list[bytes], dims: int) -> np.ndarray:
+    """The write route's decoder (``server/body.py: parse_write_body``: simdjson straight to
+    float64, ``DecodedVector``), then ``coerce_vectors`` as the write path does."""
+    body = parse_write_body(b'{"upsert_columns":{"vector":[' + b",".join(texts) + b"]}}")
+    return coerce_vectors(
+        body["upsert_columns"]["vector"], AttrType("vector", dims=dims, dtype="f32"), where=str
+    )[0]
+
+
 ROUTINES: dict[str, Callable[[list[bytes], int], np.ndarray]] = {
-    "today: orjson + coerce_vectors": today,
+    "orjson + coerce_vectors (before)": today,
+    "parse_write_body + coerce_vectors": write_decoder,
     "msgspec list[list[float]] + numpy": msgspec_typed,
     "pyarrow string->float64 cast": arrow_cast,
     "pyarrow.csv float64 column": arrow_csv,
