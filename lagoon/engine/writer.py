@@ -531,6 +531,39 @@ def _scatter(values: pa.Array, rows: list[int], n: int) -> pa.Array:
     return values.take(pa.array(index, mask=index < 0))
 
 
+INLINE_GROUP_ROWS = 4096
+"""A group of plain upserts of at most this many rows is resolved and encoded on the event loop
+(``_plain_upserts``): it reads nothing of the snapshot and costs about a millisecond per 1,000
+rows, all of it under the interpreter lock, so the worker thread's hop (~80 us of CPU and two
+wake-ups per group) bought nothing."""
+
+
+def _plain_upserts(group: list[Op], schema: Schema) -> bool:
+    """Whether ``group`` is only upserts validated against ``schema`` that change nothing else
+    (no condition, patch, delete, schema or settings change) and hold at most
+    ``INLINE_GROUP_ROWS`` rows: resolving it reads no segment and runs no filter."""
+    rows = 0
+    for op in group:
+        req = op.request
+        if (
+            op.kind != "write"
+            or req is None
+            or op.parsed_against is not schema
+            or op.expect is not None
+            or op.settings
+            or req.schema_changed
+            or req.patches
+            or req.deletes
+            or req.delete_by_filter is not None
+            or req.patch_by_filter is not None
+            or req.upsert_condition is not None
+            or req.encryption is not None
+        ):
+            return False
+        rows += len(req.upserts)
+    return rows <= INLINE_GROUP_ROWS
+
+
 @dataclass
 class _Prepared:
     """A group resolved against a snapshot: the requests that apply (with their outcomes), those
@@ -685,6 +718,8 @@ class Committer:
         a few such commits at once would hold every one of them and wait forever."""
         stamp = (self.components.nonce(), self.components.clock.now_ms())
         max_work = int(self.state.settings.limits.max_query_work)
+        if _plain_upserts(group, snap.schema):
+            return self._prepare(snap, group, stamp, max_work)
         async with in_use(snap.segments):
             return await asyncio.to_thread(self._prepare, snap, group, stamp, max_work)
 
