@@ -22,7 +22,7 @@ REPO = Path(__file__).resolve().parents[1]
 PY_SPY = REPO / ".venv" / "bin" / "py-spy"
 
 STAGES: list[tuple[str, tuple[str, ...]]] = [
-    ("JSON decode", ("parse_json",)),
+    ("JSON decode", ("parse_json", "parse_write_body")),
     ("validation (parse_write)", ("parse_write",)),
     ("commit: WAL PUT", ("FsStore._put_sync", "FsStore.put", "Committer._put")),
     ("commit: resolve, seal, encode", ("Committer._prepare",)),
