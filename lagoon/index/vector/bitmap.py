@@ -3,9 +3,12 @@
 Filters reach a segment's vector index as a bool mask over its rows. The probes test a row's bit
 (lagoon/index/vector/quantized.py), and a small candidate set is scanned exactly from its list of
 rows: a packed bitmap (one bit per row, little-endian bit order as ``np.packbits(...,
-bitorder="little")``) serves both. ``pack`` reads the mask once, eight rows per 64-bit word, and
-counts it on the way (the planner's candidate share): at 1M rows that one pass replaces
-``np.count_nonzero`` plus ``np.packbits`` (two passes over 1 MB), and ``rows`` lists the set bits
+bitorder="little")``) serves both. ``pack`` reads the mask once, 32 rows per compare-and-movemask
+(``_movemask32``; the words are stored little-endian, as on every host we build for), and
+counts it on the way (popcount; the planner's candidate share): at 1M rows that one pass
+replaces ``np.count_nonzero`` plus ``np.packbits`` (two passes over 1 MB), and takes 164 µs
+cold where multiplying eight bytes into one at a time took 205 and ``np.count_nonzero`` alone
+130 (load ~24); and ``rows`` lists the set bits
 from the 125 KB bitmap, word by word, skipping empty words (``np.flatnonzero`` over the bool mask
 took 0.3 ms of CPU for a 1 % filter, a third of an unfiltered query). Pure: arrays in, arrays out.
 """
@@ -16,30 +19,54 @@ from typing import Any
 
 import numba
 import numpy as np
+from llvmlite import ir
+from numba import types
 from numba.cpython.unsafe.numbers import trailing_zeros as _numba_trailing_zeros
+from numba.extending import intrinsic
 
-_PACK = np.uint64(0x0102040810204080)  # x * _PACK >> 56: the low bits of x's 8 bytes as one byte
-_SUM = np.uint64(0x0101010101010101)  # x * _SUM >> 56: the sum of x's 8 bytes (each 0 or 1)
 _trailing_zeros: Any = _numba_trailing_zeros  # (an intrinsic: callable in jitted code only)
 
 
+def _movemask32_codegen(typingctx: Any, data: Any, at: Any) -> Any:
+    """The 32 bytes of the uint8 array ``data`` from ``at`` as a uint32, bit b set iff byte b is
+    not zero: one unaligned 32-byte load and compare, which LLVM lowers to a byte compare and a
+    movemask (``vpcmpeqb`` + ``vpmovmskb`` on AVX2)."""
+
+    def codegen(context: Any, builder: Any, signature: Any, args: Any) -> Any:
+        array = context.make_array(signature.args[0])(context, builder, args[0])
+        ptr = builder.gep(builder.bitcast(array.data, ir.IntType(8).as_pointer()), [args[1]])
+        vt = ir.VectorType(ir.IntType(8), 32)
+        v = builder.load(builder.bitcast(ptr, vt.as_pointer()), align=1)
+        return builder.bitcast(builder.icmp_unsigned("!=", v, ir.Constant(vt, None)), ir.IntType(32))
+
+    return types.uint32(data, at), codegen
+
+
+def _popcount32_codegen(typingctx: Any, x: Any) -> Any:
+    def codegen(context: Any, builder: Any, signature: Any, args: Any) -> Any:
+        return builder.ctpop(args[0])
+
+    return types.uint32(x), codegen
+
+
+_movemask32: Any = intrinsic(_movemask32_codegen)  # callable in jitted code only
+_popcount32: Any = intrinsic(_popcount32_codegen)
+
+
 @numba.njit(cache=True, nogil=True)
-def _pack(words: Any, tail: Any, out: Any) -> int:
-    """Pack the bool bytes ``words`` (8 per uint64) then ``tail`` (the last < 8) into ``out``;
-    returns how many are set."""
+def _pack(mask: Any, out32: Any, out: Any) -> int:
+    """Pack the bool bytes ``mask`` into ``out``: 32 rows at a time into the uint32 words
+    ``out32`` (a view of ``out``'s first bytes), the last < 32 rows bit by bit into ``out``
+    (zeroed there by the caller); returns how many are set."""
     count = np.int64(0)
-    shift = np.uint64(56)
-    for w in range(words.shape[0]):
-        x = words[w]
-        out[w] = np.uint8((x * _PACK) >> shift)
-        count += np.int64((x * _SUM) >> shift)
-    last = np.uint8(0)
-    for b in range(tail.shape[0]):
-        bit = np.uint8(tail[b] & 1)
-        last |= np.uint8(bit << b)
+    for w in range(out32.shape[0]):
+        x = _movemask32(mask, w * 32)
+        out32[w] = x
+        count += np.int64(_popcount32(x))
+    for r in range(out32.shape[0] * 32, mask.shape[0]):
+        bit = np.uint8(mask[r] != 0)
+        out[r >> 3] |= np.uint8(bit << (r & 7))
         count += np.int64(bit)
-    if tail.shape[0]:
-        out[words.shape[0]] = last
     return int(count)
 
 
@@ -64,10 +91,10 @@ def pack(mask: np.ndarray) -> tuple[np.ndarray, int]:
     reads it as 64-bit words)."""
     m = np.ascontiguousarray(mask, dtype=bool).view(np.uint8)
     n = m.shape[0]
-    whole = n - n % 8
     out = np.empty((n + 63) // 64 * 8, np.uint8)
-    out[whole // 8 :] = 0
-    count = _pack(m[:whole].view(np.uint64), m[whole:], out)
+    whole = n // 32 * 4  # bytes written as whole uint32 words
+    out[whole:] = 0
+    count = _pack(m, out[:whole].view(np.uint32), out)
     return out, int(count)
 
 

@@ -1,6 +1,6 @@
 """Candidate bitmaps (lagoon/index/vector/bitmap.py): ``pack`` gives np.packbits's bytes (little
 bit order), zero-padded to whole 64-bit words, and the count of set rows; ``rows`` lists them back,
-ascending, for every length around the 8- and 64-row boundaries and every density."""
+ascending, for every length around the 8-, 32- and 64-row boundaries and every density."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 from lagoon.index.vector import bitmap
 
 
-@pytest.mark.parametrize("n", [0, 1, 7, 8, 9, 63, 64, 65, 127, 1000, 100_003])
+@pytest.mark.parametrize("n", [0, 1, 7, 8, 9, 31, 32, 33, 63, 64, 65, 127, 1000, 100_003])
 @pytest.mark.parametrize("share", [0.0, 0.01, 0.5, 1.0])
 def test_pack_and_rows_round_trip(n: int, share: float) -> None:
     mask = np.random.default_rng(n).random(n) < share
