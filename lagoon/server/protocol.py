@@ -9,8 +9,10 @@ which its store's files need too. This subclass:
 - counts the bytes of the head as they arrive and the number of header lines, and answers
   ``431 Request Header Fields Too Large`` (turbopuffer's error body, ``connection: close``) as
   soon as either limit is crossed, before the head is complete and before any route runs:
-  ``server.max_header_bytes`` (request line + headers, checked after each received chunk, so at
-  most one socket read past the limit is ever buffered) and ``server.max_headers`` (lines);
+  ``server.max_header_bytes`` (request line + headers: the parsed target and header lines are
+  counted as the parser hands them over, so a head that arrives in one socket read is measured
+  too, and the bytes of a head not parsed yet after each received chunk, so at most one socket
+  read past the limit is ever buffered) and ``server.max_headers`` (lines);
 - gives each request's head ``server.header_timeout_secs`` to arrive, counted from when the
   connection opens (first request) or from the first byte of the next request on a kept-alive
   connection (uvicorn's keep-alive timeout bounds the idle time between requests): past it a
@@ -56,7 +58,8 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._head_bytes = 0
+        self._head_bytes = 0  # bytes received while the head was incomplete
+        self._parsed_bytes = 0  # bytes of the head the parser has handed over (target, headers)
         self._head_lines = 0
         self._in_head = True
         self._refused = False
@@ -79,17 +82,28 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
     def on_message_begin(self) -> None:
         super().on_message_begin()
         self._head_bytes = 0
+        self._parsed_bytes = 0
         self._head_lines = 0
         self._in_head = True
         self._head_started = True
         if self._head_timer is None:  # the first request's runs from connection_made
             self._start_head_timer()
 
+    def on_url(self, url: bytes) -> None:
+        self._count_parsed(len(url))  # (the parser may hand the target over in pieces)
+        super().on_url(url)
+
     def on_header(self, name: bytes, value: bytes) -> None:
         self._head_lines += 1
         if self._head_lines > self.max_headers:
             raise _HeadTooLarge(f"more than {self.max_headers} header lines (server.max_headers)")
+        self._count_parsed(len(name) + len(value) + 4)  # (+ ": " and line end)
         super().on_header(name, value)
+
+    def _count_parsed(self, size: int) -> None:
+        self._parsed_bytes += size
+        if self._parsed_bytes > self.max_header_bytes:
+            raise _HeadTooLarge(self._too_large())
 
     def on_headers_complete(self) -> None:
         self._in_head = False
@@ -124,9 +138,10 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         if counting:
             self._head_bytes += len(data)
         if self._in_head and self._head_bytes > self.max_header_bytes:
-            self._refuse(
-                f"request line and headers are larger than {self.max_header_bytes} bytes (server.max_header_bytes)"
-            )
+            self._refuse(self._too_large())
+
+    def _too_large(self) -> str:
+        return f"request line and headers are larger than {self.max_header_bytes} bytes (server.max_header_bytes)"
 
     def _start_head_timer(self) -> None:
         self._stop_head_timer()

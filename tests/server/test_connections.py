@@ -164,3 +164,30 @@ def test_a_request_on_a_kept_alive_connection_may_outlast_the_keep_alive_timeout
     s.close()
     assert answer.startswith(b"HTTP/1.1 404 "), answer[:300]  # the namespace does not exist
     assert b"keepalive" in answer
+
+
+def test_a_head_over_the_byte_limit_gets_431_however_it_arrives(server: LiveServer) -> None:
+    """A head past ``server.max_header_bytes`` (64 KiB) sent in one write, so the server may read
+    it whole in one socket read (the parser completes it at once), on a new connection and on a
+    kept-alive one, is 431; one just under the limit is served."""
+    big = b"GET /healthz HTTP/1.1\r\nhost: a\r\nconnection: close\r\nx-big: " + b"a" * 100_000 + b"\r\n\r\n"
+    s = connect(server)
+    s.sendall(big)
+    answer = read_all(s)
+    s.close()
+    assert answer.startswith(b"HTTP/1.1 431 "), answer[:200]
+    assert b"server.max_header_bytes" in answer
+    s = connect(server)
+    s.sendall(b"GET /healthz HTTP/1.1\r\nhost: a\r\n\r\n")
+    assert s.recv(65536).startswith(b"HTTP/1.1 200 ")
+    s.sendall(big)
+    answer = read_all(s)
+    s.close()
+    assert answer.startswith(b"HTTP/1.1 431 "), answer[:200]
+    s = connect(server)
+    s.sendall(
+        b"GET /healthz HTTP/1.1\r\nhost: a\r\nconnection: close\r\nx-fine: " + b"b" * 60_000 + b"\r\n\r\n"
+    )
+    answer = read_all(s)
+    s.close()
+    assert answer.startswith(b"HTTP/1.1 200 "), answer[:200]
