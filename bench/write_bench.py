@@ -136,6 +136,19 @@ def routed_writes(server: Server) -> dict[str, float]:
     return out
 
 
+WARM_UP_REQUESTS = 16
+
+
+def warm_up(server: Server, namespace: str, bodies: Path) -> None:
+    """A few writes, each on a connection of its own, so that every serving process (the kernel
+    spreads connections over them) has served this kind of write before the clock starts: a
+    process's first write imports and compiles modules (seconds of CPU at load, more with
+    PYTHONDONTWRITEBYTECODE), which would land inside the measured window of one format."""
+    lines = bodies.read_bytes().splitlines()[:WARM_UP_REQUESTS]
+    for body in lines:
+        httpx.post(f"{server.url}/v2/namespaces/{namespace}", content=body, timeout=60).raise_for_status()
+
+
 def http_case(
     server: Server, root: Path, fmt: str, rows: int, writers: int, seconds: float, spy: Path | None = None
 ) -> dict[str, Any]:
@@ -150,6 +163,7 @@ def http_case(
         for k in range(POOL_BODIES):
             f.write(orjson.dumps(make_body(fmt, (k + 1) * rows, rows, rng)) + b"\n")
     body_bytes = bodies.stat().st_size // POOL_BODIES
+    warm_up(server, namespace, bodies)
     before = wal_entries(root / "store", namespace)
     cpu_before = server.cpu_seconds()
     cpu_before_pid = cpu_by_pid(server)
