@@ -50,7 +50,7 @@ class Chunk:
     def conformed(self, schema: Schema) -> pa.Table:
         """The rows as columns id + every attribute of ``schema`` (the last one asked for kept)."""
         got = self._conformed
-        if got is None or got[0] != schema:
+        if got is None or (got[0] is not schema and got[0] != schema):
             got = self._conformed = (schema, conform(self.table.drop_columns([OP_COLUMN]), schema))
         return got[1]
 
@@ -295,16 +295,34 @@ def merge_runs(older: Run, newer: Run) -> Run:
     return Run(older.chunks, older.schema, older.lo, newer.hi, chunk, row, keys[order], rows[order], parents)
 
 
+_fields_lock = threading.Lock()
+_fields: tuple[Schema, pa.Schema] | None = None  # the last schema's Arrow fields (a tail keeps one)
+
+
+def arrow_schema(schema: Schema) -> pa.Schema:
+    """id + every schema attribute, as Arrow fields."""
+    global _fields
+    with _fields_lock:
+        got = _fields
+        if got is None or got[0] is not schema:
+            fields = [pa.field("id", id_arrow_type(schema.id_type or "uint"))] + [
+                pa.field(n, a.type.arrow_type()) for n, a in schema.attributes.items()
+            ]
+            got = _fields = (schema, pa.schema(fields))
+        return got[1]
+
+
 def conform(table: pa.Table, schema: Schema) -> pa.Table:
     """Columns id + every schema attribute, typed as the schema says (missing = null)."""
-    fields = [pa.field("id", id_arrow_type(schema.id_type or "uint"))] + [
-        pa.field(n, a.type.arrow_type()) for n, a in schema.attributes.items()
-    ]
+    target = arrow_schema(schema)
+    if table.schema.equals(target):
+        return table
+    names = set(table.column_names)
     cols = []
-    for f in fields:
-        if f.name in table.column_names:
+    for f in target:
+        if f.name in names:
             col = table.column(f.name)
             cols.append(col if col.type == f.type else col.cast(f.type))
         else:
             cols.append(pa.nulls(table.num_rows, f.type))
-    return pa.Table.from_arrays(cols, schema=pa.schema(fields))
+    return pa.Table.from_arrays(cols, schema=target)

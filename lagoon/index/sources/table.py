@@ -274,7 +274,8 @@ def _conform(schema: Schema, table: pa.Table) -> pa.Table:
         out = out.set_column(
             out.column_names.index("id"), "id", out.column("id").cast(id_arrow_type(schema.id_type))
         )
+    present = set(out.column_names)  # (column_names builds a new list on every call)
     for name, a in schema.attributes.items():
-        if name not in out.column_names:
+        if name not in present:
             out = out.append_column(name, pa.nulls(n, a.type.arrow_type()))
     return out
