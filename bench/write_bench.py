@@ -238,6 +238,8 @@ def http_build(args: argparse.Namespace, label: str, repo: Path) -> list[dict[st
     with tempfile.TemporaryDirectory(prefix="lagoon-write-bench-") as tmp:
         root = Path(tmp)
         extra = [] if args.processes is None else ["--set", f"server.processes={args.processes}"]
+        for setting in args.set:
+            extra += ["--set", setting]
         server = start_server(root, "lagoon", None, args.indexer, extra, root / "server.log", repo=repo)
         try:
             for fmt in args.formats.split(","):
@@ -379,6 +381,13 @@ def main() -> None:
         type=Path,
         default=None,
         help="--http: also run the server of this checkout (a bootstrapped worktree), interleaved with this one",
+    )
+    ap.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="--http: a server setting (repeatable)",
     )
     ap.add_argument(
         "--rounds", type=int, default=1, help="--http: rounds (builds alternate which goes first)"

@@ -120,7 +120,7 @@ def create_app(
         if turns is not None and isinstance(state.db, Database):
             state.db.turns = turns
             router = routing.from_environment(os.environ.get(nodelock.NODE_DIR_ENV))
-            if router is not None:  # each namespace's writes are committed by one of them
+            if router is not None and settings.server.commit_routing:  # one commits each namespace
                 await state.db.start_routing(router)
         state.draining = False
         indexer = None
