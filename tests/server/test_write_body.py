@@ -220,3 +220,44 @@ def test_base64_bodies_go_to_orjson_without_the_walk() -> None:
     raw = orjson.dumps({"upsert_rows": [{"id": 1, "vector": b64}]})
     body = parse_write_body(raw)
     assert body == orjson.loads(raw) and not _decoded(body)
+
+
+def _reachable(root: Any) -> list[Any]:
+    """The objects reachable from ``root`` through references (the garbage collector's view),
+    not through classes, modules or functions (the rest of the interpreter)."""
+    import gc
+    import types
+
+    skip = (type, types.ModuleType, types.FunctionType, types.BuiltinFunctionType, types.CodeType)
+    seen: dict[int, Any] = {}
+    todo = [root]
+    while todo:
+        obj = todo.pop()
+        if id(obj) in seen or isinstance(obj, skip) or type(obj).__name__ == "cython_function_or_method":
+            continue
+        seen[id(obj)] = obj
+        todo.extend(gc.get_referents(obj))
+    return list(seen.values())
+
+
+def test_decoded_vectors_do_not_keep_the_parsers_document() -> None:
+    """A decoded body holds no simdjson object: one would keep the parser's whole document (about
+    3.5 times the body) alive for as long as the write is in flight. ``as_list`` still gives the
+    lists orjson builds, for rows and for columns."""
+    import simdjson
+
+    text = (
+        b'{"upsert_rows": [{"id": 1, "vector": [1, 2.5, -0.0, 3]}, {"id": 2, "vector": [4, 5, 6, 7]}],'
+        b' "upsert_columns": {"id": [3], "vector": [[0.5, 1, 2, 3e2]]}}'
+    )
+    body = parse_write_body(text)
+    vectors = [r["vector"] for r in body["upsert_rows"]] + body["upsert_columns"]["vector"]
+    assert all(isinstance(v, DecodedVector) for v in vectors)
+    kinds = (simdjson.Parser, simdjson.Object, simdjson.Array)
+    held = [type(o).__name__ for o in _reachable(body) if isinstance(o, kinds)]
+    assert held == []
+    want = orjson.loads(text)
+    assert [v.as_list() for v in vectors] == [r["vector"] for r in want["upsert_rows"]] + want[
+        "upsert_columns"
+    ]["vector"]
+    assert [type(x) for x in vectors[0].as_list()] == [int, float, float, int]
