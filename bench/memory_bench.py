@@ -14,7 +14,11 @@ the end, the RSS right after opening the node (interpreter, libraries: the floor
 The in-run reference is the same run with a budget that holds everything (``unbounded``): RSS
 minus the floor then is what every segment costs in memory, and a bounded node should stay near
 floor + budget. Last, 300 warm ANN queries on the namespace queried last (cached) give a warm
-p50, the hot path's cost. Run it on two trees (before/after a change) with ``--tree``.
+p50, the hot path's cost; each round's wall time is the cost of the churn path (with a small
+budget every namespace's segment is opened again, its memory allocated and freed). Run it on two
+trees (before/after a change) with ``--tree``; ``--malloc default,tuned`` runs every budget
+under glibc's default allocator settings and under ``MALLOC_ARENA_MAX=2
+MALLOC_MMAP_THRESHOLD_=131072`` (``TUNED_MALLOC``), interleaved, ``--repeat`` times.
 
     .venv/bin/python bench/memory_bench.py [--namespaces 12] [--rows 20000] [--budgets 64,1024]
 """
@@ -37,6 +41,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 MIB = 1 << 20
 WARM = "mem-warm"  # a small namespace queried first: kernels compiled, libraries loaded
+TUNED_MALLOC = {"MALLOC_ARENA_MAX": "2", "MALLOC_MMAP_THRESHOLD_": "131072"}
+MALLOC_ENV = ("MALLOC_ARENA_MAX", "MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "MALLOC_TOP_PAD_")
 
 
 def _rss_bytes() -> int:
@@ -105,12 +111,14 @@ async def serve(folder: str, namespaces: int, rounds: int, budget: int, dim: int
     per_round = []
     peak = floor
     for _ in range(rounds):
+        t0 = time.perf_counter()
         for i in range(namespaces):
             for body in bodies:
                 await db.query(_name(i), body)
             await asyncio.sleep(0)
             peak = max(peak, _rss_bytes())
-        per_round.append({"rss": _rss_bytes(), "charged": db.segment_io.memory.used})
+        secs = time.perf_counter() - t0
+        per_round.append({"rss": _rss_bytes(), "charged": db.segment_io.memory.used, "secs": secs})
     import lagoon
 
     out = {"budget": budget, "floor": floor, "peak": peak, "rounds": per_round, "lagoon": lagoon.__file__}
@@ -132,10 +140,12 @@ async def _warm_p50_us(db: Any, namespace: str, body: dict[str, Any], n: int = 3
 def _row(label: str, r: dict[str, Any]) -> str:
     last = r["rounds"][-1]
     return (
-        f"{label:>10}  floor {r['floor'] / MIB:7.1f}  peak {r['peak'] / MIB:7.1f}  "
+        f"{label:>18}  floor {r['floor'] / MIB:7.1f}  peak {r['peak'] / MIB:7.1f}  "
         f"final {last['rss'] / MIB:7.1f}  above floor {(r['peak'] - r['floor']) / MIB:7.1f} MiB  "
         f"charged {last['charged'] / MIB:7.1f} MiB  warm ANN p50 {r['warm_p50_us']:6.0f} us  rounds "
         + " ".join(f"{x['rss'] / MIB:.0f}" for x in r["rounds"])
+        + "  round ms "
+        + " ".join(f"{1000 * x.get('secs', 0):.0f}" for x in r["rounds"])
     )
 
 
@@ -148,6 +158,8 @@ def main() -> None:
     ap.add_argument("--budgets", default="64,100000", help="MiB, comma-separated (a huge one: unbounded)")
     ap.add_argument("--dir", default="", help="data folder (kept; built when missing)")
     ap.add_argument("--tree", default=str(ROOT), help="the source tree whose lagoon serves")
+    ap.add_argument("--malloc", default="default", help="allocator settings to compare: default,tuned")
+    ap.add_argument("--repeat", type=int, default=1, help="times to run every (budget, allocator) pair")
     ap.add_argument("--serve", type=int, default=0, help=argparse.SUPPRESS)  # (child: budget bytes)
     args = ap.parse_args()
     sys.path.insert(0, args.tree)
@@ -160,16 +172,21 @@ def main() -> None:
     )
     if not Path(folder, "default", WARM).exists():
         asyncio.run(build(folder, args.namespaces, args.rows, args.dim))
-    env = {**os.environ, "PYTHONPATH": args.tree}
+    base = {k: v for k, v in os.environ.items() if k not in MALLOC_ENV}
+    base["PYTHONPATH"] = args.tree
     print(f"{args.namespaces} namespaces x {args.rows} rows ({args.dim}-d), tree {args.tree}")
-    for mib in (int(b) for b in args.budgets.split(",")):
-        cmd = [sys.executable, __file__, "--serve", str(mib * MIB), "--dir", folder, "--tree", args.tree]
-        cmd += ["--namespaces", str(args.namespaces), "--rounds", str(args.rounds), "--dim", str(args.dim)]
-        out = subprocess.run(cmd, env=env, check=True, capture_output=True, text=True).stdout
-        label = "unbounded" if mib >= 100_000 else f"{mib} MiB"
-        result = json.loads(out.strip().splitlines()[-1])
-        assert result["lagoon"].startswith(args.tree), result["lagoon"]  # (the tree asked for)
-        print(_row(label, result), flush=True)
+    for _ in range(args.repeat):
+        for mib in (int(b) for b in args.budgets.split(",")):
+            for malloc in args.malloc.split(","):
+                env = {**base, **(TUNED_MALLOC if malloc == "tuned" else {})}
+                cmd = [sys.executable, __file__, "--serve", str(mib * MIB), "--dir", folder]
+                cmd += ["--tree", args.tree, "--namespaces", str(args.namespaces)]
+                cmd += ["--rounds", str(args.rounds), "--dim", str(args.dim)]
+                out = subprocess.run(cmd, env=env, check=True, capture_output=True, text=True).stdout
+                label = "unbounded" if mib >= 100_000 else f"{mib} MiB"
+                result = json.loads(out.strip().splitlines()[-1])
+                assert result["lagoon"].startswith(args.tree), result["lagoon"]  # (the tree asked for)
+                print(_row(f"{label} {malloc}", result), flush=True)
 
 
 if __name__ == "__main__":

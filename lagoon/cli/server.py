@@ -7,7 +7,10 @@ shutdown are the server module's job, not this shell's.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+import ctypes
+import os
+from collections.abc import MutableMapping, Sequence
 
 import click
 
@@ -23,6 +26,29 @@ from lagoon.cli.common import (
 )
 
 PROGRAM = "lagoon-server"
+
+TUNED_MALLOC = {"MALLOC_ARENA_MAX": "2", "MALLOC_MMAP_THRESHOLD_": "131072"}
+"""glibc allocator settings a server runs with unless its environment sets them: two arenas (not
+eight per core, each keeping what its threads freed) and a fixed 128 KiB mmap threshold (large
+buffers, a segment's arrays, go back to the system when freed; glibc's default threshold grows
+with the largest block freed and then keeps such buffers in the heap). docs/operations.md,
+"Sizing a node's memory", has the measurements."""
+_MALLOPT = {"MALLOC_ARENA_MAX": -8, "MALLOC_MMAP_THRESHOLD_": -3}  # M_ARENA_MAX, M_MMAP_THRESHOLD
+
+
+def tune_allocator(environ: MutableMapping[str, str] = os.environ) -> dict[str, str]:
+    """Apply ``TUNED_MALLOC`` where ``environ`` does not set the variable already (an operator's
+    value wins): in the environment, which the serving processes the supervisor starts read when
+    they start, and in this process (``mallopt``; glibc read the environment before Python ran).
+    Returns what was applied."""
+    applied = {k: v for k, v in TUNED_MALLOC.items() if k not in environ}
+    environ.update(applied)
+    if applied and environ is os.environ:
+        with contextlib.suppress(OSError, AttributeError):  # not glibc: nothing to tune
+            libc = ctypes.CDLL(None)
+            for k, v in applied.items():
+                libc.mallopt(_MALLOPT[k], int(v))
+    return applied
 
 
 @click.command(name=PROGRAM, context_settings=CONTEXT_SETTINGS)
@@ -57,6 +83,8 @@ def command(
         ("auth", "keys_file"): keys_file,
         **storage_and_logging_flags(storage_backend, storage_root, log_level, log_format),
     }
+    if not print_config:
+        tune_allocator()
     launch(PROGRAM, "lagoon.server", config_file, assignments, flags, print_only=print_config)
 
 

@@ -18,6 +18,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from lagoon.cli.server import TUNED_MALLOC, tune_allocator
 from lagoon.config import Settings, load_settings
 from lagoon.server.processes import child_settings, resolve_processes, usable_cpus
 from tests.server.conftest import LiveServer
@@ -39,6 +40,19 @@ def cmdline(pid: int) -> str:
 def nice_of(pid: int) -> int:
     with open(f"/proc/{pid}/stat") as f:
         return int(f.read().rsplit(")", 1)[1].split()[16])
+
+
+def environ_of(pid: int) -> dict[str, str]:
+    with open(f"/proc/{pid}/environ", "rb") as f:
+        pairs = [kv.decode().partition("=") for kv in f.read().split(b"\0") if kv]
+    return {k: v for k, _, v in pairs}
+
+
+def test_the_server_tunes_the_allocator_unless_the_environment_does() -> None:
+    env = {"PATH": "/bin"}
+    assert tune_allocator(env) == TUNED_MALLOC and env == {"PATH": "/bin", **TUNED_MALLOC}
+    own = {"MALLOC_ARENA_MAX": "4"}  # an operator's choice is kept
+    assert tune_allocator(own) == {"MALLOC_MMAP_THRESHOLD_": "131072"} and own["MALLOC_ARENA_MAX"] == "4"
 
 
 def roles(pid: int) -> dict[str, int]:
@@ -95,6 +109,8 @@ def test_processes_serve_one_node(tmp_path: Path) -> None:
     try:
         r = roles(server.proc.pid)
         assert set(r) == {"server-0", "server-1", "indexer"}, server.log()
+        for pid in r.values():  # every process runs with the tuned allocator (lagoon.cli.server)
+            assert environ_of(pid).items() >= TUNED_MALLOC.items(), environ_of(pid)
         own = os.getpriority(os.PRIO_PROCESS, 0)
         assert nice_of(r["indexer"]) == min(19, own + 10) and nice_of(r["server-0"]) == own
 
