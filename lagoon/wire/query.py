@@ -7,7 +7,8 @@ are ``InvalidRequest`` (HTTP 400) whose message names the offending field, e.g. 
 
 Accepted grammar (turbopuffer v2, see docs/query.md):
 - ``rank_by``: ``[attr, "ANN"|"kNN", vector]``; ``[attr, "BM25", text, {"last_as_prefix": b}?]``;
-  ``["Sum", [clauses]]``, ``["Max", [clauses]]``, ``["Product", w, clause]`` / ``["Product", clause, w]``
+  ``["Sum", [clauses]]``, ``["Max", [clauses]]`` (or flat: ``["Max", 0, clause]``),
+  ``["Product", w, clause]`` / ``["Product", clause, w]``
   where a clause is BM25, a combinator or a filter (a filter scores 1 or 0); ``[attr, "asc"|"desc"]``
   and ``[[attr, dir], …]`` order by attributes.
 - ``top_k`` or ``limit`` (int or ``{"total", "per": {"attributes", "limit"}}``), ``offset``, ``filters``,
@@ -740,24 +741,32 @@ def _parse_clause(v: Any, schema: Schema, *, where: str, depth: int) -> ScoreCla
         )
     head = v[0]
     n = len(v)
+    items: list[Any] | None = None
     if head in ("Sum", "Max") and n == 2 and isinstance(v[1], list):
-        if not v[1]:
+        items, first, at = v[1], 0, f"{where}[1]"
+    elif (
+        head in ("Sum", "Max")
+        and n >= 3
+        and schema.get(head) is None
+        and all(isinstance(c, list) or _is_number(c) for c in v[1:])
+    ):  # the flat form of turbopuffer's docs, ["Max", 0, ["Attribute", "clicks"]]
+        items, first, at = v[1:], 1, where
+    if items is not None:
+        if not items:
             raise InvalidRequest(f"{where}: {head} needs at least one clause")
         subs: list[ScoreClause] = []
-        for i, c in enumerate(v[1]):
+        for i, c in enumerate(items, first):
             if _is_number(c):
                 if head == "Sum":
                     raise InvalidRequest(
-                        f"{where}[1][{i}]: Sum takes rank clauses, not numbers (a floor goes in Max: "
+                        f"{at}[{i}]: Sum takes rank clauses, not numbers (a floor goes in Max: "
                         '["Max", [0, clause]])'
                     )
                 if not math.isfinite(c) or c < 0:
-                    raise InvalidRequest(
-                        f"{where}[1][{i}]: a number in Max must be finite and >= 0, got {c!r}"
-                    )
+                    raise InvalidRequest(f"{at}[{i}]: a number in Max must be finite and >= 0, got {c!r}")
                 subs.append(ConstClause(float(c)))
                 continue
-            subs.append(_parse_clause(c, schema, where=f"{where}[1][{i}]", depth=depth + 1))
+            subs.append(_parse_clause(c, schema, where=f"{at}[{i}]", depth=depth + 1))
         if all(isinstance(c, ConstClause) for c in subs):
             raise InvalidRequest(f"{where}: Max needs at least one rank clause besides numbers")
         return SumClause(tuple(subs)) if head == "Sum" else MaxClause(tuple(subs))

@@ -104,3 +104,22 @@ def test_one_large_document_among_small_ones_is_counted_as_it_is(
     with pytest.raises(turbopuffer.BadRequestError) as e:
         ns.query(rank_by=("id", "desc"), top_k=50, include_attributes=["text"])
     assert "limits.max_returned_bytes" in str(e.value) and "at least" in str(e.value)
+
+
+def test_max_and_sum_take_their_clauses_flat_too(tpuf: turbopuffer.Turbopuffer, unique: str) -> None:
+    """turbopuffer's docs wrap a signed attribute as ``["Max", 0, ["Attribute", "clicks"]]``; the
+    SDK's types nest the clauses in a list. Both forms rank alike (the flat one was a 400)."""
+    ns = tpuf.namespace(unique)
+    ns.write(upsert_rows=[{"id": i, "clicks": i - 2} for i in range(5)])
+
+    def ranked(rank_by: Any) -> list[tuple[int, float]]:
+        return [(r.id, r["$dist"]) for r in ns.query(rank_by=rank_by, top_k=3).rows]
+
+    expected = [(4, 2.0), (3, 1.0), (0, 0.0)]  # max(0, clicks), ties by id
+    assert ranked(("Max", [0, ("Attribute", "clicks")])) == expected
+    assert ranked(("Max", 0, ("Attribute", "clicks"))) == expected
+    # max(1, clicks) + max(0, clicks): 4 -> 4, 3 -> 2, then 1 for the rest
+    flat_sum = ("Sum", ("Max", 1, ("Attribute", "clicks")), ("Max", 0, ("Attribute", "clicks")))
+    assert ranked(flat_sum) == [(4, 4.0), (3, 2.0), (0, 1.0)]
+    with pytest.raises(turbopuffer.BadRequestError, match="finite and >= 0"):
+        ns.query(rank_by=("Max", -1, ("Attribute", "clicks")), top_k=3)
