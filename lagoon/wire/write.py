@@ -47,6 +47,7 @@ from lagoon.values import (
     coerce_value,
     coerce_vectors,
     column_to_arrow,
+    id_to_json,
     infer_type,
     vectors_to_arrow,
 )
@@ -640,7 +641,7 @@ def parse_write(body: Any, schema: Schema) -> ValidatedWrite:
         if len(set(ids)) != len(ids):
             seen: set[Id] = set()
             dup = next(i for i in ids if i in seen or seen.add(i))  # type: ignore[func-returns-value]
-            raise InvalidRequest(f"{label}: id {dup!r} appears more than once in this request")
+            raise InvalidRequest(f"{label}: id {id_to_json(dup)!r} appears more than once in this request")
 
     if body.get("schema") is not None or metric is not None:
         check_vector_metrics(new_schema)

@@ -149,3 +149,17 @@ def test_a_bad_value_is_named_by_its_document() -> None:
     both = {"upsert_rows": [{"id": 1, "n": 1}], "upsert_columns": {"id": [2], "n": [2**63]}}
     with pytest.raises(InvalidRequest, match=r"upsert_columns\[0\]\.n: .* out of range"):
         parse_write(both, SCHEMA)
+
+
+def test_a_duplicate_uuid_id_is_named_as_the_client_wrote_it() -> None:
+    """The 400 for an id written twice in one request names it in its wire form (a UUID string),
+    not as the 16 bytes it is stored as."""
+    schema = Schema()
+    u = "bae86d5c-1a31-4470-9818-bf135f012703"
+    for body in (
+        {"upsert_rows": [{"id": u}, {"id": u.upper()}], "schema": {"id": "uuid"}},
+        {"deletes": [u, u], "schema": {"id": "uuid"}},
+    ):
+        with pytest.raises(InvalidRequest) as e:
+            parse_write(body, schema)
+        assert f"id '{u}' appears more than once" in str(e.value), str(e.value)
