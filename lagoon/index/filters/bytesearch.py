@@ -91,6 +91,7 @@ def _buffers(arr: pa.Array) -> tuple[np.ndarray, int, np.ndarray]:
 
 
 def supported(arrow_type: pa.DataType) -> bool:
+    """String, binary or uuid (fixed-size binary): the types this module searches."""
     return bool(
         pa.types.is_string(arrow_type)
         or pa.types.is_large_string(arrow_type)

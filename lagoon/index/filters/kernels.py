@@ -21,14 +21,7 @@ from lagoon.schema import AttrType, id_arrow_type
 FUZZY_SLICE_CHARS = 64 * 1024  # Fuzzy: text characters matched between cancellation checkpoints
 
 
-def is_stringish(t: pa.DataType) -> bool:
-    return bool(
-        pa.types.is_string(t)
-        or pa.types.is_large_string(t)
-        or pa.types.is_binary(t)
-        or pa.types.is_large_binary(t)
-        or pa.types.is_fixed_size_binary(t)
-    )
+is_stringish = supported  # string, binary or uuid (fixed-size binary): compared bytewise
 
 
 def fuzzy_mask(x: Column, query: str, rule: tuple[int, bool], n: int, is_array: bool) -> Mask:
@@ -212,7 +205,7 @@ def search_sorted(keys: pa.Array, wanted: pa.Array) -> np.ndarray:
     if n == 0 or k == 0:
         return np.full(k, -1, dtype=np.int64)
     valid = np.asarray(wanted.is_valid().to_numpy(zero_copy_only=False), dtype=bool)
-    if supported(keys.type) and keys.type == wanted.type and keys.null_count == 0:
+    if is_stringish(keys.type) and keys.type == wanted.type and keys.null_count == 0:
         if not wanted.null_count:
             return search_bytes(keys, wanted)
         out = np.full(k, -1, dtype=np.int64)
