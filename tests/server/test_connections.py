@@ -49,6 +49,16 @@ def read_all(s: socket.socket) -> bytes:
     return data
 
 
+def read_healthz(s: socket.socket) -> bytes:
+    """One whole ``/healthz`` response (its head and body may come in separate reads)."""
+    data = b""
+    while not data.endswith(b'{"status":"ok"}'):
+        chunk = s.recv(65536)
+        assert chunk, data
+        data += chunk
+    return data
+
+
 def test_a_trickled_head_gets_408_at_the_head_deadline(server: LiveServer) -> None:
     s = connect(server)
     t0 = time.monotonic()
@@ -80,11 +90,7 @@ def test_a_silent_connection_is_closed_at_the_head_deadline(server: LiveServer) 
 def test_the_next_request_on_a_kept_alive_connection_has_its_own_deadline(server: LiveServer) -> None:
     s = connect(server)
     s.sendall(b"GET /healthz HTTP/1.1\r\nhost: a\r\n\r\n")
-    first = b""
-    while not first.endswith(b'{"status":"ok"}'):  # the whole first response (head and body)
-        chunk = s.recv(65536)
-        assert chunk, first
-        first += chunk
+    first = read_healthz(s)
     assert first.startswith(b"HTTP/1.1 200 "), first
     time.sleep(HEAD_TIMEOUT + 0.5)  # longer than the head deadline, shorter than keep-alive (5 s)
     t0 = time.monotonic()
@@ -113,7 +119,7 @@ def test_connections_beyond_the_limit_are_closed_and_the_server_keeps_serving(se
         # each held connection starts a request, so the server has accepted it before the next
         for s in held:
             s.sendall(b"GET /healthz HTTP/1.1\r\nhost: a\r\n\r\n")
-            assert s.recv(65536).startswith(b"HTTP/1.1 200 ")
+            assert read_healthz(s).startswith(b"HTTP/1.1 200 ")
         extra = connect(server)
         try:
             extra.sendall(b"GET /healthz HTTP/1.1\r\nhost: a\r\n\r\n")
@@ -148,11 +154,7 @@ def test_a_request_on_a_kept_alive_connection_may_outlast_the_keep_alive_timeout
     the client saw a dropped connection, and retried."""
     s = connect(server)
     s.sendall(b"GET /healthz HTTP/1.1\r\nhost: a\r\n\r\n")
-    first = b""
-    while not first.endswith(b'{"status":"ok"}'):
-        chunk = s.recv(65536)
-        assert chunk, first
-        first += chunk
+    read_healthz(s)
     body = b'{"rank_by": ["id", "asc"], "top_k": 1}'
     s.sendall(
         b"POST /v2/namespaces/keepalive/query HTTP/1.1\r\nhost: a\r\ncontent-type: application/json\r\n"
@@ -179,7 +181,7 @@ def test_a_head_over_the_byte_limit_gets_431_however_it_arrives(server: LiveServ
     assert b"server.max_header_bytes" in answer
     s = connect(server)
     s.sendall(b"GET /healthz HTTP/1.1\r\nhost: a\r\n\r\n")
-    assert s.recv(65536).startswith(b"HTTP/1.1 200 ")
+    assert read_healthz(s).startswith(b"HTTP/1.1 200 ")  # read whole: the next bytes are the 431
     s.sendall(big)
     answer = read_all(s)
     s.close()
