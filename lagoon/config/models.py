@@ -173,10 +173,10 @@ class ServerSettings(_Section):
         json_schema_extra=_cost("Adds up to this much latency to every write; saves object-store PUTs."),
     )
     commit_routing: bool = Field(
-        default=True,
+        default=False,
         description="With several serving processes, hand each namespace's validated writes to one "
-        "owning process, which group-commits them (RFC 0010); false: each process commits what it "
-        "receives, in turns per namespace.",
+        "owning process, which group-commits them (RFC 0010); false (default): each process commits "
+        "what it receives, in turns per namespace.",
         json_schema_extra=_cost(
             "True concentrates one namespace's commits on one process; false makes the processes "
             "alternate commits and each read the other's entries."

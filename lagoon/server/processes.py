@@ -7,10 +7,10 @@ that socket; the kernel hands each new connection to whichever child is waiting 
 so an idle process takes the next connection. Each child has its own ``Database`` (namespace
 states, group committer per namespace, memory LRU); they share the disk cache folder (immutable,
 verified files, written by rename) and the bucket, whose create-if-absent WAL slots make
-concurrent committers in several processes as safe as on several nodes; within the node each
-namespace's validated writes are handed to one owning process, which commits them in its groups
-(``engine/routing.py``, docs/rfcs/0010-commit-routing.md), and writes a process commits itself
-take turns per namespace (``engine/nodelock.py``: a flock per namespace in a folder private to
+concurrent committers in several processes as safe as on several nodes; within the node, with
+``server.commit_routing``, each namespace's validated writes are handed to one owning process,
+which commits them in its groups (``engine/routing.py``, docs/rfcs/0010-commit-routing.md); writes
+a process commits itself take turns per namespace (``engine/nodelock.py``: a flock per namespace in a folder private to
 the node), so no process starves the others (docs/rfcs/0001-serving-processes.md).
 
 With ``server.embedded_indexer`` the indexer, compactor and GC run in one more child, at a lower

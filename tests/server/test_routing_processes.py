@@ -108,7 +108,9 @@ def wait_for(predicate: object, timeout: float, what: str) -> None:
 
 def test_a_namespace_is_committed_by_its_owner_and_survives_its_death_and_a_drain(tmp_path: Path) -> None:
     data = tmp_path / "data"
-    server = LiveServer(data, tmp_path / "server.log", ("--set", "server.processes=2"))
+    server = LiveServer(
+        data, tmp_path / "server.log", ("--set", "server.processes=2", "--set", "server.commit_routing=true")
+    )
     try:
         owner = f"server-{owner_index(DEFAULT_ORG, NS, 2)}"
         writers = Writers(server.url, 6)
@@ -142,7 +144,9 @@ def test_a_namespace_is_committed_by_its_owner_and_survives_its_death_and_a_drai
         acked |= writers.acked
     finally:
         server.stop()
-    server = LiveServer(data, tmp_path / "server2.log", ("--set", "server.processes=2"))
+    server = LiveServer(
+        data, tmp_path / "server2.log", ("--set", "server.processes=2", "--set", "server.commit_routing=true")
+    )
     try:
         assert acked <= live_ids(server.url)
     finally:
