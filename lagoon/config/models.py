@@ -490,8 +490,8 @@ class LimitsSettings(_Section):
         ge=0,
         description="Most logical bytes of rows one query or multi-query returns (as counted in "
         "billable_logical_bytes_returned: ids, $dist and the included attributes; the JSON is about 1-3x "
-        "that); past it the request is a 400, refused before the rows are read when the snapshot's "
-        "average document already predicts it. 0 = no limit.",
+        "that); past it the request is a 400 (rows estimated large are read in slices and the request "
+        "stops at the slice that crosses it). 0 = no limit.",
         json_schema_extra=_cost(
             "Higher lets one small request make the node build a response this large (and several "
             "times that in memory while it is encoded); lower refuses top_k 10,000 with large attributes."

@@ -593,3 +593,23 @@ def test_rows_fetched_in_slices_are_the_rows_fetched_at_once(monkeypatch: pytest
     with pytest.raises(ex.InvalidRequest, match=r"limits\.max_returned_bytes"):
         execute_query(parse_request(body, live.schema), live, max_returned_bytes=budget)
     assert 0 < sum(seen) < 2500  # it stopped before reading every row
+
+
+def test_small_rows_are_not_refused_for_a_large_average_document() -> None:
+    """The average document only chooses how rows are read: a few huge documents make the
+    average of this namespace ~10 KB, yet the 2,000 small rows a query returns (~40 KB) are
+    answered under a 1 MB budget, and rows that do pass it are still refused."""
+    import lagoon.query.execute as ex
+
+    rows = [{"id": i, "s": "v" * 10, "n": i} for i in range(3000)]
+    rows += [{"id": 3000 + i, "s": "w" * 1_000_000, "n": 10_000 + i} for i in range(30)]
+    live = make_live({"s": attr("string"), "n": attr("int")}, rows)
+    body = {"rank_by": ["n", "asc"], "top_k": 2000, "include_attributes": True}
+    estimate = live.logical_bytes(["id", "s", "n"]) * 2000 // live.num_docs
+    budget = 1 << 20
+    assert estimate > budget  # the estimate alone would refuse it
+    out = execute_query(parse_request(body, live.schema), live, max_returned_bytes=budget)
+    assert [r["id"] for r in out["rows"]] == list(range(2000))
+    heavy = {"rank_by": ["n", "desc"], "top_k": 5, "include_attributes": True}
+    with pytest.raises(ex.InvalidRequest, match=r"limits\.max_returned_bytes"):
+        execute_query(parse_request(heavy, live.schema), live, max_returned_bytes=budget)
