@@ -536,13 +536,17 @@ INLINE_GROUP_ROWS = 4096
 (``_plain_upserts``): it reads nothing of the snapshot and costs about a millisecond per 1,000
 rows, all of it under the interpreter lock, so the worker thread's hop (~80 us of CPU and two
 wake-ups per group) bought nothing."""
+INLINE_GROUP_BYTES = 1 << 20
+"""... and of at most this many logical bytes: encoding costs per byte too (Arrow IPC, the
+checksum), and 4,096 rows of large attributes would hold the loop for tens of milliseconds."""
 
 
 def _plain_upserts(group: list[Op], schema: Schema) -> bool:
     """Whether ``group`` is only upserts validated against ``schema`` that change nothing else
     (no condition, patch, delete, schema or settings change) and hold at most
-    ``INLINE_GROUP_ROWS`` rows: resolving it reads no segment and runs no filter."""
-    rows = 0
+    ``INLINE_GROUP_ROWS`` rows and ``INLINE_GROUP_BYTES`` logical bytes: resolving it reads no
+    segment and runs no filter."""
+    rows = nbytes = 0
     for op in group:
         req = op.request
         if (
@@ -561,7 +565,8 @@ def _plain_upserts(group: list[Op], schema: Schema) -> bool:
         ):
             return False
         rows += len(req.upserts)
-    return rows <= INLINE_GROUP_ROWS
+        nbytes += req.logical_bytes
+    return rows <= INLINE_GROUP_ROWS and nbytes <= INLINE_GROUP_BYTES
 
 
 @dataclass
