@@ -42,6 +42,7 @@ ROOT = Path(__file__).resolve().parents[1]
 MIB = 1 << 20
 WARM = "mem-warm"  # a small namespace queried first: kernels compiled, libraries loaded
 TUNED_MALLOC = {"MALLOC_ARENA_MAX": "2", "MALLOC_MMAP_THRESHOLD_": "131072"}
+MALLOCS = {"default": {}, "arena": {"MALLOC_ARENA_MAX": "2"}, "tuned": TUNED_MALLOC}
 MALLOC_ENV = ("MALLOC_ARENA_MAX", "MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "MALLOC_TOP_PAD_")
 
 
@@ -158,7 +159,7 @@ def main() -> None:
     ap.add_argument("--budgets", default="64,100000", help="MiB, comma-separated (a huge one: unbounded)")
     ap.add_argument("--dir", default="", help="data folder (kept; built when missing)")
     ap.add_argument("--tree", default=str(ROOT), help="the source tree whose lagoon serves")
-    ap.add_argument("--malloc", default="default", help="allocator settings to compare: default,tuned")
+    ap.add_argument("--malloc", default="default", help="allocator settings to compare: default,arena (MALLOC_ARENA_MAX=2),tuned (+ mmap threshold)")
     ap.add_argument("--repeat", type=int, default=1, help="times to run every (budget, allocator) pair")
     ap.add_argument("--serve", type=int, default=0, help=argparse.SUPPRESS)  # (child: budget bytes)
     args = ap.parse_args()
@@ -178,7 +179,7 @@ def main() -> None:
     for _ in range(args.repeat):
         for mib in (int(b) for b in args.budgets.split(",")):
             for malloc in args.malloc.split(","):
-                env = {**base, **(TUNED_MALLOC if malloc == "tuned" else {})}
+                env = {**base, **MALLOCS[malloc]}
                 cmd = [sys.executable, __file__, "--serve", str(mib * MIB), "--dir", folder]
                 cmd += ["--tree", args.tree, "--namespaces", str(args.namespaces)]
                 cmd += ["--rounds", str(args.rounds), "--dim", str(args.dim)]
