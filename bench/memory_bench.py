@@ -159,7 +159,11 @@ def main() -> None:
     ap.add_argument("--budgets", default="64,100000", help="MiB, comma-separated (a huge one: unbounded)")
     ap.add_argument("--dir", default="", help="data folder (kept; built when missing)")
     ap.add_argument("--tree", default=str(ROOT), help="the source tree whose lagoon serves")
-    ap.add_argument("--malloc", default="default", help="allocator settings to compare: default,arena (MALLOC_ARENA_MAX=2),tuned (+ mmap threshold)")
+    ap.add_argument(
+        "--malloc",
+        default="default",
+        help="allocator settings to compare: default,arena (MALLOC_ARENA_MAX=2),tuned (+ mmap threshold)",
+    )
     ap.add_argument("--repeat", type=int, default=1, help="times to run every (budget, allocator) pair")
     ap.add_argument("--serve", type=int, default=0, help=argparse.SUPPRESS)  # (child: budget bytes)
     args = ap.parse_args()
