@@ -50,8 +50,15 @@ class OnTty:
 
     def __init__(self, argv: list[str]) -> None:
         self.master, slave = pty.openpty()
+        # Ctrl-C is live on a terminal: a runner started in the background (`cmd &` in a
+        # non-interactive shell) ignores SIGINT, and the command would inherit that
         self.proc = subprocess.Popen(
-            argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=slave, env=env()
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=slave,
+            env=env(),
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
         )
         os.close(slave)
         self.shown = b""
