@@ -37,6 +37,7 @@ import pytest
 
 from lagoon.auth import create_key
 from tests.server.conftest import LiveServer
+from tests.server.test_connections import read_all
 
 DOCS = 120
 DOC_BYTES = 50_000
@@ -381,13 +382,7 @@ def test_header_limits_answer_431_without_a_key(hostile: Hostile) -> None:
             except (BrokenPipeError, ConnectionResetError):
                 pass
             s.settimeout(10)
-            data = b""
-            try:
-                while chunk := s.recv(65536):
-                    data += chunk
-            except (ConnectionResetError, TimeoutError):
-                pass
-            return data
+            return read_all(s)
 
     huge = raw(b"GET /healthz HTTP/1.1\r\nhost: x\r\nx-big: " + b"a" * (8 << 20) + b"\r\n\r\n")
     assert huge.startswith(b"HTTP/1.1 431 "), huge[:200]
