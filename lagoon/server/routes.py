@@ -160,17 +160,30 @@ on the loop too) take ~45 ms there, a few ms on an idle core. (A `vector` is one
 writes of vectors the loop was made for stay on it; an array attribute counts its elements.)"""
 
 
-def write_values(body: dict[str, Any]) -> int:
+def write_values(body: dict[str, Any], stop: int | None = None) -> int:
     """How many values a write body names (the attributes of each row, the entries of each
     column, the elements of array attributes, the deleted ids), counted without validating it.
     The ``vector`` attribute's vectors count one each: they are checked as one float32 matrix in
-    C; any other list is checked element by element, so its elements count."""
+    C; any other list is checked element by element, so its elements count. With ``stop``, the
+    count ends as soon as it passes ``stop`` (the caller only asks whether it does). This runs on
+    the event loop for every write: no generator or call per attribute (a 100-row body of
+    vectors and two attributes: 25 us, was 56 us with one call per attribute)."""
+    limit = stop if stop is not None else -1
     count = 0
     for key in ("upsert_rows", "patch_rows"):
         rows = body.get(key)
-        if isinstance(rows, list):
-            for row in rows:
-                count += sum(_value_count(k, v) for k, v in row.items()) if isinstance(row, dict) else 1
+        if not isinstance(rows, list):
+            continue
+        for row in rows:
+            if isinstance(row, dict):
+                count += len(row)
+                for name, value in row.items():
+                    if isinstance(value, list) and name != "vector":
+                        count += len(value)
+            else:
+                count += 1
+            if count > limit >= 0:
+                return count
     for key in ("upsert_columns", "patch_columns"):
         columns = body.get(key)
         if isinstance(columns, dict):
@@ -180,13 +193,11 @@ def write_values(body: dict[str, Any]) -> int:
                 elif name == "vector":
                     count += len(column)
                 else:
-                    count += sum(_value_count(name, v) for v in column)
+                    count += len(column) + sum(len(v) for v in column if isinstance(v, list))
+                if count > limit >= 0:
+                    return count
     deletes = body.get("deletes")
     return count + (len(deletes) if isinstance(deletes, list) else 0)
-
-
-def _value_count(name: str, value: Any) -> int:
-    return len(value) + 1 if isinstance(value, list) and name != "vector" else 1
 
 
 BodyParser = Callable[[bytes], dict[str, Any]]
@@ -348,7 +359,7 @@ async def write(req: NamespaceRequest) -> Response:
         req.require("admin", "dropping attributes")
     req.check_accepting_writes()
     req.state.rates.check_write_bytes(req.principal.key_id or req.org, req.size)
-    offload = req.size > LARGE_BODY_BYTES or write_values(body) > OFFLOAD_WRITE_VALUES
+    offload = req.size > LARGE_BODY_BYTES or write_values(body, OFFLOAD_WRITE_VALUES) > OFFLOAD_WRITE_VALUES
     call = req.db.write(req.ns, body, org=req.org, offload=offload)
     action = (
         "copy_namespace" if body.get("copy_from_namespace") or body.get("branch_from_namespace") else "write"

@@ -527,3 +527,22 @@ def test_an_array_attribute_counts_its_elements_a_vector_does_not(
     body = {"upsert_rows": [row], "distance_metric": "cosine_distance"}
     assert ok(client.post("/v2/namespaces/arrays", json=body))["rows_upserted"] == 1
     assert validated_on_loop == [on_the_loop]
+
+
+@pytest.mark.parametrize(
+    ("columns", "on_the_loop"),
+    [
+        ({"id": [1, 2], "vector": [[0.5] * 4096, [0.25] * 4096]}, True),
+        ({"id": [1, 2], "tags": [list(range(10_000)), list(range(10_000))]}, False),
+        ({"id": list(range(5_000)), "n": list(range(5_000))}, False),
+    ],
+)
+def test_columns_count_their_entries_and_array_elements(
+    client: TestClient, monkeypatch: pytest.MonkeyPatch, columns: dict[str, Any], on_the_loop: bool
+) -> None:
+    """The same count for ``upsert_columns``: every entry of a column is a value, an array
+    attribute's elements are values, a vector is one value."""
+    validated_on_loop = _where_writes_are_validated(monkeypatch)
+    body = {"upsert_columns": columns, "distance_metric": "cosine_distance"}
+    assert ok(client.post("/v2/namespaces/columns", json=body))["rows_upserted"] == len(columns["id"])
+    assert validated_on_loop == [on_the_loop]
