@@ -16,6 +16,8 @@ in this order (docs/operations.md has the operator's version, with every finding
 6. Strays: objects under the namespace that are of no Lagoon kind (junk folders, editor files,
    a file in a live segment's folder that the manifest does not list).
 7. Orphans: segment folders nothing references (reported; GC removes them after the grace period).
+8. Branch references: a reference marker in every other namespace whose segments or WAL a present
+   manifest version reads (without it, that owner's GC may delete them); a missing one is written.
 
 Fixes (not with ``dry_run``), each safe while servers and workers run:
 
@@ -65,7 +67,7 @@ import numpy as np
 import pyarrow as pa
 
 from lagoon.config import Settings
-from lagoon.engine import manifest_store
+from lagoon.engine import manifest_store, refs
 from lagoon.engine.catalog import YOUNG_MARKER_SECS, Catalog, CatalogPlan, namespace_exists
 from lagoon.engine.components import Components
 from lagoon.engine.indexer import (
@@ -140,7 +142,8 @@ class FixFailed(Exception):
 @dataclass
 class Finding:
     check: str
-    """``manifests`` | ``current`` | ``segments`` | ``wal`` | ``strays`` | ``orphans`` | ``namespace``."""
+    """``manifests`` | ``current`` | ``segments`` | ``wal`` | ``strays`` | ``orphans`` | ``references``
+    | ``namespace``."""
     severity: Severity
     message: str
     fix: str = ""
@@ -1543,6 +1546,53 @@ async def _check_orphans(p: _Pass) -> None:
     p.add("orphans", "warning", text)
 
 
+def _referenced_owners(p: _Pass) -> dict[str, tuple[set[str], int | None]]:
+    """Per other namespace whose objects a present manifest version of this one reads (a
+    branch's parent, grandparent...): its segment ids listed and the lowest WAL seq read."""
+    out: dict[str, tuple[set[str], int | None]] = {}
+    for m in p.manifests.values():
+        for ref in m.segments:
+            if ref.owner and ref.owner != p.keys.namespace:
+                out.setdefault(ref.owner, (set(), None))[0].add(ref.id)
+        for r in m.branch.wal if m.branch else ():
+            if r.namespace != p.keys.namespace:
+                segs, first = out.setdefault(r.namespace, (set(), None))
+                out[r.namespace] = (segs, r.first if first is None else min(first, r.first))
+    return out
+
+
+async def _check_references(p: _Pass) -> None:
+    """A branch's reference markers (docs/rfcs/0007-branches.md): the owner's GC keeps only what
+    the branches named by its markers read, so a lost marker lets it delete this namespace's data
+    once the owner compacts past it. The manifests say what the marker protected: write it again."""
+    owners = _referenced_owners(p)
+    for owner, (segs, first) in sorted(owners.items()):
+        marked = await refs.list_markers(p.store, p.keys.sibling(owner))
+        if not any(mk.branch == p.keys.namespace for mk in marked):
+            what = [_n(len(segs), "segment")] if segs else []
+            what += [f"its WAL from seq {first}"] if first is not None else []
+            p.add(
+                "references",
+                "error",
+                f"the branch reference marker in '{owner}' is missing: this namespace reads "
+                f"{' and '.join(what)} of '{owner}', which its garbage collector may delete once "
+                "they are no longer its own",
+                f"write the reference marker in '{owner}' again",
+                _write_marker_action(p, owner),
+            )
+
+
+def _write_marker_action(p: _Pass, owner: str) -> Action:
+    async def run() -> str:
+        stamp = await store_time_ms(p.store)
+        key = await refs.write_marker(
+            p.store, p.keys.sibling(owner), p.keys.namespace, stamp, p.ctx.components.nonce().hex()
+        )
+        return f"wrote {key}"
+
+    return run
+
+
 async def _inspect(ctx: _Context) -> _Pass:
     p = _Pass(ctx, NamespaceReport(ctx.keys.org, ctx.keys.namespace))
     await _take_inventory(p)
@@ -1555,6 +1605,7 @@ async def _inspect(ctx: _Context) -> _Pass:
     await _check_wal(p)
     await _check_strays(p)
     await _check_orphans(p)
+    await _check_references(p)
     return p
 
 
@@ -1572,7 +1623,7 @@ async def _inspect_settled(ctx: _Context) -> _Pass:
 
 
 # Fixes run in this order within a round: the chain first (a segment fix commits on top of it).
-_FIX_ORDER = {"manifests": 0, "current": 1, "segments": 2, "wal": 3, "strays": 4}
+_FIX_ORDER = {"manifests": 0, "current": 1, "segments": 2, "wal": 3, "strays": 4, "references": 5}
 
 
 async def _apply(findings: Sequence[Finding]) -> bool:

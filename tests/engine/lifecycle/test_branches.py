@@ -344,3 +344,41 @@ async def test_repair_finds_nothing_to_fix_in_branches_and_their_source() -> Non
         }
     assert {m.key: m.size async for m in store.list("default/")} == before
     await db.close()
+
+
+async def test_a_lost_reference_marker_is_named_and_restored_by_repair() -> None:
+    """A branch's reference marker deleted by hand (or lost with a bucket-level incident): the
+    branch's manifest still says which of the source's segments and WAL entries it reads, so
+    ``lagoon repair`` names the missing marker and writes it again; the source's GC then keeps
+    what the branch reads, through compaction and past the grace period."""
+    from lagoon.engine.ops.repair import repair
+
+    clock = ManualStoreClock()
+    store = MemoryStore(clock=clock)
+    settings = make_settings(gc_grace_secs=GRACE, compaction_fanin=2)
+    db, model = await _source(store, settings)
+    await db.branch("b", NS)
+    markers = await keys_under(store, REFS_PREFIX)
+    assert markers
+    for key in markers:
+        await store.delete(key)
+
+    dry = await repair(store, orgs=["default"], dry_run=True, components=components("r"))
+    errors = {n.namespace: [f.message for f in n.errors] for n in dry.namespaces}
+    assert any("reference marker" in m and "'docs'" in m for m in errors["b"]), errors
+    assert await keys_under(store, REFS_PREFIX) == []  # a dry run changes nothing
+    fixed = await repair(store, orgs=["default"], dry_run=False, components=components("r"))
+    assert [f.message for n in fixed.namespaces for f in n.errors if n.namespace == "b"] == []
+    assert [k.rsplit("/", 2)[-2] for k in await keys_under(store, REFS_PREFIX)] == ["b"]
+    again = await repair(store, orgs=["default"], dry_run=True, components=components("r"))
+    assert all(not n.errors for n in again.namespaces)
+
+    rng = random.Random(11)
+    for _ in range(4):  # the source moves on: every segment the branch reads is replaced
+        await random_writes(db, model, rng, 4, id_range=40)
+        await index_namespace(store, KEYS, settings, components("i"), force=True)
+        await compact_namespace(store, KEYS, settings, components("c"))
+        clock.advance(GRACE + 1)
+        await collect_garbage(store, KEYS, settings, components("g"), retain_versions=1)
+    assert await missing_objects(store, "b") == []
+    await db.close()
