@@ -13,6 +13,8 @@ Invariants:
   masked. Log the key id, never the key.
 - ``configure_logging`` is idempotent: it replaces the handler it installed before, and touches no
   other handler.
+- Only data reaches the output: uvicorn's ``color_message`` (its message again, with ANSI colour
+  escapes) is dropped, so a line never carries terminal escapes a log pipeline would store.
 - Values that are not JSON types are written with ``str()``; a log call never raises.
 - Python warnings (``warnings.warn``, numpy's ``RuntimeWarning`` for an overflow or an invalid
   value) are log records too: logger ``py.warnings``, level ``warning``, the warning's text as
@@ -38,6 +40,9 @@ _FIELDS_ATTR = "lagoon_fields"
 _CORE = ("ts", "level", "logger", "msg")
 # Attributes every LogRecord has; anything else on a record came from ``extra=``.
 _STANDARD_ATTRS = frozenset(logging.makeLogRecord({}).__dict__) | {"message", "asctime", _FIELDS_ATTR}
+# Attributes other libraries put on their records that are not data: uvicorn adds
+# ``color_message``, its message again with ANSI colour escapes, for its own coloured formatter.
+_DROPPED_ATTRS = frozenset({"color_message"})
 
 
 def log_event(logger: logging.Logger, msg: str, /, *, level: int = logging.INFO, **fields: Any) -> None:
@@ -48,7 +53,9 @@ def log_event(logger: logging.Logger, msg: str, /, *, level: int = logging.INFO,
 
 def record_fields(record: logging.LogRecord) -> dict[str, Any]:
     """The structured fields of a record, secrets masked: ``log_event`` fields and ``extra=`` ones."""
-    fields: dict[str, Any] = {k: v for k, v in record.__dict__.items() if k not in _STANDARD_ATTRS}
+    fields: dict[str, Any] = {
+        k: v for k, v in record.__dict__.items() if k not in _STANDARD_ATTRS and k not in _DROPPED_ATTRS
+    }
     given = getattr(record, _FIELDS_ATTR, None)
     if isinstance(given, Mapping):
         fields.update(given)

@@ -63,6 +63,22 @@ def test_auth_off_warning_and_default_org(live_server: LiveServer, unique: str) 
     assert "AUTHENTICATION IS OFF" in live_server.log()
 
 
+def test_json_logs_of_a_real_server_carry_no_terminal_escapes(tmp_path: Path) -> None:
+    """uvicorn's own records (startup, shutdown) are JSON lines like ours, without its
+    ``color_message`` copy of the message with ANSI colour escapes."""
+    server = LiveServer(tmp_path / "data", tmp_path / "server.log", LAGOON_OBSERVABILITY__LOG_LEVEL="info")
+    assert (
+        httpx.post(f"{server.url}/v2/namespaces/logs", json={"upsert_rows": [{"id": 1}]}).status_code == 200
+    )
+    assert server.stop() == 0
+    text = server.log()
+    records = [orjson.loads(line) for line in text.splitlines()]
+    uvicorn = [r for r in records if r["logger"].startswith("uvicorn")]
+    assert any("Started server process" in r["msg"] for r in uvicorn), text
+    assert "\x1b" not in text and "\\u001b" not in text, text
+    assert not [r for r in records if "color_message" in r], text
+
+
 def test_slow_body_then_graceful_shutdown(tmp_path: Path) -> None:
     root = tmp_path / "data"
     server = LiveServer(
