@@ -28,6 +28,18 @@ STAGES: list[tuple[str, tuple[str, ...]]] = [
     ("commit: resolve, seal, encode", ("Committer._prepare",)),
     ("commit: fold into the tail", ("NamespaceState._append", "Tail.apply", "Tail._fold", "Tail.snapshot")),
     ("state refresh, other processes' entries", ("NamespaceState.refresh", "NamespaceState._probe")),
+    # The entries another serving process committed, read before a commit (catch_up) or by a
+    # refresh: the GET, decode_entry (checksum, Arrow IPC, check_structure) and the gather; the
+    # tasks _fetch_many starts have no caller in their stack, so only their own frames tell.
+    (
+        "other process's WAL entries",
+        (
+            "NamespaceState._fetch_one",
+            "NamespaceState._fetch_many",
+            "NamespaceState.catch_up",
+            "decode_entry",
+        ),
+    ),
     ("commit: other", ("Committer._run", "Committer._commit")),
     ("routing: hand-off to the owner", ("CommitRouter.", "_Link.", "lagoon/engine/routing.py")),
     ("engine write: other", ("Database.write",)),
