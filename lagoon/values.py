@@ -54,11 +54,19 @@ class DecodedVector:
     list itself (an attribute that is not a dense vector, an error message) calls ``as_list``,
     which gives exactly the list orjson would have built (ints stay ints)."""
 
-    __slots__ = ("_as_list", "values")
+    __slots__ = ("_as_list", "matrix", "row", "values")
 
-    def __init__(self, values: np.ndarray, as_list: Callable[[], list[Any]]) -> None:
+    def __init__(
+        self,
+        values: np.ndarray,
+        as_list: Callable[[], list[Any]],
+        matrix: np.ndarray | None = None,
+        row: int = -1,
+    ) -> None:
         self.values = values
         self._as_list = as_list
+        self.matrix = matrix  # when ``values`` is row ``row`` of the decoder's matrix of vectors
+        self.row = row
 
     def __len__(self) -> int:
         return int(self.values.shape[0])
@@ -140,7 +148,7 @@ def _vectors_at_once(present: list[Any], atype: AttrType) -> np.ndarray | None:
         if set(map(len, present)) != {dims}:
             return None
         with np.errstate(over="ignore"):  # beyond float32: infinity, refused below
-            arr = np.stack([v.values for v in present]).astype(np.float32)
+            arr = _decoded_matrix(present).astype(np.float32)
     elif kinds == {list}:
         if set(map(len, present)) != {dims}:
             return None
@@ -163,6 +171,20 @@ def _vectors_at_once(present: list[Any], atype: AttrType) -> np.ndarray | None:
     if not np.isfinite(arr).all() or (atype.dtype == "i8" and not _int8_values(arr)):
         return None
     return arr.astype(np.float32)
+
+
+def _decoded_matrix(present: list[DecodedVector]) -> np.ndarray:
+    """The values of ``present`` as one matrix: the decoder's own when they are all its rows,
+    in order (the usual write: every document has a vector), else stacked."""
+    matrix = present[0].matrix
+    if (
+        matrix is not None
+        and matrix.shape[0] == len(present)
+        and all(v.matrix is matrix for v in present)
+        and [v.row for v in present] == list(range(len(present)))
+    ):
+        return matrix
+    return np.stack([v.values for v in present])
 
 
 def vectors_to_arrow(matrix: np.ndarray, valid: np.ndarray, atype: AttrType) -> pa.Array:

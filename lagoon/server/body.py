@@ -220,6 +220,7 @@ def _decode_vectors(data: bytes) -> dict[str, Any] | None:
 
 
 _Value = simdjson.Object | simdjson.Array | str | int | float | bool | None
+_OBJECT, _ARRAY = simdjson.Object, simdjson.Array
 
 
 class _Text:
@@ -256,22 +257,65 @@ class _Walk:
             value = doc[key]
             if key == "upsert_rows" and isinstance(value, simdjson.Array):
                 self.arrays += 1
-                out[key] = [
-                    self.row(r, i) if isinstance(r, simdjson.Object) else self.plain(r)
-                    for i, r in enumerate(value)
-                ]
+                out[key] = self.rows(value)
             elif key == "upsert_columns" and isinstance(value, simdjson.Object):
                 out[key] = self.columns(value)
             else:
                 out[key] = self.plain(value)
         return _unique(out, doc)
 
-    def row(self, row: simdjson.Object, at: int) -> dict[str, Any]:
-        out: dict[str, Any] = {}
-        for key in row:
-            value = row[key]
-            out[key] = self.vector(value, ("upsert_rows", at, key)) if key == "vector" else self.plain(value)
-        return _unique(out, row)
+    def rows(self, rows: simdjson.Array) -> list[Any]:
+        """The ``upsert_rows`` array, each document's ``vector`` numbers as a ``DecodedVector``.
+        One loop over the documents (no call per document or value: 100 rows of 4 attributes
+        cost 0.25 ms in calls before), and the vectors' float64 buffers are joined into one
+        matrix whose rows the ``DecodedVector`` values are (``coerce_vectors`` then converts the
+        matrix as it is instead of stacking the rows again)."""
+        out: list[Any] = []
+        vectors: list[tuple[dict[str, Any], int, Any]] = []  # (document, its index, buffer)
+        for at, row in enumerate(rows):
+            if type(row) is not _OBJECT:
+                out.append(self.plain(row))
+                continue
+            built: dict[str, Any] = {}
+            for key in row:
+                value: Any = row[key]  # a simdjson Array when kind is _ARRAY
+                kind = type(value)
+                if kind is _ARRAY and key == "vector":
+                    try:
+                        buffer = value.as_buffer(of_type="d")  # TypeError on a bool, null, string or object
+                    except TypeError:
+                        built[key] = self.plain(value)
+                        continue
+                    if memoryview(buffer).nbytes != 8 * len(value):  # nested arrays, flattened
+                        built[key] = self.plain(value)
+                        continue
+                    self.arrays += 1
+                    vectors.append((built, at, buffer))
+                    built[key] = None  # the DecodedVector, once every buffer is read
+                elif kind is _OBJECT or kind is _ARRAY:
+                    built[key] = self.plain(value)
+                else:
+                    built[key] = value
+            out.append(_unique(built, row))
+        self._set_vectors(vectors)
+        return out
+
+    def _set_vectors(self, vectors: list[tuple[dict[str, Any], int, Any]]) -> None:
+        if not vectors:
+            return
+        sizes = {memoryview(buffer).nbytes for _, _, buffer in vectors}
+        if len(sizes) == 1:
+            matrix = np.frombuffer(b"".join(buffer for _, _, buffer in vectors), dtype=np.float64)
+            matrix = matrix.reshape(len(vectors), -1)
+            for j, (doc, at, _) in enumerate(vectors):
+                path = ("upsert_rows", at, "vector")
+                doc["vector"] = DecodedVector(matrix[j], functools.partial(self.text.at, path), matrix, j)
+            return
+        for doc, at, buffer in vectors:
+            path = ("upsert_rows", at, "vector")
+            doc["vector"] = DecodedVector(
+                np.frombuffer(buffer, dtype=np.float64), functools.partial(self.text.at, path)
+            )
 
     def columns(self, cols: simdjson.Object) -> dict[str, Any]:
         out: dict[str, Any] = {}

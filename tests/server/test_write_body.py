@@ -261,3 +261,40 @@ def test_decoded_vectors_do_not_keep_the_parsers_document() -> None:
         "upsert_columns"
     ]["vector"]
     assert [type(x) for x in vectors[0].as_list()] == [int, float, float, int]
+
+
+FINITE = st.one_of(
+    st.floats(allow_nan=False, allow_infinity=False, width=32).map(repr),
+    st.floats(-1e6, 1e6).map(repr),
+    st.integers(-(2**40), 2**40).map(str),
+)
+
+
+@st.composite
+def decodable_rows(draw: st.DrawFn) -> bytes:
+    """``upsert_rows`` bodies the decoder always reads itself (finite numbers, no big integers):
+    most documents hold a vector of the same length, some a null, another length or none."""
+    rows = []
+    for ident in range(draw(st.integers(1, 12))):
+        title = draw(TITLE.filter(lambda t: "[" not in t))  # a "[" in a string goes to orjson
+        entries = [f'"id":{ident}', '"title":' + orjson.dumps(title).decode()]
+        kind = draw(st.sampled_from(["vector"] * 6 + ["null", "none", "short"]))
+        if kind != "none":
+            size = draw(st.integers(0, DIMS + 1)) if kind == "short" else DIMS
+            numbers = draw(st.lists(FINITE, min_size=size, max_size=size))
+            entries.append('"vector":' + ("null" if kind == "null" else "[" + ",".join(numbers) + "]"))
+        rows.append("{" + ",".join(draw(st.permutations(entries))) + "}")
+    return ('{"distance_metric":"cosine_distance","upsert_rows":[' + ",".join(rows) + "]}").encode()
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(raw=decodable_rows())
+def test_rows_decoded_into_one_matrix_validate_as_orjsons_lists(raw: bytes) -> None:
+    """The decoder joins the rows' vectors into one matrix and ``coerce_vectors`` takes that
+    matrix as it is: every document keeps its own vector, nulls and odd lengths included."""
+    body = _decode_vectors(raw)
+    assert body is not None
+    expected = orjson.loads(raw)
+    assert orjson.dumps(_plain(body)) == orjson.dumps(expected)
+    for schema in SCHEMAS:
+        assert _outcome(body, schema) == _outcome(expected, schema)
