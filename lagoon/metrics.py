@@ -1,8 +1,14 @@
 """Process-wide Prometheus metrics of the background work (indexing, compaction, GC).
 
-Declared once, at import, on the default registry: the server's ``/metrics`` exposes the default
-registry after its own, so these series appear there for ``--embedded-indexer`` servers; a
-standalone worker has no HTTP endpoint of its own (there is no setting for one).
+Declared once, at import, on the default registry. They are set by whichever process runs the
+indexer: ``lagoon-worker`` serves them on ``observability.metrics_listen``; a ``lagoon-server
+--embedded-indexer`` on its own ``/metrics`` (after its HTTP series). A server without the
+embedded indexer runs no indexer, so it has no samples of the indexing gauges.
+
+On a node with several serving processes (``lagoon.server.processes``) the values of every
+process are aggregated: the per-namespace gauges are the max over live processes (only the
+indexer child sets them) and ``lagoon_compaction_running`` the sum, so a replaced indexer child
+leaves no series of the dead one behind and the names read as on a worker (no ``pid`` label).
 
 Series (namespace label values are ``org/namespace``). Every namespace the indexing process
 knows (from the queue, or from its sweep of the bucket at start and then hourly) has all three
@@ -47,12 +53,25 @@ INDEXING_LAG = Gauge(
     "lagoon_indexing_lag_seconds",
     "Age of the oldest unindexed WAL entry of a namespace (writer clock vs worker clock).",
     ["namespace"],
+    multiprocess_mode="livemax",
 )
 WAL_TAIL_BYTES = Gauge(
-    "lagoon_wal_tail_bytes", "Encoded bytes of a namespace's unindexed WAL tail.", ["namespace"]
+    "lagoon_wal_tail_bytes",
+    "Encoded bytes of a namespace's unindexed WAL tail.",
+    ["namespace"],
+    multiprocess_mode="livemax",
 )
-SEGMENT_COUNT = Gauge("lagoon_segment_count", "Segments in a namespace's latest manifest.", ["namespace"])
-COMPACTION_RUNNING = Gauge("lagoon_compaction_running", "Compactions running in this process.")
+SEGMENT_COUNT = Gauge(
+    "lagoon_segment_count",
+    "Segments in a namespace's latest manifest.",
+    ["namespace"],
+    multiprocess_mode="livemax",
+)
+COMPACTION_RUNNING = Gauge(
+    "lagoon_compaction_running",
+    "Compactions running in this process (a node's live processes, summed).",
+    multiprocess_mode="livesum",
+)
 COMPACTION_TOTAL = Counter(
     "lagoon_compaction_total", "Compactions finished, by outcome (committed|aborted|failed).", ["outcome"]
 )

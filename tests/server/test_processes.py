@@ -158,6 +158,53 @@ def test_processes_serve_one_node(tmp_path: Path) -> None:
         assert not status.exists() or "zombie" in status.read_text().lower()
 
 
+def indexing_series(text: str) -> list[str]:
+    names = ("lagoon_indexing_lag_seconds", "lagoon_wal_tail_bytes", "lagoon_segment_count")
+    names += ("lagoon_compaction_running",)
+    return sorted(line.rsplit(" ", 1)[0] for line in text.splitlines() if line.startswith(names))
+
+
+def test_a_replaced_indexer_process_leaves_no_series_behind(tmp_path: Path) -> None:
+    """The indexing gauges read as on a worker (one series per namespace, no pid label), also after
+    the indexer child died and was replaced: a dead child's last values (a lag that would keep an
+    alert firing, a compaction it was running) are not exported next to the new child's."""
+    server = LiveServer(
+        tmp_path / "data",
+        tmp_path / "server.log",
+        ("--set", "server.processes=2", "--embedded-indexer"),
+    )
+    want = [
+        "lagoon_compaction_running",
+        'lagoon_indexing_lag_seconds{namespace="default/ix"}',
+        'lagoon_segment_count{namespace="default/ix"}',
+        'lagoon_wal_tail_bytes{namespace="default/ix"}',
+    ]
+
+    def wait_for_series(what: str) -> None:
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline:
+            text = fresh(server.url, "GET", "/metrics").text
+            if 'lagoon_segment_count{namespace="default/ix"' in text:
+                assert indexing_series(text) == want, text
+                return
+            time.sleep(0.2)
+        pytest.fail(f"{what}:\n" + server.log())
+
+    try:
+        body = {"upsert_rows": [{"id": 1, "vector": [1.0, 2.0]}], "distance_metric": "euclidean_squared"}
+        assert fresh(server.url, "POST", "/v2/namespaces/ix", json=body).status_code == 200
+        wait_for_series("the indexer exported no series of the namespace")
+        old = roles(server.proc.pid)["indexer"]
+        os.kill(old, signal.SIGKILL)
+        deadline = time.monotonic() + 180
+        while roles(server.proc.pid).get("indexer") in (None, old):
+            assert time.monotonic() < deadline, "the indexer process was not replaced:\n" + server.log()
+            time.sleep(0.2)
+        wait_for_series("the new indexer exported no series of the namespace")
+    finally:
+        server.stop()
+
+
 def test_a_port_in_use_fails_at_once(tmp_path: Path) -> None:
     """The supervisor binds the port itself: a port in use is one clear line and exit status 3,
     not a supervisor whose children keep failing."""
