@@ -16,6 +16,7 @@ itself), so what the GC read stays a superset of what the branch can still need.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from lagoon.engine import manifest_store
@@ -77,10 +78,17 @@ async def _branch_versions(store: ObjectStore, keys: NamespaceKeys) -> list[Mani
     return out
 
 
-def _refers(m: Manifest, owner: str) -> tuple[set[str], int | None]:
-    segs = {s.id for s in m.segments if s.owner == owner}
-    wal = [r.first for r in (m.branch.wal if m.branch else ()) if r.namespace == owner]
-    return segs, min(wal, default=None)
+def reads_from(manifests: Iterable[Manifest], owner: str) -> tuple[frozenset[str], int | None]:
+    """What ``manifests`` read of namespace ``owner``'s objects: the owner's segment ids any of them
+    lists, and the lowest owner WAL seq any of them reads (``None``: none)."""
+    segs: set[str] = set()
+    first: int | None = None
+    for m in manifests:
+        segs |= {s.id for s in m.segments if s.owner == owner}
+        for r in m.branch.wal if m.branch else ():
+            if r.namespace == owner:
+                first = r.first if first is None else min(first, r.first)
+    return frozenset(segs), first
 
 
 async def read_references(store: ObjectStore, owner: NamespaceKeys, now_ms: int, grace_ms: int) -> References:
@@ -96,13 +104,11 @@ async def read_references(store: ObjectStore, owner: NamespaceKeys, now_ms: int,
     referring: list[str] = []
     for branch, marks in sorted(by_branch.items()):
         versions = await _branch_versions(store, owner.sibling(branch))
-        refers = False
-        for m in versions:
-            segs, first = _refers(m, owner.namespace)
-            segments |= segs
-            if first is not None:
-                wal_from = first if wal_from is None else min(wal_from, first)
-            refers = refers or bool(segs) or first is not None
+        segs, first = reads_from(versions, owner.namespace)
+        segments |= segs
+        if first is not None:
+            wal_from = first if wal_from is None else min(wal_from, first)
+        refers = bool(segs) or first is not None
         young = [mk for mk in marks if mk.stamp_ms + grace_ms + CLOCK_RESOLUTION_MS > now_ms]
         in_flight = in_flight or (not versions and bool(young))
         if refers:
@@ -118,4 +124,12 @@ async def delete_stale(store: ObjectStore, refs: References) -> int:
     return len(refs.stale)
 
 
-__all__ = ["Marker", "References", "delete_stale", "list_markers", "read_references", "write_marker"]
+__all__ = [
+    "Marker",
+    "References",
+    "delete_stale",
+    "list_markers",
+    "read_references",
+    "reads_from",
+    "write_marker",
+]

@@ -1546,27 +1546,23 @@ async def _check_orphans(p: _Pass) -> None:
     p.add("orphans", "warning", text)
 
 
-def _referenced_owners(p: _Pass) -> dict[str, tuple[set[str], int | None]]:
-    """Per other namespace whose objects a present manifest version of this one reads (a
-    branch's parent, grandparent...): its segment ids listed and the lowest WAL seq read."""
-    out: dict[str, tuple[set[str], int | None]] = {}
+def _referenced_owners(p: _Pass) -> list[str]:
+    """The other namespaces whose objects a present manifest version of this one reads (a
+    branch's parent, grandparent...), sorted."""
+    ns = p.keys.namespace
+    out: set[str] = set()
     for m in p.manifests.values():
-        for ref in m.segments:
-            if ref.owner and ref.owner != p.keys.namespace:
-                out.setdefault(ref.owner, (set(), None))[0].add(ref.id)
-        for r in m.branch.wal if m.branch else ():
-            if r.namespace != p.keys.namespace:
-                segs, first = out.setdefault(r.namespace, (set(), None))
-                out[r.namespace] = (segs, r.first if first is None else min(first, r.first))
-    return out
+        out |= {s.owner for s in m.segments if s.owner and s.owner != ns}
+        out |= {r.namespace for r in (m.branch.wal if m.branch else ()) if r.namespace != ns}
+    return sorted(out)
 
 
 async def _check_references(p: _Pass) -> None:
     """A branch's reference markers (docs/rfcs/0007-branches.md): the owner's GC keeps only what
     the branches named by its markers read, so a lost marker lets it delete this namespace's data
     once the owner compacts past it. The manifests say what the marker protected: write it again."""
-    owners = _referenced_owners(p)
-    for owner, (segs, first) in sorted(owners.items()):
+    for owner in _referenced_owners(p):
+        segs, first = refs.reads_from(p.manifests.values(), owner)
         marked = await refs.list_markers(p.store, p.keys.sibling(owner))
         if not any(mk.branch == p.keys.namespace for mk in marked):
             what = [_n(len(segs), "segment")] if segs else []
