@@ -110,6 +110,7 @@ class ProbeSearch:
         self._probed = np.zeros(vi.n_clusters, bool) if ivf else np.zeros(0, bool)
         self._n_probed = 0
         self._seen = 0  # candidates in the scanned clusters
+        self._near = False  # a sparse mask found correlated: count candidates near the query
         self._rows = 0  # rows of the clusters the plan asked for (not of the extensions)
         self._sel: list[np.ndarray] = []
         self._exact: tuple[np.ndarray, np.ndarray] | None = None
@@ -145,6 +146,11 @@ class ProbeSearch:
                 # the mask is correlated with the vectors and its rows lie farther away. Follow
                 # them until the probes hold the candidates an uncorrelated mask would give.
                 need = max(CANDIDATE_MARGIN * self.k, self.sigma * self._rows)
+                # A sparse mask's exact count holds the candidates of whole clusters, and those
+                # around a plane lie on its far side: the clusters added from here are scanned as
+                # a dense mask's (codes near the query counted), or the following stops short
+                # (half-space masks of 25-30 %: recall 0.86 at 400 of 894 clusters).
+                self._near = True
                 while self._seen < need and self._n_probed < EXACT_ABOVE_PROBE_FRACTION * ncl:
                     per = max(self.n_cand / ncl, 1e-9)  # the next clusters, at the average rate
                     step = max(1, math.ceil((need - self._seen) / per), self._n_probed // 4)
@@ -176,7 +182,7 @@ class ProbeSearch:
             return
         if count_rows:
             self._rows += int(vi.sizes[new].sum())
-        dense = self.sigma > DENSE_MASK
+        dense = self.sigma > DENSE_MASK or self._near
         counted = np.zeros(3, np.int64)  # sparse: candidates; dense: bits tested, bits set
         self._sel.append(
             vi.probe_clusters(

@@ -14,6 +14,7 @@ from lagoon.index.segment.build import SEQ_COLUMN
 from lagoon.index.segment.read import SegmentReader
 from lagoon.index.sources.segment import SegmentSource
 from lagoon.index.vector.build import CALIBRATION_KS, TARGET_RECALL
+from lagoon.index.vector.plan import DEFAULT_RECALL_TARGET
 from lagoon.schema import Schema, apply_schema_update
 from tests.index.segment.data import exact_topk, queries, recall_at_k, vectors
 from tests.index.segment.helpers import build, open_built
@@ -108,3 +109,51 @@ def test_recall_50k() -> None:
 def test_recall_200k() -> None:
     results = check_recall(200_000, 300)
     assert all(r >= 0.95 for r in results.values()), results
+
+
+# Masks keeping at most DENSE_MASK of the rows take the sparse kernel (candidates picked, then
+# scored). The target is the namespace default; 60 queries x 10 neighbours = 600 per case, so a
+# plan meeting the target over the population reads as >= target - 0.016 here (2 s.d. of a
+# binomial share of 600 at 0.96); the unchanged plan read 0.88-0.925 on the plane masks.
+SPARSE_SHARES = (0.3, 0.25, 0.2, 0.1)
+SAMPLE_MARGIN = 0.016
+
+
+def check_sparse_masks(n: int, nq: int, planes: int = 3) -> dict[str, float]:
+    """Recall@10 with masks keeping 10-30 % of the rows: rows on one side of a plane, queried
+    from deep on the other side (the nearest clusters hold no candidate, and the candidates of
+    the clusters around the plane lie away from the query; ``nq`` queries over ``planes``
+    planes), and random rows with ``nq`` held-out queries."""
+    reader, base, _ = clustered_segment(n)
+    src = SegmentSource(reader, np.ones(n, bool))
+    qs = queries(nq, DIM)
+    rng = np.random.default_rng(11)
+    results: dict[str, float] = {}
+    for share in SPARSE_SHARES:
+        cases = []
+        for d in range(planes):
+            proj = base @ qs[d]
+            deep = base[np.argsort(proj)[: nq // planes]]
+            cases.append(("plane", proj >= np.quantile(proj, 1.0 - share), deep))
+        cases.append(("random", rng.random(n) < share, qs))
+        found_by: dict[str, list[np.ndarray]] = {}
+        truth_by: dict[str, list[np.ndarray]] = {}
+        for label, mask, qq in cases:
+            truth_by.setdefault(label, []).append(exact_topk(base, qq, 10, mask))
+            found = [src.vector_topk("v", q, "cosine_distance", 10, mask, approximate=True)[0] for q in qq]
+            assert all(f.shape == (10,) for f in found)
+            found_by.setdefault(label, []).extend(found)
+        for label, found in found_by.items():
+            results[f"{label} {share:.0%}"] = recall_at_k(found, np.concatenate(truth_by[label]))
+    return results
+
+
+def test_sparse_masks_50k() -> None:
+    results = check_sparse_masks(50_000, 60)
+    assert all(r >= DEFAULT_RECALL_TARGET - SAMPLE_MARGIN for r in results.values()), results
+
+
+@pytest.mark.slow
+def test_sparse_masks_200k() -> None:
+    results = check_sparse_masks(200_000, 60)
+    assert all(r >= DEFAULT_RECALL_TARGET - SAMPLE_MARGIN for r in results.values()), results
