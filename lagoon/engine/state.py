@@ -68,12 +68,13 @@ class DamagedSegment:
     (queries, lookups, conditional writes, patches, filters) raises ``NamespaceDamaged`` naming the
     damaged object and the repair command. Other namespaces are unaffected."""
 
-    def __init__(self, ref: SegmentRef, problem: str) -> None:
+    def __init__(self, ref: SegmentRef, problem: str, detail: str = "") -> None:
         self.ref = ref
-        self.problem = problem
+        self.problem = problem  # for the client: the segment and its file, never an object key
+        self.detail = detail  # for the request's log line: the object key and the store's words
 
     def error(self) -> NamespaceDamaged:
-        return NamespaceDamaged(f"{self.problem}; {REPAIR_HINT}")
+        return NamespaceDamaged(f"{self.problem}; {REPAIR_HINT}", detail=self.detail)
 
     def ids(self) -> Any:
         raise self.error()
@@ -211,12 +212,17 @@ class NamespaceState:
         try:
             return await self.segment_loader(self, ref, schema)
         except ObjectNotFound as e:
-            key = str(e) or f"{self.keys.segment_prefix}{ref.id}/"
-            problem = f"{key}: a file of segment {ref.id} (manifest v{m.version}) is missing"
-            return _Vanished(DamagedSegment(ref, problem))
+            folder = f"{self.keys.segment_prefix}{ref.id}/"
+            key = str(e) or folder
+            file = key.removeprefix(folder) if key.startswith(folder) else ""
+            problem = f"a file of segment {ref.id} (manifest v{m.version}) is missing"
+            problem += f": {file}" if file and "/" not in file else ""
+            return _Vanished(DamagedSegment(ref, problem, detail=key))
         except DataCorruption as e:
-            problem = f"segment {ref.id} (manifest v{m.version}) is corrupt: {e}"
-            return DamagedSegment(ref, problem)
+            # the store names the object by its key; the client gets the file's name in the segment
+            text = str(e).replace(f"{self.keys.segment_prefix}{ref.id}/", "")
+            problem = f"segment {ref.id} (manifest v{m.version}) is corrupt: {text}"
+            return DamagedSegment(ref, problem, detail=str(e))
 
     def damage(self) -> list[str]:
         """What is damaged in the current manifest's segments ([] when nothing is)."""

@@ -165,6 +165,28 @@ def test_no_route_answers_5xx_over_a_damaged_namespace(tmp_path: Path, damage: o
         assert c.post("/v2/namespaces/good/query", json={"rank_by": ["id", "asc"]}).status_code == 200
 
 
+@pytest.mark.parametrize("how", ["flipped", "missing"])
+def test_a_damaged_segment_file_is_named_by_its_file_not_a_redacted_key(tmp_path: Path, how: str) -> None:
+    """The 409 says which file of which segment is damaged, in words a user can act on: no
+    ``<redacted>`` where the object key was; the key itself is in the request's log line."""
+    seed(tmp_path, index=True)
+    (folder,) = (tmp_path / "default/bad/seg").iterdir()
+    if how == "flipped":
+        flipped(folder / "docs")
+    else:
+        (folder / "docs").unlink()
+    with TestClient(create_app(settings(tmp_path))) as c:
+        r = c.post("/v2/namespaces/bad/query", json={"rank_by": ["id", "asc"]})
+    assert r.status_code == 409, r.text
+    message = r.json()["error"]
+    assert f"segment {folder.name} (manifest v1)" in message and "docs" in message, message
+    assert "<redacted>" not in message and "default/bad" not in message, message
+    if how == "missing":
+        assert f"a file of segment {folder.name} (manifest v1) is missing: docs;" in message, message
+    else:
+        assert f"segment {folder.name} (manifest v1) is corrupt: docs: " in message, message
+
+
 @pytest.mark.parametrize("damage", [garble_manifests, flip_segments], ids=["manifest", "segment"])
 def test_a_damaged_namespace_is_deleted_without_repair_first_and_gc_removes_its_data(
     tmp_path: Path, damage: object
