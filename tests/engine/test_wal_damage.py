@@ -113,6 +113,11 @@ async def test_damaged_wal_entry_is_skipped_and_named_until_repair(tmp_path: Pat
             await index_namespace(store, KEYS, _settings(), Components(), force=True)
         assert "wal/3: " in str(err.value) and "lagoon repair" in str(err.value)
 
+        # the dry run says what a node does meanwhile: queries skip the entry, the indexer stops
+        plan = await check_namespace(store, "default", "docs", dry_run=True)
+        (finding,) = [f for f in plan.errors if f.message.startswith("WAL entry 3 is unreadable")]
+        assert "queries skip it" in finding.message and "the indexer stops at it" in finding.message
+
         report = await check_namespace(store, "default", "docs", dry_run=False)
         assert report.ok, [f.message for f in report.errors]
         ids, damage = await _query(db)  # the same node: the slot reads now

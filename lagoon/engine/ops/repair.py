@@ -1261,8 +1261,8 @@ class _WalWalk:
         finding = p.add(
             "wal",
             "error",
-            f"WAL entry {seq} is unreadable: {e} (it held: {describe_entry(raw)}); reads and writes of "
-            "the namespace stop at it",
+            f"WAL entry {seq} is unreadable: {e} (it held: {describe_entry(raw)}); queries skip it (its "
+            "documents are not served) and the indexer stops at it",
             f"quarantine entry {seq} and mark its seq as empty",
         )
         opened = self.recovery is None
