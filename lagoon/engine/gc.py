@@ -19,6 +19,10 @@ What it deletes (one namespace per call, ``collect_garbage``; the decisions are 
   to push them out of retention).
 - **WAL entries** up to the highest ``wal_through`` of the eligible WAL records (all at or below
   the latest ``indexed_through``).
+- **No WAL entry whose rows a damaged segment held**: WAL entries are kept from the first seq of
+  any live segment of the latest manifest whose files the listing shows missing or of another
+  size than the manifest records (a warning names them), so ``lagoon repair`` can rebuild the
+  segment from them; a bit flip keeps the size and is found only by reading (repair, queries).
 - **Nothing a branch still references** (docs/rfcs/0007-branches.md, ``engine/refs.py``): before
   every delete batch the branches named by the namespace's reference markers are re-read; their
   segments and WAL entries stay, and nothing is deleted while a branch creation is in flight.
@@ -65,7 +69,7 @@ from lagoon.engine.components import Components
 from lagoon.engine.indexer import store_time_ms
 from lagoon.engine.manifest_store import ManifestConflict
 from lagoon.format.keys import NamespaceKeys, parse_manifest_version, parse_wal_seq
-from lagoon.format.manifest import Manifest, PendingDelete
+from lagoon.format.manifest import Manifest, PendingDelete, SegmentRef
 from lagoon.logs import log_event
 from lagoon.storage.base import ObjectNotFound, ObjectStore
 
@@ -255,14 +259,32 @@ async def list_version_times(store: ObjectStore, keys: NamespaceKeys) -> dict[in
 
 async def _list_segment_files(
     store: ObjectStore, keys: NamespaceKeys
-) -> tuple[dict[str, list[str]], dict[str, int]]:
+) -> tuple[dict[str, list[str]], dict[str, int], dict[str, int]]:
+    """Segment files by segment id, each segment's newest file time, and every file's size."""
     files: dict[str, list[str]] = {}
     newest_file: dict[str, int] = {}
+    sizes: dict[str, int] = {}
     async for meta in store.list(keys.segment_prefix):
         seg_id = meta.key[len(keys.segment_prefix) :].split("/", 1)[0]
         files.setdefault(seg_id, []).append(meta.key)
         newest_file[seg_id] = max(newest_file.get(seg_id, 0), _ms(meta.last_modified))
-    return files, newest_file
+        sizes[meta.key] = meta.size
+    return files, newest_file, sizes
+
+
+def damaged_below(m: Manifest, keys: NamespaceKeys, sizes: dict[str, int], through: int) -> list[SegmentRef]:
+    """The live segments of ``m`` holding rows of WAL entries at or below ``through`` whose
+    files (in this namespace's ``seg/``) the listing ``sizes`` shows missing or of another size
+    than the manifest records: until repair has rebuilt them, those WAL entries may be the only
+    intact copy of their rows. A bit flip keeps the size, so only a read (repair) finds it. Pure."""
+    out = []
+    for ref in m.segments:
+        if ref.owner is not None or ref.seq_from > through:
+            continue  # a parent's segment is its own namespace's to check
+        prefix = f"{keys.segment_prefix}{ref.id}/"
+        if any(sizes.get(prefix + name) != f.get("size") for name, f in ref.files.items()):
+            out.append(ref)
+    return out
 
 
 async def collect_garbage(
@@ -300,7 +322,7 @@ async def collect_garbage(
     cache.forget_below(keys, min(versions.retained, default=latest.version))
 
     # 3-4. Pending records and orphan segment files past grace; what branches still reference.
-    files, newest_file = await _list_segment_files(store, keys)
+    files, newest_file, sizes = await _list_segment_files(store, keys)
     branch_refs = await refs.read_references(store, keys, now, grace_ms)
     plan = plan_deletions(latest, referenced | branch_refs.segments, version_time, newest_file, now, grace_ms)
     out.more_later = versions.more_later or plan.more_later
@@ -308,7 +330,7 @@ async def collect_garbage(
     # 5. Delete, re-validating against the latest manifest (and the branches) before every batch.
     run = _Deletion(store, keys, components, latest, out, (now, grace_ms))
     done_records = await run.segments(plan, files)
-    done_records += await run.wal(plan)
+    done_records += await run.wal(plan, sizes)
     await run.versions(versions, retain_versions)
     out.deleted += await refs.delete_stale(store, branch_refs)
 
@@ -379,7 +401,7 @@ class _Deletion:
         ]
         return done
 
-    async def wal(self, plan: GcPlan) -> list[PendingDelete]:
+    async def wal(self, plan: GcPlan, sizes: dict[str, int]) -> list[PendingDelete]:
         if not plan.wal_records:
             return []
         through = max(w for r in plan.wal_records if (w := r.wal_seq) is not None)
@@ -388,6 +410,20 @@ class _Deletion:
         if branch_refs.in_flight:
             return []
         through = branch_refs.keeps_wal(min(through, m.indexed_through))
+        damaged = damaged_below(m, self.keys, sizes, through)
+        if damaged:  # keep the WAL copy of their rows for repair (a segment newer than the
+            # listing looks damaged too: its WAL entries then wait for the next pass)
+            through = min(ref.seq_from for ref in damaged) - 1
+            self.out.more_later = True
+            log_event(
+                log,
+                "WAL entries kept: a segment they were indexed into has a missing or truncated file",
+                level=logging.WARNING,
+                namespace=self.keys.root,
+                segments=[ref.id for ref in damaged],
+                wal_kept_from=through + 1,
+                fix="run `lagoon repair --dry-run` to see the plan, then `lagoon repair`",
+            )
         doomed_wal = []
         async for meta in self.store.list(self.keys.wal_prefix):
             seq = parse_wal_seq(meta.key)
@@ -445,6 +481,7 @@ __all__ = [
     "ManifestCache",
     "VersionPlan",
     "collect_garbage",
+    "damaged_below",
     "list_version_times",
     "plan_deletions",
     "plan_versions",

@@ -9,6 +9,7 @@ not read documents (upserts) still commit; writes that must read documents (dele
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -103,3 +104,43 @@ async def test_damaged_segment_file_fails_queries_clearly_and_spares_the_rest(
             await db.query("docs", {"rank_by": ["id", "asc"], "top_k": 100})
     finally:
         await db.close()
+
+
+@pytest.mark.parametrize("kind", ["missing", "truncated"])
+async def test_gc_keeps_the_wal_entries_of_a_segment_whose_file_is_missing_or_truncated(
+    tmp_path: Path, kind: str
+) -> None:
+    """The WAL entries a segment was indexed from are the other copy of its rows: GC past grace
+    does not delete them while the listing shows a file of that segment missing or cut short, so
+    ``lagoon repair`` rebuilds the segment with every row; once repaired, GC deletes them."""
+    from lagoon.engine import manifest_store
+    from lagoon.engine.gc import collect_garbage
+    from lagoon.engine.ops.repair import check_namespace
+
+    store = await _build(tmp_path)
+    latest = await manifest_store.read_latest(store, KEYS)
+    assert latest is not None and [(s.seq_from, s.seq_to) for s in latest.segments] == [
+        (1, 1),
+        (2, 2),
+        (3, 3),
+    ]
+    middle = latest.segments[1]
+    DAMAGE[kind](tmp_path / KEYS.segment_prefix / middle.id / "docs")
+    quick = Settings(indexer={"gc_grace_secs": 0.01})  # type: ignore[arg-type]
+    time.sleep(0.1)
+
+    await collect_garbage(store, KEYS, quick, Components())
+    wal = sorted(p.name for p in (tmp_path / KEYS.wal_prefix).iterdir())
+    assert wal == [Path(KEYS.wal(2)).name, Path(KEYS.wal(3)).name]  # entry 1's segment is intact
+
+    report = await check_namespace(store, "default", "docs", dry_run=False)
+    assert report.ok, [f.message for f in report.errors]
+    db = Database(store, Settings())
+    try:
+        assert await _ids(db, "docs") == [b * 10 + i for b in range(3) for i in range(5)]
+    finally:
+        await db.close()
+    time.sleep(0.1)
+    await collect_garbage(store, KEYS, quick, Components())
+    wal_dir = tmp_path / KEYS.wal_prefix
+    assert not wal_dir.exists() or not list(wal_dir.iterdir())
