@@ -240,8 +240,8 @@ def rank(req: QueryRequest, src: DocSource) -> Ranked:
     r = req.rank_by
     want = req.offset + req.limit
     if isinstance(r, VectorRank):
-        mask = src.filter_mask(req.filters) if req.filters is not None else None
-        pos, dist = src.vector_topk(r.attr, r.vector, r.metric, want, mask, approximate=r.mode == "ANN")
+        bits = src.filter_bits(req.filters) if req.filters is not None else None  # packed: the probe's input
+        pos, dist = src.vector_topk(r.attr, r.vector, r.metric, want, bits, approximate=r.mode == "ANN")
         return Ranked(pos[req.offset :], r.dist(dist)[req.offset :])
     if isinstance(r, LateInteractionRank):  # exact scan: every document with a value
         dist = late_interaction_distances(src.column(r.attr), r.queries, r.metric, r.dims)

@@ -54,6 +54,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from lagoon.errors import InternalError
+from lagoon.index.bits import Bits
 from lagoon.index.cancel import checkpoint, match_in_slices
 from lagoon.index.filters.kernels import (
     cast,
@@ -105,8 +106,21 @@ class Filter(ABC):
         except pa.ArrowException as e:  # a column not typed as the schema says: a caller bug
             raise InternalError(f"filter {self.describe()[:200]} failed on this table: {e}") from e
 
+    def evaluate_bits(self, table: pa.Table, *, token_matcher: TokenMatcher | None = None) -> Bits:
+        """``evaluate`` as packed bits (lagoon/index/bits.py): a condition Arrow evaluates keeps
+        its boolean bitmap (a null as the operator's null rule says), And/Or/Not combine the
+        bits; only conditions computed in numpy (arrays, token operators, ``$ref_new``, Fuzzy)
+        are packed from a bool mask. Equal to ``Bits.from_mask(evaluate(table))``."""
+        try:
+            return self._bits(_Ctx(table, token_matcher))
+        except pa.ArrowException as e:  # a column not typed as the schema says: a caller bug
+            raise InternalError(f"filter {self.describe()[:200]} failed on this table: {e}") from e
+
     @abstractmethod
     def _eval(self, ctx: _Ctx) -> Mask: ...
+
+    @abstractmethod
+    def _bits(self, ctx: _Ctx) -> Bits: ...
 
     @abstractmethod
     def conditions(self) -> Iterator[Condition]:
@@ -141,6 +155,15 @@ class And(Filter):
             np.logical_and(out, child._eval(ctx), out=out)
         return out
 
+    def _bits(self, ctx: _Ctx) -> Bits:
+        out = Bits.full(ctx.n)
+        for child in self.children:
+            if not out.any():
+                break
+            checkpoint()
+            out = out & child._bits(ctx)
+        return out
+
     def conditions(self) -> Iterator[Condition]:
         for c in self.children:
             yield from c.conditions()
@@ -162,6 +185,15 @@ class Or(Filter):
             np.logical_or(out, child._eval(ctx), out=out)
         return out
 
+    def _bits(self, ctx: _Ctx) -> Bits:
+        out = Bits.full(ctx.n, False)
+        for child in self.children:
+            if out.count == ctx.n and ctx.n:
+                break
+            checkpoint()
+            out = out | child._bits(ctx)
+        return out
+
     def conditions(self) -> Iterator[Condition]:
         for c in self.children:
             yield from c.conditions()
@@ -176,6 +208,9 @@ class Not(Filter):
 
     def _eval(self, ctx: _Ctx) -> Mask:
         return np.logical_not(self.child._eval(ctx))
+
+    def _bits(self, ctx: _Ctx) -> Bits:
+        return ~self.child._bits(ctx)
 
     def conditions(self) -> Iterator[Condition]:
         yield from self.child.conditions()
@@ -232,6 +267,19 @@ class Condition(Filter):
             return self._positive(self.op, ctx)
         return np.logical_not(self._positive(positive, ctx))
 
+    def _bits(self, ctx: _Ctx) -> Bits:
+        if self.op in TOKEN_OPS:
+            return Bits.from_mask(ctx.match_tokens(self))
+        positive = NEGATIVE.get(self.op)
+        op = positive or self.op
+        x = ctx.column(self.attr) if self.attr_type is not None else None
+        arrow = None if self.ref_new is not None or x is None else self._arrow_literal(op, x)
+        if arrow is None:
+            out = Bits.from_mask(self._positive(op, ctx))
+        else:
+            out = Bits.from_arrow(arrow[0], null=arrow[1])
+        return out if positive is None else ~out
+
     def _positive(self, op: str, ctx: _Ctx) -> Mask:
         x = ctx.column(self.attr) if self.attr_type is not None else None
         if self.ref_new is not None:
@@ -251,29 +299,43 @@ class Condition(Filter):
             raise InternalError("filter on an unknown attribute compared as typed")
         return pa.scalar(value, type=scalar_arrow_type(t, self.attr))
 
+    def _arrow_literal(self, op: str, x: Column) -> tuple[Any, bool] | None:
+        """The positive operator ``op`` on the stored column ``x`` against the literal, as Arrow
+        evaluates it: (boolean array, what a null in it means), or None when it is computed in
+        numpy (array attributes, Fuzzy, a range against null). Shared by both evaluations."""
+        value = self.value
+        if self.attr_type is not None and self.attr_type.array:
+            if op == "Eq" and value is None:
+                return x.is_null(), False
+            return None
+        if op == "Eq":
+            return (x.is_null(), False) if value is None else (pc.equal(x, self._scalar(value)), False)
+        if op == "In":
+            present = [v for v in value if v is not None]
+            hits = self._is_in(x, present)
+            if len(present) != len(value):
+                hits = pc.or_kleene(hits, x.is_null())
+            return hits, False
+        if op in CMP:
+            if value is None:
+                return None
+            return CMP[op](x, self._scalar(value)), op in ("Lt", "Lte")
+        if op in ("Glob", "IGlob", "Regex"):
+            return self._match_strings(x), False
+        return None
+
     def _vs_literal(self, op: str, x: Column, n: int) -> Mask:
         value = self.value
         is_array = self.attr_type is not None and self.attr_type.array
+        arrow = self._arrow_literal(op, x)
+        if arrow is not None:
+            return to_mask(arrow[0], null=arrow[1])
         if op == "Eq":
-            if value is None:
-                return to_mask(x.is_null())
-            if is_array:
-                return list_eq_literal(single(x), value, self._element_type(), n)
-            return to_mask(pc.equal(x, self._scalar(value)))
-        if op == "In":
-            present = [v for v in value if v is not None]
-            out = to_mask(self._is_in(x, present))
-            if len(present) != len(value):
-                out |= to_mask(x.is_null())
-            return out
-        if op in CMP:
-            if value is None:
-                return np.zeros(n, dtype=bool)
-            return to_mask(CMP[op](x, self._scalar(value)), null=op in ("Lt", "Lte"))
+            return list_eq_literal(single(x), value, self._element_type(), n)
+        if op in CMP:  # against null: nothing
+            return np.zeros(n, dtype=bool)
         if op == "Fuzzy":
             return fuzzy_mask(x, self.value, self.fuzzy or (-1, True), n, is_array)
-        if op in ("Glob", "IGlob", "Regex") and not is_array:
-            return to_mask(self._match_strings(x))
         # Array operators: flatten, test the elements, scatter back to rows.
         arr = single(x)
         flat, parents = pc.list_flatten(arr), list_parents(arr)

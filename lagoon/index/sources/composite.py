@@ -28,6 +28,7 @@ from typing import Any, TypeVar
 import numpy as np
 import pyarrow as pa
 
+from lagoon.index.bits import Bits
 from lagoon.index.cache import OnceCache
 from lagoon.index.cancel import checkpoint
 from lagoon.index.fanout import Fanout
@@ -73,10 +74,14 @@ class CompositeSource:
             return np.zeros(0, dtype=dtype)
         return np.concatenate(arrays).astype(dtype, copy=False)
 
-    def _slices(self, mask: np.ndarray | None) -> list[np.ndarray | None]:
+    def _slices(self, mask: np.ndarray | Bits | None) -> list[Any]:
+        """Each part's share of ``mask`` (a bool slice, or Bits for Bits; None for None)."""
         if mask is None:
             return [None] * len(self.parts)
-        return [mask[self.offsets[i] : self.offsets[i + 1]] for i in range(len(self.parts))]
+        o = self.offsets
+        if isinstance(mask, Bits):
+            return [mask.slice(int(o[i]), int(o[i + 1])) for i in range(len(self.parts))]
+        return [mask[o[i] : o[i + 1]] for i in range(len(self.parts))]
 
     def _part(self, i: int, operation: str) -> AbstractContextManager[Any]:
         """A tracing span for work on part ``i`` (lagoon/tracing.py); first a cancellation checkpoint."""
@@ -111,7 +116,7 @@ class CompositeSource:
             return [c() for c in calls]
         return fanout.map(calls)
 
-    def _masked(self, mask: np.ndarray | None) -> list[int]:
+    def _masked(self, mask: np.ndarray | Bits | None) -> list[int]:
         """Indexes of the parts with at least one document in ``mask`` (all for None)."""
         return [i for i, m in enumerate(self._slices(mask)) if m is None or m.any()]
 
@@ -121,13 +126,19 @@ class CompositeSource:
         masks = self._each("filter", range(len(self.parts)), lambda _, p: p.filter_mask(flt))
         return self._concat(masks, bool)
 
+    def filter_bits(self, flt: Filter | None) -> Bits:
+        if flt is None:
+            return Bits.full(self._n)
+        parts = self._each("filter", range(len(self.parts)), lambda _, p: p.filter_bits(flt))
+        return parts[0] if len(parts) == 1 else Bits.concat(parts)
+
     def vector_topk(
         self,
         attr: str,
         query: np.ndarray,
         metric: str,
         k: int,
-        mask: np.ndarray | None,
+        mask: np.ndarray | Bits | None,
         *,
         approximate: bool = False,
         recall_target: float | None = None,
@@ -157,7 +168,7 @@ class CompositeSource:
         return pos_all[top], dist_all[top]
 
     def _ann_topk(
-        self, attr: str, query: np.ndarray, metric: str, k: int, mask: np.ndarray | None, target: float
+        self, attr: str, query: np.ndarray, metric: str, k: int, mask: np.ndarray | Bits | None, target: float
     ) -> tuple[np.ndarray, np.ndarray]:
         q = np.ascontiguousarray(query, dtype=np.float32).reshape(-1)
         parts: list[AnnPart] = []
@@ -344,10 +355,13 @@ class _ExactPart:
     curve: RecallCurve | None = None
 
     def __init__(
-        self, part: DocSource, attr: str, q: np.ndarray, metric: str, k: int, mask: np.ndarray | None
+        self, part: DocSource, attr: str, q: np.ndarray, metric: str, k: int, mask: np.ndarray | Bits | None
     ) -> None:
         self._p, self._args, self._mask = part, (attr, q, metric, k), mask
-        self.n_cand = part.non_null_count(attr) if mask is None else int(np.count_nonzero(mask))
+        if mask is None:
+            self.n_cand = part.non_null_count(attr)
+        else:
+            self.n_cand = mask.count if isinstance(mask, Bits) else int(np.count_nonzero(mask))
         self.sigma = 1.0
         self._result: tuple[np.ndarray, np.ndarray] | None = None
 

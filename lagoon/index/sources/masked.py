@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from lagoon.index.bits import Bits
 from lagoon.index.cache import OnceCache
 from lagoon.index.filters.tree import Filter
 from lagoon.index.sources.ranks import dense_rank, rank_of_order
@@ -43,17 +44,20 @@ class MaskedSource:
             return np.ones(self.num_docs, dtype=bool)
         return self.rows.restrict(self.base.filter_mask(flt))
 
+    def filter_bits(self, flt: Filter | None) -> Bits:
+        return Bits.full(self.num_docs) if flt is None else Bits.from_mask(self.filter_mask(flt))
+
     def vector_topk(
         self,
         attr: str,
         query: np.ndarray,
         metric: str,
         k: int,
-        mask: np.ndarray | None,
+        mask: np.ndarray | Bits | None,
         *,
         approximate: bool = False,
     ) -> tuple[np.ndarray, np.ndarray]:
-        cand = self.rows.row_mask(mask)
+        cand = self.rows.row_mask(mask.mask if isinstance(mask, Bits) else mask)
         pos, dist = self.base.vector_topk(attr, query, metric, k, cand, approximate=approximate)
         return self.rows.positions(pos), dist
 

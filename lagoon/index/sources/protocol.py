@@ -17,6 +17,7 @@ from typing import Any, Protocol
 import numpy as np
 import pyarrow as pa
 
+from lagoon.index.bits import Bits
 from lagoon.index.filters.tree import Filter
 from lagoon.index.text.bm25 import TermStats
 from lagoon.schema import Schema
@@ -35,18 +36,25 @@ class DocSource(Protocol):
         """bool[num_docs]: documents matching ``flt`` (all True for None)."""
         ...
 
+    def filter_bits(self, flt: Filter | None) -> Bits:
+        """``filter_mask`` as packed bits (lagoon/index/bits.py), for a vector search's
+        candidates: evaluated to bits where the source can (a segment's filter indexes and
+        Arrow's boolean results), without a bool per document on the way."""
+        ...
+
     def vector_topk(
         self,
         attr: str,
         query: np.ndarray,
         metric: str,
         k: int,
-        mask: np.ndarray | None,
+        mask: np.ndarray | Bits | None,
         *,
         approximate: bool = False,
     ) -> tuple[np.ndarray, np.ndarray]:
-        """The ``k`` nearest documents with a vector among ``mask``: (positions, float64 distances),
-        ascending distance, ties by id. ``approximate`` allows an index probe (IVF)."""
+        """The ``k`` nearest documents with a vector among ``mask`` (bool[num_docs] or Bits):
+        (positions, float64 distances), ascending distance, ties by id. ``approximate`` allows an
+        index probe (IVF)."""
         ...
 
     def bm25(

@@ -16,6 +16,7 @@ from functools import cached_property
 import numpy as np
 
 from lagoon.errors import InternalError
+from lagoon.index.bits import Bits
 from lagoon.index.sparse import SparseIndex
 from lagoon.index.text.bm25 import TermStats
 from lagoon.index.text.textindex import TextIndex
@@ -74,6 +75,27 @@ class LiveRows:
         out = np.zeros(self.num_rows, dtype=bool)
         out[self.rows[np.asarray(mask, dtype=bool)]] = True
         return out
+
+    @cached_property
+    def live_bits(self) -> Bits:
+        """The live rows as Bits over the part's rows."""
+        return Bits.from_rows(self.rows, self.num_rows)
+
+    def row_bits(self, bits: Bits | None) -> Bits | None:
+        """``row_mask`` for a position set given as Bits: O(set positions), no bool per row."""
+        if self.all_live:
+            return bits
+        if bits is None:
+            return self.live_bits
+        return Bits.from_rows(self.rows[bits.rows()], self.num_rows)
+
+    def positions_bits(self, rows: np.ndarray, *, complement: bool = False) -> Bits:
+        """``positions_mask`` as Bits: the positions are set straight from ``rows``."""
+        pos = rows if self.all_live else self._rowmap[rows]
+        if not self.all_live:
+            pos = pos[pos >= 0]
+        out = Bits.from_rows(pos, self.n)
+        return ~out if complement else out
 
     def positions_mask(self, rows: np.ndarray, *, complement: bool = False) -> np.ndarray:
         """bool[n]: the positions of those of ``rows`` that are live (or of every other position)."""

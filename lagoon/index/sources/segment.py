@@ -17,6 +17,7 @@ import numpy as np
 import pyarrow as pa
 
 from lagoon.errors import InternalError
+from lagoon.index.bits import Bits
 from lagoon.index.cache import OnceCache
 from lagoon.index.filters.ops import TOKEN_OPS
 from lagoon.index.filters.tree import And, Condition, Filter, Not, Or
@@ -155,7 +156,51 @@ class SegmentSource:
                 return indexed
         return self._scan(f)
 
+    def filter_bits(self, flt: Filter | None) -> Bits:
+        """``filter_mask`` as Bits, evaluated as bits throughout: the filter index's rows are set
+        straight into them, scanned conditions come from Arrow's boolean bitmaps, And/Or/Not
+        combine 64 documents per operation."""
+        if flt is None:
+            return Bits.full(self._n)
+        bits = self._eval_bits(flt)
+        if bits.n != self._n:
+            raise InternalError(f"filter returned bits of {bits.n} documents for {self._n}")
+        return bits
+
+    def _eval_bits(self, f: Filter) -> Bits:
+        if isinstance(f, And):
+            out = Bits.full(self._n)
+            for child in f.children:
+                if not out.any():
+                    break
+                out = out & self._eval_bits(child)
+            return out
+        if isinstance(f, Or):
+            out = Bits.full(self._n, False)
+            for child in f.children:
+                if self._n and out.count == self._n:
+                    break
+                out = out | self._eval_bits(child)
+            return out
+        if isinstance(f, Not):
+            return ~self._eval_bits(f.child)
+        if isinstance(f, Condition):
+            found = self._index_rows(f)
+            if found is not None:
+                rows, complement = found
+                return self.live_rows.positions_bits(rows, complement=complement)
+        return self._scan_bits(f)
+
     def _indexed(self, c: Condition) -> np.ndarray | None:
+        found = self._index_rows(c)
+        if found is None:
+            return None
+        rows, complement = found
+        return self.live_rows.positions_mask(rows, complement=complement)
+
+    def _index_rows(self, c: Condition) -> tuple[np.ndarray, bool] | None:
+        """(segment rows, complement) answering ``c`` from the attribute's filter index: the
+        matching rows, or (``complement``) the rows that do not match; None without an index."""
         if c.ref_new is not None or c.attr_type is None or c.attr_type.array or c.attr == "id":
             return None
         positive = _NEGATIVE.get(c.op)
@@ -169,9 +214,16 @@ class SegmentSource:
         if found is None:
             return None
         rows, complement = found
-        return self.live_rows.positions_mask(rows, complement=complement != (positive is not None))
+        return rows, complement != (positive is not None)
 
     def _scan(self, f: Filter) -> np.ndarray:
+        return f.evaluate(self._scan_table(f), token_matcher=self._token_matcher)
+
+    def _scan_bits(self, f: Filter) -> Bits:
+        return f.evaluate_bits(self._scan_table(f), token_matcher=self._token_matcher)
+
+    def _scan_table(self, f: Filter) -> pa.Table:
+        """The columns ``f`` reads (none for a token operator: it reads the postings)."""
         cols: dict[str, pa.ChunkedArray] = {}
         token_only = isinstance(f, Condition) and f.op in TOKEN_OPS
         if not token_only:
@@ -181,7 +233,7 @@ class SegmentSource:
                     cols[name] = self.column(name)
         if not cols:  # the table only carries the row count
             cols["$rows"] = pa.chunked_array([pa.nulls(self._n)])
-        return f.evaluate(pa.table(cols), token_matcher=self._token_matcher)
+        return pa.table(cols)
 
     def _token_matcher(self, attr: str, op: str, tokens: Any, params: Any, table: pa.Table) -> np.ndarray:
         return self.token_match(attr, op, tokens, params)
@@ -194,7 +246,7 @@ class SegmentSource:
         query: np.ndarray,
         metric: str,
         k: int,
-        mask: np.ndarray | None,
+        mask: np.ndarray | Bits | None,
         *,
         approximate: bool = False,
         nprobe: int | None = None,
@@ -213,8 +265,13 @@ class SegmentSource:
             rows, dist = vi.exact(query, metric, k, cand)
         return self.live_rows.positions(rows), dist
 
-    def _candidates(self, mask: np.ndarray | None) -> np.ndarray | None:
-        """bool over segment rows: live and in ``mask`` (over positions); None = every row."""
+    def _candidates(self, mask: np.ndarray | Bits | None) -> np.ndarray | Bits | None:
+        """The segment rows live and in ``mask`` (over positions): bool over rows, or Bits for
+        Bits; None = every row."""
+        if isinstance(mask, Bits):
+            if mask.n != self._n:
+                raise InternalError(f"vector_topk: bits of {mask.n} for {self._n} documents")
+            return self.live_rows.row_bits(mask)
         if mask is None:
             return self.live_rows.live_mask
         m = np.asarray(mask, dtype=bool)
@@ -223,7 +280,7 @@ class SegmentSource:
         return self.live_rows.row_mask(m)
 
     def ann_part(
-        self, attr: str, query: np.ndarray, metric: str, k: int, mask: np.ndarray | None
+        self, attr: str, query: np.ndarray, metric: str, k: int, mask: np.ndarray | Bits | None
     ) -> SegmentAnnPart | None:
         """This segment's side of a planned ANN query (lagoon/index/vector/plan.py), or None
         when it has no vector index for ``attr``."""

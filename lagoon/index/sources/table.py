@@ -23,6 +23,7 @@ import numpy as np
 import pyarrow as pa
 
 from lagoon.errors import InternalError
+from lagoon.index.bits import Bits
 from lagoon.index.cache import OnceCache
 from lagoon.index.filters.tree import Filter
 from lagoon.index.sources.ranks import dense_rank, rank_of_order, sort_positions
@@ -93,6 +94,9 @@ class LiveDocs:
             raise InternalError(f"filter returned a mask of shape {mask.shape} for {self._n} documents")
         return mask
 
+    def filter_bits(self, flt: Filter | None) -> Bits:
+        return Bits.full(self._n) if flt is None else Bits.from_mask(self.filter_mask(flt))
+
     def _match_tokens(self, attr: str, op: str, tokens: Any, params: Any, table: pa.Table) -> np.ndarray:
         if table.num_rows != self._n:  # evaluated on a different table: no cached index applies
             index = build_text_index(self._schema, attr, table.column(attr))
@@ -132,10 +136,12 @@ class LiveDocs:
         query: np.ndarray,
         metric: str,
         k: int,
-        mask: np.ndarray | None,
+        mask: np.ndarray | Bits | None,
         *,
         approximate: bool = False,
     ) -> tuple[np.ndarray, np.ndarray]:
+        if isinstance(mask, Bits):
+            mask = mask.mask
         vm = self.vectors(attr)
         q = np.ascontiguousarray(query, dtype=np.float32).reshape(-1)
         if mask is None:

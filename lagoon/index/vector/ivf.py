@@ -31,6 +31,7 @@ import numpy as np
 from lagoon.errors import DataCorruption, InternalError
 from lagoon.format import vec as vecfile
 from lagoon.format.segment import SectionFile, gather_runs
+from lagoon.index.bits import Bits, as_bits
 from lagoon.index.vector import plan as _plan
 from lagoon.index.vector.kernels import exact_dist, inner_products, topk_smallest
 from lagoon.index.vector.plan import DEFAULT_RECALL_TARGET, RecallCurve
@@ -122,6 +123,8 @@ class VectorIndex:
         self.row_to_c = row_to_c
         self.valid = row_to_c >= 0
         self.all_valid = m == n_rows
+        # ``valid`` packed, for candidate sets to be ANDed with (None: every row has a vector)
+        self.valid_bits = None if self.all_valid else Bits.from_rows(cord, n_rows)
         for a in (self.cord, self.kernel_cord, self.row_to_c, self.valid, self.list_ptr, self.sizes):
             a.setflags(write=False)
 
@@ -272,10 +275,10 @@ class VectorIndex:
 
     # ------------------------------------------------------------------------------------- search
 
-    def candidates(self, cand: np.ndarray) -> np.ndarray:
-        """Indices into ``cvec`` of the rows ``cand`` (bool over rows) keeps that have a vector,
-        in row order. O(rows) to scan the mask, then O(kept)."""
-        cidx = self.row_to_c[np.flatnonzero(cand)]
+    def candidates(self, cand: np.ndarray | Bits) -> np.ndarray:
+        """Indices into ``cvec`` of the rows ``cand`` (bool over rows, or Bits) keeps that have a
+        vector, in row order. O(rows) to scan a mask (O(rows / 64) for Bits), then O(kept)."""
+        cidx = self.row_to_c[cand.rows() if isinstance(cand, Bits) else np.flatnonzero(cand)]
         out: np.ndarray = cidx[cidx >= 0]
         return out
 
@@ -284,11 +287,11 @@ class VectorIndex:
         query: np.ndarray,
         metric: str,
         k: int,
-        cand: np.ndarray | None,
+        cand: np.ndarray | Bits | None,
         *,
         cidx: np.ndarray | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Exact top-``k`` rows among ``cand`` (bool over rows; None = all rows with a vector):
+        """Exact top-``k`` rows among ``cand`` (bool over rows or Bits; None = all rows with a vector):
         (rows int64, float64 distances), ascending, ties by row. ``cidx`` = ``candidates(cand)``
         when the caller has it."""
         q = np.ascontiguousarray(query, dtype=np.float32).reshape(-1)
@@ -318,7 +321,7 @@ class VectorIndex:
         query: np.ndarray,
         metric: str,
         k: int,
-        cand: np.ndarray | None,
+        cand: np.ndarray | Bits | None,
         *,
         cand_rows: np.ndarray | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
@@ -344,24 +347,17 @@ class VectorIndex:
         best = self._codes.search_of(self._query_vector(q, metric), np.sort(cidx), width)
         return self.finish(self.best_of(q, metric, k, np.sort(best)), q, metric)
 
-    def cluster_counts(self, cand: np.ndarray) -> np.ndarray:
-        """int64[n_clusters]: rows of each cluster that ``cand`` (bool over rows) keeps. One
-        sequential pass over the mask and the per-row cluster ids."""
-        kept = self.row_cluster.take(np.flatnonzero(cand))  # (a boolean compress is slower)
-        counts: np.ndarray = np.bincount(kept, minlength=self.n_clusters + 1)
-        return counts[: self.n_clusters]
-
     def search(
         self,
         query: np.ndarray,
         metric: str,
         k: int,
-        cand: np.ndarray | None,
+        cand: np.ndarray | Bits | None,
         *,
         nprobe: int | None = None,
         recall_target: float = DEFAULT_RECALL_TARGET,
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Approximate top-``k`` rows among ``cand`` (bool over rows, None = all) at
+        """Approximate top-``k`` rows among ``cand`` (bool over rows or Bits, None = all) at
         ``recall_target`` as the only part of a query (lagoon/index/vector/plan.py);
         ``nprobe`` forces a fixed number of probed clusters (no planning, no exact fallback)."""
         q = np.ascontiguousarray(query, dtype=np.float32).reshape(-1)
@@ -370,14 +366,15 @@ class VectorIndex:
         if nprobe is not None and metric == self.metric and self.n_clusters > 1:
             cdist = self.centroid_dist(q, metric)
             probe = self._nearest(cdist, max(1, min(int(nprobe), self.n_clusters)))
-            return self.finish(self.probe_clusters(q, metric, k, cand, probe), q, metric)
+            bits = None if cand is None else as_bits(cand)
+            return self.finish(self.probe_clusters(q, metric, k, bits, probe), q, metric)
         part = self.start(q, metric, k, cand)
         results, _ = _plan.plan_and_search(
             [part], k, recall_target, lambda r: np.zeros(r[0][0].shape[0], np.int64)
         )
         return results[0]
 
-    def start(self, query: np.ndarray, metric: str, k: int, cand: np.ndarray | None) -> ProbeSearch:
+    def start(self, query: np.ndarray, metric: str, k: int, cand: np.ndarray | Bits | None) -> ProbeSearch:
         """One query's search of this index, probed as the planner decides (``ProbeSearch``)."""
         return ProbeSearch(self, np.ascontiguousarray(query, dtype=np.float32).reshape(-1), metric, k, cand)
 
@@ -421,14 +418,13 @@ class VectorIndex:
         q: np.ndarray,
         metric: str,
         k: int,
-        cand: np.ndarray | None,
+        cand: Bits | None,
         probe: np.ndarray,
-        bitmap: np.ndarray | None = None,
         *,
         dense: bool = False,
         seen: np.ndarray | None = None,
     ) -> np.ndarray:
-        """Cluster-order indices of the best ``k`` candidates (kept by ``cand``) of the clusters
+        """Cluster-order indices of the best ``k`` candidates (set in ``cand``) of the clusters
         ``probe``, best first (f32 distances, ties by row). ``seen`` (int64[3]): unless ``dense``,
         the candidates in the probed clusters are added to ``seen[0]``; when ``dense``, the
         candidate bits tested to ``seen[1]`` and those set to ``seen[2]`` (``CodePass.search``)."""
@@ -437,12 +433,13 @@ class VectorIndex:
         if self._codes is not None and metric == self.metric:
             width = first_pass_width(k)
             if int(self.sizes[probe].sum()) > width:
-                return self._probe_quantized(q, metric, k, cand, probe, width, bitmap, dense=dense, seen=seen)
+                return self._probe_quantized(q, metric, k, cand, probe, width, dense=dense, seen=seen)
         starts = self.list_ptr[probe]
         idx = gather_runs(starts, self.list_ptr[probe + 1] - starts)
         if cand is not None:
             tested = idx.shape[0]
-            idx = idx[cand[self.cord[idx]]]
+            r = self.cord[idx]
+            idx = idx[((cand.data[r >> 3] >> (r & 7).astype(np.uint8)) & 1).astype(bool)]
             if seen is not None:
                 if dense:  # every bit tested: the share is exact
                     seen[1] += tested
@@ -456,19 +453,16 @@ class VectorIndex:
         q: np.ndarray,
         metric: str,
         k: int,
-        cand: np.ndarray | None,
+        cand: Bits | None,
         probe: np.ndarray,
         width: int,
-        bitmap: np.ndarray | None = None,
         *,
         dense: bool = False,
         seen: np.ndarray | None = None,
     ) -> np.ndarray:
         """``probe_clusters`` with the 8-bit first pass (lagoon/index/vector/quantized.py) keeping
-        the best ``width`` candidates (masked by ``cand``), which are then ranked exactly."""
+        the best ``width`` candidates (set in ``cand``), which are then ranked exactly."""
         assert self._codes is not None
-        if cand is not None and bitmap is None:
-            bitmap = np.packbits(cand, bitorder="little")
         starts = self.list_ptr[probe]
         idx = self._codes.search(
             self._query_vector(q, metric),
@@ -476,7 +470,7 @@ class VectorIndex:
             self.list_ptr[probe + 1],
             width,
             self.kernel_cord,
-            bitmap,
+            None if cand is None else cand.data,
             dense=dense,
             seen=seen,
         )

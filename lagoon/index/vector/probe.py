@@ -14,7 +14,7 @@ from typing import Protocol
 
 import numpy as np
 
-from lagoon.index.vector import bitmap as _bitmap
+from lagoon.index.bits import Bits, as_bits
 from lagoon.index.vector import plan as _plan
 from lagoon.index.vector.plan import RecallCurve
 from lagoon.index.vector.quantized import DENSE_MASK, sampled_count
@@ -38,6 +38,7 @@ class ProbedIndex(Protocol):
     metric: str
     all_valid: bool
     valid: np.ndarray
+    valid_bits: Bits | None
     curve: RecallCurve
     sizes: np.ndarray
     list_ptr: np.ndarray
@@ -53,7 +54,7 @@ class ProbedIndex(Protocol):
         query: np.ndarray,
         metric: str,
         k: int,
-        cand: np.ndarray | None,
+        cand: Bits | None,
         *,
         cand_rows: np.ndarray | None = None,
     ) -> tuple[np.ndarray, np.ndarray]: ...
@@ -65,9 +66,8 @@ class ProbedIndex(Protocol):
         q: np.ndarray,
         metric: str,
         k: int,
-        cand: np.ndarray | None,
+        cand: Bits | None,
         probe: np.ndarray,
-        bitmap: np.ndarray | None = None,
         *,
         dense: bool = False,
         seen: np.ndarray | None = None,
@@ -87,20 +87,19 @@ class ProbeSearch:
     clusters hold on average (a mask correlated with the vectors — a filter on a few clusters far
     from the query — is followed to where its rows are), and widens (x2) while fewer than ``k``
     were found; past ``EXACT_ABOVE_PROBE_FRACTION`` of the clusters it scans the candidates
-    exactly. The mask is read once, packed into a bitmap and counted (bitmap.py); then only the
-    bits of the scanned clusters' rows are tested, and an exact scan lists its candidates from
-    the bitmap."""
+    exactly. The candidates come as packed bits with their count (lagoon/index/bits.py: a
+    filter's result as Arrow evaluated it; a bool mask is packed once); only the bits of the
+    scanned clusters' rows are tested, and an exact scan lists its candidates from the bitmap."""
 
-    def __init__(self, vi: ProbedIndex, q: np.ndarray, metric: str, k: int, cand: np.ndarray | None) -> None:
+    def __init__(
+        self, vi: ProbedIndex, q: np.ndarray, metric: str, k: int, cand: np.ndarray | Bits | None
+    ) -> None:
         m = vi.n_vectors
-        self._bitmap: np.ndarray | None = None  # the candidates, packed (bitmap.py)
-        if cand is None:
-            self.n_cand = m
-        else:
-            if not vi.all_valid:
-                cand = cand & vi.valid
-            self._bitmap, self.n_cand = _bitmap.pack(cand)
-        self.vi, self.q, self.metric, self.k, self.cand = vi, q, metric, k, cand
+        bits = None if cand is None else as_bits(cand)
+        if bits is not None and vi.valid_bits is not None:
+            bits = bits & vi.valid_bits
+        self.n_cand = m if bits is None else bits.count
+        self.vi, self.q, self.metric, self.k, self.cand = vi, q, metric, k, bits
         self.sigma = self.n_cand / m if m else 0.0
         ivf = metric == vi.metric and vi.n_clusters > 1
         small = cand is not None and self.n_cand <= max(EXACT_BELOW_ROWS, EXACT_BELOW_FRACTION * m)
@@ -126,7 +125,7 @@ class ProbeSearch:
 
     def exact(self) -> tuple[np.ndarray, np.ndarray]:
         if self._exact is None:
-            rows = None if self._bitmap is None else _bitmap.rows(self._bitmap, self.n_cand)
+            rows = None if self.cand is None else self.cand.rows()
             self._exact = self.vi.scan(self.q, self.metric, self.k, self.cand, cand_rows=rows)
         return self._exact
 
@@ -185,11 +184,9 @@ class ProbeSearch:
         dense = self.sigma > DENSE_MASK or self._near
         counted = np.zeros(3, np.int64)  # sparse: candidates; dense: bits tested, bits set
         self._sel.append(
-            vi.probe_clusters(
-                self.q, self.metric, self.k, self.cand, new, self._bitmap, dense=dense, seen=counted
-            )
+            vi.probe_clusters(self.q, self.metric, self.k, self.cand, new, dense=dense, seen=counted)
         )
-        if not dense or self._bitmap is None:
+        if not dense or self.cand is None:
             self._seen += int(counted[0])
             return
         # A dense mask's candidates in the new clusters: the kernel tested the bits of the codes
@@ -204,7 +201,7 @@ class ProbeSearch:
             self._seen += round(int(vi.sizes[new].sum()) * hits / tests)
         else:
             starts, ends = vi.list_ptr[new], vi.list_ptr[new + 1]
-            self._seen += sampled_count(starts, ends, vi.kernel_cord, self._bitmap, SEEN_SAMPLE)
+            self._seen += sampled_count(starts, ends, vi.kernel_cord, self.cand.data, SEEN_SAMPLE)
 
     def _best(self) -> np.ndarray:
         if not self._sel:

@@ -39,7 +39,7 @@ from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-from lagoon.index.vector import bitmap
+from lagoon.index import bits as _bits
 
 QUANTIZED_FIRST_PASS = True  # probe with 8-bit codes, then rank the best RERANK_FACTOR·k exactly
 RERANK_FACTOR = 8
@@ -411,7 +411,7 @@ def warm_kernels() -> None:
     starts64 = np.array([0, 5], np.int64)
     for dtype in (np.int32, np.int64):
         sampled_count(starts64, starts64 + 3, np.arange(8, dtype=dtype), np.ones(1, np.uint8), 4)
-    bitmap.warm_kernels()
+    _bits.warm_kernels()
 
 
 __all__ = [

@@ -269,3 +269,37 @@ def test_id_values_are_the_fetched_ids(id_type: str) -> None:
         assert got == s.fetch_rows(pos, []).column("id").to_pylist()
         if id_type == "uint":
             assert values.dtype == np.uint64
+
+
+@pytest.mark.parametrize("all_live", [False, True])
+def test_filter_bits_equal_the_mask(all_live: bool) -> None:
+    """A segment's filters evaluated to bits (filter-index rows set straight into them, scanned
+    conditions from Arrow's bitmaps, And/Or/Not on words) equal the bool masks, with deletes and
+    shadowed rows; a composite of the segment and a tail of 37 documents (so the tail's
+    positions start inside a byte) concatenates them exactly, and an ANN query given the bits
+    returns what it returns given the mask."""
+    from lagoon.index.bits import Bits
+    from lagoon.index.sources.composite import CompositeSource
+
+    src, ref, _ = pair("uint", 21, all_live=all_live)
+    tail = LiveDocs(ref.schema, ref.table.slice(0, 37))
+    both = CompositeSource(src.schema, [src, tail])
+    q = np.random.default_rng(5).normal(size=8)
+    for f in [
+        *FILTERS,
+        ["Not", ["n", "In", [1, 2, 3]]],
+        ["And", [["n", "Gte", 0], ["Not", ["n", "Gt", 40]]]],
+    ]:
+        flt = parse_filter(f, src.schema)
+        bits, mask = src.filter_bits(flt), src.filter_mask(flt)
+        assert isinstance(bits, Bits) and bits.n == src.num_docs, f
+        assert np.array_equal(bits.mask, mask) and bits.count == int(mask.sum()), f
+        assert not np.unpackbits(bits.data, bitorder="little")[bits.n :].any(), f
+        cbits, cmask = both.filter_bits(flt), both.filter_mask(flt)
+        assert np.array_equal(cbits.mask, cmask) and cbits.count == int(cmask.sum()), f
+        for s, b, m in ((src, bits, mask), (both, cbits, cmask)):
+            got = s.vector_topk("v", q, "cosine_distance", 10, b, approximate=True)
+            want = s.vector_topk("v", q, "cosine_distance", 10, m, approximate=True)
+            assert np.array_equal(got[0], want[0]) and np.array_equal(got[1], want[1]), f
+            exact = s.vector_topk("v", q, "cosine_distance", 10, b)
+            assert np.array_equal(exact[0], s.vector_topk("v", q, "cosine_distance", 10, m)[0]), f
