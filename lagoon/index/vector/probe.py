@@ -149,7 +149,10 @@ class ProbeSearch:
                 # around a plane lie on its far side: the clusters added from here are scanned as
                 # a dense mask's (codes near the query counted), or the following stops short
                 # (half-space masks of 25-30 %: recall 0.86 at 400 of 894 clusters).
-                self._near = True
+                if not self._near and self.sigma <= DENSE_MASK:
+                    self._near = True
+                    self._seen = 0  # recount what was scanned: its candidates near the query
+                    self._scan(np.flatnonzero(self._probed))
                 while self._seen < need and self._n_probed < EXACT_ABOVE_PROBE_FRACTION * ncl:
                     per = max(self.n_cand / ncl, 1e-9)  # the next clusters, at the average rate
                     step = max(1, math.ceil((need - self._seen) / per), self._n_probed // 4)
@@ -181,6 +184,10 @@ class ProbeSearch:
             return
         if count_rows:
             self._rows += int(vi.sizes[new].sum())
+        self._scan(new)
+
+    def _scan(self, new: np.ndarray) -> None:
+        vi = self.vi
         dense = self.sigma > DENSE_MASK or self._near
         counted = np.zeros(3, np.int64)  # sparse: candidates; dense: bits tested, bits set
         self._sel.append(
