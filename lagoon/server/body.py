@@ -323,10 +323,38 @@ class _Walk:
             value = cols[key]
             if key == "vector" and isinstance(value, simdjson.Array):
                 self.arrays += 1
-                out[key] = [self.vector(v, ("upsert_columns", key, i)) for i, v in enumerate(value)]
+                joined = self.vector_column(value)
+                if joined is None:
+                    joined = [self.vector(v, ("upsert_columns", key, i)) for i, v in enumerate(value)]
+                out[key] = joined
             else:
                 out[key] = self.plain(value)
         return _unique(out, cols)
+
+    def vector_column(self, column: simdjson.Array) -> list[DecodedVector] | None:
+        """The ``upsert_columns`` vector column as the rows of one n x dims float64 matrix read
+        by one ``as_buffer``, when every entry is an array of one length and the column holds
+        only numbers (else None: the caller decodes it entry by entry). ``as_buffer`` flattens
+        nested arrays: an entry holding one adds a ``[`` this walk does not count, so the body
+        then goes to orjson (``_decode_vectors``)."""
+        n = len(column)
+        if n == 0:
+            return None
+        try:
+            buffer = column.as_buffer(of_type="d")  # TypeError on a bool, null, string or object
+            sizes = {len(entry) for entry in column}  # type: ignore[arg-type]  # TypeError on a number: not an array
+        except TypeError:
+            return None
+        dims = sizes.pop()
+        if sizes or not dims or memoryview(buffer).nbytes != 8 * n * dims:
+            return None
+        self.arrays += n
+        matrix = np.frombuffer(buffer, dtype=np.float64).reshape(n, dims)
+        at = self.text.at
+        return [
+            DecodedVector(matrix[i], functools.partial(at, ("upsert_columns", "vector", i)), matrix, i)
+            for i in range(n)
+        ]
 
     def vector(self, value: _Value, path: tuple[str | int, ...]) -> Any:
         """A flat array of numbers as a ``DecodedVector``; anything else as orjson builds it."""

@@ -242,6 +242,7 @@ def test_bodies_the_decoder_is_not_sure_about_are_orjsons() -> None:
         b'{"upsert_rows":[{"id":1,"vector":[[0.5],1,2,3]}]}',  # nested: as_buffer would flatten it
         b'{"upsert_rows":[{"id":1,"vector":' + vector.encode() + b',"vector":[9,9,9,9]}]}',  # last key wins
         b'{"upsert_rows":[{"id":1,"vector":[1,2,3,123456789012345678901234567890]}]}',  # a big integer
+        b'{"upsert_columns":{"id":[1,2],"vector":[[[1],2],[3,[4]]]}}',  # flattened: 2 x 2 numbers
     ):
         assert _decode_vectors(raw) is None
         try:
