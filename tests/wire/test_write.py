@@ -10,9 +10,11 @@ with the same message, and gives the same documents and billed bytes whether the
 from __future__ import annotations
 
 import base64
+import binascii
 from typing import Any
 
 import numpy as np
+import pybase64
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -39,6 +41,15 @@ VECTOR = st.one_of(
         st.lists(st.floats(-1e6, 1e6, width=32), min_size=DIMS - 1, max_size=DIMS + 1),
     ),
     st.sampled_from([None, "not base64!", "AAAA", 7, {"a": 1}]),
+    st.builds(  # a character of a valid base64 vector replaced, or one put in: padding, whitespace
+        lambda xs, at, c, put: (lambda t: t[:at] + c + t[at + (0 if put else 1) :])(
+            base64.b64encode(np.asarray(xs, "<f4").tobytes()).decode()
+        ),
+        st.lists(st.floats(-1e6, 1e6, width=32), min_size=DIMS, max_size=DIMS),
+        st.integers(0, 24),
+        st.sampled_from(["=", " ", "\n", "-", "_", "\u00e9", "A", "=="]),
+        st.booleans(),
+    ),
 )
 
 
@@ -65,6 +76,18 @@ def test_vector_column_agrees_with_value_by_value(values: list[Any], int8: bool)
     assert matrix.dtype == np.float32 and matrix.shape == (len(values), DIMS)
     assert valid.tolist() == [v is not None for v in values]
     assert np.array_equal(matrix, expected)
+
+
+@settings(max_examples=500, deadline=None)
+@given(text=st.text(alphabet="AQgw+/=\n -_\u00e9", max_size=13))
+def test_base64_the_column_decoder_accepts_binascii_accepts_with_the_same_bytes(text: str) -> None:
+    """A base64 vector column is decoded with pybase64; ``coerce_vector`` (and its messages)
+    with binascii's strict mode: anything the first accepts, the second must accept alike."""
+    try:
+        fast = pybase64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        return
+    assert binascii.a2b_base64(text, strict_mode=True) == fast
 
 
 def test_a_bool_or_numeric_string_in_a_vector_is_refused() -> None:
