@@ -44,6 +44,10 @@ from pathlib import Path
 NODE_DIR_ENV = "_LAGOON_NODE_DIR"
 """Set by the supervisor for its children: the node's private folder (``locks/`` inside)."""
 
+PROCESS_ENV = "_LAGOON_PROCESS"
+"""Set by the supervisor for each serving process: ``"<index>/<count>"`` (read by ``routing``;
+defined here, in a module that imports nothing heavy, for the supervisor)."""
+
 HANDOFF_WAIT_SECS = 0.05
 """How long a committer that sees a waiter lets it go first, at most (a waiter that does not
 take the turn by then is slow or gone: the committer asks again)."""
@@ -156,4 +160,4 @@ def from_environment() -> NodeCommitLocks | None:
     return NodeCommitLocks(Path(folder) / "locks") if folder else None
 
 
-__all__ = ["HANDOFF_WAIT_SECS", "NODE_DIR_ENV", "NodeCommitLocks", "Turn", "from_environment"]
+__all__ = ["HANDOFF_WAIT_SECS", "NODE_DIR_ENV", "PROCESS_ENV", "NodeCommitLocks", "Turn", "from_environment"]

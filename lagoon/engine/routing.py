@@ -44,13 +44,11 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+from lagoon.engine.nodelock import PROCESS_ENV
 from lagoon.errors import LagoonError, Unavailable
 from lagoon.metrics import ROUTED_WRITES
 from lagoon.schema import Schema
 from lagoon.wire.write import ValidatedWrite
-
-PROCESS_ENV = "_LAGOON_PROCESS"
-"""Set by the supervisor for each serving process: ``"<index>/<count>"``."""
 
 RETRY_CONNECT_SECS = 1.0
 """After an owner refused a connection, writes are committed locally for this long before the

@@ -14,17 +14,23 @@ import gc
 import logging
 import socket
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import uvicorn
 
 from lagoon.auth import KeyStore
 from lagoon.config import Settings
 from lagoon.logs import log_event
-from lagoon.server.app import create_app
-from lagoon.server.app_state import ServerState
-from lagoon.server.audit import AuditLog
 from lagoon.server.protocol import limited_protocol
+
+if TYPE_CHECKING:
+    from lagoon.server.app import create_app
+    from lagoon.server.app_state import ServerState
+
+# The app (and with it the engine, numpy, numba...) is imported where a process serves, not here:
+# the supervisor of several serving processes imports this module too, and every second it spent
+# importing what it never runs came before its children even started (docs/operations.md,
+# "Start-up time").
 
 log = logging.getLogger("lagoon.server")
 
@@ -84,9 +90,12 @@ def run(settings: Settings) -> int:
     becomes the supervisor of the node's processes (``lagoon.server.processes``)."""
     host, port = split_listen(settings.server.listen)
     _warn_about_auth(settings, host)
-    probe = AuditLog(settings.observability.audit_log)
-    probe.open()  # fail now, with one clear line, rather than in the lifespan with a traceback
-    probe.close()
+    if settings.observability.audit_log:  # fail now, with one clear line, not in the lifespan
+        from lagoon.server.audit import AuditLog
+
+        probe = AuditLog(settings.observability.audit_log)
+        probe.open()
+        probe.close()
     KeyStore.from_settings(settings.auth)  # a bad keys file fails here, once, not in every process
     from lagoon.server.processes import Supervisor, resolve_processes
 
@@ -96,6 +105,8 @@ def run(settings: Settings) -> int:
         if code == 0:
             log_event(log, "server stopped")
         return code
+    from lagoon.server.app import create_app
+
     app = create_app(settings)
     server = DrainingServer(uvicorn_config(app, settings), app.state.server)
     server.run()
@@ -131,6 +142,14 @@ def settle_heap() -> None:
     last reference goes; only a cycle among them is kept, and start-up makes none worth it."""
     gc.collect()
     gc.freeze()
+
+
+def __getattr__(name: str) -> Any:
+    if name == "create_app":  # ``from lagoon.server import create_app``, imported when asked for
+        from lagoon.server.app import create_app
+
+        return create_app
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 __all__ = ["DrainingServer", "create_app", "run", "split_listen", "uvicorn_config"]

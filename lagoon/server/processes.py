@@ -50,17 +50,17 @@ import threading
 import time
 from dataclasses import dataclass, field
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import uvicorn
 
 from lagoon.config import Settings
-from lagoon.engine.nodelock import NODE_DIR_ENV
-from lagoon.engine.routing import PROCESS_ENV
+from lagoon.engine.nodelock import NODE_DIR_ENV, PROCESS_ENV
 from lagoon.logs import log_event
 from lagoon.server import DrainingServer, uvicorn_config
-from lagoon.server.app import create_app
-from lagoon.server.app_state import ServerState
+
+if TYPE_CHECKING:
+    from lagoon.server.app_state import ServerState
 
 log = logging.getLogger("lagoon.server")
 
@@ -297,6 +297,8 @@ class Supervisor:
 
 
 def _serve_child(settings: Settings, ready_fd: int, listen_fd: int) -> int:
+    from lagoon.server.app import create_app
+
     sock = socket.socket(fileno=listen_fd)
     app = create_app(settings)
     config: uvicorn.Config = uvicorn_config(app, settings)

@@ -12,6 +12,8 @@ from __future__ import annotations
 import os
 import re
 import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -77,6 +79,22 @@ def counter(text: str, route: str, status: str = "200") -> float:
         if line.startswith("lagoon_http_requests_total{") and labels:
             total += float(line.rsplit(" ", 1)[1])
     return total
+
+
+def test_the_supervisor_imports_no_engine() -> None:
+    """The supervisor of several serving processes never serves: what it imports (lagoon-server's
+    command, lagoon.server, lagoon.server.processes) leaves out the app, the engine and numba, so
+    its children start at once instead of after an import they repeat anyway."""
+    code = (
+        "import sys, lagoon.cli.server, lagoon.server, lagoon.server.processes; "
+        "print(sorted(m for m in ('lagoon.server.app', 'lagoon.engine.database', 'lagoon.engine.routing', "
+        "'lagoon.server.audit', 'numba', 'scipy', 'pyarrow') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+    from lagoon.server import create_app  # still importable from the package, when asked for
+
+    assert callable(create_app)
 
 
 def test_auto_processes_follow_the_usable_cpus() -> None:
