@@ -45,7 +45,7 @@ from __future__ import annotations
 
 import json
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -111,8 +111,9 @@ class Filter(ABC):
         its boolean bitmap (a null as the operator's null rule says), And/Or/Not combine the
         bits; only conditions computed in numpy (arrays, token operators, ``$ref_new``, Fuzzy)
         are packed from a bool mask. Equal to ``Bits.from_mask(evaluate(table))``."""
+        ctx = _Ctx(table, token_matcher)
         try:
-            return self._bits(_Ctx(table, token_matcher))
+            return self.combine_bits(ctx.n, lambda c: c._leaf_bits(ctx))
         except pa.ArrowException as e:  # a column not typed as the schema says: a caller bug
             raise InternalError(f"filter {self.describe()[:200]} failed on this table: {e}") from e
 
@@ -120,7 +121,11 @@ class Filter(ABC):
     def _eval(self, ctx: _Ctx) -> Mask: ...
 
     @abstractmethod
-    def _bits(self, ctx: _Ctx) -> Bits: ...
+    def combine_bits(self, n: int, leaf: Callable[[Condition], Bits]) -> Bits:
+        """This filter's rows among ``n`` as Bits, each condition's rows from ``leaf``:
+        And/Or/Not combine them 64 rows per operation and stop once the result cannot change.
+        Shared by ``evaluate_bits`` (leaves evaluated on a table) and sources that answer some
+        leaves from an index (lagoon/index/sources/segment.py)."""
 
     @abstractmethod
     def conditions(self) -> Iterator[Condition]:
@@ -155,13 +160,13 @@ class And(Filter):
             np.logical_and(out, child._eval(ctx), out=out)
         return out
 
-    def _bits(self, ctx: _Ctx) -> Bits:
-        out = Bits.full(ctx.n)
+    def combine_bits(self, n: int, leaf: Callable[[Condition], Bits]) -> Bits:
+        out = Bits.full(n)
         for child in self.children:
             if not out.any():
                 break
             checkpoint()
-            out = out & child._bits(ctx)
+            out = out & child.combine_bits(n, leaf)
         return out
 
     def conditions(self) -> Iterator[Condition]:
@@ -185,13 +190,13 @@ class Or(Filter):
             np.logical_or(out, child._eval(ctx), out=out)
         return out
 
-    def _bits(self, ctx: _Ctx) -> Bits:
-        out = Bits.full(ctx.n, False)
+    def combine_bits(self, n: int, leaf: Callable[[Condition], Bits]) -> Bits:
+        out = Bits.full(n, False)
         for child in self.children:
-            if out.count == ctx.n and ctx.n:
+            if out.count == n and n:
                 break
             checkpoint()
-            out = out | child._bits(ctx)
+            out = out | child.combine_bits(n, leaf)
         return out
 
     def conditions(self) -> Iterator[Condition]:
@@ -209,8 +214,8 @@ class Not(Filter):
     def _eval(self, ctx: _Ctx) -> Mask:
         return np.logical_not(self.child._eval(ctx))
 
-    def _bits(self, ctx: _Ctx) -> Bits:
-        return ~self.child._bits(ctx)
+    def combine_bits(self, n: int, leaf: Callable[[Condition], Bits]) -> Bits:
+        return ~self.child.combine_bits(n, leaf)
 
     def conditions(self) -> Iterator[Condition]:
         yield from self.child.conditions()
@@ -267,7 +272,11 @@ class Condition(Filter):
             return self._positive(self.op, ctx)
         return np.logical_not(self._positive(positive, ctx))
 
-    def _bits(self, ctx: _Ctx) -> Bits:
+    def combine_bits(self, n: int, leaf: Callable[[Condition], Bits]) -> Bits:
+        return leaf(self)
+
+    def _leaf_bits(self, ctx: _Ctx) -> Bits:
+        """This condition's rows of ``ctx``'s table as Bits (``_eval``'s, packed where numpy computes them)."""
         if self.op in TOKEN_OPS:
             return Bits.from_mask(ctx.match_tokens(self))
         positive = NEGATIVE.get(self.op)

@@ -162,34 +162,18 @@ class SegmentSource:
         combine 64 documents per operation."""
         if flt is None:
             return Bits.full(self._n)
-        bits = self._eval_bits(flt)
+        bits = flt.combine_bits(self._n, self._condition_bits)
         if bits.n != self._n:
             raise InternalError(f"filter returned bits of {bits.n} documents for {self._n}")
         return bits
 
-    def _eval_bits(self, f: Filter) -> Bits:
-        if isinstance(f, And):
-            out = Bits.full(self._n)
-            for child in f.children:
-                if not out.any():
-                    break
-                out = out & self._eval_bits(child)
-            return out
-        if isinstance(f, Or):
-            out = Bits.full(self._n, False)
-            for child in f.children:
-                if self._n and out.count == self._n:
-                    break
-                out = out | self._eval_bits(child)
-            return out
-        if isinstance(f, Not):
-            return ~self._eval_bits(f.child)
-        if isinstance(f, Condition):
-            found = self._index_rows(f)
-            if found is not None:
-                rows, complement = found
-                return self.live_rows.positions_bits(rows, complement=complement)
-        return self._scan_bits(f)
+    def _condition_bits(self, c: Condition) -> Bits:
+        """A leaf of ``filter_bits``: from the filter index when it answers ``c``, else scanned."""
+        found = self._index_rows(c)
+        if found is None:
+            return self._scan_bits(c)
+        rows, complement = found
+        return self.live_rows.positions_bits(rows, complement=complement)
 
     def _indexed(self, c: Condition) -> np.ndarray | None:
         found = self._index_rows(c)
