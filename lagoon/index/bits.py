@@ -274,6 +274,12 @@ class Bits:
         found = _rows(self.words, out)
         return out[:found]
 
+    def test(self, rows: np.ndarray) -> np.ndarray:
+        """bool per entry of the int ``rows``: is that row set?"""
+        r = np.asarray(rows)
+        out: np.ndarray = ((self.data[r >> 3] >> (r & 7).astype(np.uint8)) & 1).astype(bool)
+        return out
+
     def any(self) -> bool:
         return self.count > 0
 

@@ -281,12 +281,8 @@ class _Walk:
                 value: Any = row[key]  # a simdjson Array when kind is _ARRAY
                 kind = type(value)
                 if kind is _ARRAY and key == "vector":
-                    try:
-                        buffer = value.as_buffer(of_type="d")  # TypeError on a bool, null, string or object
-                    except TypeError:
-                        built[key] = self.plain(value)
-                        continue
-                    if memoryview(buffer).nbytes != 8 * len(value):  # nested arrays, flattened
+                    buffer = _flat_numbers(value)
+                    if buffer is None:
                         built[key] = self.plain(value)
                         continue
                     self.arrays += 1
@@ -360,15 +356,11 @@ class _Walk:
         """A flat array of numbers as a ``DecodedVector``; anything else as orjson builds it."""
         if not isinstance(value, simdjson.Array):
             return self.plain(value)
-        try:
-            buffer = value.as_buffer(of_type="d")  # TypeError on a bool, null, string or object
-        except TypeError:
-            return self.plain(value)
-        numbers = np.frombuffer(buffer, dtype=np.float64)
-        if numbers.shape[0] != len(value):  # nested arrays, flattened
+        buffer = _flat_numbers(value)
+        if buffer is None:
             return self.plain(value)
         self.arrays += 1
-        return DecodedVector(numbers, functools.partial(self.text.at, path))
+        return DecodedVector(np.frombuffer(buffer, dtype=np.float64), functools.partial(self.text.at, path))
 
     def plain(self, value: _Value) -> Any:
         """``value`` as orjson builds it (its arrays counted)."""
@@ -380,6 +372,16 @@ class _Walk:
             return value
         self.arrays += _arrays_in(built)
         return built
+
+
+def _flat_numbers(value: simdjson.Array) -> Any | None:
+    """The float64 buffer of ``value`` when it is a flat array of numbers, else None (a bool,
+    null, string or object in it; or a nested array, which ``as_buffer`` flattens)."""
+    try:
+        buffer = value.as_buffer(of_type="d")  # TypeError on a bool, null, string or object
+    except TypeError:
+        return None
+    return buffer if memoryview(buffer).nbytes == 8 * len(value) else None
 
 
 def _unique(built: dict[str, Any], source: simdjson.Object) -> dict[str, Any]:

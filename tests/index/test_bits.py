@@ -29,6 +29,8 @@ def test_pack_and_rows_round_trip(n: int, share: float) -> None:
     assert not bits[expect.shape[0] :].any()
     assert count == int(np.count_nonzero(mask))
     assert np.array_equal(bitmap.rows(bits, count), np.flatnonzero(mask))
+    probe = np.random.default_rng(n + 1).integers(0, max(n, 1), 50) if n else np.zeros(0, np.int64)
+    assert np.array_equal(Bits(bits, n, count).test(probe), mask[probe])
 
 
 def test_pack_reads_a_strided_mask_as_its_values() -> None:

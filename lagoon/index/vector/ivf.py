@@ -438,8 +438,7 @@ class VectorIndex:
         idx = gather_runs(starts, self.list_ptr[probe + 1] - starts)
         if cand is not None:
             tested = idx.shape[0]
-            r = self.cord[idx]
-            idx = idx[((cand.data[r >> 3] >> (r & 7).astype(np.uint8)) & 1).astype(bool)]
+            idx = idx[cand.test(self.cord[idx])]
             if seen is not None:
                 if dense:  # every bit tested: the share is exact
                     seen[1] += tested
